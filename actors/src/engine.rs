@@ -189,6 +189,16 @@ impl Engine {
     /// Applies `mutations` atomically; with `sync` the journal is fsynced before returning,
     /// which also makes every earlier unsynced write durable.
     pub fn write(&self, mutations: &[Mutation], sync: bool) -> Result<()> {
+        self.write_all(mutations, sync)
+    }
+
+    /// Like [`Engine::write`], for mutations gathered from several places (the batched
+    /// writers combine many tasks into one atomic batch).
+    pub fn write_all<'a>(
+        &self,
+        mutations: impl IntoIterator<Item = &'a Mutation>,
+        sync: bool,
+    ) -> Result<()> {
         let mut batch = self.inner.db.batch();
         for m in mutations {
             match m {

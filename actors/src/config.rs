@@ -1,0 +1,133 @@
+//! Raftstore settings: raft timing, log compaction and batching limits.
+//!
+//! The node's TOML `[raftstore]` section deserializes into [`RaftStoreConfig`]; every field
+//! has a default, so a config file names only what it changes. Times are milliseconds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Settings of one store's raftstore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftStoreConfig {
+    /// Interval of the raft tick that drives elections and heartbeats.
+    pub raft_base_tick_ms: u64,
+    /// Ticks between leader heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub raft_election_timeout_ticks: usize,
+    /// Largest append message, in bytes.
+    pub raft_max_size_per_msg: u64,
+    /// Append messages in flight to one follower.
+    pub raft_max_inflight_msgs: usize,
+    /// Interval of the leader's log-compaction check.
+    pub raft_log_gc_tick_ms: u64,
+    /// Compact the log once this many applied entries sit in it.
+    pub raft_log_gc_count_limit: u64,
+    /// Compact the log once the applied entries in it exceed this many bytes.
+    pub raft_log_gc_size_limit: u64,
+    /// Arbiters (threads) the PeerFsms are spread over.
+    pub peer_threads: usize,
+    /// Arbiters (threads) the ApplyFsms are spread over.
+    pub apply_threads: usize,
+    /// Most bytes the raft-log writer puts in one fsynced batch.
+    pub raft_write_batch_bytes: usize,
+    /// Most bytes the apply writer puts in one batch.
+    pub apply_write_batch_bytes: usize,
+}
+
+impl Default for RaftStoreConfig {
+    fn default() -> Self {
+        RaftStoreConfig {
+            raft_base_tick_ms: 100,
+            raft_heartbeat_ticks: 2,
+            raft_election_timeout_ticks: 10,
+            raft_max_size_per_msg: 1024 * 1024,
+            raft_max_inflight_msgs: 256,
+            raft_log_gc_tick_ms: 1_000,
+            raft_log_gc_count_limit: 10_000,
+            raft_log_gc_size_limit: 64 * 1024 * 1024,
+            peer_threads: 2,
+            apply_threads: 1,
+            raft_write_batch_bytes: 4 * 1024 * 1024,
+            apply_write_batch_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl RaftStoreConfig {
+    /// The settings TinyKV's tests use: 50 ms ticks, so elections settle in well under a
+    /// second.
+    pub fn for_tests() -> Self {
+        RaftStoreConfig {
+            raft_base_tick_ms: 50,
+            raft_log_gc_tick_ms: 100,
+            ..Default::default()
+        }
+    }
+
+    /// The raft tick interval.
+    pub fn base_tick(&self) -> Duration {
+        Duration::from_millis(self.raft_base_tick_ms)
+    }
+
+    /// How long a follower waits for a leader before campaigning (the lower bound).
+    pub fn election_timeout(&self) -> Duration {
+        self.base_tick() * self.raft_election_timeout_ticks as u32
+    }
+
+    /// Checks the settings, naming the first offending key.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |key: &str, why: &str| {
+            Err(Error::InvalidRequest(format!("raftstore.{key}: {why}")))
+        };
+        if self.raft_base_tick_ms == 0 {
+            return fail("raft_base_tick_ms", "must be greater than 0");
+        }
+        if self.raft_heartbeat_ticks == 0 {
+            return fail("raft_heartbeat_ticks", "must be greater than 0");
+        }
+        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
+            return fail(
+                "raft_election_timeout_ticks",
+                "must be greater than raft_heartbeat_ticks",
+            );
+        }
+        if self.raft_max_inflight_msgs == 0 {
+            return fail("raft_max_inflight_msgs", "must be greater than 0");
+        }
+        if self.raft_log_gc_tick_ms == 0 {
+            return fail("raft_log_gc_tick_ms", "must be greater than 0");
+        }
+        if self.raft_log_gc_count_limit == 0 {
+            return fail("raft_log_gc_count_limit", "must be greater than 0");
+        }
+        if self.peer_threads == 0 || self.peer_threads > 64 {
+            return fail("peer_threads", "must be between 1 and 64");
+        }
+        if self.apply_threads == 0 || self.apply_threads > 64 {
+            return fail("apply_threads", "must be between 1 and 64");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        RaftStoreConfig::default().validate().unwrap();
+        RaftStoreConfig::for_tests().validate().unwrap();
+        let cfg = RaftStoreConfig {
+            raft_election_timeout_ticks: 2,
+            ..Default::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("raft_election_timeout_ticks"), "{err}");
+    }
+}

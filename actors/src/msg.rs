@@ -1,0 +1,292 @@
+//! The typed messages the raftstore actors exchange, and the callback a command answers.
+//!
+//! Who sends what:
+//!
+//! | message | from → to |
+//! |---|---|
+//! | [`RaftCommand`], [`KeyCommand`] | client → Router → PeerFsm |
+//! | [`InboundRaftMessage`] | transport → Router → PeerFsm (or Store for unknown regions) |
+//! | [`WriteTask`] / [`Persisted`] | PeerFsm → RaftLogWriter → PeerFsm |
+//! | [`Apply`] | PeerFsm → ApplyFsm |
+//! | [`ApplyTask`] / [`Applied`] | ApplyFsm → ApplyWriter → PeerFsm (callbacks answered) |
+//! | [`RegionChanged`] | PeerFsm → Router (range index and leader hints) |
+//!
+//! A command is answered exactly once through its [`Callback`]: with a response, or with a
+//! region error in the response header. A caller that gives up (times out) just drops the
+//! receiving end.
+
+use actix::prelude::*;
+use raft::eraftpb::Entry;
+use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, RaftResponseHeader};
+use tinykv_proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use tokio::sync::oneshot;
+
+use crate::engine::{Cf, EngineSnapshot, Mutation};
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// A region's data as of one instant, bounded to the region's range: what a `Snap`
+/// request returns once the read is known to be linearizable.
+pub struct RegionSnapshot {
+    /// The region as of the read.
+    pub region: metapb::Region,
+    /// The engine snapshot the data is read from.
+    pub snapshot: EngineSnapshot,
+}
+
+impl RegionSnapshot {
+    /// Reads one key, which must lie in the region.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        self.snapshot.get(cf, key)
+    }
+
+    /// Scans `[start, end)` intersected with the region's range (empty `end`: up to the
+    /// region's end), returning at most `limit` pairs.
+    pub fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let lower = start.max(self.region.start_key.as_slice());
+        let upper = match (end.is_empty(), self.region.end_key.is_empty()) {
+            (true, _) => self.region.end_key.as_slice(),
+            (false, true) => end,
+            (false, false) => end.min(self.region.end_key.as_slice()),
+        };
+        let mut pairs = Vec::new();
+        if limit == 0 || (!upper.is_empty() && lower >= upper) {
+            return Ok(pairs);
+        }
+        self.snapshot.scan(cf, lower, upper, |k, v| {
+            pairs.push((k.to_vec(), v.to_vec()));
+            pairs.len() < limit
+        })?;
+        Ok(pairs)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if keys::in_range(key, &self.region.start_key, &self.region.end_key) {
+            Ok(())
+        } else {
+            Err(Error::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: self.region.id,
+                start_key: self.region.start_key.clone(),
+                end_key: self.region.end_key.clone(),
+            })
+        }
+    }
+}
+
+/// The answer to a command: the protobuf response, plus the region snapshot of a `Snap`.
+pub struct CmdResponse {
+    /// The response; `header.error` is set if the command failed.
+    pub response: RaftCmdResponse,
+    /// For a command holding a `Snap` request: the data to read.
+    pub snapshot: Option<RegionSnapshot>,
+}
+
+impl CmdResponse {
+    /// A response carrying only an error.
+    pub fn error(err: &Error, term: u64) -> CmdResponse {
+        CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    error: Some(err.to_pb()),
+                    current_term: term,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            snapshot: None,
+        }
+    }
+
+    /// The error in the header, if any.
+    pub fn err(&self) -> Option<Error> {
+        self.response
+            .header
+            .as_ref()
+            .and_then(|h| h.error.as_ref())
+            .map(Error::from_pb)
+    }
+}
+
+/// The one-shot channel a command is answered on.
+pub type Callback = oneshot::Sender<CmdResponse>;
+
+/// Answers `callback` with `err`; a caller that went away is not an error.
+pub fn respond_error(callback: Callback, err: &Error, term: u64) {
+    let _ = callback.send(CmdResponse::error(err, term));
+}
+
+/// A command for one region, addressed by `request.header.region_id`.
+///
+/// If the header carries no region epoch, the sender routed the command by key and the
+/// PeerFsm stamps its own current epoch on it after checking the keys are in the region.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RaftCommand {
+    /// The command.
+    pub request: RaftCmdRequest,
+    /// Where the answer goes.
+    pub callback: Callback,
+}
+
+/// A command routed by the Router to whichever local region holds `key`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KeyCommand {
+    /// The key that picks the region.
+    pub key: Vec<u8>,
+    /// The command; its header is filled in by the Router and the PeerFsm.
+    pub request: RaftCmdRequest,
+    /// Where the answer goes.
+    pub callback: Callback,
+}
+
+/// A raft message from another store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InboundRaftMessage(pub RaftMessage);
+
+/// Log entries and hard state a PeerFsm wants on disk (one raft-rs `Ready`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriteTask {
+    /// The region, for logs.
+    pub region_id: u64,
+    /// The `Ready` number to acknowledge with [`Persisted`].
+    pub ready_number: u64,
+    /// What to write.
+    pub mutations: Vec<Mutation>,
+    /// Whether the write must be fsynced before it is acknowledged.
+    pub must_sync: bool,
+    /// Last log index the write leaves on disk, if it appends entries.
+    pub last_index: Option<u64>,
+    /// Who to tell once the write is durable.
+    pub notify: Recipient<Persisted>,
+}
+
+/// A [`WriteTask`] is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persisted {
+    /// The acknowledged `Ready` number (and implicitly every earlier one).
+    pub ready_number: u64,
+    /// Last log index now on disk, if the task appended entries.
+    pub last_index: Option<u64>,
+}
+
+/// A command waiting for its log entry, identified by (index, term).
+pub struct Proposal {
+    /// Log index the command was proposed at.
+    pub index: u64,
+    /// Term the command was proposed in.
+    pub term: u64,
+    /// Where the answer goes.
+    pub callback: Callback,
+}
+
+/// Committed entries for the ApplyFsm, with the proposals they may answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    /// Committed entries, in index order.
+    pub entries: Vec<Entry>,
+    /// Proposals whose index is at most the last entry's index.
+    pub proposals: Vec<Proposal>,
+}
+
+/// Applied mutations of one or more entries, for the ApplyWriter.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyTask {
+    /// The region, for logs.
+    pub region_id: u64,
+    /// Data changes plus the new apply state, written atomically.
+    pub mutations: Vec<Mutation>,
+    /// Responses to deliver once the write is done.
+    pub responses: Vec<(Callback, CmdResponse)>,
+    /// Progress to report to the PeerFsm once the write is done.
+    pub applied: Applied,
+    /// The PeerFsm to report to.
+    pub notify: Recipient<Applied>,
+}
+
+/// Apply progress of a region, reported to its PeerFsm.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Applied {
+    /// The apply state now visible in the engine.
+    pub apply_state: RaftApplyState,
+    /// Term of the last applied entry.
+    pub applied_term: u64,
+}
+
+/// Where a region is and who leads it, as the Router knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionRoute {
+    /// The region (range, epoch, peers).
+    pub region: metapb::Region,
+    /// The leader as last reported by the local peer.
+    pub leader: Option<metapb::Peer>,
+}
+
+/// A PeerFsm reports a new region shape or leader to the Router.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegionChanged(pub RegionRoute);
+
+/// Asks the Router which local region holds `key`.
+#[derive(Message)]
+#[rtype(result = "Option<RegionRoute>")]
+pub struct FindRegion {
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Asks the Router for every local region, ordered by start key.
+#[derive(Message)]
+#[rtype(result = "Vec<RegionRoute>")]
+pub struct ListRegions;
+
+/// A peer's view of its raft group, for the admin API and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// The region.
+    pub region: metapb::Region,
+    /// This peer.
+    pub peer: metapb::Peer,
+    /// The leader's peer id (0: unknown).
+    pub leader_id: u64,
+    /// Current raft term.
+    pub term: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Index of the last compacted log entry.
+    pub truncated_index: u64,
+}
+
+/// Asks a PeerFsm for its [`PeerStatus`].
+#[derive(Message)]
+#[rtype(result = "PeerStatus")]
+pub struct QueryPeerStatus;
+
+/// Asks the Router for the status of a local region's peer.
+#[derive(Message)]
+#[rtype(result = "Option<PeerStatus>")]
+pub struct QueryRegionStatus(pub u64);
+
+/// Stops an actor (and, for the Store, every actor of the store).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;

@@ -1,0 +1,694 @@
+//! PeerFsm: one actor per region peer, owning its raft-rs `RawNode`.
+//!
+//! The PeerFsm turns events into raft progress and raft progress into work for others:
+//!
+//! - **Inputs**: ticks (a timer every `raft_base_tick_ms`), raft messages from other
+//!   stores, client commands, [`Persisted`] from the raft-log writer and [`Applied`] from
+//!   the apply path.
+//! - **Ready**: after handling inputs, the peer takes raft-rs's `Ready` once (a scheduled
+//!   [`HandleReady`] notification coalesces the inputs that arrived together). Messages a
+//!   leader may send before persisting go out at once; new entries and the hard state go to
+//!   the raft-log writer as a [`WriteTask`] (raft-rs's async-ready protocol); messages that
+//!   must wait for durability (a follower's append responses, votes) are held until the
+//!   writer reports [`Persisted`]; committed entries go to the ApplyFsm with the proposals
+//!   they answer.
+//! - **Writes**: a command is checked (store, leadership, term, epoch, key range),
+//!   encoded, and proposed; its callback waits as a [`Proposal`] keyed by (index, term).
+//! - **Reads**: read-only commands use raft's ReadIndex: the leader confirms it is still
+//!   leader with a heartbeat round, learns the commit index at that moment, and serves the
+//!   read from the engine once its state machine has applied that index. Reads never touch
+//!   the log.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use prost::Message as _;
+use raft::eraftpb;
+use raft::{RawNode, StateRole};
+use tinykv_proto::convert::{from_raft, to_raft};
+use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{
+    CmdType, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    SnapResponse,
+};
+use tinykv_proto::raft_serverpb::RaftMessage;
+use tracing::{debug, warn};
+
+use crate::apply::{ApplyFsm, AttachPeer};
+use crate::batch_writer::RaftLogWriter;
+use crate::config::RaftStoreConfig;
+use crate::engine::{Cf, Engine};
+use crate::error::{Error, Result};
+use crate::msg::*;
+use crate::peer_storage::PeerStorage;
+use crate::router::Router;
+use crate::alive::AliveToken;
+use crate::slog_bridge::raft_logger;
+use crate::transport::Transport;
+use crate::util;
+
+/// Everything a PeerFsm needs from its store.
+#[derive(Clone)]
+pub struct PeerContext {
+    /// This store's id.
+    pub store_id: u64,
+    /// Raftstore settings.
+    pub cfg: Arc<RaftStoreConfig>,
+    /// The store's engine.
+    pub engine: Engine,
+    /// Outbound raft messages.
+    pub transport: Arc<dyn Transport>,
+    /// The store's router.
+    pub router: Addr<Router>,
+    /// The store's raft-log writer.
+    pub log_writer: Addr<RaftLogWriter>,
+    /// Keeps the store from counting as stopped while this peer lives.
+    pub token: AliveToken,
+}
+
+/// A read waiting for its ReadIndex to be confirmed and applied.
+struct PendingRead {
+    id: u64,
+    request: RaftCmdRequest,
+    callback: Callback,
+    /// Whether raft was asked for a read index (it ignores the request until the leader
+    /// has committed an entry of its own term, so the ask waits until then).
+    issued: bool,
+    read_index: Option<u64>,
+}
+
+/// Internal notification: take and handle raft's `Ready`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HandleReady;
+
+/// The actor; see the module documentation.
+pub struct PeerFsm {
+    ctx: PeerContext,
+    peer: metapb::Peer,
+    region_id: u64,
+    raft: RawNode<PeerStorage>,
+    apply: Addr<ApplyFsm>,
+    proposals: VecDeque<Proposal>,
+    pending_reads: VecDeque<PendingRead>,
+    next_read_id: u64,
+    /// Messages of `Ready`s that may only be sent once that `Ready` is durable.
+    unpersisted_msgs: VecDeque<(u64, Vec<eraftpb::Message>)>,
+    peer_cache: HashMap<u64, metapb::Peer>,
+    ready_scheduled: bool,
+    reported_leader: Option<u64>,
+    span: tracing::Span,
+}
+
+impl PeerFsm {
+    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm.
+    pub fn new(
+        ctx: PeerContext,
+        peer: metapb::Peer,
+        storage: PeerStorage,
+        apply: Addr<ApplyFsm>,
+    ) -> Result<PeerFsm> {
+        let region_id = storage.region().id;
+        let span = tracing::info_span!("peer", store = ctx.store_id, region = region_id, peer = peer.id);
+        let cfg = &ctx.cfg;
+        let raft_cfg = raft::Config {
+            id: peer.id,
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied: storage.applied_index(),
+            max_size_per_msg: cfg.raft_max_size_per_msg,
+            max_inflight_msgs: cfg.raft_max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
+        let peer_cache = storage
+            .region()
+            .peers
+            .iter()
+            .map(|p| (p.id, p.clone()))
+            .collect();
+        let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
+            .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
+        Ok(PeerFsm {
+            ctx,
+            peer,
+            region_id,
+            raft,
+            apply,
+            proposals: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            next_read_id: 1,
+            unpersisted_msgs: VecDeque::new(),
+            peer_cache,
+            ready_scheduled: false,
+            reported_leader: None,
+            span,
+        })
+    }
+
+    fn region(&self) -> &metapb::Region {
+        self.raft.store().region()
+    }
+
+    fn term(&self) -> u64 {
+        self.raft.raft.term
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    fn leader_peer(&self) -> Option<metapb::Peer> {
+        let id = self.raft.raft.leader_id;
+        (id != raft::INVALID_ID)
+            .then(|| self.peer_cache.get(&id).cloned())
+            .flatten()
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id,
+            leader: self.leader_peer(),
+        }
+    }
+
+    fn schedule_ready(&mut self, ctx: &mut Context<Self>) {
+        if !self.ready_scheduled {
+            self.ready_scheduled = true;
+            ctx.notify(HandleReady);
+        }
+    }
+
+    /// A single-peer region elects itself at once instead of waiting out a timeout.
+    fn maybe_campaign(&mut self) {
+        let region = self.region();
+        if region.peers.len() == 1 && region.peers[0].id == self.peer.id && !self.is_leader() {
+            let _ = self.raft.campaign();
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------
+
+    fn check_command(&self, request: &mut RaftCmdRequest) -> Result<()> {
+        let header = request.header.get_or_insert_with(Default::default).clone();
+        if let Some(peer) = &header.peer {
+            if peer.store_id != self.ctx.store_id {
+                return Err(Error::StoreNotMatch {
+                    request_store_id: peer.store_id,
+                    actual_store_id: self.ctx.store_id,
+                });
+            }
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        if let Some(peer) = &header.peer {
+            if peer.id != self.peer.id {
+                return Err(Error::InvalidRequest(format!(
+                    "request names peer {} but this is peer {}",
+                    peer.id, self.peer.id
+                )));
+            }
+        }
+        if header.term != 0 && self.term() > header.term + 1 {
+            return Err(Error::StaleCommand);
+        }
+        let region = self.region();
+        match &header.region_epoch {
+            Some(_) => util::check_region_epoch(request, region)?,
+            None => {
+                // Routed by key: this peer's current view is the reference.
+                for req in &request.requests {
+                    if let Some(key) = util::request_key(req) {
+                        util::check_key_in_region(key, region)?;
+                    }
+                }
+            }
+        }
+        let header = request.header.get_or_insert_with(Default::default);
+        if header.region_epoch.is_none() {
+            header.region_epoch = region.region_epoch.clone();
+        }
+        header.region_id = self.region_id;
+        Ok(())
+    }
+
+    fn on_command(&mut self, cmd: RaftCommand, ctx: &mut Context<Self>) {
+        let RaftCommand {
+            mut request,
+            callback,
+        } = cmd;
+        if let Err(e) = self.check_command(&mut request) {
+            respond_error(callback, &e, self.term());
+            return;
+        }
+        if request.admin_request.is_some() {
+            respond_error(
+                callback,
+                &Error::InvalidRequest("admin commands are not supported yet".into()),
+                self.term(),
+            );
+            return;
+        }
+        if request.requests.is_empty() {
+            respond_error(
+                callback,
+                &Error::InvalidRequest("command has no requests".into()),
+                self.term(),
+            );
+            return;
+        }
+        if util::is_read_only(&request) {
+            self.propose_read(request, callback);
+        } else {
+            self.propose_write(request, callback);
+        }
+        self.schedule_ready(ctx);
+    }
+
+    fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let last_before = self.raft.raft.raft_log.last_index();
+        if self.raft.propose(vec![], request.encode_to_vec()).is_err() {
+            respond_error(callback, &self.not_leader(), self.term());
+            return;
+        }
+        let index = self.raft.raft.raft_log.last_index();
+        if index == last_before {
+            // Dropped by raft, e.g. during a leader transfer.
+            respond_error(callback, &self.not_leader(), self.term());
+            return;
+        }
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.term(),
+            callback,
+        });
+    }
+
+    fn propose_read(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.pending_reads.push_back(PendingRead {
+            id,
+            request,
+            callback,
+            issued: false,
+            read_index: None,
+        });
+        self.issue_reads();
+    }
+
+    /// Whether the leader has committed an entry of its current term, which raft requires
+    /// before it answers a ReadIndex request.
+    fn committed_in_current_term(&self) -> bool {
+        let log = &self.raft.raft.raft_log;
+        log.term(log.committed).unwrap_or(0) == self.term()
+    }
+
+    /// Asks raft for a read index for every read that has not asked yet, once it can.
+    fn issue_reads(&mut self) {
+        if !self.is_leader() || !self.committed_in_current_term() {
+            return;
+        }
+        for read in self.pending_reads.iter_mut().filter(|r| !r.issued) {
+            read.issued = true;
+            self.raft.read_index(read.id.to_be_bytes().to_vec());
+        }
+    }
+
+    fn on_read_state(&mut self, state: raft::ReadState) {
+        let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+            return;
+        };
+        let id = u64::from_be_bytes(bytes);
+        if let Some(read) = self.pending_reads.iter_mut().find(|r| r.id == id) {
+            read.read_index = Some(state.index);
+        }
+    }
+
+    /// Serves every pending read whose index the state machine has reached.
+    fn serve_reads(&mut self) {
+        let applied = self.raft.store().applied_index();
+        let mut waiting = VecDeque::with_capacity(self.pending_reads.len());
+        for read in std::mem::take(&mut self.pending_reads) {
+            match read.read_index {
+                Some(index) if index <= applied => {
+                    let response = self.execute_read(&read.request);
+                    let _ = read.callback.send(response);
+                }
+                _ => waiting.push_back(read),
+            }
+        }
+        self.pending_reads = waiting;
+    }
+
+    fn execute_read(&self, request: &RaftCmdRequest) -> CmdResponse {
+        let term = self.term();
+        let region = self.region().clone();
+        let snapshot = self.ctx.engine.snapshot();
+        let region_snapshot = RegionSnapshot { region, snapshot };
+        let mut responses = Vec::with_capacity(request.requests.len());
+        let mut wants_snapshot = false;
+        for req in &request.requests {
+            let response = match req.cmd_type() {
+                CmdType::Get => {
+                    let get = req.get.clone().unwrap_or_default();
+                    let value = Cf::from_name(&get.cf)
+                        .and_then(|cf| region_snapshot.get(cf, &get.key));
+                    match value {
+                        Ok(value) => Response {
+                            cmd_type: CmdType::Get as i32,
+                            get: Some(GetResponse {
+                                value: value.unwrap_or_default(),
+                            }),
+                            ..Default::default()
+                        },
+                        Err(e) => return CmdResponse::error(&e, term),
+                    }
+                }
+                CmdType::Snap => {
+                    wants_snapshot = true;
+                    Response {
+                        cmd_type: CmdType::Snap as i32,
+                        snap: Some(SnapResponse {
+                            region: Some(region_snapshot.region.clone()),
+                        }),
+                        ..Default::default()
+                    }
+                }
+                other => {
+                    let e = Error::InvalidRequest(format!("{other:?} is not a read"));
+                    return CmdResponse::error(&e, term);
+                }
+            };
+            responses.push(response);
+        }
+        CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: term,
+                    ..Default::default()
+                }),
+                responses,
+                admin_response: None,
+            },
+            snapshot: wants_snapshot.then_some(region_snapshot),
+        }
+    }
+
+    fn fail_reads_without_index(&mut self) {
+        let err = self.not_leader();
+        let term = self.term();
+        let mut kept = VecDeque::new();
+        for read in std::mem::take(&mut self.pending_reads) {
+            if read.read_index.is_some() {
+                kept.push_back(read);
+            } else {
+                respond_error(read.callback, &err, term);
+            }
+        }
+        self.pending_reads = kept;
+    }
+
+    // ---- raft messages --------------------------------------------------------------
+
+    fn on_raft_message(&mut self, msg: RaftMessage) {
+        let Some(to) = &msg.to_peer else { return };
+        if to.store_id != self.ctx.store_id || to.id != self.peer.id {
+            debug!(to = ?to, "dropping raft message for another peer");
+            return;
+        }
+        if let Some(from) = &msg.from_peer {
+            self.peer_cache.insert(from.id, from.clone());
+        }
+        let Some(inner) = &msg.message else { return };
+        let message: eraftpb::Message = match to_raft(inner) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("dropping undecodable raft message: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.raft.step(message) {
+            debug!("raft rejected message: {e}");
+        }
+    }
+
+    fn send_messages(&mut self, messages: Vec<eraftpb::Message>) {
+        for m in messages {
+            let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
+                warn!(to = m.to, "no address for peer, dropping message");
+                continue;
+            };
+            let region = self.region();
+            let mut out = RaftMessage {
+                region_id: self.region_id,
+                from_peer: Some(self.peer.clone()),
+                to_peer: Some(to_peer),
+                region_epoch: region.region_epoch.clone(),
+                ..Default::default()
+            };
+            if util::is_initial_msg(&m) {
+                out.start_key = region.start_key.clone();
+                out.end_key = region.end_key.clone();
+            }
+            out.message = Some(from_raft(&m));
+            self.ctx.transport.send(out);
+        }
+    }
+
+    // ---- ready ----------------------------------------------------------------------
+
+    fn handle_ready(&mut self, ctx: &mut Context<Self>) {
+        if !self.raft.has_ready() {
+            return;
+        }
+        let mut ready = self.raft.ready();
+        if ready.ss().is_some() {
+            self.on_soft_state_change();
+        }
+        self.send_messages(ready.take_messages());
+        let committed = ready.take_committed_entries();
+        for state in ready.take_read_states() {
+            self.on_read_state(state);
+        }
+
+        let mut mutations = Vec::new();
+        let entries = ready.take_entries();
+        let last_index = entries.last().map(|e| e.index);
+        let storage = self.raft.mut_store();
+        storage.append(entries, &mut mutations);
+        if let Some(hs) = ready.hs() {
+            storage.set_hard_state(hs);
+        }
+        if !mutations.is_empty() || ready.hs().is_some() {
+            mutations.push(storage.raft_state_mutation());
+        }
+        let number = ready.number();
+        let must_sync = ready.must_sync();
+        let persisted_msgs = ready.take_persisted_messages();
+        if !persisted_msgs.is_empty() {
+            self.unpersisted_msgs.push_back((number, persisted_msgs));
+        }
+        self.raft.advance_append_async(ready);
+        self.ctx.log_writer.do_send(WriteTask {
+            region_id: self.region_id,
+            ready_number: number,
+            mutations,
+            must_sync,
+            last_index,
+            notify: ctx.address().recipient(),
+        });
+        self.apply_committed(committed);
+        self.issue_reads();
+        self.serve_reads();
+        if self.raft.has_ready() {
+            self.schedule_ready(ctx);
+        }
+    }
+
+    fn apply_committed(&mut self, entries: Vec<eraftpb::Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let mut answered = Vec::new();
+        let mut waiting = VecDeque::with_capacity(self.proposals.len());
+        for p in self.proposals.drain(..) {
+            if p.index <= last {
+                answered.push(p);
+            } else {
+                waiting.push_back(p);
+            }
+        }
+        self.proposals = waiting;
+        self.apply.do_send(Apply {
+            entries,
+            proposals: answered,
+        });
+    }
+
+    fn on_soft_state_change(&mut self) {
+        let leader = self.raft.raft.leader_id;
+        if !self.is_leader() {
+            self.fail_reads_without_index();
+        }
+        if self.reported_leader != Some(leader) {
+            self.reported_leader = Some(leader);
+            debug!(leader, term = self.term(), "leader changed");
+            self.report_route();
+        }
+    }
+
+    fn report_route(&self) {
+        self.ctx.router.do_send(RegionChanged(RegionRoute {
+            region: self.region().clone(),
+            leader: self.leader_peer(),
+        }));
+    }
+
+    fn on_persisted(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        if let Some(index) = msg.last_index {
+            self.raft.mut_store().on_persisted(index);
+        }
+        self.raft.on_persist_ready(msg.ready_number);
+        while self
+            .unpersisted_msgs
+            .front()
+            .is_some_and(|(n, _)| *n <= msg.ready_number)
+        {
+            let (_, messages) = self.unpersisted_msgs.pop_front().unwrap();
+            self.send_messages(messages);
+        }
+        self.schedule_ready(ctx);
+    }
+
+    fn on_applied(&mut self, msg: Applied, ctx: &mut Context<Self>) {
+        let applied = msg.apply_state.applied_index;
+        self.raft.mut_store().set_apply_state(msg.apply_state);
+        self.raft.advance_apply_to(applied);
+        self.serve_reads();
+        self.schedule_ready(ctx);
+    }
+
+    fn status(&self) -> PeerStatus {
+        let storage = self.raft.store();
+        PeerStatus {
+            region: storage.region().clone(),
+            peer: self.peer.clone(),
+            leader_id: self.raft.raft.leader_id,
+            term: self.term(),
+            commit_index: self.raft.raft.raft_log.committed,
+            applied_index: storage.applied_index(),
+            last_index: self.raft.raft.raft_log.last_index(),
+            truncated_index: storage
+                .apply_state()
+                .truncated_state
+                .as_ref()
+                .map_or(0, |t| t.index),
+        }
+    }
+
+    fn fail_all(&mut self, err: &Error) {
+        let term = self.term();
+        for p in self.proposals.drain(..) {
+            respond_error(p.callback, err, term);
+        }
+        for r in self.pending_reads.drain(..) {
+            respond_error(r.callback, err, term);
+        }
+    }
+}
+
+impl Actor for PeerFsm {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.apply.do_send(AttachPeer(ctx.address().recipient()));
+        let _enter = self.span.clone().entered();
+        debug!(region = ?self.region(), "peer started");
+        ctx.run_interval(self.ctx.cfg.base_tick(), |peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            if peer.raft.tick() {
+                peer.schedule_ready(ctx);
+            }
+        });
+        self.maybe_campaign();
+        self.report_route();
+        self.schedule_ready(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.fail_all(&Error::Stopped);
+    }
+}
+
+impl Handler<HandleReady> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: HandleReady, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.ready_scheduled = false;
+        self.handle_ready(ctx);
+    }
+}
+
+impl Handler<RaftCommand> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, cmd: RaftCommand, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_command(cmd, ctx);
+    }
+}
+
+impl Handler<InboundRaftMessage> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundRaftMessage, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_raft_message(msg.0);
+        self.schedule_ready(ctx);
+    }
+}
+
+impl Handler<Persisted> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persisted, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_persisted(msg, ctx);
+    }
+}
+
+impl Handler<Applied> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_applied(msg, ctx);
+    }
+}
+
+impl Handler<QueryPeerStatus> for PeerFsm {
+    type Result = MessageResult<QueryPeerStatus>;
+
+    fn handle(&mut self, _: QueryPeerStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<Stop> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.apply.do_send(Stop);
+        ctx.stop();
+    }
+}

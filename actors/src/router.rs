@@ -1,0 +1,246 @@
+//! Router: the store's directory of regions.
+//!
+//! Every message for a region passes through the Router, which knows each local region's
+//! PeerFsm, its range and its last reported leader:
+//!
+//! - commands addressed by region id go to that region's PeerFsm (`RegionNotFound` if
+//!   there is none);
+//! - commands addressed by key go to the region whose range holds the key, found in a
+//!   range index ordered by start key;
+//! - raft messages from other stores go to the addressed region's PeerFsm, or to the Store
+//!   actor if the region has no peer here yet (the Store may create one).
+//!
+//! PeerFsms report their region's shape and leader with [`RegionChanged`], so the index
+//! follows splits and leader changes without the Router reading the engine.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::prelude::*;
+use tinykv_proto::raft_cmdpb::RaftRequestHeader;
+
+use crate::alive::AliveToken;
+use crate::error::Error;
+use crate::keys;
+use crate::msg::*;
+use crate::peer::PeerFsm;
+use crate::peer_storage::is_initialized;
+use crate::store::Store;
+
+/// Registers a region's PeerFsm with the Router.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterPeer {
+    /// The region and its leader hint.
+    pub route: RegionRoute,
+    /// The region's PeerFsm.
+    pub peer: Addr<PeerFsm>,
+}
+
+/// Removes a region from the Router (its peer was destroyed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterPeer(pub u64);
+
+/// Tells the Router where messages for unknown regions go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStore(pub Addr<Store>);
+
+/// The actor; see the module documentation.
+pub struct Router {
+    store_id: u64,
+    peers: HashMap<u64, Addr<PeerFsm>>,
+    routes: HashMap<u64, RegionRoute>,
+    /// Start key → region id, for initialized regions.
+    ranges: BTreeMap<Vec<u8>, u64>,
+    store: Option<Addr<Store>>,
+    _token: AliveToken,
+}
+
+impl Router {
+    /// An empty router for store `store_id`.
+    pub fn new(store_id: u64, token: AliveToken) -> Router {
+        Router {
+            store_id,
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            ranges: BTreeMap::new(),
+            store: None,
+            _token: token,
+        }
+    }
+
+    fn update_route(&mut self, route: RegionRoute) {
+        let id = route.region.id;
+        if let Some(old) = self.routes.get(&id) {
+            if self.ranges.get(&old.region.start_key) == Some(&id) {
+                self.ranges.remove(&old.region.start_key);
+            }
+        }
+        if is_initialized(&route.region) {
+            self.ranges.insert(route.region.start_key.clone(), id);
+        }
+        self.routes.insert(id, route);
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&RegionRoute> {
+        let (_, id) = self.ranges.range(..=key.to_vec()).next_back()?;
+        let route = self.routes.get(id)?;
+        keys::in_range(key, &route.region.start_key, &route.region.end_key).then_some(route)
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<RegisterPeer> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterPeer, _: &mut Self::Context) {
+        self.peers.insert(msg.route.region.id, msg.peer);
+        self.update_route(msg.route);
+    }
+}
+
+impl Handler<UnregisterPeer> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterPeer, _: &mut Self::Context) {
+        self.peers.remove(&msg.0);
+        if let Some(old) = self.routes.remove(&msg.0) {
+            if self.ranges.get(&old.region.start_key) == Some(&msg.0) {
+                self.ranges.remove(&old.region.start_key);
+            }
+        }
+    }
+}
+
+impl Handler<SetStore> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetStore, _: &mut Self::Context) {
+        self.store = Some(msg.0);
+    }
+}
+
+impl Handler<RegionChanged> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegionChanged, _: &mut Self::Context) {
+        if self.peers.contains_key(&msg.0.region.id) {
+            self.update_route(msg.0);
+        }
+    }
+}
+
+impl Handler<RaftCommand> for Router {
+    type Result = ();
+
+    fn handle(&mut self, cmd: RaftCommand, _: &mut Self::Context) {
+        let region_id = cmd.request.header.as_ref().map_or(0, |h| h.region_id);
+        match self.peers.get(&region_id) {
+            Some(peer) => peer.do_send(cmd),
+            None => respond_error(cmd.callback, &Error::RegionNotFound(region_id), 0),
+        }
+    }
+}
+
+impl Handler<KeyCommand> for Router {
+    type Result = ();
+
+    fn handle(&mut self, cmd: KeyCommand, _: &mut Self::Context) {
+        let KeyCommand {
+            key,
+            mut request,
+            callback,
+        } = cmd;
+        let Some(region_id) = self.find(&key).map(|r| r.region.id) else {
+            respond_error(
+                callback,
+                &Error::KeyNotInRegion {
+                    key,
+                    region_id: 0,
+                    start_key: vec![],
+                    end_key: vec![],
+                },
+                0,
+            );
+            return;
+        };
+        let header = request.header.get_or_insert_with(RaftRequestHeader::default);
+        header.region_id = region_id;
+        header.region_epoch = None;
+        match self.peers.get(&region_id) {
+            Some(peer) => peer.do_send(RaftCommand { request, callback }),
+            None => respond_error(callback, &Error::RegionNotFound(region_id), 0),
+        }
+    }
+}
+
+impl Handler<InboundRaftMessage> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundRaftMessage, _: &mut Self::Context) {
+        if msg.0.to_peer.as_ref().map(|p| p.store_id) != Some(self.store_id) {
+            tracing::debug!(store = self.store_id, "dropping raft message for another store");
+            return;
+        }
+        match self.peers.get(&msg.0.region_id) {
+            Some(peer) => peer.do_send(msg),
+            None => {
+                if let Some(store) = &self.store {
+                    store.do_send(msg);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<FindRegion> for Router {
+    type Result = MessageResult<FindRegion>;
+
+    fn handle(&mut self, msg: FindRegion, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.find(&msg.key).cloned())
+    }
+}
+
+impl Handler<ListRegions> for Router {
+    type Result = MessageResult<ListRegions>;
+
+    fn handle(&mut self, _: ListRegions, _: &mut Self::Context) -> Self::Result {
+        let mut routes: Vec<RegionRoute> = self.routes.values().cloned().collect();
+        routes.sort_by(|a, b| {
+            (a.region.start_key.as_slice(), a.region.id)
+                .cmp(&(b.region.start_key.as_slice(), b.region.id))
+        });
+        MessageResult(routes)
+    }
+}
+
+impl Handler<QueryRegionStatus> for Router {
+    type Result = ResponseFuture<Option<PeerStatus>>;
+
+    fn handle(&mut self, msg: QueryRegionStatus, _: &mut Self::Context) -> Self::Result {
+        let peer = self.peers.get(&msg.0).cloned();
+        Box::pin(async move {
+            match peer {
+                Some(peer) => peer.send(QueryPeerStatus).await.ok(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<Stop> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.peers.clear();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,238 @@
+//! Starting and stopping a store's actors, and the handle callers use to reach them.
+//!
+//! [`start_store`] builds the actor graph of one store over an opened, bootstrapped engine:
+//!
+//! ```text
+//!                  ┌─────────── Router ───────────┐
+//!  commands ──────▶│ region id / key → PeerFsm    │◀── raft messages (transport)
+//!                  └──────┬───────────────┬───────┘
+//!                         ▼               ▼ (unknown region)
+//!        PeerFsm (× regions, peer arbiters)   Store
+//!          │  WriteTask ▲ Persisted
+//!          ▼            │
+//!        RaftLogWriter (one fsync per batch, all regions)
+//!          │ Apply
+//!          ▼
+//!        ApplyFsm (× regions, apply arbiters) ──ApplyTask──▶ ApplyWriter ──▶ callbacks
+//! ```
+//!
+//! Each group of actors lives on its own arbiters (threads): the writers on one each, the
+//! peers and applies on `peer_threads` and `apply_threads`. [`StoreHandle::shutdown`] stops
+//! everything and returns only once every actor has dropped its engine handle, so the
+//! same directory can be opened again at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tinykv_proto::raft_cmdpb::RaftCmdRequest;
+use tinykv_proto::raft_serverpb::RaftMessage;
+use tokio::sync::oneshot;
+
+use crate::alive::{alive_pair, AliveWatch};
+use crate::batch_writer::{ApplyWriter, RaftLogWriter};
+use crate::bootstrap::load_store_ident;
+use crate::config::RaftStoreConfig;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::msg::*;
+use crate::peer::PeerContext;
+use crate::router::{Router, SetStore};
+use crate::store::{LoadPeers, Store};
+use crate::transport::Transport;
+
+/// A clonable way to send commands and raft messages to a running store.
+#[derive(Clone)]
+pub struct StoreRouter {
+    store_id: u64,
+    router: Addr<Router>,
+}
+
+impl StoreRouter {
+    /// The store's id.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// Sends a command to the region named in its header and waits up to `timeout`.
+    pub async fn command(&self, request: RaftCmdRequest, timeout: Duration) -> Result<CmdResponse> {
+        let (callback, rx) = oneshot::channel();
+        self.router
+            .try_send(RaftCommand { request, callback })
+            .map_err(|_| Error::Stopped)?;
+        wait(rx, timeout).await
+    }
+
+    /// Sends a command to the local region holding `key` and waits up to `timeout`.
+    pub async fn key_command(
+        &self,
+        key: Vec<u8>,
+        request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<CmdResponse> {
+        let (callback, rx) = oneshot::channel();
+        self.router
+            .try_send(KeyCommand {
+                key,
+                request,
+                callback,
+            })
+            .map_err(|_| Error::Stopped)?;
+        wait(rx, timeout).await
+    }
+
+    /// Delivers a raft message received from another store.
+    pub fn deliver(&self, msg: RaftMessage) {
+        let _ = self.router.try_send(InboundRaftMessage(msg));
+    }
+
+    /// The local region holding `key`, if any.
+    pub async fn find_region(&self, key: &[u8]) -> Result<Option<RegionRoute>> {
+        self.router
+            .send(FindRegion { key: key.to_vec() })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Every local region, ordered by start key.
+    pub async fn regions(&self) -> Result<Vec<RegionRoute>> {
+        self.router.send(ListRegions).await.map_err(|_| Error::Stopped)
+    }
+
+    /// The status of the local peer of `region_id`.
+    pub async fn region_status(&self, region_id: u64) -> Result<Option<PeerStatus>> {
+        self.router
+            .send(QueryRegionStatus(region_id))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+}
+
+async fn wait(rx: oneshot::Receiver<CmdResponse>, timeout: Duration) -> Result<CmdResponse> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(_)) => Err(Error::Stopped),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
+/// A running store; see the module documentation.
+pub struct StoreHandle {
+    router: StoreRouter,
+    store: Addr<Store>,
+    engine: Engine,
+    arbiters: Vec<Arbiter>,
+    watch: AliveWatch,
+}
+
+/// Starts the actors of the store whose identity is in `engine` (see
+/// [`crate::bootstrap::ensure_bootstrapped`]). Must run inside an actix system.
+pub async fn start_store(
+    cfg: RaftStoreConfig,
+    engine: Engine,
+    transport: Arc<dyn Transport>,
+) -> Result<StoreHandle> {
+    cfg.validate()?;
+    let ident = load_store_ident(&engine)?
+        .ok_or_else(|| Error::Corruption("store is not bootstrapped".into()))?;
+    let store_id = ident.store_id;
+    let cfg = Arc::new(cfg);
+    let (token, watch) = alive_pair();
+    let mut arbiters = Vec::new();
+    let mut arbiter = || {
+        let a = Arbiter::new();
+        let h = a.handle();
+        arbiters.push(a);
+        h
+    };
+
+    let (e, t) = (engine.clone(), token.clone());
+    let raft_batch = cfg.raft_write_batch_bytes;
+    let log_writer =
+        RaftLogWriter::start_in_arbiter(&arbiter(), move |_| RaftLogWriter::new(e, raft_batch, t));
+    let (e, t) = (engine.clone(), token.clone());
+    let apply_batch = cfg.apply_write_batch_bytes;
+    let apply_writer =
+        ApplyWriter::start_in_arbiter(&arbiter(), move |_| ApplyWriter::new(e, apply_batch, t));
+    let t = token.clone();
+    let router = Router::start_in_arbiter(&arbiter(), move |_| Router::new(store_id, t));
+    let peer_arbiters: Vec<_> = (0..cfg.peer_threads).map(|_| arbiter()).collect();
+    let apply_arbiters: Vec<_> = (0..cfg.apply_threads).map(|_| arbiter()).collect();
+
+    let peer_ctx = PeerContext {
+        store_id,
+        cfg: cfg.clone(),
+        engine: engine.clone(),
+        transport,
+        router: router.clone(),
+        log_writer,
+        token,
+    };
+    let store = Store::start_in_arbiter(&arbiter(), move |_| {
+        Store::new(peer_ctx, apply_writer, peer_arbiters, apply_arbiters)
+    });
+    router
+        .send(SetStore(store.clone()))
+        .await
+        .map_err(|_| Error::Stopped)?;
+    let handle = StoreHandle {
+        router: StoreRouter { store_id, router },
+        store: store.clone(),
+        engine,
+        arbiters,
+        watch,
+    };
+    match store.send(LoadPeers).await {
+        Ok(Ok(_)) => Ok(handle),
+        Ok(Err(e)) => {
+            handle.shutdown().await;
+            Err(e)
+        }
+        Err(_) => {
+            handle.shutdown().await;
+            Err(Error::Stopped)
+        }
+    }
+}
+
+impl StoreHandle {
+    /// The store's id.
+    pub fn store_id(&self) -> u64 {
+        self.router.store_id
+    }
+
+    /// A clonable sender of commands and raft messages.
+    pub fn router(&self) -> StoreRouter {
+        self.router.clone()
+    }
+
+    /// The store's engine, for direct reads (tests, admin). Drop clones before
+    /// [`StoreHandle::shutdown`] completes, or reopening the directory will fail.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops every actor of the store and waits until all of them, and every write in
+    /// flight, have released the engine.
+    pub async fn shutdown(self) {
+        let StoreHandle {
+            router,
+            store,
+            engine,
+            arbiters,
+            watch,
+        } = self;
+        let _ = store.send(Stop).await;
+        drop((router, store, engine));
+        watch.all_stopped().await;
+        for arbiter in &arbiters {
+            arbiter.stop();
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,180 @@
+//! Checks shared by the propose path (PeerFsm) and the apply path (ApplyFsm).
+//!
+//! A command is checked twice: when proposed, against the leader's current region, and
+//! again when applied, against the region as of that log position, because a split or
+//! membership change may have been applied in between.
+
+use raft::eraftpb::{self, MessageType};
+use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, Request};
+
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// The key a request touches, if it touches one.
+pub fn request_key(req: &Request) -> Option<&[u8]> {
+    match req.cmd_type() {
+        CmdType::Get => req.get.as_ref().map(|r| r.key.as_slice()),
+        CmdType::Put => req.put.as_ref().map(|r| r.key.as_slice()),
+        CmdType::Delete => req.delete.as_ref().map(|r| r.key.as_slice()),
+        CmdType::Snap | CmdType::Invalid => None,
+    }
+}
+
+/// Whether a command only reads (every request is a Get or a Snap).
+pub fn is_read_only(cmd: &RaftCmdRequest) -> bool {
+    cmd.admin_request.is_none()
+        && !cmd.requests.is_empty()
+        && cmd
+            .requests
+            .iter()
+            .all(|r| matches!(r.cmd_type(), CmdType::Get | CmdType::Snap))
+}
+
+/// Fails with `KeyNotInRegion` unless `key` lies in `region`.
+pub fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
+    if keys::in_range(key, &region.start_key, &region.end_key) {
+        Ok(())
+    } else {
+        Err(Error::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id: region.id,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        })
+    }
+}
+
+/// Checks the command's epoch against `region`: normal requests compare the version (the
+/// range may have changed), ChangePeer compares conf_ver, Split and TransferLeader compare
+/// both, CompactLog neither.
+pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
+    let (check_ver, check_conf_ver) = match &cmd.admin_request {
+        None => (true, false),
+        Some(admin) => match admin.cmd_type() {
+            AdminCmdType::CompactLog | AdminCmdType::InvalidAdmin => (false, false),
+            AdminCmdType::ChangePeer => (false, true),
+            AdminCmdType::Split | AdminCmdType::TransferLeader => (true, true),
+        },
+    };
+    if !check_ver && !check_conf_ver {
+        return Ok(());
+    }
+    let Some(from) = cmd.header.as_ref().and_then(|h| h.region_epoch.as_ref()) else {
+        return Err(Error::InvalidRequest("missing region epoch".into()));
+    };
+    let current = region.region_epoch.clone().unwrap_or_default();
+    if (check_ver && from.version != current.version)
+        || (check_conf_ver && from.conf_ver != current.conf_ver)
+    {
+        return Err(Error::EpochNotMatch {
+            message: format!(
+                "region {} epoch (conf_ver {}, version {}) but request has (conf_ver {}, version {})",
+                region.id, current.conf_ver, current.version, from.conf_ver, from.version
+            ),
+            current_regions: vec![region.clone()],
+        });
+    }
+    Ok(())
+}
+
+/// Whether a raft message may create a peer on a store that does not know the region: a
+/// vote (or pre-vote), or a heartbeat from a leader that does not know this peer's log.
+pub fn is_initial_msg(msg: &eraftpb::Message) -> bool {
+    let t = msg.get_msg_type();
+    t == MessageType::MsgRequestVote
+        || t == MessageType::MsgRequestPreVote
+        || (t == MessageType::MsgHeartbeat && msg.commit == raft::INVALID_INDEX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinykv_proto::raft_cmdpb::{AdminRequest, PutRequest, RaftRequestHeader};
+
+    fn region(conf_ver: u64, version: u64) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: b"b".to_vec(),
+            end_key: b"m".to_vec(),
+            region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+            ..Default::default()
+        }
+    }
+
+    fn cmd(conf_ver: u64, version: u64, admin: Option<AdminCmdType>) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+                ..Default::default()
+            }),
+            admin_request: admin.map(|t| AdminRequest {
+                cmd_type: t as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn epoch_checks_depend_on_the_command() {
+        let r = region(2, 3);
+        assert!(check_region_epoch(&cmd(2, 3, None), &r).is_ok());
+        // A normal command ignores conf_ver but not version.
+        assert!(check_region_epoch(&cmd(1, 3, None), &r).is_ok());
+        let err = check_region_epoch(&cmd(2, 2, None), &r).unwrap_err();
+        assert!(matches!(err, Error::EpochNotMatch { ref current_regions, .. } if current_regions[0] == r));
+        // ChangePeer checks conf_ver only; Split both; CompactLog neither.
+        assert!(check_region_epoch(&cmd(2, 1, Some(AdminCmdType::ChangePeer)), &r).is_ok());
+        assert!(check_region_epoch(&cmd(1, 3, Some(AdminCmdType::ChangePeer)), &r).is_err());
+        assert!(check_region_epoch(&cmd(1, 3, Some(AdminCmdType::Split)), &r).is_err());
+        assert!(check_region_epoch(&cmd(2, 2, Some(AdminCmdType::TransferLeader)), &r).is_err());
+        assert!(check_region_epoch(&cmd(0, 0, Some(AdminCmdType::CompactLog)), &r).is_ok());
+    }
+
+    #[test]
+    fn keys_are_checked_against_the_range() {
+        let r = region(1, 1);
+        assert!(check_key_in_region(b"b", &r).is_ok());
+        assert!(check_key_in_region(b"lz", &r).is_ok());
+        assert!(matches!(
+            check_key_in_region(b"m", &r),
+            Err(Error::KeyNotInRegion { .. })
+        ));
+        assert!(check_key_in_region(b"a", &r).is_err());
+    }
+
+    #[test]
+    fn read_only_and_initial_messages() {
+        let put = Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let snap = Request {
+            cmd_type: CmdType::Snap as i32,
+            ..Default::default()
+        };
+        let mut c = RaftCmdRequest {
+            requests: vec![snap.clone()],
+            ..Default::default()
+        };
+        assert!(is_read_only(&c));
+        c.requests.push(put.clone());
+        assert!(!is_read_only(&c));
+        assert_eq!(request_key(&put), Some(&b"k"[..]));
+
+        let mut m = eraftpb::Message::default();
+        m.set_msg_type(MessageType::MsgRequestVote);
+        assert!(is_initial_msg(&m));
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        assert!(is_initial_msg(&m));
+        m.commit = 7;
+        assert!(!is_initial_msg(&m));
+        m.set_msg_type(MessageType::MsgAppend);
+        assert!(!is_initial_msg(&m));
+    }
+}
