@@ -1,0 +1,27 @@
+//! Test harness for TinyKV-rs: an in-process cluster with a simulated network, TinyKV's
+//! scenario driver, and helpers for multi-process tests of the real binary.
+//!
+//! - [`network`]: the simulated transport and its fault filters (drop, delay, partition,
+//!   isolate);
+//! - [`cluster`]: N stores in one process, each over its own directory, that can be
+//!   stopped and restarted over the same data;
+//! - [`generic`]: TinyKV's `GenericTest`: clients appending and scanning under chaos,
+//!   checking that every acknowledged put is present exactly once and in order.
+
+pub mod cluster;
+pub mod generic;
+pub mod network;
+
+pub use cluster::{Cluster, ClusterClient};
+pub use network::{Filter, SimNetwork, Verdict};
+
+/// Installs a tracing subscriber for a test (once per process), honouring RUST_LOG.
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

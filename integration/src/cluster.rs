@@ -1,0 +1,331 @@
+//! An in-process cluster: N stores in one process, each over its own directory.
+//!
+//! Each store runs the real raftstore actors ([`tinykv_actors::start_store`]) and the real
+//! request path ([`tinykv::service::KvService`]); only the network is simulated
+//! ([`SimNetwork`]) and forwarding between nodes is a direct call instead of HTTP. Stores
+//! are bootstrapped as a real cluster would be: region 1 over all of them.
+//!
+//! [`Cluster::stop_store`] stops a store's actors and releases its engine, as a crash
+//! would lose its memory (acknowledged data is on disk); [`Cluster::start_store`] opens the
+//! same directory again. [`ClusterClient`] sends each request to a random running store and
+//! retries until it succeeds or a deadline passes, like TinyKV's test client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use rand::seq::SliceRandom;
+use tempfile::TempDir;
+use tinykv::service::{Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
+use tinykv::Error;
+use tinykv_actors::bootstrap::ensure_bootstrapped;
+use tinykv_actors::msg::PeerStatus;
+use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
+use tinykv_proto::metapb;
+
+use crate::network::{SimNetwork, SimTransport};
+
+type Services = Arc<RwLock<HashMap<u64, KvService>>>;
+
+/// Forwards by calling the target store's service directly.
+struct InProcessForwarder {
+    services: Services,
+}
+
+impl Forwarder for InProcessForwarder {
+    fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, tinykv::Result<KvOutcome>> {
+        let service = self.services.read().unwrap().get(&store_id).cloned();
+        Box::pin(async move {
+            match service {
+                Some(service) => service.execute_local(op).await,
+                None => Err(Error::Forward {
+                    store_id,
+                    message: "store is stopped".into(),
+                    maybe_delivered: false,
+                }),
+            }
+        })
+    }
+}
+
+/// The cluster; see the module documentation.
+pub struct Cluster {
+    cfg: RaftStoreConfig,
+    dirs: HashMap<u64, TempDir>,
+    stores: HashMap<u64, StoreHandle>,
+    network: Arc<SimNetwork>,
+    services: Services,
+    timeouts: ServiceTimeouts,
+}
+
+impl Cluster {
+    /// Bootstraps and starts `count` stores (ids 1..=count) sharing region 1.
+    pub async fn start(count: u64, cfg: RaftStoreConfig) -> Cluster {
+        let ids: Vec<u64> = (1..=count).collect();
+        let mut cluster = Cluster {
+            cfg,
+            dirs: HashMap::new(),
+            stores: HashMap::new(),
+            network: SimNetwork::new(),
+            services: Arc::new(RwLock::new(HashMap::new())),
+            timeouts: ServiceTimeouts {
+                request: Duration::from_secs(5),
+                attempt: Duration::from_secs(2),
+            },
+        };
+        for &id in &ids {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("tinykv-store{id}-"))
+                .tempdir()
+                .expect("temp dir");
+            let engine = Engine::open(dir.path().join("db")).expect("open engine");
+            ensure_bootstrapped(&engine, 1, id, &ids).expect("bootstrap");
+            drop(engine);
+            cluster.dirs.insert(id, dir);
+        }
+        for &id in &ids {
+            cluster.start_store(id).await;
+        }
+        cluster
+    }
+
+    /// Ids of every store, running or not.
+    pub fn store_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.dirs.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The simulated network, to install faults.
+    pub fn network(&self) -> &Arc<SimNetwork> {
+        &self.network
+    }
+
+    /// Starts store `id` over its directory (after [`Cluster::stop_store`]).
+    pub async fn start_store(&mut self, id: u64) {
+        assert!(!self.stores.contains_key(&id), "store {id} is running");
+        let engine = Engine::open(self.dirs[&id].path().join("db")).expect("reopen engine");
+        let transport = Arc::new(SimTransport::new(id, self.network.clone()));
+        let handle = start_store(self.cfg.clone(), engine, transport)
+            .await
+            .expect("start store");
+        let forwarder = Arc::new(InProcessForwarder {
+            services: self.services.clone(),
+        });
+        let service = KvService::new(handle.router(), forwarder, self.timeouts);
+        self.services.write().unwrap().insert(id, service);
+        self.network.connect(handle.router());
+        self.stores.insert(id, handle);
+    }
+
+    /// Stops store `id`, losing its memory but not its disk.
+    pub async fn stop_store(&mut self, id: u64) {
+        self.network.disconnect(id);
+        self.services.write().unwrap().remove(&id);
+        if let Some(handle) = self.stores.remove(&id) {
+            handle.shutdown().await;
+        }
+    }
+
+    /// Stops and restarts every store.
+    pub async fn restart_all(&mut self) {
+        for id in self.store_ids() {
+            self.stop_store(id).await;
+        }
+        for id in self.store_ids() {
+            self.start_store(id).await;
+        }
+    }
+
+    /// Stops every store and deletes their directories.
+    pub async fn shutdown(mut self) {
+        for id in self.store_ids() {
+            self.stop_store(id).await;
+        }
+    }
+
+    /// A client that talks to random running stores.
+    pub fn client(&self) -> ClusterClient {
+        ClusterClient {
+            services: self.services.clone(),
+        }
+    }
+
+    /// The engine of a running store, for direct inspection.
+    pub fn engine(&self, id: u64) -> Option<Engine> {
+        self.stores.get(&id).map(|h| h.engine().clone())
+    }
+
+    /// Reads a key straight from a running store's engine (not through raft).
+    pub fn engine_get(&self, id: u64, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
+        self.engine(id)
+            .and_then(|e| e.get(cf, key).expect("engine read"))
+    }
+
+    /// Waits until store `id`'s engine holds `value` (or nothing, for `None`) at `key`.
+    pub async fn wait_engine_value(&self, id: u64, cf: Cf, key: &[u8], value: Option<&[u8]>) {
+        wait_until(Duration::from_secs(10), || {
+            self.engine_get(id, cf, key).as_deref() == value
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "store {id}: {cf:?} {:?} is {:?}, expected {:?}",
+                String::from_utf8_lossy(key),
+                self.engine_get(id, cf, key).map(|v| String::from_utf8_lossy(&v).into_owned()),
+                value.map(String::from_utf8_lossy)
+            )
+        });
+    }
+
+    /// The status of every running store's peer of `region_id`.
+    pub async fn region_statuses(&self, region_id: u64) -> Vec<PeerStatus> {
+        let mut statuses = Vec::new();
+        for handle in self.stores.values() {
+            if let Ok(Some(status)) = handle.router().region_status(region_id).await {
+                statuses.push(status);
+            }
+        }
+        statuses
+    }
+
+    /// The peer that currently leads `region_id` (the leader of the highest term), waiting
+    /// up to 10 s for one to emerge.
+    pub async fn leader_of(&self, region_id: u64) -> metapb::Peer {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let statuses = self.region_statuses(region_id).await;
+            let leader = statuses
+                .iter()
+                .filter(|s| s.leader_id == s.peer.id)
+                .max_by_key(|s| s.term);
+            if let Some(s) = leader {
+                return s.peer.clone();
+            }
+            assert!(Instant::now() < deadline, "region {region_id} has no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds (returns `Some`) or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return Some(());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client of the in-process cluster; see the module documentation.
+#[derive(Clone)]
+pub struct ClusterClient {
+    services: Services,
+}
+
+/// How long the `must_*` helpers keep retrying.
+const MUST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ClusterClient {
+    fn pick(&self) -> Option<KvService> {
+        let services = self.services.read().unwrap();
+        let all: Vec<&KvService> = services.values().collect();
+        all.choose(&mut rand::thread_rng()).map(|s| (*s).clone())
+    }
+
+    /// Executes `op` on a random running store (one attempt, with the service's own
+    /// retries).
+    pub async fn execute(&self, op: KvOp) -> tinykv::Result<KvOutcome> {
+        match self.pick() {
+            Some(service) => service.execute(op).await,
+            None => Err(Error::Forward {
+                store_id: 0,
+                message: "no store is running".into(),
+                maybe_delivered: false,
+            }),
+        }
+    }
+
+    async fn must(&self, op: KvOp) -> KvOutcome {
+        let deadline = Instant::now() + MUST_TIMEOUT;
+        loop {
+            match self.execute(op.clone()).await {
+                Ok(outcome) => return outcome,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("retrying {op:?}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{op:?} failed for {MUST_TIMEOUT:?}: {e}"),
+            }
+        }
+    }
+
+    /// Writes `key` = `value` in `cf`, retrying until it is acknowledged.
+    pub async fn must_put_cf(&self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.must(KvOp::Put {
+            cf,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+        .await;
+    }
+
+    /// Writes `key` = `value` in the default cf, retrying until it is acknowledged.
+    pub async fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.must_put_cf(Cf::Default, key, value).await
+    }
+
+    /// Deletes `key` from `cf`, retrying until it is acknowledged.
+    pub async fn must_delete_cf(&self, cf: Cf, key: &[u8]) {
+        self.must(KvOp::Delete {
+            cf,
+            key: key.to_vec(),
+        })
+        .await;
+    }
+
+    /// Reads `key` from `cf` (linearizably), retrying until a read succeeds.
+    pub async fn must_get_cf(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
+        match self
+            .must(KvOp::Get {
+                cf,
+                key: key.to_vec(),
+            })
+            .await
+        {
+            KvOutcome::Value(v) => v,
+            other => panic!("get answered {other:?}"),
+        }
+    }
+
+    /// Reads `key` from the default cf.
+    pub async fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.must_get_cf(Cf::Default, key).await
+    }
+
+    /// Scans `[start, end)` of the default cf across regions, retrying until a scan
+    /// succeeds.
+    pub async fn must_scan(&self, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let deadline = Instant::now() + MUST_TIMEOUT;
+        loop {
+            let result = match self.pick() {
+                Some(s) => s.scan(Cf::Default, start.to_vec(), end.to_vec(), usize::MAX).await,
+                None => Err(Error::Io("no store is running".into())),
+            };
+            match result {
+                Ok(pairs) => return pairs,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("retrying scan: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("scan failed for {MUST_TIMEOUT:?}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! TinyKV's `GenericTest`: concurrent clients appending and scanning under chaos.
+//!
+//! A 5-store cluster runs three iterations. In each, every client loops: with equal
+//! chance it appends (puts key `"<client> <j>"` = `"x <client> <j> y"`, then j += 1) or it
+//! scans its own keys and checks that the values are exactly its acknowledged appends, in
+//! order — a per-client linearizability check. Meanwhile, depending on the scenario, a
+//! chaos task repartitions the stores at random and/or drops a growing share of messages.
+//! After the iteration's time is up the network heals, the cluster optionally crashes
+//! (every store stopped and restarted over its data), and each client's keys are scanned
+//! one last time: every acknowledged append must be there exactly once and in order. The
+//! keys are then deleted so the next iteration starts empty.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tinykv_actors::RaftStoreConfig;
+
+use crate::cluster::{Cluster, ClusterClient};
+use crate::network::{DropFilter, PartitionFilter, SimNetwork};
+
+/// One scenario; see the module documentation. Build with [`GenericTest::new`] and the
+/// `with_*` methods, then [`GenericTest::run`].
+#[derive(Debug, Clone)]
+pub struct GenericTest {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Drop messages (an accumulating 10% per chaos round).
+    pub unreliable: bool,
+    /// Stop and restart every store at the end of each iteration.
+    pub crash: bool,
+    /// Repartition the stores at random every election timeout.
+    pub partitions: bool,
+    /// Stores in the cluster.
+    pub stores: u64,
+    /// Iterations.
+    pub iterations: usize,
+    /// How long clients run in each iteration.
+    pub run_for: Duration,
+    /// Raftstore settings.
+    pub config: RaftStoreConfig,
+}
+
+impl GenericTest {
+    /// A reliable, crash-free scenario with `clients` clients, as TinyKV configures it.
+    pub fn new(clients: usize) -> GenericTest {
+        GenericTest {
+            clients,
+            unreliable: false,
+            crash: false,
+            partitions: false,
+            stores: 5,
+            iterations: 3,
+            run_for: Duration::from_secs(5),
+            config: RaftStoreConfig::for_tests(),
+        }
+    }
+
+    /// Adds message loss.
+    pub fn unreliable(mut self) -> Self {
+        self.unreliable = true;
+        self
+    }
+
+    /// Adds a full-cluster crash and restart per iteration.
+    pub fn crash(mut self) -> Self {
+        self.crash = true;
+        self
+    }
+
+    /// Adds random partitions.
+    pub fn partitions(mut self) -> Self {
+        self.partitions = true;
+        self
+    }
+
+    /// Runs the scenario, panicking on the first violated expectation.
+    pub async fn run(self) {
+        crate::init_test_logging();
+        let election = self.config.election_timeout();
+        let mut cluster = Cluster::start(self.stores, self.config.clone()).await;
+        for iteration in 0..self.iterations {
+            tracing::info!(iteration, "starting iteration");
+            let done = Arc::new(AtomicBool::new(false));
+            let clients: Vec<_> = (0..self.clients)
+                .map(|cli| tokio::spawn(client_loop(cli, cluster.client(), done.clone())))
+                .collect();
+            let chaos = (self.unreliable || self.partitions).then(|| {
+                tokio::spawn(chaos_loop(
+                    cluster.network().clone(),
+                    cluster.store_ids(),
+                    election,
+                    self.unreliable,
+                    self.partitions,
+                    done.clone(),
+                ))
+            });
+            tokio::time::sleep(self.run_for).await;
+            done.store(true, Ordering::SeqCst);
+            let mut appended = Vec::with_capacity(clients.len());
+            for client in clients {
+                appended.push(client.await.expect("client panicked"));
+            }
+            if let Some(chaos) = chaos {
+                chaos.await.expect("chaos task panicked");
+            }
+            cluster.network().clear_filters();
+            if self.crash {
+                cluster.restart_all().await;
+            }
+            let client = cluster.client();
+            for (cli, &count) in appended.iter().enumerate() {
+                check_appends(&client, cli, count).await;
+                for j in 0..count {
+                    client.must_delete_cf(tinykv_actors::Cf::Default, key(cli, j).as_bytes()).await;
+                }
+            }
+            tracing::info!(iteration, ?appended, "iteration passed");
+        }
+        cluster.shutdown().await;
+    }
+}
+
+fn key(cli: usize, j: usize) -> String {
+    format!("{cli} {j:08}")
+}
+
+fn value(cli: usize, j: usize) -> String {
+    format!("x {cli} {j} y")
+}
+
+fn client_range(cli: usize) -> (Vec<u8>, Vec<u8>) {
+    (key(cli, 0).into_bytes(), format!("{cli} 99999999").into_bytes())
+}
+
+/// Appends and scans until `done`; returns how many appends were acknowledged.
+async fn client_loop(cli: usize, client: ClusterClient, done: Arc<AtomicBool>) -> usize {
+    let mut appended = 0;
+    let mut expected = String::new();
+    while !done.load(Ordering::SeqCst) {
+        if rand::thread_rng().gen_bool(0.5) {
+            let v = value(cli, appended);
+            client.must_put(key(cli, appended).as_bytes(), v.as_bytes()).await;
+            expected.push_str(&v);
+            appended += 1;
+        } else {
+            let (start, _) = client_range(cli);
+            let end = key(cli, appended).into_bytes();
+            let pairs = client.must_scan(&start, &end).await;
+            let got: String = pairs
+                .iter()
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            assert_eq!(got, expected, "client {cli}: scan does not match its appends");
+        }
+    }
+    appended
+}
+
+/// Every acknowledged append of `cli` is present exactly once, in order, and nothing else.
+async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
+    let (start, end) = client_range(cli);
+    let pairs = client.must_scan(&start, &end).await;
+    let values: Vec<String> = pairs
+        .iter()
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..count).map(|j| value(cli, j)).collect();
+    assert_eq!(
+        values.len(),
+        expected.len(),
+        "client {cli}: {} values stored but {count} appends acknowledged",
+        values.len()
+    );
+    for (j, (got, want)) in values.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "client {cli}: append {j} is missing, duplicated or out of order");
+    }
+}
+
+/// Every election timeout (plus up to 200 ms), re-partitions the stores at random and/or
+/// adds another 10% message loss.
+async fn chaos_loop(
+    network: Arc<SimNetwork>,
+    stores: Vec<u64>,
+    election: Duration,
+    unreliable: bool,
+    partitions: bool,
+    done: Arc<AtomicBool>,
+) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while !done.load(Ordering::SeqCst) {
+        if partitions {
+            network.clear_filters();
+            let (left, right): (Vec<u64>, Vec<u64>) =
+                stores.iter().partition(|_| rand::thread_rng().gen_bool(0.5));
+            network.add_filter(PartitionFilter::new(left, right));
+        }
+        if unreliable {
+            network.add_filter(DropFilter { rate: 0.1 });
+        }
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..200));
+        tokio::time::sleep(election + jitter).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! TinyKV's project 2B scenarios against the in-process cluster (5 stores, region 1).
+
+use std::time::Duration;
+
+use tinykv_actors::{Cf, RaftStoreConfig};
+use tinykv_integration::cluster::Cluster;
+use tinykv_integration::generic::GenericTest;
+use tinykv_integration::network::PartitionFilter;
+
+#[actix_rt::test]
+async fn basic() {
+    GenericTest::new(1).run().await;
+}
+
+#[actix_rt::test]
+async fn concurrent() {
+    GenericTest::new(5).run().await;
+}
+
+#[actix_rt::test]
+async fn unreliable() {
+    GenericTest::new(5).unreliable().run().await;
+}
+
+#[actix_rt::test]
+async fn many_partitions_one_client() {
+    GenericTest::new(1).partitions().run().await;
+}
+
+#[actix_rt::test]
+async fn many_partitions_many_clients() {
+    GenericTest::new(5).partitions().run().await;
+}
+
+#[actix_rt::test]
+async fn persist_one_client() {
+    GenericTest::new(1).crash().run().await;
+}
+
+#[actix_rt::test]
+async fn persist_concurrent() {
+    GenericTest::new(5).crash().run().await;
+}
+
+#[actix_rt::test]
+async fn persist_partition_unreliable() {
+    GenericTest::new(5).crash().partitions().unreliable().run().await;
+}
+
+/// TinyKV's TestOnePartition2B: a majority keeps serving while a minority (first without,
+/// then with the old leader) is cut off, and the minority catches up once healed.
+#[actix_rt::test]
+async fn one_partition() {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(5, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    let all: Vec<u64> = cluster.store_ids();
+    let leader = cluster.leader_of(1).await.store_id;
+    let others: Vec<u64> = all.iter().copied().filter(|s| *s != leader).collect();
+    // s1 = leader + 2 followers, s2 = the other 2.
+    let s1 = vec![leader, others[0], others[1]];
+    let s2 = vec![others[2], others[3]];
+    cluster.network().add_filter(PartitionFilter::new(s1.clone(), s2.clone()));
+    client.must_put(b"k1", b"v1").await;
+    assert_eq!(client.must_get(b"k1").await.as_deref(), Some(&b"v1"[..]));
+    // Give the minority a chance to (wrongly) receive it before checking it did not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for s in &s2 {
+        assert_eq!(cluster.engine_get(*s, Cf::Default, b"k1"), None, "store {s} is cut off");
+    }
+
+    // Now the old leader sits in a 2-store minority: the 3-store side elects a new leader
+    // and serves reads and writes.
+    cluster.network().clear_filters();
+    let minority = vec![leader, others[0]];
+    let majority = vec![others[1], others[2], others[3]];
+    cluster
+        .network()
+        .add_filter(PartitionFilter::new(minority.clone(), majority.clone()));
+    assert_eq!(client.must_get(b"k1").await.as_deref(), Some(&b"v1"[..]));
+    client.must_put(b"k1", b"changed").await;
+    cluster.wait_engine_value(majority[0], Cf::Default, b"k1", Some(b"changed")).await;
+    for s in &minority {
+        assert_eq!(
+            cluster.engine_get(*s, Cf::Default, b"k1").as_deref(),
+            Some(&b"v1"[..]),
+            "store {s} is in the minority"
+        );
+    }
+
+    // Healed: everyone converges, the old leader included.
+    cluster.network().clear_filters();
+    client.must_put(b"k2", b"v2").await;
+    cluster.wait_engine_value(leader, Cf::Default, b"k2", Some(b"v2")).await;
+    cluster.wait_engine_value(leader, Cf::Default, b"k1", Some(b"changed")).await;
+    cluster.shutdown().await;
+}
