@@ -1,0 +1,21 @@
+//! TinyKV-rs node: everything around the raftstore that makes it a server.
+//!
+//! - [`config`]: layered TOML configuration (files, `TINYKV__…` env vars, CLI flags);
+//! - [`address_book`]: where every store listens, shared by transport and forwarder;
+//! - [`service`]: executes client requests, forwarding to the leader's node;
+//! - [`forward`]: the HTTP forwarder between nodes;
+//! - [`transport`]: store-to-store raft messages over TCP;
+//! - [`api`]: the REST API (actix-web);
+//! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
+//! - [`error`]: the node's error type and how it reaches HTTP clients.
+
+pub mod address_book;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod node;
+pub mod service;
+pub mod transport;
+
+pub use error::{Error, Result};

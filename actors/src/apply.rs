@@ -54,7 +54,12 @@ impl ApplyFsm {
         writer: Addr<ApplyWriter>,
         token: AliveToken,
     ) -> ApplyFsm {
-        let span = tracing::info_span!("apply", store = store_id, region = region.id, peer = peer_id);
+        let span = tracing::info_span!(
+            "apply",
+            store = store_id,
+            region = region.id,
+            peer = peer_id
+        );
         ApplyFsm {
             region,
             apply_state,
@@ -104,7 +109,7 @@ impl ApplyFsm {
             mutations,
             responses,
             applied: Applied {
-                apply_state: self.apply_state.clone(),
+                apply_state: self.apply_state,
                 applied_term: self.applied_term,
             },
             notify: peer,
@@ -129,7 +134,10 @@ impl ApplyFsm {
                 }
             },
             EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                warn!(index = entry.index, "conf change entries are not supported yet");
+                warn!(
+                    index = entry.index,
+                    "conf change entries are not supported yet"
+                );
                 response_with(entry.term, Vec::new())
             }
         }

@@ -104,7 +104,10 @@ impl<K: WriteKind> BatchWriter<K> {
             let (tasks, result) = joined.expect("write thread panicked");
             if let Err(e) = result {
                 tracing::error!(writer = K::NAME, "write failed, stopping: {e}");
-                panic!("{} write failed: {e}; refusing to acknowledge writes", K::NAME);
+                panic!(
+                    "{} write failed: {e}; refusing to acknowledge writes",
+                    K::NAME
+                );
             }
             for task in tasks {
                 K::on_durable(task);

@@ -81,9 +81,8 @@ impl RaftStoreConfig {
 
     /// Checks the settings, naming the first offending key.
     pub fn validate(&self) -> Result<()> {
-        let fail = |key: &str, why: &str| {
-            Err(Error::InvalidRequest(format!("raftstore.{key}: {why}")))
-        };
+        let fail =
+            |key: &str, why: &str| Err(Error::InvalidRequest(format!("raftstore.{key}: {why}")));
         if self.raft_base_tick_ms == 0 {
             return fail("raft_base_tick_ms", "must be greater than 0");
         }

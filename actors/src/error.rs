@@ -46,7 +46,9 @@ pub enum Error {
     #[error("stale command")]
     StaleCommand,
     /// The request was addressed to another store.
-    #[error("store not match: request for store {request_store_id}, this is store {actual_store_id}")]
+    #[error(
+        "store not match: request for store {request_store_id}, this is store {actual_store_id}"
+    )]
     StoreNotMatch {
         /// The store the request named.
         request_store_id: u64,
@@ -106,7 +108,7 @@ impl Error {
             Error::NotLeader { region_id, leader } => {
                 e.not_leader = Some(errorpb::NotLeader {
                     region_id: *region_id,
-                    leader: leader.clone(),
+                    leader: *leader,
                 })
             }
             Error::RegionNotFound(region_id) => {
@@ -156,7 +158,7 @@ impl Error {
         if let Some(nl) = &e.not_leader {
             return Error::NotLeader {
                 region_id: nl.region_id,
-                leader: nl.leader.clone(),
+                leader: nl.leader,
             };
         }
         if let Some(r) = &e.region_not_found {

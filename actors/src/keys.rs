@@ -52,7 +52,9 @@ pub fn raft_log_prefix(region_id: u64) -> Vec<u8> {
 
 /// Extracts the log index from a key made by [`raft_log_key`].
 pub fn raft_log_index(key: &[u8]) -> u64 {
-    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8-byte index suffix");
+    let tail: [u8; 8] = key[key.len() - 8..]
+        .try_into()
+        .expect("8-byte index suffix");
     u64::from_be_bytes(tail)
 }
 

@@ -35,6 +35,7 @@ use tinykv_proto::raft_cmdpb::{
 use tinykv_proto::raft_serverpb::RaftMessage;
 use tracing::{debug, warn};
 
+use crate::alive::AliveToken;
 use crate::apply::{ApplyFsm, AttachPeer};
 use crate::batch_writer::RaftLogWriter;
 use crate::config::RaftStoreConfig;
@@ -43,7 +44,6 @@ use crate::error::{Error, Result};
 use crate::msg::*;
 use crate::peer_storage::PeerStorage;
 use crate::router::Router;
-use crate::alive::AliveToken;
 use crate::slog_bridge::raft_logger;
 use crate::transport::Transport;
 use crate::util;
@@ -110,7 +110,12 @@ impl PeerFsm {
         apply: Addr<ApplyFsm>,
     ) -> Result<PeerFsm> {
         let region_id = storage.region().id;
-        let span = tracing::info_span!("peer", store = ctx.store_id, region = region_id, peer = peer.id);
+        let span = tracing::info_span!(
+            "peer",
+            store = ctx.store_id,
+            region = region_id,
+            peer = peer.id
+        );
         let cfg = &ctx.cfg;
         let raft_cfg = raft::Config {
             id: peer.id,
@@ -127,12 +132,7 @@ impl PeerFsm {
         raft_cfg
             .validate()
             .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
-        let peer_cache = storage
-            .region()
-            .peers
-            .iter()
-            .map(|p| (p.id, p.clone()))
-            .collect();
+        let peer_cache = storage.region().peers.iter().map(|p| (p.id, *p)).collect();
         let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
             .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
         Ok(PeerFsm {
@@ -196,7 +196,7 @@ impl PeerFsm {
     // ---- commands -------------------------------------------------------------------
 
     fn check_command(&self, request: &mut RaftCmdRequest) -> Result<()> {
-        let header = request.header.get_or_insert_with(Default::default).clone();
+        let header = *request.header.get_or_insert_with(Default::default);
         if let Some(peer) = &header.peer {
             if peer.store_id != self.ctx.store_id {
                 return Err(Error::StoreNotMatch {
@@ -233,7 +233,7 @@ impl PeerFsm {
         }
         let header = request.header.get_or_insert_with(Default::default);
         if header.region_epoch.is_none() {
-            header.region_epoch = region.region_epoch.clone();
+            header.region_epoch = region.region_epoch;
         }
         header.region_id = self.region_id;
         Ok(())
@@ -359,8 +359,8 @@ impl PeerFsm {
             let response = match req.cmd_type() {
                 CmdType::Get => {
                     let get = req.get.clone().unwrap_or_default();
-                    let value = Cf::from_name(&get.cf)
-                        .and_then(|cf| region_snapshot.get(cf, &get.key));
+                    let value =
+                        Cf::from_name(&get.cf).and_then(|cf| region_snapshot.get(cf, &get.key));
                     match value {
                         Ok(value) => Response {
                             cmd_type: CmdType::Get as i32,
@@ -425,7 +425,7 @@ impl PeerFsm {
             return;
         }
         if let Some(from) = &msg.from_peer {
-            self.peer_cache.insert(from.id, from.clone());
+            self.peer_cache.insert(from.id, *from);
         }
         let Some(inner) = &msg.message else { return };
         let message: eraftpb::Message = match to_raft(inner) {
@@ -449,9 +449,9 @@ impl PeerFsm {
             let region = self.region();
             let mut out = RaftMessage {
                 region_id: self.region_id,
-                from_peer: Some(self.peer.clone()),
+                from_peer: Some(self.peer),
                 to_peer: Some(to_peer),
-                region_epoch: region.region_epoch.clone(),
+                region_epoch: region.region_epoch,
                 ..Default::default()
             };
             if util::is_initial_msg(&m) {
@@ -481,6 +481,7 @@ impl PeerFsm {
 
         let mut mutations = Vec::new();
         let entries = ready.take_entries();
+        self.drop_overwritten_proposals(&entries);
         let last_index = entries.last().map(|e| e.index);
         let storage = self.raft.mut_store();
         storage.append(entries, &mut mutations);
@@ -511,6 +512,30 @@ impl PeerFsm {
         if self.raft.has_ready() {
             self.schedule_ready(ctx);
         }
+    }
+
+    /// Entries from a new leader replace this peer's log from their first index on: a
+    /// proposal this peer made (as an old leader) at one of those indexes, or past the new
+    /// end of the log, with another term can never commit, so it is answered now rather
+    /// than when the index eventually commits.
+    fn drop_overwritten_proposals(&mut self, entries: &[eraftpb::Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let (first_index, last_index) = (first.index, last.index);
+        let term_at = |index: u64| entries[(index - first_index) as usize].term;
+        let term = self.term();
+        let mut kept = VecDeque::with_capacity(self.proposals.len());
+        for p in self.proposals.drain(..) {
+            let overwritten =
+                p.index >= first_index && (p.index > last_index || term_at(p.index) != p.term);
+            if overwritten {
+                respond_error(p.callback, &Error::StaleCommand, term);
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.proposals = kept;
     }
 
     fn apply_committed(&mut self, entries: Vec<eraftpb::Entry>) {
@@ -580,7 +605,7 @@ impl PeerFsm {
         let storage = self.raft.store();
         PeerStatus {
             region: storage.region().clone(),
-            peer: self.peer.clone(),
+            peer: self.peer,
             leader_id: self.raft.raft.leader_id,
             term: self.term(),
             commit_index: self.raft.raft.raft_log.committed,

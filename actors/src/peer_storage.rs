@@ -242,16 +242,19 @@ impl PeerStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        let mut cs = ConfState::default();
-        cs.voters = self.region.peers.iter().map(|p| p.id).collect();
-        cs
+        ConfState {
+            voters: self.region.peers.iter().map(|p| p.id).collect(),
+            ..Default::default()
+        }
     }
 }
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let hs: HardState = match &self.raft_state.hard_state {
-            Some(hs) => to_raft(hs).map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?,
+            Some(hs) => {
+                to_raft(hs).map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?
+            }
             None => HardState::default(),
         };
         if !self.is_initialized() {
@@ -371,11 +374,12 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn region() -> metapb::Region {

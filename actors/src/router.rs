@@ -172,7 +172,9 @@ impl Handler<KeyCommand> for Router {
             );
             return;
         };
-        let header = request.header.get_or_insert_with(RaftRequestHeader::default);
+        let header = request
+            .header
+            .get_or_insert_with(RaftRequestHeader::default);
         header.region_id = region_id;
         header.region_epoch = None;
         match self.peers.get(&region_id) {
@@ -187,7 +189,10 @@ impl Handler<InboundRaftMessage> for Router {
 
     fn handle(&mut self, msg: InboundRaftMessage, _: &mut Self::Context) {
         if msg.0.to_peer.as_ref().map(|p| p.store_id) != Some(self.store_id) {
-            tracing::debug!(store = self.store_id, "dropping raft message for another store");
+            tracing::debug!(
+                store = self.store_id,
+                "dropping raft message for another store"
+            );
             return;
         }
         match self.peers.get(&msg.0.region_id) {

@@ -23,7 +23,11 @@ impl slog::Drain for TracingDrain {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         let mut fields = String::new();
         let _ = slog::KV::serialize(&record.kv(), record, &mut KvCollector(&mut fields));
         let _ = slog::KV::serialize(values, record, &mut KvCollector(&mut fields));

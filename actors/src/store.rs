@@ -72,7 +72,7 @@ impl Store {
                 ))
             })?;
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
-        let apply_state = storage.apply_state().clone();
+        let apply_state = *storage.apply_state();
         let slot = region.id as usize;
         let peer_arbiter = &self.peer_arbiters[slot % self.peer_arbiters.len()];
         let apply_arbiter = &self.apply_arbiters[slot % self.apply_arbiters.len()];

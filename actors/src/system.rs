@@ -96,7 +96,10 @@ impl StoreRouter {
 
     /// Every local region, ordered by start key.
     pub async fn regions(&self) -> Result<Vec<RegionRoute>> {
-        self.router.send(ListRegions).await.map_err(|_| Error::Stopped)
+        self.router
+            .send(ListRegions)
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// The status of the local peer of `region_id`.

@@ -63,7 +63,7 @@ pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Resu
     let Some(from) = cmd.header.as_ref().and_then(|h| h.region_epoch.as_ref()) else {
         return Err(Error::InvalidRequest("missing region epoch".into()));
     };
-    let current = region.region_epoch.clone().unwrap_or_default();
+    let current = region.region_epoch.unwrap_or_default();
     if (check_ver && from.version != current.version)
         || (check_conf_ver && from.conf_ver != current.conf_ver)
     {
@@ -123,7 +123,9 @@ mod tests {
         // A normal command ignores conf_ver but not version.
         assert!(check_region_epoch(&cmd(1, 3, None), &r).is_ok());
         let err = check_region_epoch(&cmd(2, 2, None), &r).unwrap_err();
-        assert!(matches!(err, Error::EpochNotMatch { ref current_regions, .. } if current_regions[0] == r));
+        assert!(
+            matches!(err, Error::EpochNotMatch { ref current_regions, .. } if current_regions[0] == r)
+        );
         // ChangePeer checks conf_ver only; Split both; CompactLog neither.
         assert!(check_region_epoch(&cmd(2, 1, Some(AdminCmdType::ChangePeer)), &r).is_ok());
         assert!(check_region_epoch(&cmd(1, 3, Some(AdminCmdType::ChangePeer)), &r).is_err());

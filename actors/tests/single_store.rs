@@ -50,7 +50,10 @@ const T: Duration = Duration::from_secs(10);
 
 #[actix_rt::test]
 async fn writes_are_read_back_and_survive_restart() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     for round in 0..2u32 {
         let engine = Engine::open(dir.path()).unwrap();

@@ -173,7 +173,8 @@ impl Cluster {
             panic!(
                 "store {id}: {cf:?} {:?} is {:?}, expected {:?}",
                 String::from_utf8_lossy(key),
-                self.engine_get(id, cf, key).map(|v| String::from_utf8_lossy(&v).into_owned()),
+                self.engine_get(id, cf, key)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned()),
                 value.map(String::from_utf8_lossy)
             )
         });
@@ -201,9 +202,12 @@ impl Cluster {
                 .filter(|s| s.leader_id == s.peer.id)
                 .max_by_key(|s| s.term);
             if let Some(s) = leader {
-                return s.peer.clone();
+                return s.peer;
             }
-            assert!(Instant::now() < deadline, "region {region_id} has no leader");
+            assert!(
+                Instant::now() < deadline,
+                "region {region_id} has no leader"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -315,7 +319,10 @@ impl ClusterClient {
         let deadline = Instant::now() + MUST_TIMEOUT;
         loop {
             let result = match self.pick() {
-                Some(s) => s.scan(Cf::Default, start.to_vec(), end.to_vec(), usize::MAX).await,
+                Some(s) => {
+                    s.scan(Cf::Default, start.to_vec(), end.to_vec(), usize::MAX)
+                        .await
+                }
                 None => Err(Error::Io("no store is running".into())),
             };
             match result {

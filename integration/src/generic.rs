@@ -113,7 +113,9 @@ impl GenericTest {
             for (cli, &count) in appended.iter().enumerate() {
                 check_appends(&client, cli, count).await;
                 for j in 0..count {
-                    client.must_delete_cf(tinykv_actors::Cf::Default, key(cli, j).as_bytes()).await;
+                    client
+                        .must_delete_cf(tinykv_actors::Cf::Default, key(cli, j).as_bytes())
+                        .await;
                 }
             }
             tracing::info!(iteration, ?appended, "iteration passed");
@@ -131,7 +133,10 @@ fn value(cli: usize, j: usize) -> String {
 }
 
 fn client_range(cli: usize) -> (Vec<u8>, Vec<u8>) {
-    (key(cli, 0).into_bytes(), format!("{cli} 99999999").into_bytes())
+    (
+        key(cli, 0).into_bytes(),
+        format!("{cli} 99999999").into_bytes(),
+    )
 }
 
 /// Appends and scans until `done`; returns how many appends were acknowledged.
@@ -141,7 +146,9 @@ async fn client_loop(cli: usize, client: ClusterClient, done: Arc<AtomicBool>) -
     while !done.load(Ordering::SeqCst) {
         if rand::thread_rng().gen_bool(0.5) {
             let v = value(cli, appended);
-            client.must_put(key(cli, appended).as_bytes(), v.as_bytes()).await;
+            client
+                .must_put(key(cli, appended).as_bytes(), v.as_bytes())
+                .await;
             expected.push_str(&v);
             appended += 1;
         } else {
@@ -152,7 +159,10 @@ async fn client_loop(cli: usize, client: ClusterClient, done: Arc<AtomicBool>) -
                 .iter()
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .collect();
-            assert_eq!(got, expected, "client {cli}: scan does not match its appends");
+            assert_eq!(
+                got, expected,
+                "client {cli}: scan does not match its appends"
+            );
         }
     }
     appended
@@ -174,7 +184,10 @@ async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
         values.len()
     );
     for (j, (got, want)) in values.iter().zip(&expected).enumerate() {
-        assert_eq!(got, want, "client {cli}: append {j} is missing, duplicated or out of order");
+        assert_eq!(
+            got, want,
+            "client {cli}: append {j} is missing, duplicated or out of order"
+        );
     }
 }
 
@@ -192,8 +205,9 @@ async fn chaos_loop(
     while !done.load(Ordering::SeqCst) {
         if partitions {
             network.clear_filters();
-            let (left, right): (Vec<u64>, Vec<u64>) =
-                stores.iter().partition(|_| rand::thread_rng().gen_bool(0.5));
+            let (left, right): (Vec<u64>, Vec<u64>) = stores
+                .iter()
+                .partition(|_| rand::thread_rng().gen_bool(0.5));
             network.add_filter(PartitionFilter::new(left, right));
         }
         if unreliable {

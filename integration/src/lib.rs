@@ -7,10 +7,12 @@
 //!   stopped and restarted over the same data;
 //! - [`generic`]: TinyKV's `GenericTest`: clients appending and scanning under chaos,
 //!   checking that every acknowledged put is present exactly once and in order.
+//! - [`process`]: real `tinykv-server` processes on loopback, killed and restarted.
 
 pub mod cluster;
 pub mod generic;
 pub mod network;
+pub mod process;
 
 pub use cluster::{Cluster, ClusterClient};
 pub use network::{Filter, SimNetwork, Verdict};

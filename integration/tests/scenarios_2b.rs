@@ -44,7 +44,12 @@ async fn persist_concurrent() {
 
 #[actix_rt::test]
 async fn persist_partition_unreliable() {
-    GenericTest::new(5).crash().partitions().unreliable().run().await;
+    GenericTest::new(5)
+        .crash()
+        .partitions()
+        .unreliable()
+        .run()
+        .await;
 }
 
 /// TinyKV's TestOnePartition2B: a majority keeps serving while a minority (first without,
@@ -60,13 +65,19 @@ async fn one_partition() {
     // s1 = leader + 2 followers, s2 = the other 2.
     let s1 = vec![leader, others[0], others[1]];
     let s2 = vec![others[2], others[3]];
-    cluster.network().add_filter(PartitionFilter::new(s1.clone(), s2.clone()));
+    cluster
+        .network()
+        .add_filter(PartitionFilter::new(s1.clone(), s2.clone()));
     client.must_put(b"k1", b"v1").await;
     assert_eq!(client.must_get(b"k1").await.as_deref(), Some(&b"v1"[..]));
     // Give the minority a chance to (wrongly) receive it before checking it did not.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for s in &s2 {
-        assert_eq!(cluster.engine_get(*s, Cf::Default, b"k1"), None, "store {s} is cut off");
+        assert_eq!(
+            cluster.engine_get(*s, Cf::Default, b"k1"),
+            None,
+            "store {s} is cut off"
+        );
     }
 
     // Now the old leader sits in a 2-store minority: the 3-store side elects a new leader
@@ -79,7 +90,9 @@ async fn one_partition() {
         .add_filter(PartitionFilter::new(minority.clone(), majority.clone()));
     assert_eq!(client.must_get(b"k1").await.as_deref(), Some(&b"v1"[..]));
     client.must_put(b"k1", b"changed").await;
-    cluster.wait_engine_value(majority[0], Cf::Default, b"k1", Some(b"changed")).await;
+    cluster
+        .wait_engine_value(majority[0], Cf::Default, b"k1", Some(b"changed"))
+        .await;
     for s in &minority {
         assert_eq!(
             cluster.engine_get(*s, Cf::Default, b"k1").as_deref(),
@@ -91,7 +104,11 @@ async fn one_partition() {
     // Healed: everyone converges, the old leader included.
     cluster.network().clear_filters();
     client.must_put(b"k2", b"v2").await;
-    cluster.wait_engine_value(leader, Cf::Default, b"k2", Some(b"v2")).await;
-    cluster.wait_engine_value(leader, Cf::Default, b"k1", Some(b"changed")).await;
+    cluster
+        .wait_engine_value(leader, Cf::Default, b"k2", Some(b"v2"))
+        .await;
+    cluster
+        .wait_engine_value(leader, Cf::Default, b"k1", Some(b"changed"))
+        .await;
     cluster.shutdown().await;
 }

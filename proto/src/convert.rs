@@ -59,7 +59,10 @@ mod tests {
 
         let ours: eraftpb::Message = from_raft(&msg);
         assert_eq!(ours.msg_type(), eraftpb::MessageType::MsgTransferLeader);
-        assert_eq!(ours.entries[0].entry_type(), eraftpb::EntryType::EntryConfChange);
+        assert_eq!(
+            ours.entries[0].entry_type(),
+            eraftpb::EntryType::EntryConfChange
+        );
         assert_eq!(ours.entries[0].context, b"ctx");
         assert_eq!(ours.commit_term, 6);
         assert_eq!(ours.priority, -2);
@@ -69,10 +72,12 @@ mod tests {
 
     #[test]
     fn hard_state_converts() {
-        let mut hs = rpb::HardState::default();
-        hs.term = 5;
-        hs.vote = 2;
-        hs.commit = 4;
+        let hs = rpb::HardState {
+            term: 5,
+            vote: 2,
+            commit: 4,
+            ..Default::default()
+        };
         let ours: eraftpb::HardState = from_raft(&hs);
         assert_eq!((ours.term, ours.vote, ours.commit), (5, 2, 4));
         assert_eq!(to_raft::<_, rpb::HardState>(&ours).unwrap(), hs);

@@ -1,0 +1,81 @@
+//! How errors become HTTP responses.
+//!
+//! Every failure the API reports, from a malformed key to a raftstore without a leader,
+//! is answered the same way: the status of [`Error::status`] and a JSON body
+//! `{"error":{"code":"...","message":"..."}}` whose `code` is stable for clients to match
+//! on. That includes what actix itself would otherwise answer in plain text: an unknown
+//! route, a wrong method, and a body that is too large or cannot be read.
+
+use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::error::Error;
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        HttpResponse::build(status).json(json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        }))
+    }
+}
+
+/// The error for a request body that actix could not read within `limit` bytes.
+pub fn body_error(err: &actix_web::Error, limit: usize) -> Error {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => {
+            Error::TooLarge(format!("request body is larger than {limit} bytes"))
+        }
+        _ => Error::bad_request("bad_body", format!("cannot read the request body: {err}")),
+    }
+}
+
+/// Answers requests for paths the API does not have.
+pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::NoSuchResource {
+        code: "route_not_found",
+        message: format!("no route for {} {}", req.method(), req.path()),
+    })
+}
+
+/// Answers requests whose path exists but not for their method.
+pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn errors_are_json_with_a_stable_code() {
+        let response = Error::bad_request("invalid_cf", "bad cf").error_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = to_bytes(response.into_body()).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_cf");
+        assert_eq!(json["error"]["message"], "bad cf");
+    }
+
+    #[test]
+    fn an_overflowing_body_is_413() {
+        let err: actix_web::Error = PayloadError::Overflow.into();
+        assert_eq!(body_error(&err, 10).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let err: actix_web::Error = PayloadError::EncodingCorrupted.into();
+        assert_eq!(body_error(&err, 10).code(), "bad_body");
+    }
+}

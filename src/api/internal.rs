@@ -1,0 +1,174 @@
+//! The internal endpoints other nodes forward requests to.
+//!
+//! `POST /internal/v1/raw/{get,put,delete,scan}` take a protobuf `kvrpcpb` raw request
+//! and answer the matching raw response (see [`crate::forward`] for the calling side).
+//! They execute on this node's store only, with
+//! [`KvService::execute_local`](crate::service::KvService::execute_local): a forwarded
+//! request is never forwarded again, so a stale leader hint cannot bounce a request
+//! between nodes; the caller follows hints and retries instead.
+//!
+//! The answer is always HTTP 200 with the outcome in the body, errors included (in
+//! `region_error` or `error`, encoded by [`error_to_wire`]), except for a body that is not
+//! the expected message, which is a 400 and executes nothing.
+
+use actix_web::{web, HttpResponse};
+use prost::Message;
+use tinykv_actors::Cf;
+use tinykv_proto::kvrpcpb::{
+    KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    RawPutResponse, RawScanRequest, RawScanResponse,
+};
+
+use super::error::body_error;
+use super::ApiState;
+use crate::config::ApiConfig;
+use crate::error::{Error, Result};
+use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE};
+use crate::service::{KvOp, KvOutcome};
+
+/// The request body type of the internal endpoints.
+type Body = std::result::Result<web::Bytes, actix_web::Error>;
+
+/// Largest body the internal endpoints accept: a largest key and value plus the message's
+/// own fields.
+pub fn body_limit(limits: &ApiConfig) -> usize {
+    limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
+}
+
+/// `POST /internal/v1/raw/get`.
+pub async fn raw_get(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: RawGetRequest = decode(&state, body)?;
+    let outcome = match parse_cf(&request.cf) {
+        Ok(cf) => {
+            execute(
+                &state,
+                KvOp::Get {
+                    cf,
+                    key: request.key,
+                },
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut response = RawGetResponse::default();
+    match outcome {
+        Ok(KvOutcome::Value(Some(value))) => response.value = value,
+        Ok(KvOutcome::Value(None)) => response.not_found = true,
+        Ok(other) => (response.region_error, response.error) = error_to_wire(&unexpected(other)),
+        Err(e) => (response.region_error, response.error) = error_to_wire(&e),
+    }
+    Ok(protobuf(&response))
+}
+
+/// `POST /internal/v1/raw/put`.
+pub async fn raw_put(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: RawPutRequest = decode(&state, body)?;
+    let outcome = match parse_cf(&request.cf) {
+        Ok(cf) => {
+            let op = KvOp::Put {
+                cf,
+                key: request.key,
+                value: request.value,
+            };
+            execute(&state, op).await
+        }
+        Err(e) => Err(e),
+    };
+    let mut response = RawPutResponse::default();
+    if let Err(e) = written(outcome) {
+        (response.region_error, response.error) = error_to_wire(&e);
+    }
+    Ok(protobuf(&response))
+}
+
+/// `POST /internal/v1/raw/delete`.
+pub async fn raw_delete(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: RawDeleteRequest = decode(&state, body)?;
+    let outcome = match parse_cf(&request.cf) {
+        Ok(cf) => {
+            execute(
+                &state,
+                KvOp::Delete {
+                    cf,
+                    key: request.key,
+                },
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut response = RawDeleteResponse::default();
+    if let Err(e) = written(outcome) {
+        (response.region_error, response.error) = error_to_wire(&e);
+    }
+    Ok(protobuf(&response))
+}
+
+/// `POST /internal/v1/raw/scan`.
+pub async fn raw_scan(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: RawScanRequest = decode(&state, body)?;
+    let limit = (request.limit as usize).min(state.limits.max_scan_limit);
+    let outcome = match parse_cf(&request.cf) {
+        Ok(_) if limit == 0 => Err(Error::bad_request("invalid_request", "scan limit is 0")),
+        Ok(cf) => {
+            let op = KvOp::ScanRegion {
+                cf,
+                start: request.start_key,
+                end: request.end_key,
+                limit,
+            };
+            execute(&state, op).await
+        }
+        Err(e) => Err(e),
+    };
+    let mut response = RawScanResponse::default();
+    match outcome {
+        Ok(KvOutcome::Pairs { pairs, region_end }) => {
+            response.kvs = pairs
+                .into_iter()
+                .map(|(key, value)| KvPair { key, value })
+                .collect();
+            response.region_end_key = region_end;
+        }
+        Ok(other) => (response.region_error, response.error) = error_to_wire(&unexpected(other)),
+        Err(e) => (response.region_error, response.error) = error_to_wire(&e),
+    }
+    Ok(protobuf(&response))
+}
+
+/// Reads and decodes a request body; a body that is not an `M` is a 400.
+fn decode<M: Message + Default>(state: &ApiState, body: Body) -> Result<M> {
+    let body = body.map_err(|e| body_error(&e, body_limit(&state.limits)))?;
+    M::decode(body).map_err(|e| {
+        Error::bad_request(
+            "bad_protobuf",
+            format!("the body is not a valid request: {e}"),
+        )
+    })
+}
+
+async fn execute(state: &ApiState, op: KvOp) -> Result<KvOutcome> {
+    state.service.execute_local(op).await
+}
+
+fn parse_cf(name: &str) -> Result<Cf> {
+    Cf::from_name(name).map_err(Error::Store)
+}
+
+fn written(outcome: Result<KvOutcome>) -> Result<()> {
+    match outcome? {
+        KvOutcome::Written => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(outcome: KvOutcome) -> Error {
+    Error::Io(format!("unexpected outcome {outcome:?}"))
+}
+
+fn protobuf(msg: &impl Message) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(PROTOBUF_CONTENT_TYPE)
+        .body(msg.encode_to_vec())
+}

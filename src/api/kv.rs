@@ -1,0 +1,133 @@
+//! The client key-value endpoints.
+//!
+//! - `PUT /v1/kv/{key}` stores the request body, byte for byte, as the key's value;
+//! - `GET /v1/kv/{key}` answers the value as `application/octet-stream` (404 if absent);
+//! - `DELETE /v1/kv/{key}` removes the key (deleting an absent key succeeds);
+//! - `GET /v1/kv?start=&end=&limit=&encoding=` answers the pairs of `[start, end)` in
+//!   key order as JSON, keys and values as UTF-8 strings or, with `encoding=base64`, in
+//!   base64.
+//!
+//! All of them take `?cf=default|lock|write`. The request is decoded by
+//! [`super::request`] and executed by the node's [`KvService`](crate::service::KvService),
+//! which finds the region's leader wherever it is; a write is acknowledged only once it is
+//! committed and applied.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::body_error;
+use super::request::{parse_key_request, parse_scan_request, Encoding};
+use super::ApiState;
+use crate::error::{Error, Result};
+
+/// `PUT /v1/kv/{key}`.
+pub async fn put(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: std::result::Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse> {
+    let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
+    let value = body.map_err(|e| body_error(&e, state.limits.max_value_bytes))?;
+    state
+        .service
+        .put(request.cf, request.key, value.to_vec())
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+/// `GET /v1/kv/{key}`.
+pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
+    match state.service.get(request.cf, request.key).await? {
+        Some(value) => Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(value)),
+        None => Err(Error::NotFound),
+    }
+}
+
+/// `DELETE /v1/kv/{key}`.
+pub async fn delete(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
+    state.service.delete(request.cf, request.key).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+/// One pair of a scan response.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EncodedPair {
+    /// The key, encoded.
+    pub key: String,
+    /// The value, encoded.
+    pub value: String,
+}
+
+/// `GET /v1/kv?start=&end=&limit=&encoding=`.
+pub async fn scan(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let request = parse_scan_request(req.query_string(), &state.limits)?;
+    let pairs = if !request.end.is_empty() && request.end == request.start {
+        Vec::new()
+    } else {
+        state
+            .service
+            .scan(request.cf, request.start, request.end, request.limit)
+            .await?
+    };
+    let kvs = encode_pairs(pairs, request.encoding)?;
+    Ok(HttpResponse::Ok().json(json!({ "kvs": kvs, "encoding": request.encoding.name() })))
+}
+
+/// Writes scanned pairs as JSON strings; under UTF-8 encoding, a key or value that is not
+/// UTF-8 fails the request with a hint to ask for base64.
+pub fn encode_pairs(
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    encoding: Encoding,
+) -> Result<Vec<EncodedPair>> {
+    let encode = |bytes: Vec<u8>| -> Result<String> {
+        match encoding {
+            Encoding::Base64 => Ok(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Encoding::Utf8 => String::from_utf8(bytes).map_err(|_| {
+                Error::bad_request(
+                    "not_utf8",
+                    "a key or value in the result is not valid UTF-8; ask for encoding=base64",
+                )
+            }),
+        }
+    };
+    pairs
+        .into_iter()
+        .map(|(key, value)| {
+            Ok(EncodedPair {
+                key: encode(key)?,
+                value: encode(value)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_encoded_or_refused() {
+        let pairs = vec![(b"a".to_vec(), vec![0xff, 0])];
+        let encoded = encode_pairs(pairs.clone(), Encoding::Base64).unwrap();
+        assert_eq!(
+            encoded,
+            vec![EncodedPair {
+                key: "YQ==".into(),
+                value: "/wA=".into()
+            }]
+        );
+        let err = encode_pairs(pairs, Encoding::Utf8).unwrap_err();
+        assert_eq!(err.code(), "not_utf8");
+        let utf8 = encode_pairs(
+            vec![(b"k".to_vec(), "é".as_bytes().to_vec())],
+            Encoding::Utf8,
+        );
+        assert_eq!(utf8.unwrap()[0].value, "é");
+    }
+}

@@ -1,0 +1,119 @@
+//! The node's HTTP API (actix-web).
+//!
+//! Three groups of routes share one [`ApiState`]:
+//!
+//! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
+//!   [`request`];
+//! - [`internal`]: `/internal/v1/raw/*`, where other nodes forward requests;
+//! - [`admin`]: read-only views of regions and stores under `/v1/admin`;
+//!
+//! plus `GET /health`. Every error, including an unknown route (404), a wrong method
+//! (405) and an oversized body (413), is answered as JSON by [`error`]. Request bodies
+//! are limited per scope with actix's `PayloadConfig`: `api.max_value_bytes` for client
+//! values, a little more for forwarded requests that carry a key and a value.
+
+pub mod admin;
+pub mod error;
+pub mod internal;
+pub mod kv;
+pub mod request;
+
+use actix_web::web::{self, PayloadConfig};
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use crate::address_book::AddressBook;
+use crate::config::ApiConfig;
+use crate::service::KvService;
+
+/// What every handler needs: shared by all HTTP workers.
+pub struct ApiState {
+    /// Executes key-value operations.
+    pub service: KvService,
+    /// Request limits.
+    pub limits: ApiConfig,
+    /// Where the cluster's stores listen.
+    pub addresses: AddressBook,
+}
+
+/// Registers every route of the API, for `App::configure`.
+pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let value_limit = state.limits.max_value_bytes;
+        let internal_limit = internal::body_limit(&state.limits);
+        let not_allowed = || web::to(error::method_not_allowed);
+        cfg.app_data(state)
+            .service(
+                web::resource("/health")
+                    .get(health)
+                    .default_service(not_allowed()),
+            )
+            .service(
+                web::scope("/v1/kv")
+                    .app_data(PayloadConfig::new(value_limit))
+                    .service(
+                        web::resource("")
+                            .get(kv::scan)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/{key:.*}")
+                            .get(kv::get)
+                            .put(kv::put)
+                            .delete(kv::delete)
+                            .default_service(not_allowed()),
+                    ),
+            )
+            .service(
+                web::scope("/internal/v1/raw")
+                    .app_data(PayloadConfig::new(internal_limit))
+                    .service(
+                        web::resource("/get")
+                            .post(internal::raw_get)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/put")
+                            .post(internal::raw_put)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/delete")
+                            .post(internal::raw_delete)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/scan")
+                            .post(internal::raw_scan)
+                            .default_service(not_allowed()),
+                    ),
+            )
+            .service(
+                web::scope("/v1/admin")
+                    .service(
+                        web::resource("/regions")
+                            .get(admin::list_regions)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/regions/{id}")
+                            .get(admin::get_region)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/stores/{id}")
+                            .get(admin::get_store)
+                            .default_service(not_allowed()),
+                    ),
+            )
+            .default_service(web::to(error::route_not_found));
+    }
+}
+
+/// `GET /health`: the node is up and serving.
+async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok", "store_id": state.service.store_id() }))
+}
+
+#[cfg(test)]
+mod tests;

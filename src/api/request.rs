@@ -1,0 +1,321 @@
+//! Reading a client's request: keys, column families and scan parameters, as bytes.
+//!
+//! Keys are arbitrary bytes, so they travel percent-encoded and are decoded here, not by
+//! actix: a key is everything after `/v1/kv/` in the raw request path, percent-decoded to
+//! bytes, so `%2F` is a slash inside the key and `%FF` a byte that is not UTF-8. Query
+//! parameters are decoded the same way from the raw query string. Only percent-escapes
+//! are decoded; a `+` is a literal plus, not a space (this is a URI, not an HTML form).
+//!
+//! Everything here is a pure function of the request's text and the API limits, so the
+//! rules (empty key, key too long, unknown or repeated parameter, bad `cf`, bad `limit`)
+//! are tested without a server. Each rejection is a 400 with its own code.
+
+use std::collections::HashMap;
+
+use percent_encoding::percent_decode_str;
+use tinykv_actors::Cf;
+
+use crate::config::ApiConfig;
+use crate::error::{Error, Result};
+
+/// Path prefix of single-key requests.
+pub const KEY_PATH_PREFIX: &str = "/v1/kv/";
+
+/// Query parameters a single-key request accepts.
+pub const KEY_PARAMS: &[&str] = &["cf"];
+
+/// Query parameters a scan accepts.
+pub const SCAN_PARAMS: &[&str] = &["cf", "start", "end", "limit", "encoding"];
+
+/// A single-key request: which key of which column family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRequest {
+    /// The column family.
+    pub cf: Cf,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// How a scan's keys and values are written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// As UTF-8 strings (fails for bytes that are not UTF-8).
+    Utf8,
+    /// As standard base64.
+    Base64,
+}
+
+impl Encoding {
+    /// The name clients use in `encoding=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf8",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
+/// A scan request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRequest {
+    /// The column family.
+    pub cf: Cf,
+    /// First key (empty: from the beginning).
+    pub start: Vec<u8>,
+    /// Exclusive end (empty: to the end).
+    pub end: Vec<u8>,
+    /// Most pairs to return.
+    pub limit: usize,
+    /// How to write keys and values.
+    pub encoding: Encoding,
+}
+
+/// Reads the key and column family of a request to `/v1/kv/{key}?cf=...`, given its raw
+/// path and query string.
+pub fn parse_key_request(
+    raw_path: &str,
+    raw_query: &str,
+    limits: &ApiConfig,
+) -> Result<KeyRequest> {
+    let key = key_from_path(raw_path)?;
+    check_key(&key, limits)?;
+    let params = parse_query(raw_query, KEY_PARAMS)?;
+    Ok(KeyRequest {
+        cf: parse_cf(params.get("cf").map(Vec::as_slice))?,
+        key,
+    })
+}
+
+/// Reads the parameters of a scan request from its raw query string.
+pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanRequest> {
+    let mut params = parse_query(raw_query, SCAN_PARAMS)?;
+    let start = params.remove("start").unwrap_or_default();
+    let end = params.remove("end").unwrap_or_default();
+    for (name, key) in [("start", &start), ("end", &end)] {
+        if key.len() > limits.max_key_bytes {
+            return Err(Error::bad_request(
+                "key_too_large",
+                format!(
+                    "{name} is {} bytes, more than the limit of {}",
+                    key.len(),
+                    limits.max_key_bytes
+                ),
+            ));
+        }
+    }
+    if !end.is_empty() && end < start {
+        return Err(Error::bad_request(
+            "invalid_range",
+            "end must not be before start",
+        ));
+    }
+    let limit = match params.get("limit") {
+        None => limits.default_scan_limit,
+        Some(raw) => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|text| text.parse::<usize>().ok())
+            .filter(|&limit| (1..=limits.max_scan_limit).contains(&limit))
+            .ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_limit",
+                    format!(
+                        "limit must be an integer from 1 to {}",
+                        limits.max_scan_limit
+                    ),
+                )
+            })?,
+    };
+    let encoding = match params.get("encoding").map(Vec::as_slice) {
+        None | Some(b"utf8") => Encoding::Utf8,
+        Some(b"base64") => Encoding::Base64,
+        Some(other) => {
+            return Err(Error::bad_request(
+                "invalid_encoding",
+                format!(
+                    "unknown encoding {:?}: expected utf8 or base64",
+                    String::from_utf8_lossy(other)
+                ),
+            ))
+        }
+    };
+    Ok(ScanRequest {
+        cf: parse_cf(params.get("cf").map(Vec::as_slice))?,
+        start,
+        end,
+        limit,
+        encoding,
+    })
+}
+
+/// The key bytes of a raw `/v1/kv/{key}` path.
+pub fn key_from_path(raw_path: &str) -> Result<Vec<u8>> {
+    let path: Vec<u8> = percent_decode_str(raw_path).collect();
+    path.strip_prefix(KEY_PATH_PREFIX.as_bytes())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            Error::bad_request(
+                "bad_path",
+                format!("expected a path under {KEY_PATH_PREFIX}"),
+            )
+        })
+}
+
+/// Checks a key against the API limits.
+pub fn check_key(key: &[u8], limits: &ApiConfig) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::bad_request("empty_key", "the key must not be empty"));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(Error::bad_request(
+            "key_too_large",
+            format!(
+                "the key is {} bytes, more than the limit of {}",
+                key.len(),
+                limits.max_key_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a `cf` parameter; absent means `default`.
+pub fn parse_cf(value: Option<&[u8]>) -> Result<Cf> {
+    match value {
+        None | Some(b"default") => Ok(Cf::Default),
+        Some(b"lock") => Ok(Cf::Lock),
+        Some(b"write") => Ok(Cf::Write),
+        Some(other) => Err(Error::bad_request(
+            "invalid_cf",
+            format!(
+                "unknown column family {:?}: expected default, lock or write",
+                String::from_utf8_lossy(other)
+            ),
+        )),
+    }
+}
+
+/// Splits and percent-decodes a raw query string, accepting only the parameter names in
+/// `allowed`, each at most once.
+pub fn parse_query(raw: &str, allowed: &[&'static str]) -> Result<HashMap<&'static str, Vec<u8>>> {
+    let mut params = HashMap::new();
+    for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name: Vec<u8> = percent_decode_str(raw_name).collect();
+        let Some(&known) = allowed.iter().find(|a| a.as_bytes() == name.as_slice()) else {
+            return Err(Error::bad_request(
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter {:?}: expected one of {}",
+                    String::from_utf8_lossy(&name),
+                    allowed.join(", ")
+                ),
+            ));
+        };
+        let value: Vec<u8> = percent_decode_str(raw_value).collect();
+        if params.insert(known, value).is_some() {
+            return Err(Error::bad_request(
+                "duplicate_parameter",
+                format!("query parameter {known:?} is given more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ApiConfig {
+        ApiConfig {
+            max_key_bytes: 8,
+            max_scan_limit: 100,
+            default_scan_limit: 10,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_are_percent_decoded_bytes() {
+        let request = parse_key_request("/v1/kv/a%2Fb", "", &limits()).unwrap();
+        assert_eq!(request.key, b"a/b");
+        assert_eq!(request.cf, Cf::Default);
+        assert_eq!(
+            key_from_path("/v1/kv/%FF%00x").unwrap(),
+            vec![0xff, 0, b'x']
+        );
+        assert_eq!(key_from_path("/v1/kv/a/b+c").unwrap(), b"a/b+c");
+        assert_eq!(key_from_path("/v1/kv/50%").unwrap(), b"50%");
+    }
+
+    #[test]
+    fn bad_keys_are_rejected_with_their_own_code() {
+        let err = parse_key_request("/v1/kv/", "", &limits()).unwrap_err();
+        assert_eq!(err.code(), "empty_key");
+        let err = parse_key_request("/v1/kv/123456789", "", &limits()).unwrap_err();
+        assert_eq!(err.code(), "key_too_large");
+        assert_eq!(err.status(), 400);
+        // Nine bytes encoded as escapes are still nine bytes.
+        let err =
+            parse_key_request("/v1/kv/%61%61%61%61%61%61%61%61%61", "", &limits()).unwrap_err();
+        assert_eq!(err.code(), "key_too_large");
+    }
+
+    #[test]
+    fn column_families_and_parameters_are_checked() {
+        let request = parse_key_request("/v1/kv/k", "cf=lock", &limits()).unwrap();
+        assert_eq!(request.cf, Cf::Lock);
+        for (query, code) in [
+            ("cf=raft", "invalid_cf"),
+            ("cf=", "invalid_cf"),
+            ("cf=write&cf=lock", "duplicate_parameter"),
+            ("colour=blue", "unknown_parameter"),
+            ("limit=3", "unknown_parameter"),
+        ] {
+            let err = parse_key_request("/v1/kv/k", query, &limits()).unwrap_err();
+            assert_eq!(err.code(), code, "{query}");
+        }
+        let err = parse_key_request("/v1/kv/k", "colour=blue", &limits()).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn scan_parameters_have_defaults_and_bounds() {
+        let scan = parse_scan_request("", &limits()).unwrap();
+        assert_eq!(
+            scan,
+            ScanRequest {
+                cf: Cf::Default,
+                start: vec![],
+                end: vec![],
+                limit: 10,
+                encoding: Encoding::Utf8,
+            }
+        );
+        let scan = parse_scan_request(
+            "start=a%2F&end=%FF&limit=100&encoding=base64&cf=write",
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            (scan.start.as_slice(), scan.end.as_slice()),
+            (&b"a/"[..], &[0xff][..])
+        );
+        assert_eq!(
+            (scan.limit, scan.encoding, scan.cf),
+            (100, Encoding::Base64, Cf::Write)
+        );
+        for (query, code) in [
+            ("limit=101", "invalid_limit"),
+            ("limit=0", "invalid_limit"),
+            ("limit=ten", "invalid_limit"),
+            ("encoding=hex", "invalid_encoding"),
+            ("start=b&end=a", "invalid_range"),
+            ("start=123456789", "key_too_large"),
+            ("reverse=true", "unknown_parameter"),
+        ] {
+            let err = parse_scan_request(query, &limits()).unwrap_err();
+            assert_eq!(err.code(), code, "{query}");
+        }
+    }
+}

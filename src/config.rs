@@ -1,0 +1,514 @@
+//! The node's configuration, and where each setting comes from.
+//!
+//! A node reads one or more TOML files (`--config` may be given several times, and a
+//! later file overrides an earlier one key by key), then environment variables named
+//! `TINYKV__SECTION__KEY` (for example `TINYKV__API__MAX_KEY_BYTES=1024`, or
+//! `TINYKV__CLUSTER__INITIAL_STORES=1,2,3` for a list), then the few settings the command
+//! line can give (`--store-id`, `--data-dir`, `--log-level`). The layers are merged by the
+//! `config` crate and deserialized into [`Config`].
+//!
+//! Every section rejects keys it does not know, so a typo fails the start naming the key
+//! instead of silently leaving a default in force. [`Config::validate`] then checks what
+//! types cannot: that this store is in the address book, that ids and addresses are
+//! unique, that limits are positive. Its messages name the offending key too.
+//!
+//! The cluster is static: `[[cluster.stores]]` is the address book of every store, and a
+//! node listens on the addresses of its own entry.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat};
+use serde::{Deserialize, Deserializer, Serialize};
+use tinykv_actors::RaftStoreConfig;
+
+use crate::error::{Error, Result};
+use crate::service::ServiceTimeouts;
+
+/// Largest value a client may configure for `api.max_value_bytes`: a value travels in a
+/// raft message, which must fit one transport frame with room to spare.
+pub const MAX_VALUE_BYTES_CEILING: usize = 32 * 1024 * 1024;
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is and where it keeps its data.
+    pub node: NodeConfig,
+    /// The stores of the cluster.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Limits and timeouts of the client API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Settings of the raftstore.
+    #[serde(default)]
+    pub raftstore: RaftStoreConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The `[node]` section: this node's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's store id; must appear in `cluster.stores`.
+    pub store_id: u64,
+    /// The cluster this store belongs to; a data directory never changes clusters.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: u64,
+    /// Directory of the store's data (the engine lives in `<data_dir>/db`).
+    pub data_dir: PathBuf,
+}
+
+fn default_cluster_id() -> u64 {
+    1
+}
+
+/// The `[cluster]` section: the static address book.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Stores that hold a peer of the first region when the cluster is created. Empty
+    /// (the default) means every store in `stores`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub initial_stores: Vec<u64>,
+    /// Every store of the cluster and its addresses.
+    #[serde(default)]
+    pub stores: Vec<StoreAddress>,
+}
+
+/// Where one store listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreAddress {
+    /// The store's id.
+    pub id: u64,
+    /// `host:port` of the store's raft transport.
+    pub raft_addr: String,
+    /// `host:port` of the store's HTTP API.
+    pub http_addr: String,
+}
+
+/// The `[api]` section: client request limits and timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest `limit` a scan may ask for.
+    pub max_scan_limit: usize,
+    /// The `limit` of a scan that names none.
+    pub default_scan_limit: usize,
+    /// Total time one client request may take, retries included.
+    pub request_timeout_ms: u64,
+    /// Time one attempt (on the local store, or forwarded to another node) may take.
+    pub attempt_timeout_ms: u64,
+    /// Threads serving HTTP.
+    pub http_workers: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_key_bytes: 4096,
+            max_value_bytes: 8 * 1024 * 1024,
+            max_scan_limit: 10_000,
+            default_scan_limit: 1_000,
+            request_timeout_ms: 10_000,
+            attempt_timeout_ms: 3_000,
+            http_workers: 2,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The request and attempt timeouts, as the [`crate::service::KvService`] takes them.
+    pub fn service_timeouts(&self) -> ServiceTimeouts {
+        ServiceTimeouts {
+            request: Duration::from_millis(self.request_timeout_ms),
+            attempt: Duration::from_millis(self.attempt_timeout_ms),
+        }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,tinykv_actors=debug`. `RUST_LOG`, if set,
+    /// wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Settings given on the command line; they override files and environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CliOverrides {
+    /// `--store-id`.
+    pub store_id: Option<u64>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads the files in `paths` (later ones win), then `TINYKV__…` environment
+    /// variables, then `overrides`; fills derived defaults and validates the result.
+    pub fn load(paths: &[PathBuf], overrides: &CliOverrides) -> Result<Config> {
+        let mut builder = config::Config::builder();
+        for path in paths {
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("TINYKV")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("cluster.initial_stores"),
+        );
+        let data_dir = overrides
+            .data_dir
+            .as_ref()
+            .map(|dir| dir.to_string_lossy().into_owned());
+        builder = builder
+            .set_override_option("node.store_id", overrides.store_id)
+            .and_then(|b| b.set_override_option("node.data_dir", data_dir))
+            .and_then(|b| b.set_override_option("log.level", overrides.log_level.clone()))
+            .map_err(config_error)?;
+        let mut config: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(config_error)?;
+        if config.cluster.initial_stores.is_empty() {
+            config.cluster.initial_stores = config.cluster.stores.iter().map(|s| s.id).collect();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what deserialization cannot, naming the offending key.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        if self.node.store_id == 0 {
+            return fail("node.store_id must be greater than 0".into());
+        }
+        if self.node.cluster_id == 0 {
+            return fail("node.cluster_id must be greater than 0".into());
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return fail("node.data_dir must not be empty".into());
+        }
+        let mut ids = HashSet::new();
+        let mut addresses = HashSet::new();
+        for store in &self.cluster.stores {
+            if store.id == 0 {
+                return fail("cluster.stores: a store id must be greater than 0".into());
+            }
+            if !ids.insert(store.id) {
+                return fail(format!(
+                    "cluster.stores: store id {} appears twice",
+                    store.id
+                ));
+            }
+            for (key, addr) in [
+                ("raft_addr", &store.raft_addr),
+                ("http_addr", &store.http_addr),
+            ] {
+                check_address(addr).map_err(|why| {
+                    Error::Config(format!(
+                        "cluster.stores: {key} {addr:?} of store {}: {why}",
+                        store.id
+                    ))
+                })?;
+                if !addresses.insert(addr.as_str()) {
+                    return fail(format!(
+                        "cluster.stores: address {addr:?} (store {} {key}) is used twice",
+                        store.id
+                    ));
+                }
+            }
+        }
+        if !ids.contains(&self.node.store_id) {
+            return fail(format!(
+                "node.store_id {} is not in cluster.stores",
+                self.node.store_id
+            ));
+        }
+        let mut initial = HashSet::new();
+        for id in &self.cluster.initial_stores {
+            if !ids.contains(id) {
+                return fail(format!(
+                    "cluster.initial_stores: store {id} is not in cluster.stores"
+                ));
+            }
+            if !initial.insert(id) {
+                return fail(format!("cluster.initial_stores: store {id} appears twice"));
+            }
+        }
+        self.validate_api()?;
+        self.raftstore
+            .validate()
+            .map_err(|e| Error::Config(e.to_string().replace("invalid request: ", "")))?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail(format!(
+                "log.level {:?} is not a valid filter: {e}",
+                self.log.level
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Result<()> {
+        let api = &self.api;
+        let positive = [
+            ("max_key_bytes", api.max_key_bytes as u64),
+            ("max_value_bytes", api.max_value_bytes as u64),
+            ("max_scan_limit", api.max_scan_limit as u64),
+            ("default_scan_limit", api.default_scan_limit as u64),
+            ("request_timeout_ms", api.request_timeout_ms),
+            ("attempt_timeout_ms", api.attempt_timeout_ms),
+            ("http_workers", api.http_workers as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("api.{key} must be greater than 0")));
+            }
+        }
+        if api.max_value_bytes > MAX_VALUE_BYTES_CEILING {
+            return Err(Error::Config(format!(
+                "api.max_value_bytes must be at most {MAX_VALUE_BYTES_CEILING}"
+            )));
+        }
+        if api.max_key_bytes > MAX_VALUE_BYTES_CEILING {
+            return Err(Error::Config(format!(
+                "api.max_key_bytes must be at most {MAX_VALUE_BYTES_CEILING}"
+            )));
+        }
+        if api.default_scan_limit > api.max_scan_limit {
+            return Err(Error::Config(
+                "api.default_scan_limit must not exceed api.max_scan_limit".into(),
+            ));
+        }
+        if api.attempt_timeout_ms > api.request_timeout_ms {
+            return Err(Error::Config(
+                "api.attempt_timeout_ms must not exceed api.request_timeout_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address-book entry of store `id`.
+    pub fn store_address(&self, id: u64) -> Option<&StoreAddress> {
+        self.cluster.stores.iter().find(|s| s.id == id)
+    }
+
+    /// This node's own entry (present once the configuration is validated).
+    pub fn own_address(&self) -> Result<&StoreAddress> {
+        self.store_address(self.node.store_id).ok_or_else(|| {
+            Error::Config(format!(
+                "node.store_id {} is not in cluster.stores",
+                self.node.store_id
+            ))
+        })
+    }
+}
+
+fn config_error(e: config::ConfigError) -> Error {
+    Error::Config(e.to_string())
+}
+
+/// Checks that `addr` looks like `host:port`.
+fn check_address(addr: &str) -> std::result::Result<(), &'static str> {
+    let (host, port) = addr.rsplit_once(':').ok_or("expected host:port")?;
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    port.parse::<u16>()
+        .map_err(|_| "the port is not a number from 0 to 65535")?;
+    Ok(())
+}
+
+/// Accepts a list of store ids, or a single id; from the environment, where
+/// `TINYKV__CLUSTER__INITIAL_STORES=1,2,3` arrives as strings, ids may also be text.
+fn one_or_many<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Id),
+        Many(Vec<Id>),
+    }
+    let ids = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    };
+    ids.into_iter()
+        .map(|id| match id {
+            Id::Number(n) => Ok(n),
+            Id::Text(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a store id"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    const MINIMAL: &str = r#"
+        [node]
+        store_id = 1
+        data_dir = "data/test"
+
+        [[cluster.stores]]
+        id = 1
+        raft_addr = "127.0.0.1:20160"
+        http_addr = "127.0.0.1:8080"
+    "#;
+
+    #[test]
+    fn a_minimal_file_gets_every_default() {
+        let file = write_config(MINIMAL);
+        let config = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap();
+        assert_eq!(config.node.cluster_id, 1);
+        assert_eq!(config.cluster.initial_stores, vec![1]);
+        assert_eq!(config.api.max_key_bytes, 4096);
+        assert_eq!(config.api.max_value_bytes, 8 * 1024 * 1024);
+        assert_eq!(config.api.default_scan_limit, 1000);
+        assert_eq!(config.raftstore, RaftStoreConfig::default());
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.own_address().unwrap().http_addr, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn later_files_environment_and_cli_override_in_that_order() {
+        let base = write_config(MINIMAL);
+        let overlay =
+            write_config("[api]\nhttp_workers = 5\nmax_scan_limit = 50\ndefault_scan_limit = 5\n");
+        // The only test that touches the process environment, on a key no other test reads.
+        std::env::set_var("TINYKV__API__HTTP_WORKERS", "7");
+        let overrides = CliOverrides {
+            data_dir: Some("elsewhere".into()),
+            log_level: Some("debug".into()),
+            ..Default::default()
+        };
+        let loaded = Config::load(&[base.path().into(), overlay.path().into()], &overrides);
+        std::env::remove_var("TINYKV__API__HTTP_WORKERS");
+        let config = loaded.unwrap();
+        assert_eq!(config.api.http_workers, 7);
+        assert_eq!(config.api.max_scan_limit, 50);
+        assert_eq!(config.node.data_dir, PathBuf::from("elsewhere"));
+        assert_eq!(config.log.level, "debug");
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_by_name() {
+        let file = write_config(&format!("{MINIMAL}\n[api]\nmax_key_byte = 10\n"));
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("max_key_byte"), "{err}");
+        let file = write_config(&format!("{MINIMAL}\n[raftstore]\nraft_tick_ms = 10\n"));
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("raft_tick_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_store_missing_from_the_address_book_is_rejected() {
+        let file = write_config(MINIMAL);
+        let overrides = CliOverrides {
+            store_id: Some(4),
+            ..Default::default()
+        };
+        let err = Config::load(&[file.path().into()], &overrides).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("node.store_id 4 is not in cluster.stores"),
+            "{err}"
+        );
+        let file = write_config(&MINIMAL.replace(
+            "[[cluster.stores]]",
+            "[cluster]\ninitial_stores = [1, 2]\n[[cluster.stores]]",
+        ));
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.initial_stores: store 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[api]\nmax_scan_limit = 0\n", "api.max_scan_limit"),
+            ("[api]\ndefault_scan_limit = 20000\n", "api.default_scan_limit"),
+            ("[raftstore]\nraft_election_timeout_ticks = 1\n", "raftstore.raft_election_timeout_ticks"),
+            ("[log]\nlevel = \"=nonsense=\"\n", "log.level"),
+            (
+                "[[cluster.stores]]\nid = 2\nraft_addr = \"127.0.0.1:20160\"\nhttp_addr = \"127.0.0.1:9000\"\n",
+                "127.0.0.1:20160",
+            ),
+            (
+                "[[cluster.stores]]\nid = 1\nraft_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n",
+                "store id 1 appears twice",
+            ),
+        ];
+        for (extra, named) in cases {
+            let file = write_config(&format!("{MINIMAL}\n{extra}"));
+            let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains(named), "{extra}: {err}");
+        }
+        let file = write_config("[node]\ndata_dir = \"x\"\n");
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("store_id"), "{err}");
+    }
+
+    #[test]
+    fn every_shipped_config_loads_and_validates() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 4,
+            "expected the shipped configs in {}",
+            dir.display()
+        );
+        for file in files {
+            let config = Config::load(std::slice::from_ref(&file), &CliOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(config.own_address().is_ok(), "{}", file.display());
+        }
+    }
+}

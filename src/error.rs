@@ -1,0 +1,145 @@
+//! The node's error type, and how each error reaches an HTTP client.
+//!
+//! Every failure a client can see has a stable machine-readable `code` and an HTTP status:
+//! bad input is a 4xx that changed nothing; an unavailable cluster (no leader within the
+//! request deadline) is a 503 the client may retry; a timed-out write is a 504 whose
+//! outcome is unknown (it may or may not have been applied); an internal failure is a 500.
+
+use actix_web::http::StatusCode;
+use tinykv_actors::Error as StoreError;
+
+/// Any failure of the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is malformed; nothing was changed.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable error code, e.g. `invalid_cf`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request body or key exceeds a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The key does not exist.
+    #[error("key not found")]
+    NotFound,
+    /// Something other than a key that the request names (a route, a region, a store)
+    /// does not exist.
+    #[error("{message}")]
+    NoSuchResource {
+        /// Stable error code, e.g. `region_not_found`.
+        code: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// The path exists, but not for this HTTP method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method of the request.
+        method: String,
+        /// The path of the request.
+        path: String,
+    },
+    /// The raftstore failed or refused the request.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another node could not be reached, or answered garbage.
+    #[error("forwarding to store {store_id} failed: {message}")]
+    Forward {
+        /// The store that was addressed.
+        store_id: u64,
+        /// What went wrong.
+        message: String,
+        /// Whether the request may have reached the other node (then a write's outcome is
+        /// unknown).
+        maybe_delivered: bool,
+    },
+    /// The configuration is invalid; the message names the offending key.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O failure outside the engine (binding sockets, creating directories).
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The node's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A bad-request error with a stable code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest { code, .. } => code,
+            Error::TooLarge(_) => "too_large",
+            Error::NotFound => "not_found",
+            Error::NoSuchResource { code, .. } => code,
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Store(e) => match e {
+                StoreError::NotLeader { .. } => "not_leader",
+                StoreError::RegionNotFound(_) => "region_not_found",
+                StoreError::KeyNotInRegion { .. } => "key_not_in_region",
+                StoreError::EpochNotMatch { .. } => "epoch_not_match",
+                StoreError::StaleCommand => "stale_command",
+                StoreError::StoreNotMatch { .. } => "store_not_match",
+                StoreError::Timeout => "timeout",
+                StoreError::Stopped => "unavailable",
+                StoreError::InvalidRequest(_) => "invalid_request",
+                StoreError::Engine(_) | StoreError::Codec(_) | StoreError::Corruption(_) => {
+                    "internal"
+                }
+            },
+            Error::Forward {
+                maybe_delivered: true,
+                ..
+            } => "timeout",
+            Error::Forward { .. } => "unavailable",
+            Error::Config(_) => "invalid_config",
+            Error::Io(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotFound | Error::NoSuchResource { .. } => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Store(e) => match e {
+                StoreError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+                StoreError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Error::Forward {
+                maybe_delivered: true,
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Forward { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Config(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the same request may succeed if tried again (elsewhere or later) without
+    /// risking a duplicate effect.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(StoreError::Timeout) => false,
+            Error::Store(e) => e.is_retryable(),
+            Error::Forward {
+                maybe_delivered, ..
+            } => !maybe_delivered,
+            _ => false,
+        }
+    }
+}

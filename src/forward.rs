@@ -1,0 +1,302 @@
+//! Forwarding a client request to another node over HTTP.
+//!
+//! When the local peer of a region is not its leader, the [`KvService`] sends the request
+//! to the leader's node through a [`Forwarder`]. Between real nodes that is
+//! [`HttpForwarder`]: it POSTs the operation as a protobuf `kvrpcpb` raw request to the
+//! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint, which executes it on
+//! that node's store only (see `api::internal`) and answers with the matching response.
+//!
+//! Errors cross the wire in the response, not in the HTTP status: a region error (not
+//! leader, epoch not match, ...) travels typed in `region_error`, so the caller can follow
+//! the new leader hint; any other error travels in `error` as `"{code}: {message}"`, so it
+//! comes back as the same kind of error ([`error_to_wire`] and [`error_from_wire`] are the
+//! two halves). What matters most is whether a failed write might have happened: a failure
+//! to connect means the request never left ([`Error::Forward`] with `maybe_delivered:
+//! false`, safe to retry); a timeout or a connection lost after sending means it may have
+//! been executed (`maybe_delivered: true`, the client is told the outcome is unknown).
+//!
+//! [`KvService`]: crate::service::KvService
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use prost::Message;
+use tinykv_actors::Error as StoreError;
+use tinykv_proto::errorpb;
+use tinykv_proto::kvrpcpb::{
+    RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    RawPutResponse, RawScanRequest, RawScanResponse,
+};
+
+use crate::address_book::AddressBook;
+use crate::error::{Error, Result};
+use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
+
+/// Content type of the internal endpoints' bodies.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// Longest a forwarder waits for a TCP connection to another node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Forwards operations to other nodes' internal HTTP endpoints; see the module
+/// documentation. Clones share one connection pool.
+#[derive(Clone)]
+pub struct HttpForwarder {
+    client: reqwest::Client,
+    addresses: AddressBook,
+    attempt_timeout: Duration,
+}
+
+impl HttpForwarder {
+    /// A forwarder that finds nodes in `addresses` and gives each forwarded request
+    /// `attempt_timeout` to complete.
+    pub fn new(addresses: AddressBook, attempt_timeout: Duration) -> Result<HttpForwarder> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT.min(attempt_timeout))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Io(format!("building the HTTP client: {e}")))?;
+        Ok(HttpForwarder {
+            client,
+            addresses,
+            attempt_timeout,
+        })
+    }
+
+    /// POSTs `body` to `/internal/v1/raw/{method}` of store `store_id`; returns the
+    /// response body.
+    async fn call(&self, store_id: u64, method: &str, body: Vec<u8>) -> Result<bytes::Bytes> {
+        let forward_error = |message: String, maybe_delivered: bool| Error::Forward {
+            store_id,
+            message,
+            maybe_delivered,
+        };
+        let http_addr = self
+            .addresses
+            .http_addr(store_id)
+            .ok_or_else(|| forward_error("the store is not in the address book".into(), false))?;
+        let response = self
+            .client
+            .post(format!("http://{http_addr}/internal/v1/raw/{method}"))
+            .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
+            .timeout(self.attempt_timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| forward_error(describe(&e), !(e.is_connect() || e.is_builder())))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| forward_error(describe(&e), true))?;
+        if !status.is_success() {
+            // Only our handler runs the operation, and it always answers 200; anything
+            // else was refused before executing, unless the server itself failed.
+            let text = String::from_utf8_lossy(&body);
+            return Err(forward_error(
+                format!("HTTP {status}: {text}"),
+                status.is_server_error(),
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn forward_op(self, store_id: u64, op: KvOp) -> Result<KvOutcome> {
+        let undecodable = |e: prost::DecodeError| Error::Forward {
+            store_id,
+            message: format!("undecodable response: {e}"),
+            maybe_delivered: true,
+        };
+        match op {
+            KvOp::Get { cf, key } => {
+                let request = RawGetRequest {
+                    key,
+                    cf: cf_name(cf).into(),
+                    ..Default::default()
+                };
+                let body = self.call(store_id, "get", request.encode_to_vec()).await?;
+                let response = RawGetResponse::decode(body).map_err(undecodable)?;
+                error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
+                Ok(KvOutcome::Value(
+                    (!response.not_found).then_some(response.value),
+                ))
+            }
+            KvOp::Put { cf, key, value } => {
+                let request = RawPutRequest {
+                    key,
+                    value,
+                    cf: cf_name(cf).into(),
+                    ..Default::default()
+                };
+                let body = self.call(store_id, "put", request.encode_to_vec()).await?;
+                let response = RawPutResponse::decode(body).map_err(undecodable)?;
+                error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
+                Ok(KvOutcome::Written)
+            }
+            KvOp::Delete { cf, key } => {
+                let request = RawDeleteRequest {
+                    key,
+                    cf: cf_name(cf).into(),
+                    ..Default::default()
+                };
+                let body = self
+                    .call(store_id, "delete", request.encode_to_vec())
+                    .await?;
+                let response = RawDeleteResponse::decode(body).map_err(undecodable)?;
+                error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
+                Ok(KvOutcome::Written)
+            }
+            KvOp::ScanRegion {
+                cf,
+                start,
+                end,
+                limit,
+            } => {
+                let request = RawScanRequest {
+                    start_key: start,
+                    end_key: end,
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    cf: cf_name(cf).into(),
+                    ..Default::default()
+                };
+                let body = self.call(store_id, "scan", request.encode_to_vec()).await?;
+                let response = RawScanResponse::decode(body).map_err(undecodable)?;
+                error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
+                Ok(KvOutcome::Pairs {
+                    pairs: response
+                        .kvs
+                        .into_iter()
+                        .map(|kv| (kv.key, kv.value))
+                        .collect(),
+                    region_end: response.region_end_key,
+                })
+            }
+        }
+    }
+}
+
+impl Forwarder for HttpForwarder {
+    fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, Result<KvOutcome>> {
+        Box::pin(self.clone().forward_op(store_id, op))
+    }
+}
+
+/// A reqwest error with its causes ("connection refused" hides in the source chain).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Encodes an error for a raw response: `(region_error, error)`.
+pub fn error_to_wire(err: &Error) -> (Option<errorpb::Error>, String) {
+    match err {
+        Error::Store(
+            e @ (StoreError::NotLeader { .. }
+            | StoreError::RegionNotFound(_)
+            | StoreError::KeyNotInRegion { .. }
+            | StoreError::EpochNotMatch { .. }
+            | StoreError::StaleCommand
+            | StoreError::StoreNotMatch { .. }),
+        ) => (Some(e.to_pb()), String::new()),
+        other => (None, format!("{}: {other}", other.code())),
+    }
+}
+
+/// Decodes the error fields of a raw response from store `store_id`; `Ok` if neither is
+/// set. The inverse of [`error_to_wire`] for every error a remote execution produces.
+pub fn error_from_wire(
+    store_id: u64,
+    region_error: Option<&errorpb::Error>,
+    error: &str,
+) -> Result<()> {
+    if let Some(region_error) = region_error {
+        return Err(Error::Store(StoreError::from_pb(region_error)));
+    }
+    if error.is_empty() {
+        return Ok(());
+    }
+    let (code, message) = error.split_once(": ").unwrap_or(("internal", error));
+    Err(match code {
+        "timeout" => Error::Store(StoreError::Timeout),
+        "unavailable" => Error::Store(StoreError::Stopped),
+        "too_large" => Error::TooLarge(message.to_string()),
+        "not_found" => Error::NotFound,
+        "invalid_request" | "invalid_cf" | "empty_key" | "key_too_large" => {
+            Error::Store(StoreError::InvalidRequest(message.to_string()))
+        }
+        _ => Error::Io(format!("store {store_id}: {message}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tinykv_actors::Cf;
+    use tinykv_proto::metapb;
+
+    use super::*;
+
+    #[test]
+    fn errors_survive_the_wire_with_their_code_and_retry_semantics() {
+        let errors = [
+            Error::Store(StoreError::NotLeader {
+                region_id: 1,
+                leader: Some(metapb::Peer { id: 3, store_id: 3 }),
+            }),
+            Error::Store(StoreError::EpochNotMatch {
+                message: "stale".into(),
+                current_regions: vec![],
+            }),
+            Error::Store(StoreError::StaleCommand),
+            Error::Store(StoreError::Timeout),
+            Error::Store(StoreError::Stopped),
+            Error::Store(StoreError::InvalidRequest("bad cf".into())),
+            Error::Store(StoreError::Engine("disk on fire".into())),
+        ];
+        for err in errors {
+            let (region_error, error) = error_to_wire(&err);
+            let back = error_from_wire(2, region_error.as_ref(), &error).unwrap_err();
+            assert_eq!(back.code(), err.code(), "{err:?} came back as {back:?}");
+            assert_eq!(back.status(), err.status(), "{err:?}");
+            assert_eq!(back.is_retryable(), err.is_retryable(), "{err:?}");
+        }
+        assert!(error_from_wire(2, None, "").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_was_certainly_not_reached() {
+        // Bind and drop a listener to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let book = AddressBook::new([crate::config::StoreAddress {
+            id: 2,
+            raft_addr: "127.0.0.1:1".into(),
+            http_addr: format!("127.0.0.1:{port}"),
+        }]);
+        let forwarder = HttpForwarder::new(book, Duration::from_secs(1)).unwrap();
+        let op = KvOp::Put {
+            cf: Cf::Default,
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        for store_id in [2, 9] {
+            match forwarder.forward(store_id, op.clone()).await {
+                Err(Error::Forward {
+                    maybe_delivered: false,
+                    ..
+                }) => {}
+                other => panic!("store {store_id}: unexpected {other:?}"),
+            }
+        }
+    }
+}
