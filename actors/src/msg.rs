@@ -237,10 +237,17 @@ pub struct RegionRoute {
     pub leader: Option<metapb::Peer>,
 }
 
-/// A PeerFsm reports a new region shape or leader to the Router.
+/// A PeerFsm registers with the Router, or reports a new region shape or leader. The
+/// PeerFsm sends it when it starts and whenever its region or leader changes, so the
+/// Router never learns of a peer from anyone else and cannot see its reports out of order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RegionChanged(pub RegionRoute);
+pub struct RegionChanged {
+    /// The region and leader as the peer now knows them.
+    pub route: RegionRoute,
+    /// The reporting PeerFsm.
+    pub peer: actix::Addr<crate::peer::PeerFsm>,
+}
 
 /// Asks the Router which local region holds `key`.
 #[derive(Message)]

@@ -471,7 +471,7 @@ impl PeerFsm {
         }
         let mut ready = self.raft.ready();
         if ready.ss().is_some() {
-            self.on_soft_state_change();
+            self.on_soft_state_change(ctx);
         }
         self.send_messages(ready.take_messages());
         let committed = ready.take_committed_entries();
@@ -558,7 +558,7 @@ impl PeerFsm {
         });
     }
 
-    fn on_soft_state_change(&mut self) {
+    fn on_soft_state_change(&mut self, ctx: &Context<Self>) {
         let leader = self.raft.raft.leader_id;
         if !self.is_leader() {
             self.fail_reads_without_index();
@@ -566,15 +566,18 @@ impl PeerFsm {
         if self.reported_leader != Some(leader) {
             self.reported_leader = Some(leader);
             debug!(leader, term = self.term(), "leader changed");
-            self.report_route();
+            self.report_route(ctx);
         }
     }
 
-    fn report_route(&self) {
-        self.ctx.router.do_send(RegionChanged(RegionRoute {
-            region: self.region().clone(),
-            leader: self.leader_peer(),
-        }));
+    fn report_route(&self, ctx: &Context<Self>) {
+        self.ctx.router.do_send(RegionChanged {
+            route: RegionRoute {
+                region: self.region().clone(),
+                leader: self.leader_peer(),
+            },
+            peer: ctx.address(),
+        });
     }
 
     fn on_persisted(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
@@ -645,7 +648,7 @@ impl Actor for PeerFsm {
             }
         });
         self.maybe_campaign();
-        self.report_route();
+        self.report_route(ctx);
         self.schedule_ready(ctx);
     }
 

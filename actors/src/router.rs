@@ -10,8 +10,9 @@
 //! - raft messages from other stores go to the addressed region's PeerFsm, or to the Store
 //!   actor if the region has no peer here yet (the Store may create one).
 //!
-//! PeerFsms report their region's shape and leader with [`RegionChanged`], so the index
-//! follows splits and leader changes without the Router reading the engine.
+//! PeerFsms register themselves and report their region's shape and leader with
+//! [`RegionChanged`], so the index follows splits and leader changes without the Router
+//! reading the engine.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,17 +27,7 @@ use crate::peer::PeerFsm;
 use crate::peer_storage::is_initialized;
 use crate::store::Store;
 
-/// Registers a region's PeerFsm with the Router.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RegisterPeer {
-    /// The region and its leader hint.
-    pub route: RegionRoute,
-    /// The region's PeerFsm.
-    pub peer: Addr<PeerFsm>,
-}
-
-/// Removes a region from the Router (its peer was destroyed).
+/// Removes a region from the Router; sent by its PeerFsm when it is destroyed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UnregisterPeer(pub u64);
@@ -98,15 +89,6 @@ impl Actor for Router {
     }
 }
 
-impl Handler<RegisterPeer> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: RegisterPeer, _: &mut Self::Context) {
-        self.peers.insert(msg.route.region.id, msg.peer);
-        self.update_route(msg.route);
-    }
-}
-
 impl Handler<UnregisterPeer> for Router {
     type Result = ();
 
@@ -132,9 +114,8 @@ impl Handler<RegionChanged> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: RegionChanged, _: &mut Self::Context) {
-        if self.peers.contains_key(&msg.0.region.id) {
-            self.update_route(msg.0);
-        }
+        self.peers.insert(msg.route.region.id, msg.peer);
+        self.update_route(msg.route);
     }
 }
 

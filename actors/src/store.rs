@@ -2,7 +2,7 @@
 //!
 //! At start it reads every region state on disk and starts a PeerFsm/ApplyFsm pair for each
 //! live one, spreading PeerFsms over the peer arbiters and ApplyFsms over the apply
-//! arbiters by region id, and registers them with the Router. Raft messages for regions
+//! arbiters by region id; each PeerFsm registers itself with the Router when it starts. Raft messages for regions
 //! that have no peer here arrive at the Store (through the Router). On [`Stop`] it stops
 //! every peer, the Router, and itself; the writers stop once nobody can reach them.
 
@@ -20,11 +20,10 @@ use crate::error::{Error, Result};
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerFsm};
 use crate::peer_storage::PeerStorage;
-use crate::router::RegisterPeer;
 
-/// Starts a peer for every live region on disk; answers how many.
+/// Starts a peer for every live region on disk; answers their addresses.
 #[derive(Message)]
-#[rtype(result = "Result<usize>")]
+#[rtype(result = "Result<Vec<Addr<PeerFsm>>>")]
 pub struct LoadPeers;
 
 /// The actor; see the module documentation.
@@ -85,14 +84,7 @@ impl Store {
         });
         let fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
-        self.peer_ctx.router.do_send(RegisterPeer {
-            route: RegionRoute {
-                region,
-                leader: None,
-            },
-            peer: addr.clone(),
-        });
-        self.peers.insert(slot as u64, addr.clone());
+        self.peers.insert(region.id, addr.clone());
         Ok(addr)
     }
 }
@@ -106,20 +98,19 @@ impl Actor for Store {
 }
 
 impl Handler<LoadPeers> for Store {
-    type Result = Result<usize>;
+    type Result = Result<Vec<Addr<PeerFsm>>>;
 
-    fn handle(&mut self, _: LoadPeers, _: &mut Self::Context) -> Result<usize> {
-        let mut count = 0;
+    fn handle(&mut self, _: LoadPeers, _: &mut Self::Context) -> Self::Result {
+        let mut peers = Vec::new();
         for state in load_regions(&self.peer_ctx.engine)? {
             if state.state() == PeerState::Tombstone {
                 continue;
             }
             let Some(region) = state.region else { continue };
-            self.spawn_peer(region)?;
-            count += 1;
+            peers.push(self.spawn_peer(region)?);
         }
-        info!(store = self.store_id(), peers = count, "store started");
-        Ok(count)
+        info!(store = self.store_id(), peers = peers.len(), "store started");
+        Ok(peers)
     }
 }
 
@@ -127,6 +118,11 @@ impl Handler<InboundRaftMessage> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: InboundRaftMessage, _: &mut Self::Context) {
+        // A peer that just started may not have registered with the Router yet.
+        if let Some(peer) = self.peers.get(&msg.0.region_id) {
+            peer.do_send(msg);
+            return;
+        }
         debug!(
             store = self.store_id(),
             region = msg.0.region_id,

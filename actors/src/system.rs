@@ -186,7 +186,16 @@ pub async fn start_store(
         watch,
     };
     match store.send(LoadPeers).await {
-        Ok(Ok(_)) => Ok(handle),
+        Ok(Ok(peers)) => {
+            // A peer registers with the Router in `started`, which runs before it handles
+            // any message: once each has answered, every registration is queued at the
+            // Router ahead of the final round trip, and the store is fully routable.
+            for peer in peers {
+                let _ = peer.send(QueryPeerStatus).await;
+            }
+            let _ = handle.router.router.send(ListRegions).await;
+            Ok(handle)
+        }
         Ok(Err(e)) => {
             handle.shutdown().await;
             Err(e)
