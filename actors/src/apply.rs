@@ -18,10 +18,10 @@ use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    CmdType, DeleteResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
-    Response,
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogResponse, DeleteResponse,
+    PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
 };
-use tinykv_proto::raft_serverpb::RaftApplyState;
+use tinykv_proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 use tracing::warn;
 
 use crate::alive::AliveToken;
@@ -81,11 +81,12 @@ impl ApplyFsm {
         let mut proposals = proposals.into_iter().peekable();
         let mut mutations = Vec::new();
         let mut responses = Vec::new();
+        let mut results = Vec::new();
         for entry in msg.entries {
             if entry.index <= self.apply_state.applied_index {
                 continue;
             }
-            let response = self.apply_entry(&entry, &mut mutations);
+            let response = self.apply_entry(&entry, &mut mutations, &mut results);
             self.apply_state.applied_index = entry.index;
             self.applied_term = entry.term;
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
@@ -111,19 +112,35 @@ impl ApplyFsm {
             applied: Applied {
                 apply_state: self.apply_state,
                 applied_term: self.applied_term,
+                results,
             },
             notify: peer,
         });
     }
 
     /// Applies one entry, returning the response for its proposal (if any waits).
-    fn apply_entry(&mut self, entry: &Entry, mutations: &mut Vec<Mutation>) -> RaftCmdResponse {
+    fn apply_entry(
+        &mut self,
+        entry: &Entry,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> RaftCmdResponse {
         match entry.get_entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => {
                 // A new leader's no-op entry.
                 response_with(entry.term, Vec::new())
             }
             EntryType::EntryNormal => match RaftCmdRequest::decode(entry.data.as_ref()) {
+                Ok(cmd) if cmd.admin_request.is_some() => {
+                    let admin = cmd.admin_request.as_ref().unwrap();
+                    match self.apply_admin(&cmd, admin, results) {
+                        Ok(admin_response) => RaftCmdResponse {
+                            admin_response: Some(admin_response),
+                            ..response_with(entry.term, Vec::new())
+                        },
+                        Err(e) => CmdResponse::error(&e, entry.term).response,
+                    }
+                }
                 Ok(cmd) => match self.apply_command(&cmd, mutations) {
                     Ok(responses) => response_with(entry.term, responses),
                     Err(e) => CmdResponse::error(&e, entry.term).response,
@@ -143,16 +160,44 @@ impl ApplyFsm {
         }
     }
 
+    fn apply_admin(
+        &mut self,
+        cmd: &RaftCmdRequest,
+        admin: &AdminRequest,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        util::check_region_epoch(cmd, &self.region)?;
+        match admin.cmd_type() {
+            AdminCmdType::CompactLog => {
+                let req = admin.compact_log.unwrap_or_default();
+                let truncated = self.apply_state.truncated_state.unwrap_or_default();
+                // A duplicate or out-of-date compaction changes nothing.
+                if req.compact_index > truncated.index {
+                    self.apply_state.truncated_state = Some(RaftTruncatedState {
+                        index: req.compact_index,
+                        term: req.compact_term,
+                    });
+                    results.push(ExecResult::CompactLog {
+                        index: req.compact_index,
+                    });
+                }
+                Ok(AdminResponse {
+                    cmd_type: AdminCmdType::CompactLog as i32,
+                    compact_log: Some(CompactLogResponse {}),
+                    ..Default::default()
+                })
+            }
+            other => Err(Error::InvalidRequest(format!(
+                "admin command {other:?} cannot be applied"
+            ))),
+        }
+    }
+
     fn apply_command(
         &mut self,
         cmd: &RaftCmdRequest,
         mutations: &mut Vec<Mutation>,
     ) -> Result<Vec<Response>> {
-        if cmd.admin_request.is_some() {
-            return Err(Error::InvalidRequest(
-                "admin commands are not supported yet".into(),
-            ));
-        }
         util::check_region_epoch(cmd, &self.region)?;
         // Validate everything first so that a command applies entirely or not at all.
         let mut staged = Vec::with_capacity(cmd.requests.len());
@@ -231,6 +276,16 @@ impl Handler<Apply> for ApplyFsm {
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
         let _enter = self.span.clone().entered();
         self.apply(msg);
+    }
+}
+
+impl Handler<ResetApply> for ApplyFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResetApply, _: &mut Self::Context) {
+        self.region = msg.region;
+        self.apply_state = msg.apply_state;
+        self.applied_term = msg.apply_state.truncated_state.map_or(0, |t| t.term);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Group commit: the batched write actors.
 //!
 //! Every PeerFsm hands its raft log appends to one [`RaftLogWriter`], and every ApplyFsm
-//! hands its applied mutations to one [`ApplyWriter`]. Each writer is the same actor, a
+//! hands its applied mutations to one [`ApplyWriter`]; compacted log entries are deleted in
+//! the background by a [`RaftLogGcWriter`]. Each writer is the same actor, a
 //! [`BatchWriter`], specialised by a [`WriteKind`]:
 //!
 //! 1. a task arrives; if no write is in progress, a write of everything pending starts on
@@ -23,7 +24,7 @@ use actix::prelude::*;
 
 use crate::alive::AliveToken;
 use crate::engine::{Engine, Mutation};
-use crate::msg::{ApplyTask, Persisted, WriteTask};
+use crate::msg::{ApplyTask, LogGcTask, Persisted, WriteTask};
 
 /// What a writer writes and how it acknowledges it.
 pub trait WriteKind: Unpin + 'static {
@@ -182,7 +183,30 @@ impl WriteKind for ApplyLog {
     }
 }
 
+/// Deletion of compacted raft log entries: unsynced (a crash only leaves garbage below the
+/// truncated index, which the next compaction deletes) and acknowledged to nobody.
+pub struct LogGc;
+
+impl WriteKind for LogGc {
+    type Task = LogGcTask;
+    const NAME: &'static str = "raft-log-gc";
+
+    fn mutations(task: &LogGcTask) -> &[Mutation] {
+        &task.mutations
+    }
+
+    fn must_sync(_: &LogGcTask) -> bool {
+        false
+    }
+
+    fn on_durable(task: LogGcTask) {
+        tracing::trace!(region = task.region_id, "compacted raft log deleted");
+    }
+}
+
 /// The store's raft-log writer.
 pub type RaftLogWriter = BatchWriter<RaftLog>;
+/// The store's background deleter of compacted raft log entries.
+pub type RaftLogGcWriter = BatchWriter<LogGc>;
 /// The store's apply writer.
 pub type ApplyWriter = BatchWriter<ApplyLog>;

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 pub struct RaftStoreConfig {
     /// Interval of the raft tick that drives elections and heartbeats.
     pub raft_base_tick_ms: u64,
-    /// Ticks between leader heartbeats.
+    /// Ticks between leader heartbeats. One heartbeat per tick and ten ticks per election
+    /// timeout (etcd's 100 ms / 1 s) give a leader ten chances per election window to hear
+    /// from a quorum, so lossy links rarely make it step down (check-quorum).
     pub raft_heartbeat_ticks: usize,
     /// Ticks without a leader before a follower campaigns (randomized up to twice this).
     pub raft_election_timeout_ticks: usize,
@@ -43,7 +45,7 @@ impl Default for RaftStoreConfig {
     fn default() -> Self {
         RaftStoreConfig {
             raft_base_tick_ms: 100,
-            raft_heartbeat_ticks: 2,
+            raft_heartbeat_ticks: 1,
             raft_election_timeout_ticks: 10,
             raft_max_size_per_msg: 1024 * 1024,
             raft_max_inflight_msgs: 256,

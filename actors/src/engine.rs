@@ -12,6 +12,7 @@
 //! is to buffer, which is what applied data wants (it can be replayed from the raft log);
 //! the raft-log writer asks for `SyncData`.
 
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +82,16 @@ pub enum Mutation {
         /// The key.
         key: Vec<u8>,
     },
+    /// Remove every key of `cf` in `[start, end)` (empty `end`: unbounded) that exists
+    /// when the batch is written, except keys the same batch puts.
+    DeleteRange {
+        /// Target keyspace.
+        cf: Cf,
+        /// First key removed.
+        start: Vec<u8>,
+        /// Exclusive end.
+        end: Vec<u8>,
+    },
 }
 
 impl Mutation {
@@ -98,6 +109,7 @@ impl Mutation {
         match self {
             Mutation::Put { key, value, .. } => key.len() + value.len(),
             Mutation::Delete { key, .. } => key.len(),
+            Mutation::DeleteRange { start, end, .. } => start.len() + end.len(),
         }
     }
 }
@@ -201,13 +213,39 @@ impl Engine {
         mutations: impl IntoIterator<Item = &'a Mutation>,
         sync: bool,
     ) -> Result<()> {
+        let mutations: Vec<&Mutation> = mutations.into_iter().collect();
         let mut batch = self.inner.db.batch();
-        for m in mutations {
+        let has_ranges = mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::DeleteRange { .. }));
+        // Entries of one batch share a sequence number, so a key must not be both removed
+        // and inserted in it: a range delete spares the keys the batch puts.
+        let put_keys: HashSet<(Cf, &[u8])> = if has_ranges {
+            mutations
+                .iter()
+                .filter_map(|m| match m {
+                    Mutation::Put { cf, key, .. } => Some((*cf, key.as_slice())),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        for m in mutations.iter().copied() {
             match m {
                 Mutation::Put { cf, key, value } => {
                     batch.insert(self.keyspace(*cf), key.as_slice(), value.as_slice())
                 }
                 Mutation::Delete { cf, key } => batch.remove(self.keyspace(*cf), key.as_slice()),
+                Mutation::DeleteRange { cf, start, end } => {
+                    let keyspace = self.keyspace(*cf);
+                    for guard in keyspace.range::<&[u8], _>(bounds(start, end)) {
+                        let key = guard.key()?;
+                        if !put_keys.contains(&(*cf, key.as_ref())) {
+                            batch.remove(keyspace, key);
+                        }
+                    }
+                }
             }
         }
         if sync {
@@ -260,6 +298,14 @@ impl Engine {
 }
 
 impl EngineSnapshot {
+    /// Reads and decodes one protobuf message as of the snapshot.
+    pub fn get_msg<M: Message + Default>(&self, cf: Cf, key: &[u8]) -> Result<Option<M>> {
+        match self.get(cf, key)? {
+            Some(v) => Ok(Some(M::decode(v.as_slice())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Reads one value as of the snapshot.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -377,6 +423,51 @@ mod tests {
             .unwrap();
         assert_eq!(live, vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(snap.get(Cf::Write, b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn delete_range_spares_keys_the_batch_puts() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let put = |k: &str| Mutation::Put {
+            cf: Cf::Default,
+            key: k.as_bytes().to_vec(),
+            value: b"old".to_vec(),
+        };
+        engine
+            .write(&[put("a"), put("b"), put("c"), put("d")], false)
+            .unwrap();
+        engine
+            .write(
+                &[
+                    Mutation::DeleteRange {
+                        cf: Cf::Default,
+                        start: b"b".to_vec(),
+                        end: vec![],
+                    },
+                    Mutation::Put {
+                        cf: Cf::Default,
+                        key: b"c".to_vec(),
+                        value: b"new".to_vec(),
+                    },
+                ],
+                false,
+            )
+            .unwrap();
+        let mut left = vec![];
+        engine
+            .scan(Cf::Default, b"", b"", |k, v| {
+                left.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            left,
+            vec![
+                (b"a".to_vec(), b"old".to_vec()),
+                (b"c".to_vec(), b"new".to_vec())
+            ]
+        );
     }
 
     #[test]

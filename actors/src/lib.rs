@@ -26,6 +26,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod router;
 pub mod slog_bridge;
+pub mod snapshot;
 pub mod store;
 pub mod system;
 pub mod transport;

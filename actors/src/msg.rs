@@ -226,6 +226,38 @@ pub struct Applied {
     pub apply_state: RaftApplyState,
     /// Term of the last applied entry.
     pub applied_term: u64,
+    /// Effects of applied admin commands the PeerFsm must act on, in log order.
+    pub results: Vec<ExecResult>,
+}
+
+/// The effect of an applied admin command on the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecResult {
+    /// The log was truncated up to `index`: entries below can be deleted.
+    CompactLog {
+        /// The new truncated index.
+        index: u64,
+    },
+}
+
+/// Deletion of compacted raft log entries, for the log GC actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LogGcTask {
+    /// The region, for logs.
+    pub region_id: u64,
+    /// The range deletion.
+    pub mutations: Vec<Mutation>,
+}
+
+/// Resets an ApplyFsm after its peer applied a snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResetApply {
+    /// The region as of the snapshot.
+    pub region: metapb::Region,
+    /// The apply state as of the snapshot.
+    pub apply_state: RaftApplyState,
 }
 
 /// Where a region is and who leads it, as the Router knows it.

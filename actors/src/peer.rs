@@ -21,30 +21,34 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use prost::Message as _;
 use raft::eraftpb;
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tinykv_proto::convert::{from_raft, to_raft};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    CmdType, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
-    SnapResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, GetResponse,
+    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
+    TransferLeaderResponse,
 };
 use tinykv_proto::raft_serverpb::RaftMessage;
 use tracing::{debug, warn};
 
 use crate::alive::AliveToken;
 use crate::apply::{ApplyFsm, AttachPeer};
-use crate::batch_writer::RaftLogWriter;
+use crate::batch_writer::{RaftLogGcWriter, RaftLogWriter};
 use crate::config::RaftStoreConfig;
-use crate::engine::{Cf, Engine};
+use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::msg::*;
 use crate::peer_storage::PeerStorage;
 use crate::router::Router;
 use crate::slog_bridge::raft_logger;
+use crate::snapshot;
 use crate::transport::Transport;
 use crate::util;
 
@@ -63,6 +67,8 @@ pub struct PeerContext {
     pub router: Addr<Router>,
     /// The store's raft-log writer.
     pub log_writer: Addr<RaftLogWriter>,
+    /// The store's deleter of compacted log entries.
+    pub log_gc: Addr<RaftLogGcWriter>,
     /// Keeps the store from counting as stopped while this peer lives.
     pub token: AliveToken,
 }
@@ -98,6 +104,12 @@ pub struct PeerFsm {
     peer_cache: HashMap<u64, metapb::Peer>,
     ready_scheduled: bool,
     reported_leader: Option<u64>,
+    /// Highest log index handed to the ApplyFsm.
+    sent_to_apply: u64,
+    /// A snapshot is being generated on a blocking thread.
+    generating_snapshot: bool,
+    /// Followers raft is sending a snapshot to, and since when (leader only).
+    snapshot_waits: HashMap<u64, Instant>,
     span: tracing::Span,
 }
 
@@ -148,6 +160,9 @@ impl PeerFsm {
             peer_cache,
             ready_scheduled: false,
             reported_leader: None,
+            sent_to_apply: 0,
+            generating_snapshot: false,
+            snapshot_waits: HashMap::new(),
             span,
         })
     }
@@ -248,12 +263,17 @@ impl PeerFsm {
             respond_error(callback, &e, self.term());
             return;
         }
-        if request.admin_request.is_some() {
-            respond_error(
-                callback,
-                &Error::InvalidRequest("admin commands are not supported yet".into()),
-                self.term(),
-            );
+        if let Some(admin) = &request.admin_request {
+            match admin.cmd_type() {
+                AdminCmdType::TransferLeader => self.transfer_leader(&request, callback),
+                AdminCmdType::CompactLog => self.propose_write(request, callback),
+                other => respond_error(
+                    callback,
+                    &Error::InvalidRequest(format!("admin command {other:?} is not supported")),
+                    self.term(),
+                ),
+            }
+            self.schedule_ready(ctx);
             return;
         }
         if request.requests.is_empty() {
@@ -270,6 +290,153 @@ impl PeerFsm {
             self.propose_write(request, callback);
         }
         self.schedule_ready(ctx);
+    }
+
+    /// Leader transfer is not replicated: raft starts it and the command is answered at
+    /// once; the client watches the leader change.
+    fn transfer_leader(&mut self, request: &RaftCmdRequest, callback: Callback) {
+        let target = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.transfer_leader.as_ref())
+            .and_then(|t| t.peer);
+        let Some(target) = target.filter(|t| self.region().peers.contains(t)) else {
+            let e = Error::InvalidRequest("transfer target is not a peer of the region".into());
+            respond_error(callback, &e, self.term());
+            return;
+        };
+        if target.id != self.peer.id {
+            self.raft.transfer_leader(target.id);
+        }
+        let response = RaftCmdResponse {
+            header: Some(RaftResponseHeader {
+                current_term: self.term(),
+                ..Default::default()
+            }),
+            admin_response: Some(AdminResponse {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderResponse {}),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let _ = callback.send(CmdResponse {
+            response,
+            snapshot: None,
+        });
+    }
+
+    /// raft-rs pauses a follower while a snapshot is on its way and only resumes when the
+    /// follower answers; a snapshot lost in the network would pause it forever. A snapshot
+    /// not acknowledged within a few election timeouts is reported failed, so raft sends a
+    /// fresh one.
+    fn check_snapshot_progress(&mut self) {
+        if !self.is_leader() {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let patience = self.ctx.cfg.election_timeout() * 4;
+        let now = Instant::now();
+        let in_snapshot: Vec<u64> = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, p)| p.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        self.snapshot_waits.retain(|id, _| in_snapshot.contains(id));
+        for id in in_snapshot {
+            let since = *self.snapshot_waits.entry(id).or_insert(now);
+            if now.duration_since(since) > patience {
+                debug!(to = id, "snapshot not acknowledged, sending a new one");
+                self.raft.report_snapshot(id, SnapshotStatus::Failure);
+                self.snapshot_waits.remove(&id);
+            }
+        }
+    }
+
+    /// Leader only: proposes compacting the log once enough applied entries sit in it. The
+    /// compaction point is the lowest index every follower has, unless a follower lags so
+    /// far that keeping the log for it would exceed the limit: then it gets a snapshot.
+    fn on_log_gc_tick(&mut self, ctx: &mut Context<Self>) {
+        self.check_snapshot_progress();
+        if !self.is_leader() {
+            return;
+        }
+        let storage = self.raft.store();
+        let applied = storage.applied_index();
+        let first = storage.first_index();
+        let limit = self.ctx.cfg.raft_log_gc_count_limit;
+        if applied < first || applied - first < limit {
+            return;
+        }
+        let min_match = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched)
+            .min()
+            .unwrap_or(applied);
+        let mut compact = applied.min(min_match);
+        if compact < first || applied - compact >= limit {
+            compact = applied;
+        }
+        let Ok(term) = self.raft.raft.raft_log.term(compact) else {
+            return;
+        };
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                region_epoch: self.region().region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: compact,
+                    compact_term: term,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (callback, _) = tokio::sync::oneshot::channel();
+        debug!(compact, first, applied, "proposing log compaction");
+        self.propose_write(request, callback);
+        self.schedule_ready(ctx);
+    }
+
+    fn on_snapshot_generated(&mut self, result: Result<eraftpb::Snapshot>) {
+        self.generating_snapshot = false;
+        match result {
+            Ok(snapshot) => {
+                debug!(index = snapshot.get_metadata().index, "snapshot generated");
+                self.raft.store().set_generated_snapshot(snapshot);
+            }
+            Err(e) => warn!("snapshot generation failed: {e}"),
+        }
+    }
+
+    fn maybe_generate_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if !self.raft.store().take_snapshot_request() || self.generating_snapshot {
+            return;
+        }
+        self.generating_snapshot = true;
+        let engine = self.ctx.engine.clone();
+        let token = self.ctx.token.clone();
+        let region_id = self.region_id;
+        let task = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            snapshot::generate(&engine, region_id)
+        });
+        ctx.spawn(task.into_actor(self).map(|joined, peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            let result = joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string())));
+            peer.on_snapshot_generated(result);
+            peer.schedule_ready(ctx);
+        }));
     }
 
     fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
@@ -469,6 +636,12 @@ impl PeerFsm {
         if !self.raft.has_ready() {
             return;
         }
+        // A snapshot replaces the state machine: wait until the ApplyFsm has nothing in
+        // flight, or an older apply could land after it.
+        let snapshot_pending = self.raft.raft.raft_log.unstable_snapshot().is_some();
+        if snapshot_pending && self.sent_to_apply > self.raft.store().applied_index() {
+            return;
+        }
         let mut ready = self.raft.ready();
         if ready.ss().is_some() {
             self.on_soft_state_change(ctx);
@@ -480,6 +653,9 @@ impl PeerFsm {
         }
 
         let mut mutations = Vec::new();
+        if !ready.snapshot().is_empty() {
+            mutations.extend(self.apply_snapshot(ready.snapshot(), ctx));
+        }
         let entries = ready.take_entries();
         self.drop_overwritten_proposals(&entries);
         let last_index = entries.last().map(|e| e.index);
@@ -509,9 +685,39 @@ impl PeerFsm {
         self.apply_committed(committed);
         self.issue_reads();
         self.serve_reads();
+        self.maybe_generate_snapshot(ctx);
         if self.raft.has_ready() {
             self.schedule_ready(ctx);
         }
+    }
+
+    /// Replaces this peer's state with a snapshot from the leader; returns the mutations
+    /// for the raft-log writer. An invalid snapshot is fatal for the peer: accepting part
+    /// of it would corrupt the region.
+    fn apply_snapshot(&mut self, snap: &eraftpb::Snapshot, ctx: &Context<Self>) -> Vec<Mutation> {
+        let verified = match snapshot::verify(snap) {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "region {}: received an invalid snapshot: {e}",
+                self.region_id
+            ),
+        };
+        debug!(
+            index = verified.index,
+            term = verified.term,
+            "applying snapshot"
+        );
+        let mutations = self.raft.mut_store().apply_snapshot(&verified);
+        for p in &verified.region.peers {
+            self.peer_cache.insert(p.id, *p);
+        }
+        self.sent_to_apply = verified.index;
+        self.apply.do_send(ResetApply {
+            region: verified.region.clone(),
+            apply_state: *self.raft.store().apply_state(),
+        });
+        self.report_route(ctx);
+        mutations
     }
 
     /// Entries from a new leader replace this peer's log from their first index on: a
@@ -552,6 +758,7 @@ impl PeerFsm {
             }
         }
         self.proposals = waiting;
+        self.sent_to_apply = self.sent_to_apply.max(last);
         self.apply.do_send(Apply {
             entries,
             proposals: answered,
@@ -598,7 +805,23 @@ impl PeerFsm {
 
     fn on_applied(&mut self, msg: Applied, ctx: &mut Context<Self>) {
         let applied = msg.apply_state.applied_index;
+        if applied < self.raft.store().applied_index() {
+            // Progress from before a snapshot was applied.
+            return;
+        }
         self.raft.mut_store().set_apply_state(msg.apply_state);
+        for result in msg.results {
+            match result {
+                ExecResult::CompactLog { index } => self.ctx.log_gc.do_send(LogGcTask {
+                    region_id: self.region_id,
+                    mutations: vec![Mutation::DeleteRange {
+                        cf: Cf::Raft,
+                        start: keys::raft_log_key(self.region_id, 0),
+                        end: keys::raft_log_key(self.region_id, index + 1),
+                    }],
+                }),
+            }
+        }
         self.raft.advance_apply_to(applied);
         self.serve_reads();
         self.schedule_ready(ctx);
@@ -646,6 +869,11 @@ impl Actor for PeerFsm {
             if peer.raft.tick() {
                 peer.schedule_ready(ctx);
             }
+        });
+        let gc_tick = std::time::Duration::from_millis(self.ctx.cfg.raft_log_gc_tick_ms);
+        ctx.run_interval(gc_tick, |peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            peer.on_log_gc_tick(ctx);
         });
         self.maybe_campaign();
         self.report_route(ctx);

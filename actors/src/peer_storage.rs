@@ -17,6 +17,7 @@
 //! A peer created for a region it knows (bootstrap, split) starts from index/term 5; a peer
 //! created from a message of an unknown region starts from zero and catches up by snapshot.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use protobuf::Message as _;
@@ -75,6 +76,10 @@ pub struct PeerStorage {
     cache: VecDeque<Entry>,
     /// Last index known to be on disk.
     persisted_index: u64,
+    /// Set when raft asked for a snapshot that is not generated yet.
+    snapshot_wanted: Cell<bool>,
+    /// A generated snapshot waiting for raft to ask again.
+    generated: RefCell<Option<Snapshot>>,
 }
 
 impl PeerStorage {
@@ -118,6 +123,8 @@ impl PeerStorage {
             apply_state,
             cache: VecDeque::new(),
             persisted_index,
+            snapshot_wanted: Cell::new(false),
+            generated: RefCell::new(None),
         })
     }
 
@@ -167,6 +174,35 @@ impl PeerStorage {
             .as_ref()
             .map(|t| (t.index, t.term))
             .unwrap_or((0, 0))
+    }
+
+    /// The first log index still in the log (after the truncated index).
+    pub fn first_index(&self) -> u64 {
+        self.truncated().0 + 1
+    }
+
+    /// Whether raft asked for a snapshot since the last call; the caller generates one and
+    /// hands it over with [`PeerStorage::set_generated_snapshot`].
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// Keeps a generated snapshot until raft asks for it again.
+    pub fn set_generated_snapshot(&self, snapshot: Snapshot) {
+        *self.generated.borrow_mut() = Some(snapshot);
+    }
+
+    /// Replaces the peer's state with a received snapshot; returns the mutations that make
+    /// it durable (see [`crate::snapshot`]).
+    pub fn apply_snapshot(&mut self, snap: &crate::snapshot::VerifiedSnapshot) -> Vec<Mutation> {
+        let hard_state = self.raft_state.hard_state.unwrap_or_default();
+        let (mutations, raft_state, apply_state) = snap.apply_mutations(&self.region, hard_state);
+        self.raft_state = raft_state;
+        self.apply_state = apply_state;
+        self.region = snap.region.clone();
+        self.cache.clear();
+        self.persisted_index = 0;
+        mutations
     }
 
     /// Notes that the log up to `index` is on disk.
@@ -361,7 +397,15 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if let Some(snapshot) = self.generated.borrow_mut().take() {
+            // A snapshot older than what raft needs (or than our log start) is useless.
+            let index = snapshot.get_metadata().index;
+            if index >= request_index && index >= self.truncated().0 {
+                return Ok(snapshot);
+            }
+        }
+        self.snapshot_wanted.set(true);
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -109,7 +109,11 @@ impl Handler<LoadPeers> for Store {
             let Some(region) = state.region else { continue };
             peers.push(self.spawn_peer(region)?);
         }
-        info!(store = self.store_id(), peers = peers.len(), "store started");
+        info!(
+            store = self.store_id(),
+            peers = peers.len(),
+            "store started"
+        );
         Ok(peers)
     }
 }

@@ -10,7 +10,7 @@
 //!        PeerFsm (× regions, peer arbiters)   Store
 //!          │  WriteTask ▲ Persisted
 //!          ▼            │
-//!        RaftLogWriter (one fsync per batch, all regions)
+//!        RaftLogWriter (one fsync per batch, all regions)   RaftLogGcWriter (compacted log)
 //!          │ Apply
 //!          ▼
 //!        ApplyFsm (× regions, apply arbiters) ──ApplyTask──▶ ApplyWriter ──▶ callbacks
@@ -30,7 +30,7 @@ use tinykv_proto::raft_serverpb::RaftMessage;
 use tokio::sync::oneshot;
 
 use crate::alive::{alive_pair, AliveWatch};
-use crate::batch_writer::{ApplyWriter, RaftLogWriter};
+use crate::batch_writer::{ApplyWriter, RaftLogGcWriter, RaftLogWriter};
 use crate::bootstrap::load_store_ident;
 use crate::config::RaftStoreConfig;
 use crate::engine::Engine;
@@ -157,6 +157,10 @@ pub async fn start_store(
     let apply_batch = cfg.apply_write_batch_bytes;
     let apply_writer =
         ApplyWriter::start_in_arbiter(&arbiter(), move |_| ApplyWriter::new(e, apply_batch, t));
+    let (e, t) = (engine.clone(), token.clone());
+    let log_gc = RaftLogGcWriter::start_in_arbiter(&arbiter(), move |_| {
+        RaftLogGcWriter::new(e, raft_batch, t)
+    });
     let t = token.clone();
     let router = Router::start_in_arbiter(&arbiter(), move |_| Router::new(store_id, t));
     let peer_arbiters: Vec<_> = (0..cfg.peer_threads).map(|_| arbiter()).collect();
@@ -169,6 +173,7 @@ pub async fn start_store(
         transport,
         router: router.clone(),
         log_writer,
+        log_gc,
         token,
     };
     let store = Store::start_in_arbiter(&arbiter(), move |_| {

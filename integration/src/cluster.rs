@@ -23,6 +23,9 @@ use tinykv_actors::bootstrap::ensure_bootstrapped;
 use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
 use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+};
 
 use crate::network::{SimNetwork, SimTransport};
 
@@ -209,6 +212,68 @@ impl Cluster {
                 "region {region_id} has no leader"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Cluster {
+    /// Asks region `region_id`'s leader to hand leadership to `target` until `target`
+    /// leads, failing after 5 s.
+    pub async fn must_transfer_leader(&self, region_id: u64, target: metapb::Peer) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let leader = self.leader_of(region_id).await;
+            if leader == target {
+                return;
+            }
+            let status = self.region_statuses(region_id).await;
+            let epoch = status.first().and_then(|s| s.region.region_epoch);
+            let request = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id,
+                    region_epoch: epoch,
+                    ..Default::default()
+                }),
+                admin_request: Some(AdminRequest {
+                    cmd_type: AdminCmdType::TransferLeader as i32,
+                    transfer_leader: Some(TransferLeaderRequest { peer: Some(target) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if let Some(handle) = self.stores.get(&leader.store_id) {
+                let _ = handle
+                    .router()
+                    .command(request, Duration::from_secs(1))
+                    .await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leadership of region {region_id} did not move to {target:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running store's peer of `region_id` keeps at most `limit` applied
+    /// entries in its log (applied − truncated), failing after 10 s.
+    pub async fn wait_log_bounded(&self, region_id: u64, limit: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let statuses = self.region_statuses(region_id).await;
+            let over: Vec<_> = statuses
+                .iter()
+                .filter(|s| s.applied_index - s.truncated_index > limit)
+                .map(|s| (s.peer.store_id, s.applied_index, s.truncated_index))
+                .collect();
+            if over.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raft logs exceed {limit} applied entries (store, applied, truncated): {over:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

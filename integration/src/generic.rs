@@ -38,6 +38,8 @@ pub struct GenericTest {
     pub iterations: usize,
     /// How long clients run in each iteration.
     pub run_for: Duration,
+    /// Compact the log every this many entries, and check it stays within twice that.
+    pub max_raft_log: Option<u64>,
     /// Raftstore settings.
     pub config: RaftStoreConfig,
 }
@@ -53,6 +55,7 @@ impl GenericTest {
             stores: 5,
             iterations: 3,
             run_for: Duration::from_secs(5),
+            max_raft_log: None,
             config: RaftStoreConfig::for_tests(),
         }
     }
@@ -66,6 +69,13 @@ impl GenericTest {
     /// Adds a full-cluster crash and restart per iteration.
     pub fn crash(mut self) -> Self {
         self.crash = true;
+        self
+    }
+
+    /// Compacts the raft log every `limit` entries and checks the logs stay bounded.
+    pub fn max_raft_log(mut self, limit: u64) -> Self {
+        self.max_raft_log = Some(limit);
+        self.config.raft_log_gc_count_limit = limit;
         self
     }
 
@@ -117,6 +127,9 @@ impl GenericTest {
                         .must_delete_cf(tinykv_actors::Cf::Default, key(cli, j).as_bytes())
                         .await;
                 }
+            }
+            if let Some(limit) = self.max_raft_log {
+                cluster.wait_log_bounded(1, 2 * limit).await;
             }
             tracing::info!(iteration, ?appended, "iteration passed");
         }
