@@ -366,7 +366,7 @@ impl PeerFsm {
         }
         let storage = self.raft.store();
         let applied = storage.applied_index();
-        let first = storage.first_index();
+        let first = storage.first_log_index();
         let limit = self.ctx.cfg.raft_log_gc_count_limit;
         if applied < first || applied - first < limit {
             return;

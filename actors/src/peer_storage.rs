@@ -177,7 +177,7 @@ impl PeerStorage {
     }
 
     /// The first log index still in the log (after the truncated index).
-    pub fn first_index(&self) -> u64 {
+    pub fn first_log_index(&self) -> u64 {
         self.truncated().0 + 1
     }
 

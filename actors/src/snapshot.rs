@@ -98,8 +98,10 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<eraftpb::Snapshot> {
         data,
         meta: Some(SnapshotMeta { cf_files }),
     };
-    let mut snapshot = eraftpb::Snapshot::default();
-    snapshot.data = prost::Message::encode_to_vec(&payload).into();
+    let mut snapshot = eraftpb::Snapshot {
+        data: prost::Message::encode_to_vec(&payload).into(),
+        ..Default::default()
+    };
     let metadata = snapshot.mut_metadata();
     metadata.index = index;
     metadata.term = term;
