@@ -125,7 +125,7 @@ mod tests {
         RaftStoreConfig::default().validate().unwrap();
         RaftStoreConfig::for_tests().validate().unwrap();
         let cfg = RaftStoreConfig {
-            raft_election_timeout_ticks: 2,
+            raft_election_timeout_ticks: 1,
             ..Default::default()
         };
         let err = cfg.validate().unwrap_err().to_string();
