@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod id_alloc;
 pub mod keys;
 pub mod msg;
 pub mod peer;

@@ -34,6 +34,7 @@ use crate::batch_writer::{ApplyWriter, RaftLogGcWriter, RaftLogWriter};
 use crate::bootstrap::load_store_ident;
 use crate::config::RaftStoreConfig;
 use crate::engine::Engine;
+use crate::id_alloc::{IdAllocator, StoreIdAllocator};
 use crate::error::{Error, Result};
 use crate::msg::*;
 use crate::peer::PeerContext;
@@ -46,6 +47,7 @@ use crate::transport::Transport;
 pub struct StoreRouter {
     store_id: u64,
     router: Addr<Router>,
+    ids: Arc<dyn IdAllocator>,
 }
 
 impl StoreRouter {
@@ -79,6 +81,11 @@ impl StoreRouter {
             })
             .map_err(|_| Error::Stopped)?;
         wait(rx, timeout).await
+    }
+
+    /// The allocator of new region and peer ids.
+    pub fn id_allocator(&self) -> Arc<dyn IdAllocator> {
+        self.ids.clone()
     }
 
     /// Delivers a raft message received from another store.
@@ -139,6 +146,7 @@ pub async fn start_store(
     let ident = load_store_ident(&engine)?
         .ok_or_else(|| Error::Corruption("store is not bootstrapped".into()))?;
     let store_id = ident.store_id;
+    let ids: Arc<dyn IdAllocator> = Arc::new(StoreIdAllocator::new(engine.clone(), store_id)?);
     let cfg = Arc::new(cfg);
     let (token, watch) = alive_pair();
     let mut arbiters = Vec::new();
@@ -184,7 +192,11 @@ pub async fn start_store(
         .await
         .map_err(|_| Error::Stopped)?;
     let handle = StoreHandle {
-        router: StoreRouter { store_id, router },
+        router: StoreRouter {
+            store_id,
+            router,
+            ids,
+        },
         store: store.clone(),
         engine,
         arbiters,
