@@ -130,6 +130,20 @@ impl Error {
         }
     }
 
+    /// Whether the request may or may not have been executed: it timed out, or it was
+    /// forwarded and the answer was lost. A read in that state may be tried again; a
+    /// write may not, its client must be told the outcome is unknown.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(StoreError::Timeout)
+                | Error::Forward {
+                    maybe_delivered: true,
+                    ..
+                }
+        )
+    }
+
     /// Whether the same request may succeed if tried again (elsewhere or later) without
     /// risking a duplicate effect.
     pub fn is_retryable(&self) -> bool {

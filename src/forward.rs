@@ -5,6 +5,10 @@
 //! [`HttpForwarder`]: it POSTs the operation as a protobuf `kvrpcpb` raw request to the
 //! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint, which executes it on
 //! that node's store only (see `api::internal`) and answers with the matching response.
+//! Admin commands (splits, membership changes, leader transfers) travel the same way as
+//! whole `RaftCmdRequest`s to `/internal/v1/raft-cmd`, answered by the `RaftCmdResponse`
+//! with the command's own errors in its header; if that store's raftstore gives no answer
+//! at all (the endpoint's 504 or 503), the command may have run, as below.
 //!
 //! Errors cross the wire in the response, not in the HTTP status: a region error (not
 //! leader, epoch not match, ...) travels typed in `region_error`, so the caller can follow
@@ -27,6 +31,7 @@ use tinykv_proto::kvrpcpb::{
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
+use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
@@ -34,6 +39,9 @@ use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
 
 /// Content type of the internal endpoints' bodies.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// Path of the internal endpoint that executes raw raft commands.
+pub const RAFT_CMD_PATH: &str = "/internal/v1/raft-cmd";
 
 /// Longest a forwarder waits for a TCP connection to another node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -65,9 +73,8 @@ impl HttpForwarder {
         })
     }
 
-    /// POSTs `body` to `/internal/v1/raw/{method}` of store `store_id`; returns the
-    /// response body.
-    async fn call(&self, store_id: u64, method: &str, body: Vec<u8>) -> Result<bytes::Bytes> {
+    /// POSTs `body` to `path` of store `store_id`; returns the response body.
+    async fn call(&self, store_id: u64, path: &str, body: Vec<u8>) -> Result<bytes::Bytes> {
         let forward_error = |message: String, maybe_delivered: bool| Error::Forward {
             store_id,
             message,
@@ -79,7 +86,7 @@ impl HttpForwarder {
             .ok_or_else(|| forward_error("the store is not in the address book".into(), false))?;
         let response = self
             .client
-            .post(format!("http://{http_addr}/internal/v1/raw/{method}"))
+            .post(format!("http://{http_addr}{path}"))
             .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
             .timeout(self.attempt_timeout)
             .body(body)
@@ -92,8 +99,9 @@ impl HttpForwarder {
             .await
             .map_err(|e| forward_error(describe(&e), true))?;
         if !status.is_success() {
-            // Only our handler runs the operation, and it always answers 200; anything
-            // else was refused before executing, unless the server itself failed.
+            // Only our handler runs the operation, and it answers 200 whenever the store
+            // did; anything else was refused before executing (4xx), or the server or the
+            // store failed on the way and the operation may have run (5xx).
             let text = String::from_utf8_lossy(&body);
             return Err(forward_error(
                 format!("HTTP {status}: {text}"),
@@ -116,7 +124,9 @@ impl HttpForwarder {
                     cf: cf_name(cf).into(),
                     ..Default::default()
                 };
-                let body = self.call(store_id, "get", request.encode_to_vec()).await?;
+                let body = self
+                    .call(store_id, "/internal/v1/raw/get", request.encode_to_vec())
+                    .await?;
                 let response = RawGetResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
                 Ok(KvOutcome::Value(
@@ -130,7 +140,9 @@ impl HttpForwarder {
                     cf: cf_name(cf).into(),
                     ..Default::default()
                 };
-                let body = self.call(store_id, "put", request.encode_to_vec()).await?;
+                let body = self
+                    .call(store_id, "/internal/v1/raw/put", request.encode_to_vec())
+                    .await?;
                 let response = RawPutResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
                 Ok(KvOutcome::Written)
@@ -142,7 +154,7 @@ impl HttpForwarder {
                     ..Default::default()
                 };
                 let body = self
-                    .call(store_id, "delete", request.encode_to_vec())
+                    .call(store_id, "/internal/v1/raw/delete", request.encode_to_vec())
                     .await?;
                 let response = RawDeleteResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
@@ -161,7 +173,9 @@ impl HttpForwarder {
                     cf: cf_name(cf).into(),
                     ..Default::default()
                 };
-                let body = self.call(store_id, "scan", request.encode_to_vec()).await?;
+                let body = self
+                    .call(store_id, "/internal/v1/raw/scan", request.encode_to_vec())
+                    .await?;
                 let response = RawScanResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
                 Ok(KvOutcome::Pairs {
@@ -175,11 +189,34 @@ impl HttpForwarder {
             }
         }
     }
+
+    async fn forward_raft_command(
+        self,
+        store_id: u64,
+        request: RaftCmdRequest,
+    ) -> Result<RaftCmdResponse> {
+        let body = self
+            .call(store_id, RAFT_CMD_PATH, request.encode_to_vec())
+            .await?;
+        RaftCmdResponse::decode(body).map_err(|e| Error::Forward {
+            store_id,
+            message: format!("undecodable response: {e}"),
+            maybe_delivered: true,
+        })
+    }
 }
 
 impl Forwarder for HttpForwarder {
     fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, Result<KvOutcome>> {
         Box::pin(self.clone().forward_op(store_id, op))
+    }
+
+    fn forward_command(
+        &self,
+        store_id: u64,
+        request: RaftCmdRequest,
+    ) -> BoxFuture<'static, Result<RaftCmdResponse>> {
+        Box::pin(self.clone().forward_raft_command(store_id, request))
     }
 }
 

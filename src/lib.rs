@@ -3,6 +3,7 @@
 //! - [`config`]: layered TOML configuration (files, `TINYKV__…` env vars, CLI flags);
 //! - [`address_book`]: where every store listens, shared by transport and forwarder;
 //! - [`service`]: executes client requests, forwarding to the leader's node;
+//! - [`admin`]: splits regions, changes their peers and moves their leaders;
 //! - [`forward`]: the HTTP forwarder between nodes;
 //! - [`transport`]: store-to-store raft messages over TCP;
 //! - [`api`]: the REST API (actix-web);
@@ -10,6 +11,7 @@
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
 pub mod address_book;
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;

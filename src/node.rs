@@ -6,8 +6,9 @@
 //! empty one its identity (and, on an initial store, the first region), and refuses a
 //! directory that belongs to another store or cluster. The raftstore starts with a
 //! [`TcpTransport`] over the static address book; the raft listener feeds incoming
-//! messages to it; the HTTP server serves the API with a [`KvService`] that forwards to
-//! other nodes through an [`HttpForwarder`].
+//! messages to it; the HTTP server serves the API with a [`KvService`] and an
+//! [`AdminService`] that reach other nodes (the leaders, or the stores holding a region this
+//! one lacks) through an [`HttpForwarder`].
 //!
 //! [`Node::shutdown`] stops in the reverse order of dependence: the HTTP server first,
 //! letting requests in flight finish while the raftstore can still answer them, then the
@@ -27,11 +28,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 
 use crate::address_book::AddressBook;
+use crate::admin::AdminService;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::forward::HttpForwarder;
-use crate::service::KvService;
+use crate::service::{Forwarder, KvService};
 use crate::transport::{serve_raft, TcpTransport};
 
 /// How long an idle HTTP connection is kept open.
@@ -101,8 +103,11 @@ impl Node {
         let store = start_store(config.raftstore.clone(), engine, transport).await?;
         let raft_task = tokio::spawn(serve_raft(raft_listener, store.router()));
 
+        let forwarder: Arc<dyn Forwarder> = Arc::new(forwarder);
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), Arc::new(forwarder), timeouts),
+            service: KvService::new(store.router(), forwarder.clone(), timeouts)
+                .with_address_book(addresses.clone()),
+            admin: AdminService::new(store.router(), forwarder, addresses.clone(), timeouts),
             limits: config.api.clone(),
             addresses,
         });

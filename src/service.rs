@@ -4,7 +4,11 @@
 //! the local region holding the key and the region's PeerFsm serves it if it leads. If the
 //! peer is not the leader but knows who is, the service forwards the request to the
 //! leader's node (through a [`Forwarder`]: HTTP between real nodes, a direct call in the
-//! in-process test cluster), which executes it locally. Retryable errors (no leader yet,
+//! in-process test cluster), which executes it locally. If the local store holds no region
+//! for the key at all (a region split off onto other stores, or a node that holds no peer
+//! of it), the service asks the other stores it knows of in turn (see
+//! [`KvService::with_other_stores`] and [`KvService::with_address_book`]): whichever holds
+//! the region serves the request or names its leader. Retryable errors (no leader yet,
 //! stale epoch, a command overwritten by a new leader) are retried with backoff until the
 //! request's deadline.
 //!
@@ -16,6 +20,7 @@
 //! is served from an engine snapshot taken once the read index is applied. A scan walks
 //! region by region from its start key, each region read at its own linearizable point.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +28,10 @@ use futures::future::BoxFuture;
 use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, Error as StoreError, StoreRouter};
 use tinykv_proto::raft_cmdpb::{
-    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, Request, SnapRequest,
+    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, Request, SnapRequest,
 };
 
+use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
 
 /// One key-value operation, as executed on one node.
@@ -101,6 +107,29 @@ pub enum KvOutcome {
 pub trait Forwarder: Send + Sync + 'static {
     /// Executes `op` on store `store_id`.
     fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, Result<KvOutcome>>;
+
+    /// Executes a raw raft command on store `store_id`'s peer of the region named in
+    /// `request.header.region_id` (see [`KvService::command_local`]), without forwarding
+    /// it further. The command's own failures (not leader, epoch not match, ...) are in
+    /// the response header; `Err` means no answer came back from that store, and
+    /// [`Error::is_outcome_unknown`] tells whether the command may have been executed.
+    ///
+    /// The default refuses every command without sending anything, for forwarders that
+    /// only carry key-value operations.
+    fn forward_command(
+        &self,
+        store_id: u64,
+        request: RaftCmdRequest,
+    ) -> BoxFuture<'static, Result<RaftCmdResponse>> {
+        let _ = request;
+        Box::pin(async move {
+            Err(Error::Forward {
+                store_id,
+                message: "command forwarding is not supported by this forwarder".into(),
+                maybe_delivered: false,
+            })
+        })
+    }
 }
 
 /// Timing of a [`KvService`].
@@ -112,16 +141,41 @@ pub struct ServiceTimeouts {
     pub attempt: Duration,
 }
 
+/// The stores a [`KvService`] asks when its own store holds no region for a key.
+#[derive(Clone)]
+enum OtherStores {
+    /// A fixed list of store ids.
+    Fixed(Vec<u64>),
+    /// Every store of an address book, as it is at the moment of asking.
+    Book(AddressBook),
+}
+
+impl OtherStores {
+    /// The store ids to ask, in order, without `local`.
+    fn ids(&self, local: u64) -> Vec<u64> {
+        let mut ids = match self {
+            OtherStores::Fixed(ids) => ids.clone(),
+            OtherStores::Book(book) => book.all().into_iter().map(|s| s.id).collect(),
+        };
+        let mut seen = HashSet::new();
+        ids.retain(|&id| id != local && seen.insert(id));
+        ids
+    }
+}
+
 /// The node's request executor; see the module documentation.
 #[derive(Clone)]
 pub struct KvService {
     store: StoreRouter,
     forwarder: Arc<dyn Forwarder>,
     timeouts: ServiceTimeouts,
+    others: OtherStores,
 }
 
 impl KvService {
-    /// A service over the local store `store`, forwarding through `forwarder`.
+    /// A service over the local store `store`, forwarding through `forwarder`. It asks no
+    /// other store about keys its own store holds no region for until given some with
+    /// [`KvService::with_other_stores`] or [`KvService::with_address_book`].
     pub fn new(
         store: StoreRouter,
         forwarder: Arc<dyn Forwarder>,
@@ -131,7 +185,23 @@ impl KvService {
             store,
             forwarder,
             timeouts,
+            others: OtherStores::Fixed(Vec::new()),
         }
+    }
+
+    /// The same service, asking the stores `store_ids` (in that order; the local store is
+    /// skipped) when its own store holds no region for a key.
+    pub fn with_other_stores(mut self, store_ids: Vec<u64>) -> Self {
+        self.others = OtherStores::Fixed(store_ids);
+        self
+    }
+
+    /// The same service, asking every store of `addresses` (by id; the local store is
+    /// skipped) when its own store holds no region for a key. Stores added to the book
+    /// later are asked too.
+    pub fn with_address_book(mut self, addresses: AddressBook) -> Self {
+        self.others = OtherStores::Book(addresses);
+        self
     }
 
     /// The local store's id.
@@ -142,6 +212,11 @@ impl KvService {
     /// The local store's router.
     pub fn store(&self) -> &StoreRouter {
         &self.store
+    }
+
+    /// The service's timing.
+    pub fn timeouts(&self) -> ServiceTimeouts {
+        self.timeouts
     }
 
     /// Reads `key`.
@@ -200,6 +275,8 @@ impl KvService {
         let deadline = Instant::now() + self.timeouts.request;
         let mut target = self.store_id();
         let mut backoff = Duration::from_millis(5);
+        // The other stores still to ask about a region the local store does not hold.
+        let mut unasked: Vec<u64> = Vec::new();
         loop {
             let attempt = if target == self.store_id() {
                 self.execute_local(op.clone()).await
@@ -210,7 +287,7 @@ impl KvService {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) => e,
             };
-            let retryable = err.is_retryable() || (!op.is_write() && is_timeout(&err));
+            let retryable = err.is_retryable() || (!op.is_write() && err.is_outcome_unknown());
             if !retryable || Instant::now() >= deadline {
                 return Err(err);
             }
@@ -219,6 +296,13 @@ impl KvService {
                     leader: Some(leader),
                     ..
                 }) => leader.store_id,
+                e if is_region_missing(e) => {
+                    if target == self.store_id() && unasked.is_empty() {
+                        unasked = self.others.ids(self.store_id());
+                        unasked.reverse();
+                    }
+                    unasked.pop().unwrap_or(self.store_id())
+                }
                 _ => self.store_id(),
             };
             if next == target || next == self.store_id() {
@@ -229,6 +313,15 @@ impl KvService {
             tracing::debug!(?err, from = target, to = next, "retrying request");
             target = next;
         }
+    }
+
+    /// Executes a raw raft command on the local store's peer of the region named in
+    /// `request.header.region_id`, waiting up to the attempt timeout. The command's own
+    /// failures (not leader, epoch not match, ...) are in the response header; `Err` means
+    /// the store gave no answer (timed out: the outcome is unknown; or stopping).
+    pub async fn command_local(&self, request: RaftCmdRequest) -> Result<RaftCmdResponse> {
+        let response = self.store.command(request, self.timeouts.attempt).await?;
+        Ok(response.response)
     }
 
     /// Executes `op` on the local store only.
@@ -317,17 +410,113 @@ pub fn cf_name(cf: Cf) -> &'static str {
     }
 }
 
-fn is_timeout(err: &Error) -> bool {
+/// Whether `err` says that the store asked holds no region for the key at all (rather than
+/// a stale view of one it holds), so another store may.
+fn is_region_missing(err: &Error) -> bool {
     matches!(
         err,
-        Error::Store(StoreError::Timeout)
-            | Error::Forward {
-                maybe_delivered: true,
-                ..
-            }
+        Error::Store(StoreError::RegionNotFound(_))
+            | Error::Store(StoreError::KeyNotInRegion { region_id: 0, .. })
     )
 }
 
 fn unexpected(outcome: KvOutcome) -> Error {
     Error::Io(format!("unexpected outcome {outcome:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tinykv_actors::bootstrap::ensure_bootstrapped;
+    use tinykv_actors::{start_store, Engine, RaftStoreConfig, Transport};
+    use tinykv_proto::raft_serverpb::RaftMessage;
+
+    use super::*;
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send(&self, _: RaftMessage) {}
+    }
+
+    /// Answers as scripted per store, and remembers which stores were asked.
+    struct ScriptedForwarder {
+        asked: Mutex<Vec<u64>>,
+    }
+
+    impl Forwarder for ScriptedForwarder {
+        fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, Result<KvOutcome>> {
+            self.asked.lock().unwrap().push(store_id);
+            Box::pin(async move {
+                match (store_id, op) {
+                    (3, _) => Err(Error::Store(StoreError::RegionNotFound(1))),
+                    (5, KvOp::Put { .. }) => Err(Error::Forward {
+                        store_id,
+                        message: "lost".into(),
+                        maybe_delivered: true,
+                    }),
+                    (5, _) => Ok(KvOutcome::Value(Some(b"v".to_vec()))),
+                    _ => Err(Error::Store(StoreError::KeyNotInRegion {
+                        key: b"k".to_vec(),
+                        region_id: 0,
+                        start_key: vec![],
+                        end_key: vec![],
+                    })),
+                }
+            })
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_key_no_local_region_holds_is_asked_of_the_other_stores_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("db")).unwrap();
+        // Store 2 of a cluster whose only region lives on store 1: it holds nothing.
+        ensure_bootstrapped(&engine, 1, 2, &[1]).unwrap();
+        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
+            .await
+            .unwrap();
+        let forwarder = Arc::new(ScriptedForwarder {
+            asked: Mutex::new(Vec::new()),
+        });
+        let timeouts = ServiceTimeouts {
+            request: Duration::from_secs(5),
+            attempt: Duration::from_secs(1),
+        };
+        let alone = KvService::new(store.router(), forwarder.clone(), timeouts);
+        let fast = ServiceTimeouts {
+            request: Duration::from_millis(100),
+            ..timeouts
+        };
+        let err = KvService::new(store.router(), forwarder.clone(), fast)
+            .get(Cf::Default, b"k".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "key_not_in_region");
+        assert!(
+            forwarder.asked.lock().unwrap().is_empty(),
+            "no other store is known"
+        );
+
+        let service = alone.with_other_stores(vec![3, 2, 4, 3, 5]);
+        let value = service.get(Cf::Default, b"k".to_vec()).await.unwrap();
+        assert_eq!(value, Some(b"v".to_vec()));
+        assert_eq!(*forwarder.asked.lock().unwrap(), vec![3, 4, 5]);
+
+        forwarder.asked.lock().unwrap().clear();
+        let err = service
+            .put(Cf::Default, b"k".to_vec(), b"v".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            "timeout",
+            "a write that may have happened is not retried"
+        );
+        assert_eq!(*forwarder.asked.lock().unwrap(), vec![3, 4, 5]);
+
+        drop((service, err));
+        store.shutdown().await;
+    }
 }

@@ -15,17 +15,23 @@
 
 use actix::prelude::*;
 use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::eraftpb::{Entry, EntryType};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogResponse, DeleteResponse,
-    PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse,
+    DeleteResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    SplitRequest, SplitResponse,
 };
-use tinykv_proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
+use tinykv_proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
+};
 use tracing::warn;
 
 use crate::alive::AliveToken;
 use crate::batch_writer::ApplyWriter;
+use crate::bootstrap::initial_region_mutations;
 use crate::engine::{Cf, Mutation};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -79,7 +85,7 @@ impl ApplyFsm {
         let mut proposals = msg.proposals;
         proposals.sort_by_key(|p| p.index);
         let mut proposals = proposals.into_iter().peekable();
-        let mut mutations = Vec::new();
+        let mut mutations: Vec<Mutation> = Vec::new();
         let mut responses = Vec::new();
         let mut results = Vec::new();
         for entry in msg.entries {
@@ -100,6 +106,7 @@ impl ApplyFsm {
         for p in proposals {
             respond_error(p.callback, &Error::StaleCommand, self.applied_term);
         }
+        let written_bytes = mutations.iter().map(|m| m.size() as u64).sum();
         mutations.push(Mutation::put_msg(
             Cf::Meta,
             keys::apply_state_key(self.region.id),
@@ -113,6 +120,7 @@ impl ApplyFsm {
                 apply_state: self.apply_state,
                 applied_term: self.applied_term,
                 results,
+                written_bytes,
             },
             notify: peer,
         });
@@ -133,7 +141,7 @@ impl ApplyFsm {
             EntryType::EntryNormal => match RaftCmdRequest::decode(entry.data.as_ref()) {
                 Ok(cmd) if cmd.admin_request.is_some() => {
                     let admin = cmd.admin_request.as_ref().unwrap();
-                    match self.apply_admin(&cmd, admin, results) {
+                    match self.apply_admin(&cmd, admin, mutations, results) {
                         Ok(admin_response) => RaftCmdResponse {
                             admin_response: Some(admin_response),
                             ..response_with(entry.term, Vec::new())
@@ -150,24 +158,157 @@ impl ApplyFsm {
                     CmdResponse::error(&Error::Codec(e.to_string()), entry.term).response
                 }
             },
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            EntryType::EntryConfChange => match self.apply_conf_change(entry, mutations, results) {
+                Ok(admin_response) => RaftCmdResponse {
+                    admin_response: Some(admin_response),
+                    ..response_with(entry.term, Vec::new())
+                },
+                Err(e) => CmdResponse::error(&e, entry.term).response,
+            },
+            EntryType::EntryConfChangeV2 => {
                 warn!(
                     index = entry.index,
-                    "conf change entries are not supported yet"
+                    "joint consensus is not used; ignoring entry"
                 );
                 response_with(entry.term, Vec::new())
             }
         }
     }
 
+    /// Applies a membership change: AddNode adds a peer that is not there yet, RemoveNode
+    /// removes one that is; either bumps conf_ver. A change that changes nothing (a
+    /// duplicate) is acknowledged without touching raft's configuration.
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        let change = ConfChange::parse_from_bytes(&entry.data)?;
+        let cmd = RaftCmdRequest::decode(change.context.as_ref())?;
+        util::check_region_epoch(&cmd, &self.region)?;
+        let request = cmd
+            .admin_request
+            .and_then(|a| a.change_peer)
+            .ok_or_else(|| Error::InvalidRequest("conf change without a ChangePeer".into()))?;
+        let peer = request
+            .peer
+            .ok_or_else(|| Error::InvalidRequest("ChangePeer without a peer".into()))?;
+        let mut region = self.region.clone();
+        let changed = match change.get_change_type() {
+            ConfChangeType::AddNode => {
+                if region.peers.iter().any(|p| p.id == peer.id) {
+                    false
+                } else if region.peers.iter().any(|p| p.store_id == peer.store_id) {
+                    return Err(Error::InvalidRequest(format!(
+                        "store {} already holds a peer of region {}",
+                        peer.store_id, region.id
+                    )));
+                } else {
+                    region.peers.push(peer);
+                    true
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                let before = region.peers.len();
+                region.peers.retain(|p| p.id != peer.id);
+                region.peers.len() != before
+            }
+            ConfChangeType::AddLearnerNode => {
+                return Err(Error::InvalidRequest("learners are not supported".into()))
+            }
+        };
+        if changed {
+            let epoch = region.region_epoch.get_or_insert_with(Default::default);
+            epoch.conf_ver += 1;
+            mutations.push(region_state_mutation(&region));
+            self.region = region.clone();
+        }
+        results.push(ExecResult::ChangePeer {
+            change: changed.then_some(change),
+            region: region.clone(),
+        });
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerResponse {
+                region: Some(region),
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Splits the region at `split_key`: this region keeps `[start, split_key)`, a new
+    /// region gets `[split_key, end)` with the new peer ids matched to the current peers by
+    /// position; both bump their version. The new region starts from the initial raft and
+    /// apply state, written in the same batch as both region states.
+    fn apply_split(
+        &mut self,
+        request: &SplitRequest,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        let key = &request.split_key;
+        util::check_key_in_region(key, &self.region)?;
+        if key.as_slice() == self.region.start_key.as_slice() {
+            return Err(Error::InvalidRequest(
+                "split key equals the region's start key".into(),
+            ));
+        }
+        if request.new_peer_ids.len() != self.region.peers.len() {
+            return Err(Error::InvalidRequest(format!(
+                "split names {} new peers for {} peers",
+                request.new_peer_ids.len(),
+                self.region.peers.len()
+            )));
+        }
+        let mut left = self.region.clone();
+        let epoch = left.region_epoch.get_or_insert_with(Default::default);
+        epoch.version += 1;
+        let right = metapb::Region {
+            id: request.new_region_id,
+            start_key: key.clone(),
+            end_key: left.end_key.clone(),
+            region_epoch: left.region_epoch,
+            peers: left
+                .peers
+                .iter()
+                .zip(&request.new_peer_ids)
+                .map(|(p, id)| metapb::Peer {
+                    id: *id,
+                    store_id: p.store_id,
+                })
+                .collect(),
+        };
+        left.end_key = key.clone();
+        mutations.push(region_state_mutation(&left));
+        mutations.extend(initial_region_mutations(&right));
+        self.region = left.clone();
+        results.push(ExecResult::Split {
+            left: left.clone(),
+            right: right.clone(),
+        });
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitResponse {
+                regions: vec![left, right],
+            }),
+            ..Default::default()
+        })
+    }
+
     fn apply_admin(
         &mut self,
         cmd: &RaftCmdRequest,
         admin: &AdminRequest,
+        mutations: &mut Vec<Mutation>,
         results: &mut Vec<ExecResult>,
     ) -> Result<AdminResponse> {
         util::check_region_epoch(cmd, &self.region)?;
         match admin.cmd_type() {
+            AdminCmdType::Split => {
+                let request = admin.split.clone().unwrap_or_default();
+                self.apply_split(&request, mutations, results)
+            }
             AdminCmdType::CompactLog => {
                 let req = admin.compact_log.unwrap_or_default();
                 let truncated = self.apply_state.truncated_state.unwrap_or_default();
@@ -244,6 +385,17 @@ impl ApplyFsm {
     }
 }
 
+fn region_state_mutation(region: &metapb::Region) -> Mutation {
+    Mutation::put_msg(
+        Cf::Meta,
+        keys::region_state_key(region.id),
+        &RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region.clone()),
+        },
+    )
+}
+
 fn response_with(term: u64, responses: Vec<Response>) -> RaftCmdResponse {
     RaftCmdResponse {
         header: Some(RaftResponseHeader {
@@ -276,6 +428,29 @@ impl Handler<Apply> for ApplyFsm {
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
         let _enter = self.span.clone().entered();
         self.apply(msg);
+    }
+}
+
+impl Handler<DestroyApply> for ApplyFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: DestroyApply, ctx: &mut Self::Context) {
+        // Queued behind every earlier apply of this region, so nothing lands after it.
+        if let Some(peer) = self.peer.clone() {
+            self.writer.do_send(ApplyTask {
+                region_id: self.region.id,
+                mutations: msg.mutations,
+                responses: Vec::new(),
+                applied: Applied {
+                    apply_state: self.apply_state,
+                    applied_term: self.applied_term,
+                    results: Vec::new(),
+                    written_bytes: 0,
+                },
+                notify: peer,
+            });
+        }
+        ctx.stop();
     }
 }
 

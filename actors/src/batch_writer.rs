@@ -152,10 +152,12 @@ impl WriteKind for RaftLog {
     }
 
     fn on_durable(task: WriteTask) {
-        task.notify.do_send(Persisted {
-            ready_number: task.ready_number,
-            last_index: task.last_index,
-        });
+        if let Some(notify) = task.notify {
+            notify.do_send(Persisted {
+                ready_number: task.ready_number,
+                last_index: task.last_index,
+            });
+        }
     }
 }
 

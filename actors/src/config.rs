@@ -31,6 +31,12 @@ pub struct RaftStoreConfig {
     pub raft_log_gc_count_limit: u64,
     /// Compact the log once the applied entries in it exceed this many bytes.
     pub raft_log_gc_size_limit: u64,
+    /// Interval of the leader's region size check.
+    pub split_check_tick_ms: u64,
+    /// A region whose data exceeds this many bytes is split.
+    pub region_max_size: u64,
+    /// Where a split cuts: the left part holds about this many bytes.
+    pub region_split_size: u64,
     /// Arbiters (threads) the PeerFsms are spread over.
     pub peer_threads: usize,
     /// Arbiters (threads) the ApplyFsms are spread over.
@@ -52,6 +58,9 @@ impl Default for RaftStoreConfig {
             raft_log_gc_tick_ms: 1_000,
             raft_log_gc_count_limit: 10_000,
             raft_log_gc_size_limit: 64 * 1024 * 1024,
+            split_check_tick_ms: 10_000,
+            region_max_size: 48 * 1024 * 1024,
+            region_split_size: 32 * 1024 * 1024,
             peer_threads: 2,
             apply_threads: 1,
             raft_write_batch_bytes: 4 * 1024 * 1024,
@@ -61,12 +70,15 @@ impl Default for RaftStoreConfig {
 }
 
 impl RaftStoreConfig {
-    /// The settings TinyKV's tests use: 50 ms ticks, so elections settle in well under a
-    /// second.
+    /// Settings for in-process tests: 50 ms ticks with heartbeats every tick and the same
+    /// wall-clock election timeout as the defaults (1 s), so a cluster of many stores
+    /// sharing two cores does not mistake CPU starvation for a dead leader.
     pub fn for_tests() -> Self {
         RaftStoreConfig {
             raft_base_tick_ms: 50,
+            raft_election_timeout_ticks: 20,
             raft_log_gc_tick_ms: 100,
+            split_check_tick_ms: 100,
             ..Default::default()
         }
     }
@@ -105,6 +117,15 @@ impl RaftStoreConfig {
         }
         if self.raft_log_gc_count_limit == 0 {
             return fail("raft_log_gc_count_limit", "must be greater than 0");
+        }
+        if self.split_check_tick_ms == 0 {
+            return fail("split_check_tick_ms", "must be greater than 0");
+        }
+        if self.region_split_size == 0 || self.region_split_size > self.region_max_size {
+            return fail(
+                "region_split_size",
+                "must be greater than 0 and at most region_max_size",
+            );
         }
         if self.peer_threads == 0 || self.peer_threads > 64 {
             return fail("peer_threads", "must be between 1 and 64");

@@ -68,7 +68,9 @@ impl IdAllocator for StoreIdAllocator {
         if wanted > state.limit {
             let limit = wanted.div_ceil(BATCH) * BATCH;
             if limit >= 1 << SPACE_BITS {
-                return Err(Error::InvalidRequest("store's id space is exhausted".into()));
+                return Err(Error::InvalidRequest(
+                    "store's id space is exhausted".into(),
+                ));
             }
             self.engine.write(
                 &[Mutation::Put {

@@ -28,6 +28,7 @@ pub mod peer_storage;
 pub mod router;
 pub mod slog_bridge;
 pub mod snapshot;
+pub mod split_check;
 pub mod store;
 pub mod system;
 pub mod transport;

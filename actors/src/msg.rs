@@ -43,7 +43,7 @@ impl RegionSnapshot {
     }
 
     /// Scans `[start, end)` intersected with the region's range (empty `end`: up to the
-    /// region's end), returning at most `limit` pairs.
+    /// region's end), returning at most `limit` pairs. `start` must lie in the region.
     pub fn scan(
         &self,
         cf: Cf,
@@ -51,6 +51,9 @@ impl RegionSnapshot {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        // The read was routed by `start`; if the region split before the read was served,
+        // `start` may now belong to another region and the caller must retry there.
+        self.check_key(start)?;
         let lower = start.max(self.region.start_key.as_slice());
         let upper = match (end.is_empty(), self.region.end_key.is_empty()) {
             (true, _) => self.region.end_key.as_slice(),
@@ -168,8 +171,8 @@ pub struct WriteTask {
     pub must_sync: bool,
     /// Last log index the write leaves on disk, if it appends entries.
     pub last_index: Option<u64>,
-    /// Who to tell once the write is durable.
-    pub notify: Recipient<Persisted>,
+    /// Who to tell once the write is durable (nobody, for a destroyed peer's cleanup).
+    pub notify: Option<Recipient<Persisted>>,
 }
 
 /// A [`WriteTask`] is durable.
@@ -228,6 +231,8 @@ pub struct Applied {
     pub applied_term: u64,
     /// Effects of applied admin commands the PeerFsm must act on, in log order.
     pub results: Vec<ExecResult>,
+    /// Bytes of keys and values written, a hint of how much the region grew.
+    pub written_bytes: u64,
 }
 
 /// The effect of an applied admin command on the peer.
@@ -238,6 +243,21 @@ pub enum ExecResult {
         /// The new truncated index.
         index: u64,
     },
+    /// A membership change was applied (`change` is `None` if it changed nothing, e.g. a
+    /// duplicate AddNode): raft must apply `change`, the peer adopts `region`.
+    ChangePeer {
+        /// The raft conf change to apply, if the membership changed.
+        change: Option<raft::eraftpb::ConfChange>,
+        /// The region after the change.
+        region: metapb::Region,
+    },
+    /// The region split: this peer keeps `left`; a new peer of `right` must be created.
+    Split {
+        /// The parent region, now ending at the split key.
+        left: metapb::Region,
+        /// The new region, starting at the split key.
+        right: metapb::Region,
+    },
 }
 
 /// Deletion of compacted raft log entries, for the log GC actor.
@@ -247,6 +267,15 @@ pub struct LogGcTask {
     /// The region, for logs.
     pub region_id: u64,
     /// The range deletion.
+    pub mutations: Vec<Mutation>,
+}
+
+/// Tells an ApplyFsm its peer is destroyed: write `mutations` (tombstone, data removal)
+/// after everything already queued, then stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DestroyApply {
+    /// The destruction's data and state changes.
     pub mutations: Vec<Mutation>,
 }
 
@@ -313,6 +342,8 @@ pub struct PeerStatus {
     pub last_index: u64,
     /// Index of the last compacted log entry.
     pub truncated_index: u64,
+    /// Bytes of data in the region as of the last size check, if one ran.
+    pub approximate_size: Option<u64>,
 }
 
 /// Asks a PeerFsm for its [`PeerStatus`].
@@ -324,6 +355,26 @@ pub struct QueryPeerStatus;
 #[derive(Message)]
 #[rtype(result = "Option<PeerStatus>")]
 pub struct QueryRegionStatus(pub u64);
+
+/// A PeerFsm of a split's new region must be created (PeerFsm → Router → Store).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CreateSplitPeer {
+    /// The new region, as the split wrote it.
+    pub region: metapb::Region,
+    /// Whether the new peer should campaign at once (its parent led).
+    pub campaign: bool,
+}
+
+/// A PeerFsm destroyed itself (PeerFsm → Router → Store).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerDestroyed {
+    /// The region.
+    pub region_id: u64,
+    /// The destroyed PeerFsm, so a newer peer of the same region is not forgotten.
+    pub peer: actix::Addr<crate::peer::PeerFsm>,
+}
 
 /// Stops an actor (and, for the Store, every actor of the store).
 #[derive(Message)]

@@ -25,17 +25,17 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use prost::Message as _;
-use raft::eraftpb;
+use raft::eraftpb::{self, ConfChange, ConfChangeType};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tinykv_proto::convert::{from_raft, to_raft};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, GetResponse,
     RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
-    TransferLeaderResponse,
+    SplitRequest, TransferLeaderResponse,
 };
-use tinykv_proto::raft_serverpb::RaftMessage;
-use tracing::{debug, warn};
+use tinykv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use tracing::{debug, info, warn};
 
 use crate::alive::AliveToken;
 use crate::apply::{ApplyFsm, AttachPeer};
@@ -43,12 +43,14 @@ use crate::batch_writer::{RaftLogGcWriter, RaftLogWriter};
 use crate::config::RaftStoreConfig;
 use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
+use crate::id_alloc::IdAllocator;
 use crate::keys;
 use crate::msg::*;
 use crate::peer_storage::PeerStorage;
 use crate::router::Router;
 use crate::slog_bridge::raft_logger;
 use crate::snapshot;
+use crate::split_check;
 use crate::transport::Transport;
 use crate::util;
 
@@ -69,6 +71,8 @@ pub struct PeerContext {
     pub log_writer: Addr<RaftLogWriter>,
     /// The store's deleter of compacted log entries.
     pub log_gc: Addr<RaftLogGcWriter>,
+    /// Ids for the regions and peers splits create.
+    pub ids: Arc<dyn IdAllocator>,
     /// Keeps the store from counting as stopped while this peer lives.
     pub token: AliveToken,
 }
@@ -106,8 +110,21 @@ pub struct PeerFsm {
     reported_leader: Option<u64>,
     /// Highest log index handed to the ApplyFsm.
     sent_to_apply: u64,
+    /// The `Ready` number and index of a snapshot being persisted: once it is durable,
+    /// raft's applied index jumps to the snapshot's.
+    persisting_snapshot: Option<(u64, u64)>,
     /// A snapshot is being generated on a blocking thread.
     generating_snapshot: bool,
+    /// The peer destroyed itself and only waits to stop.
+    destroyed: bool,
+    /// Bytes written since the last size check.
+    size_diff_hint: u64,
+    /// Region size found by the last size check.
+    approximate_size: Option<u64>,
+    /// A size check is running on a blocking thread.
+    checking_size: bool,
+    /// Campaign as soon as the peer starts (a split's new region whose parent led).
+    pub campaign_on_start: bool,
     /// Followers raft is sending a snapshot to, and since when (leader only).
     snapshot_waits: HashMap<u64, Instant>,
     span: tracing::Span,
@@ -161,7 +178,13 @@ impl PeerFsm {
             ready_scheduled: false,
             reported_leader: None,
             sent_to_apply: 0,
+            persisting_snapshot: None,
             generating_snapshot: false,
+            destroyed: false,
+            size_diff_hint: 0,
+            approximate_size: None,
+            checking_size: false,
+            campaign_on_start: false,
             snapshot_waits: HashMap::new(),
             span,
         })
@@ -267,6 +290,8 @@ impl PeerFsm {
             match admin.cmd_type() {
                 AdminCmdType::TransferLeader => self.transfer_leader(&request, callback),
                 AdminCmdType::CompactLog => self.propose_write(request, callback),
+                AdminCmdType::ChangePeer => self.propose_conf_change(request, callback),
+                AdminCmdType::Split => self.propose_split(request, callback),
                 other => respond_error(
                     callback,
                     &Error::InvalidRequest(format!("admin command {other:?} is not supported")),
@@ -408,6 +433,72 @@ impl PeerFsm {
         self.schedule_ready(ctx);
     }
 
+    /// Leader only: once the region grew by an eighth of the split size since the last
+    /// check, measures it off-thread and splits it if it exceeds `region_max_size`.
+    fn on_split_check_tick(&mut self, ctx: &mut Context<Self>) {
+        let cfg = &self.ctx.cfg;
+        if !self.is_leader() || self.checking_size || !self.raft.store().is_initialized() {
+            return;
+        }
+        if self.approximate_size.is_some() && self.size_diff_hint < cfg.region_split_size / 8 {
+            return;
+        }
+        self.checking_size = true;
+        self.size_diff_hint = 0;
+        let (engine, token) = (self.ctx.engine.clone(), self.ctx.token.clone());
+        let region = self.region().clone();
+        let (max, split) = (cfg.region_max_size, cfg.region_split_size);
+        let task = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            split_check::check(&engine, &region, max, split)
+        });
+        ctx.spawn(task.into_actor(self).map(|joined, peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            peer.checking_size = false;
+            match joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string()))) {
+                Ok(outcome) => peer.on_split_check(outcome, ctx),
+                Err(e) => warn!("size check failed: {e}"),
+            }
+        }));
+    }
+
+    fn on_split_check(&mut self, outcome: split_check::Outcome, ctx: &mut Context<Self>) {
+        self.approximate_size = Some(outcome.size);
+        let Some(split_key) = outcome.split_key else {
+            return;
+        };
+        if !self.is_leader()
+            || outcome.region_version != self.region().region_epoch.map_or(0, |e| e.version)
+        {
+            return;
+        }
+        let ids = match self.ctx.ids.alloc(1 + self.region().peers.len()) {
+            Ok(ids) => ids,
+            Err(e) => return warn!("cannot allocate ids for a split: {e}"),
+        };
+        info!(size = outcome.size, key = ?String::from_utf8_lossy(&split_key), "splitting region by size");
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                region_epoch: self.region().region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::Split as i32,
+                split: Some(SplitRequest {
+                    split_key,
+                    new_region_id: ids[0],
+                    new_peer_ids: ids[1..].to_vec(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (callback, _) = tokio::sync::oneshot::channel();
+        self.propose_split(request, callback);
+        self.schedule_ready(ctx);
+    }
+
     fn on_snapshot_generated(&mut self, result: Result<eraftpb::Snapshot>) {
         self.generating_snapshot = false;
         match result {
@@ -437,6 +528,70 @@ impl PeerFsm {
             peer.on_snapshot_generated(result);
             peer.schedule_ready(ctx);
         }));
+    }
+
+    /// Proposes a membership change as a raft conf change whose context is the command.
+    /// One change at a time: a change proposed while another is unapplied is refused.
+    fn propose_conf_change(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let term = self.term();
+        let Some(change) = request.admin_request.as_ref().and_then(|a| a.change_peer) else {
+            let e = Error::InvalidRequest("ChangePeer without its request".into());
+            return respond_error(callback, &e, term);
+        };
+        let Some(peer) = change.peer else {
+            let e = Error::InvalidRequest("ChangePeer without a peer".into());
+            return respond_error(callback, &e, term);
+        };
+        if self.raft.raft.has_pending_conf() {
+            let e = Error::InvalidRequest(
+                "another membership change of this region is still being applied".into(),
+            );
+            return respond_error(callback, &e, term);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(match change.change_type() {
+            tinykv_proto::eraftpb::ConfChangeType::AddNode => ConfChangeType::AddNode,
+            tinykv_proto::eraftpb::ConfChangeType::RemoveNode => ConfChangeType::RemoveNode,
+            tinykv_proto::eraftpb::ConfChangeType::AddLearnerNode => {
+                let e = Error::InvalidRequest("learners are not supported".into());
+                return respond_error(callback, &e, term);
+            }
+        });
+        cc.node_id = peer.id;
+        cc.context = request.encode_to_vec().into();
+        let last_before = self.raft.raft.raft_log.last_index();
+        let proposed = self.raft.propose_conf_change(vec![], cc).is_ok();
+        let index = self.raft.raft.raft_log.last_index();
+        if !proposed || index == last_before {
+            return respond_error(callback, &self.not_leader(), term);
+        }
+        self.proposals.push_back(Proposal {
+            index,
+            term,
+            callback,
+        });
+    }
+
+    fn propose_split(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let key = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.split.as_ref())
+            .map(|s| s.split_key.clone())
+            .unwrap_or_default();
+        let checked = util::check_key_in_region(&key, self.region()).and_then(|_| {
+            if key.is_empty() || key == self.region().start_key {
+                Err(Error::InvalidRequest(
+                    "split key must lie strictly inside the region".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
+            Ok(()) => self.propose_write(request, callback),
+            Err(e) => respond_error(callback, &e, self.term()),
+        }
     }
 
     fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
@@ -585,15 +740,32 @@ impl PeerFsm {
 
     // ---- raft messages --------------------------------------------------------------
 
-    fn on_raft_message(&mut self, msg: RaftMessage) {
-        let Some(to) = &msg.to_peer else { return };
-        if to.store_id != self.ctx.store_id || to.id != self.peer.id {
+    fn on_raft_message(&mut self, msg: RaftMessage, ctx: &mut Context<Self>) {
+        let Some(to) = msg.to_peer else { return };
+        if to.store_id != self.ctx.store_id || to.id < self.peer.id {
             debug!(to = ?to, "dropping raft message for another peer");
             return;
         }
-        if let Some(from) = &msg.from_peer {
-            self.peer_cache.insert(from.id, *from);
+        let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
+        let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+        if to.id > self.peer.id {
+            // The region re-added this store with a new peer: this one is stale.
+            self.destroy("replaced by a newer peer on this store", ctx);
+            return;
         }
+        if msg.is_tombstone {
+            if their_conf_ver > my_conf_ver {
+                self.destroy("the region no longer includes this peer", ctx);
+            }
+            return;
+        }
+        let Some(from) = msg.from_peer else { return };
+        let is_member = self.region().peers.iter().any(|p| p.id == from.id);
+        if self.raft.store().is_initialized() && !is_member && their_conf_ver < my_conf_ver {
+            self.send_tombstone(from);
+            return;
+        }
+        self.peer_cache.insert(from.id, from);
         let Some(inner) = &msg.message else { return };
         let message: eraftpb::Message = match to_raft(inner) {
             Ok(m) => m,
@@ -655,6 +827,8 @@ impl PeerFsm {
         let mut mutations = Vec::new();
         if !ready.snapshot().is_empty() {
             mutations.extend(self.apply_snapshot(ready.snapshot(), ctx));
+            self.persisting_snapshot =
+                Some((ready.number(), ready.snapshot().get_metadata().index));
         }
         let entries = ready.take_entries();
         self.drop_overwritten_proposals(&entries);
@@ -680,7 +854,7 @@ impl PeerFsm {
             mutations,
             must_sync,
             last_index,
-            notify: ctx.address().recipient(),
+            notify: Some(ctx.address().recipient()),
         });
         self.apply_committed(committed);
         self.issue_reads();
@@ -792,6 +966,12 @@ impl PeerFsm {
             self.raft.mut_store().on_persisted(index);
         }
         self.raft.on_persist_ready(msg.ready_number);
+        if let Some((number, index)) = self.persisting_snapshot {
+            if number <= msg.ready_number {
+                self.persisting_snapshot = None;
+                self.raft.advance_apply_to(index);
+            }
+        }
         while self
             .unpersisted_msgs
             .front()
@@ -810,6 +990,7 @@ impl PeerFsm {
             return;
         }
         self.raft.mut_store().set_apply_state(msg.apply_state);
+        self.size_diff_hint += msg.written_bytes;
         for result in msg.results {
             match result {
                 ExecResult::CompactLog { index } => self.ctx.log_gc.do_send(LogGcTask {
@@ -820,11 +1001,123 @@ impl PeerFsm {
                         end: keys::raft_log_key(self.region_id, index + 1),
                     }],
                 }),
+                ExecResult::ChangePeer { change, region } => {
+                    self.on_peers_changed(change, region, ctx);
+                    if self.destroyed {
+                        return;
+                    }
+                }
+                ExecResult::Split { left, right } => {
+                    info!(left = ?left, right = ?right, "region split");
+                    self.approximate_size = None;
+                    self.raft.mut_store().set_region(left);
+                    self.report_route(ctx);
+                    self.ctx.router.do_send(CreateSplitPeer {
+                        region: right,
+                        campaign: self.is_leader(),
+                    });
+                }
             }
         }
         self.raft.advance_apply_to(applied);
         self.serve_reads();
         self.schedule_ready(ctx);
+    }
+
+    fn on_peers_changed(
+        &mut self,
+        change: Option<ConfChange>,
+        region: metapb::Region,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(change) = change {
+            if let Err(e) = self.raft.apply_conf_change(&change) {
+                warn!("raft refused an applied conf change: {e}");
+            }
+        }
+        info!(peers = ?region.peers, epoch = ?region.region_epoch, "membership changed");
+        for p in &region.peers {
+            self.peer_cache.insert(p.id, *p);
+        }
+        let removed = !region.peers.iter().any(|p| p.id == self.peer.id);
+        self.raft.mut_store().set_region(region);
+        self.report_route(ctx);
+        if removed {
+            self.destroy("removed from the region", ctx);
+        }
+    }
+
+    /// Removes this peer for good: its raft log and raft state go through the raft-log
+    /// writer and its data, apply state and a tombstone region state through the apply
+    /// writer, each queued behind this peer's earlier writes so none lands afterwards.
+    fn destroy(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        info!(reason, "destroying peer");
+        let region = self.region().clone();
+        let id = self.region_id;
+        self.ctx.log_writer.do_send(WriteTask {
+            region_id: id,
+            ready_number: 0,
+            mutations: vec![
+                Mutation::DeleteRange {
+                    cf: Cf::Raft,
+                    start: keys::raft_log_key(id, 0),
+                    end: keys::raft_log_key(id, u64::MAX),
+                },
+                Mutation::Delete {
+                    cf: Cf::Raft,
+                    key: keys::raft_state_key(id),
+                },
+            ],
+            must_sync: true,
+            last_index: None,
+            notify: None,
+        });
+        let mut mutations = vec![
+            Mutation::put_msg(
+                Cf::Meta,
+                keys::region_state_key(id),
+                &RegionLocalState {
+                    state: PeerState::Tombstone as i32,
+                    region: Some(region.clone()),
+                },
+            ),
+            Mutation::Delete {
+                cf: Cf::Meta,
+                key: keys::apply_state_key(id),
+            },
+        ];
+        if !region.peers.is_empty() || region.region_epoch.is_some() {
+            for cf in Cf::DATA {
+                mutations.push(Mutation::DeleteRange {
+                    cf,
+                    start: region.start_key.clone(),
+                    end: region.end_key.clone(),
+                });
+            }
+        }
+        self.apply.do_send(DestroyApply { mutations });
+        self.ctx.router.do_send(PeerDestroyed {
+            region_id: id,
+            peer: ctx.address(),
+        });
+        self.fail_all(&Error::RegionNotFound(id));
+        ctx.stop();
+    }
+
+    /// Tells a peer that is no longer part of the region to destroy itself.
+    fn send_tombstone(&self, to: metapb::Peer) {
+        self.ctx.transport.send(RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.peer),
+            to_peer: Some(to),
+            region_epoch: self.region().region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        });
     }
 
     fn status(&self) -> PeerStatus {
@@ -842,6 +1135,7 @@ impl PeerFsm {
                 .truncated_state
                 .as_ref()
                 .map_or(0, |t| t.index),
+            approximate_size: self.approximate_size,
         }
     }
 
@@ -875,7 +1169,15 @@ impl Actor for PeerFsm {
             let _enter = peer.span.clone().entered();
             peer.on_log_gc_tick(ctx);
         });
+        let split_tick = std::time::Duration::from_millis(self.ctx.cfg.split_check_tick_ms);
+        ctx.run_interval(split_tick, |peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            peer.on_split_check_tick(ctx);
+        });
         self.maybe_campaign();
+        if self.campaign_on_start && !self.is_leader() {
+            let _ = self.raft.campaign();
+        }
         self.report_route(ctx);
         self.schedule_ready(ctx);
     }
@@ -891,6 +1193,9 @@ impl Handler<HandleReady> for PeerFsm {
     fn handle(&mut self, _: HandleReady, ctx: &mut Self::Context) {
         let _enter = self.span.clone().entered();
         self.ready_scheduled = false;
+        if self.destroyed {
+            return;
+        }
         self.handle_ready(ctx);
     }
 }
@@ -909,8 +1214,13 @@ impl Handler<InboundRaftMessage> for PeerFsm {
 
     fn handle(&mut self, msg: InboundRaftMessage, ctx: &mut Self::Context) {
         let _enter = self.span.clone().entered();
-        self.on_raft_message(msg.0);
-        self.schedule_ready(ctx);
+        if self.destroyed {
+            return;
+        }
+        self.on_raft_message(msg.0, ctx);
+        if !self.destroyed {
+            self.schedule_ready(ctx);
+        }
     }
 }
 

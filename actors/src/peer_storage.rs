@@ -96,6 +96,16 @@ impl PeerStorage {
             (None, None) if !is_initialized(&region) => {
                 (RaftLocalState::default(), RaftApplyState::default())
             }
+            // A peer waiting for its first snapshot has voted (its hard state is on disk)
+            // but has no log and applied nothing; the vote must survive restarts.
+            (Some(r), None) if !is_initialized(&region) => (
+                RaftLocalState {
+                    hard_state: r.hard_state,
+                    last_index: 0,
+                    last_term: 0,
+                },
+                RaftApplyState::default(),
+            ),
             (r, a) => {
                 return Err(Error::Corruption(format!(
                     "region {region_id}: raft state present: {}, apply state present: {}",
@@ -556,7 +566,29 @@ mod tests {
         assert_eq!(s.first_index().unwrap(), 1);
         assert_eq!(s.last_index().unwrap(), 0);
         assert!(s.initial_state().unwrap().conf_state.voters.is_empty());
-        let err = PeerStorage::new(engine, region()).err().unwrap();
+        let err = PeerStorage::new(engine.clone(), region()).err().unwrap();
         assert!(matches!(err, Error::Corruption(_)), "{err:?}");
+        // A peer that voted before its snapshot arrived keeps its vote across restarts.
+        let voted = RaftLocalState {
+            hard_state: Some(tinykv_proto::eraftpb::HardState {
+                term: 9,
+                vote: 3,
+                commit: 0,
+            }),
+            ..Default::default()
+        };
+        engine
+            .write(
+                &[Mutation::put_msg(Cf::Raft, keys::raft_state_key(7), &voted)],
+                true,
+            )
+            .unwrap();
+        let placeholder = metapb::Region {
+            id: 7,
+            ..Default::default()
+        };
+        let s = PeerStorage::new(engine, placeholder).unwrap();
+        let hs = s.initial_state().unwrap().hard_state;
+        assert_eq!((hs.term, hs.vote, s.last_index().unwrap()), (9, 3, 0));
     }
 }

@@ -27,11 +27,6 @@ use crate::peer::PeerFsm;
 use crate::peer_storage::is_initialized;
 use crate::store::Store;
 
-/// Removes a region from the Router; sent by its PeerFsm when it is destroyed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UnregisterPeer(pub u64);
-
 /// Tells the Router where messages for unknown regions go.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -74,10 +69,34 @@ impl Router {
         self.routes.insert(id, route);
     }
 
+    /// Whether `[start, end)` intersects the range of any local initialized region.
+    fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
+        // The region starting at or before `start`, and any starting inside the range.
+        if self.find(start).is_some() {
+            return true;
+        }
+        self.ranges
+            .range(start.to_vec()..)
+            .next()
+            .is_some_and(|(s, _)| end.is_empty() || s.as_slice() < end)
+    }
+
     fn find(&self, key: &[u8]) -> Option<&RegionRoute> {
         let (_, id) = self.ranges.range(..=key.to_vec()).next_back()?;
         let route = self.routes.get(id)?;
         keys::in_range(key, &route.region.start_key, &route.region.end_key).then_some(route)
+    }
+}
+
+/// Whether a message may create a peer: a (pre-)vote, or a heartbeat of a leader that does
+/// not know the receiver's log.
+fn is_initial(msg: &tinykv_proto::raft_serverpb::RaftMessage) -> bool {
+    use tinykv_proto::eraftpb::MessageType;
+    let Some(m) = &msg.message else { return false };
+    match m.msg_type() {
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => true,
+        MessageType::MsgHeartbeat => m.commit == 0,
+        _ => false,
     }
 }
 
@@ -89,15 +108,31 @@ impl Actor for Router {
     }
 }
 
-impl Handler<UnregisterPeer> for Router {
+impl Handler<PeerDestroyed> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: UnregisterPeer, _: &mut Self::Context) {
-        self.peers.remove(&msg.0);
-        if let Some(old) = self.routes.remove(&msg.0) {
-            if self.ranges.get(&old.region.start_key) == Some(&msg.0) {
-                self.ranges.remove(&old.region.start_key);
+    fn handle(&mut self, msg: PeerDestroyed, _: &mut Self::Context) {
+        let id = msg.region_id;
+        if self.peers.get(&id) == Some(&msg.peer) {
+            self.peers.remove(&id);
+            if let Some(old) = self.routes.remove(&id) {
+                if self.ranges.get(&old.region.start_key) == Some(&id) {
+                    self.ranges.remove(&old.region.start_key);
+                }
             }
+        }
+        if let Some(store) = &self.store {
+            store.do_send(msg);
+        }
+    }
+}
+
+impl Handler<CreateSplitPeer> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: CreateSplitPeer, _: &mut Self::Context) {
+        if let Some(store) = &self.store {
+            store.do_send(msg);
         }
     }
 }
@@ -176,13 +211,24 @@ impl Handler<InboundRaftMessage> for Router {
             );
             return;
         }
-        match self.peers.get(&msg.0.region_id) {
-            Some(peer) => peer.do_send(msg),
-            None => {
-                if let Some(store) = &self.store {
-                    store.do_send(msg);
-                }
-            }
+        if let Some(peer) = self.peers.get(&msg.0.region_id) {
+            peer.do_send(msg);
+            return;
+        }
+        // No peer here: only an initial message for a range no local region covers may
+        // create one (a covering region has not applied the split that made this region).
+        if msg.0.is_tombstone || !is_initial(&msg.0) {
+            return;
+        }
+        if self.overlaps(&msg.0.start_key, &msg.0.end_key) {
+            tracing::debug!(
+                region = msg.0.region_id,
+                "not creating a peer over a local region's range"
+            );
+            return;
+        }
+        if let Some(store) = &self.store {
+            store.do_send(msg);
         }
     }
 }

@@ -10,13 +10,15 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 use tinykv_proto::metapb;
-use tinykv_proto::raft_serverpb::PeerState;
-use tracing::{debug, info};
+use tinykv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use tracing::{debug, info, warn};
 
 use crate::apply::ApplyFsm;
 use crate::batch_writer::ApplyWriter;
 use crate::bootstrap::load_regions;
+use crate::engine::Cf;
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerFsm};
 use crate::peer_storage::PeerStorage;
@@ -56,20 +58,75 @@ impl Store {
         self.peer_ctx.store_id
     }
 
-    /// Starts the PeerFsm and ApplyFsm of this store's peer of `region`.
-    fn spawn_peer(&mut self, region: metapb::Region) -> Result<Addr<PeerFsm>> {
+    /// This store's peer of an initialized `region`.
+    fn own_peer(&self, region: &metapb::Region) -> Result<metapb::Peer> {
         let store_id = self.store_id();
-        let peer = region
+        region
             .peers
             .iter()
             .find(|p| p.store_id == store_id)
-            .cloned()
+            .copied()
             .ok_or_else(|| {
                 Error::Corruption(format!(
                     "region {} has no peer on store {store_id}",
                     region.id
                 ))
-            })?;
+            })
+    }
+
+    /// Creates a peer for a raft message of a region this store has no peer of: from the
+    /// region state on disk if a split already wrote it, otherwise as an uninitialized
+    /// peer that the leader will fill with a snapshot. A message older than a tombstone of
+    /// the region is stale and creates nothing.
+    fn create_peer_for(&mut self, msg: &RaftMessage) -> Result<Option<Addr<PeerFsm>>> {
+        let Some(to) = msg.to_peer else {
+            return Ok(None);
+        };
+        let state: Option<RegionLocalState> = self
+            .peer_ctx
+            .engine
+            .get_msg(Cf::Meta, &keys::region_state_key(msg.region_id))?;
+        let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+        match state {
+            Some(s) if s.state() == PeerState::Tombstone => {
+                let dead_conf_ver = s
+                    .region
+                    .and_then(|r| r.region_epoch)
+                    .map_or(0, |e| e.conf_ver);
+                if their_conf_ver <= dead_conf_ver {
+                    debug!(region = msg.region_id, "message for a destroyed peer");
+                    return Ok(None);
+                }
+            }
+            Some(s) => {
+                let region = s.region.unwrap_or_default();
+                if region.peers.contains(&to) {
+                    return self.spawn_peer(region, to, false).map(Some);
+                }
+                return Ok(None);
+            }
+            None => {}
+        }
+        let placeholder = metapb::Region {
+            id: msg.region_id,
+            ..Default::default()
+        };
+        info!(
+            region = msg.region_id,
+            peer = to.id,
+            "creating peer from a raft message"
+        );
+        self.spawn_peer(placeholder, to, false).map(Some)
+    }
+
+    /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`.
+    fn spawn_peer(
+        &mut self,
+        region: metapb::Region,
+        peer: metapb::Peer,
+        campaign: bool,
+    ) -> Result<Addr<PeerFsm>> {
+        let store_id = self.store_id();
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
         let apply_state = *storage.apply_state();
         let slot = region.id as usize;
@@ -82,7 +139,8 @@ impl Store {
         let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
             ApplyFsm::new(store_id, peer_id, apply_region, apply_state, writer, token)
         });
-        let fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
+        let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
+        fsm.campaign_on_start = campaign;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());
         Ok(addr)
@@ -107,7 +165,8 @@ impl Handler<LoadPeers> for Store {
                 continue;
             }
             let Some(region) = state.region else { continue };
-            peers.push(self.spawn_peer(region)?);
+            let peer = self.own_peer(&region)?;
+            peers.push(self.spawn_peer(region, peer, false)?);
         }
         info!(
             store = self.store_id(),
@@ -127,11 +186,41 @@ impl Handler<InboundRaftMessage> for Store {
             peer.do_send(msg);
             return;
         }
-        debug!(
-            store = self.store_id(),
-            region = msg.0.region_id,
-            "dropping raft message for a region without a peer here"
-        );
+        match self.create_peer_for(&msg.0) {
+            Ok(Some(peer)) => peer.do_send(msg),
+            Ok(None) => {}
+            Err(e) => warn!(region = msg.0.region_id, "cannot create peer: {e}"),
+        }
+    }
+}
+
+impl Handler<CreateSplitPeer> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: CreateSplitPeer, _: &mut Self::Context) {
+        if self.peers.contains_key(&msg.region.id) {
+            // Already created from its region state by a message of a faster store.
+            return;
+        }
+        let created = self
+            .own_peer(&msg.region)
+            .and_then(|peer| self.spawn_peer(msg.region.clone(), peer, msg.campaign));
+        if let Err(e) = created {
+            warn!(
+                region = msg.region.id,
+                "cannot create the peer of a split region: {e}"
+            );
+        }
+    }
+}
+
+impl Handler<PeerDestroyed> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerDestroyed, _: &mut Self::Context) {
+        if self.peers.get(&msg.region_id) == Some(&msg.peer) {
+            self.peers.remove(&msg.region_id);
+        }
     }
 }
 

@@ -34,8 +34,8 @@ use crate::batch_writer::{ApplyWriter, RaftLogGcWriter, RaftLogWriter};
 use crate::bootstrap::load_store_ident;
 use crate::config::RaftStoreConfig;
 use crate::engine::Engine;
-use crate::id_alloc::{IdAllocator, StoreIdAllocator};
 use crate::error::{Error, Result};
+use crate::id_alloc::{IdAllocator, StoreIdAllocator};
 use crate::msg::*;
 use crate::peer::PeerContext;
 use crate::router::{Router, SetStore};
@@ -182,6 +182,7 @@ pub async fn start_store(
         router: router.clone(),
         log_writer,
         log_gc,
+        ids: ids.clone(),
         token,
     };
     let store = Store::start_in_arbiter(&arbiter(), move |_| {

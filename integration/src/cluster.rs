@@ -22,10 +22,23 @@ use tinykv::Error;
 use tinykv_actors::bootstrap::ensure_bootstrapped;
 use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
+use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+    AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftCmdResponse,
+    RaftRequestHeader, TransferLeaderRequest,
 };
+
+fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
+    AdminRequest {
+        cmd_type: AdminCmdType::ChangePeer as i32,
+        change_peer: Some(ChangePeerRequest {
+            change_type: change_type as i32,
+            peer: Some(peer),
+        }),
+        ..Default::default()
+    }
+}
 
 use crate::network::{SimNetwork, SimTransport};
 
@@ -36,19 +49,35 @@ struct InProcessForwarder {
     services: Services,
 }
 
+impl InProcessForwarder {
+    /// The service of running store `store_id`, or the error a stopped node answers with.
+    fn service(&self, store_id: u64) -> tinykv::Result<KvService> {
+        self.services
+            .read()
+            .unwrap()
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| Error::Forward {
+                store_id,
+                message: "store is stopped".into(),
+                maybe_delivered: false,
+            })
+    }
+}
+
 impl Forwarder for InProcessForwarder {
     fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, tinykv::Result<KvOutcome>> {
-        let service = self.services.read().unwrap().get(&store_id).cloned();
-        Box::pin(async move {
-            match service {
-                Some(service) => service.execute_local(op).await,
-                None => Err(Error::Forward {
-                    store_id,
-                    message: "store is stopped".into(),
-                    maybe_delivered: false,
-                }),
-            }
-        })
+        let service = self.service(store_id);
+        Box::pin(async move { service?.execute_local(op).await })
+    }
+
+    fn forward_command(
+        &self,
+        store_id: u64,
+        request: RaftCmdRequest,
+    ) -> BoxFuture<'static, tinykv::Result<RaftCmdResponse>> {
+        let service = self.service(store_id);
+        Box::pin(async move { service?.command_local(request).await })
     }
 }
 
@@ -116,7 +145,9 @@ impl Cluster {
         let forwarder = Arc::new(InProcessForwarder {
             services: self.services.clone(),
         });
-        let service = KvService::new(handle.router(), forwarder, self.timeouts);
+        let others = self.store_ids().into_iter().filter(|s| *s != id).collect();
+        let service =
+            KvService::new(handle.router(), forwarder, self.timeouts).with_other_stores(others);
         self.services.write().unwrap().insert(id, service);
         self.network.connect(handle.router());
         self.stores.insert(id, handle);
@@ -217,6 +248,165 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Every region some running store holds a peer of, in its newest known shape.
+    pub async fn regions(&self) -> Vec<metapb::Region> {
+        let mut newest: HashMap<u64, metapb::Region> = HashMap::new();
+        for handle in self.stores.values() {
+            for route in handle.router().regions().await.unwrap_or_default() {
+                if route.region.peers.is_empty() {
+                    continue;
+                }
+                let version =
+                    |r: &metapb::Region| r.region_epoch.map_or((0, 0), |e| (e.version, e.conf_ver));
+                let entry = newest
+                    .entry(route.region.id)
+                    .or_insert(route.region.clone());
+                if version(&route.region) > version(entry) {
+                    *entry = route.region;
+                }
+            }
+        }
+        let mut regions: Vec<_> = newest.into_values().collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        regions
+    }
+
+    /// The region the current leader of `region_id` reports.
+    pub async fn leader_region(&self, region_id: u64) -> Option<(metapb::Peer, metapb::Region)> {
+        self.region_statuses(region_id)
+            .await
+            .into_iter()
+            .filter(|s| s.leader_id == s.peer.id)
+            .max_by_key(|s| s.term)
+            .map(|s| (s.peer, s.region))
+    }
+
+    /// Proposes an admin command built from the leader's current region until `done`
+    /// holds for the leader's region, or `timeout` passes (then returns false).
+    async fn admin_until(
+        &self,
+        region_id: u64,
+        timeout: Duration,
+        build: impl Fn(&metapb::Region) -> AdminRequest,
+        done: impl Fn(&metapb::Region) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((leader, region)) = self.leader_region(region_id).await {
+                if done(&region) {
+                    return true;
+                }
+                let request = RaftCmdRequest {
+                    header: Some(RaftRequestHeader {
+                        region_id,
+                        region_epoch: region.region_epoch,
+                        ..Default::default()
+                    }),
+                    admin_request: Some(build(&region)),
+                    ..Default::default()
+                };
+                if let Some(handle) = self.stores.get(&leader.store_id) {
+                    let _ = handle
+                        .router()
+                        .command(request, Duration::from_secs(2))
+                        .await;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `request` to store `store_id` once and returns the region error it answers,
+    /// if any (`None` also when the store is not running or the command timed out).
+    pub async fn command_on(
+        &self,
+        store_id: u64,
+        request: RaftCmdRequest,
+    ) -> Option<tinykv_actors::Error> {
+        let handle = self.stores.get(&store_id)?;
+        match handle
+            .router()
+            .command(request, Duration::from_secs(2))
+            .await
+        {
+            Ok(response) => response.err(),
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Adds `peer` to `region_id`, within `timeout`; false if it did not happen.
+    pub async fn try_add_peer(
+        &self,
+        region_id: u64,
+        peer: metapb::Peer,
+        timeout: Duration,
+    ) -> bool {
+        self.admin_until(
+            region_id,
+            timeout,
+            |_| change_peer(ConfChangeType::AddNode, peer),
+            |r| r.peers.contains(&peer),
+        )
+        .await
+    }
+
+    /// Removes `peer` from `region_id`, within `timeout`; false if it did not happen.
+    pub async fn try_remove_peer(
+        &self,
+        region_id: u64,
+        peer: metapb::Peer,
+        timeout: Duration,
+    ) -> bool {
+        self.admin_until(
+            region_id,
+            timeout,
+            |_| change_peer(ConfChangeType::RemoveNode, peer),
+            |r| !r.peers.contains(&peer),
+        )
+        .await
+    }
+
+    /// Adds `peer` to `region_id`, panicking after 10 s.
+    pub async fn must_add_peer(&self, region_id: u64, peer: metapb::Peer) {
+        let added = self
+            .try_add_peer(region_id, peer, Duration::from_secs(10))
+            .await;
+        assert!(added, "could not add {peer:?} to region {region_id}");
+    }
+
+    /// Removes `peer` from `region_id`, panicking after 10 s.
+    pub async fn must_remove_peer(&self, region_id: u64, peer: metapb::Peer) {
+        let removed = self
+            .try_remove_peer(region_id, peer, Duration::from_secs(10))
+            .await;
+        assert!(removed, "could not remove {peer:?} from region {region_id}");
+    }
+
+    /// A fresh peer id, from store 1's allocator (any running store's will do).
+    pub fn alloc_id(&self) -> u64 {
+        let handle = self.stores.values().next().expect("a running store");
+        handle.router().id_allocator().alloc(1).expect("alloc id")[0]
+    }
+
+    /// The region holding `key`, in its newest known shape.
+    pub async fn region_for_key(&self, key: &[u8]) -> metapb::Region {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.regions().await.into_iter().find(|r| {
+                key >= r.start_key.as_slice()
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            });
+            if let Some(region) = found {
+                return region;
+            }
+            assert!(Instant::now() < deadline, "no region holds {key:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Asks region `region_id`'s leader to hand leadership to `target` until `target`
     /// leads, failing after 5 s.
     pub async fn must_transfer_leader(&self, region_id: u64, target: metapb::Peer) {
@@ -252,6 +442,14 @@ impl Cluster {
                 "leadership of region {region_id} did not move to {target:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running store's peer of every region keeps at most `limit`
+    /// applied entries in its log (applied − truncated), failing after 10 s.
+    pub async fn wait_all_logs_bounded(&self, limit: u64) {
+        for region in self.regions().await {
+            self.wait_log_bounded(region.id, limit).await;
         }
     }
 

@@ -40,6 +40,10 @@ pub struct GenericTest {
     pub run_for: Duration,
     /// Compact the log every this many entries, and check it stays within twice that.
     pub max_raft_log: Option<u64>,
+    /// Add and remove random peers of random regions throughout.
+    pub conf_change: bool,
+    /// Use tiny regions (split at 300 bytes) and check that splits happened.
+    pub split: bool,
     /// Raftstore settings.
     pub config: RaftStoreConfig,
 }
@@ -56,6 +60,8 @@ impl GenericTest {
             iterations: 3,
             run_for: Duration::from_secs(5),
             max_raft_log: None,
+            conf_change: false,
+            split: false,
             config: RaftStoreConfig::for_tests(),
         }
     }
@@ -79,6 +85,20 @@ impl GenericTest {
         self
     }
 
+    /// Adds random membership changes.
+    pub fn conf_change(mut self) -> Self {
+        self.conf_change = true;
+        self
+    }
+
+    /// Uses tiny regions (max 300 bytes, split at 200) so they split constantly.
+    pub fn split(mut self) -> Self {
+        self.split = true;
+        self.config.region_max_size = 300;
+        self.config.region_split_size = 200;
+        self
+    }
+
     /// Adds random partitions.
     pub fn partitions(mut self) -> Self {
         self.partitions = true;
@@ -90,6 +110,7 @@ impl GenericTest {
         crate::init_test_logging();
         let election = self.config.election_timeout();
         let mut cluster = Cluster::start(self.stores, self.config.clone()).await;
+        let mut written = 0u64;
         for iteration in 0..self.iterations {
             tracing::info!(iteration, "starting iteration");
             let done = Arc::new(AtomicBool::new(false));
@@ -106,8 +127,17 @@ impl GenericTest {
                     done.clone(),
                 ))
             });
-            tokio::time::sleep(self.run_for).await;
-            done.store(true, Ordering::SeqCst);
+            let cluster_ref = &cluster;
+            let conf_changer = async {
+                if self.conf_change {
+                    conf_change_loop(cluster_ref, done.clone()).await;
+                }
+            };
+            let timer = async {
+                tokio::time::sleep(self.run_for).await;
+                done.store(true, Ordering::SeqCst);
+            };
+            futures::join!(conf_changer, timer);
             let mut appended = Vec::with_capacity(clients.len());
             for client in clients {
                 appended.push(client.await.expect("client panicked"));
@@ -129,7 +159,21 @@ impl GenericTest {
                 }
             }
             if let Some(limit) = self.max_raft_log {
-                cluster.wait_log_bounded(1, 2 * limit).await;
+                cluster.wait_all_logs_bounded(2 * limit).await;
+            }
+            written += appended
+                .iter()
+                .enumerate()
+                .flat_map(|(cli, &n)| (0..n).map(move |j| key(cli, j).len() + value(cli, j).len()))
+                .sum::<usize>() as u64;
+            // Once twice the maximum region size has been written, a split was due (and
+            // splits are never undone).
+            if self.split && written > 2 * self.config.region_max_size {
+                let first = cluster.region_for_key(b"").await;
+                assert!(
+                    !first.end_key.is_empty(),
+                    "{written} bytes written but the first region never split: {first:?}"
+                );
             }
             tracing::info!(iteration, ?appended, "iteration passed");
         }
@@ -201,6 +245,38 @@ async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
             got, want,
             "client {cli}: append {j} is missing, duplicated or out of order"
         );
+    }
+}
+
+/// TinyKV's conf changer: every 0–200 ms, picks a random region and store; removes the
+/// region's peer there if it has one and more than one peer, else adds a peer there. A
+/// change that cannot complete within 3 s (the network may be partitioned) is abandoned.
+async fn conf_change_loop(cluster: &Cluster, done: Arc<AtomicBool>) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stores = cluster.store_ids();
+    while !done.load(Ordering::SeqCst) {
+        let regions = cluster.regions().await;
+        let (region, store) = {
+            let mut rng = rand::thread_rng();
+            let region = regions[rng.gen_range(0..regions.len())].clone();
+            (region, stores[rng.gen_range(0..stores.len())])
+        };
+        let timeout = Duration::from_secs(3);
+        match region.peers.iter().find(|p| p.store_id == store) {
+            Some(peer) if region.peers.len() > 1 => {
+                cluster.try_remove_peer(region.id, *peer, timeout).await;
+            }
+            Some(_) => {}
+            None => {
+                let peer = tinykv_proto::metapb::Peer {
+                    id: cluster.alloc_id(),
+                    store_id: store,
+                };
+                cluster.try_add_peer(region.id, peer, timeout).await;
+            }
+        }
+        let pause = rand::thread_rng().gen_range(0..200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 

@@ -1,23 +1,52 @@
-//! Read-only admin endpoints: what this store holds and who leads it.
+//! Admin endpoints: what this store holds, and the operator's levers on regions.
+//!
+//! Views of this store:
 //!
 //! - `GET /v1/admin/regions`: every local region with its range, epoch, peers, leader and
-//!   the local peer's raft progress (term, commit, applied, last and truncated index);
+//!   the local peer's raft progress (term, commit, applied, last and truncated index) and
+//!   the region's approximate size in bytes (`null` until the peer's first size check);
 //! - `GET /v1/admin/regions/{id}`: one of them (404 `region_not_found` if not local);
 //! - `GET /v1/admin/stores/{id}`: this store's addresses and region/leader counts, or
 //!   another store's address-book entry with `"local": false` (404 if unknown).
 //!
-//! Region boundaries are keys, i.e. bytes: they are shown percent-encoded (every byte but
-//! ASCII letters, digits and `-._~`), the same form the KV endpoints take keys in.
+//! Operations on a region, executed by the node's [`AdminService`](crate::admin::AdminService)
+//! wherever the region's leader is (any node accepts them):
+//!
+//! - `POST /v1/admin/regions/{id}/split` with `{"key": "..."}`: splits the region at the
+//!   key; answers `{"regions": [left, right]}`;
+//! - `POST /v1/admin/regions/{id}/peers` with `{"store_id": N}`: adds a peer on that
+//!   store; answers the region;
+//! - `DELETE /v1/admin/regions/{id}/peers/{peer_id}`: removes that peer; answers the
+//!   region;
+//! - `POST /v1/admin/regions/{id}/transfer-leader` with `{"peer_id": N}`: answers
+//!   `{"ok": true}` once that peer leads.
+//!
+//! A region an operation returns is shown like the views show one, as the leader answered
+//! it: range, epoch and peers, with the leader and raft progress `null` (they are not part
+//! of the answer). A body that is not the expected JSON object (malformed, a field missing,
+//! of the wrong type, or unknown) is a 400 `bad_json` that changes nothing.
+//!
+//! Region boundaries and split keys are keys, i.e. bytes: they are shown percent-encoded
+//! (every byte but ASCII letters, digits and `-._~`), the same form the KV endpoints take
+//! keys in, and a split key is read back from that form.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::Serialize;
+use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tinykv_actors::msg::{PeerStatus, RegionRoute};
 use tinykv_proto::metapb;
 
+use super::error::body_error;
 use super::ApiState;
 use crate::error::{Error, Result};
+
+/// Largest body the admin endpoints accept.
+pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The request body type of the admin operations.
+type Body = std::result::Result<web::Bytes, actix_web::Error>;
 
 /// Bytes left as they are when a key is shown: RFC 3986's unreserved characters.
 const KEY_DISPLAY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -51,6 +80,9 @@ pub struct RegionInfo {
     pub last_index: Option<u64>,
     /// The local peer's last compacted log index.
     pub truncated_index: Option<u64>,
+    /// Bytes of keys and values in the region as of the local peer's last size check
+    /// (absent until one ran).
+    pub approximate_size: Option<u64>,
 }
 
 /// A region epoch.
@@ -80,6 +112,30 @@ impl From<&metapb::Peer> for PeerInfo {
     }
 }
 
+impl RegionInfo {
+    /// Describes `region` alone: range, epoch and peers; no leader, no raft progress.
+    pub fn from_region(region: &metapb::Region) -> RegionInfo {
+        let epoch = region.region_epoch.unwrap_or_default();
+        RegionInfo {
+            id: region.id,
+            start_key: display_key(&region.start_key),
+            end_key: display_key(&region.end_key),
+            epoch: EpochInfo {
+                conf_ver: epoch.conf_ver,
+                version: epoch.version,
+            },
+            peers: region.peers.iter().map(PeerInfo::from).collect(),
+            leader: None,
+            term: None,
+            applied_index: None,
+            commit_index: None,
+            last_index: None,
+            truncated_index: None,
+            approximate_size: None,
+        }
+    }
+}
+
 /// Describes a region from the router's route and, if it answered, the local peer's
 /// status (which is fresher).
 pub fn region_info(route: &RegionRoute, status: Option<&PeerStatus>) -> RegionInfo {
@@ -92,22 +148,15 @@ pub fn region_info(route: &RegionRoute, status: Option<&PeerStatus>) -> RegionIn
             .map(PeerInfo::from),
         None => route.leader.as_ref().map(PeerInfo::from),
     };
-    let epoch = region.region_epoch.unwrap_or_default();
     RegionInfo {
-        id: region.id,
-        start_key: display_key(&region.start_key),
-        end_key: display_key(&region.end_key),
-        epoch: EpochInfo {
-            conf_ver: epoch.conf_ver,
-            version: epoch.version,
-        },
-        peers: region.peers.iter().map(PeerInfo::from).collect(),
         leader,
         term: status.map(|s| s.term),
         applied_index: status.map(|s| s.applied_index),
         commit_index: status.map(|s| s.commit_index),
         last_index: status.map(|s| s.last_index),
         truncated_index: status.map(|s| s.truncated_index),
+        approximate_size: status.and_then(|s| s.approximate_size),
+        ..RegionInfo::from_region(region)
     }
 }
 
@@ -129,7 +178,7 @@ pub async fn list_regions(state: web::Data<ApiState>) -> Result<HttpResponse> {
 
 /// `GET /v1/admin/regions/{id}`.
 pub async fn get_region(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
-    let id = path_id(&req)?;
+    let id = path_number(&req, "id")?;
     let store = state.service.store();
     let route = store
         .regions()
@@ -148,7 +197,7 @@ pub async fn get_region(req: HttpRequest, state: web::Data<ApiState>) -> Result<
 
 /// `GET /v1/admin/stores/{id}`.
 pub async fn get_store(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
-    let id = path_id(&req)?;
+    let id = path_number(&req, "id")?;
     let Some(address) = state.addresses.get(id) else {
         return Err(Error::NoSuchResource {
             code: "store_not_found",
@@ -178,8 +227,100 @@ pub async fn get_store(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
     })))
 }
 
-fn path_id(req: &HttpRequest) -> Result<u64> {
-    let raw = req.match_info().get("id").unwrap_or_default();
+/// The body of `POST /v1/admin/regions/{id}/split`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    /// The split key, percent-encoded.
+    pub key: String,
+}
+
+/// The body of `POST /v1/admin/regions/{id}/peers`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddPeerBody {
+    /// The store to place the new peer on.
+    pub store_id: u64,
+}
+
+/// The body of `POST /v1/admin/regions/{id}/transfer-leader`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderBody {
+    /// The peer to make leader.
+    pub peer_id: u64,
+}
+
+/// `POST /v1/admin/regions/{id}/split`.
+pub async fn split_region(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body,
+) -> Result<HttpResponse> {
+    let id = path_number(&req, "id")?;
+    let body: SplitBody = parse_body(body)?;
+    let key: Vec<u8> = percent_decode_str(&body.key).collect();
+    let regions = state.admin.split(id, key).await?;
+    let regions: Vec<RegionInfo> = regions.iter().map(RegionInfo::from_region).collect();
+    Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
+}
+
+/// `POST /v1/admin/regions/{id}/peers`.
+pub async fn add_peer(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body,
+) -> Result<HttpResponse> {
+    let id = path_number(&req, "id")?;
+    let body: AddPeerBody = parse_body(body)?;
+    let region = state.admin.add_peer(id, body.store_id).await?;
+    Ok(HttpResponse::Ok().json(RegionInfo::from_region(&region)))
+}
+
+/// `DELETE /v1/admin/regions/{id}/peers/{peer_id}`.
+pub async fn remove_peer(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let id = path_number(&req, "id")?;
+    let peer_id = path_number(&req, "peer_id")?;
+    let region = state.admin.remove_peer(id, peer_id).await?;
+    Ok(HttpResponse::Ok().json(RegionInfo::from_region(&region)))
+}
+
+/// `POST /v1/admin/regions/{id}/transfer-leader`.
+pub async fn transfer_leader(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body,
+) -> Result<HttpResponse> {
+    let id = path_number(&req, "id")?;
+    let body: TransferLeaderBody = parse_body(body)?;
+    state.admin.transfer_leader(id, body.peer_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+/// Reads a request body holding a JSON object into a `T`; anything else is a 400
+/// `bad_json` saying what is wrong.
+pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {
+    let body = body.map_err(|e| body_error(&e, ADMIN_BODY_LIMIT))?;
+    let bad_json = |problem: String| {
+        Error::bad_request(
+            "bad_json",
+            format!("the body must be a JSON object with the documented fields: {problem}"),
+        )
+    };
+    if body.is_empty() {
+        return Err(bad_json("the body is empty".into()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad_json(format!("got {value}")));
+    }
+    serde_json::from_value(value).map_err(|e| bad_json(e.to_string()))
+}
+
+/// The numeric path parameter `name`, or a 400 `invalid_id`.
+fn path_number(req: &HttpRequest, name: &str) -> Result<u64> {
+    let raw = req.match_info().get(name).unwrap_or_default();
     raw.parse()
         .map_err(|_| Error::bad_request("invalid_id", format!("{raw:?} is not a numeric id")))
 }
@@ -193,6 +334,68 @@ mod tests {
         assert_eq!(display_key(b"user/42 x"), "user%2F42%20x");
         assert_eq!(display_key(&[0xff, b'a', b'~']), "%FFa~");
         assert_eq!(display_key(b""), "");
+    }
+
+    fn parse<T: DeserializeOwned>(body: &str) -> Result<T> {
+        parse_body(Ok(web::Bytes::from(body.to_string())))
+    }
+
+    #[test]
+    fn operation_bodies_are_strict_json_objects() {
+        assert_eq!(
+            parse::<SplitBody>(r#"{"key": "user%2F42"}"#).unwrap(),
+            SplitBody {
+                key: "user%2F42".into()
+            }
+        );
+        assert_eq!(
+            parse::<AddPeerBody>(r#"{"store_id": 3}"#).unwrap(),
+            AddPeerBody { store_id: 3 }
+        );
+        assert_eq!(
+            parse::<TransferLeaderBody>(r#"{"peer_id": 9}"#).unwrap(),
+            TransferLeaderBody { peer_id: 9 }
+        );
+        for (body, problem) in [
+            ("", "empty"),
+            ("{", "EOF"),
+            (r#"["a"]"#, "got [\"a\"]"),
+            ("{}", "missing field `key`"),
+            (r#"{"key": 5}"#, "invalid type"),
+            (r#"{"key": "a", "at": "b"}"#, "unknown field `at`"),
+        ] {
+            let err = parse::<SplitBody>(body).unwrap_err();
+            assert_eq!(
+                (err.code(), err.status().as_u16()),
+                ("bad_json", 400),
+                "{body}"
+            );
+            assert!(err.to_string().contains(problem), "{body}: {err}");
+        }
+        for body in [
+            r#"{"store_id": -1}"#,
+            r#"{"store_id": "2"}"#,
+            r#"{"peer_id": 1}"#,
+        ] {
+            assert_eq!(parse::<AddPeerBody>(body).unwrap_err().code(), "bad_json");
+        }
+        let err = parse_body::<AddPeerBody>(Err(actix_web::error::PayloadError::Overflow.into()))
+            .unwrap_err();
+        assert_eq!(err.code(), "too_large");
+    }
+
+    #[test]
+    fn a_returned_region_has_no_leader_or_progress() {
+        let region = metapb::Region {
+            id: 4,
+            start_key: b"a b".to_vec(),
+            peers: vec![metapb::Peer { id: 5, store_id: 2 }],
+            ..Default::default()
+        };
+        let info = serde_json::to_value(RegionInfo::from_region(&region)).unwrap();
+        assert_eq!(info["start_key"], "a%20b");
+        assert_eq!(info["peers"], json!([{ "id": 5, "store_id": 2 }]));
+        assert!(info["leader"].is_null() && info["applied_index"].is_null());
     }
 
     #[test]
@@ -224,11 +427,13 @@ mod tests {
             applied_index: 8,
             last_index: 9,
             truncated_index: 5,
+            approximate_size: Some(4096),
         };
         let info = region_info(&route, Some(&status));
         assert_eq!(info.leader.as_ref().map(|l| l.store_id), Some(2));
         assert_eq!((info.term, info.applied_index), (Some(6), Some(8)));
         assert_eq!((info.end_key.as_str(), info.epoch.version), ("m", 2));
+        assert_eq!(info.approximate_size, Some(4096));
         assert!(region_info(&route, None).leader.is_none());
     }
 }

@@ -10,6 +10,14 @@
 //! The answer is always HTTP 200 with the outcome in the body, errors included (in
 //! `region_error` or `error`, encoded by [`error_to_wire`]), except for a body that is not
 //! the expected message, which is a 400 and executes nothing.
+//!
+//! `POST /internal/v1/raft-cmd` takes a whole protobuf `RaftCmdRequest` (an admin command,
+//! or a probe read) and hands it to the local peer of the region its header names, with
+//! [`KvService::command_local`](crate::service::KvService::command_local). The answer is
+//! the `RaftCmdResponse`, HTTP 200, with the command's own failures in its header. If the
+//! local store gives no answer at all, the reply is the JSON error of the API instead: 504
+//! when the attempt timed out (the command may still apply) and 503 when the store is
+//! stopping; a body that is not a `RaftCmdRequest` is a 400.
 
 use actix_web::{web, HttpResponse};
 use prost::Message;
@@ -18,6 +26,7 @@ use tinykv_proto::kvrpcpb::{
     KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
+use tinykv_proto::raft_cmdpb::RaftCmdRequest;
 
 use super::error::body_error;
 use super::ApiState;
@@ -134,6 +143,13 @@ pub async fn raw_scan(state: web::Data<ApiState>, body: Body) -> Result<HttpResp
         Ok(other) => (response.region_error, response.error) = error_to_wire(&unexpected(other)),
         Err(e) => (response.region_error, response.error) = error_to_wire(&e),
     }
+    Ok(protobuf(&response))
+}
+
+/// `POST /internal/v1/raft-cmd`.
+pub async fn raft_cmd(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: RaftCmdRequest = decode(&state, body)?;
+    let response = state.service.command_local(request).await?;
     Ok(protobuf(&response))
 }
 

@@ -4,13 +4,16 @@
 //!
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
 //!   [`request`];
-//! - [`internal`]: `/internal/v1/raw/*`, where other nodes forward requests;
-//! - [`admin`]: read-only views of regions and stores under `/v1/admin`;
+//! - [`internal`]: `/internal/v1/raw/*` and `/internal/v1/raft-cmd`, where other nodes
+//!   forward requests and admin commands;
+//! - [`admin`]: views of regions and stores, and operations on regions (split, add or
+//!   remove a peer, transfer leadership) under `/v1/admin`;
 //!
 //! plus `GET /health`. Every error, including an unknown route (404), a wrong method
 //! (405) and an oversized body (413), is answered as JSON by [`error`]. Request bodies
 //! are limited per scope with actix's `PayloadConfig`: `api.max_value_bytes` for client
-//! values, a little more for forwarded requests that carry a key and a value.
+//! values, a little more for forwarded requests that carry a key and a value, and
+//! [`admin::ADMIN_BODY_LIMIT`] for the small JSON bodies of admin operations.
 
 pub mod admin;
 pub mod error;
@@ -23,13 +26,17 @@ use actix_web::HttpResponse;
 use serde_json::json;
 
 use crate::address_book::AddressBook;
+use crate::admin::AdminService;
 use crate::config::ApiConfig;
+use crate::forward::RAFT_CMD_PATH;
 use crate::service::KvService;
 
 /// What every handler needs: shared by all HTTP workers.
 pub struct ApiState {
     /// Executes key-value operations.
     pub service: KvService,
+    /// Executes admin operations on regions.
+    pub admin: AdminService,
     /// Request limits.
     pub limits: ApiConfig,
     /// Where the cluster's stores listen.
@@ -89,7 +96,14 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     ),
             )
             .service(
+                web::resource(RAFT_CMD_PATH)
+                    .app_data(PayloadConfig::new(internal_limit))
+                    .post(internal::raft_cmd)
+                    .default_service(not_allowed()),
+            )
+            .service(
                 web::scope("/v1/admin")
+                    .app_data(PayloadConfig::new(admin::ADMIN_BODY_LIMIT))
                     .service(
                         web::resource("/regions")
                             .get(admin::list_regions)
@@ -98,6 +112,26 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(
                         web::resource("/regions/{id}")
                             .get(admin::get_region)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/regions/{id}/split")
+                            .post(admin::split_region)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/regions/{id}/peers")
+                            .post(admin::add_peer)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/regions/{id}/peers/{peer_id}")
+                            .delete(admin::remove_peer)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/regions/{id}/transfer-leader")
+                            .post(admin::transfer_leader)
                             .default_service(not_allowed()),
                     )
                     .service(

@@ -1,5 +1,7 @@
 //! The whole handler stack against a real one-store raftstore: a client's view of the
-//! API, the internal endpoints other nodes use, and the admin views.
+//! API, the internal endpoints other nodes use, and the admin views and operations. A
+//! second, empty store (bootstrapped without any region) shows how a node that lacks a
+//! region reaches the one that holds it, for client requests and admin operations alike.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +13,16 @@ use serde_json::Value;
 use tinykv_actors::bootstrap::ensure_bootstrapped;
 use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle, Transport};
 use tinykv_proto::kvrpcpb::{RawGetRequest, RawGetResponse, RawPutRequest, RawPutResponse};
+use tinykv_proto::raft_cmdpb::{
+    CmdType, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request, SnapRequest,
+};
 use tinykv_proto::raft_serverpb::RaftMessage;
 
 use super::*;
 use crate::config::StoreAddress;
 use crate::forward::HttpForwarder;
 use crate::service::{Forwarder, KvOp, KvOutcome, ServiceTimeouts};
+use crate::Error;
 
 /// A network that loses everything: a one-store cluster never needs it.
 struct NoNetwork;
@@ -33,30 +39,40 @@ struct SingleStore {
 }
 
 impl SingleStore {
+    /// Store 1, holding region 1 (the whole key space) and alone in its address book.
     async fn start() -> SingleStore {
+        let addresses = AddressBook::new([unreachable_address(1)]);
+        SingleStore::start_as(1, &[1], addresses).await
+    }
+
+    /// Store `store_id` of a cluster whose region 1 lives on `initial_stores`, reaching
+    /// other stores at `addresses`.
+    async fn start_as(
+        store_id: u64,
+        initial_stores: &[u64],
+        addresses: AddressBook,
+    ) -> SingleStore {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("db")).unwrap();
-        ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
+        ensure_bootstrapped(&engine, 1, store_id, initial_stores).unwrap();
         let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
             .await
             .unwrap();
-        let addresses = AddressBook::new([StoreAddress {
-            id: 1,
-            raft_addr: "127.0.0.1:1".into(),
-            http_addr: "127.0.0.1:2".into(),
-        }]);
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(3),
         };
-        let forwarder = HttpForwarder::new(addresses.clone(), timeouts.attempt).unwrap();
+        let forwarder: Arc<dyn Forwarder> =
+            Arc::new(HttpForwarder::new(addresses.clone(), timeouts.attempt).unwrap());
         let limits = ApiConfig {
             max_key_bytes: 32,
             max_value_bytes: 1024,
             ..Default::default()
         };
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), Arc::new(forwarder), timeouts),
+            service: KvService::new(store.router(), forwarder.clone(), timeouts)
+                .with_address_book(addresses.clone()),
+            admin: AdminService::new(store.router(), forwarder, addresses.clone(), timeouts),
             limits,
             addresses,
         });
@@ -67,9 +83,34 @@ impl SingleStore {
         }
     }
 
+    /// Serves the node's API on a free local port; returns its address and the server's
+    /// handle.
+    fn serve(&self) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+        let state = self.state.clone();
+        let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+            .workers(1)
+            .disable_signals()
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        (addr, handle)
+    }
+
     async fn stop(self) {
         drop(self.state);
         self.store.shutdown().await;
+    }
+}
+
+/// An address-book entry for store `id` where nothing listens.
+fn unreachable_address(id: u64) -> StoreAddress {
+    StoreAddress {
+        id,
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
     }
 }
 
@@ -378,16 +419,7 @@ async fn admin_views_show_the_region_and_the_store() {
 #[actix_rt::test]
 async fn a_forwarded_request_executes_on_the_target_node() {
     let node = SingleStore::start().await;
-    let state = node.state.clone();
-    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    let serving = actix_rt::spawn(server);
+    let (addr, handle) = node.serve();
 
     let book = AddressBook::new([StoreAddress {
         id: 1,
@@ -439,6 +471,409 @@ async fn a_forwarded_request_executes_on_the_target_node() {
     );
 
     handle.stop(true).await;
-    let _ = serving.await;
+    node.stop().await;
+}
+
+/// A read of region `region_id`, as a raw command: answered by its leader with the region.
+fn region_read(region_id: u64) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id,
+            ..Default::default()
+        }),
+        requests: vec![Request {
+            cmd_type: CmdType::Snap as i32,
+            snap: Some(SnapRequest {}),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn header_error(response: &RaftCmdResponse) -> Option<tinykv_actors::Error> {
+    response
+        .header
+        .as_ref()
+        .and_then(|h| h.error.as_ref())
+        .map(tinykv_actors::Error::from_pb)
+}
+
+#[actix_rt::test]
+async fn admin_operations_refuse_bad_input_and_change_nothing() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let post = |path: &str, body: &str| {
+        test::TestRequest::post()
+            .uri(path)
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body.to_string())
+    };
+
+    let cases = [
+        (
+            post("/v1/admin/regions/1/split", r#"{"key": ""}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_split_key",
+        ),
+        (
+            post("/v1/admin/regions/1/split", "{}"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            post("/v1/admin/regions/1/split", "key=a"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            post("/v1/admin/regions/one/split", r#"{"key": "a"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            post(
+                "/v1/admin/regions/1/split",
+                &format!(r#"{{"key": "{}"}}"#, "k".repeat(70_000)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            post("/v1/admin/regions/1/peers", r#"{"store_id": 9}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown_store",
+        ),
+        (
+            post("/v1/admin/regions/1/peers", r#"{"store_id": 1}"#),
+            StatusCode::BAD_REQUEST,
+            "peer_exists",
+        ),
+        (
+            post("/v1/admin/regions/1/peers", r#"{"store": 2}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            test::TestRequest::delete().uri("/v1/admin/regions/1/peers/7"),
+            StatusCode::NOT_FOUND,
+            "peer_not_found",
+        ),
+        (
+            test::TestRequest::delete().uri("/v1/admin/regions/1/peers/1"),
+            StatusCode::BAD_REQUEST,
+            "last_peer",
+        ),
+        (
+            test::TestRequest::delete().uri("/v1/admin/regions/1/peers/x"),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            post("/v1/admin/regions/1/transfer-leader", r#"{"peer_id": 7}"#),
+            StatusCode::NOT_FOUND,
+            "peer_not_found",
+        ),
+        (
+            post("/v1/admin/regions/1/transfer-leader", r#"{"peer_id": "1"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            post("/v1/admin/regions/9/transfer-leader", r#"{"peer_id": 1}"#),
+            StatusCode::NOT_FOUND,
+            "region_not_found",
+        ),
+        (
+            test::TestRequest::get().uri("/v1/admin/regions/1/split"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            test::TestRequest::get().uri("/v1/admin/regions/1/peers/1"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, body) = call!(&app, request);
+        assert_eq!(
+            (got_status, error_code(&body).as_str()),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    let (status, body) = call!(
+        &app,
+        post("/v1/admin/regions/1/transfer-leader", r#"{"peer_id": 1}"#)
+    );
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(json(&body), serde_json::json!({ "ok": true }));
+
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions/1"));
+    let region = json(&body);
+    assert_eq!(
+        region["epoch"],
+        serde_json::json!({ "conf_ver": 1, "version": 1 }),
+        "nothing changed"
+    );
+    assert_eq!(
+        region["peers"],
+        serde_json::json!([{ "id": 1, "store_id": 1 }])
+    );
+    assert!(region.get("approximate_size").is_some());
+
+    drop(app);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_admin_service_checks_its_input_against_the_leader() {
+    let node = SingleStore::start().await;
+    let admin = node.state.admin.clone();
+
+    admin.transfer_leader(1, 1).await.unwrap();
+    let err = admin.add_peer(1, 5).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.status()),
+        ("unknown_store", StatusCode::BAD_REQUEST)
+    );
+    let err = admin.split(1, Vec::new()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.status()),
+        ("invalid_split_key", StatusCode::BAD_REQUEST)
+    );
+    let err = admin.remove_peer(1, 2).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.status()),
+        ("peer_not_found", StatusCode::NOT_FOUND)
+    );
+    let err = admin.transfer_leader(4, 1).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.status()),
+        ("region_not_found", StatusCode::NOT_FOUND)
+    );
+
+    drop(admin);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_raw_command_round_trips_through_the_internal_endpoint() {
+    let node = SingleStore::start().await;
+    let (addr, handle) = node.serve();
+    let book = AddressBook::new([StoreAddress {
+        id: 1,
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: addr.to_string(),
+    }]);
+    let forwarder = HttpForwarder::new(book, Duration::from_secs(3)).unwrap();
+
+    // The store may still be electing itself: a read succeeds once it leads.
+    let mut response = forwarder.forward_command(1, region_read(1)).await.unwrap();
+    for _ in 0..100 {
+        match header_error(&response) {
+            Some(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                response = forwarder.forward_command(1, region_read(1)).await.unwrap();
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(header_error(&response).map(|e| e.to_string()), None);
+    let region = response.responses[0]
+        .snap
+        .as_ref()
+        .unwrap()
+        .region
+        .as_ref()
+        .unwrap();
+    assert_eq!((region.id, region.peers.len()), (1, 1));
+
+    let response = forwarder.forward_command(1, region_read(9)).await.unwrap();
+    assert!(
+        matches!(
+            header_error(&response),
+            Some(tinykv_actors::Error::RegionNotFound(9))
+        ),
+        "{response:?}"
+    );
+
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri(crate::forward::RAFT_CMD_PATH)
+            .set_payload(vec![0xff, 0xff])
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_protobuf")
+    );
+
+    drop(app);
+    handle.stop(true).await;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_store_without_the_region_reaches_the_store_that_has_it() {
+    let holder = SingleStore::start().await;
+    let (addr, handle) = holder.serve();
+    let book = AddressBook::new([
+        StoreAddress {
+            id: 1,
+            raft_addr: "127.0.0.1:1".into(),
+            http_addr: addr.to_string(),
+        },
+        unreachable_address(2),
+    ]);
+    let empty = SingleStore::start_as(2, &[1], book).await;
+    assert!(empty
+        .state
+        .service
+        .store()
+        .regions()
+        .await
+        .unwrap()
+        .is_empty());
+
+    let service = &empty.state.service;
+    service
+        .put(Cf::Default, b"k".to_vec(), b"v".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        service.get(Cf::Default, b"k".to_vec()).await.unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(
+        holder
+            .state
+            .service
+            .execute_local(KvOp::Get {
+                cf: Cf::Default,
+                key: b"k".to_vec(),
+            })
+            .await
+            .unwrap(),
+        KvOutcome::Value(Some(b"v".to_vec())),
+        "the write landed on the store holding the region"
+    );
+    assert_eq!(
+        service.scan(Cf::Default, vec![], vec![], 10).await.unwrap(),
+        vec![(b"k".to_vec(), b"v".to_vec())]
+    );
+
+    let admin = &empty.state.admin;
+    admin.transfer_leader(1, 1).await.unwrap();
+    let err = admin.add_peer(1, 1).await.unwrap_err();
+    assert_eq!(err.code(), "peer_exists", "{err}");
+    let err = admin.remove_peer(1, 3).await.unwrap_err();
+    assert_eq!(err.code(), "peer_not_found", "{err}");
+    let err = admin.transfer_leader(5, 1).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::NoSuchResource {
+                code: "region_not_found",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    empty.stop().await;
+    handle.stop(true).await;
+    holder.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_region_splits_at_a_key_and_both_halves_serve() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    call!(
+        &app,
+        test::TestRequest::put().uri("/v1/kv/a").set_payload("1")
+    );
+
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/split")
+            .set_payload(r#"{"key": "m%2F"}"#)
+    );
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let regions = json(&body)["regions"].clone();
+    assert_eq!(
+        (regions[0]["id"].clone(), regions[0]["end_key"].clone()),
+        (1.into(), "m%2F".into())
+    );
+    assert_eq!(regions[1]["start_key"], "m%2F");
+    assert_eq!(regions[0]["epoch"]["version"], 2);
+
+    for key in ["b", "z"] {
+        let (status, body) = call!(
+            &app,
+            test::TestRequest::put()
+                .uri(&format!("/v1/kv/{key}"))
+                .set_payload(key)
+        );
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/kv"));
+    assert_eq!(
+        json(&body)["kvs"],
+        serde_json::json!([
+            { "key": "a", "value": "1" },
+            { "key": "b", "value": "b" },
+            { "key": "z", "value": "z" }
+        ])
+    );
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/split")
+            .set_payload(r#"{"key": "n"}"#)
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_split_key"),
+        "the left half ends before n"
+    );
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions"));
+    assert_eq!(json(&body)["regions"].as_array().unwrap().len(), 2);
+
+    drop(app);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_peer_is_added_with_a_fresh_id_on_a_known_store() {
+    let addresses = AddressBook::new([unreachable_address(1), unreachable_address(2)]);
+    let node = SingleStore::start_as(1, &[1], addresses).await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/peers")
+            .set_payload(r#"{"store_id": 2}"#)
+    );
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let region = json(&body);
+    assert_eq!(region["epoch"]["conf_ver"], 2);
+    let peers = region["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[1]["store_id"], 2);
+    assert!(peers[1]["id"].as_u64().unwrap() > 1, "a fresh peer id");
+
+    // With store 2 unreachable the region has lost its quorum and may stop leading; the
+    // local view still shows the new membership.
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions/1"));
+    assert_eq!(json(&body)["peers"].as_array().unwrap().len(), 2);
+
+    drop(app);
     node.stop().await;
 }
