@@ -761,7 +761,15 @@ impl PeerFsm {
         }
         let Some(from) = msg.from_peer else { return };
         let is_member = self.region().peers.iter().any(|p| p.id == from.id);
-        if self.raft.store().is_initialized() && !is_member && their_conf_ver < my_conf_ver {
+        // Only a sender that knows its region (an epoch) can be stale; a new peer still
+        // waiting for its snapshot has none, and this peer may just not have applied the
+        // change that added it yet.
+        let sender_initialized = msg.region_epoch.is_some_and(|e| e.conf_ver > 0);
+        if self.raft.store().is_initialized()
+            && sender_initialized
+            && !is_member
+            && their_conf_ver < my_conf_ver
+        {
             self.send_tombstone(from);
             return;
         }
@@ -812,6 +820,11 @@ impl PeerFsm {
         // flight, or an older apply could land after it.
         let snapshot_pending = self.raft.raft.raft_log.unstable_snapshot().is_some();
         if snapshot_pending && self.sent_to_apply > self.raft.store().applied_index() {
+            debug!(
+                sent_to_apply = self.sent_to_apply,
+                applied = self.raft.store().applied_index(),
+                "snapshot waits for in-flight applies"
+            );
             return;
         }
         let mut ready = self.raft.ready();

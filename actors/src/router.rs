@@ -69,6 +69,25 @@ impl Router {
         self.routes.insert(id, route);
     }
 
+    /// The PeerFsm of `region_id` if it is still running. A stopped one (destroyed, its
+    /// unregistration not yet seen) is forgotten here, so messages for the region reach
+    /// the Store and can create its successor.
+    fn live_peer(&mut self, region_id: u64) -> Option<&Addr<PeerFsm>> {
+        if self.peers.get(&region_id).is_some_and(|p| !p.connected()) {
+            self.forget(region_id);
+        }
+        self.peers.get(&region_id)
+    }
+
+    fn forget(&mut self, region_id: u64) {
+        self.peers.remove(&region_id);
+        if let Some(old) = self.routes.remove(&region_id) {
+            if self.ranges.get(&old.region.start_key) == Some(&region_id) {
+                self.ranges.remove(&old.region.start_key);
+            }
+        }
+    }
+
     /// Whether `[start, end)` intersects the range of any local initialized region.
     fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
         // The region starting at or before `start`, and any starting inside the range.
@@ -112,14 +131,8 @@ impl Handler<PeerDestroyed> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: PeerDestroyed, _: &mut Self::Context) {
-        let id = msg.region_id;
-        if self.peers.get(&id) == Some(&msg.peer) {
-            self.peers.remove(&id);
-            if let Some(old) = self.routes.remove(&id) {
-                if self.ranges.get(&old.region.start_key) == Some(&id) {
-                    self.ranges.remove(&old.region.start_key);
-                }
-            }
+        if self.peers.get(&msg.region_id) == Some(&msg.peer) {
+            self.forget(msg.region_id);
         }
         if let Some(store) = &self.store {
             store.do_send(msg);
@@ -211,7 +224,7 @@ impl Handler<InboundRaftMessage> for Router {
             );
             return;
         }
-        if let Some(peer) = self.peers.get(&msg.0.region_id) {
+        if let Some(peer) = self.live_peer(msg.0.region_id) {
             peer.do_send(msg);
             return;
         }
@@ -219,6 +232,15 @@ impl Handler<InboundRaftMessage> for Router {
         // create one (a covering region has not applied the split that made this region).
         if msg.0.is_tombstone || !is_initial(&msg.0) {
             return;
+        }
+        let dead: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.forget(id);
         }
         if self.overlaps(&msg.0.start_key, &msg.0.end_key) {
             tracing::debug!(

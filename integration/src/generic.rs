@@ -5,7 +5,8 @@
 //! scans its own keys and checks that the values are exactly its acknowledged appends, in
 //! order — a per-client linearizability check. Meanwhile, depending on the scenario, a
 //! chaos task repartitions the stores at random and/or drops a growing share of messages.
-//! After the iteration's time is up the network heals, the cluster optionally crashes
+//! After the iteration's time is up the chaos stops and the network heals before the
+//! clients finish their last operation, the cluster optionally crashes
 //! (every store stopped and restarted over its data), and each client's keys are scanned
 //! one last time: every acknowledged append must be there exactly once and in order. The
 //! keys are then deleted so the next iteration starts empty.
@@ -138,14 +139,16 @@ impl GenericTest {
                 done.store(true, Ordering::SeqCst);
             };
             futures::join!(conf_changer, timer);
-            let mut appended = Vec::with_capacity(clients.len());
-            for client in clients {
-                appended.push(client.await.expect("client panicked"));
-            }
+            // As in TinyKV: stop the chaos and heal the network first, then wait for each
+            // client to finish the operation it is in (it may need the healed network).
             if let Some(chaos) = chaos {
                 chaos.await.expect("chaos task panicked");
             }
             cluster.network().clear_filters();
+            let mut appended = Vec::with_capacity(clients.len());
+            for client in clients {
+                appended.push(client.await.expect("client panicked"));
+            }
             if self.crash {
                 cluster.restart_all().await;
             }
