@@ -117,6 +117,9 @@ pub struct PeerFsm {
     generating_snapshot: bool,
     /// The peer destroyed itself and only waits to stop.
     destroyed: bool,
+    /// The (term, index) of the last CompactLog this peer proposed as leader; another is
+    /// proposed only once it applied or the term changed.
+    compact_proposed: Option<(u64, u64)>,
     /// Bytes written since the last size check.
     size_diff_hint: u64,
     /// Region size found by the last size check.
@@ -181,6 +184,7 @@ impl PeerFsm {
             persisting_snapshot: None,
             generating_snapshot: false,
             destroyed: false,
+            compact_proposed: None,
             size_diff_hint: 0,
             approximate_size: None,
             checking_size: false,
@@ -408,6 +412,13 @@ impl PeerFsm {
         if compact < first || applied - compact >= limit {
             compact = applied;
         }
+        let truncated = first - 1;
+        if let Some((proposed_term, proposed_index)) = self.compact_proposed {
+            if proposed_term == self.term() && proposed_index > truncated {
+                // The previous compaction has not applied yet.
+                return;
+            }
+        }
         let Ok(term) = self.raft.raft.raft_log.term(compact) else {
             return;
         };
@@ -429,6 +440,7 @@ impl PeerFsm {
         };
         let (callback, _) = tokio::sync::oneshot::channel();
         debug!(compact, first, applied, "proposing log compaction");
+        self.compact_proposed = Some((self.term(), compact));
         self.propose_write(request, callback);
         self.schedule_ready(ctx);
     }
