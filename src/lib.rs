@@ -5,7 +5,8 @@
 //! - [`service`]: executes client requests, forwarding to the leader's node;
 //! - [`admin`]: splits regions, changes their peers and moves their leaders;
 //! - [`forward`]: the HTTP forwarder between nodes;
-//! - [`transport`]: store-to-store raft messages over TCP;
+//! - [`transport`]: store-to-store raft messages over TCP, snapshots streamed in chunks on
+//!   connections of their own (`snapshot_stream`);
 //! - [`api`]: the REST API (actix-web);
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod forward;
 pub mod node;
 pub mod service;
+mod snapshot_stream;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -2,44 +2,64 @@
 //!
 //! Raft asks little of its network: messages may be lost, duplicated or delayed, but a
 //! message that arrives must be intact, and sending must never stall the PeerFsm that
-//! sends. So [`TcpTransport::send`] only pushes the message onto a bounded queue for the
-//! destination store and returns; a full queue drops the message, as a congested network
-//! would. Each destination has one connection task on the tokio runtime the transport was
-//! built on. It waits for a message, drains whatever else is queued (up to
-//! [`BATCH_MAX_MSGS`] messages or [`BATCH_MAX_BYTES`]), and writes them as one
-//! `BatchRaftMessage` in one length-delimited frame: under load, many messages share one
-//! write and one wake-up of the receiver.
+//! sends. So [`TcpTransport::send`] only hands the message on and returns. Messages travel
+//! on two kinds of connection, because one kind of message is unlike the others: a
+//! snapshot can weigh tens of MiB, where a heartbeat or an append weighs bytes or KiB.
 //!
-//! When the connection fails, the task drops it and everything queued meanwhile. Raft
+//! Ordinary messages go onto a bounded queue for the destination store; a full queue drops
+//! the message, as a congested network would. Each destination has one connection task on
+//! the tokio runtime the transport was built on. It waits for a message, drains whatever
+//! else is queued (up to [`BATCH_MAX_MSGS`] messages or [`BATCH_MAX_BYTES`]), and writes
+//! them as one `BatchRaftMessage` in one length-delimited frame: under load, many messages
+//! share one write and one wake-up of the receiver.
+//!
+//! When that connection fails, the task drops it and everything queued meanwhile. Raft
 //! retransmits what matters, and a burst of stale appends and votes delivered after an
 //! outage is worse than none. It reconnects when the next message comes, backing off from
 //! 50 ms to 1 s between failed attempts, and warns once per outage rather than once per
 //! attempt. The receiver never writes on the connection, so the sender also watches the
 //! socket for end-of-file to notice a closed peer before it writes into the void.
 //!
-//! [`serve_raft`] is the receiving side: it accepts connections, decodes each frame and
-//! hands every message to the store's router. A frame that does not decode closes its
-//! connection (the sender will reconnect and start clean).
+//! A snapshot (`MsgSnapshot`) never enters that queue: on it, it would hold up every
+//! heartbeat and append behind it for as long as it takes to send, and it could not exceed
+//! [`MAX_FRAME_BYTES`]. Each snapshot gets a task and a connection of its own instead, and
+//! is streamed there in chunks of [`SNAPSHOT_CHUNK_BYTES`], as TinyKV's
+//! `Snapshot(stream SnapshotChunk) -> Done` call does; the receiver reassembles it, delivers
+//! it like any message and acknowledges it with `Done`. At most [`MAX_SENDING_SNAPSHOTS`]
+//! streams of one transport run at once; further snapshots wait, and beyond
+//! [`MAX_WAITING_SNAPSHOTS`] waiting ones they are dropped. A lost snapshot costs little:
+//! the PeerFsm reports a snapshot that was never acknowledged as failed after a few
+//! election timeouts, and raft sends a fresh one.
+//!
+//! [`serve_raft`] is the receiving side. Every connection opens with a 4-byte preface
+//! naming its kind (`TKVR` for the message stream, `TKVS` for a snapshot stream); a
+//! connection with another preface is closed unread. On a message stream it decodes each
+//! frame and hands every message to the store's router; a frame that does not decode closes
+//! its connection (the sender will reconnect and start clean). Snapshot streams are read by
+//! tasks of their own, at most [`MAX_RECEIVING_SNAPSHOTS`] at once, each refusing more than
+//! [`MAX_SNAPSHOT_BYTES`]; message streams keep flowing meanwhile.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use prost::Message;
 use tinykv_actors::{StoreRouter, Transport};
 use tinykv_proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::address_book::AddressBook;
+use crate::snapshot_stream;
+pub use crate::snapshot_stream::{MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK_BYTES};
 
 /// Largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -49,16 +69,32 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 pub const BATCH_MAX_MSGS: usize = 4096;
 /// Encoded bytes after which a frame takes no more messages.
 pub const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Snapshot streams one transport sends at once.
+pub const MAX_SENDING_SNAPSHOTS: usize = 4;
+/// Snapshots that may wait for a sending stream; more are dropped.
+pub const MAX_WAITING_SNAPSHOTS: usize = 16;
+/// Snapshot streams one server receives at once; more wait before being read.
+pub const MAX_RECEIVING_SNAPSHOTS: usize = 4;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an accepted connection may take to name its kind.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First bytes of a connection carrying `BatchRaftMessage` frames.
+const RAFT_PREFACE: [u8; 4] = *b"TKVR";
+/// First bytes of a connection carrying one snapshot stream.
+const SNAPSHOT_PREFACE: [u8; 4] = *b"TKVS";
 
 /// Sends raft messages to other stores over TCP; see the module documentation.
 pub struct TcpTransport {
     addresses: AddressBook,
     runtime: Handle,
     queues: RwLock<HashMap<u64, Arc<Queue>>>,
+    /// One permit per snapshot stream that may run now.
+    snapshot_streams: Arc<Semaphore>,
+    /// Snapshots handed over but still waiting for a permit.
+    waiting_snapshots: Arc<AtomicUsize>,
 }
 
 /// The sending end of one destination's queue.
@@ -76,6 +112,8 @@ impl TcpTransport {
             addresses,
             runtime,
             queues: RwLock::new(HashMap::new()),
+            snapshot_streams: Arc::new(Semaphore::new(MAX_SENDING_SNAPSHOTS)),
+            waiting_snapshots: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -108,6 +146,68 @@ impl TcpTransport {
         queues.insert(store_id, queue.clone());
         queue
     }
+
+    /// Streams the snapshot message `msg` to `store_id` on a connection of its own, once
+    /// one of the transport's snapshot streams is free.
+    fn send_snapshot(&self, store_id: u64, msg: RaftMessage) {
+        let region = msg.region_id;
+        let bytes = snapshot_stream::snapshot_len(&msg);
+        if bytes > MAX_SNAPSHOT_BYTES {
+            tracing::warn!(
+                to_store = store_id,
+                region,
+                bytes,
+                "dropping a raft snapshot larger than any receiver accepts"
+            );
+            return;
+        }
+        if self.waiting_snapshots.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING_SNAPSHOTS {
+            self.waiting_snapshots.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(
+                to_store = store_id,
+                region,
+                bytes,
+                "too many raft snapshots waiting to be sent; dropping this one"
+            );
+            return;
+        }
+        let waiting = WaitingSnapshot(self.waiting_snapshots.clone());
+        let streams = self.snapshot_streams.clone();
+        let addresses = self.addresses.clone();
+        self.runtime.spawn(async move {
+            let Ok(_stream) = streams.acquire_owned().await else {
+                return; // The semaphore is never closed.
+            };
+            drop(waiting);
+            let started = Instant::now();
+            match stream_snapshot(store_id, &addresses, msg).await {
+                Ok(sent) => tracing::info!(
+                    to_store = store_id,
+                    region,
+                    bytes = sent.bytes,
+                    chunks = sent.chunks,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "raft snapshot sent"
+                ),
+                Err(why) => tracing::warn!(
+                    to_store = store_id,
+                    region,
+                    bytes,
+                    error = %why,
+                    "sending a raft snapshot failed; raft will send another"
+                ),
+            }
+        });
+    }
+}
+
+/// Counts one snapshot among those waiting for a stream, until dropped.
+struct WaitingSnapshot(Arc<AtomicUsize>);
+
+impl Drop for WaitingSnapshot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Transport for TcpTransport {
@@ -119,6 +219,10 @@ impl Transport for TcpTransport {
             );
             return;
         };
+        if snapshot_stream::is_snapshot(&msg) {
+            self.send_snapshot(store_id, msg);
+            return;
+        }
         let queue = self.queue(store_id);
         match queue.tx.try_send(msg) {
             Ok(()) => {
@@ -156,7 +260,7 @@ async fn run_connection(
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
     while let Some(first) = rx.recv().await {
-        let stream = match connect(store_id, &addresses).await {
+        let stream = match connect(store_id, &addresses, RAFT_PREFACE).await {
             Ok(stream) => stream,
             Err(why) => {
                 if !in_outage {
@@ -187,11 +291,17 @@ async fn run_connection(
     }
 }
 
-async fn connect(store_id: u64, addresses: &AddressBook) -> Result<TcpStream, String> {
+/// A connection to the raft address of `store_id` that has announced its kind with
+/// `preface`.
+async fn connect(
+    store_id: u64,
+    addresses: &AddressBook,
+    preface: [u8; 4],
+) -> Result<TcpStream, String> {
     let addr = addresses
         .raft_addr(store_id)
         .ok_or_else(|| format!("store {store_id} is not in the address book"))?;
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(format!("connecting to {addr}: {e}")),
         Err(_) => return Err(format!("connecting to {addr}: timed out")),
@@ -199,7 +309,21 @@ async fn connect(store_id: u64, addresses: &AddressBook) -> Result<TcpStream, St
     stream
         .set_nodelay(true)
         .map_err(|e| format!("setting TCP_NODELAY on {addr}: {e}"))?;
+    stream
+        .write_all(&preface)
+        .await
+        .map_err(|e| format!("writing the preface to {addr}: {e}"))?;
     Ok(stream)
+}
+
+/// Connects to `store_id` and streams the snapshot message `msg` there.
+async fn stream_snapshot(
+    store_id: u64,
+    addresses: &AddressBook,
+    msg: RaftMessage,
+) -> Result<snapshot_stream::Streamed, String> {
+    let stream = connect(store_id, addresses, SNAPSHOT_PREFACE).await?;
+    snapshot_stream::send(stream, msg).await
 }
 
 /// Writes batches on `stream` until the queue closes (`Ok`) or the connection fails.
@@ -271,8 +395,9 @@ fn discard_queued(rx: &mut mpsc::Receiver<RaftMessage>) {
     }
 }
 
-/// Accepts raft connections on `listener` and delivers every received message to
-/// `router`. Runs until dropped; dropping it also closes every accepted connection.
+/// Accepts raft connections on `listener`, message streams and snapshot streams alike, and
+/// delivers every received message to `router`. Runs until dropped; dropping it also
+/// closes every accepted connection.
 pub async fn serve_raft(listener: TcpListener, router: StoreRouter) {
     serve_frames(listener, move |msg| router.deliver(msg)).await
 }
@@ -282,12 +407,18 @@ async fn serve_frames<F>(listener: TcpListener, deliver: F)
 where
     F: Fn(RaftMessage) + Clone + Send + 'static,
 {
+    let snapshot_streams = Arc::new(Semaphore::new(MAX_RECEIVING_SNAPSHOTS));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(receive(stream, peer, deliver.clone()));
+                    connections.spawn(receive(
+                        stream,
+                        peer,
+                        deliver.clone(),
+                        snapshot_streams.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: wait instead of spinning.
@@ -300,11 +431,70 @@ where
     }
 }
 
-/// Reads frames from one connection until it closes or sends garbage.
-async fn receive<F: Fn(RaftMessage)>(stream: TcpStream, peer: SocketAddr, deliver: F) {
+/// Reads the preface of one connection and serves it as the stream it announces.
+async fn receive<F: Fn(RaftMessage)>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    deliver: F,
+    snapshot_streams: Arc<Semaphore>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
+    let mut preface = [0u8; 4];
+    match tokio::time::timeout(PREFACE_TIMEOUT, stream.read_exact(&mut preface)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "raft connection closed before its preface");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "raft connection sent no preface in time; closing it");
+            return;
+        }
+    }
+    match preface {
+        RAFT_PREFACE => receive_batches(stream, peer, deliver).await,
+        SNAPSHOT_PREFACE => receive_snapshot(stream, peer, deliver, &snapshot_streams).await,
+        unknown => tracing::warn!(
+            %peer,
+            preface = ?unknown,
+            "unknown raft connection preface; closing the connection"
+        ),
+    }
+}
+
+/// Reads one snapshot stream, once one of `snapshot_streams` is free, and delivers it.
+async fn receive_snapshot<F: Fn(RaftMessage)>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    deliver: F,
+    snapshot_streams: &Semaphore,
+) {
+    let Ok(_stream_permit) = snapshot_streams.acquire().await else {
+        return; // The semaphore is never closed.
+    };
+    let started = Instant::now();
+    match snapshot_stream::receive(stream, MAX_SNAPSHOT_BYTES, deliver).await {
+        Ok(received) => tracing::info!(
+            %peer,
+            region = received.region_id,
+            from_store = received.from_store,
+            bytes = received.streamed.bytes,
+            chunks = received.streamed.chunks,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "raft snapshot received"
+        ),
+        Err(why) => tracing::warn!(
+            %peer,
+            error = %why,
+            "raft snapshot stream failed; discarding it"
+        ),
+    }
+}
+
+/// Reads `BatchRaftMessage` frames from one connection until it closes or sends garbage.
+async fn receive_batches<F: Fn(RaftMessage)>(stream: TcpStream, peer: SocketAddr, deliver: F) {
     let mut frames = FramedRead::new(stream, codec());
     while let Some(frame) = frames.next().await {
         let frame = match frame {
@@ -330,8 +520,10 @@ async fn receive<F: Fn(RaftMessage)>(stream: TcpStream, peer: SocketAddr, delive
 
 #[cfg(test)]
 mod tests {
-    use tinykv_proto::metapb::Peer;
-    use tokio::io::AsyncWriteExt;
+    use bytes::Bytes;
+    use tinykv_proto::eraftpb::{self, ConfState, MessageType, SnapshotMetadata};
+    use tinykv_proto::metapb::{Peer, RegionEpoch};
+    use tinykv_proto::raft_serverpb::{Done, SnapshotChunk};
     use tokio::sync::mpsc::UnboundedReceiver;
 
     use super::*;
@@ -348,6 +540,51 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// A snapshot message for region `region_id` on `to_store` carrying `len` bytes of data.
+    fn snapshot_message(to_store: u64, region_id: u64, len: usize) -> RaftMessage {
+        // A pattern whose period does not divide the chunk size, so misplaced chunks show.
+        let mut data = (0..=250u8).collect::<Vec<u8>>().repeat(len / 251 + 1);
+        data.truncate(len);
+        RaftMessage {
+            from_peer: Some(Peer {
+                id: 100 + region_id,
+                store_id: 1,
+            }),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 2,
+                version: 3,
+            }),
+            message: Some(eraftpb::Message {
+                msg_type: MessageType::MsgSnapshot as i32,
+                to: to_store,
+                from: 100 + region_id,
+                term: 6,
+                snapshot: Some(eraftpb::Snapshot {
+                    data,
+                    metadata: Some(SnapshotMetadata {
+                        conf_state: Some(ConfState {
+                            voters: vec![100 + region_id, to_store],
+                            ..Default::default()
+                        }),
+                        index: 77,
+                        term: 6,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            start_key: b"b".to_vec(),
+            end_key: b"k".to_vec(),
+            ..message(to_store, region_id)
+        }
+    }
+
+    /// Asserts that `received` equals `sent`, without printing megabytes when it does not.
+    fn assert_same_snapshot(received: &RaftMessage, sent: &RaftMessage) {
+        let data = |m: &RaftMessage| snapshot_stream::snapshot_len(m);
+        assert_eq!(data(received), data(sent), "snapshot sizes");
+        assert!(received == sent, "the snapshot arrives intact");
     }
 
     fn address(id: u64, addr: SocketAddr) -> StoreAddress {
@@ -435,6 +672,7 @@ mod tests {
         let (_task, mut inbox) = start_receiver(listener);
 
         let mut garbage = TcpStream::connect(addr).await.unwrap();
+        garbage.write_all(&RAFT_PREFACE).await.unwrap();
         garbage
             .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
             .await
@@ -446,5 +684,160 @@ mod tests {
         let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
         transport.send(message(2, 3));
         assert_eq!(next(&mut inbox).await.region_id, 3);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_preface_closes_only_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_task, mut inbox) = start_receiver(listener);
+
+        // A well-formed batch behind the wrong preface: it must not be delivered.
+        let batch = BatchRaftMessage {
+            msgs: vec![message(2, 1)],
+        }
+        .encode_to_vec();
+        let mut stranger = TcpStream::connect(addr).await.unwrap();
+        stranger.write_all(b"HTTP").await.unwrap();
+        stranger
+            .write_all(&(batch.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        stranger.write_all(&batch).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, stranger.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the receiver closes the connection");
+
+        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        transport.send(message(2, 3));
+        assert_eq!(next(&mut inbox).await.region_id, 3, "nothing came before");
+        assert!(inbox.try_recv().is_err(), "nothing came after");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_streamed_in_chunks_on_a_connection_of_its_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, listener.local_addr().unwrap())]),
+            Handle::current(),
+        );
+        let sent = snapshot_message(2, 9, 3 * SNAPSHOT_CHUNK_BYTES + SNAPSHOT_CHUNK_BYTES / 2);
+        transport.send(sent.clone());
+
+        let (mut stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("the snapshot connection within the timeout")
+            .unwrap();
+        let mut preface = [0u8; 4];
+        stream.read_exact(&mut preface).await.unwrap();
+        assert_eq!(preface, SNAPSHOT_PREFACE);
+
+        let mut frames = tokio_util::codec::Framed::new(stream, codec());
+        let mut chunks = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(WAIT, frames.next())
+                .await
+                .expect("a chunk within the timeout")
+                .expect("the stream goes on until its end marker")
+                .unwrap();
+            let chunk = SnapshotChunk::decode(frame.freeze()).unwrap();
+            if chunk == SnapshotChunk::default() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        assert_eq!(chunks.len(), 4, "3.5 MiB make four chunks");
+        let first = chunks[0]
+            .message
+            .clone()
+            .expect("the first chunk carries the message");
+        assert_eq!(snapshot_stream::snapshot_len(&first), 0, "without its data");
+        assert!(chunks[1..].iter().all(|c| c.message.is_none()));
+        assert!(chunks.iter().all(|c| c.data.len() <= SNAPSHOT_CHUNK_BYTES));
+
+        let mut reassembled = first;
+        reassembled
+            .message
+            .as_mut()
+            .and_then(|m| m.snapshot.as_mut())
+            .expect("the snapshot's metadata stays")
+            .data = chunks.into_iter().flat_map(|c| c.data).collect();
+        assert_same_snapshot(&reassembled, &sent);
+        frames
+            .send(Bytes::from(Done {}.encode_to_vec()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_arrives_intact() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_task, mut inbox) = start_receiver(listener);
+        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+
+        let sent = snapshot_message(2, 9, 3 * SNAPSHOT_CHUNK_BYTES + SNAPSHOT_CHUNK_BYTES / 2);
+        transport.send(sent.clone());
+        assert_same_snapshot(&next(&mut inbox).await, &sent);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_larger_than_a_frame_arrives_intact() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_task, mut inbox) = start_receiver(listener);
+        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+
+        let sent = snapshot_message(2, 9, MAX_FRAME_BYTES + 6 * SNAPSHOT_CHUNK_BYTES);
+        transport.send(sent.clone());
+        assert_same_snapshot(&next(&mut inbox).await, &sent);
+    }
+
+    #[tokio::test]
+    async fn messages_overtake_a_snapshot_that_is_still_streaming() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
+        let deliver = move |msg| {
+            let _ = inbox_tx.send(msg);
+        };
+        // A receiver that serves message streams but holds snapshot streams unread, so the
+        // snapshot cannot finish until the test lets it.
+        let (held_tx, mut held) = mpsc::unbounded_channel();
+        let serve_messages = deliver.clone();
+        let _server = tokio::spawn(async move {
+            loop {
+                let (mut stream, peer) = listener.accept().await.unwrap();
+                let mut preface = [0u8; 4];
+                stream.read_exact(&mut preface).await.unwrap();
+                match preface {
+                    SNAPSHOT_PREFACE => held_tx.send((stream, peer)).unwrap(),
+                    _ => {
+                        tokio::spawn(receive_batches(stream, peer, serve_messages.clone()));
+                    }
+                }
+            }
+        });
+        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+
+        let snapshot = snapshot_message(2, 9, 16 * SNAPSHOT_CHUNK_BYTES);
+        transport.send(snapshot.clone());
+        transport.send(message(2, 10));
+        let (stream, peer) = tokio::time::timeout(WAIT, held.recv())
+            .await
+            .expect("the snapshot connection within the timeout")
+            .unwrap();
+        assert_eq!(
+            next(&mut inbox).await.region_id,
+            10,
+            "the message arrives while the snapshot is held"
+        );
+
+        let streams = Semaphore::new(1);
+        let receiving = tokio::spawn(async move {
+            receive_snapshot(stream, peer, deliver, &streams).await;
+        });
+        assert_same_snapshot(&next(&mut inbox).await, &snapshot);
+        receiving.await.unwrap();
     }
 }
