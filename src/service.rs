@@ -8,7 +8,9 @@
 //! for the key at all (a region split off onto other stores, or a node that holds no peer
 //! of it), the service asks the other stores it knows of in turn (see
 //! [`KvService::with_other_stores`] and [`KvService::with_address_book`]): whichever holds
-//! the region serves the request or names its leader. Retryable errors (no leader yet,
+//! the region serves the request or names its leader. The same happens when the local
+//! peer knows no leader: it may be cut off, or removed without having learnt it, while
+//! the region lives on elsewhere. Retryable errors (no leader yet,
 //! stale epoch, a command overwritten by a new leader) are retried with backoff until the
 //! request's deadline.
 //!
@@ -296,7 +298,10 @@ impl KvService {
                     leader: Some(leader),
                     ..
                 }) => leader.store_id,
-                e if is_region_missing(e) => {
+                // A store without the region, or whose peer knows no leader (an election,
+                // or a peer cut off or removed without knowing it): ask the others in
+                // turn, then this store again.
+                e if is_region_missing(e) || is_leaderless(e) => {
                     if target == self.store_id() && unasked.is_empty() {
                         unasked = self.others.ids(self.store_id());
                         unasked.reverse();
@@ -418,6 +423,11 @@ fn is_region_missing(err: &Error) -> bool {
         Error::Store(StoreError::RegionNotFound(_))
             | Error::Store(StoreError::KeyNotInRegion { region_id: 0, .. })
     )
+}
+
+/// Whether `err` says the peer asked is not the leader and knows of none.
+fn is_leaderless(err: &Error) -> bool {
+    matches!(err, Error::Store(StoreError::NotLeader { leader: None, .. }))
 }
 
 fn unexpected(outcome: KvOutcome) -> Error {

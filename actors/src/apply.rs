@@ -176,7 +176,7 @@ impl ApplyFsm {
     }
 
     /// Applies a membership change: AddNode adds a peer that is not there yet, RemoveNode
-    /// removes one that is; either bumps conf_ver. A change that changes nothing (a
+    /// removes one that is, unless it is the last; either bumps conf_ver. A change that changes nothing (a
     /// duplicate) is acknowledged without touching raft's configuration.
     fn apply_conf_change(
         &mut self,
@@ -212,6 +212,14 @@ impl ApplyFsm {
             ConfChangeType::RemoveNode => {
                 let before = region.peers.len();
                 region.peers.retain(|p| p.id != peer.id);
+                if region.peers.is_empty() {
+                    // The proposer refuses this too; a region without peers would be
+                    // lost, so the log entry is refused again here, changing nothing.
+                    return Err(Error::InvalidRequest(format!(
+                        "cannot remove peer {} of region {}: it is the last one",
+                        peer.id, region.id
+                    )));
+                }
                 region.peers.len() != before
             }
             ConfChangeType::AddLearnerNode => {

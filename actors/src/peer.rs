@@ -120,6 +120,11 @@ pub struct PeerFsm {
     /// The (term, index) of the last CompactLog this peer proposed as leader; another is
     /// proposed only once it applied or the term changed.
     compact_proposed: Option<(u64, u64)>,
+    /// Approximate bytes of the entries in the raft log, for the size limit of log GC:
+    /// grows with every appended entry and shrinks in proportion to what a compaction
+    /// removes. It starts at zero after a restart, as TiKV's does, so the count limit
+    /// bounds a log the hint does not know about.
+    log_size_hint: u64,
     /// Bytes written since the last size check.
     size_diff_hint: u64,
     /// Region size found by the last size check.
@@ -185,6 +190,7 @@ impl PeerFsm {
             generating_snapshot: false,
             destroyed: false,
             compact_proposed: None,
+            log_size_hint: 0,
             size_diff_hint: 0,
             approximate_size: None,
             checking_size: false,
@@ -385,9 +391,11 @@ impl PeerFsm {
         }
     }
 
-    /// Leader only: proposes compacting the log once enough applied entries sit in it. The
-    /// compaction point is the lowest index every follower has, unless a follower lags so
-    /// far that keeping the log for it would exceed the limit: then it gets a snapshot.
+    /// Leader only: proposes compacting the log once enough applied entries sit in it
+    /// (`raft_log_gc_count_limit`) or the log holds too many bytes
+    /// (`raft_log_gc_size_limit`). The compaction point is the lowest index every follower
+    /// has, unless a follower lags so far that keeping the log for it would exceed a
+    /// limit: then it compacts up to the applied index and the follower gets a snapshot.
     fn on_log_gc_tick(&mut self, ctx: &mut Context<Self>) {
         self.check_snapshot_progress();
         if !self.is_leader() {
@@ -397,7 +405,8 @@ impl PeerFsm {
         let applied = storage.applied_index();
         let first = storage.first_log_index();
         let limit = self.ctx.cfg.raft_log_gc_count_limit;
-        if applied < first || applied - first < limit {
+        let over_size = self.log_size_hint >= self.ctx.cfg.raft_log_gc_size_limit;
+        if applied < first || (applied - first < limit && !over_size) {
             return;
         }
         let min_match = self
@@ -409,7 +418,7 @@ impl PeerFsm {
             .min()
             .unwrap_or(applied);
         let mut compact = applied.min(min_match);
-        if compact < first || applied - compact >= limit {
+        if compact < first || applied - compact >= limit || over_size {
             compact = applied;
         }
         let truncated = first - 1;
@@ -443,6 +452,19 @@ impl PeerFsm {
         self.compact_proposed = Some((self.term(), compact));
         self.propose_write(request, callback);
         self.schedule_ready(ctx);
+    }
+
+    /// Scales the log size hint down by the share of entries a compaction up to `compacted`
+    /// removed from the log that started at `first`.
+    fn shrink_log_size_hint(&mut self, first: u64, compacted: u64) {
+        let last = self.raft.raft.raft_log.last_index();
+        if compacted < first || last < first {
+            return;
+        }
+        let total = last - first + 1;
+        let remaining = last.saturating_sub(compacted);
+        self.log_size_hint =
+            (self.log_size_hint as u128 * remaining as u128 / total as u128) as u64;
     }
 
     /// Leader only: once the region grew by an eighth of the split size since the last
@@ -569,6 +591,26 @@ impl PeerFsm {
                 return respond_error(callback, &e, term);
             }
         });
+        if cc.get_change_type() == ConfChangeType::RemoveNode {
+            let voters = self.raft.raft.prs().conf().voters().ids();
+            if voters.len() == 1 && voters.contains(peer.id) {
+                let e = Error::InvalidRequest(format!(
+                    "cannot remove peer {} of region {}: it is the last one",
+                    peer.id, self.region_id
+                ));
+                return respond_error(callback, &e, term);
+            }
+        }
+        if let Some(successor) = self.successor_before_removing_self(&cc, &peer) {
+            // See `successor_before_removing_self`: hand over first; the client retries
+            // the removal at the new leader, where it is a plain follower removal.
+            self.raft.transfer_leader(successor.id);
+            let e = Error::NotLeader {
+                region_id: self.region_id,
+                leader: Some(successor),
+            };
+            return respond_error(callback, &e, term);
+        }
         cc.node_id = peer.id;
         cc.context = request.encode_to_vec().into();
         let last_before = self.raft.raft.raft_log.last_index();
@@ -582,6 +624,35 @@ impl PeerFsm {
             term,
             callback,
         });
+    }
+
+    /// The peer that must lead before this leader may propose removing itself, if any.
+    ///
+    /// A leader destroys itself as soon as it applies its own removal, possibly before
+    /// telling anyone that the entry committed. With three or more voters that is
+    /// harmless: the others still form a majority of the old configuration, elect a
+    /// leader and commit the entry themselves. With two voters it is fatal: the survivor
+    /// holds the entry but not its commit, still counts the removed leader as a voter, and
+    /// can never win an election again. So in a two-voter region the leader transfers
+    /// leadership to the other voter instead, and that one removes this peer as a follower.
+    fn successor_before_removing_self(
+        &self,
+        cc: &ConfChange,
+        peer: &metapb::Peer,
+    ) -> Option<metapb::Peer> {
+        if cc.get_change_type() != ConfChangeType::RemoveNode || peer.id != self.peer.id {
+            return None;
+        }
+        let voters = self.raft.raft.prs().conf().voters().ids();
+        if voters.len() != 2 {
+            return None;
+        }
+        let other = voters.iter().find(|&id| id != self.peer.id)?;
+        self.region()
+            .peers
+            .iter()
+            .find(|p| p.id == other)
+            .cloned()
     }
 
     fn propose_split(&mut self, request: RaftCmdRequest, callback: Callback) {
@@ -754,8 +825,8 @@ impl PeerFsm {
 
     fn on_raft_message(&mut self, msg: RaftMessage, ctx: &mut Context<Self>) {
         let Some(to) = msg.to_peer else { return };
-        if to.store_id != self.ctx.store_id || to.id < self.peer.id {
-            debug!(to = ?to, "dropping raft message for another peer");
+        if to.store_id != self.ctx.store_id {
+            debug!(to = ?to, "dropping raft message for another store");
             return;
         }
         let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
@@ -766,16 +837,19 @@ impl PeerFsm {
             return;
         }
         if msg.is_tombstone {
-            if their_conf_ver > my_conf_ver {
+            if to.id == self.peer.id && their_conf_ver > my_conf_ver {
                 self.destroy("the region no longer includes this peer", ctx);
             }
             return;
         }
         let Some(from) = msg.from_peer else { return };
         let is_member = self.region().peers.iter().any(|p| p.id == from.id);
-        // Only a sender that knows its region (an epoch) can be stale; a new peer still
-        // waiting for its snapshot has none, and this peer may just not have applied the
-        // change that added it yet.
+        // A sender outside the region with an older epoch was removed while cut off and
+        // still campaigns or replicates; the tombstone tells it to destroy itself. This
+        // holds even when it addresses an earlier peer of this store, long replaced. Only a
+        // sender that knows its region (an epoch) can be stale: a new peer still waiting
+        // for its snapshot has none, and this peer may just not have applied the change
+        // that added it yet.
         let sender_initialized = msg.region_epoch.is_some_and(|e| e.conf_ver > 0);
         if self.raft.store().is_initialized()
             && sender_initialized
@@ -783,6 +857,10 @@ impl PeerFsm {
             && their_conf_ver < my_conf_ver
         {
             self.send_tombstone(from);
+            return;
+        }
+        if to.id < self.peer.id {
+            debug!(to = ?to, "dropping raft message for an earlier peer of this store");
             return;
         }
         self.peer_cache.insert(from.id, from);
@@ -857,6 +935,10 @@ impl PeerFsm {
         }
         let entries = ready.take_entries();
         self.drop_overwritten_proposals(&entries);
+        self.log_size_hint += entries
+            .iter()
+            .map(|e| (e.data.len() + e.context.len()) as u64)
+            .sum::<u64>();
         let last_index = entries.last().map(|e| e.index);
         let storage = self.raft.mut_store();
         storage.append(entries, &mut mutations);
@@ -1014,18 +1096,22 @@ impl PeerFsm {
             // Progress from before a snapshot was applied.
             return;
         }
+        let first_before = self.raft.store().first_log_index();
         self.raft.mut_store().set_apply_state(msg.apply_state);
         self.size_diff_hint += msg.written_bytes;
         for result in msg.results {
             match result {
-                ExecResult::CompactLog { index } => self.ctx.log_gc.do_send(LogGcTask {
-                    region_id: self.region_id,
-                    mutations: vec![Mutation::DeleteRange {
-                        cf: Cf::Raft,
-                        start: keys::raft_log_key(self.region_id, 0),
-                        end: keys::raft_log_key(self.region_id, index + 1),
-                    }],
-                }),
+                ExecResult::CompactLog { index } => {
+                    self.shrink_log_size_hint(first_before, index);
+                    self.ctx.log_gc.do_send(LogGcTask {
+                        region_id: self.region_id,
+                        mutations: vec![Mutation::DeleteRange {
+                            cf: Cf::Raft,
+                            start: keys::raft_log_key(self.region_id, 0),
+                            end: keys::raft_log_key(self.region_id, index + 1),
+                        }],
+                    })
+                }
                 ExecResult::ChangePeer { change, region } => {
                     self.on_peers_changed(change, region, ctx);
                     if self.destroyed {

@@ -29,7 +29,8 @@ use tinykv_proto::raft_cmdpb::{
     RaftRequestHeader, TransferLeaderRequest,
 };
 
-fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
+/// A `ChangePeer` admin request.
+pub fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
     AdminRequest {
         cmd_type: AdminCmdType::ChangePeer as i32,
         change_peer: Some(ChangePeerRequest {
@@ -282,18 +283,18 @@ impl Cluster {
     }
 
     /// Proposes an admin command built from the leader's current region until `done`
-    /// holds for the leader's region, or `timeout` passes (then returns false).
+    /// holds for the leader and its region, or `timeout` passes (then returns false).
     async fn admin_until(
         &self,
         region_id: u64,
         timeout: Duration,
         build: impl Fn(&metapb::Region) -> AdminRequest,
-        done: impl Fn(&metapb::Region) -> bool,
+        done: impl Fn(&metapb::Peer, &metapb::Region) -> bool,
     ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((leader, region)) = self.leader_region(region_id).await {
-                if done(&region) {
+                if done(&leader, &region) {
                     return true;
                 }
                 let request = RaftCmdRequest {
@@ -348,7 +349,7 @@ impl Cluster {
             region_id,
             timeout,
             |_| change_peer(ConfChangeType::AddNode, peer),
-            |r| r.peers.contains(&peer),
+            |_, r| r.peers.contains(&peer),
         )
         .await
     }
@@ -364,7 +365,7 @@ impl Cluster {
             region_id,
             timeout,
             |_| change_peer(ConfChangeType::RemoveNode, peer),
-            |r| !r.peers.contains(&peer),
+            |_, r| !r.peers.contains(&peer),
         )
         .await
     }
@@ -410,39 +411,22 @@ impl Cluster {
     /// Asks region `region_id`'s leader to hand leadership to `target` until `target`
     /// leads, failing after 5 s.
     pub async fn must_transfer_leader(&self, region_id: u64, target: metapb::Peer) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let leader = self.leader_of(region_id).await;
-            if leader == target {
-                return;
-            }
-            let status = self.region_statuses(region_id).await;
-            let epoch = status.first().and_then(|s| s.region.region_epoch);
-            let request = RaftCmdRequest {
-                header: Some(RaftRequestHeader {
-                    region_id,
-                    region_epoch: epoch,
-                    ..Default::default()
-                }),
-                admin_request: Some(AdminRequest {
+        let moved = self
+            .admin_until(
+                region_id,
+                Duration::from_secs(5),
+                |_| AdminRequest {
                     cmd_type: AdminCmdType::TransferLeader as i32,
                     transfer_leader: Some(TransferLeaderRequest { peer: Some(target) }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            };
-            if let Some(handle) = self.stores.get(&leader.store_id) {
-                let _ = handle
-                    .router()
-                    .command(request, Duration::from_secs(1))
-                    .await;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leadership of region {region_id} did not move to {target:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                },
+                |leader, _| *leader == target,
+            )
+            .await;
+        assert!(
+            moved,
+            "leadership of region {region_id} did not move to {target:?}"
+        );
     }
 
     /// Waits until every running store's peer of every region keeps at most `limit`

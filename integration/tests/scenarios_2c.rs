@@ -91,3 +91,25 @@ async fn snapshot_unreliable_recover_concurrent_partition() {
         .run()
         .await;
 }
+
+/// The log is also compacted by size: with a count limit that is never reached, a few
+/// hundred kilobytes of writes keep the log near `raft_log_gc_size_limit` on every peer.
+#[actix_rt::test]
+async fn log_compacted_by_size() {
+    tinykv_integration::init_test_logging();
+    let cfg = RaftStoreConfig {
+        raft_log_gc_count_limit: 1_000_000,
+        raft_log_gc_size_limit: 16 * 1024,
+        ..RaftStoreConfig::for_tests()
+    };
+    let cluster = Cluster::start(3, cfg).await;
+    let client = cluster.client();
+    let value = vec![b'v'; 1024];
+    for i in 0..300 {
+        client.must_put(format!("k{i:04}").as_bytes(), &value).await;
+    }
+    // 300 entries of over 1 KiB each; 16 KiB is about 15 of them. The bound leaves room
+    // for the writes that land between two GC ticks.
+    cluster.wait_log_bounded(1, 100).await;
+    cluster.shutdown().await;
+}

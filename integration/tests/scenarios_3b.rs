@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tinykv_actors::{Cf, RaftStoreConfig};
-use tinykv_integration::cluster::Cluster;
+use tinykv_integration::cluster::{change_peer, Cluster};
 use tinykv_integration::generic::GenericTest;
 use tinykv_integration::network::PartitionFilter;
 use tinykv_proto::metapb::Peer;
@@ -136,15 +136,42 @@ async fn conf_change_remove_leader() {
     cluster.shutdown().await;
 }
 
+/// The last peer of a region cannot be removed: a region without peers would be lost.
+/// The leader refuses the proposal and the region keeps serving.
+#[actix_rt::test]
+async fn the_last_peer_cannot_be_removed() {
+    use tinykv_proto::eraftpb::ConfChangeType;
+    use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(1, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k1", b"v1").await;
+    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
+    let request = RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: 1,
+            region_epoch: region.region_epoch,
+            ..Default::default()
+        }),
+        admin_request: Some(change_peer(ConfChangeType::RemoveNode, leader)),
+        ..Default::default()
+    };
+    let refused = cluster.command_on(1, request).await;
+    assert!(
+        matches!(refused, Some(tinykv_actors::Error::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    client.must_put(b"k2", b"v2").await;
+    let (_, region) = cluster.leader_region(1).await.expect("a leader");
+    assert_eq!(region.peers, vec![leader]);
+    cluster.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn conf_change_recover() {
     GenericTest::new(1).crash().conf_change().run().await;
 }
 
-/// Ignored until fixed: it passes in most runs, but in some no running store serves a
-/// range for a minute after membership changes under partitions (see issue 3's notes).
-/// Run with `cargo test -- --ignored`.
-#[ignore = "flaky: membership changes under partitions can leave a range unserved; under investigation"]
 #[actix_rt::test]
 async fn conf_change_snapshot_unreliable_recover_concurrent_partition() {
     GenericTest::new(5)
@@ -249,10 +276,6 @@ async fn split_unreliable_recover() {
 
 /// Everything at once: splits, membership changes, log compaction and snapshots, message
 /// loss, partitions and full-cluster crashes.
-///
-/// Ignored until fixed: shares the flaky liveness problem of the scenario above (see
-/// issue 3's notes). Run with `cargo test -- --ignored`.
-#[ignore = "flaky: shares the membership-change liveness problem; under investigation"]
 #[actix_rt::test]
 async fn split_conf_change_snapshot_unreliable_recover_concurrent_partition() {
     GenericTest::new(5)
