@@ -65,6 +65,12 @@ pub fn server_binary() -> PathBuf {
 impl ProcessCluster {
     /// Writes configs for `count` nodes and starts them all.
     pub fn start(count: u64) -> ProcessCluster {
+        ProcessCluster::start_with_raftstore(count, "")
+    }
+
+    /// [`ProcessCluster::start`] with more `[raftstore]` settings, given as TOML lines
+    /// (for example `"region_max_size = 262144\n"`).
+    pub fn start_with_raftstore(count: u64, raftstore: &str) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("tinykv-procs-")
             .tempdir()
@@ -85,9 +91,10 @@ impl ProcessCluster {
         }
         for n in &nodes {
             let config = format!(
-                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n\n[raftstore]\nraft_base_tick_ms = 50\n\n{}",
+                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n\n[raftstore]\nraft_base_tick_ms = 50\n{}\n{}",
                 n.id,
                 dir.path().join(format!("node{}", n.id)).display(),
+                raftstore,
                 stores
             );
             std::fs::write(dir.path().join(format!("node{}.toml", n.id)), config)

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use tinykv_integration::process::ProcessCluster;
 
 /// Puts `key` = `value` through node `id`, retrying until it is acknowledged. A request
@@ -130,4 +132,116 @@ async fn kill_leader_keep_writing_restart_lose_nothing() {
         assert!(Instant::now() < deadline, "restarted node did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Issue 3's load: 100,000 keys written through REST into three nodes whose regions split
+/// at 192 KiB end up in many regions, each with a peer on every store, tiling the key
+/// space; a paged scan returns every key, in order, with its value.
+#[tokio::test]
+async fn hundred_thousand_keys_split_into_many_regions() {
+    const KEYS: u64 = 100_000;
+    let cluster = ProcessCluster::start_with_raftstore(
+        3,
+        "region_max_size = 262144\nregion_split_size = 196608\nsplit_check_tick_ms = 200\n",
+    );
+    let http = reqwest::Client::new();
+    for node in cluster.nodes().to_vec() {
+        cluster.wait_healthy(node.id, &http).await;
+    }
+    let value_of = |i: u64| format!("value-{i:06}-{}", "x".repeat(40));
+    futures::stream::iter(0..KEYS)
+        .map(|i| {
+            let (http, cluster) = (&http, &cluster);
+            async move {
+                let key = format!("key{i:06}");
+                must_put(http, cluster, 1 + i % 3, &key, &value_of(i)).await
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<()>()
+        .await;
+
+    let mut next = 0u64;
+    let mut start = String::new();
+    loop {
+        let url = format!("{}/v1/kv?start={start}&limit=10000", cluster.url(1));
+        let page = get_json(&http, &url).await;
+        let kvs = page["kvs"].as_array().expect("a page of pairs");
+        if kvs.is_empty() {
+            break;
+        }
+        for kv in kvs {
+            assert_eq!(kv["key"], format!("key{next:06}"), "scan order");
+            assert_eq!(kv["value"], value_of(next));
+            next += 1;
+        }
+        start = format!("{}%00", kvs.last().unwrap()["key"].as_str().unwrap());
+    }
+    assert_eq!(next, KEYS, "the scan returned every key");
+
+    // Splits triggered by the last writes may still be applying on some node: wait until
+    // every node reports the same regions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let regions = loop {
+        let mut maps = Vec::new();
+        for node in cluster.nodes() {
+            maps.push(region_map(&http, &cluster, node.id).await);
+        }
+        if maps.windows(2).all(|w| w[0] == w[1]) {
+            break maps.pop().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes disagree on the regions: {maps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        regions.len() >= 20,
+        "only {} regions: {regions:?}",
+        regions.len()
+    );
+    println!("{KEYS} keys in {} regions", regions.len());
+    let mut expected_start = String::new();
+    for (start, (end, stores)) in &regions {
+        assert_eq!(
+            start, &expected_start,
+            "regions tile the key space: {regions:?}"
+        );
+        assert_eq!(
+            stores,
+            &vec![1, 2, 3],
+            "region [{start}, {end}) has a peer on every store"
+        );
+        expected_start = end.clone();
+    }
+    assert_eq!(expected_start, "", "the last region is unbounded");
+}
+
+/// GETs `url` and parses the answer as JSON.
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body:?}"))
+}
+
+/// Node `id`'s regions: start key → (end key, stores of the peers, sorted).
+async fn region_map(
+    http: &reqwest::Client,
+    cluster: &ProcessCluster,
+    id: u64,
+) -> BTreeMap<String, (String, Vec<u64>)> {
+    let body = get_json(http, &format!("{}/v1/admin/regions", cluster.url(id))).await;
+    let mut regions = BTreeMap::new();
+    for region in body["regions"].as_array().expect("a list of regions") {
+        let mut stores: Vec<u64> = region["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["store_id"].as_u64().unwrap())
+            .collect();
+        stores.sort();
+        let key = |field: &str| region[field].as_str().unwrap().to_string();
+        regions.insert(key("start_key"), (key("end_key"), stores));
+    }
+    regions
 }
