@@ -3,6 +3,8 @@
 #   make run     build (release) and start the 3-node cluster from configs/ in the background
 #   make stop    stop it
 #   make test    run the whole test suite (unit, in-process scenarios, multi-process)
+#   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
+#                checked for linearizability; artifacts in chaos-out/
 #   make clean-data  delete the local cluster's data
 
 CARGO      ?= cargo
@@ -11,7 +13,9 @@ NODES      := 1 2 3
 SERVER     := target/release/tinykv-server
 NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 
-.PHONY: build run stop status test clean-data
+CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
+
+.PHONY: build run stop status test chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server
@@ -53,6 +57,12 @@ test:
 	  echo "cargo-nextest not found, using cargo test"; \
 	  $(CARGO) test --workspace; \
 	fi
+
+# Chaos against real processes, checked for linearizability (README, "Chaos testing"); exits
+# non-zero unless the verdict is PASS. Release binaries: a long run needs the throughput.
+chaos:
+	$(CARGO) build --release -p tinykv -p tinykv-integration --bin tinykv-server --bin tinykv-chaos
+	target/release/tinykv-chaos --out chaos-out $(CHAOS_ARGS)
 
 clean-data: stop
 	rm -rf $(RUN_DIR)

@@ -48,6 +48,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Switches for tests; all off by default.
+    #[serde(default)]
+    pub debug: DebugConfig,
 }
 
 /// The `[node]` section: this node's identity.
@@ -110,6 +113,9 @@ pub struct ApiConfig {
     pub attempt_timeout_ms: u64,
     /// Threads serving HTTP.
     pub http_workers: usize,
+    /// Requests taking at least this long are logged at `warn` (method, path, status,
+    /// duration) and counted in `tinykv_http_slow_requests_total`.
+    pub slow_request_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -122,6 +128,7 @@ impl Default for ApiConfig {
             request_timeout_ms: 10_000,
             attempt_timeout_ms: 3_000,
             http_workers: 2,
+            slow_request_ms: 1_000,
         }
     }
 }
@@ -133,6 +140,11 @@ impl ApiConfig {
             request: Duration::from_millis(self.request_timeout_ms),
             attempt: Duration::from_millis(self.attempt_timeout_ms),
         }
+    }
+
+    /// The threshold of the slow-request log.
+    pub fn slow_request(&self) -> Duration {
+        Duration::from_millis(self.slow_request_ms)
     }
 }
 
@@ -151,6 +163,16 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// The `[debug]` section: switches for tests, never to be turned on in production.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Enables the fault-injection endpoints (`/v1/admin/faults/...`), through which a
+    /// test can partition this node from other stores; see [`crate::faults`]. Off, they
+    /// answer 404.
+    pub fault_injection: bool,
 }
 
 /// Settings given on the command line; they override files and environment.
@@ -281,6 +303,7 @@ impl Config {
             ("request_timeout_ms", api.request_timeout_ms),
             ("attempt_timeout_ms", api.attempt_timeout_ms),
             ("http_workers", api.http_workers as u64),
+            ("slow_request_ms", api.slow_request_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -405,8 +428,13 @@ mod tests {
         assert_eq!(config.api.max_key_bytes, 4096);
         assert_eq!(config.api.max_value_bytes, 8 * 1024 * 1024);
         assert_eq!(config.api.default_scan_limit, 1000);
+        assert_eq!(config.api.slow_request(), Duration::from_secs(1));
         assert_eq!(config.raftstore, RaftStoreConfig::default());
         assert_eq!(config.log.level, "info");
+        assert!(
+            !config.debug.fault_injection,
+            "fault injection is off by default"
+        );
         assert_eq!(config.own_address().unwrap().http_addr, "127.0.0.1:8080");
     }
 
@@ -439,6 +467,21 @@ mod tests {
         let file = write_config(&format!("{MINIMAL}\n[raftstore]\nraft_tick_ms = 10\n"));
         let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("raft_tick_ms"), "{err}");
+        let file = write_config(&format!("{MINIMAL}\n[debug]\nfault_injections = true\n"));
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("fault_injections"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_is_switched_on_in_the_debug_section() {
+        let file = write_config(&format!("{MINIMAL}\n[debug]\nfault_injection = true\n"));
+        let config = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap();
+        assert!(config.debug.fault_injection);
+        let file = write_config(&format!(
+            "{MINIMAL}\n[debug]\nfault_injection = \"maybe\"\n"
+        ));
+        let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("fault_injection"), "{err}");
     }
 
     #[test]
@@ -470,6 +513,7 @@ mod tests {
         let cases = [
             ("[api]\nmax_scan_limit = 0\n", "api.max_scan_limit"),
             ("[api]\ndefault_scan_limit = 20000\n", "api.default_scan_limit"),
+            ("[api]\nslow_request_ms = 0\n", "api.slow_request_ms"),
             ("[raftstore]\nraft_election_timeout_ticks = 1\n", "raftstore.raft_election_timeout_ticks"),
             ("[log]\nlevel = \"=nonsense=\"\n", "log.level"),
             (

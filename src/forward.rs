@@ -18,6 +18,8 @@
 //! to connect means the request never left ([`Error::Forward`] with `maybe_delivered:
 //! false`, safe to retry); a timeout or a connection lost after sending means it may have
 //! been executed (`maybe_delivered: true`, the client is told the outcome is unknown).
+//! A store that fault injection cuts off (see [`crate::faults`]) fails the same way as one
+//! that cannot be connected to, at once and without sending anything.
 //!
 //! [`KvService`]: crate::service::KvService
 
@@ -35,6 +37,7 @@ use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
 
 /// Content type of the internal endpoints' bodies.
@@ -53,6 +56,7 @@ pub struct HttpForwarder {
     client: reqwest::Client,
     addresses: AddressBook,
     attempt_timeout: Duration,
+    faults: Faults,
 }
 
 impl HttpForwarder {
@@ -70,7 +74,14 @@ impl HttpForwarder {
             client,
             addresses,
             attempt_timeout,
+            faults: Faults::disabled(),
         })
+    }
+
+    /// The same forwarder, failing at once every request to a store `faults` blocks.
+    pub fn with_faults(mut self, faults: Faults) -> HttpForwarder {
+        self.faults = faults;
+        self
     }
 
     /// POSTs `body` to `path` of store `store_id`; returns the response body.
@@ -80,6 +91,12 @@ impl HttpForwarder {
             message,
             maybe_delivered,
         };
+        if self.faults.is_blocked(store_id) {
+            return Err(forward_error(
+                "partitioned from the store by fault injection".into(),
+                false,
+            ));
+        }
         let http_addr = self
             .addresses
             .http_addr(store_id)
@@ -335,5 +352,38 @@ mod tests {
                 other => panic!("store {store_id}: unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_store_fails_fast_without_sending() {
+        // Something listens but never answers: only fault injection makes this fail fast.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let book = AddressBook::new([crate::config::StoreAddress {
+            id: 2,
+            raft_addr: "127.0.0.1:1".into(),
+            http_addr: listener.local_addr().unwrap().to_string(),
+        }]);
+        let faults = Faults::enabled();
+        faults.partition([2]).unwrap();
+        let forwarder = HttpForwarder::new(book, Duration::from_secs(30))
+            .unwrap()
+            .with_faults(faults);
+        let op = KvOp::Get {
+            cf: Cf::Default,
+            key: b"k".to_vec(),
+        };
+        let started = std::time::Instant::now();
+        match forwarder.forward(2, op).await {
+            Err(
+                err @ Error::Forward {
+                    maybe_delivered: false,
+                    ..
+                },
+            ) => assert!(err.to_string().contains("fault injection"), "{err}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "no connection was made");
     }
 }

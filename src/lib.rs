@@ -5,9 +5,11 @@
 //! - [`service`]: executes client requests, forwarding to the leader's node;
 //! - [`admin`]: splits regions, changes their peers and moves their leaders;
 //! - [`forward`]: the HTTP forwarder between nodes;
+//! - [`faults`]: fault injection for tests (network partitions between nodes);
 //! - [`transport`]: store-to-store raft messages over TCP, snapshots streamed in chunks on
 //!   connections of their own (`snapshot_stream`);
 //! - [`api`]: the REST API (actix-web);
+//! - [`metrics`]: HTTP metrics and the slow-request log (a middleware), and `GET /metrics`;
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
@@ -16,7 +18,9 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod forward;
+pub mod metrics;
 pub mod node;
 pub mod service;
 mod snapshot_stream;

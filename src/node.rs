@@ -8,7 +8,8 @@
 //! [`TcpTransport`] over the static address book; the raft listener feeds incoming
 //! messages to it; the HTTP server serves the API with a [`KvService`] and an
 //! [`AdminService`] that reach other nodes (the leaders, or the stores holding a region this
-//! one lacks) through an [`HttpForwarder`].
+//! one lacks) through an [`HttpForwarder`]. With `debug.fault_injection` on, the transport,
+//! the raft listener and the forwarder share one [`Faults`] switch that the API can flip.
 //!
 //! [`Node::shutdown`] stops in the reverse order of dependence: the HTTP server first,
 //! letting requests in flight finish while the raftstore can still answer them, then the
@@ -32,9 +33,10 @@ use crate::admin::AdminService;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::forward::HttpForwarder;
 use crate::service::{Forwarder, KvService};
-use crate::transport::{serve_raft, TcpTransport};
+use crate::transport::{serve_raft_with_faults, TcpTransport};
 
 /// How long an idle HTTP connection is kept open.
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
@@ -95,13 +97,20 @@ impl Node {
 
         let addresses = AddressBook::new(config.cluster.stores.iter().cloned());
         let timeouts = config.api.service_timeouts();
-        let forwarder = HttpForwarder::new(addresses.clone(), timeouts.attempt)?;
-        let transport = Arc::new(TcpTransport::new(
-            addresses.clone(),
-            tokio::runtime::Handle::current(),
-        ));
+        let faults = Faults::new(config.debug.fault_injection);
+        let forwarder =
+            HttpForwarder::new(addresses.clone(), timeouts.attempt)?.with_faults(faults.clone());
+        let transport = Arc::new(
+            TcpTransport::new(addresses.clone(), tokio::runtime::Handle::current())
+                .with_faults(faults.clone()),
+        );
         let store = start_store(config.raftstore.clone(), engine, transport).await?;
-        let raft_task = tokio::spawn(serve_raft(raft_listener, store.router()));
+        let raft_task = tokio::spawn(serve_raft_with_faults(
+            raft_listener,
+            store.router(),
+            faults.clone(),
+        ));
+        let faults = web::Data::new(faults);
 
         let forwarder: Arc<dyn Forwarder> = Arc::new(forwarder);
         let state = web::Data::new(ApiState {
@@ -111,12 +120,18 @@ impl Node {
             limits: config.api.clone(),
             addresses,
         });
-        let server = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
-            .workers(config.api.http_workers)
-            .keep_alive(HTTP_KEEP_ALIVE)
-            .shutdown_timeout(timeouts.request.as_secs() + 1)
-            .disable_signals()
-            .listen(http_listener);
+        let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(faults.clone())
+                .wrap(http_metrics)
+                .configure(api::configure(state.clone()))
+        })
+        .workers(config.api.http_workers)
+        .keep_alive(HTTP_KEEP_ALIVE)
+        .shutdown_timeout(timeouts.request.as_secs() + 1)
+        .disable_signals()
+        .listen(http_listener);
         let server = match server {
             Ok(server) => server.run(),
             Err(e) => {
@@ -246,6 +261,7 @@ mod tests {
             api: Default::default(),
             raftstore: tinykv_actors::RaftStoreConfig::for_tests(),
             log: Default::default(),
+            debug: Default::default(),
         };
         config.api.http_workers = 1;
 

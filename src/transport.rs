@@ -38,6 +38,10 @@
 //! its connection (the sender will reconnect and start clean). Snapshot streams are read by
 //! tasks of their own, at most [`MAX_RECEIVING_SNAPSHOTS`] at once, each refusing more than
 //! [`MAX_SNAPSHOT_BYTES`]; message streams keep flowing meanwhile.
+//!
+//! For tests, both sides obey a [`Faults`] switch (see [`crate::faults`]): messages to a
+//! blocked store are dropped in [`TcpTransport::send`], and messages from one are dropped
+//! by [`serve_raft_with_faults`] before they reach the router.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,6 +62,7 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::address_book::AddressBook;
+use crate::faults::Faults;
 use crate::snapshot_stream;
 pub use crate::snapshot_stream::{MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK_BYTES};
 
@@ -95,6 +100,8 @@ pub struct TcpTransport {
     snapshot_streams: Arc<Semaphore>,
     /// Snapshots handed over but still waiting for a permit.
     waiting_snapshots: Arc<AtomicUsize>,
+    /// Stores cut off by fault injection.
+    faults: Faults,
 }
 
 /// The sending end of one destination's queue.
@@ -114,7 +121,14 @@ impl TcpTransport {
             queues: RwLock::new(HashMap::new()),
             snapshot_streams: Arc::new(Semaphore::new(MAX_SENDING_SNAPSHOTS)),
             waiting_snapshots: Arc::new(AtomicUsize::new(0)),
+            faults: Faults::disabled(),
         }
+    }
+
+    /// The same transport, dropping messages to the stores `faults` blocks.
+    pub fn with_faults(mut self, faults: Faults) -> TcpTransport {
+        self.faults = faults;
+        self
     }
 
     /// The queue of `store_id`, starting its connection task if there is none (or the
@@ -159,6 +173,7 @@ impl TcpTransport {
                 bytes,
                 "dropping a raft snapshot larger than any receiver accepts"
             );
+            tinykv_actors::metrics::snapshot("send", false);
             return;
         }
         if self.waiting_snapshots.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING_SNAPSHOTS {
@@ -169,6 +184,7 @@ impl TcpTransport {
                 bytes,
                 "too many raft snapshots waiting to be sent; dropping this one"
             );
+            tinykv_actors::metrics::snapshot("send", false);
             return;
         }
         let waiting = WaitingSnapshot(self.waiting_snapshots.clone());
@@ -180,7 +196,9 @@ impl TcpTransport {
             };
             drop(waiting);
             let started = Instant::now();
-            match stream_snapshot(store_id, &addresses, msg).await {
+            let sent = stream_snapshot(store_id, &addresses, msg).await;
+            tinykv_actors::metrics::snapshot("send", sent.is_ok());
+            match sent {
                 Ok(sent) => tracing::info!(
                     to_store = store_id,
                     region,
@@ -219,6 +237,9 @@ impl Transport for TcpTransport {
             );
             return;
         };
+        if self.faults.is_blocked(store_id) {
+            return;
+        }
         if snapshot_stream::is_snapshot(&msg) {
             self.send_snapshot(store_id, msg);
             return;
@@ -402,6 +423,28 @@ pub async fn serve_raft(listener: TcpListener, router: StoreRouter) {
     serve_frames(listener, move |msg| router.deliver(msg)).await
 }
 
+/// [`serve_raft`], dropping the messages that come from stores `faults` blocks.
+pub async fn serve_raft_with_faults(listener: TcpListener, router: StoreRouter, faults: Faults) {
+    serve_frames(
+        listener,
+        unless_blocked(faults, move |msg| router.deliver(msg)),
+    )
+    .await
+}
+
+/// `deliver`, except for messages from stores that `faults` blocks.
+fn unless_blocked<F>(faults: Faults, deliver: F) -> impl Fn(RaftMessage) + Clone + Send + 'static
+where
+    F: Fn(RaftMessage) + Clone + Send + 'static,
+{
+    move |msg: RaftMessage| {
+        let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+        if !faults.is_blocked(from) {
+            deliver(msg);
+        }
+    }
+}
+
 /// [`serve_raft`] with any sink for the messages.
 async fn serve_frames<F>(listener: TcpListener, deliver: F)
 where
@@ -475,7 +518,9 @@ async fn receive_snapshot<F: Fn(RaftMessage)>(
         return; // The semaphore is never closed.
     };
     let started = Instant::now();
-    match snapshot_stream::receive(stream, MAX_SNAPSHOT_BYTES, deliver).await {
+    let received = snapshot_stream::receive(stream, MAX_SNAPSHOT_BYTES, deliver).await;
+    tinykv_actors::metrics::snapshot("receive", received.is_ok());
+    match received {
         Ok(received) => tracing::info!(
             %peer,
             region = received.region_id,
@@ -634,6 +679,45 @@ mod tests {
             assert_eq!(next(&mut inbox2).await.region_id, region, "order is kept");
         }
         assert_eq!(next(&mut inbox1).await.region_id, 7);
+    }
+
+    #[tokio::test]
+    async fn a_partition_drops_messages_both_ways_until_healed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The receiver is store 2, partitioned from store 3; the sender is store 1,
+        // partitioned from store 2.
+        let receiver_faults = Faults::enabled();
+        receiver_faults.partition([3]).unwrap();
+        let (tx, mut inbox) = mpsc::unbounded_channel();
+        let _task = tokio::spawn(serve_frames(
+            listener,
+            unless_blocked(receiver_faults.clone(), move |msg| {
+                let _ = tx.send(msg);
+            }),
+        ));
+        let sender_faults = Faults::enabled();
+        sender_faults.partition([2]).unwrap();
+        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current())
+            .with_faults(sender_faults.clone());
+        let from = |store_id, region_id| RaftMessage {
+            from_peer: Some(Peer {
+                id: store_id,
+                store_id,
+            }),
+            ..message(2, region_id)
+        };
+
+        transport.send(from(1, 1));
+        sender_faults.heal().unwrap();
+        // Raw frames from store 3 are dropped on arrival, those from store 1 delivered.
+        transport.send(from(3, 2));
+        transport.send(from(1, 3));
+        assert_eq!(next(&mut inbox).await.region_id, 3);
+        receiver_faults.heal().unwrap();
+        transport.send(from(3, 4));
+        assert_eq!(next(&mut inbox).await.region_id, 4);
+        assert!(inbox.try_recv().is_err(), "nothing else arrived");
     }
 
     #[tokio::test]

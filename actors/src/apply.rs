@@ -97,6 +97,7 @@ impl ApplyFsm {
             self.applied_term = entry.term;
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
                 if p.index == entry.index && p.term == entry.term {
+                    crate::metrics::applied_after(p.proposed_at);
                     responses.push((p.callback, response_to_send(&response)));
                 } else {
                     respond_error(p.callback, &Error::StaleCommand, entry.term);

@@ -32,6 +32,8 @@ pub trait WriteKind: Unpin + 'static {
     type Task: Message<Result = ()> + Send + Unpin + 'static;
     /// Name used in logs.
     const NAME: &'static str;
+    /// The `writer` label of the writer's metrics.
+    const METRIC_LABEL: &'static str;
     /// The task's mutations.
     fn mutations(task: &Self::Task) -> &[Mutation];
     /// Whether the task must be fsynced before acknowledgement.
@@ -92,6 +94,12 @@ impl<K: WriteKind> BatchWriter<K> {
             let started = Instant::now();
             let mutations = tasks.iter().flat_map(|t| K::mutations(t).iter());
             let result = engine.write_all(mutations, sync);
+            let bytes = tasks
+                .iter()
+                .flat_map(|t| K::mutations(t))
+                .map(Mutation::size);
+            let (count, elapsed) = (tasks.len(), started.elapsed());
+            crate::metrics::batch_written(K::METRIC_LABEL, count, bytes.sum(), elapsed);
             tracing::trace!(
                 writer = K::NAME,
                 tasks = tasks.len(),
@@ -142,6 +150,7 @@ pub struct RaftLog;
 impl WriteKind for RaftLog {
     type Task = WriteTask;
     const NAME: &'static str = "raft-log-writer";
+    const METRIC_LABEL: &'static str = "raft_log";
 
     fn mutations(task: &WriteTask) -> &[Mutation] {
         &task.mutations
@@ -168,6 +177,7 @@ pub struct ApplyLog;
 impl WriteKind for ApplyLog {
     type Task = ApplyTask;
     const NAME: &'static str = "apply-writer";
+    const METRIC_LABEL: &'static str = "apply";
 
     fn mutations(task: &ApplyTask) -> &[Mutation] {
         &task.mutations
@@ -192,6 +202,7 @@ pub struct LogGc;
 impl WriteKind for LogGc {
     type Task = LogGcTask;
     const NAME: &'static str = "raft-log-gc";
+    const METRIC_LABEL: &'static str = "log_gc";
 
     fn mutations(task: &LogGcTask) -> &[Mutation] {
         &task.mutations

@@ -64,8 +64,10 @@ pub enum Error {
     /// The store is shutting down or the addressed actor stopped.
     #[error("store is stopped")]
     Stopped,
-    /// The request did not complete in time; its outcome is unknown.
-    #[error("request timed out")]
+    /// The request did not complete in time, or its peer stopped while the command was
+    /// proposed but not yet applied: its outcome is unknown (the command may still be
+    /// committed and applied by the other peers).
+    #[error("request timed out; its outcome is unknown")]
     Timeout,
     /// A request that the raftstore refuses, with the reason.
     #[error("invalid request: {0}")]

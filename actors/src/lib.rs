@@ -11,7 +11,8 @@
 //!
 //! Modules, in the order data flows through them: [`router`], [`peer`] (with
 //! [`peer_storage`]), [`batch_writer`], [`apply`], over [`engine`] and [`keys`]; plus
-//! [`store`], [`bootstrap`], [`system`], [`msg`], [`transport`], [`config`], [`error`].
+//! [`store`], [`bootstrap`], [`system`], [`msg`], [`transport`], [`config`], [`error`],
+//! and [`metrics`] (what the raftstore exposes to Prometheus).
 
 pub mod alive;
 pub mod apply;
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod id_alloc;
 pub mod keys;
+pub mod metrics;
 pub mod msg;
 pub mod peer;
 pub mod peer_storage;

@@ -193,6 +193,8 @@ pub struct Proposal {
     pub term: u64,
     /// Where the answer goes.
     pub callback: Callback,
+    /// When the command was proposed, for the propose-to-apply latency metric.
+    pub proposed_at: std::time::Instant,
 }
 
 /// Committed entries for the ApplyFsm, with the proposals they may answer.

@@ -45,6 +45,7 @@ use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
 use crate::id_alloc::IdAllocator;
 use crate::keys;
+use crate::metrics;
 use crate::msg::*;
 use crate::peer_storage::PeerStorage;
 use crate::router::Router;
@@ -293,6 +294,7 @@ impl PeerFsm {
             callback,
         } = cmd;
         if let Err(e) = self.check_command(&mut request) {
+            metrics::proposal_dropped("refused");
             respond_error(callback, &e, self.term());
             return;
         }
@@ -398,6 +400,9 @@ impl PeerFsm {
     /// limit: then it compacts up to the applied index and the follower gets a snapshot.
     fn on_log_gc_tick(&mut self, ctx: &mut Context<Self>) {
         self.check_snapshot_progress();
+        let lag = self.raft.raft.raft_log.committed;
+        let lag = lag.saturating_sub(self.raft.store().applied_index());
+        metrics::COMMIT_APPLY_LAG.observe(lag as f64);
         if !self.is_leader() {
             return;
         }
@@ -537,10 +542,14 @@ impl PeerFsm {
         self.generating_snapshot = false;
         match result {
             Ok(snapshot) => {
+                metrics::snapshot("generate", true);
                 debug!(index = snapshot.get_metadata().index, "snapshot generated");
                 self.raft.store().set_generated_snapshot(snapshot);
             }
-            Err(e) => warn!("snapshot generation failed: {e}"),
+            Err(e) => {
+                metrics::snapshot("generate", false);
+                warn!("snapshot generation failed: {e}");
+            }
         }
     }
 
@@ -617,12 +626,15 @@ impl PeerFsm {
         let proposed = self.raft.propose_conf_change(vec![], cc).is_ok();
         let index = self.raft.raft.raft_log.last_index();
         if !proposed || index == last_before {
+            metrics::proposal_dropped("dropped");
             return respond_error(callback, &self.not_leader(), term);
         }
+        metrics::proposed("conf_change");
         self.proposals.push_back(Proposal {
             index,
             term,
             callback,
+            proposed_at: Instant::now(),
         });
     }
 
@@ -680,19 +692,23 @@ impl PeerFsm {
     fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
         let last_before = self.raft.raft.raft_log.last_index();
         if self.raft.propose(vec![], request.encode_to_vec()).is_err() {
+            metrics::proposal_dropped("dropped");
             respond_error(callback, &self.not_leader(), self.term());
             return;
         }
         let index = self.raft.raft.raft_log.last_index();
         if index == last_before {
             // Dropped by raft, e.g. during a leader transfer.
+            metrics::proposal_dropped("dropped");
             respond_error(callback, &self.not_leader(), self.term());
             return;
         }
+        metrics::proposed(metrics::proposal_kind(&request));
         self.proposals.push_back(Proposal {
             index,
             term: self.term(),
             callback,
+            proposed_at: Instant::now(),
         });
     }
 
@@ -723,6 +739,7 @@ impl PeerFsm {
         }
         for read in self.pending_reads.iter_mut().filter(|r| !r.issued) {
             read.issued = true;
+            metrics::proposed("read_index");
             self.raft.read_index(read.id.to_be_bytes().to_vec());
         }
     }
@@ -896,6 +913,7 @@ impl PeerFsm {
                 out.end_key = region.end_key.clone();
             }
             out.message = Some(from_raft(&m));
+            metrics::message_sent(m.get_msg_type());
             self.ctx.transport.send(out);
         }
     }
@@ -918,6 +936,7 @@ impl PeerFsm {
             return;
         }
         let mut ready = self.raft.ready();
+        metrics::READY_HANDLED.inc();
         if ready.ss().is_some() {
             self.on_soft_state_change(ctx);
         }
@@ -989,6 +1008,7 @@ impl PeerFsm {
             "applying snapshot"
         );
         let mutations = self.raft.mut_store().apply_snapshot(&verified);
+        metrics::snapshot("apply", true);
         for p in &verified.region.peers {
             self.peer_cache.insert(p.id, *p);
         }
@@ -1250,10 +1270,14 @@ impl PeerFsm {
         }
     }
 
+    /// Answers everything waiting on this peer, which is stopping or destroyed: reads
+    /// with `err` (nothing happened), proposals with [`Error::Timeout`], because a
+    /// proposed command may still be committed and applied by the other peers: a client
+    /// that retried it could apply it twice.
     fn fail_all(&mut self, err: &Error) {
         let term = self.term();
         for p in self.proposals.drain(..) {
-            respond_error(p.callback, err, term);
+            respond_error(p.callback, &Error::Timeout, term);
         }
         for r in self.pending_reads.drain(..) {
             respond_error(r.callback, err, term);

@@ -67,6 +67,17 @@ impl Router {
             self.ranges.insert(route.region.start_key.clone(), id);
         }
         self.routes.insert(id, route);
+        self.update_gauges();
+    }
+
+    /// Sets the store's region and leader gauges from the routes.
+    fn update_gauges(&self) {
+        let leaders = self.routes.values().filter(|r| {
+            r.leader
+                .as_ref()
+                .is_some_and(|l| l.store_id == self.store_id)
+        });
+        crate::metrics::set_store_counts(self.store_id, self.routes.len(), leaders.count());
     }
 
     /// The PeerFsm of `region_id` if it is still running. A stopped one (destroyed, its
@@ -86,6 +97,7 @@ impl Router {
                 self.ranges.remove(&old.region.start_key);
             }
         }
+        self.update_gauges();
     }
 
     /// Whether `[start, end)` intersects the range of any local initialized region.
@@ -295,6 +307,7 @@ impl Handler<Stop> for Router {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.peers.clear();
+        crate::metrics::set_store_counts(self.store_id, 0, 0);
         ctx.stop();
     }
 }

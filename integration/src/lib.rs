@@ -8,9 +8,16 @@
 //! - [`generic`]: TinyKV's `GenericTest`: clients appending and scanning under chaos,
 //!   checking that every acknowledged put is present exactly once and in order.
 //! - [`process`]: real `tinykv-server` processes on loopback, killed and restarted.
+//! - [`linearizability`]: a per-key linearizability checker for histories of gets, puts
+//!   and deletes (Wing & Gong's search with Lowe's memoization);
+//! - [`chaos`]: concurrent REST clients against real processes while a nemesis kills,
+//!   pauses and partitions nodes and moves leaders and splits regions, the history
+//!   checked for linearizability at the end.
 
+pub mod chaos;
 pub mod cluster;
 pub mod generic;
+pub mod linearizability;
 pub mod network;
 pub mod process;
 

@@ -2,9 +2,10 @@
 //!
 //! [`ProcessCluster`] writes one TOML config per node into a temporary directory (free
 //! ports picked by the OS, data directories inside the temporary directory), starts the
-//! binary for each, and can kill a node with SIGKILL and start it again over the same data.
-//! The binary is found next to the test executable's target directory (built first if it
-//! is missing), or at `$TINYKV_SERVER_BIN`.
+//! binary for each, and can kill a node with SIGKILL and start it again over the same data,
+//! or pause it with SIGSTOP and resume it with SIGCONT. The binary is found at
+//! `$TINYKV_SERVER_BIN`, or next to the running executable, or in the target directory of
+//! the test executable (built first if it is missing).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -44,8 +45,14 @@ pub fn server_binary() -> PathBuf {
     if let Ok(path) = std::env::var("TINYKV_SERVER_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test exe> → target/<profile>/tinykv-server
+    // A binary such as target/<profile>/tinykv-chaos has the server beside it.
     let exe = std::env::current_exe().expect("current exe");
+    if let Some(beside) = exe.parent().map(|dir| dir.join("tinykv-server")) {
+        if beside.exists() {
+            return beside;
+        }
+    }
+    // target/<profile>/deps/<test exe> → target/<profile>/tinykv-server
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
@@ -71,6 +78,23 @@ impl ProcessCluster {
     /// [`ProcessCluster::start`] with more `[raftstore]` settings, given as TOML lines
     /// (for example `"region_max_size = 262144\n"`).
     pub fn start_with_raftstore(count: u64, raftstore: &str) -> ProcessCluster {
+        ProcessCluster::start_with_raftstore_and_config(count, raftstore, "")
+    }
+
+    /// [`ProcessCluster::start`] with more configuration sections in every node's file,
+    /// given as TOML (for example `"[debug]\nfault_injection = true\n"`). They must not
+    /// repeat `[node]` or `[raftstore]`, which the cluster writes itself.
+    pub fn start_with_config(count: u64, extra_toml: &str) -> ProcessCluster {
+        ProcessCluster::start_with_raftstore_and_config(count, "", extra_toml)
+    }
+
+    /// Both [`ProcessCluster::start_with_raftstore`] and
+    /// [`ProcessCluster::start_with_config`].
+    pub fn start_with_raftstore_and_config(
+        count: u64,
+        raftstore: &str,
+        extra_toml: &str,
+    ) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("tinykv-procs-")
             .tempdir()
@@ -91,10 +115,11 @@ impl ProcessCluster {
         }
         for n in &nodes {
             let config = format!(
-                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n\n[raftstore]\nraft_base_tick_ms = 50\n{}\n{}",
+                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n\n[raftstore]\nraft_base_tick_ms = 50\n{}\n{}\n{}",
                 n.id,
                 dir.path().join(format!("node{}", n.id)).display(),
                 raftstore,
+                extra_toml,
                 stores
             );
             std::fs::write(dir.path().join(format!("node{}.toml", n.id)), config)
@@ -144,6 +169,46 @@ impl ProcessCluster {
             .spawn()
             .expect("spawn tinykv-server");
         self.children[idx] = Some(child);
+    }
+
+    /// The process id of node `id`, if it runs (or is paused).
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[(id - 1) as usize].as_ref().map(Child::id)
+    }
+
+    /// Whether node `id` has a process (running or paused).
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children[(id - 1) as usize].is_some()
+    }
+
+    /// Pauses node `id` with SIGSTOP: it keeps its sockets but answers nothing, like a
+    /// machine stalled by the hypervisor or a long GC pause. No-op if it does not run.
+    pub fn pause_node(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// Resumes node `id` after [`ProcessCluster::pause_node`] with SIGCONT.
+    pub fn resume_node(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        if let Some(pid) = self.pid(id) {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("kill {signal} {pid} (node {id}) failed: {status:?}");
+            }
+        }
+    }
+
+    /// The directory holding the nodes' configs, logs and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Kills node `id` with SIGKILL: no shutdown, no flush.

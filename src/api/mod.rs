@@ -7,9 +7,13 @@
 //! - [`internal`]: `/internal/v1/raw/*` and `/internal/v1/raft-cmd`, where other nodes
 //!   forward requests and admin commands;
 //! - [`admin`]: views of regions and stores, and operations on regions (split, add or
-//!   remove a peer, transfer leadership) under `/v1/admin`;
+//!   remove a peer, transfer leadership) under `/v1/admin`, with [`faults`], fault
+//!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
+//!   is on);
 //!
-//! plus `GET /health`. Every error, including an unknown route (404), a wrong method
+//! plus `GET /health`, `GET /metrics` (Prometheus, see [`crate::metrics`]) and
+//! `GET /v1/openapi.json` ([`openapi`]: the OpenAPI 3.0 description of all but
+//! `/internal`). Every error, including an unknown route (404), a wrong method
 //! (405) and an oversized body (413), is answered as JSON by [`error`]. Request bodies
 //! are limited per scope with actix's `PayloadConfig`: `api.max_value_bytes` for client
 //! values, a little more for forwarded requests that carry a key and a value, and
@@ -17,8 +21,10 @@
 
 pub mod admin;
 pub mod error;
+pub mod faults;
 pub mod internal;
 pub mod kv;
+pub mod openapi;
 pub mod request;
 
 use actix_web::web::{self, PayloadConfig};
@@ -53,6 +59,16 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
             .service(
                 web::resource("/health")
                     .get(health)
+                    .default_service(not_allowed()),
+            )
+            .service(
+                web::resource("/metrics")
+                    .get(crate::metrics::expose)
+                    .default_service(not_allowed()),
+            )
+            .service(
+                web::resource("/v1/openapi.json")
+                    .get(openapi::spec)
                     .default_service(not_allowed()),
             )
             .service(
@@ -137,6 +153,13 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(
                         web::resource("/stores/{id}")
                             .get(admin::get_store)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/faults/partition")
+                            .get(faults::get_partition)
+                            .post(faults::partition)
+                            .delete(faults::heal)
                             .default_service(not_allowed()),
                     ),
             )

@@ -877,3 +877,243 @@ async fn a_peer_is_added_with_a_fresh_id_on_a_known_store() {
     drop(app);
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn fault_injection_endpoints_are_404_unless_enabled() {
+    let addresses = AddressBook::new([unreachable_address(1), unreachable_address(2)]);
+    let node = SingleStore::start_as(1, &[1], addresses).await;
+    let path = "/v1/admin/faults/partition";
+    let post = |body: &str| {
+        test::TestRequest::post()
+            .uri(path)
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body.to_string())
+    };
+
+    let without = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let disabled = test::init_service(
+        App::new()
+            .app_data(web::Data::new(crate::faults::Faults::disabled()))
+            .configure(configure(node.state.clone())),
+    )
+    .await;
+    for app in [&without, &disabled] {
+        for request in [
+            post(r#"{"blocked_stores": [2]}"#),
+            test::TestRequest::get().uri(path),
+            test::TestRequest::delete().uri(path),
+        ] {
+            let (status, body) = call!(app, request);
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(error_code(&body), "fault_injection_disabled");
+        }
+    }
+
+    let faults = crate::faults::Faults::enabled();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(faults.clone()))
+            .configure(configure(node.state.clone())),
+    )
+    .await;
+    let (status, body) = call!(&app, post(r#"{"blocked_stores": [2]}"#));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["blocked_stores"], serde_json::json!([2]));
+    assert!(faults.is_blocked(2));
+    for (body, code) in [
+        (r#"{"blocked_stores": [1]}"#, "unknown_store"),
+        (r#"{"blocked_stores": [7]}"#, "unknown_store"),
+        (r#"{"stores": [2]}"#, "bad_json"),
+        ("", "bad_json"),
+    ] {
+        let (status, answer) = call!(&app, post(body));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(&answer), code, "{body}");
+    }
+    let (status, body) = call!(&app, test::TestRequest::get().uri(path));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json(&body)["blocked_stores"],
+        serde_json::json!([2]),
+        "refused requests changed nothing"
+    );
+    let (status, _) = call!(&app, test::TestRequest::put().uri(path));
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = call!(&app, test::TestRequest::delete().uri(path));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["blocked_stores"], serde_json::json!([]));
+    assert!(!faults.is_blocked(2));
+
+    drop((without, disabled, app));
+    node.stop().await;
+}
+
+/// The value of `series` (a metric name and its labels, exactly as exposed) in the text
+/// exposition `text`.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[actix_rt::test]
+async fn metrics_count_requests_and_raftstore_work() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(
+        App::new()
+            .wrap(crate::metrics::HttpMetrics::new(Duration::from_secs(1)))
+            .configure(configure(node.state.clone())),
+    )
+    .await;
+    let (status, _) = call!(
+        &app,
+        test::TestRequest::put()
+            .uri("/v1/kv/metrics-key")
+            .set_payload("v")
+    );
+    assert_eq!(status, StatusCode::OK);
+    for request in [
+        test::TestRequest::get().uri("/v1/kv/metrics-key"),
+        test::TestRequest::get().uri("/v1/kv?start=metrics"),
+        test::TestRequest::delete().uri("/v1/kv/metrics-key"),
+        test::TestRequest::get().uri("/v1/admin/regions"),
+        test::TestRequest::get().uri("/no/such/route"),
+    ] {
+        call!(&app, request);
+    }
+
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers().get("content-type").unwrap();
+    assert!(content_type.to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+    for series in [
+        r#"tinykv_http_requests_total{route="kv_put",status="2xx"}"#,
+        r#"tinykv_http_requests_total{route="kv_get",status="2xx"}"#,
+        r#"tinykv_http_requests_total{route="kv_scan",status="2xx"}"#,
+        r#"tinykv_http_requests_total{route="kv_delete",status="2xx"}"#,
+        r#"tinykv_http_requests_total{route="admin",status="2xx"}"#,
+        r#"tinykv_http_requests_total{route="other",status="4xx"}"#,
+        r#"tinykv_http_request_duration_seconds_count{route="kv_put"}"#,
+        r#"tinykv_raft_proposals_total{kind="write"}"#,
+        r#"tinykv_raft_proposals_total{kind="read_index"}"#,
+        "tinykv_raft_ready_handled_total",
+        "tinykv_raft_propose_apply_duration_seconds_count",
+        r#"tinykv_batch_write_size_tasks_count{writer="raft_log"}"#,
+        r#"tinykv_batch_write_size_bytes_count{writer="apply"}"#,
+        r#"tinykv_batch_write_duration_seconds_count{writer="raft_log"}"#,
+    ] {
+        let value = metric_value(&text, series)
+            .unwrap_or_else(|| panic!("{series} is missing from /metrics:\n{text}"));
+        assert!(value > 0.0, "{series} is {value}");
+    }
+    // Gauges and metrics that need a cluster or a slow request exist from the start.
+    for name in [
+        r#"tinykv_store_regions{store="1"}"#,
+        r#"tinykv_store_leaders{store="1"}"#,
+        "# TYPE tinykv_http_slow_requests_total counter",
+        "# TYPE tinykv_raft_messages_sent_total counter",
+        "# TYPE tinykv_snapshots_total counter",
+        "# TYPE tinykv_raft_proposals_dropped_total counter",
+        "# TYPE tinykv_raft_commit_apply_lag_entries histogram",
+    ] {
+        assert!(
+            text.contains(name),
+            "{name} is missing from /metrics:\n{text}"
+        );
+    }
+
+    drop(app);
+    node.stop().await;
+}
+
+/// The error code of an answer, if it is a JSON error.
+fn maybe_error_code(body: &[u8]) -> Option<String> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    body["error"]["code"].as_str().map(str::to_string)
+}
+
+#[actix_rt::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let spec: Value = serde_json::from_str(openapi::SPEC).expect("the spec is JSON");
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.0."),
+        "an OpenAPI 3.0.x document"
+    );
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/openapi.json"));
+    assert_eq!((status, json(&body)), (StatusCode::OK, spec.clone()));
+
+    let methods = ["get", "put", "post", "delete", "patch"];
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12, "every route is described");
+    for (path, item) in paths {
+        assert!(!path.starts_with("/internal"), "{path} is not public");
+        let uri = path
+            .replace("{key}", "openapi-key")
+            .replace("{peer_id}", "7")
+            .replace("{id}", "1");
+        for method in methods {
+            let request = test::TestRequest::default()
+                .method(method.to_uppercase().parse().unwrap())
+                .uri(&uri);
+            let (status, body) = call!(&app, request);
+            let code = maybe_error_code(&body).unwrap_or_default();
+            let Some(operation) = item.get(method) else {
+                assert_eq!(
+                    (status, code.as_str()),
+                    (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+                    "{method} {path} is served but not in the spec"
+                );
+                continue;
+            };
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED
+                    && code != "route_not_found"
+                    && code != "method_not_allowed",
+                "{method} {path} is in the spec but not served: {status} {code}"
+            );
+            check_operation(&spec, path, item, operation);
+        }
+    }
+
+    drop(app);
+    node.stop().await;
+}
+
+/// Checks that an operation of the spec declares its path's parameters and answers every
+/// error with the JSON error body.
+fn check_operation(spec: &Value, path: &str, item: &Value, operation: &Value) {
+    let declared: Vec<&str> = [&item["parameters"], &operation["parameters"]]
+        .into_iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter(|p| p["in"] == "path")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for segment in path.split('/') {
+        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            assert!(declared.contains(&name), "{path}: {name} is not declared");
+        }
+    }
+    let responses = operation["responses"].as_object().unwrap();
+    assert!(responses.contains_key("200"), "{path}: no 200");
+    for (status, response) in responses {
+        if !(status.starts_with('4') || status.starts_with('5')) {
+            continue;
+        }
+        let response = match response["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.trim_start_matches("#/components/responses/");
+                &spec["components"]["responses"][name]
+            }
+            None => response,
+        };
+        let schema = &response["content"]["application/json"]["schema"];
+        assert_eq!(
+            schema["$ref"], "#/components/schemas/Error",
+            "{path} {status}"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! HTTP metrics, the slow-request log, and the `GET /metrics` endpoint.
+//!
+//! [`HttpMetrics`] is an actix-web middleware wrapped around the whole API. For every
+//! request it counts the answer in `tinykv_http_requests_total` (by route group and status
+//! class) and observes its latency in `tinykv_http_request_duration_seconds` (by route
+//! group). The route group ([`route_group`]) is derived from the resource pattern the
+//! request matched and its method, never from the raw path, so keys in paths cannot
+//! create new series: `kv_get`, `kv_put`, `kv_delete`, `kv_scan`, `admin`, `internal`,
+//! and `other` for everything else (health, metrics, the OpenAPI document, unknown
+//! routes, a wrong method on a KV route).
+//!
+//! A request slower than `api.slow_request_ms` is also logged at `warn` with its method,
+//! path, status and duration, and counted in `tinykv_http_slow_requests_total`.
+//!
+//! [`expose`] answers `GET /metrics` with every metric of the process's default registry
+//! in Prometheus's text exposition format: these and the raftstore's
+//! ([`tinykv_actors::metrics`]).
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::{Method, StatusCode};
+use actix_web::HttpResponse;
+use futures::future::LocalBoxFuture;
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec, TextEncoder,
+};
+
+use crate::error::Error;
+
+/// HTTP requests answered, by route group and status class (`2xx`, `4xx`, ...).
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_http_requests_total",
+        "HTTP requests answered, by route group and status class.",
+        &["route", "status"]
+    )
+    .expect("metric registers once")
+});
+
+/// Seconds from receiving a request to having its response, by route group.
+pub static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "tinykv_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route group.",
+        &["route"],
+        tinykv_actors::metrics::duration_buckets()
+    )
+    .expect("metric registers once")
+});
+
+/// Requests slower than `api.slow_request_ms`, by route group.
+pub static HTTP_SLOW_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_http_slow_requests_total",
+        "HTTP requests slower than api.slow_request_ms, by route group.",
+        &["route"]
+    )
+    .expect("metric registers once")
+});
+
+/// Every route group [`route_group`] answers.
+pub const ROUTE_GROUPS: [&str; 7] = [
+    "kv_get",
+    "kv_put",
+    "kv_delete",
+    "kv_scan",
+    "admin",
+    "internal",
+    "other",
+];
+
+/// Registers every metric of the node (HTTP and raftstore), with a zero series for each
+/// route group, so that `/metrics` lists them all from the start.
+pub fn register_all() {
+    for group in ROUTE_GROUPS {
+        for class in ["2xx", "4xx", "5xx"] {
+            HTTP_REQUESTS.with_label_values(&[group, class]);
+        }
+        HTTP_DURATION.with_label_values(&[group]);
+        HTTP_SLOW_REQUESTS.with_label_values(&[group]);
+    }
+    tinykv_actors::metrics::register_all();
+}
+
+/// The route group a request is counted under, from the resource pattern it matched
+/// (`None` if none) and its method.
+pub fn route_group(method: &Method, pattern: Option<&str>) -> &'static str {
+    let Some(pattern) = pattern else {
+        return "other";
+    };
+    if pattern == "/v1/kv" {
+        return if method == Method::GET {
+            "kv_scan"
+        } else {
+            "other"
+        };
+    }
+    if pattern.starts_with("/v1/kv/") {
+        return match *method {
+            Method::GET => "kv_get",
+            Method::PUT => "kv_put",
+            Method::DELETE => "kv_delete",
+            _ => "other",
+        };
+    }
+    if pattern.starts_with("/v1/admin") {
+        "admin"
+    } else if pattern.starts_with("/internal") {
+        "internal"
+    } else {
+        "other"
+    }
+}
+
+/// The status class label of `status`: `2xx`, `4xx`, `5xx`, ...
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Counts and times one answered request, and logs it if it was slow.
+fn record(
+    method: &Method,
+    path: &str,
+    pattern: Option<&str>,
+    status: StatusCode,
+    elapsed: Duration,
+    slow: Duration,
+) {
+    let group = route_group(method, pattern);
+    HTTP_REQUESTS
+        .with_label_values(&[group, status_class(status)])
+        .inc();
+    HTTP_DURATION
+        .with_label_values(&[group])
+        .observe(elapsed.as_secs_f64());
+    if elapsed >= slow {
+        HTTP_SLOW_REQUESTS.with_label_values(&[group]).inc();
+        tracing::warn!(
+            %method,
+            path,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_millis() as u64,
+            "slow request"
+        );
+    }
+}
+
+/// The middleware; see the module documentation. Wrap it around the whole `App`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpMetrics {
+    slow_request: Duration,
+}
+
+impl HttpMetrics {
+    /// Measures every request; logs those that take `slow_request` or longer.
+    pub fn new(slow_request: Duration) -> HttpMetrics {
+        register_all();
+        HttpMetrics { slow_request }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for HttpMetrics
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = HttpMetricsService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(HttpMetricsService {
+            service: Rc::new(service),
+            slow_request: self.slow_request,
+        }))
+    }
+}
+
+/// The service [`HttpMetrics`] wraps around the app.
+pub struct HttpMetricsService<S> {
+    service: Rc<S>,
+    slow_request: Duration,
+}
+
+impl<S, B> Service<ServiceRequest> for HttpMetricsService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let slow = self.slow_request;
+        let method = req.method().clone();
+        let path = req.path().to_string();
+        let pattern = req.match_pattern();
+        let response = self.service.call(req);
+        Box::pin(async move {
+            let result = response.await;
+            let status = match &result {
+                Ok(response) => response.status(),
+                Err(e) => e.as_response_error().status_code(),
+            };
+            let elapsed = started.elapsed();
+            record(&method, &path, pattern.as_deref(), status, elapsed, slow);
+            result
+        })
+    }
+}
+
+/// `GET /metrics`: every metric of the process, in Prometheus's text format.
+pub async fn expose() -> crate::error::Result<HttpResponse> {
+    let text = TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .map_err(|e| Error::Io(format!("cannot encode the metrics: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_grouped_by_pattern_and_method() {
+        let key = Some("/v1/kv/{key:.*}");
+        assert_eq!(route_group(&Method::GET, key), "kv_get");
+        assert_eq!(route_group(&Method::PUT, key), "kv_put");
+        assert_eq!(route_group(&Method::DELETE, key), "kv_delete");
+        assert_eq!(route_group(&Method::POST, key), "other");
+        assert_eq!(route_group(&Method::GET, Some("/v1/kv")), "kv_scan");
+        assert_eq!(
+            route_group(&Method::POST, Some("/v1/admin/regions/{id}/split")),
+            "admin"
+        );
+        assert_eq!(
+            route_group(&Method::POST, Some("/internal/v1/raw/get")),
+            "internal"
+        );
+        assert_eq!(route_group(&Method::GET, Some("/health")), "other");
+        assert_eq!(route_group(&Method::GET, None), "other");
+        let pattern = Some("/v1/kv/{key:.*}");
+        for method in [Method::GET, Method::PUT, Method::DELETE, Method::HEAD] {
+            assert!(ROUTE_GROUPS.contains(&route_group(&method, pattern)));
+        }
+    }
+
+    #[test]
+    fn statuses_are_counted_by_class() {
+        assert_eq!(status_class(StatusCode::OK), "2xx");
+        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(StatusCode::GATEWAY_TIMEOUT), "5xx");
+    }
+
+    #[test]
+    fn a_slow_request_is_counted_as_slow() {
+        let slow = || HTTP_SLOW_REQUESTS.with_label_values(&["admin"]).get();
+        let before = slow();
+        let pattern = Some("/v1/admin/regions");
+        let ms = Duration::from_millis;
+        record(
+            &Method::GET,
+            "/v1/admin/regions",
+            pattern,
+            StatusCode::OK,
+            ms(5),
+            ms(10),
+        );
+        assert_eq!(slow(), before);
+        record(
+            &Method::GET,
+            "/v1/admin/regions",
+            pattern,
+            StatusCode::OK,
+            ms(20),
+            ms(10),
+        );
+        assert!(slow() > before);
+    }
+}
