@@ -3,6 +3,8 @@
 #   make run     build (release) and start the 3-node cluster from configs/ in the background
 #   make stop    stop it
 #   make test    run the whole test suite (unit, in-process scenarios, multi-process)
+#   make bench   benchmark a fresh 3-node cluster against a 3-member etcd (BENCH_DURATION=20s
+#                per workload) and write docs/benchmarks.md; see .ci/bench.sh
 #   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
 #                checked for linearizability; artifacts in chaos-out/
 #   make clean-data  delete the local cluster's data
@@ -13,9 +15,10 @@ NODES      := 1 2 3
 SERVER     := target/release/tinykv-server
 NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 
+BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build run stop status test chaos clean-data
+.PHONY: build run stop status test bench chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server
@@ -57,6 +60,11 @@ test:
 	  echo "cargo-nextest not found, using cargo test"; \
 	  $(CARGO) test --workspace; \
 	fi
+
+# Side-by-side benchmark with etcd (installs Debian's etcd-server if it is missing); uses
+# its own ports and a temp dir, so it runs beside `make run`. Not part of `make test`.
+bench:
+	BENCH_DURATION=$(BENCH_DURATION) CARGO="$(CARGO)" bash .ci/bench.sh
 
 # Chaos against real processes, checked for linearizability (README, "Chaos testing"); exits
 # non-zero unless the verdict is PASS. Release binaries: a long run needs the throughput.

@@ -1,0 +1,383 @@
+//! Command-line options of `tinykv-bench`.
+//!
+//! Without a subcommand (or with `run`) the tool benchmarks one system; `compare` turns two
+//! `--json` results into a markdown table. Options are checked here, once, and turned into
+//! the plain values the runner needs ([`RunOptions::validate`]): endpoints without a
+//! trailing slash, a read ratio in `[0, 1]`, and exactly one way to stop (a duration or a
+//! number of operations).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::target::TargetKind;
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tinykv-bench",
+    version,
+    about = "Load generator for TinyKV-rs and etcd: closed-loop or fixed-rate, YCSB-style mixes",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; benchmarking (`run`) when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `run` command.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Benchmark one system (the default).
+    Run(RunOptions),
+    /// Print a markdown table comparing two results written with --json.
+    Compare(CompareOptions),
+}
+
+/// YCSB-style operation mixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// YCSB A: 50% reads, 50% updates.
+    A,
+    /// YCSB B: 95% reads, 5% updates.
+    B,
+    /// YCSB C: 100% reads.
+    C,
+    /// 100% writes.
+    Write,
+}
+
+impl Workload {
+    /// Fraction of operations that are reads.
+    pub fn read_ratio(self) -> f64 {
+        match self {
+            Workload::A => 0.5,
+            Workload::B => 0.95,
+            Workload::C => 1.0,
+            Workload::Write => 0.0,
+        }
+    }
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::A => "a",
+            Workload::B => "b",
+            Workload::C => "c",
+            Workload::Write => "write",
+        }
+    }
+}
+
+/// Options of one benchmark run.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// The system under test.
+    #[arg(long, value_enum, default_value_t = TargetKind::Tinykv)]
+    pub target: TargetKind,
+    /// Comma-separated base URLs (http://host:port); clients are spread over them
+    /// round-robin. Default: the `make run` cluster for tinykv, 127.0.0.1:2379 for etcd.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients (closed loop), or the cap on requests in flight (--rate).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub clients: usize,
+    /// How long to measure, e.g. 30s, 500ms, 2m (default 30s unless --ops is given).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "ops", value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Measure this many operations instead of a duration.
+    #[arg(long, value_name = "N")]
+    pub ops: Option<u64>,
+    /// Fixed-rate mode: this many operations per second in total, on a fixed timetable;
+    /// latency counts from each operation's scheduled start. Closed loop when absent.
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Size of the key space: keys are `<prefix><index>`, index uniform in [0, keys).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub keys: u64,
+    /// Prefix of every key.
+    #[arg(long, default_value = "bench-", value_name = "PREFIX")]
+    pub key_prefix: String,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Operation mix: a (50% read), b (95% read), c (100% read), write (100% write).
+    #[arg(long, value_enum, default_value_t = Workload::A)]
+    pub workload: Workload,
+    /// Fraction of reads in [0, 1]; overrides --workload.
+    #[arg(long, value_name = "RATIO")]
+    pub read_ratio: Option<f64>,
+    /// Write every key once before measuring, so that reads find their key.
+    #[arg(long)]
+    pub preload: bool,
+    /// Run the workload this long before measuring (connections, caches, leaders settle).
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub warmup: Duration,
+    /// Per-request timeout; a request that takes longer counts as an error.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Seed of the key, value and operation choices (each client derives its own).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Name of the system in reports (default: TinyKV-rs or etcd).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Options of `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareOptions {
+    /// Our result (--json of a tinykv run).
+    #[arg(value_name = "OURS")]
+    pub ours: PathBuf,
+    /// The other system's result (--json of an etcd run); only our rows without it.
+    #[arg(value_name = "THEIRS")]
+    pub theirs: Option<PathBuf>,
+    /// A markdown heading printed above the table.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+/// When a run stops measuring.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this long.
+    Duration(Duration),
+    /// After this many operations.
+    Ops(u64),
+}
+
+/// Validated run options, as the runner uses them.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The system under test.
+    pub target: TargetKind,
+    /// Its name in reports.
+    pub label: String,
+    /// Base URLs without a trailing slash.
+    pub endpoints: Vec<String>,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// Fixed-rate mode's total rate, closed loop when `None`.
+    pub rate: Option<f64>,
+    /// Key space size.
+    pub keys: u64,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Workload name (`a`, `b`, `c`, `write`, or `custom` for --read-ratio).
+    pub workload: String,
+    /// Fraction of reads.
+    pub read_ratio: f64,
+    /// Whether to write every key before measuring.
+    pub preload: bool,
+    /// Unmeasured time before measuring.
+    pub warmup: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Where to write the JSON results.
+    pub json: Option<PathBuf>,
+    /// Random seed.
+    pub seed: u64,
+    /// Whether to draw a progress bar.
+    pub progress: bool,
+}
+
+impl RunOptions {
+    /// Checks the options and fills in the defaults that depend on others.
+    pub fn validate(&self) -> Result<Plan, String> {
+        if self.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        if self.keys == 0 {
+            return Err("--keys must be at least 1".into());
+        }
+        let read_ratio = self.read_ratio.unwrap_or(self.workload.read_ratio());
+        if !(0.0..=1.0).contains(&read_ratio) {
+            return Err(format!("--read-ratio must be in [0, 1], got {read_ratio}"));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!("--rate must be a positive number, got {rate}"));
+            }
+        }
+        let stop = match (self.ops, self.duration) {
+            (Some(0), _) => return Err("--ops must be at least 1".into()),
+            (Some(ops), _) => Stop::Ops(ops),
+            (None, Some(d)) if d.is_zero() => return Err("--duration must be positive".into()),
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Duration(Duration::from_secs(30)),
+        };
+        let endpoints = if self.endpoints.is_empty() {
+            self.target
+                .default_endpoints()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            normalize_endpoints(&self.endpoints)?
+        };
+        Ok(Plan {
+            target: self.target,
+            label: self
+                .label
+                .clone()
+                .unwrap_or_else(|| self.target.display_name().to_string()),
+            endpoints,
+            clients: self.clients,
+            stop,
+            rate: self.rate,
+            keys: self.keys,
+            key_prefix: self.key_prefix.clone(),
+            value_size: self.value_size,
+            workload: match self.read_ratio {
+                Some(_) => "custom".to_string(),
+                None => self.workload.name().to_string(),
+            },
+            read_ratio,
+            preload: self.preload,
+            warmup: self.warmup,
+            timeout: self.timeout,
+            json: self.json.clone(),
+            seed: self.seed,
+            progress: !self.quiet,
+        })
+    }
+}
+
+/// Trims the endpoints, drops empty ones and trailing slashes, and requires `http://`
+/// (the client is built without TLS).
+pub fn normalize_endpoints(raw: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for e in raw {
+        let e = e.trim().trim_end_matches('/');
+        if e.is_empty() {
+            continue;
+        }
+        if !e.starts_with("http://") {
+            return Err(format!(
+                "endpoint {e:?} must start with http:// (TLS is not supported)"
+            ));
+        }
+        out.push(e.to_string());
+    }
+    if out.is_empty() {
+        return Err("--endpoints names no endpoint".into());
+    }
+    Ok(out)
+}
+
+/// Parses `500ms`, `10s`, `1.5s`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("tinykv-bench").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let plan = parse(&[]).run.validate().unwrap();
+        assert_eq!(plan.target, TargetKind::Tinykv);
+        assert_eq!(plan.clients, 64);
+        assert_eq!(plan.value_size, 128);
+        assert_eq!(plan.read_ratio, 0.5);
+        assert_eq!(plan.stop, Stop::Duration(Duration::from_secs(30)));
+        assert_eq!(plan.endpoints.len(), 3);
+        assert_eq!(plan.label, "TinyKV-rs");
+    }
+
+    #[test]
+    fn workload_and_read_ratio() {
+        let plan = parse(&["--workload", "b"]).run.validate().unwrap();
+        assert_eq!((plan.workload.as_str(), plan.read_ratio), ("b", 0.95));
+        let plan = parse(&["--workload", "write"]).run.validate().unwrap();
+        assert_eq!(plan.read_ratio, 0.0);
+        let plan = parse(&["--read-ratio", "0.25"]).run.validate().unwrap();
+        assert_eq!((plan.workload.as_str(), plan.read_ratio), ("custom", 0.25));
+        assert!(parse(&["--read-ratio", "1.5"]).run.validate().is_err());
+    }
+
+    #[test]
+    fn endpoints_and_stop() {
+        let cli = parse(&[
+            "run",
+            "--target",
+            "etcd",
+            "--endpoints",
+            "http://127.0.0.1:12379/, http://127.0.0.1:22379",
+            "--ops",
+            "1000",
+        ]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("expected run")
+        };
+        let plan = run.validate().unwrap();
+        assert_eq!(
+            plan.endpoints,
+            ["http://127.0.0.1:12379", "http://127.0.0.1:22379"]
+        );
+        assert_eq!(plan.stop, Stop::Ops(1000));
+        assert_eq!(plan.label, "etcd");
+        assert!(normalize_endpoints(&["https://x".into()]).is_err());
+        assert!(normalize_endpoints(&[" ".into()]).is_err());
+        let no_duration = Cli::try_parse_from(["tinykv-bench", "--ops", "5", "--duration", "1s"]);
+        assert!(no_duration.is_err(), "--ops and --duration conflict");
+    }
+
+    #[test]
+    fn compare_subcommand() {
+        let cli = parse(&["compare", "a.json", "b.json", "--title", "YCSB-A"]);
+        let Some(Command::Compare(c)) = cli.command else {
+            panic!("expected compare")
+        };
+        assert_eq!(c.ours, PathBuf::from("a.json"));
+        assert_eq!(c.title.as_deref(), Some("YCSB-A"));
+    }
+}

@@ -1,0 +1,296 @@
+//! The systems under test and how one read or write is sent to each.
+//!
+//! - **tinykv**: `PUT {endpoint}/v1/kv/{key}` with the raw value as the body (200 once a
+//!   majority has it on disk) and `GET {endpoint}/v1/kv/{key}` (200 with the value, 404
+//!   when absent). Any node forwards to the region's leader.
+//! - **etcd**: the v3 JSON gateway that etcd 3.4+ serves on its client port:
+//!   `POST {endpoint}/v3/kv/put` with `{"key": base64, "value": base64}` and
+//!   `POST {endpoint}/v3/kv/range` with `{"key": base64}`. Range requests are linearizable
+//!   by default (no `serializable` flag), so both systems give the same guarantee:
+//!   every read sees every write acknowledged before it started.
+//!
+//! A [`Target`] holds one shared `reqwest::Client` (HTTP/1.1 keep-alive, a connection pool
+//! per endpoint sized for every client, Nagle off). Responses are always read to the end
+//! so that their connection goes back to the pool. A missing key is a normal outcome
+//! ([`ReadOutcome::Missing`]); any other non-2xx status or transport failure is an error
+//! whose message leaves out the URL, so that equal failures on different keys read alike.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::ValueEnum;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+/// Which system a run talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// TinyKV-rs's REST API.
+    Tinykv,
+    /// etcd's v3 JSON gateway.
+    Etcd,
+}
+
+impl TargetKind {
+    /// The system's name in reports.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            TargetKind::Tinykv => "TinyKV-rs",
+            TargetKind::Etcd => "etcd",
+        }
+    }
+
+    /// Endpoints used when none are given: the `make run` cluster, or a local etcd.
+    pub fn default_endpoints(self) -> &'static [&'static str] {
+        match self {
+            TargetKind::Tinykv => &[
+                "http://127.0.0.1:8081",
+                "http://127.0.0.1:8082",
+                "http://127.0.0.1:8083",
+            ],
+            TargetKind::Etcd => &["http://127.0.0.1:2379"],
+        }
+    }
+}
+
+/// What a successful read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The key has a value.
+    Found,
+    /// The key is absent.
+    Missing,
+}
+
+/// A client for one system, shared by every benchmark client.
+#[derive(Debug, Clone)]
+pub struct Target {
+    kind: TargetKind,
+    http: reqwest::Client,
+}
+
+/// Characters left as they are in a key's URL path segment.
+const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Longest part of an error body quoted in an error message.
+const MAX_ERROR_BODY: usize = 200;
+
+impl Target {
+    /// A client whose pool keeps up to `connections` idle connections per endpoint and
+    /// fails requests that take longer than `timeout`.
+    pub fn new(kind: TargetKind, connections: usize, timeout: Duration) -> Result<Target, String> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        Ok(Target { kind, http })
+    }
+
+    /// Writes `value` under `key` through `endpoint`.
+    pub async fn put(&self, endpoint: &str, key: &str, value: Bytes) -> Result<(), String> {
+        let request = match self.kind {
+            TargetKind::Tinykv => self.http.put(tinykv_url(endpoint, key)).body(value),
+            TargetKind::Etcd => self
+                .http
+                .post(format!("{endpoint}/v3/kv/put"))
+                .header("content-type", "application/json")
+                .body(etcd_put_body(key.as_bytes(), &value)),
+        };
+        send(request).await.map(|_| ())
+    }
+
+    /// Reads `key` through `endpoint`.
+    pub async fn get(&self, endpoint: &str, key: &str) -> Result<ReadOutcome, String> {
+        match self.kind {
+            TargetKind::Tinykv => {
+                let response = self
+                    .http
+                    .get(tinykv_url(endpoint, key))
+                    .send()
+                    .await
+                    .map_err(|e| error_chain(&e.without_url()))?;
+                let status = response.status();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| error_chain(&e.without_url()))?;
+                match status.as_u16() {
+                    200 => Ok(ReadOutcome::Found),
+                    404 => Ok(ReadOutcome::Missing),
+                    _ => Err(status_error(status, &body)),
+                }
+            }
+            TargetKind::Etcd => {
+                let request = self
+                    .http
+                    .post(format!("{endpoint}/v3/kv/range"))
+                    .header("content-type", "application/json")
+                    .body(etcd_range_body(key.as_bytes()));
+                let body = send(request).await?;
+                if etcd_range_found(&body)? {
+                    Ok(ReadOutcome::Found)
+                } else {
+                    Ok(ReadOutcome::Missing)
+                }
+            }
+        }
+    }
+}
+
+/// Sends a request and returns the body of a 2xx answer.
+async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(status_error(status, &body))
+    }
+}
+
+fn status_error(status: reqwest::StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let cut = text
+        .char_indices()
+        .nth(MAX_ERROR_BODY)
+        .map_or(text.len(), |(i, _)| i);
+    format!("HTTP {}: {}", status.as_u16(), &text[..cut])
+}
+
+/// An error and its sources, joined with `: ` (reqwest's own message alone is terse).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    message
+}
+
+/// The URL of `key` on a TinyKV-rs node: the key percent-encoded as one path segment.
+pub fn tinykv_url(endpoint: &str, key: &str) -> String {
+    format!("{endpoint}/v1/kv/{}", utf8_percent_encode(key, KEY_SET))
+}
+
+#[derive(Serialize)]
+struct EtcdPut {
+    key: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct EtcdRange {
+    key: String,
+}
+
+/// Body of an etcd `/v3/kv/put`: key and value base64-encoded, as the gateway's JSON
+/// mapping of protobuf `bytes` fields requires.
+pub fn etcd_put_body(key: &[u8], value: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&EtcdPut {
+        key: STANDARD.encode(key),
+        value: STANDARD.encode(value),
+    })
+    .expect("two strings serialize")
+}
+
+/// Body of an etcd `/v3/kv/range` for a single key (linearizable: no `serializable`).
+pub fn etcd_range_body(key: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&EtcdRange {
+        key: STANDARD.encode(key),
+    })
+    .expect("a string serializes")
+}
+
+#[derive(Deserialize)]
+struct EtcdRangeResponse {
+    // The gateway omits empty repeated fields: no `kvs` when the key is absent.
+    #[serde(default)]
+    kvs: Vec<serde::de::IgnoredAny>,
+}
+
+/// Whether an etcd range response holds a key-value pair.
+pub fn etcd_range_found(body: &[u8]) -> Result<bool, String> {
+    let response: EtcdRangeResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected etcd range response: {e}"))?;
+    Ok(!response.kvs.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_put_body_is_base64_json() {
+        let body = etcd_put_body(b"bench-0042", b"hello");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"key": "YmVuY2gtMDA0Mg==", "value": "aGVsbG8="})
+        );
+        let empty: serde_json::Value = serde_json::from_slice(&etcd_put_body(b"k", b"")).unwrap();
+        assert_eq!(empty["value"], "");
+    }
+
+    #[test]
+    fn etcd_range_body_is_a_linearizable_single_key_read() {
+        let body = etcd_range_body(b"foo");
+        assert_eq!(body, br#"{"key":"Zm9v"}"#);
+    }
+
+    #[test]
+    fn etcd_range_responses() {
+        let found = br#"{"header":{"cluster_id":"1","member_id":"2","revision":"5","raft_term":"2"},
+            "kvs":[{"key":"Zm9v","create_revision":"5","mod_revision":"5","version":"1","value":"YmFy"}],
+            "count":"1"}"#;
+        let missing =
+            br#"{"header":{"cluster_id":"1","member_id":"2","revision":"5","raft_term":"2"}}"#;
+        assert_eq!(etcd_range_found(found), Ok(true));
+        assert_eq!(etcd_range_found(missing), Ok(false));
+        assert!(etcd_range_found(b"<html>").is_err());
+    }
+
+    #[test]
+    fn tinykv_urls_encode_the_key() {
+        assert_eq!(
+            tinykv_url("http://127.0.0.1:8081", "bench-0001"),
+            "http://127.0.0.1:8081/v1/kv/bench-0001"
+        );
+        assert_eq!(
+            tinykv_url("http://h:1", "a/b c"),
+            "http://h:1/v1/kv/a%2Fb%20c"
+        );
+    }
+
+    #[test]
+    fn status_errors_quote_a_bounded_body() {
+        let long = "x".repeat(1000);
+        let message = status_error(reqwest::StatusCode::SERVICE_UNAVAILABLE, long.as_bytes());
+        assert!(message.starts_with("HTTP 503: xxx"));
+        assert_eq!(message.len(), "HTTP 503: ".len() + MAX_ERROR_BODY);
+    }
+}
