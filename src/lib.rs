@@ -10,6 +10,7 @@
 //!   connections of their own (`snapshot_stream`);
 //! - [`api`]: the REST API (actix-web);
 //! - [`metrics`]: HTTP metrics and the slow-request log (a middleware), and `GET /metrics`;
+//! - [`pd`]: the placement driver's pure core: cluster model, operators, schedulers;
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod forward;
 pub mod metrics;
 pub mod node;
+pub mod pd;
 pub mod service;
 mod snapshot_stream;
 pub mod transport;
