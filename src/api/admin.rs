@@ -8,6 +8,10 @@
 //! - `GET /v1/admin/regions/{id}`: one of them (404 `region_not_found` if not local);
 //! - `GET /v1/admin/stores/{id}`: this store's addresses and region/leader counts, or
 //!   another store's address-book entry with `"local": false` (404 if unknown).
+//! - `GET /v1/admin/stores`: every store of the address book as this node sees it: its
+//!   addresses, whether it answers a health probe (this node asks each other store's
+//!   `GET /health`, [`STORE_PROBE_TIMEOUT`] at most, all at once), and how many of the
+//!   regions this node holds a peer of have a peer, or their leader, on it.
 //!
 //! Operations on a region, executed by the node's [`AdminService`](crate::admin::AdminService)
 //! wherever the region's leader is (any node accepts them):
@@ -29,6 +33,9 @@
 //! Region boundaries and split keys are keys, i.e. bytes: they are shown percent-encoded
 //! (every byte but ASCII letters, digits and `-._~`), the same form the KV endpoints take
 //! keys in, and a split key is read back from that form.
+
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -225,6 +232,113 @@ pub async fn get_store(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
         "region_count": routes.len(),
         "leader_count": leader_count,
     })))
+}
+
+/// How long `GET /v1/admin/stores` waits for another store's health probe.
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The HTTP client of the health probes (no proxy, short timeouts).
+static PROBE_CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(STORE_PROBE_TIMEOUT)
+        .timeout(STORE_PROBE_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+});
+
+/// A store of the address book as `GET /v1/admin/stores` shows it.
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    /// Store id.
+    pub id: u64,
+    /// `host:port` of its raft transport.
+    pub raft_addr: String,
+    /// `host:port` of its HTTP API.
+    pub http_addr: String,
+    /// Whether it is the store answering.
+    pub local: bool,
+    /// Whether it answered its health probe (the answering store is up by definition).
+    pub up: bool,
+    /// Why the probe failed, if it did.
+    pub probe_error: Option<String>,
+    /// Regions held by the answering store with a peer on this store.
+    pub region_count: usize,
+    /// Regions held by the answering store whose leader, as the answering store knows it,
+    /// is on this store.
+    pub leader_count: usize,
+}
+
+/// `GET /v1/admin/stores`.
+pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let local_id = state.service.store_id();
+    let routes = state.service.store().regions().await?;
+    let probes = state.addresses.all().into_iter().map(|address| async move {
+        let probe = if address.id == local_id {
+            Ok(())
+        } else {
+            probe_health(address.id, &address.http_addr).await
+        };
+        (address, probe)
+    });
+    let stores: Vec<StoreView> = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .map(|(address, probe)| {
+            let id = address.id;
+            StoreView {
+                region_count: routes
+                    .iter()
+                    .filter(|r| r.region.peers.iter().any(|p| p.store_id == id))
+                    .count(),
+                leader_count: routes
+                    .iter()
+                    .filter(|r| r.leader.as_ref().is_some_and(|l| l.store_id == id))
+                    .count(),
+                id,
+                raft_addr: address.raft_addr,
+                http_addr: address.http_addr,
+                local: id == local_id,
+                up: probe.is_ok(),
+                probe_error: probe.err(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "store_id": local_id, "stores": stores })))
+}
+
+/// Asks store `id` at `http_addr` for `GET /health`: `Ok` if it answers 200 as that store.
+async fn probe_health(id: u64, http_addr: &str) -> std::result::Result<(), String> {
+    let response = PROBE_CLIENT
+        .get(format!("http://{http_addr}/health"))
+        .send()
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("GET /health answered {status}"));
+    }
+    let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+    let answered: Option<u64> = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|health| health["store_id"].as_u64());
+    match answered {
+        Some(answered) if answered == id => Ok(()),
+        Some(answered) => Err(format!("{http_addr} answers as store {answered}")),
+        None => Err(format!("{http_addr} did not answer like a TinyKV-rs node")),
+    }
+}
+
+/// An error with its causes, which hold the useful part ("connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The body of `POST /v1/admin/regions/{id}/split`.

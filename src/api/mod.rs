@@ -11,13 +11,14 @@
 //!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
 //!   is on);
 //!
-//! plus `GET /health`, `GET /metrics` (Prometheus, see [`crate::metrics`]) and
+//! plus `GET /health`, `GET /metrics` (Prometheus, see [`crate::metrics`]),
 //! `GET /v1/openapi.json` ([`openapi`]: the OpenAPI 3.0 description of all but
-//! `/internal`). Every error, including an unknown route (404), a wrong method
-//! (405) and an oversized body (413), is answered as JSON by [`error`]. Request bodies
-//! are limited per scope with actix's `PayloadConfig`: `api.max_value_bytes` for client
-//! values, a little more for forwarded requests that carry a key and a value, and
-//! [`admin::ADMIN_BODY_LIMIT`] for the small JSON bodies of admin operations.
+//! `/internal`) and the web dashboard under `/ui` ([`ui`]). Every error, including an
+//! unknown route (404), a wrong method (405) and an oversized body (413), is answered as
+//! JSON by [`error`]. Request bodies are limited per scope with actix's `PayloadConfig`:
+//! `api.max_value_bytes` for client values, a little more for forwarded requests that
+//! carry a key and a value, and [`admin::ADMIN_BODY_LIMIT`] for the small JSON bodies of
+//! admin operations.
 
 pub mod admin;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod internal;
 pub mod kv;
 pub mod openapi;
 pub mod request;
+pub mod ui;
 
 use actix_web::web::{self, PayloadConfig};
 use actix_web::HttpResponse;
@@ -151,6 +153,11 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .default_service(not_allowed()),
                     )
                     .service(
+                        web::resource("/stores")
+                            .get(admin::list_stores)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
                         web::resource("/stores/{id}")
                             .get(admin::get_store)
                             .default_service(not_allowed()),
@@ -163,6 +170,7 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .default_service(not_allowed()),
                     ),
             )
+            .configure(ui::routes)
             .default_service(web::to(error::route_not_found));
     }
 }

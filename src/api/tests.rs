@@ -1117,3 +1117,158 @@ fn check_operation(spec: &Value, path: &str, item: &Value, operation: &Value) {
         );
     }
 }
+
+#[actix_rt::test]
+async fn the_stores_view_probes_every_store_of_the_address_book() {
+    let holder = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(holder.state.clone()))).await;
+    // A write proves the store has elected itself.
+    call!(
+        &app,
+        test::TestRequest::put().uri("/v1/kv/x").set_payload("1")
+    );
+    let (addr, handle) = holder.serve();
+    // Store 2's address is store 1's API: it answers, but as the wrong store.
+    holder.state.addresses.insert(StoreAddress {
+        id: 2,
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: addr.to_string(),
+    });
+    holder.state.addresses.insert(unreachable_address(3));
+
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/stores"));
+    assert_eq!(status, StatusCode::OK);
+    let view = json(&body);
+    assert_eq!(view["store_id"], 1);
+    let stores = view["stores"].as_array().unwrap();
+    let ids: Vec<u64> = stores.iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(
+        (
+            &stores[0]["local"],
+            &stores[0]["up"],
+            &stores[0]["probe_error"]
+        ),
+        (&Value::Bool(true), &Value::Bool(true), &Value::Null)
+    );
+    assert_eq!(
+        (&stores[0]["region_count"], &stores[0]["leader_count"]),
+        (&1.into(), &1.into())
+    );
+    let wrong = stores[1]["probe_error"].as_str().unwrap();
+    assert!(wrong.contains("answers as store 1"), "{wrong}");
+    assert_eq!(
+        (&stores[1]["up"], &stores[1]["local"]),
+        (&false.into(), &false.into())
+    );
+    assert_eq!(stores[2]["up"], false);
+    assert!(!stores[2]["probe_error"].as_str().unwrap().is_empty());
+    assert_eq!(
+        (&stores[2]["region_count"], &stores[2]["leader_count"]),
+        (&0.into(), &0.into())
+    );
+    let (status, _) = call!(&app, test::TestRequest::post().uri("/v1/admin/stores"));
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // A store without the region sees store 1 up, and no region anywhere.
+    let book = AddressBook::new([
+        StoreAddress {
+            id: 1,
+            raft_addr: "127.0.0.1:1".into(),
+            http_addr: addr.to_string(),
+        },
+        unreachable_address(4),
+    ]);
+    let viewer = SingleStore::start_as(4, &[1], book).await;
+    let viewer_app =
+        test::init_service(App::new().configure(configure(viewer.state.clone()))).await;
+    let (_, body) = call!(
+        &viewer_app,
+        test::TestRequest::get().uri("/v1/admin/stores")
+    );
+    let view = json(&body);
+    assert_eq!(view["store_id"], 4);
+    let store1 = &view["stores"][0];
+    assert_eq!(
+        (
+            &store1["id"],
+            &store1["up"],
+            &store1["local"],
+            &store1["region_count"]
+        ),
+        (&1.into(), &true.into(), &false.into(), &0.into())
+    );
+
+    drop((app, viewer_app));
+    viewer.stop().await;
+    handle.stop(true).await;
+    holder.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_dashboard_page_and_its_assets_are_served() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    for (path, content_type, marker) in [
+        (
+            "/ui",
+            "text/html",
+            r#"<script src="/ui/app.js" defer></script>"#,
+        ),
+        (
+            "/ui/",
+            "text/html",
+            r#"<link rel="stylesheet" href="/ui/style.css">"#,
+        ),
+        ("/ui/app.js", "application/javascript", "data-region-id"),
+        ("/ui/style.css", "text/css", ".keymap"),
+    ] {
+        let response =
+            test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            header("content-type").starts_with(content_type),
+            "{path}: {}",
+            header("content-type")
+        );
+        assert_eq!(header("cache-control"), ui::CACHE_CONTROL, "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        if content_type == "text/html" {
+            assert_eq!(
+                header("content-security-policy"),
+                ui::CONTENT_SECURITY_POLICY
+            );
+        }
+        let body = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+        assert!(body.contains(marker), "{path} lacks {marker}");
+    }
+    // Every asset the page names is served, and nothing outside this origin is named.
+    for asset in ["/ui/app.js", "/ui/style.css"] {
+        assert!(ui::INDEX_HTML.contains(asset), "{asset}");
+    }
+    for file in [ui::INDEX_HTML, ui::APP_JS, ui::STYLE_CSS] {
+        assert!(!file.contains("https://"), "no external resources");
+    }
+    let (status, body) = call!(&app, test::TestRequest::post().uri("/ui"));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/ui/missing.js"));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "route_not_found")
+    );
+
+    drop(app);
+    node.stop().await;
+}
