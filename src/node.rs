@@ -4,7 +4,15 @@
 //! [`Node::start`] binds both listening addresses first, so that a port in use fails the
 //! start before anything is written. It then opens the engine in `<data_dir>/db`, gives an
 //! empty one its identity (and, on an initial store, the first region), and refuses a
-//! directory that belongs to another store or cluster. The raftstore starts with a
+//! directory that belongs to another store or cluster.
+//!
+//! The identity is also kept outside the database, in `<data_dir>/STORE` (written and
+//! fsynced once the database holds it, on the first start): a data directory whose `STORE`
+//! names a store but whose database is missing or empty (deleted, or a journal so damaged
+//! that fjall recovered nothing) is refused instead of bootstrapped afresh, because a store
+//! that rejoins with empty state under its old identity breaks raft's promises (it forgets
+//! votes and acknowledged log entries). Every refusal names the data directory; the binary
+//! prints it and exits with status 1 without serving. The raftstore starts with a
 //! [`TcpTransport`] over the static address book; the raft listener feeds incoming
 //! messages to it; the HTTP server serves the API with a [`KvService`] and an
 //! [`AdminService`] that reach other nodes (the leaders, or the stores holding a region this
@@ -22,8 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use tinykv_actors::bootstrap::ensure_bootstrapped;
-use tinykv_actors::{start_store, Engine, StoreHandle, StoreRouter};
+use std::io::Write as _;
+use std::path::Path;
+
+use tinykv_actors::bootstrap::{ensure_bootstrapped, load_store_ident};
+use tinykv_actors::{start_store, Engine, Error as StoreError, StoreHandle, StoreRouter};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -81,18 +92,41 @@ impl Node {
             ))
         })?;
         let engine_dir = data_dir.join("db");
+        let cluster_id = config.node.cluster_id;
+        let identity = read_identity_file(data_dir)?;
+        if let Some(identity) = identity {
+            identity.check(data_dir, store_id, cluster_id)?;
+            if !engine_dir.is_dir() {
+                return Err(identity.database_lost(data_dir));
+            }
+        }
         let engine = Engine::open(&engine_dir).map_err(|e| {
             Error::Io(format!(
-                "cannot open the engine in {}: {e}",
-                engine_dir.display()
+                "cannot open the database of data directory {}: {e}; refusing to start",
+                data_dir.display()
             ))
         })?;
+        if let Some(identity) = identity {
+            // A database holding data but no identity is refused by `ensure_bootstrapped`.
+            if load_store_ident(&engine)?.is_none() && engine.is_empty()? {
+                return Err(identity.database_lost(data_dir));
+            }
+        }
         let outcome = ensure_bootstrapped(
             &engine,
-            config.node.cluster_id,
+            cluster_id,
             store_id,
             &config.cluster.initial_stores,
         )?;
+        if identity.is_none() {
+            write_identity_file(
+                data_dir,
+                StoreIdentity {
+                    store_id,
+                    cluster_id,
+                },
+            )?;
+        }
         tracing::info!(store = store_id, ?outcome, dir = %engine_dir.display(), "engine opened");
 
         let addresses = AddressBook::new(config.cluster.stores.iter().cloned());
@@ -104,7 +138,17 @@ impl Node {
             TcpTransport::new(addresses.clone(), tokio::runtime::Handle::current())
                 .with_faults(faults.clone()),
         );
-        let store = start_store(config.raftstore.clone(), engine, transport).await?;
+        let store = start_store(config.raftstore.clone(), engine, transport)
+            .await
+            .map_err(|e| match e {
+                StoreError::Corruption(_) | StoreError::Engine(_) | StoreError::Codec(_) => {
+                    Error::Io(format!(
+                        "cannot load the regions of data directory {}: {e}; refusing to start",
+                        data_dir.display()
+                    ))
+                }
+                e => Error::Store(e),
+            })?;
         let raft_task = tokio::spawn(serve_raft_with_faults(
             raft_listener,
             store.router(),
@@ -186,6 +230,104 @@ impl Node {
         self.store.shutdown().await;
         tracing::info!(store = self.store_id, "node stopped");
     }
+}
+
+/// Name of the identity file in a data directory.
+const IDENTITY_FILE: &str = "STORE";
+
+/// The identity recorded in `<data_dir>/STORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoreIdentity {
+    store_id: u64,
+    cluster_id: u64,
+}
+
+impl StoreIdentity {
+    /// Refuses a data directory that belongs to another store or cluster.
+    fn check(self, data_dir: &Path, store_id: u64, cluster_id: u64) -> Result<()> {
+        if self.store_id == store_id && self.cluster_id == cluster_id {
+            return Ok(());
+        }
+        Err(Error::Store(StoreError::Corruption(format!(
+            "data directory {} belongs to store {} of cluster {}, but this node is configured as store {store_id} of cluster {cluster_id}: refusing to start",
+            data_dir.display(),
+            self.store_id,
+            self.cluster_id
+        ))))
+    }
+
+    /// The refusal to start over a database that is gone.
+    fn database_lost(self, data_dir: &Path) -> Error {
+        Error::Store(StoreError::Corruption(format!(
+            "data directory {} belongs to store {} of cluster {} but its database ({}) is missing or empty: refusing to start, a store must not rejoin with empty state under its old identity (to replace the store, give the node a new store id and an empty data directory)",
+            data_dir.display(),
+            self.store_id,
+            self.cluster_id,
+            data_dir.join("db").display()
+        )))
+    }
+}
+
+/// Reads `<data_dir>/STORE`, if it exists.
+fn read_identity_file(data_dir: &Path) -> Result<Option<StoreIdentity>> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Io(format!(
+                "cannot read {}: {e}; refusing to start",
+                path.display()
+            )))
+        }
+    };
+    let field = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(key, _)| key.trim() == name)
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+    };
+    match (field("store_id"), field("cluster_id")) {
+        (Some(store_id), Some(cluster_id)) => Ok(Some(StoreIdentity {
+            store_id,
+            cluster_id,
+        })),
+        _ => Err(Error::Io(format!(
+            "{} is damaged (expected `store_id = N` and `cluster_id = N` lines): refusing to start",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes `<data_dir>/STORE` durably: a temporary file, fsynced, renamed into place, and
+/// the directory fsynced.
+fn write_identity_file(data_dir: &Path, identity: StoreIdentity) -> Result<()> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let temporary = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let StoreIdentity {
+        store_id,
+        cluster_id,
+    } = identity;
+    let text = format!(
+        "# TinyKV-rs: this data directory belongs to store {store_id} of cluster {cluster_id}.\n\
+         # The node refuses to start if its database is missing. Do not edit, copy or delete.\n\
+         store_id = {store_id}\ncluster_id = {cluster_id}\n"
+    );
+    let io = |e: std::io::Error| {
+        Error::Io(format!(
+            "cannot write the identity file {}: {e}",
+            path.display()
+        ))
+    };
+    let mut file = std::fs::File::create(&temporary).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&temporary, &path).map_err(io)?;
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)?;
+    Ok(())
 }
 
 fn local_addr(addr: std::io::Result<SocketAddr>) -> Result<SocketAddr> {
@@ -287,5 +429,78 @@ mod tests {
             .err()
             .expect("a foreign data directory is refused");
         assert!(err.to_string().contains("belongs to store 1"), "{err}");
+    }
+
+    fn single_node_config(data_dir: std::path::PathBuf) -> Config {
+        let mut config = Config {
+            node: crate::config::NodeConfig {
+                store_id: 1,
+                cluster_id: 1,
+                data_dir,
+            },
+            cluster: crate::config::ClusterConfig {
+                initial_stores: vec![1],
+                stores: vec![StoreAddress {
+                    id: 1,
+                    raft_addr: "127.0.0.1:0".into(),
+                    http_addr: "127.0.0.1:0".into(),
+                }],
+            },
+            api: Default::default(),
+            raftstore: tinykv_actors::RaftStoreConfig::for_tests(),
+            log: Default::default(),
+            debug: Default::default(),
+        };
+        config.api.http_workers = 1;
+        config
+    }
+
+    #[actix_rt::test]
+    async fn a_store_whose_database_is_lost_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("node");
+        let config = single_node_config(data_dir.clone());
+        Node::start(config.clone()).await.unwrap().shutdown().await;
+        assert_eq!(
+            read_identity_file(&data_dir).unwrap(),
+            Some(StoreIdentity {
+                store_id: 1,
+                cluster_id: 1
+            })
+        );
+
+        // A directory from before the identity file gets one on its next start.
+        std::fs::remove_file(data_dir.join(IDENTITY_FILE)).unwrap();
+        Node::start(config.clone()).await.unwrap().shutdown().await;
+        assert!(data_dir.join(IDENTITY_FILE).exists());
+
+        // The database deleted, then replaced by an empty one: both refused.
+        std::fs::remove_dir_all(data_dir.join("db")).unwrap();
+        for attempt in ["missing", "empty"] {
+            let err = Node::start(config.clone())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("a {attempt} database is refused"))
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "data directory {} belongs to store 1 of cluster 1 but its database",
+                    data_dir.display()
+                )) && err.contains("must not rejoin with empty state"),
+                "{err}"
+            );
+            if attempt == "missing" {
+                assert!(!data_dir.join("db").exists(), "nothing was created");
+                Engine::open(data_dir.join("db")).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_identity_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(IDENTITY_FILE), "store_id = x\n").unwrap();
+        let err = read_identity_file(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is damaged"), "{err}");
     }
 }

@@ -14,8 +14,16 @@
 //! The busier the store, the bigger each batch: one fsync covers the appends of many
 //! regions (raft log), and one engine batch covers the applies of many regions (apply).
 //! Tasks are written and acknowledged in arrival order, which keeps each region's writes
-//! in order. A failed write is fatal: the writer panics rather than acknowledge data that
-//! may not be on disk, and the node restarts from what is.
+//! in order.
+//!
+//! A failed write (a full disk, an I/O error, a failed fsync) is fatal. The writer logs
+//! `write failed: <error>; stopping the node so no unwritten data is acknowledged` at error
+//! level, naming itself, and ends the process with [`WRITE_FAILURE_EXIT_CODE`] before any
+//! task of the failed batch, or any later one, is acknowledged. Retrying is not an option:
+//! after a failed fsync the kernel may have dropped the dirty pages while reporting later
+//! fsyncs as successful, and fjall refuses further writes once a journal write failed. A
+//! restart recovers from what is on disk, which is everything that was acknowledged: the
+//! raft log from the synced journal, applied data by replaying it.
 
 use std::marker::PhantomData;
 use std::time::Instant;
@@ -24,7 +32,23 @@ use actix::prelude::*;
 
 use crate::alive::AliveToken;
 use crate::engine::{Engine, Mutation};
+use crate::error::Error;
 use crate::msg::{ApplyTask, LogGcTask, Persisted, WriteTask};
+
+/// Exit status of a node stopped by a failed write: `EX_IOERR` of `sysexits.h`, distinct
+/// from a startup failure (1) and a panic (abort, signal 6).
+pub const WRITE_FAILURE_EXIT_CODE: i32 = 74;
+
+/// What a writer does once a write failed and was logged: given the writer's name and the
+/// error. It runs before anything of the failed batch is acknowledged; if it returns, the
+/// writer stays stopped and drops every task it holds or receives, unacknowledged.
+pub type OnWriteFailure = fn(writer: &'static str, error: &Error);
+
+/// The default [`OnWriteFailure`]: ends the process with [`WRITE_FAILURE_EXIT_CODE`]
+/// (without unwinding or running destructors, so nothing more is written or answered).
+pub fn exit_on_write_failure(_writer: &'static str, _error: &Error) {
+    std::process::exit(WRITE_FAILURE_EXIT_CODE);
+}
 
 /// What a writer writes and how it acknowledges it.
 pub trait WriteKind: Unpin + 'static {
@@ -49,6 +73,9 @@ pub struct BatchWriter<K: WriteKind> {
     flushing: bool,
     max_batch_bytes: usize,
     token: AliveToken,
+    on_failure: OnWriteFailure,
+    /// Set once a write failed: nothing is written or acknowledged any more.
+    failed: bool,
     _kind: PhantomData<K>,
 }
 
@@ -62,8 +89,31 @@ impl<K: WriteKind> BatchWriter<K> {
             flushing: false,
             max_batch_bytes,
             token,
+            on_failure: exit_on_write_failure,
+            failed: false,
             _kind: PhantomData,
         }
+    }
+
+    /// Replaces what happens after a failed write ([`exit_on_write_failure`] by default);
+    /// tests use it to observe the failure without ending the test process.
+    pub fn with_failure_handler(mut self, on_failure: OnWriteFailure) -> Self {
+        self.on_failure = on_failure;
+        self
+    }
+
+    /// Stops the writer for good after a failed write; `tasks` (the failed batch) are
+    /// dropped unacknowledged, after the failure handler ran.
+    fn fail(&mut self, error: &Error, tasks: Vec<K::Task>) {
+        tracing::error!(
+            writer = K::NAME,
+            tasks = tasks.len() + self.pending.len(),
+            "write failed: {error}; stopping the node so no unwritten data is acknowledged"
+        );
+        self.failed = true;
+        (self.on_failure)(K::NAME, error);
+        drop(tasks);
+        self.pending.clear();
     }
 
     fn take_batch(&mut self) -> Vec<K::Task> {
@@ -81,7 +131,7 @@ impl<K: WriteKind> BatchWriter<K> {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.pending.is_empty() {
+        if self.failed || self.flushing || self.pending.is_empty() {
             return;
         }
         self.flushing = true;
@@ -112,11 +162,8 @@ impl<K: WriteKind> BatchWriter<K> {
         ctx.spawn(write.into_actor(self).map(|joined, writer, ctx| {
             let (tasks, result) = joined.expect("write thread panicked");
             if let Err(e) = result {
-                tracing::error!(writer = K::NAME, "write failed, stopping: {e}");
-                panic!(
-                    "{} write failed: {e}; refusing to acknowledge writes",
-                    K::NAME
-                );
+                writer.fail(&e, tasks);
+                return;
             }
             for task in tasks {
                 K::on_durable(task);
@@ -139,6 +186,9 @@ impl<K: WriteKind> Handler<K::Task> for BatchWriter<K> {
     type Result = ();
 
     fn handle(&mut self, task: K::Task, ctx: &mut Self::Context) {
+        if self.failed {
+            return;
+        }
         self.pending.push(task);
         self.flush(ctx);
     }
@@ -223,3 +273,96 @@ pub type RaftLogWriter = BatchWriter<RaftLog>;
 pub type RaftLogGcWriter = BatchWriter<LogGc>;
 /// The store's apply writer.
 pub type ApplyWriter = BatchWriter<ApplyLog>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::alive::alive_pair;
+    use crate::engine::Cf;
+
+    /// One put, acknowledged through a channel.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Put {
+        mutations: Vec<Mutation>,
+        ack: oneshot::Sender<()>,
+    }
+
+    struct TestKind;
+
+    impl WriteKind for TestKind {
+        type Task = Put;
+        const NAME: &'static str = "test-writer";
+        const METRIC_LABEL: &'static str = "test";
+
+        fn mutations(task: &Put) -> &[Mutation] {
+            &task.mutations
+        }
+
+        fn must_sync(_: &Put) -> bool {
+            true
+        }
+
+        fn on_durable(task: Put) {
+            let _ = task.ack.send(());
+        }
+    }
+
+    static FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record_failure(writer: &'static str, error: &Error) {
+        FAILURES.lock().unwrap().push(format!("{writer}: {error}"));
+    }
+
+    fn put(key: &str) -> (Put, oneshot::Receiver<()>) {
+        let (ack, acked) = oneshot::channel();
+        let mutations = vec![Mutation::Put {
+            cf: Cf::Default,
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }];
+        (Put { mutations, ack }, acked)
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_write_is_never_acknowledged_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let (token, _watch) = alive_pair();
+        let writer = BatchWriter::<TestKind>::new(engine.clone(), 1 << 20, token)
+            .with_failure_handler(record_failure)
+            .start();
+
+        let (task, acked) = put("before");
+        writer.send(task).await.unwrap();
+        assert!(acked.await.is_ok(), "a successful write is acknowledged");
+
+        engine.fail_writes();
+        let (task, acked) = put("during");
+        writer.send(task).await.unwrap();
+        assert!(acked.await.is_err(), "a failed write is never acknowledged");
+        let failures = FAILURES.lock().unwrap().clone();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with("test-writer: ") && failures[0].contains("No space left"),
+            "{failures:?}"
+        );
+
+        // The writer stays stopped: a later task is neither written nor acknowledged.
+        let (task, acked) = put("after");
+        writer.send(task).await.unwrap();
+        assert!(
+            acked.await.is_err(),
+            "nothing is acknowledged after a failure"
+        );
+        assert_eq!(FAILURES.lock().unwrap().len(), 1, "the handler ran once");
+        assert_eq!(
+            engine.get(Cf::Default, b"before").unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+}

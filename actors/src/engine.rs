@@ -123,6 +123,9 @@ struct Inner {
     raft: Keyspace,
     meta: Keyspace,
     db: Database,
+    /// Set by [`Engine::fail_writes`].
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
 }
 
 /// A cheaply clonable handle to the store's database.
@@ -157,8 +160,11 @@ impl Engine {
         let db = Database::builder(&path)
             .manual_journal_persist(true)
             .open()
-            .map_err(|e| Error::Engine(format!("cannot open {}: {e}", path.display())))?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+            .map_err(|e| open_error(&path, e))?;
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(|e| open_error(&path, e))
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
                 default: ks(CF_DEFAULT)?,
@@ -168,8 +174,19 @@ impl Engine {
                 meta: ks("meta")?,
                 db,
                 path,
+                #[cfg(test)]
+                fail_writes: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Makes every later write fail, as a full or failing disk would (tests of the
+    /// writers' failure path).
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self) {
+        self.inner
+            .fail_writes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The directory of this database.
@@ -214,6 +231,16 @@ impl Engine {
         sync: bool,
     ) -> Result<()> {
         let mutations: Vec<&Mutation> = mutations.into_iter().collect();
+        #[cfg(test)]
+        if self
+            .inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Engine(
+                "No space left on device (os error 28) (injected)".into(),
+            ));
+        }
         let mut batch = self.inner.db.batch();
         let has_ranges = mutations
             .iter()
@@ -328,6 +355,25 @@ impl EngineSnapshot {
                 .range::<&[u8], _>(self.engine.keyspace(cf), bounds(start, end)),
             f,
         )
+    }
+}
+
+/// Classifies a failure to open the database at `path`: an I/O error (permissions, a
+/// missing disk) or another process holding the lock is an engine error; anything fjall
+/// found wrong in the files themselves (a checksum mismatch in the journal or a table, an
+/// unreadable manifest, missing tables, an unknown format version) is corruption.
+fn open_error(path: &Path, e: fjall::Error) -> Error {
+    match e {
+        fjall::Error::Io(_)
+        | fjall::Error::Storage(fjall::LsmError::Io(_))
+        | fjall::Error::Locked => Error::Engine(format!(
+            "cannot open the database in {}: {e}",
+            path.display()
+        )),
+        e => Error::Corruption(format!(
+            "the database in {} is damaged: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -468,6 +514,63 @@ mod tests {
                 (b"c".to_vec(), b"new".to_vec())
             ]
         );
+    }
+
+    /// Table files carry block checksums: a damaged one is refused when it is opened or
+    /// read, never returned as data.
+    #[test]
+    fn a_damaged_table_is_detected_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = |i: u32| format!("value-{i:05}-{}", "x".repeat(64)).into_bytes();
+        {
+            let engine = Engine::open(dir.path()).unwrap();
+            let puts: Vec<Mutation> = (0..2000)
+                .map(|i| Mutation::Put {
+                    cf: Cf::Default,
+                    key: format!("key{i:05}").into_bytes(),
+                    value: value(i),
+                })
+                .collect();
+            engine.write(&puts, true).unwrap();
+            // Move the data from the journal into a table file.
+            engine.inner.default.rotate_memtable_and_wait().unwrap();
+        }
+        let mut tables = vec![];
+        for keyspace in std::fs::read_dir(dir.path().join("keyspaces")).unwrap() {
+            let keyspace = keyspace.unwrap().path();
+            if keyspace.file_name().unwrap() == "0" {
+                continue; // fjall's own metadata
+            }
+            if let Ok(files) = std::fs::read_dir(keyspace.join("tables")) {
+                tables.extend(files.map(|f| f.unwrap().path()));
+            }
+        }
+        assert_eq!(tables.len(), 1, "one flushed table: {tables:?}");
+        let mut bytes = std::fs::read(&tables[0]).unwrap();
+        let middle = bytes.len() / 3;
+        bytes[middle..middle + 64].fill(0x55);
+        std::fs::write(&tables[0], bytes).unwrap();
+
+        let engine = match Engine::open(dir.path()) {
+            Ok(engine) => engine,
+            Err(e) => {
+                assert!(matches!(e, Error::Corruption(_)), "{e}");
+                return;
+            }
+        };
+        let (mut good, mut failed) = (0, 0);
+        for i in 0..2000 {
+            match engine.get(Cf::Default, format!("key{i:05}").as_bytes()) {
+                Ok(got) => {
+                    assert_eq!(got, Some(value(i)), "key{i:05} read back wrong");
+                    good += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        assert!(failed > 0, "the damaged block went unnoticed ({good} good)");
+        let scanned = engine.scan(Cf::Default, b"", b"", |_, _| true);
+        assert!(scanned.is_err(), "a scan over the damaged block fails");
     }
 
     #[test]

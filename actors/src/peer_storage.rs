@@ -66,6 +66,68 @@ pub fn is_initialized(region: &metapb::Region) -> bool {
     !region.peers.is_empty()
 }
 
+/// Checks that an initialized region's log on disk is where its raft and apply state say:
+/// a truncated state at or below the applied index, and, unless the log is empty after
+/// it, the first entry after the truncated index and the last entry present, the last with
+/// the last term. Entries are written with the raft state in one batch and compacted only
+/// below an applied truncated index, so no crash leaves them otherwise.
+fn check_log_bounds(
+    engine: &Engine,
+    region_id: u64,
+    raft_state: &RaftLocalState,
+    apply_state: &RaftApplyState,
+) -> Result<()> {
+    let corrupt = |what: String| Err(Error::Corruption(format!("region {region_id}: {what}")));
+    let Some(truncated) = apply_state.truncated_state else {
+        return corrupt("its apply state has no truncated state".into());
+    };
+    if truncated.index > apply_state.applied_index {
+        return corrupt(format!(
+            "raft log truncated at {} but only {} was applied",
+            truncated.index, apply_state.applied_index
+        ));
+    }
+    let (last_index, last_term) = (raft_state.last_index, raft_state.last_term);
+    if last_index == truncated.index {
+        if last_term != truncated.term {
+            return corrupt(format!(
+                "the raft log is empty after the truncated entry {} of term {}, but its last term is {last_term}",
+                truncated.index, truncated.term
+            ));
+        }
+        return Ok(());
+    }
+    for index in [truncated.index + 1, last_index] {
+        let key = keys::raft_log_key(region_id, index);
+        let entry = match engine.get(Cf::Raft, &key)? {
+            Some(bytes) => Entry::parse_from_bytes(&bytes).map_err(|e| {
+                Error::Corruption(format!(
+                    "region {region_id}: raft log entry {index} is undecodable: {e}"
+                ))
+            })?,
+            None => {
+                return corrupt(format!(
+                    "raft log entry {index} is missing (the log should hold {}..={last_index})",
+                    truncated.index + 1
+                ))
+            }
+        };
+        if entry.index != index {
+            return corrupt(format!(
+                "raft log entry {index} is stored as entry {}",
+                entry.index
+            ));
+        }
+        if index == last_index && entry.term != last_term {
+            return corrupt(format!(
+                "the last raft log entry {index} has term {} but the raft state says {last_term}",
+                entry.term
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// raft-rs storage for one peer; see the module documentation.
 pub struct PeerStorage {
     engine: Engine,
@@ -125,6 +187,15 @@ impl PeerStorage {
         // committed.
         let hs = raft_state.hard_state.get_or_insert_with(Default::default);
         hs.commit = hs.commit.max(applied);
+        if hs.commit > raft_state.last_index {
+            return Err(Error::Corruption(format!(
+                "region {region_id}: commit index {} is past the end of the raft log ({})",
+                hs.commit, raft_state.last_index
+            )));
+        }
+        if is_initialized(&region) {
+            check_log_bounds(&engine, region_id, &raft_state, &apply_state)?;
+        }
         let persisted_index = raft_state.last_index;
         Ok(PeerStorage {
             engine,
@@ -552,6 +623,114 @@ mod tests {
         assert_eq!(reloaded.last_index().unwrap(), 6);
         assert_eq!(reloaded.term(6).unwrap(), 6);
         assert_eq!(reloaded.entries(4, 7, None, ctx()).unwrap().len(), 3);
+    }
+
+    /// Writes region 1's raft state (last index and term, commit), apply state (applied,
+    /// truncated) and the given log entries into a fresh engine, and loads its storage.
+    fn load(
+        raft: Option<(u64, u64, u64)>,
+        apply: Option<(u64, Option<(u64, u64)>)>,
+        entries: &[(u64, u64)],
+    ) -> Result<PeerStorage> {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut muts = vec![];
+        if let Some((last_index, last_term, commit)) = raft {
+            let state = RaftLocalState {
+                hard_state: Some(tinykv_proto::eraftpb::HardState {
+                    term: 9,
+                    vote: 0,
+                    commit,
+                }),
+                last_index,
+                last_term,
+            };
+            muts.push(Mutation::put_msg(Cf::Raft, keys::raft_state_key(1), &state));
+        }
+        if let Some((applied_index, truncated)) = apply {
+            let state = RaftApplyState {
+                applied_index,
+                truncated_state: truncated.map(|(index, term)| RaftTruncatedState { index, term }),
+            };
+            muts.push(Mutation::put_msg(
+                Cf::Meta,
+                keys::apply_state_key(1),
+                &state,
+            ));
+        }
+        for &(index, term) in entries {
+            muts.push(Mutation::Put {
+                cf: Cf::Raft,
+                key: keys::raft_log_key(1, index),
+                value: entry(index, term).write_to_bytes().unwrap(),
+            });
+        }
+        engine.write(&muts, true).unwrap();
+        PeerStorage::new(engine, region())
+    }
+
+    #[test]
+    fn consistent_state_loads() {
+        let s = load(Some((7, 6, 6)), Some((6, Some((5, 5)))), &[(6, 6), (7, 6)]).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 7));
+        // A log that is empty after its truncated entry (a fresh region, a snapshot).
+        let s = load(Some((5, 5, 5)), Some((5, Some((5, 5)))), &[]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 5);
+        // The lazily persisted commit index is raised to the applied one.
+        let s = load(Some((7, 6, 0)), Some((6, Some((5, 5)))), &[(6, 6), (7, 6)]).unwrap();
+        assert_eq!(s.raft_state().hard_state.unwrap().commit, 6);
+    }
+
+    #[test]
+    fn inconsistent_state_is_refused_naming_the_region() {
+        let ok_apply = Some((6, Some((5, 5))));
+        let ok_log: &[(u64, u64)] = &[(6, 6), (7, 6)];
+        let cases: Vec<(&str, Result<PeerStorage>)> = vec![
+            (
+                "apply state present: false",
+                load(Some((7, 6, 6)), None, ok_log),
+            ),
+            ("raft state present: false", load(None, ok_apply, ok_log)),
+            (
+                "no truncated state",
+                load(Some((7, 6, 6)), Some((6, None)), ok_log),
+            ),
+            (
+                "truncated at 6 but only 5 was applied",
+                load(Some((7, 6, 6)), Some((5, Some((6, 6)))), &[(7, 6)]),
+            ),
+            (
+                "raft log ends at 7 but 8 was applied",
+                load(Some((7, 6, 6)), Some((8, Some((5, 5)))), ok_log),
+            ),
+            (
+                "commit index 9 is past the end of the raft log (7)",
+                load(Some((7, 6, 9)), ok_apply, ok_log),
+            ),
+            (
+                "raft log entry 7 is missing",
+                load(Some((7, 6, 6)), ok_apply, &[(6, 6)]),
+            ),
+            (
+                "raft log entry 6 is missing",
+                load(Some((7, 6, 6)), ok_apply, &[(7, 6)]),
+            ),
+            (
+                "entry 7 has term 5 but the raft state says 6",
+                load(Some((7, 6, 6)), ok_apply, &[(6, 5), (7, 5)]),
+            ),
+            (
+                "empty after the truncated entry 5 of term 5, but its last term is 6",
+                load(Some((5, 6, 5)), Some((5, Some((5, 5)))), &[]),
+            ),
+        ];
+        for (expected, loaded) in cases {
+            let err = loaded.err().unwrap_or_else(|| panic!("{expected}: loaded"));
+            let text = err.to_string();
+            assert!(matches!(err, Error::Corruption(_)), "{expected}: {err:?}");
+            assert!(text.contains("region 1"), "{expected}: {text}");
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
     }
 
     #[test]

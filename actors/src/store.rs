@@ -5,6 +5,13 @@
 //! arbiters by region id; each PeerFsm registers itself with the Router when it starts. Raft messages for regions
 //! that have no peer here arrive at the Store (through the Router). On [`Stop`] it stops
 //! every peer, the Router, and itself; the writers stop once nobody can reach them.
+//!
+//! Loading refuses, with [`Error::Corruption`] naming the region, a live region state that
+//! cannot be decoded, holds no region or another region's id, and (through
+//! [`PeerStorage::new`]) raft and apply state that contradict each other or the log. A
+//! live region state that no longer lists this store is the one crash window of a peer's
+//! removal: the removal was applied (the new region state written) but the store stopped
+//! before the peer destroyed itself. Loading finishes that destruction instead of refusing.
 
 use std::collections::HashMap;
 
@@ -15,8 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::ApplyFsm;
 use crate::batch_writer::ApplyWriter;
-use crate::bootstrap::load_regions;
-use crate::engine::Cf;
+use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
@@ -189,12 +195,7 @@ impl Handler<LoadPeers> for Store {
 
     fn handle(&mut self, _: LoadPeers, _: &mut Self::Context) -> Self::Result {
         let mut peers = Vec::new();
-        for state in load_regions(&self.peer_ctx.engine)? {
-            if state.state() == PeerState::Tombstone {
-                continue;
-            }
-            let Some(region) = state.region else { continue };
-            let peer = self.own_peer(&region)?;
+        for (region, peer) in regions_to_load(&self.peer_ctx.engine, self.store_id())? {
             peers.push(self.spawn_peer(region, peer, false)?);
         }
         info!(
@@ -204,6 +205,120 @@ impl Handler<LoadPeers> for Store {
         );
         Ok(peers)
     }
+}
+
+/// The live regions on disk that this store holds a peer of, with that peer; see the module
+/// documentation for what is refused and what is repaired.
+pub(crate) fn regions_to_load(
+    engine: &Engine,
+    store_id: u64,
+) -> Result<Vec<(metapb::Region, metapb::Peer)>> {
+    let mut states = Vec::new();
+    let mut failure = None;
+    let end = [keys::REGION_STATE_PREFIX_KEY[0] + 1];
+    engine.scan(
+        Cf::Meta,
+        keys::REGION_STATE_PREFIX_KEY,
+        &end,
+        |key, value| {
+            let region_id = key
+                .get(1..9)
+                .and_then(|id| id.try_into().ok())
+                .map(u64::from_be_bytes)
+                .filter(|_| key.len() == 10);
+            let Some(region_id) = region_id else {
+                failure = Some(Error::Corruption(format!(
+                    "a region state under a malformed key {key:?}"
+                )));
+                return false;
+            };
+            match <RegionLocalState as prost::Message>::decode(value) {
+                Ok(state) => {
+                    states.push((region_id, state));
+                    true
+                }
+                Err(e) => {
+                    failure = Some(Error::Corruption(format!(
+                        "region {region_id}: undecodable region state: {e}"
+                    )));
+                    false
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut regions = Vec::new();
+    for (region_id, state) in states {
+        if state.state() == PeerState::Tombstone {
+            continue;
+        }
+        let Some(region) = state.region.clone() else {
+            return Err(Error::Corruption(format!(
+                "region {region_id}: its {:?} region state holds no region",
+                state.state()
+            )));
+        };
+        if region.id != region_id {
+            return Err(Error::Corruption(format!(
+                "region {region_id}: its region state describes region {}",
+                region.id
+            )));
+        }
+        match region.peers.iter().find(|p| p.store_id == store_id) {
+            Some(peer) => {
+                let peer = *peer;
+                regions.push((region, peer));
+            }
+            None => finish_removal(engine, store_id, region)?,
+        }
+    }
+    Ok(regions)
+}
+
+/// Completes the destruction of this store's peer of `region`, whose removal was applied
+/// (the region no longer lists this store) before the store stopped: the same deletions as
+/// the PeerFsm's own destruction (raft log and state, apply state, the region's data) and a
+/// tombstone, in one synced batch.
+fn finish_removal(engine: &Engine, store_id: u64, region: metapb::Region) -> Result<()> {
+    let id = region.id;
+    warn!(
+        store = store_id,
+        region = id,
+        "the region no longer includes this store (its removal was applied before the node stopped): destroying the stale peer"
+    );
+    let mut mutations = vec![
+        Mutation::DeleteRange {
+            cf: Cf::Raft,
+            start: keys::raft_log_key(id, 0),
+            end: keys::raft_log_key(id, u64::MAX),
+        },
+        Mutation::Delete {
+            cf: Cf::Raft,
+            key: keys::raft_state_key(id),
+        },
+        Mutation::Delete {
+            cf: Cf::Meta,
+            key: keys::apply_state_key(id),
+        },
+    ];
+    for cf in Cf::DATA {
+        mutations.push(Mutation::DeleteRange {
+            cf,
+            start: region.start_key.clone(),
+            end: region.end_key.clone(),
+        });
+    }
+    mutations.push(Mutation::put_msg(
+        Cf::Meta,
+        keys::region_state_key(id),
+        &RegionLocalState {
+            state: PeerState::Tombstone as i32,
+            region: Some(region),
+        },
+    ));
+    engine.write(&mutations, true)
 }
 
 impl Handler<InboundRaftMessage> for Store {
@@ -262,5 +377,130 @@ impl Handler<Stop> for Store {
         }
         self.peer_ctx.router.do_send(Stop);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::{first_region, initial_region_mutations};
+
+    fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 2,
+                version: 2,
+            }),
+            peers: stores
+                .iter()
+                .map(|&s| metapb::Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                })
+                .collect(),
+        }
+    }
+
+    fn put(cf: Cf, key: &[u8], value: &[u8]) -> Mutation {
+        Mutation::Put {
+            cf,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn live_regions_of_this_store_are_loaded_and_tombstones_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut muts = initial_region_mutations(&first_region(&[1, 2, 3]));
+        muts.push(Mutation::put_msg(
+            Cf::Meta,
+            keys::region_state_key(9),
+            &RegionLocalState {
+                state: PeerState::Tombstone as i32,
+                region: Some(region(9, b"", b"", &[2, 3])),
+            },
+        ));
+        engine.write(&muts, true).unwrap();
+        let loaded = regions_to_load(&engine, 2).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!((loaded[0].0.id, loaded[0].1.store_id), (1, 2));
+    }
+
+    #[test]
+    fn malformed_region_states_are_refused_naming_the_region() {
+        let no_region = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: None,
+        };
+        let other_id = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region(8, b"", b"", &[1])),
+        };
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Mutation::put_msg(Cf::Meta, keys::region_state_key(4), &no_region),
+                "region 4: its Normal region state holds no region",
+            ),
+            (
+                Mutation::put_msg(Cf::Meta, keys::region_state_key(4), &other_id),
+                "region 4: its region state describes region 8",
+            ),
+            (
+                put(Cf::Meta, &keys::region_state_key(4), b"\xff\xff\xff"),
+                "region 4: undecodable region state",
+            ),
+        ];
+        for (mutation, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Engine::open(dir.path()).unwrap();
+            engine.write(&[mutation], true).unwrap();
+            let err = regions_to_load(&engine, 1).unwrap_err();
+            assert!(matches!(err, Error::Corruption(_)), "{err:?}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    /// A crash between applying this store's removal and destroying the peer leaves a live
+    /// region state without this store; loading finishes the destruction.
+    #[test]
+    fn an_interrupted_removal_is_finished_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let removed = region(3, b"b", b"d", &[2, 3]);
+        let mut muts = initial_region_mutations(&removed);
+        muts.push(put(Cf::Raft, &keys::raft_log_key(3, 6), b"entry"));
+        muts.extend([
+            put(Cf::Default, b"a", b"outside"),
+            put(Cf::Default, b"b", b"inside"),
+            put(Cf::Write, b"c", b"inside"),
+            put(Cf::Default, b"d", b"outside"),
+        ]);
+        engine.write(&muts, true).unwrap();
+
+        assert!(regions_to_load(&engine, 1).unwrap().is_empty());
+        let state: RegionLocalState = engine
+            .get_msg(Cf::Meta, &keys::region_state_key(3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.state(), PeerState::Tombstone);
+        assert_eq!(state.region.unwrap(), removed);
+        for (cf, key) in [
+            (Cf::Raft, keys::raft_state_key(3)),
+            (Cf::Raft, keys::raft_log_key(3, 6)),
+            (Cf::Meta, keys::apply_state_key(3)),
+            (Cf::Default, b"b".to_vec()),
+            (Cf::Write, b"c".to_vec()),
+        ] {
+            assert_eq!(engine.get(cf, &key).unwrap(), None, "{cf:?} {key:?}");
+        }
+        assert!(engine.get(Cf::Default, b"a").unwrap().is_some());
+        assert!(engine.get(Cf::Default, b"d").unwrap().is_some());
+        // The next start finds only the tombstone.
+        assert!(regions_to_load(&engine, 1).unwrap().is_empty());
     }
 }

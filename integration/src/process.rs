@@ -3,13 +3,15 @@
 //! [`ProcessCluster`] writes one TOML config per node into a temporary directory (free
 //! ports picked by the OS, data directories inside the temporary directory), starts the
 //! binary for each, and can kill a node with SIGKILL and start it again over the same data,
-//! or pause it with SIGSTOP and resume it with SIGCONT. The binary is found at
+//! or pause it with SIGSTOP and resume it with SIGCONT; durability tests also kill every
+//! node at once, reach a stopped node's data directory, and wait for a node that refuses
+//! to start to exit. The binary is found at
 //! `$TINYKV_SERVER_BIN`, or next to the running executable, or in the target directory of
 //! the test executable (built first if it is missing).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -216,6 +218,44 @@ impl ProcessCluster {
         if let Some(mut child) = self.children[(id - 1) as usize].take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Kills every running node with SIGKILL at once (all signals sent before waiting for
+    /// any), like a power cut of the whole cluster.
+    pub fn kill_all(&mut self) {
+        let mut killed = Vec::new();
+        for child in self.children.iter_mut() {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                killed.push(child);
+            }
+        }
+        for mut child in killed {
+            let _ = child.wait();
+        }
+    }
+
+    /// The data directory of node `id` (its `node.data_dir`).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// Waits up to `timeout` for node `id`'s process to exit by itself; returns its exit
+    /// status (and forgets the process), or `None` if it still runs (or never ran).
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let slot = &mut self.children[(id - 1) as usize];
+        loop {
+            let status = slot.as_mut()?.try_wait().expect("wait for a node");
+            if let Some(status) = status {
+                *slot = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
