@@ -329,6 +329,11 @@ $(sed "s#$WORK/#\\\$TMP/#g" "$COMMANDS")
 on a fixed timetable, latency counted from each request's scheduled start, so that a
 stalled server is not hidden by coordinated omission) and \`--read-ratio\`.
 
+## Where the time goes
+
+[performance.md](performance.md) profiles these runs: what limits throughput on this
+machine, what was done about it, and what comes next.
+
 ## Micro-benchmarks
 
 \`cargo bench -p tinykv-actors\` runs Criterion benchmarks of the storage path under the

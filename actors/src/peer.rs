@@ -80,14 +80,17 @@ pub struct PeerContext {
 
 /// A read waiting for its ReadIndex to be confirmed and applied.
 struct PendingRead {
-    id: u64,
     request: RaftCmdRequest,
     callback: Callback,
-    /// Whether raft was asked for a read index (it ignores the request until the leader
-    /// has committed an entry of its own term, so the ask waits until then).
-    issued: bool,
+    /// The ReadIndex request this read rides on, once raft was asked (it ignores the
+    /// request until the leader has committed an entry of its own term, so the ask waits
+    /// until then). All reads waiting at that moment share one request.
+    batch: Option<u64>,
     read_index: Option<u64>,
 }
+
+/// Most compacted log entries deleted one key at a time; a longer run is range-deleted.
+const MAX_POINT_DELETES: u64 = 100_000;
 
 /// Internal notification: take and handle raft's `Ready`.
 #[derive(Message)]
@@ -126,6 +129,9 @@ pub struct PeerFsm {
     /// removes. It starts at zero after a restart, as TiKV's does, so the count limit
     /// bounds a log the hint does not know about.
     log_size_hint: u64,
+    /// Every raft log entry below this index has been handed to the RaftLogGcWriter for
+    /// deletion (unknown until this peer's first compaction).
+    log_deleted_below: Option<u64>,
     /// Bytes written since the last size check.
     size_diff_hint: u64,
     /// Region size found by the last size check.
@@ -192,6 +198,7 @@ impl PeerFsm {
             destroyed: false,
             compact_proposed: None,
             log_size_hint: 0,
+            log_deleted_below: None,
             size_diff_hint: 0,
             approximate_size: None,
             checking_size: false,
@@ -459,6 +466,36 @@ impl PeerFsm {
         self.schedule_ready(ctx);
     }
 
+    /// Hands the deletion of the log entries up to `compacted` to the RaftLogGcWriter.
+    ///
+    /// The first compaction after this peer started deletes everything below the bound:
+    /// a crash may have lost an earlier, unsynced deletion, leaving entries below the
+    /// truncated index, and a range delete finds them (by scanning). Later ones delete the
+    /// entries from the previous bound one key at a time, which costs no scan (unless
+    /// there are more than [`MAX_POINT_DELETES`] of them).
+    fn delete_compacted_entries(&mut self, compacted: u64) {
+        let region_id = self.region_id;
+        let mutations = match self.log_deleted_below {
+            Some(from) if from > compacted => return,
+            Some(from) if compacted - from < MAX_POINT_DELETES => (from..=compacted)
+                .map(|index| Mutation::Delete {
+                    cf: Cf::Raft,
+                    key: keys::raft_log_key(region_id, index),
+                })
+                .collect(),
+            _ => vec![Mutation::DeleteRange {
+                cf: Cf::Raft,
+                start: keys::raft_log_key(region_id, 0),
+                end: keys::raft_log_key(region_id, compacted + 1),
+            }],
+        };
+        self.log_deleted_below = Some(compacted + 1);
+        self.ctx.log_gc.do_send(LogGcTask {
+            region_id,
+            mutations,
+        });
+    }
+
     /// Scales the log size hint down by the share of entries a compaction up to `compacted`
     /// removed from the log that started at `first`.
     fn shrink_log_size_hint(&mut self, first: u64, compacted: u64) {
@@ -713,13 +750,10 @@ impl PeerFsm {
     }
 
     fn propose_read(&mut self, request: RaftCmdRequest, callback: Callback) {
-        let id = self.next_read_id;
-        self.next_read_id += 1;
         self.pending_reads.push_back(PendingRead {
-            id,
             request,
             callback,
-            issued: false,
+            batch: None,
             read_index: None,
         });
         self.issue_reads();
@@ -732,15 +766,22 @@ impl PeerFsm {
         log.term(log.committed).unwrap_or(0) == self.term()
     }
 
-    /// Asks raft for a read index for every read that has not asked yet, once it can.
+    /// Asks raft for one read index covering every read that has not asked yet, once it
+    /// can: one heartbeat round confirms leadership for all of them.
     fn issue_reads(&mut self) {
         if !self.is_leader() || !self.committed_in_current_term() {
             return;
         }
-        for read in self.pending_reads.iter_mut().filter(|r| !r.issued) {
-            read.issued = true;
+        let batch = self.next_read_id;
+        let mut any = false;
+        for read in self.pending_reads.iter_mut().filter(|r| r.batch.is_none()) {
+            read.batch = Some(batch);
+            any = true;
+        }
+        if any {
+            self.next_read_id += 1;
             metrics::proposed("read_index");
-            self.raft.read_index(read.id.to_be_bytes().to_vec());
+            self.raft.read_index(batch.to_be_bytes().to_vec());
         }
     }
 
@@ -748,8 +789,12 @@ impl PeerFsm {
         let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
             return;
         };
-        let id = u64::from_be_bytes(bytes);
-        if let Some(read) = self.pending_reads.iter_mut().find(|r| r.id == id) {
+        let batch = u64::from_be_bytes(bytes);
+        for read in self
+            .pending_reads
+            .iter_mut()
+            .filter(|r| r.batch == Some(batch))
+        {
             read.read_index = Some(state.index);
         }
     }
@@ -1013,6 +1058,8 @@ impl PeerFsm {
             self.peer_cache.insert(p.id, *p);
         }
         self.sent_to_apply = verified.index;
+        // The snapshot's write removes the whole log.
+        self.log_deleted_below = Some(verified.index + 1);
         self.apply.do_send(ResetApply {
             region: verified.region.clone(),
             apply_state: *self.raft.store().apply_state(),
@@ -1123,14 +1170,7 @@ impl PeerFsm {
             match result {
                 ExecResult::CompactLog { index } => {
                     self.shrink_log_size_hint(first_before, index);
-                    self.ctx.log_gc.do_send(LogGcTask {
-                        region_id: self.region_id,
-                        mutations: vec![Mutation::DeleteRange {
-                            cf: Cf::Raft,
-                            start: keys::raft_log_key(self.region_id, 0),
-                            end: keys::raft_log_key(self.region_id, index + 1),
-                        }],
-                    })
+                    self.delete_compacted_entries(index);
                 }
                 ExecResult::ChangePeer { change, region } => {
                     self.on_peers_changed(change, region, ctx);
@@ -1189,6 +1229,18 @@ impl PeerFsm {
         info!(reason, "destroying peer");
         let region = self.region().clone();
         let id = self.region_id;
+        let tombstone = Mutation::put_msg(
+            Cf::Meta,
+            keys::region_state_key(id),
+            &RegionLocalState {
+                state: PeerState::Tombstone as i32,
+                region: Some(region.clone()),
+            },
+        );
+        // Two writes destroy a peer: its raft log and state through the RaftLogWriter
+        // (behind the peer's earlier appends), its data through the ApplyWriter (behind
+        // its earlier applies). Each carries the tombstone, so a crash between them never
+        // leaves a live region state without its raft state.
         self.ctx.log_writer.do_send(WriteTask {
             region_id: id,
             ready_number: 0,
@@ -1202,20 +1254,18 @@ impl PeerFsm {
                     cf: Cf::Raft,
                     key: keys::raft_state_key(id),
                 },
+                tombstone.clone(),
+                Mutation::Delete {
+                    cf: Cf::Meta,
+                    key: keys::apply_state_key(id),
+                },
             ],
             must_sync: true,
             last_index: None,
             notify: None,
         });
         let mut mutations = vec![
-            Mutation::put_msg(
-                Cf::Meta,
-                keys::region_state_key(id),
-                &RegionLocalState {
-                    state: PeerState::Tombstone as i32,
-                    region: Some(region.clone()),
-                },
-            ),
+            tombstone,
             Mutation::Delete {
                 cf: Cf::Meta,
                 key: keys::apply_state_key(id),
