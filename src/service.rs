@@ -1,8 +1,9 @@
 //! KvService: what a node does with a client's get, put, delete or scan.
 //!
 //! Any node accepts any request. The service first tries its own store: the Router finds
-//! the local region holding the key and the region's PeerFsm serves it if it leads. If the
-//! peer is not the leader but knows who is, the service forwards the request to the
+//! the local region holding the key and the region's PeerFsm serves it if it leads (or,
+//! for a read, if it is a follower that knows the leader: see the PeerFsm's follower
+//! reads). If the peer is not the leader but knows who is, the service forwards the request to the
 //! leader's node (through a [`Forwarder`]: HTTP between real nodes, a direct call in the
 //! in-process test cluster), which executes it locally. If the local store holds no region
 //! for the key at all (a region split off onto other stores, or a node that holds no peer

@@ -84,8 +84,9 @@ struct PendingRead {
     callback: Callback,
     /// The ReadIndex request this read rides on, once raft was asked (it ignores the
     /// request until the leader has committed an entry of its own term, so the ask waits
-    /// until then). All reads waiting at that moment share one request.
-    batch: Option<u64>,
+    /// until then). All reads waiting at that moment share one request. With the moment
+    /// it was asked.
+    batch: Option<(u64, Instant)>,
     read_index: Option<u64>,
 }
 
@@ -261,7 +262,7 @@ impl PeerFsm {
                 });
             }
         }
-        if !self.is_leader() {
+        if !self.is_leader() && !self.can_read_as_follower(request) {
             return Err(self.not_leader());
         }
         if let Some(peer) = &header.peer {
@@ -766,16 +767,33 @@ impl PeerFsm {
         log.term(log.committed).unwrap_or(0) == self.term()
     }
 
+    /// Whether this follower may serve `request` itself: a read, while it knows a leader.
+    /// It asks the leader for a read index through raft (cheaper than forwarding the
+    /// request to the leader's node) and serves the read once it has applied that far,
+    /// which is as linearizable as a read on the leader.
+    fn can_read_as_follower(&self, request: &RaftCmdRequest) -> bool {
+        request.admin_request.is_none()
+            && !request.requests.is_empty()
+            && util::is_read_only(request)
+            && self.raft.raft.leader_id != raft::INVALID_ID
+    }
+
     /// Asks raft for one read index covering every read that has not asked yet, once it
-    /// can: one heartbeat round confirms leadership for all of them.
+    /// can: one heartbeat round confirms leadership for all of them. A leader asks once it
+    /// has committed an entry of its term; a follower asks its leader through raft.
     fn issue_reads(&mut self) {
-        if !self.is_leader() || !self.committed_in_current_term() {
+        if self.is_leader() {
+            if !self.committed_in_current_term() {
+                return;
+            }
+        } else if self.raft.raft.leader_id == raft::INVALID_ID {
             return;
         }
         let batch = self.next_read_id;
         let mut any = false;
+        let now = Instant::now();
         for read in self.pending_reads.iter_mut().filter(|r| r.batch.is_none()) {
-            read.batch = Some(batch);
+            read.batch = Some((batch, now));
             any = true;
         }
         if any {
@@ -793,7 +811,7 @@ impl PeerFsm {
         for read in self
             .pending_reads
             .iter_mut()
-            .filter(|r| r.batch == Some(batch))
+            .filter(|r| r.batch.is_some_and(|(b, _)| b == batch))
         {
             read.read_index = Some(state.index);
         }
@@ -867,6 +885,34 @@ impl PeerFsm {
             },
             snapshot: wants_snapshot.then_some(region_snapshot),
         }
+    }
+
+    /// A follower's ReadIndex request can be lost (a leader that has not yet committed an
+    /// entry of its term ignores it; messages drop). Reads that waited an election timeout
+    /// for their index are answered "not leader", naming the leader, and the client asks
+    /// the leader itself.
+    fn expire_follower_reads(&mut self) {
+        if self.is_leader() {
+            return;
+        }
+        let patience = self.ctx.cfg.election_timeout();
+        let expired = |r: &PendingRead| {
+            r.read_index.is_none() && r.batch.is_some_and(|(_, at)| at.elapsed() > patience)
+        };
+        if !self.pending_reads.iter().any(expired) {
+            return;
+        }
+        let err = self.not_leader();
+        let term = self.term();
+        let mut kept = VecDeque::with_capacity(self.pending_reads.len());
+        for read in std::mem::take(&mut self.pending_reads) {
+            if expired(&read) {
+                respond_error(read.callback, &err, term);
+            } else {
+                kept.push_back(read);
+            }
+        }
+        self.pending_reads = kept;
     }
 
     fn fail_reads_without_index(&mut self) {
@@ -1345,6 +1391,7 @@ impl Actor for PeerFsm {
         debug!(region = ?self.region(), "peer started");
         ctx.run_interval(self.ctx.cfg.base_tick(), |peer, ctx| {
             let _enter = peer.span.clone().entered();
+            peer.expire_follower_reads();
             if peer.raft.tick() {
                 peer.schedule_ready(ctx);
             }

@@ -320,6 +320,47 @@ impl Cluster {
         }
     }
 
+    /// Reads `key` (default cf) once on store `store_id`'s own peer of the region holding
+    /// it, whether that peer leads or not: `Err` with the region error if it refuses (the
+    /// store not running or the read timing out count as `Timeout`).
+    pub async fn read_on(
+        &self,
+        store_id: u64,
+        key: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, tinykv_actors::Error> {
+        use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, Request};
+        let handle = self
+            .stores
+            .get(&store_id)
+            .ok_or(tinykv_actors::Error::Timeout)?;
+        let request = RaftCmdRequest {
+            requests: vec![Request {
+                cmd_type: CmdType::Get as i32,
+                get: Some(GetRequest {
+                    cf: "default".into(),
+                    key: key.to_vec(),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let response = handle
+            .router()
+            .key_command(key.to_vec(), request, Duration::from_secs(5))
+            .await?;
+        if let Some(err) = response.err() {
+            return Err(err);
+        }
+        let value = response
+            .response
+            .responses
+            .first()
+            .and_then(|r| r.get.as_ref())
+            .map(|g| g.value.clone())
+            .unwrap_or_default();
+        Ok((!value.is_empty()).then_some(value))
+    }
+
     /// Sends `request` to store `store_id` once and returns the region error it answers,
     /// if any (`None` also when the store is not running or the command timed out).
     pub async fn command_on(

@@ -112,3 +112,60 @@ async fn one_partition() {
         .await;
     cluster.shutdown().await;
 }
+
+/// A follower serves reads itself, linearizably: it asks the leader for a read index
+/// through raft and reads once it has applied that far. Cut off from the leader, it
+/// refuses instead of answering from its stale state.
+#[actix_rt::test]
+async fn followers_serve_linearizable_reads() {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
+    let follower = region
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader.store_id)
+        .expect("a follower")
+        .store_id;
+    // The follower may not know the leader yet right after the election.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster.read_on(follower, b"k").await {
+            Ok(value) => {
+                assert_eq!(value.as_deref(), Some(&b"v1"[..]));
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "follower {follower} never served the read: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster
+        .network()
+        .add_filter(PartitionFilter::isolate(follower, cluster.store_ids()));
+    client.must_put(b"k", b"v2").await;
+    let stale = cluster.read_on(follower, b"k").await;
+    assert!(stale.is_err(), "a cut-off follower answered {stale:?}");
+
+    cluster.network().clear_filters();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster.read_on(follower, b"k").await {
+            Ok(value) => {
+                assert_eq!(value.as_deref(), Some(&b"v2"[..]), "a read after the heal");
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "follower {follower} did not serve again after the heal: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}
