@@ -386,26 +386,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_node_starts_serves_and_restarts_on_the_same_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config: Config = Config {
-            node: crate::config::NodeConfig {
-                store_id: 1,
-                cluster_id: 1,
-                data_dir: dir.path().join("node"),
-            },
-            cluster: crate::config::ClusterConfig {
-                initial_stores: vec![1],
-                stores: vec![StoreAddress {
-                    id: 1,
-                    raft_addr: "127.0.0.1:0".into(),
-                    http_addr: "127.0.0.1:0".into(),
-                }],
-            },
-            api: Default::default(),
-            raftstore: tinykv_actors::RaftStoreConfig::for_tests(),
-            log: Default::default(),
-            debug: Default::default(),
-        };
-        config.api.http_workers = 1;
+        let mut config = single_node_config(dir.path().join("node"));
 
         let node = Node::start(config.clone()).await.unwrap();
         let url = format!("http://{}/v1/kv/greeting", node.http_addr());

@@ -428,7 +428,10 @@ fn is_region_missing(err: &Error) -> bool {
 
 /// Whether `err` says the peer asked is not the leader and knows of none.
 fn is_leaderless(err: &Error) -> bool {
-    matches!(err, Error::Store(StoreError::NotLeader { leader: None, .. }))
+    matches!(
+        err,
+        Error::Store(StoreError::NotLeader { leader: None, .. })
+    )
 }
 
 fn unexpected(outcome: KvOutcome) -> Error {

@@ -34,7 +34,7 @@ use tinykv_proto::raft_cmdpb::{
     RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
     SplitRequest, TransferLeaderResponse,
 };
-use tinykv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use tinykv_proto::raft_serverpb::RaftMessage;
 use tracing::{debug, info, warn};
 
 use crate::alive::AliveToken;
@@ -47,7 +47,7 @@ use crate::id_alloc::IdAllocator;
 use crate::keys;
 use crate::metrics;
 use crate::msg::*;
-use crate::peer_storage::PeerStorage;
+use crate::peer_storage::{self, PeerStorage};
 use crate::router::Router;
 use crate::slog_bridge::raft_logger;
 use crate::snapshot;
@@ -698,11 +698,7 @@ impl PeerFsm {
             return None;
         }
         let other = voters.iter().find(|&id| id != self.peer.id)?;
-        self.region()
-            .peers
-            .iter()
-            .find(|p| p.id == other)
-            .cloned()
+        self.region().peers.iter().find(|p| p.id == other).cloned()
     }
 
     fn propose_split(&mut self, request: RaftCmdRequest, callback: Callback) {
@@ -1275,56 +1271,23 @@ impl PeerFsm {
         info!(reason, "destroying peer");
         let region = self.region().clone();
         let id = self.region_id;
-        let tombstone = Mutation::put_msg(
-            Cf::Meta,
-            keys::region_state_key(id),
-            &RegionLocalState {
-                state: PeerState::Tombstone as i32,
-                region: Some(region.clone()),
-            },
-        );
         // Two writes destroy a peer: its raft log and state through the RaftLogWriter
         // (behind the peer's earlier appends), its data through the ApplyWriter (behind
         // its earlier applies). Each carries the tombstone, so a crash between them never
         // leaves a live region state without its raft state.
+        let mut raft_mutations = peer_storage::raft_state_removal(id);
+        raft_mutations.extend(peer_storage::tombstone(&region));
         self.ctx.log_writer.do_send(WriteTask {
             region_id: id,
             ready_number: 0,
-            mutations: vec![
-                Mutation::DeleteRange {
-                    cf: Cf::Raft,
-                    start: keys::raft_log_key(id, 0),
-                    end: keys::raft_log_key(id, u64::MAX),
-                },
-                Mutation::Delete {
-                    cf: Cf::Raft,
-                    key: keys::raft_state_key(id),
-                },
-                tombstone.clone(),
-                Mutation::Delete {
-                    cf: Cf::Meta,
-                    key: keys::apply_state_key(id),
-                },
-            ],
+            mutations: raft_mutations,
             must_sync: true,
             last_index: None,
             notify: None,
         });
-        let mut mutations = vec![
-            tombstone,
-            Mutation::Delete {
-                cf: Cf::Meta,
-                key: keys::apply_state_key(id),
-            },
-        ];
+        let mut mutations = peer_storage::tombstone(&region);
         if !region.peers.is_empty() || region.region_epoch.is_some() {
-            for cf in Cf::DATA {
-                mutations.push(Mutation::DeleteRange {
-                    cf,
-                    start: region.start_key.clone(),
-                    end: region.end_key.clone(),
-                });
-            }
+            mutations.extend(peer_storage::data_removal(&region));
         }
         self.apply.do_send(DestroyApply { mutations });
         self.ctx.router.do_send(PeerDestroyed {

@@ -25,7 +25,9 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use tinykv_proto::convert::{from_raft, to_raft};
 use tinykv_proto::metapb;
-use tinykv_proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
+use tinykv_proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+};
 
 use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
@@ -58,6 +60,52 @@ pub fn initial_apply_state() -> RaftApplyState {
             term: RAFT_INIT_LOG_TERM,
         }),
     }
+}
+
+/// The mutations that forget region `region_id`'s raft log and raft state on this store.
+pub fn raft_state_removal(region_id: u64) -> Vec<Mutation> {
+    vec![
+        Mutation::DeleteRange {
+            cf: Cf::Raft,
+            start: keys::raft_log_key(region_id, 0),
+            end: keys::raft_log_key(region_id, u64::MAX),
+        },
+        Mutation::Delete {
+            cf: Cf::Raft,
+            key: keys::raft_state_key(region_id),
+        },
+    ]
+}
+
+/// The mutations that mark this store's peer of `region` destroyed: a tombstone region
+/// state (remembering the region, so stale messages create nothing) and no apply state.
+pub fn tombstone(region: &metapb::Region) -> Vec<Mutation> {
+    vec![
+        Mutation::put_msg(
+            Cf::Meta,
+            keys::region_state_key(region.id),
+            &RegionLocalState {
+                state: PeerState::Tombstone as i32,
+                region: Some(region.clone()),
+            },
+        ),
+        Mutation::Delete {
+            cf: Cf::Meta,
+            key: keys::apply_state_key(region.id),
+        },
+    ]
+}
+
+/// The mutations that delete `region`'s data, in every column family clients write.
+pub fn data_removal(region: &metapb::Region) -> Vec<Mutation> {
+    Cf::DATA
+        .into_iter()
+        .map(|cf| Mutation::DeleteRange {
+            cf,
+            start: region.start_key.clone(),
+            end: region.end_key.clone(),
+        })
+        .collect()
 }
 
 /// Whether a region has been given its range and peers (as opposed to a placeholder for a

@@ -22,12 +22,12 @@ use tracing::{debug, info, warn};
 
 use crate::apply::ApplyFsm;
 use crate::batch_writer::ApplyWriter;
-use crate::engine::{Cf, Engine, Mutation};
+use crate::engine::{Cf, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerFsm};
-use crate::peer_storage::PeerStorage;
+use crate::peer_storage::{self, PeerStorage};
 
 /// Starts a peer for every live region on disk; answers their addresses.
 #[derive(Message)]
@@ -288,36 +288,9 @@ fn finish_removal(engine: &Engine, store_id: u64, region: metapb::Region) -> Res
         region = id,
         "the region no longer includes this store (its removal was applied before the node stopped): destroying the stale peer"
     );
-    let mut mutations = vec![
-        Mutation::DeleteRange {
-            cf: Cf::Raft,
-            start: keys::raft_log_key(id, 0),
-            end: keys::raft_log_key(id, u64::MAX),
-        },
-        Mutation::Delete {
-            cf: Cf::Raft,
-            key: keys::raft_state_key(id),
-        },
-        Mutation::Delete {
-            cf: Cf::Meta,
-            key: keys::apply_state_key(id),
-        },
-    ];
-    for cf in Cf::DATA {
-        mutations.push(Mutation::DeleteRange {
-            cf,
-            start: region.start_key.clone(),
-            end: region.end_key.clone(),
-        });
-    }
-    mutations.push(Mutation::put_msg(
-        Cf::Meta,
-        keys::region_state_key(id),
-        &RegionLocalState {
-            state: PeerState::Tombstone as i32,
-            region: Some(region),
-        },
-    ));
+    let mut mutations = peer_storage::raft_state_removal(id);
+    mutations.extend(peer_storage::data_removal(&region));
+    mutations.extend(peer_storage::tombstone(&region));
     engine.write(&mutations, true)
 }
 
@@ -384,6 +357,7 @@ impl Handler<Stop> for Store {
 mod tests {
     use super::*;
     use crate::bootstrap::{first_region, initial_region_mutations};
+    use crate::engine::Mutation;
 
     fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> metapb::Region {
         metapb::Region {
