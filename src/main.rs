@@ -12,7 +12,10 @@
 //! A panic anywhere aborts the whole process after logging it: a storage node with a dead
 //! actor would keep answering while part of it no longer works, whereas a restart replays
 //! the raft log and comes back whole. Startup failures (a bad configuration names the
-//! offending key) are printed as `error: ...` with exit status 1.
+//! offending key; a damaged or foreign data directory names the directory) are printed as
+//! `error: ...` with exit status 1. A write that fails once the node runs (disk full, an
+//! fsync error) stops the process with exit status 74 before anything from that write is
+//! acknowledged (see the batch writers in `tinykv-actors`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
