@@ -157,3 +157,19 @@ impl Error {
         }
     }
 }
+
+/// An error and its sources, joined with `: `: the sources often hold the useful part
+/// ("connection refused"). A source whose text is already in the message is left out.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    message
+}

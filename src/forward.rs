@@ -36,7 +36,7 @@ use tinykv_proto::kvrpcpb::{
 use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 use crate::address_book::AddressBook;
-use crate::error::{Error, Result};
+use crate::error::{error_chain, Error, Result};
 use crate::faults::Faults;
 use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
 
@@ -109,12 +109,12 @@ impl HttpForwarder {
             .body(body)
             .send()
             .await
-            .map_err(|e| forward_error(describe(&e), !(e.is_connect() || e.is_builder())))?;
+            .map_err(|e| forward_error(error_chain(&e), !(e.is_connect() || e.is_builder())))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| forward_error(describe(&e), true))?;
+            .map_err(|e| forward_error(error_chain(&e), true))?;
         if !status.is_success() {
             // Only our handler runs the operation, and it answers 200 whenever the store
             // did; anything else was refused before executing (4xx), or the server or the
@@ -235,18 +235,6 @@ impl Forwarder for HttpForwarder {
     ) -> BoxFuture<'static, Result<RaftCmdResponse>> {
         Box::pin(self.clone().forward_raft_command(store_id, request))
     }
-}
-
-/// A reqwest error with its causes ("connection refused" hides in the source chain).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Encodes an error for a raw response: `(region_error, error)`.

@@ -661,19 +661,8 @@ impl PeerFsm {
         cc.node_id = peer.id;
         cc.context = request.encode_to_vec().into();
         let last_before = self.raft.raft.raft_log.last_index();
-        let proposed = self.raft.propose_conf_change(vec![], cc).is_ok();
-        let index = self.raft.raft.raft_log.last_index();
-        if !proposed || index == last_before {
-            metrics::proposal_dropped("dropped");
-            return respond_error(callback, &self.not_leader(), term);
-        }
-        metrics::proposed("conf_change");
-        self.proposals.push_back(Proposal {
-            index,
-            term,
-            callback,
-            proposed_at: Instant::now(),
-        });
+        let accepted = self.raft.propose_conf_change(vec![], cc).is_ok();
+        self.track_proposal(last_before, accepted, "conf_change", callback);
     }
 
     /// The peer that must lead before this leader may propose removing itself, if any.
@@ -725,19 +714,32 @@ impl PeerFsm {
 
     fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
         let last_before = self.raft.raft.raft_log.last_index();
-        if self.raft.propose(vec![], request.encode_to_vec()).is_err() {
-            metrics::proposal_dropped("dropped");
-            respond_error(callback, &self.not_leader(), self.term());
-            return;
-        }
+        let accepted = self.raft.propose(vec![], request.encode_to_vec()).is_ok();
+        self.track_proposal(
+            last_before,
+            accepted,
+            metrics::proposal_kind(&request),
+            callback,
+        );
+    }
+
+    /// Remembers a command raft took as the new last entry of the log, to answer once it
+    /// applies; one that raft refused or dropped silently (the log did not grow past
+    /// `last_before`, e.g. during a leader transfer) is answered "not leader" now.
+    fn track_proposal(
+        &mut self,
+        last_before: u64,
+        accepted: bool,
+        kind: &'static str,
+        callback: Callback,
+    ) {
         let index = self.raft.raft.raft_log.last_index();
-        if index == last_before {
-            // Dropped by raft, e.g. during a leader transfer.
+        if !accepted || index == last_before {
             metrics::proposal_dropped("dropped");
             respond_error(callback, &self.not_leader(), self.term());
             return;
         }
-        metrics::proposed(metrics::proposal_kind(&request));
+        metrics::proposed(kind);
         self.proposals.push_back(Proposal {
             index,
             term: self.term(),
@@ -892,34 +894,29 @@ impl PeerFsm {
             return;
         }
         let patience = self.ctx.cfg.election_timeout();
-        let expired = |r: &PendingRead| {
+        self.fail_reads_where(|r| {
             r.read_index.is_none() && r.batch.is_some_and(|(_, at)| at.elapsed() > patience)
-        };
-        if !self.pending_reads.iter().any(expired) {
+        });
+    }
+
+    fn fail_reads_without_index(&mut self) {
+        self.fail_reads_where(|r| r.read_index.is_none());
+    }
+
+    /// Answers "not leader" (naming the leader, if known) to every pending read that
+    /// `fails` picks; the others keep waiting.
+    fn fail_reads_where(&mut self, fails: impl Fn(&PendingRead) -> bool) {
+        if !self.pending_reads.iter().any(&fails) {
             return;
         }
         let err = self.not_leader();
         let term = self.term();
         let mut kept = VecDeque::with_capacity(self.pending_reads.len());
         for read in std::mem::take(&mut self.pending_reads) {
-            if expired(&read) {
+            if fails(&read) {
                 respond_error(read.callback, &err, term);
             } else {
                 kept.push_back(read);
-            }
-        }
-        self.pending_reads = kept;
-    }
-
-    fn fail_reads_without_index(&mut self) {
-        let err = self.not_leader();
-        let term = self.term();
-        let mut kept = VecDeque::new();
-        for read in std::mem::take(&mut self.pending_reads) {
-            if read.read_index.is_some() {
-                kept.push_back(read);
-            } else {
-                respond_error(read.callback, &err, term);
             }
         }
         self.pending_reads = kept;
@@ -946,23 +943,15 @@ impl PeerFsm {
             }
             return;
         }
-        let Some(from) = msg.from_peer else { return };
-        let is_member = self.region().peers.iter().any(|p| p.id == from.id);
-        // A sender outside the region with an older epoch was removed while cut off and
-        // still campaigns or replicates; the tombstone tells it to destroy itself. This
-        // holds even when it addresses an earlier peer of this store, long replaced. Only a
-        // sender that knows its region (an epoch) can be stale: a new peer still waiting
-        // for its snapshot has none, and this peer may just not have applied the change
-        // that added it yet.
-        let sender_initialized = msg.region_epoch.is_some_and(|e| e.conf_ver > 0);
-        if self.raft.store().is_initialized()
-            && sender_initialized
-            && !is_member
-            && their_conf_ver < my_conf_ver
-        {
-            self.send_tombstone(from);
-            return;
+        // A stale sender is answered even when it addresses an earlier peer of this
+        // store, long replaced.
+        if self.raft.store().is_initialized() {
+            if let Some(tombstone) = util::tombstone_for_stale_sender(&msg, self.region()) {
+                self.ctx.transport.send(tombstone);
+                return;
+            }
         }
+        let Some(from) = msg.from_peer else { return };
         if to.id < self.peer.id {
             debug!(to = ?to, "dropping raft message for an earlier peer of this store");
             return;
@@ -1296,18 +1285,6 @@ impl PeerFsm {
         });
         self.fail_all(&Error::RegionNotFound(id));
         ctx.stop();
-    }
-
-    /// Tells a peer that is no longer part of the region to destroy itself.
-    fn send_tombstone(&self, to: metapb::Peer) {
-        self.ctx.transport.send(RaftMessage {
-            region_id: self.region_id,
-            from_peer: Some(self.peer),
-            to_peer: Some(to),
-            region_epoch: self.region().region_epoch,
-            is_tombstone: true,
-            ..Default::default()
-        });
     }
 
     fn status(&self) -> PeerStatus {

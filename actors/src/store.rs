@@ -28,6 +28,7 @@ use crate::keys;
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerFsm};
 use crate::peer_storage::{self, PeerStorage};
+use crate::util;
 
 /// Starts a peer for every live region on disk; answers their addresses.
 #[derive(Message)]
@@ -80,32 +81,6 @@ impl Store {
             })
     }
 
-    /// Tells the sender of `msg` it was removed from `region`, whose peer on this store
-    /// was destroyed: a sender outside the region that knows an older epoch than the
-    /// tombstone's is a peer removed while it was cut off, which would otherwise campaign
-    /// forever (its own region still counts the destroyed peers as voters).
-    fn tombstone_stale_sender(&self, msg: &RaftMessage, region: &metapb::Region) {
-        let Some(from) = msg.from_peer else { return };
-        let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
-        let dead_conf_ver = region.region_epoch.map_or(0, |e| e.conf_ver);
-        if msg.is_tombstone
-            || their_conf_ver == 0
-            || their_conf_ver >= dead_conf_ver
-            || region.peers.iter().any(|p| p.id == from.id)
-        {
-            return;
-        }
-        debug!(region = msg.region_id, to = ?from, "telling a removed peer it is gone");
-        self.peer_ctx.transport.send(RaftMessage {
-            region_id: msg.region_id,
-            from_peer: msg.to_peer,
-            to_peer: Some(from),
-            region_epoch: region.region_epoch,
-            is_tombstone: true,
-            ..Default::default()
-        });
-    }
-
     /// Creates a peer for a raft message of a region this store has no peer of: from the
     /// region state on disk if a split already wrote it, otherwise as an uninitialized
     /// peer that the leader will fill with a snapshot. A message older than a tombstone of
@@ -129,7 +104,12 @@ impl Store {
                 if their_conf_ver <= dead_conf_ver {
                     debug!(region = msg.region_id, "message for a destroyed peer");
                     let region = s.region.unwrap_or_default();
-                    self.tombstone_stale_sender(msg, &region);
+                    // The tombstone remembers the region: answer a removed peer that
+                    // still campaigns (see `util::tombstone_for_stale_sender`).
+                    if let Some(tombstone) = util::tombstone_for_stale_sender(msg, &region) {
+                        debug!(region = msg.region_id, to = ?tombstone.to_peer, "telling a removed peer it is gone");
+                        self.peer_ctx.transport.send(tombstone);
+                    }
                     return Ok(None);
                 }
             }

@@ -7,6 +7,7 @@
 use raft::eraftpb::{self, MessageType};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, Request};
+use tinykv_proto::raft_serverpb::RaftMessage;
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -85,6 +86,33 @@ pub fn is_initial_msg(msg: &eraftpb::Message) -> bool {
     t == MessageType::MsgRequestVote
         || t == MessageType::MsgRequestPreVote
         || (t == MessageType::MsgHeartbeat && msg.commit == raft::INVALID_INDEX)
+}
+
+/// The tombstone to answer `msg` with, if its sender is a peer removed from `region`
+/// while it was cut off: outside the region, with an older epoch. Such a peer would
+/// otherwise campaign forever, its own region still counting long-gone peers as voters.
+/// Only a sender that knows its region (an epoch) can be stale: a new peer still waiting
+/// for its snapshot has none, and the receiver may just not have applied the change that
+/// added it yet.
+pub fn tombstone_for_stale_sender(
+    msg: &RaftMessage,
+    region: &metapb::Region,
+) -> Option<RaftMessage> {
+    let from = msg.from_peer?;
+    let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+    let our_conf_ver = region.region_epoch.map_or(0, |e| e.conf_ver);
+    let stale = !msg.is_tombstone
+        && their_conf_ver > 0
+        && their_conf_ver < our_conf_ver
+        && !region.peers.iter().any(|p| p.id == from.id);
+    stale.then(|| RaftMessage {
+        region_id: msg.region_id,
+        from_peer: msg.to_peer,
+        to_peer: Some(from),
+        region_epoch: region.region_epoch,
+        is_tombstone: true,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

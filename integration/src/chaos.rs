@@ -50,6 +50,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tinykv::error::error_chain;
 
 use crate::linearizability::{self, CheckConfig, Command, History, Outcome, Recorder, Report};
 use crate::process::ProcessCluster;
@@ -300,24 +301,12 @@ pub fn classify(is_write: bool, status: u16, body: &[u8]) -> Classified {
 /// Classifies a request that got no HTTP answer: a connection that could not be made
 /// sent nothing; anything else (a timeout, a reset) may have delivered a write.
 pub fn classify_transport_error(is_write: bool, error: &reqwest::Error) -> Classified {
-    let why = describe(error);
+    let why = error_chain(error);
     if error.is_connect() || !is_write {
         Classified::Fail(why)
     } else {
         Classified::Info(why)
     }
-}
-
-/// A reqwest error with its causes.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Executes `command` on `key` through `node`, recording it in the history; returns how
@@ -392,9 +381,9 @@ async fn admin(
             .header("content-type", "application/json")
             .body(body.to_string());
     }
-    let response = request.send().await.map_err(|e| describe(&e))?;
+    let response = request.send().await.map_err(|e| error_chain(&e))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| describe(&e))?;
+    let body = response.bytes().await.map_err(|e| error_chain(&e))?;
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 

@@ -130,20 +130,7 @@ async fn followers_serve_linearizable_reads() {
         .expect("a follower")
         .store_id;
     // The follower may not know the leader yet right after the election.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match cluster.read_on(follower, b"k").await {
-            Ok(value) => {
-                assert_eq!(value.as_deref(), Some(&b"v1"[..]));
-                break;
-            }
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "follower {follower} never served the read: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    must_read_on(&cluster, follower, b"k", b"v1").await;
 
     cluster
         .network()
@@ -153,19 +140,25 @@ async fn followers_serve_linearizable_reads() {
     assert!(stale.is_err(), "a cut-off follower answered {stale:?}");
 
     cluster.network().clear_filters();
+    must_read_on(&cluster, follower, b"k", b"v2").await;
+    cluster.shutdown().await;
+}
+
+/// Reads `key` on `store`'s own peer until it serves the read, then checks the value;
+/// fails after 10 s of refusals.
+async fn must_read_on(cluster: &Cluster, store: u64, key: &[u8], expected: &[u8]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match cluster.read_on(follower, b"k").await {
+        match cluster.read_on(store, key).await {
             Ok(value) => {
-                assert_eq!(value.as_deref(), Some(&b"v2"[..]), "a read after the heal");
-                break;
+                assert_eq!(value.as_deref(), Some(expected), "read on store {store}");
+                return;
             }
             Err(e) => assert!(
                 std::time::Instant::now() < deadline,
-                "follower {follower} did not serve again after the heal: {e}"
+                "store {store} never served the read: {e}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    cluster.shutdown().await;
 }

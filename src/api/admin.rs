@@ -47,7 +47,7 @@ use tinykv_proto::metapb;
 
 use super::error::body_error;
 use super::ApiState;
-use crate::error::{Error, Result};
+use crate::error::{error_chain, Error, Result};
 
 /// Largest body the admin endpoints accept.
 pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -327,18 +327,6 @@ async fn probe_health(id: u64, http_addr: &str) -> std::result::Result<(), Strin
         Some(answered) => Err(format!("{http_addr} answers as store {answered}")),
         None => Err(format!("{http_addr} did not answer like a TinyKV-rs node")),
     }
-}
-
-/// An error with its causes, which hold the useful part ("connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The body of `POST /v1/admin/regions/{id}/split`.

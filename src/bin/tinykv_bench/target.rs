@@ -23,6 +23,7 @@ use bytes::Bytes;
 use clap::ValueEnum;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
+use tinykv::error::error_chain;
 
 /// Which system a run talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -115,17 +116,7 @@ impl Target {
     pub async fn get(&self, endpoint: &str, key: &str) -> Result<ReadOutcome, String> {
         match self.kind {
             TargetKind::Tinykv => {
-                let response = self
-                    .http
-                    .get(tinykv_url(endpoint, key))
-                    .send()
-                    .await
-                    .map_err(|e| error_chain(&e.without_url()))?;
-                let status = response.status();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| error_chain(&e.without_url()))?;
+                let (status, body) = exchange(self.http.get(tinykv_url(endpoint, key))).await?;
                 match status.as_u16() {
                     200 => Ok(ReadOutcome::Found),
                     404 => Ok(ReadOutcome::Missing),
@@ -151,6 +142,18 @@ impl Target {
 
 /// Sends a request and returns the body of a 2xx answer.
 async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
+    let (status, body) = exchange(request).await?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(status_error(status, &body))
+    }
+}
+
+/// Sends a request and returns the answer's status and body, whatever the status.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, Bytes), String> {
     let response = request
         .send()
         .await
@@ -160,11 +163,7 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
         .bytes()
         .await
         .map_err(|e| error_chain(&e.without_url()))?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(status_error(status, &body))
-    }
+    Ok((status, body))
 }
 
 fn status_error(status: reqwest::StatusCode, body: &[u8]) -> String {
@@ -175,21 +174,6 @@ fn status_error(status: reqwest::StatusCode, body: &[u8]) -> String {
         .nth(MAX_ERROR_BODY)
         .map_or(text.len(), |(i, _)| i);
     format!("HTTP {}: {}", status.as_u16(), &text[..cut])
-}
-
-/// An error and its sources, joined with `: ` (reqwest's own message alone is terse).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = e.source();
-    }
-    message
 }
 
 /// The URL of `key` on a TinyKV-rs node: the key percent-encoded as one path segment.
