@@ -1,7 +1,8 @@
 # TinyKV-rs — build, run a local 3-node cluster, test.
 #
 #   make run     build (release) and start the 3-node cluster from configs/ in the background
-#   make stop    stop it
+#   make join    start a 4th node (configs/node4.toml) that joins the running cluster
+#   make stop    stop it (every node started by run or join)
 #   make test    run the whole test suite (unit, in-process scenarios, multi-process)
 #   make bench   benchmark a fresh 3-node cluster against a 3-member etcd (BENCH_DURATION=20s
 #                per workload) and write docs/benchmarks.md; see .ci/bench.sh
@@ -18,7 +19,7 @@ NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build run stop status test bench chaos clean-data
+.PHONY: build run join stop status test bench chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server
@@ -37,8 +38,19 @@ run: build
 	@echo "HTTP endpoints: http://127.0.0.1:8081  http://127.0.0.1:8082  http://127.0.0.1:8083"
 	@echo "try: curl -X PUT --data-binary world http://127.0.0.1:8081/v1/kv/hello && curl http://127.0.0.1:8083/v1/kv/hello"
 
+join: build
+	@mkdir -p $(RUN_DIR)
+	@if [ -f $(RUN_DIR)/node4.pid ] && kill -0 $$(cat $(RUN_DIR)/node4.pid) 2>/dev/null; then \
+	  echo "node4 already running (pid $$(cat $(RUN_DIR)/node4.pid))"; \
+	else \
+	  nohup $(SERVER) --config configs/node4.toml >> $(RUN_DIR)/node4.log 2>&1 & \
+	  echo $$! > $(RUN_DIR)/node4.pid; \
+	  echo "node4 started (pid $$!, log $(RUN_DIR)/node4.log); it joins through nodes 1-3"; \
+	fi
+	@echo "watch it receive replicas: target/release/tinykv-ctl cluster"
+
 stop:
-	@for n in $(NODES); do \
+	@for n in $(NODES) 4; do \
 	  if [ -f $(RUN_DIR)/node$$n.pid ]; then \
 	    kill $$(cat $(RUN_DIR)/node$$n.pid) 2>/dev/null && echo "node$$n stopped" || echo "node$$n was not running"; \
 	    rm -f $(RUN_DIR)/node$$n.pid; \
@@ -46,7 +58,7 @@ stop:
 	done
 
 status:
-	@for n in $(NODES); do \
+	@for n in $(NODES) $$([ -f $(RUN_DIR)/node4.pid ] && echo 4); do \
 	  curl -fsS http://127.0.0.1:808$$n/health 2>/dev/null && echo || echo "node$$n: down"; \
 	done
 

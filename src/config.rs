@@ -12,8 +12,12 @@
 //! types cannot: that this store is in the address book, that ids and addresses are
 //! unique, that limits are positive. Its messages name the offending key too.
 //!
-//! The cluster is static: `[[cluster.stores]]` is the address book of every store, and a
-//! node listens on the addresses of its own entry.
+//! `[[cluster.stores]]` is the address book the cluster starts with: the initial stores
+//! and their addresses. A node listens on the addresses of its own entry. A node that
+//! joins a running cluster instead has no `node.store_id`: it names its own addresses in
+//! `node.raft_addr` and `node.http_addr` and any existing nodes in `cluster.join`, and
+//! gets its store id from the placement driver (see [`crate::placement`]); from then on
+//! the placement driver's heartbeat answers keep every node's address book current.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -48,6 +52,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The embedded placement driver: heartbeats and scheduling.
+    #[serde(default)]
+    pub pd: PdConfig,
     /// Switches for tests; all off by default.
     #[serde(default)]
     pub debug: DebugConfig,
@@ -57,13 +64,23 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// This node's store id; must appear in `cluster.stores`.
+    /// This node's store id; it must appear in `cluster.stores`. 0 (the default) means
+    /// the node joins a running cluster through `cluster.join` and gets its id from the
+    /// placement driver (kept in the data directory's `STORE` file across restarts).
+    #[serde(default)]
     pub store_id: u64,
     /// The cluster this store belongs to; a data directory never changes clusters.
     #[serde(default = "default_cluster_id")]
     pub cluster_id: u64,
     /// Directory of the store's data (the engine lives in `<data_dir>/db`).
     pub data_dir: PathBuf,
+    /// `host:port` of this node's raft transport, for a node that is not in
+    /// `cluster.stores` (a joining node); otherwise taken from its entry there.
+    #[serde(default)]
+    pub raft_addr: Option<String>,
+    /// `host:port` of this node's HTTP API, for a node that is not in `cluster.stores`.
+    #[serde(default)]
+    pub http_addr: Option<String>,
 }
 
 fn default_cluster_id() -> u64 {
@@ -78,9 +95,13 @@ pub struct ClusterConfig {
     /// (the default) means every store in `stores`.
     #[serde(default, deserialize_with = "one_or_many")]
     pub initial_stores: Vec<u64>,
-    /// Every store of the cluster and its addresses.
+    /// The stores the cluster starts with, and their addresses.
     #[serde(default)]
     pub stores: Vec<StoreAddress>,
+    /// HTTP addresses (`host:port`) of existing nodes a joining node asks to join
+    /// through; any one that answers is enough.
+    #[serde(default, deserialize_with = "strings_one_or_many")]
+    pub join: Vec<String>,
 }
 
 /// Where one store listens.
@@ -165,6 +186,73 @@ impl Default for LogConfig {
     }
 }
 
+/// The `[pd]` section: the embedded placement driver.
+///
+/// Every node heartbeats to the placement driver (its store, and the regions it leads);
+/// the node leading the meta region runs the scheduler with these settings. Only the
+/// leader's settings matter for scheduling, so nodes should agree on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PdConfig {
+    /// Whether this node heartbeats and acts on the answers. Off, the node still serves
+    /// the placement driver if it leads the meta region, but never reports or moves its
+    /// own regions (for tests that place replicas by hand).
+    pub enabled: bool,
+    /// How often the node reports its store and the regions it leads.
+    pub heartbeat_interval_ms: u64,
+    /// Replicas per region, recorded when the cluster's metadata is first written.
+    pub max_peer_count: usize,
+    /// A store silent for longer than this is down and its replicas are rebuilt
+    /// elsewhere.
+    pub max_store_down_time_ms: u64,
+    /// An operator not finished within this time is abandoned.
+    pub operator_timeout_ms: u64,
+    /// At most this many balance operators (regions and leaders) at a time.
+    pub max_balance_operators: usize,
+    /// At most this many replica-repair and drain operators at a time.
+    pub max_replica_operators: usize,
+    /// Leaderships move only between stores whose leader counts differ by more than this.
+    pub leader_balance_tolerance: u64,
+    /// The balancers run at most once per this interval.
+    pub balance_interval_ms: u64,
+}
+
+impl Default for PdConfig {
+    fn default() -> Self {
+        let scheduler = crate::pd::SchedulerConfig::default();
+        PdConfig {
+            enabled: true,
+            heartbeat_interval_ms: 1_000,
+            max_peer_count: 3,
+            max_store_down_time_ms: scheduler.max_store_down_time_ms,
+            operator_timeout_ms: scheduler.operator_timeout_ms,
+            max_balance_operators: scheduler.max_balance_operators,
+            max_replica_operators: scheduler.max_replica_operators,
+            leader_balance_tolerance: scheduler.leader_balance_tolerance,
+            balance_interval_ms: scheduler.balance_interval_ms,
+        }
+    }
+}
+
+impl PdConfig {
+    /// The scheduler settings among these.
+    pub fn scheduler(&self) -> crate::pd::SchedulerConfig {
+        crate::pd::SchedulerConfig {
+            max_store_down_time_ms: self.max_store_down_time_ms,
+            operator_timeout_ms: self.operator_timeout_ms,
+            max_balance_operators: self.max_balance_operators,
+            max_replica_operators: self.max_replica_operators,
+            leader_balance_tolerance: self.leader_balance_tolerance,
+            balance_interval_ms: self.balance_interval_ms,
+        }
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
 /// The `[debug]` section: switches for tests, never to be turned on in production.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -224,8 +312,11 @@ impl Config {
     /// Checks what deserialization cannot, naming the offending key.
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::Config(msg));
-        if self.node.store_id == 0 {
-            return fail("node.store_id must be greater than 0".into());
+        if self.node.store_id == 0 && self.cluster.join.is_empty() {
+            return fail(
+                "node.store_id must be greater than 0, or cluster.join must name nodes to join through"
+                    .into(),
+            );
         }
         if self.node.cluster_id == 0 {
             return fail("node.cluster_id must be greater than 0".into());
@@ -263,12 +354,34 @@ impl Config {
                 }
             }
         }
-        if !ids.contains(&self.node.store_id) {
-            return fail(format!(
-                "node.store_id {} is not in cluster.stores",
-                self.node.store_id
-            ));
+        let own_addresses = (&self.node.raft_addr, &self.node.http_addr);
+        match own_addresses {
+            (Some(raft_addr), Some(http_addr)) => {
+                for (key, addr) in [("raft_addr", raft_addr), ("http_addr", http_addr)] {
+                    check_address(addr)
+                        .map_err(|why| Error::Config(format!("node.{key} {addr:?}: {why}")))?;
+                }
+            }
+            (None, None) if ids.contains(&self.node.store_id) => {}
+            (None, None) if self.node.store_id == 0 => {
+                return fail(
+                    "a joining node (no node.store_id) needs node.raft_addr and node.http_addr"
+                        .into(),
+                );
+            }
+            (None, None) => {
+                return fail(format!(
+                    "node.store_id {} is not in cluster.stores (or give node.raft_addr and node.http_addr)",
+                    self.node.store_id
+                ));
+            }
+            _ => return fail("node.raft_addr and node.http_addr go together".into()),
         }
+        for addr in &self.cluster.join {
+            check_address(addr)
+                .map_err(|why| Error::Config(format!("cluster.join: {addr:?}: {why}")))?;
+        }
+        self.validate_pd()?;
         let mut initial = HashSet::new();
         for id in &self.cluster.initial_stores {
             if !ids.contains(id) {
@@ -333,19 +446,49 @@ impl Config {
         Ok(())
     }
 
+    fn validate_pd(&self) -> Result<()> {
+        let pd = &self.pd;
+        let positive = [
+            ("heartbeat_interval_ms", pd.heartbeat_interval_ms),
+            ("max_peer_count", pd.max_peer_count as u64),
+            ("max_store_down_time_ms", pd.max_store_down_time_ms),
+            ("operator_timeout_ms", pd.operator_timeout_ms),
+            ("max_balance_operators", pd.max_balance_operators as u64),
+            ("max_replica_operators", pd.max_replica_operators as u64),
+            ("balance_interval_ms", pd.balance_interval_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("pd.{key} must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+
     /// The address-book entry of store `id`.
     pub fn store_address(&self, id: u64) -> Option<&StoreAddress> {
         self.cluster.stores.iter().find(|s| s.id == id)
     }
 
-    /// This node's own entry (present once the configuration is validated).
-    pub fn own_address(&self) -> Result<&StoreAddress> {
-        self.store_address(self.node.store_id).ok_or_else(|| {
-            Error::Config(format!(
-                "node.store_id {} is not in cluster.stores",
-                self.node.store_id
-            ))
-        })
+    /// This node's own addresses, under its configured store id (0 for a node that has
+    /// yet to join): `node.raft_addr` and `node.http_addr` if given, else its entry in
+    /// `cluster.stores`.
+    pub fn own_address(&self) -> Result<StoreAddress> {
+        if let (Some(raft_addr), Some(http_addr)) = (&self.node.raft_addr, &self.node.http_addr) {
+            return Ok(StoreAddress {
+                id: self.node.store_id,
+                raft_addr: raft_addr.clone(),
+                http_addr: http_addr.clone(),
+            });
+        }
+        self.store_address(self.node.store_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "node.store_id {} is not in cluster.stores",
+                    self.node.store_id
+                ))
+            })
     }
 }
 
@@ -366,6 +509,28 @@ fn check_address(addr: &str) -> std::result::Result<(), &'static str> {
 
 /// Accepts a list of store ids, or a single id; from the environment, where
 /// `TINYKV__CLUSTER__INITIAL_STORES=1,2,3` arrives as strings, ids may also be text.
+/// A list of strings, also accepted as one comma-separated string (as an environment
+/// variable gives it).
+fn strings_one_or_many<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
+}
+
 fn one_or_many<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Vec<u64>, D::Error> {

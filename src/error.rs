@@ -8,6 +8,9 @@
 use actix_web::http::StatusCode;
 use tinykv_actors::Error as StoreError;
 
+use crate::config::StoreAddress;
+use crate::pd::PdError;
+
 /// Any failure of the node.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,6 +37,14 @@ pub enum Error {
         /// What is missing.
         message: String,
     },
+    /// The request is valid but conflicts with the current state; nothing was changed.
+    #[error("{message}")]
+    Conflict {
+        /// Stable error code, e.g. `not_enough_stores`.
+        code: &'static str,
+        /// What it conflicts with.
+        message: String,
+    },
     /// The path exists, but not for this HTTP method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed {
@@ -55,6 +66,26 @@ pub enum Error {
         /// Whether the request may have reached the other node (then a write's outcome is
         /// unknown).
         maybe_delivered: bool,
+    },
+    /// This node does not lead the meta region, so it cannot answer for the placement
+    /// driver; `leader` is the store it believes does, if it knows one.
+    #[error("this node is not the placement driver's leader{}", leader.as_ref().map(|l| format!("; store {} at {} is", l.id, l.http_addr)).unwrap_or_default())]
+    NotPdLeader {
+        /// The leader this node knows of.
+        leader: Option<StoreAddress>,
+    },
+    /// The placement driver refused the request; nothing changed.
+    #[error(transparent)]
+    Pd(#[from] PdError),
+    /// Another node answered the request with this error, relayed as it was.
+    #[error("{message}")]
+    Relayed {
+        /// The other node's HTTP status.
+        status: u16,
+        /// Its error code (one this node knows, else `internal`).
+        code: &'static str,
+        /// Its message.
+        message: String,
     },
     /// The configuration is invalid; the message names the offending key.
     #[error("invalid configuration: {0}")]
@@ -83,6 +114,7 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::NotFound => "not_found",
             Error::NoSuchResource { code, .. } => code,
+            Error::Conflict { code, .. } => code,
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Store(e) => match e {
                 StoreError::NotLeader { .. } => "not_leader",
@@ -103,6 +135,9 @@ impl Error {
                 ..
             } => "timeout",
             Error::Forward { .. } => "unavailable",
+            Error::NotPdLeader { .. } => "not_pd_leader",
+            Error::Pd(e) => pd_code(e),
+            Error::Relayed { code, .. } => code,
             Error::Config(_) => "invalid_config",
             Error::Io(_) => "internal",
         }
@@ -115,6 +150,7 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NoSuchResource { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Store(e) => match e {
                 StoreError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
                 StoreError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -126,7 +162,33 @@ impl Error {
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             Error::Forward { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotPdLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Pd(e) => match e {
+                PdError::StoreNotFound(_) | PdError::RegionNotFound(_) => StatusCode::NOT_FOUND,
+                PdError::InvalidStore { .. } | PdError::InvalidHeartbeat { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                _ => StatusCode::CONFLICT,
+            },
+            Error::Relayed { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Error::Config(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error another node answered with `status` and a body naming `code` and
+    /// `message`.
+    pub fn relayed(status: u16, code: &str, message: String) -> Error {
+        let code = RELAYED_CODES
+            .iter()
+            .copied()
+            .find(|known| *known == code)
+            .unwrap_or("internal");
+        Error::Relayed {
+            status,
+            code,
+            message,
         }
     }
 
@@ -157,6 +219,46 @@ impl Error {
         }
     }
 }
+
+/// The code of each placement-driver refusal.
+fn pd_code(error: &PdError) -> &'static str {
+    match error {
+        PdError::StoreNotFound(_) => "store_not_found",
+        PdError::StoreTombstone(_) => "store_tombstone",
+        PdError::InvalidStore { .. } => "invalid_store",
+        PdError::DuplicateAddress { .. } => "duplicate_address",
+        PdError::StoreNotEmpty { .. } => "store_not_empty",
+        PdError::InvalidStateTransition { .. } => "invalid_state_transition",
+        PdError::RegionNotFound(_) => "region_not_found",
+        PdError::InvalidHeartbeat { .. } => "invalid_heartbeat",
+        PdError::StaleRegion { .. } => "stale_region",
+        PdError::OperatorExists(_) => "operator_exists",
+        PdError::InvalidOperator { .. } => "invalid_operator",
+    }
+}
+
+/// Codes an error relayed from another node keeps (others become `internal`).
+const RELAYED_CODES: &[&str] = &[
+    "store_not_found",
+    "store_tombstone",
+    "invalid_store",
+    "duplicate_address",
+    "store_not_empty",
+    "invalid_state_transition",
+    "region_not_found",
+    "invalid_heartbeat",
+    "stale_region",
+    "operator_exists",
+    "invalid_operator",
+    "not_enough_stores",
+    "cluster_mismatch",
+    "not_pd_leader",
+    "bad_json",
+    "unavailable",
+    "timeout",
+    "stale_command",
+    "not_leader",
+];
 
 /// An error and its sources, joined with `: `: the sources often hold the useful part
 /// ("connection refused"). A source whose text is already in the message is left out.

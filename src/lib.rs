@@ -11,6 +11,8 @@
 //! - [`api`]: the REST API (actix-web);
 //! - [`metrics`]: HTTP metrics and the slow-request log (a middleware), and `GET /metrics`;
 //! - [`pd`]: the placement driver's pure core: cluster model, operators, schedulers;
+//! - [`placement`]: the placement driver embedded in the nodes: its records in the meta
+//!   region, the leader's server, the client, heartbeats and joining;
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
@@ -24,6 +26,7 @@ pub mod forward;
 pub mod metrics;
 pub mod node;
 pub mod pd;
+pub mod placement;
 pub mod service;
 mod snapshot_stream;
 pub mod transport;

@@ -43,9 +43,11 @@ use crate::address_book::AddressBook;
 use crate::admin::AdminService;
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::forward::HttpForwarder;
+use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer};
 use crate::service::{Forwarder, KvService};
 use crate::transport::{serve_raft_with_faults, TcpTransport};
 
@@ -61,75 +63,42 @@ pub struct Node {
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<()>,
+    heartbeat_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
     /// Starts every part of the node described by `config`. Must run inside an actix
     /// system.
     pub async fn start(config: Config) -> Result<Node> {
-        let store_id = config.node.store_id;
-        let own = config.own_address()?.clone();
+        let mut own = config.own_address()?;
+        let who = match own.id {
+            0 => "the joining node".to_string(),
+            id => format!("store {id}"),
+        };
         let raft_listener = TcpListener::bind(&own.raft_addr).await.map_err(|e| {
             Error::Io(format!(
-                "cannot listen on raft_addr {} of store {store_id}: {e}",
+                "cannot listen on raft_addr {} of {who}: {e}",
                 own.raft_addr
             ))
         })?;
         let http_listener = std::net::TcpListener::bind(&own.http_addr).map_err(|e| {
             Error::Io(format!(
-                "cannot listen on http_addr {} of store {store_id}: {e}",
+                "cannot listen on http_addr {} of {who}: {e}",
                 own.http_addr
             ))
         })?;
         let raft_addr = local_addr(raft_listener.local_addr())?;
         let http_addr = local_addr(http_listener.local_addr())?;
 
+        let (engine, joined) = open_store(&config, &mut own).await?;
+        let store_id = own.id;
         let data_dir = &config.node.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Io(format!(
-                "cannot create node.data_dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
-        let engine_dir = data_dir.join("db");
-        let cluster_id = config.node.cluster_id;
-        let identity = read_identity_file(data_dir)?;
-        if let Some(identity) = identity {
-            identity.check(data_dir, store_id, cluster_id)?;
-            if !engine_dir.is_dir() {
-                return Err(identity.database_lost(data_dir));
-            }
-        }
-        let engine = Engine::open(&engine_dir).map_err(|e| {
-            Error::Io(format!(
-                "cannot open the database of data directory {}: {e}; refusing to start",
-                data_dir.display()
-            ))
-        })?;
-        if let Some(identity) = identity {
-            // A database holding data but no identity is refused by `ensure_bootstrapped`.
-            if load_store_ident(&engine)?.is_none() && engine.is_empty()? {
-                return Err(identity.database_lost(data_dir));
-            }
-        }
-        let outcome = ensure_bootstrapped(
-            &engine,
-            cluster_id,
-            store_id,
-            &config.cluster.initial_stores,
-        )?;
-        if identity.is_none() {
-            write_identity_file(
-                data_dir,
-                StoreIdentity {
-                    store_id,
-                    cluster_id,
-                },
-            )?;
-        }
-        tracing::info!(store = store_id, ?outcome, dir = %engine_dir.display(), "engine opened");
 
         let addresses = AddressBook::new(config.cluster.stores.iter().cloned());
+        for record in joined.iter().flat_map(|reply| &reply.stores) {
+            addresses.insert(record.address());
+        }
+        addresses.insert(own.clone());
         let timeouts = config.api.service_timeouts();
         let faults = Faults::new(config.debug.fault_injection);
         let forwarder =
@@ -157,10 +126,49 @@ impl Node {
         let faults = web::Data::new(faults);
 
         let forwarder: Arc<dyn Forwarder> = Arc::new(forwarder);
+        let admin = AdminService::new(
+            store.router(),
+            forwarder.clone(),
+            addresses.clone(),
+            timeouts,
+        );
+        let initial_stores = config
+            .cluster
+            .stores
+            .iter()
+            .filter(|s| config.cluster.initial_stores.contains(&s.id))
+            .cloned()
+            .collect();
+        let pd_server = PdServer::new(
+            store.router(),
+            admin.clone(),
+            addresses.clone(),
+            config.pd.clone(),
+            config.node.cluster_id,
+            initial_stores,
+            timeouts.attempt,
+        );
+        let pd = Arc::new(PdClient::new(
+            Some(pd_server),
+            store_id,
+            addresses.clone(),
+            config.cluster.join.clone(),
+            timeouts.attempt,
+        )?);
+        let heartbeat_task = config.pd.enabled.then(|| {
+            spawn_heartbeats(
+                store.router(),
+                pd.clone(),
+                addresses.clone(),
+                own.clone(),
+                config.pd.heartbeat_interval(),
+            )
+        });
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), forwarder.clone(), timeouts)
+            service: KvService::new(store.router(), forwarder, timeouts)
                 .with_address_book(addresses.clone()),
-            admin: AdminService::new(store.router(), forwarder, addresses.clone(), timeouts),
+            admin,
+            pd,
             limits: config.api.clone(),
             addresses,
         });
@@ -180,6 +188,9 @@ impl Node {
             Ok(server) => server.run(),
             Err(e) => {
                 raft_task.abort();
+                if let Some(task) = heartbeat_task {
+                    task.abort();
+                }
                 store.shutdown().await;
                 return Err(Error::Io(format!("cannot serve HTTP on {http_addr}: {e}")));
             }
@@ -195,6 +206,7 @@ impl Node {
             http,
             http_task,
             raft_task,
+            heartbeat_task,
         })
     }
 
@@ -224,12 +236,84 @@ impl Node {
         tracing::info!(store = self.store_id, "stopping the HTTP server");
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        if let Some(task) = self.heartbeat_task {
+            task.abort();
+            let _ = task.await;
+        }
         self.raft_task.abort();
         let _ = self.raft_task.await;
         tracing::info!(store = self.store_id, "stopping the raftstore");
         self.store.shutdown().await;
         tracing::info!(store = self.store_id, "node stopped");
     }
+}
+
+/// Opens the engine in `<data_dir>/db`, refusing a directory that belongs to another
+/// store or cluster or whose database is lost, and gives an empty one its identity. A
+/// node configured without a store id takes the one its data directory records, or, on
+/// its first start, joins the cluster to get one (returning the PD's answer); `own.id`
+/// is set to the store id either way.
+async fn open_store(
+    config: &Config,
+    own: &mut StoreAddress,
+) -> Result<(Engine, Option<JoinReply>)> {
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Error::Io(format!(
+            "cannot create node.data_dir {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let engine_dir = data_dir.join("db");
+    let cluster_id = config.node.cluster_id;
+    let identity = read_identity_file(data_dir)?;
+    if let Some(identity) = identity {
+        if own.id == 0 {
+            own.id = identity.store_id;
+        }
+        identity.check(data_dir, own.id, cluster_id)?;
+        if !engine_dir.is_dir() {
+            return Err(identity.database_lost(data_dir));
+        }
+    }
+    let engine = Engine::open(&engine_dir).map_err(|e| {
+        Error::Io(format!(
+            "cannot open the database of data directory {}: {e}; refusing to start",
+            data_dir.display()
+        ))
+    })?;
+    if let Some(identity) = identity {
+        // A database holding data but no identity is refused by `ensure_bootstrapped`.
+        if load_store_ident(&engine)?.is_none() && engine.is_empty()? {
+            return Err(identity.database_lost(data_dir));
+        }
+    }
+    let mut joined = None;
+    if own.id == 0 {
+        own.id = match load_store_ident(&engine)? {
+            // Joined, but stopped before the identity file was written.
+            Some(ident) => ident.store_id,
+            None => {
+                let reply = crate::placement::join(config, own).await?;
+                tracing::info!(store = reply.store_id, "joined the cluster");
+                let store_id = reply.store_id;
+                joined = Some(reply);
+                store_id
+            }
+        };
+    }
+    let outcome = ensure_bootstrapped(&engine, cluster_id, own.id, &config.cluster.initial_stores)?;
+    if identity.is_none() {
+        write_identity_file(
+            data_dir,
+            StoreIdentity {
+                store_id: own.id,
+                cluster_id,
+            },
+        )?;
+    }
+    tracing::info!(store = own.id, ?outcome, dir = %engine_dir.display(), "engine opened");
+    Ok((engine, joined))
 }
 
 /// Name of the identity file in a data directory.
@@ -381,7 +465,6 @@ impl ShutdownSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreAddress;
 
     #[actix_rt::test]
     async fn a_node_starts_serves_and_restarts_on_the_same_directory() {
@@ -418,8 +501,11 @@ mod tests {
                 store_id: 1,
                 cluster_id: 1,
                 data_dir,
+                raft_addr: None,
+                http_addr: None,
             },
             cluster: crate::config::ClusterConfig {
+                join: vec![],
                 initial_stores: vec![1],
                 stores: vec![StoreAddress {
                     id: 1,
@@ -430,6 +516,7 @@ mod tests {
             api: Default::default(),
             raftstore: tinykv_actors::RaftStoreConfig::for_tests(),
             log: Default::default(),
+            pd: Default::default(),
             debug: Default::default(),
         };
         config.api.http_workers = 1;

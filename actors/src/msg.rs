@@ -346,6 +346,9 @@ pub struct PeerStatus {
     pub truncated_index: u64,
     /// Bytes of data in the region as of the last size check, if one ran.
     pub approximate_size: Option<u64>,
+    /// On the leader: peers that lag behind the log it keeps (need or receive a
+    /// snapshot). Empty on a follower.
+    pub pending_peers: Vec<metapb::Peer>,
 }
 
 /// Asks a PeerFsm for its [`PeerStatus`].

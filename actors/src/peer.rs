@@ -273,7 +273,10 @@ impl PeerFsm {
                 )));
             }
         }
-        if header.term != 0 && self.term() > header.term + 1 {
+        // A command naming a term is proposed only in that term: the placement driver
+        // writes its metadata this way, so that a write decided on a view read in an
+        // earlier term of leadership can never commit.
+        if header.term != 0 && header.term != self.term() {
             return Err(Error::StaleCommand);
         }
         let region = self.region();
@@ -1303,7 +1306,34 @@ impl PeerFsm {
                 .as_ref()
                 .map_or(0, |t| t.index),
             approximate_size: self.approximate_size,
+            pending_peers: self.pending_peers(),
         }
+    }
+
+    /// On a leader: the peers that lag behind the log this peer still keeps (they need a
+    /// snapshot, or are being sent one). Empty on a follower.
+    fn pending_peers(&self) -> Vec<metapb::Peer> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let truncated = self
+            .raft
+            .store()
+            .apply_state()
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.index);
+        let region = self.raft.store().region();
+        self.raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, progress)| {
+                **id != self.peer.id
+                    && (progress.matched < truncated || progress.state == ProgressState::Snapshot)
+            })
+            .filter_map(|(id, _)| region.peers.iter().find(|p| p.id == *id).copied())
+            .collect()
     }
 
     /// Answers everything waiting on this peer, which is stopping or destroyed: reads

@@ -7,7 +7,9 @@
 //!   stopped and restarted over the same data;
 //! - [`generic`]: TinyKV's `GenericTest`: clients appending and scanning under chaos,
 //!   checking that every acknowledged put is present exactly once and in order.
-//! - [`process`]: real `tinykv-server` processes on loopback, killed and restarted.
+//! - [`process`]: real `tinykv-server` processes on loopback, killed and restarted;
+//!   nodes can also join a running cluster;
+//! - [`rest`]: REST calls for those tests that retry until the cluster answers;
 //! - [`linearizability`]: a per-key linearizability checker for histories of gets, puts
 //!   and deletes (Wing & Gong's search with Lowe's memoization);
 //! - [`chaos`]: concurrent REST clients against real processes while a nemesis kills,
@@ -20,6 +22,7 @@ pub mod generic;
 pub mod linearizability;
 pub mod network;
 pub mod process;
+pub mod rest;
 
 pub use cluster::{Cluster, ClusterClient};
 pub use network::{Filter, SimNetwork, Verdict};

@@ -33,6 +33,10 @@ pub struct ProcessCluster {
     binary: PathBuf,
     nodes: Vec<NodePorts>,
     children: Vec<Option<Child>>,
+    /// The `[raftstore]` lines and extra sections every node's config gets.
+    shared_toml: String,
+    /// How many nodes the cluster started with (the others joined).
+    initial_count: usize,
 }
 
 fn free_port() -> u16 {
@@ -108,35 +112,75 @@ impl ProcessCluster {
                 http: free_port(),
             })
             .collect();
-        let mut stores = String::new();
-        for n in &nodes {
-            stores.push_str(&format!(
-                "[[cluster.stores]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n",
-                n.id, n.raft, n.http
-            ));
-        }
-        for n in &nodes {
-            let config = format!(
-                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n\n[raftstore]\nraft_base_tick_ms = 50\n{}\n{}\n{}",
-                n.id,
-                dir.path().join(format!("node{}", n.id)).display(),
-                raftstore,
-                extra_toml,
-                stores
-            );
-            std::fs::write(dir.path().join(format!("node{}.toml", n.id)), config)
-                .expect("write config");
-        }
+        let shared_toml =
+            format!("[raftstore]\nraft_base_tick_ms = 50\n{raftstore}\n{extra_toml}\n");
         let mut cluster = ProcessCluster {
             dir,
             binary: server_binary(),
             children: nodes.iter().map(|_| None).collect(),
             nodes,
+            shared_toml,
+            initial_count: count as usize,
         };
+        for n in cluster.nodes.clone() {
+            let node = format!(
+                "[node]\nstore_id = {}\ndata_dir = \"{}\"\n",
+                n.id,
+                cluster.data_dir(n.id).display()
+            );
+            cluster.write_config(n.id, &node, "");
+        }
         for id in 1..=count {
             cluster.start_node(id);
         }
         cluster
+    }
+
+    /// Starts a new node that joins the running cluster (through every node's HTTP
+    /// address); returns its slot, the id [`ProcessCluster::url`] and the other methods
+    /// take. The placement driver gives the first joiner the next free store id, which
+    /// is this slot; a test can check that through `/health`.
+    pub fn add_joining_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ports = NodePorts {
+            id,
+            raft: free_port(),
+            http: free_port(),
+        };
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"127.0.0.1:{}\"", n.http))
+            .collect();
+        self.nodes.push(ports);
+        self.children.push(None);
+        let node = format!(
+            "[node]\ndata_dir = \"{}\"\nraft_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n",
+            self.data_dir(id).display(),
+            ports.raft,
+            ports.http
+        );
+        self.write_config(
+            id,
+            &node,
+            &format!("[cluster]\njoin = [{}]\n", join.join(", ")),
+        );
+        self.start_node(id);
+        id
+    }
+
+    /// Writes `node<id>.toml`: `node_section`, the shared sections, `cluster_section`, and
+    /// the address book of the initial stores.
+    fn write_config(&self, id: u64, node_section: &str, cluster_section: &str) {
+        let mut config = format!("{node_section}\n{}\n{cluster_section}\n", self.shared_toml);
+        for n in &self.nodes[..self.initial_count] {
+            config.push_str(&format!(
+                "[[cluster.stores]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n",
+                n.id, n.raft, n.http
+            ));
+        }
+        std::fs::write(self.dir.path().join(format!("node{id}.toml")), config)
+            .expect("write config");
     }
 
     /// The nodes' ports.

@@ -11,7 +11,9 @@
 //! - `GET /v1/admin/stores`: every store of the address book as this node sees it: its
 //!   addresses, whether it answers a health probe (this node asks each other store's
 //!   `GET /health`, [`STORE_PROBE_TIMEOUT`] at most, all at once), and how many of the
-//!   regions this node holds a peer of have a peer, or their leader, on it.
+//!   regions this node holds a peer of have a peer, or their leader, on it, and the
+//!   store's `state` and `is_down` as the placement driver sees them (`null` if it did
+//!   not answer within the probe timeout).
 //!
 //! Operations on a region, executed by the node's [`AdminService`](crate::admin::AdminService)
 //! wherever the region's leader is (any node accepts them):
@@ -48,12 +50,13 @@ use tinykv_proto::metapb;
 use super::error::body_error;
 use super::ApiState;
 use crate::error::{error_chain, Error, Result};
+use crate::placement::PdRequest;
 
 /// Largest body the admin endpoints accept.
 pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// The request body type of the admin operations.
-type Body = std::result::Result<web::Bytes, actix_web::Error>;
+pub type Body = std::result::Result<web::Bytes, actix_web::Error>;
 
 /// Bytes left as they are when a key is shown: RFC 3986's unreserved characters.
 const KEY_DISPLAY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -267,6 +270,12 @@ pub struct StoreView {
     /// Regions held by the answering store whose leader, as the answering store knows it,
     /// is on this store.
     pub leader_count: usize,
+    /// The store's state as the placement driver records it (`Up`, `Offline`,
+    /// `Tombstone`); `null` if the PD did not answer in time.
+    pub state: Option<String>,
+    /// Whether the placement driver considers the store down; `null` if it did not
+    /// answer in time.
+    pub is_down: Option<bool>,
 }
 
 /// `GET /v1/admin/stores`.
@@ -281,11 +290,17 @@ pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
         };
         (address, probe)
     });
-    let stores: Vec<StoreView> = futures::future::join_all(probes)
-        .await
+    let pd_view = state.pd.call(&PdRequest::Cluster, STORE_PROBE_TIMEOUT);
+    let (probed, pd_view) = futures::future::join(futures::future::join_all(probes), pd_view).await;
+    let pd_stores = pd_view
+        .ok()
+        .and_then(|view| view["stores"].as_array().cloned())
+        .unwrap_or_default();
+    let stores: Vec<StoreView> = probed
         .into_iter()
         .map(|(address, probe)| {
             let id = address.id;
+            let pd = pd_stores.iter().find(|s| s["id"].as_u64() == Some(id));
             StoreView {
                 region_count: routes
                     .iter()
@@ -301,6 +316,8 @@ pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
                 local: id == local_id,
                 up: probe.is_ok(),
                 probe_error: probe.err(),
+                state: pd.and_then(|s| s["state"].as_str().map(String::from)),
+                is_down: pd.and_then(|s| s["is_down"].as_bool()),
             }
         })
         .collect();
@@ -421,7 +438,7 @@ pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {
 }
 
 /// The numeric path parameter `name`, or a 400 `invalid_id`.
-fn path_number(req: &HttpRequest, name: &str) -> Result<u64> {
+pub fn path_number(req: &HttpRequest, name: &str) -> Result<u64> {
     let raw = req.match_info().get(name).unwrap_or_default();
     raw.parse()
         .map_err(|_| Error::bad_request("invalid_id", format!("{raw:?} is not a numeric id")))
@@ -530,6 +547,7 @@ mod tests {
             last_index: 9,
             truncated_index: 5,
             approximate_size: Some(4096),
+            pending_peers: vec![],
         };
         let info = region_info(&route, Some(&status));
         assert_eq!(info.leader.as_ref().map(|l| l.store_id), Some(2));

@@ -3,7 +3,8 @@
 //! Every failure the API reports, from a malformed key to a raftstore without a leader,
 //! is answered the same way: the status of [`Error::status`] and a JSON body
 //! `{"error":{"code":"...","message":"..."}}` whose `code` is stable for clients to match
-//! on. That includes what actix itself would otherwise answer in plain text: an unknown
+//! on (a `not_pd_leader` error also names the leader it knows, `leader_store_id` and
+//! `leader_http_addr`). That includes what actix itself would otherwise answer in plain text: an unknown
 //! route, a wrong method, and a body that is too large or cannot be read.
 
 use actix_web::error::PayloadError;
@@ -23,9 +24,15 @@ impl ResponseError for Error {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        HttpResponse::build(status).json(json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        }))
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let Error::NotPdLeader {
+            leader: Some(leader),
+        } = self
+        {
+            error["leader_store_id"] = json!(leader.id);
+            error["leader_http_addr"] = json!(leader.http_addr);
+        }
+        HttpResponse::build(status).json(json!({ "error": error }))
     }
 }
 

@@ -5,9 +5,11 @@
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
 //!   [`request`];
 //! - [`internal`]: `/internal/v1/raw/*` and `/internal/v1/raft-cmd`, where other nodes
-//!   forward requests and admin commands;
+//!   forward requests and admin commands, and `/internal/v1/pd` ([`placement`]), where
+//!   they reach the placement driver;
 //! - [`admin`]: views of regions and stores, and operations on regions (split, add or
-//!   remove a peer, transfer leadership) under `/v1/admin`, with [`faults`], fault
+//!   remove a peer, transfer leadership) under `/v1/admin`, the placement driver's
+//!   views and store draining ([`placement`]), with [`faults`], fault
 //!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
 //!   is on);
 //!
@@ -26,6 +28,7 @@ pub mod faults;
 pub mod internal;
 pub mod kv;
 pub mod openapi;
+pub mod placement;
 pub mod request;
 pub mod ui;
 
@@ -37,6 +40,7 @@ use crate::address_book::AddressBook;
 use crate::admin::AdminService;
 use crate::config::ApiConfig;
 use crate::forward::RAFT_CMD_PATH;
+use crate::placement::{PdClient, PD_PATH};
 use crate::service::KvService;
 
 /// What every handler needs: shared by all HTTP workers.
@@ -45,11 +49,17 @@ pub struct ApiState {
     pub service: KvService,
     /// Executes admin operations on regions.
     pub admin: AdminService,
+    /// Reaches the placement driver, wherever it runs.
+    pub pd: std::sync::Arc<PdClient>,
     /// Request limits.
     pub limits: ApiConfig,
     /// Where the cluster's stores listen.
     pub addresses: AddressBook,
 }
+
+/// Largest body `POST /internal/v1/pd` accepts (a heartbeat lists every region a node
+/// leads).
+pub const PD_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Registers every route of the API, for `App::configure`.
 pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -120,8 +130,29 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .default_service(not_allowed()),
             )
             .service(
+                web::resource(PD_PATH)
+                    .app_data(PayloadConfig::new(PD_BODY_LIMIT))
+                    .post(placement::internal)
+                    .default_service(not_allowed()),
+            )
+            .service(
                 web::scope("/v1/admin")
                     .app_data(PayloadConfig::new(admin::ADMIN_BODY_LIMIT))
+                    .service(
+                        web::resource("/cluster")
+                            .get(placement::cluster)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/operators")
+                            .get(placement::operators)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
+                        web::resource("/stores/{id}/offline")
+                            .post(placement::set_store_offline)
+                            .default_service(not_allowed()),
+                    )
                     .service(
                         web::resource("/regions")
                             .get(admin::list_regions)

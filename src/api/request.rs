@@ -9,6 +9,10 @@
 //! Everything here is a pure function of the request's text and the API limits, so the
 //! rules (empty key, key too long, unknown or repeated parameter, bad `cf`, bad `limit`)
 //! are tested without a server. Each rejection is a 400 with its own code.
+//!
+//! Keys from byte `0xFF` on are reserved: the placement driver keeps its records there
+//! (see [`crate::placement::meta`]). A key naming one is refused (`reserved_key`), and a
+//! scan stops where they begin.
 
 use std::collections::HashMap;
 
@@ -17,6 +21,7 @@ use tinykv_actors::Cf;
 
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
+use crate::placement::{is_reserved_key, META_REGION_START};
 
 /// Path prefix of single-key requests.
 pub const KEY_PATH_PREFIX: &str = "/v1/kv/";
@@ -109,6 +114,15 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
             "end must not be before start",
         ));
     }
+    if is_reserved_key(&start) {
+        return Err(reserved_key_error("start"));
+    }
+    // The reserved keys are never shown: a scan ends where they begin.
+    let end = if end.is_empty() || is_reserved_key(&end) {
+        META_REGION_START.to_vec()
+    } else {
+        end
+    };
     let limit = match params.get("limit") {
         None => limits.default_scan_limit,
         Some(raw) => std::str::from_utf8(raw)
@@ -175,7 +189,17 @@ pub fn check_key(key: &[u8], limits: &ApiConfig) -> Result<()> {
             ),
         ));
     }
+    if is_reserved_key(key) {
+        return Err(reserved_key_error("the key"));
+    }
     Ok(())
+}
+
+fn reserved_key_error(what: &str) -> Error {
+    Error::bad_request(
+        "reserved_key",
+        format!("{what} starts with byte 0xFF: keys from 0xFF on are reserved for the cluster's metadata"),
+    )
 }
 
 /// Parses a `cf` parameter; absent means `default`.
@@ -259,6 +283,9 @@ mod tests {
         let err =
             parse_key_request("/v1/kv/%61%61%61%61%61%61%61%61%61", "", &limits()).unwrap_err();
         assert_eq!(err.code(), "key_too_large");
+        let err = parse_key_request("/v1/kv/%FFpd", "", &limits()).unwrap_err();
+        assert_eq!((err.code(), err.status().as_u16()), ("reserved_key", 400));
+        assert!(parse_key_request("/v1/kv/%FEpd", "", &limits()).is_ok());
     }
 
     #[test]
@@ -287,13 +314,13 @@ mod tests {
             ScanRequest {
                 cf: Cf::Default,
                 start: vec![],
-                end: vec![],
+                end: vec![0xff],
                 limit: 10,
                 encoding: Encoding::Utf8,
             }
         );
         let scan = parse_scan_request(
-            "start=a%2F&end=%FF&limit=100&encoding=base64&cf=write",
+            "start=a%2F&end=%FF%FF&limit=100&encoding=base64&cf=write",
             &limits(),
         )
         .unwrap();
@@ -312,6 +339,7 @@ mod tests {
             ("encoding=hex", "invalid_encoding"),
             ("start=b&end=a", "invalid_range"),
             ("start=123456789", "key_too_large"),
+            ("start=%FF", "reserved_key"),
             ("reverse=true", "unknown_parameter"),
         ] {
             let err = parse_scan_request(query, &limits()).unwrap_err();

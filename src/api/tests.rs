@@ -69,10 +69,38 @@ impl SingleStore {
             max_value_bytes: 1024,
             ..Default::default()
         };
+        let admin = AdminService::new(
+            store.router(),
+            forwarder.clone(),
+            addresses.clone(),
+            timeouts,
+        );
+        let pd_config = crate::config::PdConfig {
+            max_peer_count: 1,
+            ..Default::default()
+        };
+        let pd_server = crate::placement::PdServer::new(
+            store.router(),
+            admin.clone(),
+            addresses.clone(),
+            pd_config,
+            1,
+            addresses.all(),
+            timeouts.attempt,
+        );
+        let pd = crate::placement::PdClient::new(
+            Some(pd_server),
+            store_id,
+            addresses.clone(),
+            vec![],
+            timeouts.attempt,
+        )
+        .unwrap();
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), forwarder.clone(), timeouts)
+            service: KvService::new(store.router(), forwarder, timeouts)
                 .with_address_book(addresses.clone()),
-            admin: AdminService::new(store.router(), forwarder, addresses.clone(), timeouts),
+            admin,
+            pd: Arc::new(pd),
             limits,
             addresses,
         });
@@ -157,7 +185,7 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
     call!(
         &app,
         test::TestRequest::put()
-            .uri("/v1/kv/%FF")
+            .uri("/v1/kv/%FE")
             .set_payload(vec![0u8, 1])
     );
     call!(
@@ -166,7 +194,7 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
             .uri("/v1/kv/c?cf=lock")
             .set_payload("locked")
     );
-    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/%FF"));
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/%FE"));
     assert_eq!((status, &body[..]), (StatusCode::OK, &[0u8, 1][..]));
 
     let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv"));
@@ -179,13 +207,13 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
     assert_eq!(
         json(&body),
         serde_json::json!({
-            "kvs": [{ "key": "YS9i", "value": "aGVsbG8=" }, { "key": "/w==", "value": "AAE=" }],
+            "kvs": [{ "key": "YS9i", "value": "aGVsbG8=" }, { "key": "/g==", "value": "AAE=" }],
             "encoding": "base64"
         })
     );
     let (_, body) = call!(
         &app,
-        test::TestRequest::get().uri("/v1/kv?start=a&end=%FF&limit=5")
+        test::TestRequest::get().uri("/v1/kv?start=a&end=%FE&limit=5")
     );
     assert_eq!(
         json(&body)["kvs"],
@@ -1271,4 +1299,108 @@ async fn the_dashboard_page_and_its_assets_are_served() {
 
     drop(app);
     node.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_cluster() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::put().uri("/v1/kv/user").set_payload("v")
+    );
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+
+    // The first request makes this node the PD: it splits the meta region off and
+    // writes the cluster's records there.
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/cluster"));
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let cluster = json(&body);
+    assert_eq!(cluster["cluster_id"], 1);
+    assert_eq!(cluster["max_peer_count"], 1);
+    assert_eq!(cluster["pd_leader_store"], 1);
+    assert_eq!(cluster["stores"][0]["id"], 1);
+    assert_eq!(cluster["stores"][0]["state"], "Up");
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions"));
+    let regions = json(&body)["regions"].as_array().unwrap().clone();
+    let starts: Vec<&str> = regions
+        .iter()
+        .map(|r| r["start_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(starts, vec!["", "%FF"], "{regions:?}");
+    assert_eq!(
+        regions[1]["id"], cluster["meta_region_id"],
+        "the meta region holds the PD's records"
+    );
+
+    // Clients neither see nor touch the reserved keys.
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json(&body)["kvs"],
+        serde_json::json!([{ "key": "user", "value": "v" }])
+    );
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::put()
+            .uri("/v1/kv/%FFpd%2Fcluster")
+            .set_payload("x")
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "reserved_key")
+    );
+
+    // Draining: an unknown store, and the only store of a one-replica cluster.
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post().uri("/v1/admin/stores/9/offline")
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "store_not_found")
+    );
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post().uri("/v1/admin/stores/1/offline")
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::CONFLICT, "not_enough_stores")
+    );
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/cluster"));
+    assert_eq!(json(&body)["stores"][0]["state"], "Up", "nothing changed");
+
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/operators"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["in_flight"], serde_json::json!([]));
+
+    // The internal endpoint: a malformed request, then a heartbeat from an unknown store.
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri(crate::placement::PD_PATH)
+            .set_payload("{\"type\":\"nonsense\"}")
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_json")
+    );
+    let heartbeat = serde_json::json!({
+        "type": "heartbeat",
+        "store": {"store_id": 5, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2",
+                  "region_count": 0, "used_size": null},
+        "regions": []
+    });
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri(crate::placement::PD_PATH)
+            .set_payload(heartbeat.to_string())
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "store_not_found")
+    );
+    node.store.shutdown().await;
 }

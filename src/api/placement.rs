@@ -1,0 +1,72 @@
+//! The placement driver's endpoints: the cluster view, operators, draining a store, and
+//! the internal endpoint nodes reach the PD through.
+//!
+//! - `GET /v1/admin/cluster`: the cluster's id and replica count, the PD leader's store
+//!   and the meta region, how many regions and operators the PD tracks, and every store
+//!   with its state (Up, Offline, Tombstone), whether it is down, when it last sent a
+//!   heartbeat, and its region, leader and size figures;
+//! - `GET /v1/admin/operators`: the operators in flight, and the recently ended ones with
+//!   how they ended;
+//! - `POST /v1/admin/stores/{id}/offline`: starts draining a store: its replicas are
+//!   moved to the other stores, and it becomes a Tombstone once it holds none (404
+//!   `store_not_found`, 409 `store_tombstone`, 409 `not_enough_stores` if fewer other
+//!   stores are up than a region needs replicas; nothing changes then);
+//! - `POST /internal/v1/pd`: a [`PdRequest`] from another node (or a joining one), served
+//!   by this node's [`PdServer`](crate::placement::PdServer) if it leads the meta region,
+//!   else answered 503 `not_pd_leader` naming the leader.
+//!
+//! Any node answers the admin endpoints: its [`PdClient`](crate::placement::PdClient)
+//! finds the PD leader and relays the answer, errors included.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::admin::{parse_body, path_number, Body};
+use super::ApiState;
+use crate::error::{Error, Result};
+use crate::placement::PdRequest;
+
+/// How long an admin request waits for the PD (a leader election in the meta region
+/// takes about a second).
+pub const PD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET /v1/admin/cluster`.
+pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let view = state
+        .pd
+        .call(&PdRequest::Cluster, PD_REQUEST_TIMEOUT)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /v1/admin/operators`.
+pub async fn operators(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let view = state
+        .pd
+        .call(&PdRequest::Operators, PD_REQUEST_TIMEOUT)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /v1/admin/stores/{id}/offline`.
+pub async fn set_store_offline(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse> {
+    let store_id = path_number(&req, "id")?;
+    let view = state
+        .pd
+        .call(&PdRequest::SetStoreOffline { store_id }, PD_REQUEST_TIMEOUT)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /internal/v1/pd`.
+pub async fn internal(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
+    let request: PdRequest = parse_body(body)?;
+    let Some(server) = state.pd.local() else {
+        return Err(Error::NotPdLeader { leader: None });
+    };
+    Ok(HttpResponse::Ok().json(server.handle(request).await?))
+}

@@ -1,0 +1,203 @@
+//! Finding the placement driver and asking it something.
+//!
+//! The PD runs wherever the meta region's leader is, which moves. A [`PdClient`] sends a
+//! [`PdRequest`] to the node it last found leading, else tries its own node (directly,
+//! without HTTP), then every store of the address book, then the seed addresses a joining
+//! node was configured with. A node that does not lead answers `not_pd_leader` naming
+//! the leader it knows, and the client goes there next. Nodes that cannot answer (down,
+//! no leader elected yet) are skipped; after a full round the client pauses and starts
+//! again, until the deadline. A real refusal (a 4xx: unknown store, not enough stores)
+//! is returned at once, with its status and code, as the PD leader gave it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::server::PdServer;
+use super::wire::PdRequest;
+use crate::address_book::AddressBook;
+use crate::config::StoreAddress;
+use crate::error::{error_chain, Error, Result};
+
+/// Path of the PD endpoint on every node.
+pub const PD_PATH: &str = "/internal/v1/pd";
+
+/// Pause between rounds over every known node.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// A node to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// This node's own [`PdServer`].
+    Local,
+    /// Another node, by HTTP address.
+    Remote(String),
+}
+
+/// A client of the placement driver; see the module documentation.
+pub struct PdClient {
+    local: Option<PdServer>,
+    local_store_id: u64,
+    addresses: AddressBook,
+    seeds: Vec<String>,
+    http: reqwest::Client,
+    leader: Mutex<Option<Target>>,
+}
+
+impl PdClient {
+    /// A client on node `local_store_id` (its own server `local`, if it runs one) that
+    /// knows the nodes of `addresses` and, failing those, `seeds` (HTTP addresses).
+    pub fn new(
+        local: Option<PdServer>,
+        local_store_id: u64,
+        addresses: AddressBook,
+        seeds: Vec<String>,
+        attempt_timeout: Duration,
+    ) -> Result<PdClient> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(attempt_timeout)
+            .timeout(attempt_timeout)
+            .build()
+            .map_err(|e| Error::Io(format!("cannot build the PD client: {e}")))?;
+        Ok(PdClient {
+            local,
+            local_store_id,
+            addresses,
+            seeds,
+            http,
+            leader: Mutex::new(None),
+        })
+    }
+
+    /// This node's own PD server, if it runs one.
+    pub fn local(&self) -> Option<&PdServer> {
+        self.local.as_ref()
+    }
+
+    /// Sends `request` to the PD leader, finding it first; gives up after `timeout`.
+    pub async fn call(&self, request: &PdRequest, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            let mut queue = self.candidates();
+            let mut asked = Vec::new();
+            while let Some(target) = queue.pop() {
+                if asked.contains(&target) {
+                    continue;
+                }
+                asked.push(target.clone());
+                match self.ask(&target, request).await {
+                    Ok(answer) => {
+                        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                        return Ok(answer);
+                    }
+                    Err(Error::NotPdLeader {
+                        leader: Some(leader),
+                    }) => queue.push(self.target_of(&leader)),
+                    Err(e) if is_unavailable(&e) => last_error = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if Instant::now() + ROUND_PAUSE >= deadline {
+                return Err(last_error.unwrap_or(Error::NotPdLeader { leader: None }));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+
+    /// Everyone worth asking, the most promising last (the queue pops from the end).
+    fn candidates(&self) -> Vec<Target> {
+        let mut targets: Vec<Target> = self.seeds.iter().cloned().map(Target::Remote).collect();
+        for store in self.addresses.all().into_iter().rev() {
+            targets.push(self.target_of(&store));
+        }
+        if self.local.is_some() {
+            targets.push(Target::Local);
+        }
+        if let Some(leader) = self
+            .leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            targets.push(leader);
+        }
+        targets
+    }
+
+    fn target_of(&self, store: &StoreAddress) -> Target {
+        match &self.local {
+            Some(_) if store.id == self.local_store_id => Target::Local,
+            _ => Target::Remote(store.http_addr.clone()),
+        }
+    }
+
+    async fn ask(&self, target: &Target, request: &PdRequest) -> Result<Value> {
+        match (target, &self.local) {
+            (Target::Local, Some(server)) => server.handle(request.clone()).await,
+            (Target::Local, None) => Err(Error::NotPdLeader { leader: None }),
+            (Target::Remote(addr), _) => self.post(addr, request).await,
+        }
+    }
+
+    async fn post(&self, addr: &str, request: &PdRequest) -> Result<Value> {
+        let unreachable = |e: reqwest::Error| Error::Forward {
+            store_id: 0,
+            message: format!("the node at {addr}: {}", error_chain(&e)),
+            maybe_delivered: false,
+        };
+        let response = self
+            .http
+            .post(format!("http://{addr}{PD_PATH}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(request).expect("requests serialize"))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Forward {
+            store_id: 0,
+            message: format!("the node at {addr} answered {status} with garbage: {e}"),
+            maybe_delivered: true,
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let error = &body["error"];
+        let code = error["code"].as_str().unwrap_or("internal");
+        if code == "not_pd_leader" {
+            let leader = match (
+                error["leader_store_id"].as_u64(),
+                error["leader_http_addr"].as_str(),
+            ) {
+                (Some(id), Some(http_addr)) => Some(StoreAddress {
+                    id,
+                    raft_addr: String::new(),
+                    http_addr: http_addr.to_string(),
+                }),
+                _ => None,
+            };
+            return Err(Error::NotPdLeader { leader });
+        }
+        let message = error["message"].as_str().unwrap_or("(no message)");
+        Err(Error::relayed(
+            status.as_u16(),
+            code,
+            format!("{message} (answered by {addr})"),
+        ))
+    }
+}
+
+/// Whether another node might answer where this one could not.
+fn is_unavailable(error: &Error) -> bool {
+    match error {
+        Error::NotPdLeader { .. } | Error::Forward { .. } => true,
+        Error::Store(e) => e.is_retryable(),
+        Error::Relayed { status, .. } => *status == 503,
+        _ => false,
+    }
+}

@@ -1,0 +1,65 @@
+//! The placement driver, embedded: where it runs, what it stores, how nodes talk to it.
+//!
+//! [`crate::pd`] is the PD's pure core (cluster model, operators, schedulers). This
+//! module runs it inside the nodes, with no extra process:
+//!
+//! - [`meta`]: the PD's durable records live in the replicated keyspace, in a *meta
+//!   region* covering the reserved keys from `0xFF` on; its leader is the PD leader;
+//! - [`server`]: each node's [`PdServer`], active while the node leads the meta region:
+//!   takes over (reads or first writes the records), handles heartbeats, joins and
+//!   drains, and writes every change through raft before acting on it;
+//! - [`client`]: [`PdClient`] finds the leader (following `not_pd_leader` hints) and
+//!   sends it a request; the admin API and the heartbeat loop use it;
+//! - [`heartbeat`]: each node reports its store and the regions it leads, and carries
+//!   out the PD's answers (add or remove a peer, transfer a leadership);
+//! - [`wire`]: the requests and answers; [`views`]: the admin API's JSON views.
+//!
+//! A new node joins with [`join`]: it asks any node named in `cluster.join` for a store
+//! id, which the PD allocates and records before answering.
+
+pub mod client;
+pub mod heartbeat;
+pub mod meta;
+pub mod server;
+pub mod views;
+pub mod wire;
+
+use std::time::Duration;
+
+pub use client::{PdClient, PD_PATH};
+pub use heartbeat::spawn_heartbeats;
+pub use meta::{is_reserved_key, META_REGION_START};
+pub use server::PdServer;
+pub use wire::{JoinReply, PdRequest};
+
+use crate::address_book::AddressBook;
+use crate::config::{Config, StoreAddress};
+use crate::error::{Error, Result};
+
+/// How long a joining node keeps trying to reach the PD.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Asks the cluster for a store id for the node at `own`, through the nodes named in
+/// `cluster.join` (and `cluster.stores`).
+pub async fn join(config: &Config, own: &StoreAddress) -> Result<JoinReply> {
+    let client = PdClient::new(
+        None,
+        0,
+        AddressBook::new(config.cluster.stores.iter().cloned()),
+        config.cluster.join.clone(),
+        config.api.service_timeouts().attempt,
+    )?;
+    let request = PdRequest::Join {
+        cluster_id: config.node.cluster_id,
+        raft_addr: own.raft_addr.clone(),
+        http_addr: own.http_addr.clone(),
+    };
+    let answer = client.call(&request, JOIN_TIMEOUT).await.map_err(|e| {
+        Error::Io(format!(
+            "cannot join the cluster through {:?}: {e}",
+            config.cluster.join
+        ))
+    })?;
+    serde_json::from_value(answer)
+        .map_err(|e| Error::Io(format!("the PD answered the join with garbage: {e}")))
+}

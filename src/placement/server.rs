@@ -1,0 +1,609 @@
+//! The placement driver as one node runs it: active only while this node leads the meta
+//! region.
+//!
+//! Every node has a [`PdServer`]; each request first checks where the meta region's
+//! leadership is. A node whose peer does not lead it answers [`Error::NotPdLeader`]
+//! naming the leader it knows. The leader serves from a [`Leadership`]: the PD core's
+//! [`Coordinator`] and the durable records, loaded when the leadership began and tied to
+//! that raft term. When the term changes (even if this node leads again) the state is
+//! loaded afresh, because another leader may have written in between.
+//!
+//! **Taking over.** The new leader reads the records with a linearizable read of the
+//! meta region. If there are none yet, this is the cluster's first PD: it writes the
+//! cluster record, the initial stores and the allocator's mark. If the key space has
+//! never been split at [`META_REGION_START`], the leader of the region holding that key
+//! splits it first, so the meta region exists before anything is written to it. The
+//! liveness clocks start at the takeover, so no store is declared down for heartbeats
+//! sent to the previous leader.
+//!
+//! **Writing.** Every change (a store joins, is drained or becomes a tombstone, the
+//! allocator's mark moves) is written through raft before it is acknowledged or acted
+//! on. Writes name the leadership's term, and the raftstore proposes such a command only
+//! in that very term: a decision made on a view read in an earlier leadership can never
+//! commit. A failed write discards the loaded state, so the next request reloads it.
+//!
+//! **Heartbeats.** A node's heartbeat carries its store and every region it leads; the
+//! coordinator records each and answers with the step of that region's operator, if it
+//! has one. Stores being drained whose last peer is gone are then recorded as
+//! tombstones, but only once the leadership is old enough for every region leader to
+//! have reported (three heartbeat intervals): a fresh leader's empty view of a store is
+//! not proof that the store is empty.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tinykv_actors::id_alloc::IdAllocator;
+use tinykv_actors::{Cf, StoreRouter};
+use tinykv_proto::metapb::{self, StoreState};
+use tinykv_proto::raft_cmdpb::{
+    CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+};
+
+use super::meta::{
+    cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, PdRecords, StoreRecord,
+    META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
+};
+use super::views;
+use super::wire::{HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand};
+use crate::address_book::AddressBook;
+use crate::admin::AdminService;
+use crate::config::{PdConfig, StoreAddress};
+use crate::error::{Error, Result};
+use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError};
+use crate::service::cf_name;
+
+/// How many heartbeat intervals a leadership must last before it turns drained stores
+/// into tombstones.
+const SETTLE_INTERVALS: u64 = 3;
+
+/// How often, and how long apart, the meta region is looked up again while the local
+/// view is catching up with a split.
+const MAX_VIEW_RETRIES: usize = 50;
+const VIEW_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The node's placement-driver endpoint; see the module documentation. Clones share it.
+#[derive(Clone)]
+pub struct PdServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: StoreRouter,
+    admin: AdminService,
+    addresses: AddressBook,
+    config: PdConfig,
+    cluster_id: u64,
+    initial_stores: Vec<StoreAddress>,
+    timeout: Duration,
+    leadership: tokio::sync::Mutex<Option<Leadership>>,
+}
+
+/// The PD state of one leadership of the meta region.
+struct Leadership {
+    region_id: u64,
+    term: u64,
+    since_ms: u64,
+    coordinator: Coordinator,
+    cluster: ClusterRecord,
+    stores: BTreeMap<u64, StoreRecord>,
+    next_store_id: u64,
+    store_id_limit: u64,
+    ids: IdPool,
+    /// Set when a write failed: the state may no longer match the records.
+    poisoned: bool,
+}
+
+impl PdServer {
+    /// A server over the local store. `initial_stores` are recorded as the cluster's
+    /// first stores if this node is the first PD leader ever.
+    pub fn new(
+        store: StoreRouter,
+        admin: AdminService,
+        addresses: AddressBook,
+        config: PdConfig,
+        cluster_id: u64,
+        initial_stores: Vec<StoreAddress>,
+        timeout: Duration,
+    ) -> PdServer {
+        PdServer {
+            inner: Arc::new(Inner {
+                store,
+                admin,
+                addresses,
+                config,
+                cluster_id,
+                initial_stores,
+                timeout,
+                leadership: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Serves one request if this node leads the meta region.
+    pub async fn handle(&self, request: PdRequest) -> Result<Value> {
+        let (region_id, term) = self.meta_leadership().await?;
+        let mut guard = self.inner.leadership.lock().await;
+        if guard.as_ref().map(|l| (l.region_id, l.term)) != Some((region_id, term)) {
+            *guard = None;
+            *guard = Some(self.take_over(region_id, term).await?);
+        }
+        let leadership = guard.as_mut().expect("loaded above");
+        let result = self.dispatch(leadership, request).await;
+        if leadership.poisoned {
+            *guard = None;
+        }
+        result
+    }
+
+    /// The meta region's id and this node's term as its leader; splits the meta region
+    /// off if the key space has no such region yet.
+    async fn meta_leadership(&self) -> Result<(u64, u64)> {
+        let store = &self.inner.store;
+        let not_leader = |leader: Option<StoreAddress>| Err(Error::NotPdLeader { leader });
+        for _ in 0..MAX_VIEW_RETRIES {
+            let Some(route) = store.find_region(META_REGION_START).await? else {
+                return not_leader(None);
+            };
+            let Some(status) = store.region_status(route.region.id).await? else {
+                return not_leader(None);
+            };
+            let region = &status.region;
+            let holds_meta_start = region.start_key.as_slice() <= META_REGION_START
+                && (region.end_key.is_empty() || region.end_key.as_slice() > META_REGION_START);
+            if !holds_meta_start {
+                // The router has not yet learnt of a split that just happened.
+                tokio::time::sleep(VIEW_RETRY_PAUSE).await;
+                continue;
+            }
+            if status.leader_id != status.peer.id {
+                let leader = region
+                    .peers
+                    .iter()
+                    .find(|p| p.id == status.leader_id)
+                    .and_then(|p| self.inner.addresses.get(p.store_id));
+                return not_leader(leader);
+            }
+            if region.start_key == META_REGION_START {
+                return Ok((region.id, status.term));
+            }
+            tracing::info!(
+                region = region.id,
+                "splitting the meta region off the key space"
+            );
+            self.inner
+                .admin
+                .split(region.id, META_REGION_START.to_vec())
+                .await?;
+        }
+        not_leader(None)
+    }
+
+    /// Loads (or, for the first PD ever, writes) the records and builds the state of a
+    /// new leadership.
+    async fn take_over(&self, region_id: u64, term: u64) -> Result<Leadership> {
+        let inner = &self.inner;
+        let mut records = PdRecords::decode(&self.read_records(region_id, term).await?)?;
+        if records.cluster.is_none() {
+            let cluster = ClusterRecord {
+                cluster_id: inner.cluster_id,
+                max_peer_count: inner.config.max_peer_count,
+            };
+            let stores: Vec<StoreRecord> =
+                inner.initial_stores.iter().map(StoreRecord::up).collect();
+            let limit = stores.iter().map(|s| s.id).max().unwrap_or(0);
+            let mut entries = vec![cluster_entry(&cluster), store_id_limit_entry(limit)];
+            entries.extend(stores.iter().map(store_entry));
+            self.write(region_id, term, entries).await?;
+            tracing::info!(?cluster, stores = stores.len(), "cluster metadata written");
+            records = PdRecords {
+                cluster: Some(cluster),
+                stores: stores.into_iter().map(|s| (s.id, s)).collect(),
+                store_id_limit: limit,
+            };
+        }
+        let cluster = records.cluster.expect("written above");
+        if cluster.cluster_id != inner.cluster_id {
+            return Err(Error::Io(format!(
+                "the placement driver's records belong to cluster {}, but this node is in cluster {}",
+                cluster.cluster_id, inner.cluster_id
+            )));
+        }
+        let now = now_ms();
+        let mut info = ClusterInfo::new(ClusterConfig::from(&metapb::Cluster {
+            id: cluster.cluster_id,
+            max_peer_count: cluster.max_peer_count as u32,
+        }));
+        for record in records.stores.values() {
+            info.put_store(store_meta(record), now)?;
+            if record.state() != StoreState::Up {
+                info.set_store_state(record.id, record.state())?;
+            }
+        }
+        info.reset_liveness_clocks(now);
+        let next_store_id = records
+            .store_id_limit
+            .max(records.stores.keys().max().copied().unwrap_or(0))
+            + 1;
+        tracing::info!(
+            region = region_id,
+            term,
+            stores = records.stores.len(),
+            "this node now runs the placement driver"
+        );
+        Ok(Leadership {
+            region_id,
+            term,
+            since_ms: now,
+            coordinator: Coordinator::new(info, inner.config.scheduler()),
+            cluster,
+            stores: records.stores,
+            next_store_id,
+            store_id_limit: next_store_id - 1,
+            ids: IdPool::new(inner.store.id_allocator()),
+            poisoned: false,
+        })
+    }
+
+    async fn dispatch(&self, leadership: &mut Leadership, request: PdRequest) -> Result<Value> {
+        let now = now_ms();
+        let max_down = self.inner.config.max_store_down_time_ms;
+        match request {
+            PdRequest::Heartbeat(batch) => {
+                let reply = self.heartbeat(leadership, batch, now).await?;
+                Ok(serde_json::to_value(reply).expect("replies serialize"))
+            }
+            PdRequest::Join {
+                cluster_id,
+                raft_addr,
+                http_addr,
+            } => {
+                let reply = self
+                    .join(leadership, cluster_id, raft_addr, http_addr, now)
+                    .await?;
+                Ok(serde_json::to_value(reply).expect("replies serialize"))
+            }
+            PdRequest::SetStoreOffline { store_id } => {
+                self.set_offline(leadership, store_id).await?;
+                let store = views::store_summary(
+                    &leadership.coordinator,
+                    &leadership.stores,
+                    store_id,
+                    now,
+                    max_down,
+                );
+                Ok(json!({ "store": store }))
+            }
+            PdRequest::Cluster => Ok(views::cluster(
+                &leadership.coordinator,
+                &leadership.stores,
+                self.inner.store.store_id(),
+                leadership.region_id,
+                now,
+                max_down,
+            )),
+            PdRequest::Operators => Ok(views::operators(&leadership.coordinator, now)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        leadership: &mut Leadership,
+        batch: HeartbeatBatch,
+        now: u64,
+    ) -> Result<HeartbeatReply> {
+        let report = &batch.store;
+        let Some(record) = leadership.stores.get(&report.store_id).cloned() else {
+            return Err(PdError::StoreNotFound(report.store_id).into());
+        };
+        let mut commands = Vec::new();
+        if record.state() != StoreState::Tombstone {
+            if record.raft_addr != report.raft_addr || record.http_addr != report.http_addr {
+                let moved = StoreRecord {
+                    raft_addr: report.raft_addr.clone(),
+                    http_addr: report.http_addr.clone(),
+                    ..record
+                };
+                leadership
+                    .coordinator
+                    .cluster_mut()
+                    .put_store(store_meta(&moved), now)?;
+                self.write_stores(leadership, vec![moved]).await?;
+            }
+            leadership
+                .coordinator
+                .on_store_heartbeat(report.heartbeat(), now)?;
+            let wanted = leadership.coordinator.cluster().region_count() + batch.regions.len() + 4;
+            leadership.ids.fill(wanted)?;
+            for region in &batch.regions {
+                let answer = leadership.coordinator.on_region_heartbeat(
+                    region.heartbeat(),
+                    now,
+                    &mut leadership.ids,
+                );
+                match answer {
+                    Ok(Some(answer)) => commands.push(RegionCommand::new(region, answer)),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(region = region.id, "heartbeat refused: {e}"),
+                }
+            }
+        }
+        self.bury_drained_stores(leadership, now).await?;
+        let store_state = leadership.stores[&report.store_id].state.clone();
+        Ok(HeartbeatReply {
+            commands,
+            stores: leadership.stores.values().cloned().collect(),
+            store_state,
+        })
+    }
+
+    /// Records as tombstones the stores being drained that hold no peer any more.
+    async fn bury_drained_stores(&self, leadership: &mut Leadership, now: u64) -> Result<()> {
+        let settled = self.inner.config.heartbeat_interval_ms * SETTLE_INTERVALS;
+        if now < leadership.since_ms + settled {
+            return Ok(());
+        }
+        let drained = leadership.coordinator.cluster().drained_offline_stores();
+        if drained.is_empty() {
+            return Ok(());
+        }
+        let records = drained
+            .iter()
+            .map(|id| {
+                leadership.stores[id]
+                    .clone()
+                    .with_state(StoreState::Tombstone)
+            })
+            .collect();
+        self.write_stores(leadership, records).await?;
+        leadership.coordinator.cluster_mut().finish_offline_stores();
+        tracing::info!(stores = ?drained, "drained stores are now tombstones");
+        Ok(())
+    }
+
+    async fn join(
+        &self,
+        leadership: &mut Leadership,
+        cluster_id: u64,
+        raft_addr: String,
+        http_addr: String,
+        now: u64,
+    ) -> Result<JoinReply> {
+        if cluster_id != leadership.cluster.cluster_id {
+            return Err(Error::bad_request(
+                "cluster_mismatch",
+                format!(
+                    "this is cluster {}, not cluster {cluster_id}",
+                    leadership.cluster.cluster_id
+                ),
+            ));
+        }
+        let taken = leadership.stores.values().find(|s| {
+            s.state() != StoreState::Tombstone
+                && (s.raft_addr == raft_addr || s.http_addr == http_addr)
+        });
+        if let Some(owner) = taken {
+            return Err(PdError::DuplicateAddress {
+                address: format!("{raft_addr} / {http_addr}"),
+                existing_store_id: owner.id,
+            }
+            .into());
+        }
+        let store_id = leadership.next_store_id;
+        let mut entries = Vec::new();
+        if store_id > leadership.store_id_limit {
+            entries.push(store_id_limit_entry(store_id - 1 + STORE_ID_BATCH));
+        }
+        let record = StoreRecord::up(&StoreAddress {
+            id: store_id,
+            raft_addr,
+            http_addr,
+        });
+        entries.push(store_entry(&record));
+        self.write_logged(leadership, entries).await?;
+        if store_id > leadership.store_id_limit {
+            leadership.store_id_limit = store_id - 1 + STORE_ID_BATCH;
+        }
+        leadership.next_store_id = store_id + 1;
+        leadership
+            .coordinator
+            .cluster_mut()
+            .put_store(store_meta(&record), now)?;
+        leadership.stores.insert(store_id, record.clone());
+        tracing::info!(store = store_id, raft_addr = %record.raft_addr, "a store joined");
+        Ok(JoinReply {
+            store_id,
+            stores: leadership.stores.values().cloned().collect(),
+        })
+    }
+
+    async fn set_offline(&self, leadership: &mut Leadership, store_id: u64) -> Result<()> {
+        let record = leadership
+            .stores
+            .get(&store_id)
+            .cloned()
+            .ok_or(PdError::StoreNotFound(store_id))?;
+        match record.state() {
+            StoreState::Offline => return Ok(()),
+            StoreState::Tombstone => return Err(PdError::StoreTombstone(store_id).into()),
+            StoreState::Up => {}
+        }
+        let remaining = leadership
+            .stores
+            .values()
+            .filter(|s| s.id != store_id && s.state() == StoreState::Up)
+            .count();
+        let needed = leadership.cluster.max_peer_count;
+        if remaining < needed {
+            return Err(Error::Conflict {
+                code: "not_enough_stores",
+                message: format!(
+                    "store {store_id} cannot be drained: only {remaining} other store(s) are up, and every region needs {needed} replicas"
+                ),
+            });
+        }
+        self.write_stores(leadership, vec![record.with_state(StoreState::Offline)])
+            .await?;
+        leadership
+            .coordinator
+            .cluster_mut()
+            .set_store_state(store_id, StoreState::Offline)?;
+        tracing::info!(store = store_id, "store is being drained");
+        Ok(())
+    }
+
+    /// Writes store records and keeps them in the leadership's copy.
+    async fn write_stores(
+        &self,
+        leadership: &mut Leadership,
+        records: Vec<StoreRecord>,
+    ) -> Result<()> {
+        let entries = records.iter().map(store_entry).collect();
+        self.write_logged(leadership, entries).await?;
+        for record in records {
+            leadership.stores.insert(record.id, record);
+        }
+        Ok(())
+    }
+
+    /// Writes entries in the leadership's term; a failure poisons the leadership.
+    async fn write_logged(
+        &self,
+        leadership: &mut Leadership,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let result = self
+            .write(leadership.region_id, leadership.term, entries)
+            .await;
+        if result.is_err() {
+            leadership.poisoned = true;
+        }
+        result
+    }
+
+    /// Writes `entries` to the meta region through raft, proposed only in `term`.
+    async fn write(
+        &self,
+        region_id: u64,
+        term: u64,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let requests = entries
+            .into_iter()
+            .map(|(key, value)| Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: cf_name(Cf::Default).into(),
+                    key,
+                    value,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let response = self
+            .inner
+            .store
+            .command(meta_command(region_id, term, requests), self.inner.timeout)
+            .await?;
+        match response.err() {
+            Some(err) => Err(Error::Store(err)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the records with a linearizable read of the meta region in `term`.
+    async fn read_records(&self, region_id: u64, term: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let snap = Request {
+            cmd_type: CmdType::Snap as i32,
+            snap: Some(SnapRequest {}),
+            ..Default::default()
+        };
+        let response = self
+            .inner
+            .store
+            .command(
+                meta_command(region_id, term, vec![snap]),
+                self.inner.timeout,
+            )
+            .await?;
+        if let Some(err) = response.err() {
+            return Err(Error::Store(err));
+        }
+        let snapshot = response
+            .snapshot
+            .ok_or_else(|| Error::Io("the meta region's read came without a snapshot".into()))?;
+        Ok(snapshot.scan(Cf::Default, RECORDS_START, RECORDS_END, usize::MAX)?)
+    }
+}
+
+fn meta_command(region_id: u64, term: u64, requests: Vec<Request>) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id,
+            term,
+            ..Default::default()
+        }),
+        requests,
+        ..Default::default()
+    }
+}
+
+/// The `metapb::Store` the PD core keeps for a record.
+fn store_meta(record: &StoreRecord) -> metapb::Store {
+    let mut store = metapb::Store {
+        id: record.id,
+        address: record.raft_addr.clone(),
+        ..Default::default()
+    };
+    store.set_state(record.state());
+    store
+}
+
+/// Milliseconds since the Unix epoch: the PD's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Peer ids for the operators, taken from the store's allocator ahead of time (the
+/// coordinator asks for them synchronously and cannot fail); unused ones are kept.
+struct IdPool {
+    allocator: Arc<dyn IdAllocator>,
+    ids: Vec<u64>,
+}
+
+impl IdPool {
+    fn new(allocator: Arc<dyn IdAllocator>) -> IdPool {
+        IdPool {
+            allocator,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Makes sure at least `wanted` ids are at hand.
+    fn fill(&mut self, wanted: usize) -> Result<()> {
+        if self.ids.len() < wanted {
+            let mut fresh = self.allocator.alloc(wanted - self.ids.len())?;
+            fresh.reverse();
+            fresh.append(&mut self.ids);
+            self.ids = fresh;
+        }
+        Ok(())
+    }
+}
+
+impl AllocId for IdPool {
+    fn alloc_id(&mut self) -> u64 {
+        match self.ids.pop() {
+            Some(id) => id,
+            None => self
+                .allocator
+                .alloc(1)
+                .ok()
+                .and_then(|ids| ids.first().copied())
+                .expect("the id pool is filled before every heartbeat and ids can be allocated"),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the admin API shows of the placement driver: the cluster, its stores, operators.
+//!
+//! The views are built by the PD leader from its coordinator and records, as JSON, and
+//! relayed unchanged by whichever node the client asked. Times are milliseconds since
+//! the Unix epoch on the leader's clock; `now_ms` is included so that a client can show
+//! ages without trusting its own clock.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::meta::StoreRecord;
+use crate::pd::Coordinator;
+
+/// `GET /v1/admin/cluster`: settings, the PD leader, counts and every store.
+pub fn cluster(
+    coordinator: &Coordinator,
+    records: &BTreeMap<u64, StoreRecord>,
+    leader_store: u64,
+    meta_region_id: u64,
+    now_ms: u64,
+    max_down_ms: u64,
+) -> Value {
+    let info = coordinator.cluster();
+    let config = info.config();
+    let stores: Vec<Value> = records
+        .keys()
+        .filter_map(|&id| store_summary(coordinator, records, id, now_ms, max_down_ms))
+        .collect();
+    json!({
+        "cluster_id": config.cluster_id,
+        "max_peer_count": config.max_peer_count,
+        "pd_leader_store": leader_store,
+        "meta_region_id": meta_region_id,
+        "now_ms": now_ms,
+        "region_count": info.region_count(),
+        "operators_in_flight": coordinator.operators().len(),
+        "operator_counts": coordinator.operator_counts(),
+        "stores": stores,
+    })
+}
+
+/// One store: the PD core's summary, plus its HTTP address.
+pub fn store_summary(
+    coordinator: &Coordinator,
+    records: &BTreeMap<u64, StoreRecord>,
+    store_id: u64,
+    now_ms: u64,
+    max_down_ms: u64,
+) -> Option<Value> {
+    let summary = coordinator
+        .cluster()
+        .store_summary(store_id, now_ms, max_down_ms)?;
+    let mut view = serde_json::to_value(summary).expect("summaries serialize");
+    if let Some(record) = records.get(&store_id) {
+        view["http_addr"] = json!(record.http_addr);
+    }
+    Some(view)
+}
+
+/// `GET /v1/admin/operators`: in flight, and the recently ended ones, newest first.
+pub fn operators(coordinator: &Coordinator, now_ms: u64) -> Value {
+    let mut ended = coordinator.ended_operators();
+    ended.reverse();
+    json!({
+        "now_ms": now_ms,
+        "in_flight": coordinator.operators(),
+        "ended": ended,
+    })
+}
