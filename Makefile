@@ -22,7 +22,7 @@ CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 .PHONY: build run join stop status test bench chaos clean-data
 
 build:
-	$(CARGO) build --release --bin tinykv-server
+	$(CARGO) build --release --bin tinykv-server --bin tinykv-ctl
 
 run: build
 	@mkdir -p $(RUN_DIR)

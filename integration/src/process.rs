@@ -5,9 +5,11 @@
 //! binary for each, and can kill a node with SIGKILL and start it again over the same data,
 //! or pause it with SIGSTOP and resume it with SIGCONT; durability tests also kill every
 //! node at once, reach a stopped node's data directory, and wait for a node that refuses
-//! to start to exit. The binary is found at
-//! `$TINYKV_SERVER_BIN`, or next to the running executable, or in the target directory of
-//! the test executable (built first if it is missing).
+//! to start to exit. A node can also join the running cluster
+//! ([`ProcessCluster::add_joining_node`]). The binary is found at `$TINYKV_SERVER_BIN`
+//! (`tinykv-ctl`, for tests of the CLI, at `$TINYKV_CTL_BIN`), or next to the running
+//! executable, or in the target directory of the test executable (built first if it is
+//! missing).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -48,29 +50,41 @@ fn free_port() -> u16 {
 
 /// Path of the `tinykv-server` binary, building it if needed.
 pub fn server_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TINYKV_SERVER_BIN") {
+    workspace_binary("tinykv-server", "TINYKV_SERVER_BIN")
+}
+
+/// Path of the `tinykv-ctl` binary, building it if needed.
+pub fn ctl_binary() -> PathBuf {
+    workspace_binary("tinykv-ctl", "TINYKV_CTL_BIN")
+}
+
+/// Path of binary `name` of the `tinykv` package: `$<env_var>`, or next to the running
+/// executable, or in the target directory of the test executable (built first if it is
+/// missing).
+fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
-    // A binary such as target/<profile>/tinykv-chaos has the server beside it.
+    // A binary such as target/<profile>/tinykv-chaos has the others beside it.
     let exe = std::env::current_exe().expect("current exe");
-    if let Some(beside) = exe.parent().map(|dir| dir.join("tinykv-server")) {
+    if let Some(beside) = exe.parent().map(|dir| dir.join(name)) {
         if beside.exists() {
             return beside;
         }
     }
-    // target/<profile>/deps/<test exe> → target/<profile>/tinykv-server
+    // target/<profile>/deps/<test exe> → target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile directory");
-    let binary = profile_dir.join("tinykv-server");
+    let binary = profile_dir.join(name);
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "tinykv", "--bin", "tinykv-server"])
+            .args(["build", "-p", "tinykv", "--bin", name])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building tinykv-server failed");
+        assert!(status.success(), "building {name} failed");
     }
     binary
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::Value;
 
-use tinykv_integration::process::ProcessCluster;
+use tinykv_integration::process::{ctl_binary, ProcessCluster};
 use tinykv_integration::rest::{get_json, must_put};
 
 const SMALL_REGIONS: &str =

@@ -1,0 +1,252 @@
+//! The HTTP side: one request to one node's admin API, and what its answer means.
+//!
+//! [`AdminClient`] sends a [`Call`] (method, path, optional JSON body) to the node given by
+//! `--addr` over plain HTTP, without any proxy (like the other TinyKV-rs tools, so that an
+//! `http_proxy` variable does not reroute requests to a local cluster), and fails it after
+//! [`REQUEST_TIMEOUT`]: an operation such as transfer-leader or store offline answers only
+//! once done, which can take seconds. [`read_answer`] turns the status and body into the
+//! answer's JSON or a [`CtlError`]; it is pure, so it is tested without a network.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use tinykv::error::error_chain;
+
+use crate::error::CtlError;
+
+/// How long a request may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long connecting may take: a node that is up accepts at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest part of a non-JSON error body quoted in an error message, in characters.
+const MAX_QUOTED_BODY: usize = 200;
+
+/// One request to the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path, e.g. `/v1/admin/regions/5/split`.
+    pub path: String,
+    /// The JSON body, if the request has one.
+    pub body: Option<Value>,
+}
+
+impl Call {
+    /// A request without a body.
+    pub fn new(method: Method, path: String) -> Call {
+        Call {
+            method,
+            path,
+            body: None,
+        }
+    }
+
+    /// A request with a JSON body.
+    pub fn with_body(method: Method, path: String, body: Value) -> Call {
+        Call {
+            method,
+            path,
+            body: Some(body),
+        }
+    }
+
+    /// `METHOD /path`, as error messages name the request.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// A client of one node's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    /// The node's address as given, for messages.
+    addr: String,
+    /// `http://host:port`, without a trailing slash.
+    base_url: String,
+}
+
+impl AdminClient {
+    /// A client of the node at `addr` (`HOST:PORT`, or a URL starting with `http://`).
+    pub fn new(addr: &str) -> Result<AdminClient, CtlError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| CtlError::ClientSetup(error_chain(&e)))?;
+        Ok(AdminClient {
+            http,
+            addr: addr.to_string(),
+            base_url: base_url(addr),
+        })
+    }
+
+    /// Sends `call` and returns the JSON of a 2xx answer.
+    pub async fn send(&self, call: &Call) -> Result<Value, CtlError> {
+        let url = format!("{}{}", self.base_url, call.path);
+        let mut request = self.http.request(call.method.clone(), url);
+        if let Some(body) = &call.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let fail = |e: reqwest::Error| self.transport_error(call, e);
+        let response = request.send().await.map_err(fail)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(fail)?;
+        read_answer(&self.addr, &call.label(), status, &body)
+    }
+
+    /// The error for a request that got no complete answer (the URL is left out of the
+    /// cause: the message names the node and path already).
+    fn transport_error(&self, call: &Call, error: reqwest::Error) -> CtlError {
+        if error.is_timeout() {
+            CtlError::TimedOut {
+                addr: self.addr.clone(),
+                request: call.label(),
+                seconds: REQUEST_TIMEOUT.as_secs(),
+            }
+        } else {
+            CtlError::Unreachable {
+                addr: self.addr.clone(),
+                request: call.label(),
+                cause: error_chain(&error.without_url()),
+            }
+        }
+    }
+}
+
+/// The URL prefix of a node: `addr` with `http://` added unless it has a scheme, and no
+/// trailing slash.
+pub fn base_url(addr: &str) -> String {
+    let addr = addr.trim().trim_end_matches('/');
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// The error body every TinyKV-rs endpoint answers with on failure.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// What an answer means: its JSON if 2xx, else the server's error (`addr` and `request`
+/// name the node and request in the error).
+pub fn read_answer(
+    addr: &str,
+    request: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Value, CtlError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|e| CtlError::UnexpectedAnswer {
+            addr: addr.to_string(),
+            request: request.to_string(),
+            problem: format!("not JSON ({e}): {}", quote_body(body)),
+        });
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => Err(CtlError::Refused {
+            addr: addr.to_string(),
+            request: request.to_string(),
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+        }),
+        Err(_) => Err(CtlError::BadStatus {
+            addr: addr.to_string(),
+            request: request.to_string(),
+            status: status.to_string(),
+            body: quote_body(body),
+        }),
+    }
+}
+
+/// The start of a body for an error message, or `(empty body)`.
+fn quote_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".to_string();
+    }
+    match text.char_indices().nth(MAX_QUOTED_BODY) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: &str = "127.0.0.1:8081";
+
+    fn read(status: u16, body: &str) -> Result<Value, CtlError> {
+        let status = StatusCode::from_u16(status).unwrap();
+        read_answer(ADDR, "GET /v1/admin/regions/9", status, body.as_bytes())
+    }
+
+    #[test]
+    fn base_urls_get_a_scheme_and_lose_trailing_slashes() {
+        assert_eq!(base_url("127.0.0.1:8081"), "http://127.0.0.1:8081");
+        assert_eq!(base_url("http://node-2:8082/"), "http://node-2:8082");
+    }
+
+    #[test]
+    fn success_answers_are_json() {
+        assert_eq!(read(200, r#"{"ok":true}"#).unwrap()["ok"], true);
+        let err = read(200, "<html>").unwrap_err().to_string();
+        assert!(err.starts_with("node 127.0.0.1:8081 answered GET /v1/admin/regions/9"));
+        assert!(
+            err.contains("not JSON") && err.ends_with(": <html>"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn error_answers_carry_the_server_code_and_message() {
+        let body = r#"{"error":{"code":"region_not_found","message":"region 9 has no peer"}}"#;
+        let err = read(404, body).unwrap_err();
+        assert!(matches!(err, CtlError::Refused { status: 404, .. }));
+        assert_eq!(
+            err.to_string(),
+            "node 127.0.0.1:8081 refused GET /v1/admin/regions/9: HTTP 404, \
+             region_not_found: region 9 has no peer"
+        );
+    }
+
+    #[test]
+    fn other_error_answers_quote_a_bounded_body() {
+        let err = read(404, "").unwrap_err().to_string();
+        assert!(
+            err.ends_with("with HTTP 404 Not Found: (empty body)"),
+            "{err}"
+        );
+        let long = "x".repeat(1000);
+        let err = read(502, &long).unwrap_err().to_string();
+        assert!(err.contains("HTTP 502 Bad Gateway: xxx") && err.ends_with("x..."));
+        assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn calls_are_labelled_by_method_and_path() {
+        let call = Call::new(Method::DELETE, "/v1/admin/regions/5/peers/7".into());
+        assert_eq!(call.label(), "DELETE /v1/admin/regions/5/peers/7");
+    }
+}

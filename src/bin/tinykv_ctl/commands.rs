@@ -1,0 +1,195 @@
+//! What each subcommand asks and how its answer is shown.
+//!
+//! A command runs in three steps: [`call_for`] says which request it makes (method, path,
+//! body), the [`AdminClient`] sends it and returns the answer's JSON, and
+//! [`render_answer`] turns that JSON into text, or [`render_json`] pretty-prints it for
+//! `--json`. The first and last steps are pure functions, tested without a node; only
+//! [`run`] touches the network.
+
+use reqwest::Method;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::cli::{Cli, Command, StoreCommand};
+use crate::client::{AdminClient, Call};
+use crate::cluster::{render_cluster, render_offline, render_stores};
+use crate::error::CtlError;
+use crate::operators::render_operators;
+use crate::regions::{render_region, render_regions, Region, RegionsAnswer};
+
+/// The answer of an operation that only reports success.
+#[derive(Debug, Deserialize)]
+struct OkAnswer {
+    /// `true` once done.
+    ok: bool,
+}
+
+/// The request `command` makes.
+pub fn call_for(command: &Command) -> Call {
+    match command {
+        Command::Cluster => Call::new(Method::GET, "/v1/admin/cluster".into()),
+        Command::Stores => Call::new(Method::GET, "/v1/admin/stores".into()),
+        Command::Store(StoreCommand::Offline { id }) => {
+            Call::new(Method::POST, format!("/v1/admin/stores/{id}/offline"))
+        }
+        Command::Regions => Call::new(Method::GET, "/v1/admin/regions".into()),
+        Command::Region { id } => Call::new(Method::GET, format!("/v1/admin/regions/{id}")),
+        Command::Operators => Call::new(Method::GET, "/v1/admin/operators".into()),
+        Command::Split { region_id, key } => Call::with_body(
+            Method::POST,
+            format!("/v1/admin/regions/{region_id}/split"),
+            json!({ "key": key }),
+        ),
+        Command::AddPeer {
+            region_id,
+            store_id,
+        } => Call::with_body(
+            Method::POST,
+            format!("/v1/admin/regions/{region_id}/peers"),
+            json!({ "store_id": store_id }),
+        ),
+        Command::RemovePeer { region_id, peer_id } => Call::new(
+            Method::DELETE,
+            format!("/v1/admin/regions/{region_id}/peers/{peer_id}"),
+        ),
+        Command::TransferLeader { region_id, peer_id } => Call::with_body(
+            Method::POST,
+            format!("/v1/admin/regions/{region_id}/transfer-leader"),
+            json!({ "peer_id": peer_id }),
+        ),
+    }
+}
+
+/// Reads an answer into the type that describes it.
+fn decode<T: DeserializeOwned>(answer: Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(answer)
+}
+
+/// The text `command` prints for its successful `answer`, or why the answer does not
+/// have the expected shape.
+pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_json::Error> {
+    Ok(match command {
+        Command::Cluster => render_cluster(&decode(answer)?),
+        Command::Stores => render_stores(&decode(answer)?),
+        Command::Store(StoreCommand::Offline { .. }) => render_offline(&decode(answer)?),
+        Command::Regions | Command::Split { .. } => {
+            render_regions(&decode::<RegionsAnswer>(answer)?.regions)
+        }
+        Command::Region { .. } | Command::AddPeer { .. } | Command::RemovePeer { .. } => {
+            render_region(&decode::<Region>(answer)?)
+        }
+        Command::Operators => render_operators(&decode(answer)?),
+        Command::TransferLeader { region_id, peer_id } => {
+            if !decode::<OkAnswer>(answer)?.ok {
+                return Err(serde_json::Error::custom("expected \"ok\": true"));
+            }
+            format!("region {region_id} is now led by peer {peer_id}\n")
+        }
+    })
+}
+
+/// The answer pretty-printed, for `--json` (object keys come out sorted: the workspace's
+/// `serde_json` does not keep their order).
+pub fn render_json(answer: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string());
+    text.push('\n');
+    text
+}
+
+/// Runs the command line's command against its node and returns what to print.
+pub async fn run(cli: &Cli) -> Result<String, CtlError> {
+    let addr = cli.node_addr();
+    let client = AdminClient::new(&addr)?;
+    let call = call_for(&cli.command);
+    let answer = client.send(&call).await?;
+    if cli.json {
+        return Ok(render_json(&answer));
+    }
+    render_answer(&cli.command, answer).map_err(|e| CtlError::UnexpectedAnswer {
+        addr,
+        request: call.label(),
+        problem: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_map_to_their_endpoints() {
+        let split = Command::Split {
+            region_id: 5,
+            key: "a%20b".into(),
+        };
+        assert_eq!(
+            call_for(&split),
+            Call::with_body(
+                Method::POST,
+                "/v1/admin/regions/5/split".into(),
+                json!({"key": "a%20b"})
+            )
+        );
+        let add = call_for(&Command::AddPeer {
+            region_id: 5,
+            store_id: 4,
+        });
+        assert_eq!(add.body, Some(json!({"store_id": 4})));
+        let remove = call_for(&Command::RemovePeer {
+            region_id: 5,
+            peer_id: 9,
+        });
+        assert_eq!(remove.label(), "DELETE /v1/admin/regions/5/peers/9");
+        let transfer = call_for(&Command::TransferLeader {
+            region_id: 5,
+            peer_id: 9,
+        });
+        assert_eq!(transfer.label(), "POST /v1/admin/regions/5/transfer-leader");
+        assert_eq!(transfer.body, Some(json!({"peer_id": 9})));
+        let offline = call_for(&Command::Store(StoreCommand::Offline { id: 3 }));
+        assert_eq!(offline.label(), "POST /v1/admin/stores/3/offline");
+        assert_eq!(offline.body, None);
+        assert_eq!(
+            call_for(&Command::Operators).label(),
+            "GET /v1/admin/operators"
+        );
+    }
+
+    #[test]
+    fn operation_answers_are_rendered() {
+        let region = json!({"id":5,"start_key":"","end_key":"m","epoch":{"conf_ver":2,"version":1},
+            "peers":[{"id":6,"store_id":1},{"id":9,"store_id":4}],"leader":null,"term":null,
+            "commit_index":null,"applied_index":null,"last_index":null,"truncated_index":null,
+            "approximate_size":null});
+        let add = Command::AddPeer {
+            region_id: 5,
+            store_id: 4,
+        };
+        let text = render_answer(&add, region.clone()).unwrap();
+        assert!(text.contains("peers:            6@s1,9@s4\n"), "{text}");
+        let split = Command::Split {
+            region_id: 5,
+            key: "g".into(),
+        };
+        let text = render_answer(&split, json!({"regions": [region.clone(), region]})).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        let transfer = Command::TransferLeader {
+            region_id: 5,
+            peer_id: 9,
+        };
+        assert_eq!(
+            render_answer(&transfer, json!({"ok": true})).unwrap(),
+            "region 5 is now led by peer 9\n"
+        );
+        assert!(render_answer(&transfer, json!({"ok": false})).is_err());
+    }
+
+    #[test]
+    fn unexpected_shapes_are_errors_and_json_is_pretty() {
+        let err = render_answer(&Command::Cluster, json!({"cluster_id": "one"})).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        assert!(render_answer(&Command::Regions, json!([])).is_err());
+        assert_eq!(render_json(&json!({"ok": true})), "{\n  \"ok\": true\n}\n");
+    }
+}

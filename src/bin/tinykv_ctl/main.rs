@@ -1,0 +1,73 @@
+//! `tinykv-ctl`: the admin command-line tool of TinyKV-rs.
+//!
+//! ```text
+//! tinykv-ctl [--addr HOST:PORT] [--json] <command>
+//!   cluster                                  the PD's view: settings, operator counts, stores
+//!   stores                                   the asked node's address book and reachability
+//!   store offline <ID>                       drain a store (it becomes Tombstone once empty)
+//!   regions                                  the regions the asked node holds
+//!   region <ID>                              one of them, field by field
+//!   operators                                the PD's operators in flight and recently ended
+//!   split <REGION_ID> <KEY>                  split a region at a percent-encoded key
+//!   add-peer <REGION_ID> <STORE_ID>          add a peer of a region on a store
+//!   remove-peer <REGION_ID> <PEER_ID>        remove a peer of a region
+//!   transfer-leader <REGION_ID> <PEER_ID>    make a peer lead its region
+//! ```
+//!
+//! Each command is one request to one node's REST admin API (`--addr`, else
+//! `$TINYKV_ADDR`, else `127.0.0.1:8081`); any node accepts every command. Answers are
+//! shown as tables, or as the server's JSON with `--json`. The exit status is 0 on
+//! success, 1 when the request failed (the reason, with the server's error code and
+//! message, goes to stderr after `error: `) and 2 on wrong arguments.
+//!
+//! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
+//! [`client`] (HTTP and error answers), [`error`] (the error type), [`cluster`],
+//! [`regions`] and [`operators`] (answer shapes and their views), [`table`] (text
+//! layout) and [`format`] (sizes, ages, keys).
+
+mod cli;
+mod client;
+mod cluster;
+mod commands;
+mod error;
+mod format;
+mod operators;
+mod regions;
+mod table;
+
+use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+
+/// Parses the command line, runs the command and prints its result or error.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli).await {
+        Ok(text) => print_output(&text),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to stdout. A closed pipe (`tinykv-ctl regions | head`) is not an
+/// error; another write failure is reported and exits with status 1.
+fn print_output(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
