@@ -325,4 +325,30 @@ async fn a_store_taken_offline_is_drained_and_becomes_a_tombstone() {
         "Up",
         "a refused drain changes nothing"
     );
+
+    // The same through tinykv-ctl.
+    let ctl = |args: &[&str]| {
+        let addr = cluster.url(3).replace("http://", "");
+        let output = std::process::Command::new(ctl_binary())
+            .args(["--addr", &addr])
+            .args(args)
+            .output()
+            .expect("run tinykv-ctl");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (
+            output.status.code(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let (code, stdout, _) = ctl(&["cluster"]);
+    assert_eq!(code, Some(0));
+    let store_4 = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("4 "))
+        .unwrap_or_else(|| panic!("no row for store 4:\n{stdout}"));
+    assert!(store_4.contains("Tombstone"), "{stdout}");
+    let (code, _, stderr) = ctl(&["store", "offline", "4"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("store_tombstone"), "{stderr}");
 }
