@@ -18,11 +18,11 @@ use serde::Serialize;
 
 use super::cluster::{ClusterInfo, StoreHeartbeat};
 use super::operator::{
-    AllocId, HeartbeatAnswer, Operator, OperatorKind, OperatorProgress, OperatorView,
+    AllocId, HeartbeatAnswer, Operator, OperatorKind, OperatorProgress, OperatorView, Step,
 };
-use super::region::RegionHeartbeat;
+use super::region::{RegionHeartbeat, RegionInfo};
 use super::scheduler::{
-    balance_leader, balance_region, check_replicas, ScheduleContext, SchedulerConfig,
+    balance_leader, balance_region, check_replicas, ScheduleContext, SchedulerConfig, StoreHealth,
 };
 use super::PdError;
 
@@ -261,11 +261,16 @@ impl Coordinator {
             self.end(region_id, OperatorOutcome::RegionGone, None, now_ms);
             return None;
         };
-        let op = self.operators.get_mut(&region_id)?;
+        let op = self.operators.get(&region_id)?;
         if op.is_timed_out(now_ms) {
             self.end(region_id, OperatorOutcome::TimedOut, None, now_ms);
             return None;
         }
+        if let Some(reason) = self.unfit_target(op, region, now_ms) {
+            self.end(region_id, OperatorOutcome::Stale, Some(reason), now_ms);
+            return None;
+        }
+        let op = self.operators.get_mut(&region_id)?;
         match op.check(region) {
             OperatorProgress::Step(step) => step.to_answer(region),
             OperatorProgress::Finished => {
@@ -279,24 +284,44 @@ impl Coordinator {
         }
     }
 
-    /// Ends the operators that timed out or whose region is gone.
+    /// Ends the operators that timed out, whose region is gone, or whose next steps lead
+    /// to a store that can no longer take them.
     fn sweep(&mut self, now_ms: u64) {
-        let ended: Vec<(u64, OperatorOutcome)> = self
+        let ended: Vec<(u64, OperatorOutcome, Option<String>)> = self
             .operators
             .values()
             .filter_map(|op| {
-                if self.cluster.region(op.region_id()).is_none() {
-                    Some((op.region_id(), OperatorOutcome::RegionGone))
-                } else if op.is_timed_out(now_ms) {
-                    Some((op.region_id(), OperatorOutcome::TimedOut))
-                } else {
-                    None
+                let id = op.region_id();
+                let Some(region) = self.cluster.region(id) else {
+                    return Some((id, OperatorOutcome::RegionGone, None));
+                };
+                if op.is_timed_out(now_ms) {
+                    return Some((id, OperatorOutcome::TimedOut, None));
                 }
+                let reason = self.unfit_target(op, region, now_ms)?;
+                Some((id, OperatorOutcome::Stale, Some(reason)))
             })
             .collect();
-        for (region_id, outcome) in ended {
-            self.end(region_id, outcome, None, now_ms);
+        for (region_id, outcome, reason) in ended {
+            self.end(region_id, outcome, reason, now_ms);
         }
+    }
+
+    /// Why the operator can no longer be carried out, if a step still to come adds a
+    /// peer on, or hands the leadership to, a store that is not healthy any more (down,
+    /// drained or removed): waiting for its timeout would keep the region from being
+    /// repaired in the meantime.
+    fn unfit_target(&self, op: &Operator, region: &RegionInfo, now_ms: u64) -> Option<String> {
+        let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms);
+        op.steps_to_come(region).find_map(|step| {
+            let target = match *step {
+                Step::AddPeer { store_id, .. } => store_id,
+                Step::TransferLeader { to_store, .. } => to_store,
+                Step::RemovePeer { .. } => return None,
+            };
+            let health = ctx.store_health(target);
+            (health != StoreHealth::Healthy).then(|| format!("target store {target} is {health:?}"))
+        })
     }
 
     fn insert(&mut self, op: Operator) {

@@ -591,3 +591,57 @@ fn simulated_steps_follow_add_before_remove() {
         }
     }
 }
+
+#[test]
+fn an_operator_leading_to_a_down_store_is_dropped_for_the_repair() {
+    let mut coord = coordinator(&[1, 2, 3, 4]);
+    let mut ids = IdCounter::default();
+    let region = simple_region(1, &[1, 2, 3], 1);
+    coord
+        .on_region_heartbeat(heartbeat(&region), 0, &mut ids)
+        .expect("accepted");
+    let steps = transfer_leader_steps(&region, 3).expect("steps");
+    coord
+        .add_operator(Operator::new(
+            &region,
+            OperatorKind::Admin,
+            "admin",
+            steps,
+            0,
+            60_000,
+        ))
+        .expect("added");
+
+    // Store 3 falls silent for longer than the down time; the others keep reporting.
+    let now = test_config().max_store_down_time_ms + 500;
+    for store_id in [1, 2, 4] {
+        coord
+            .on_store_heartbeat(
+                StoreHeartbeat {
+                    store_id,
+                    ..Default::default()
+                },
+                now,
+            )
+            .expect("accepted");
+    }
+    let answer = coord
+        .on_region_heartbeat(heartbeat(&region), now + 1, &mut ids)
+        .expect("accepted");
+    let ended = &coord.ended_operators()[0];
+    assert_eq!(ended.outcome, OperatorOutcome::Stale);
+    assert!(
+        ended
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("store 3"),
+        "{ended:?}"
+    );
+    // Instead of waiting for the transfer's timeout, the region is repaired at once.
+    assert_eq!(add_node(answer).store_id, 4);
+    assert_eq!(
+        coord.operator(1).map(Operator::desc),
+        Some("replace-down-replica")
+    );
+}
