@@ -5,13 +5,17 @@
 //! as of that log position (the epoch and key range may have changed since it was
 //! proposed), builds the mutations, and computes the response. A proposal whose (index,
 //! term) does not match the entry at its index was overwritten by another leader's entry and
-//! is answered `StaleCommand`.
+//! is answered `StaleCommand`. A write a follower forwarded to its leader through raft
+//! (see the PeerFsm) is recognised by the `uuid` in its header when the follower applies
+//! it; one whose client stopped waiting is forgotten.
 //!
 //! The ApplyFsm does not write itself: it hands the mutations, plus the new
 //! `RaftApplyState`, to the store's ApplyWriter, which commits them atomically (batched with
 //! other regions' applies) and only then answers the callbacks and reports progress to the
 //! PeerFsm. Because data and apply state land in the same atomic batch, a restart resumes
 //! exactly after the last applied entry.
+
+use std::collections::HashMap;
 
 use actix::prelude::*;
 use prost::Message as _;
@@ -46,6 +50,8 @@ pub struct ApplyFsm {
     writer: Addr<ApplyWriter>,
     /// The PeerFsm to report progress to; attached by the PeerFsm when it starts.
     peer: Option<Recipient<Applied>>,
+    /// Writes this peer forwarded to the leader, by uuid, until their entry applies.
+    forwarded: HashMap<Vec<u8>, ForwardedProposal>,
     span: tracing::Span,
     _token: AliveToken,
 }
@@ -72,6 +78,7 @@ impl ApplyFsm {
             applied_term: 0,
             writer,
             peer: None,
+            forwarded: HashMap::new(),
             span,
             _token: token,
         }
@@ -82,6 +89,11 @@ impl ApplyFsm {
             warn!("apply before the peer attached; dropping");
             return;
         };
+        if !msg.forwarded.is_empty() || !self.forwarded.is_empty() {
+            self.forwarded.retain(|_, p| !p.callback.is_closed());
+            self.forwarded
+                .extend(msg.forwarded.into_iter().map(|p| (p.uuid.clone(), p)));
+        }
         let mut proposals = msg.proposals;
         proposals.sort_by_key(|p| p.index);
         let mut proposals = proposals.into_iter().peekable();
@@ -92,9 +104,17 @@ impl ApplyFsm {
             if entry.index <= self.apply_state.applied_index {
                 continue;
             }
-            let response = self.apply_entry(&entry, &mut mutations, &mut results);
+            let mut uuid = Vec::new();
+            let response = self.apply_entry(&entry, &mut mutations, &mut results, &mut uuid);
             self.apply_state.applied_index = entry.index;
             self.applied_term = entry.term;
+            if let Some(p) = (!uuid.is_empty())
+                .then(|| self.forwarded.remove(&uuid))
+                .flatten()
+            {
+                crate::metrics::applied_after(p.proposed_at);
+                responses.push((p.callback, response_to_send(&response)));
+            }
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
                 if p.index == entry.index && p.term == entry.term {
                     crate::metrics::applied_after(p.proposed_at);
@@ -127,12 +147,14 @@ impl ApplyFsm {
         });
     }
 
-    /// Applies one entry, returning the response for its proposal (if any waits).
+    /// Applies one entry, returning the response for its proposal (if any waits); `uuid`
+    /// receives the command's uuid, if it has one.
     fn apply_entry(
         &mut self,
         entry: &Entry,
         mutations: &mut Vec<Mutation>,
         results: &mut Vec<ExecResult>,
+        uuid: &mut Vec<u8>,
     ) -> RaftCmdResponse {
         match entry.get_entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => {
@@ -150,10 +172,15 @@ impl ApplyFsm {
                         Err(e) => CmdResponse::error(&e, entry.term).response,
                     }
                 }
-                Ok(cmd) => match self.apply_command(&cmd, mutations) {
-                    Ok(responses) => response_with(entry.term, responses),
-                    Err(e) => CmdResponse::error(&e, entry.term).response,
-                },
+                Ok(mut cmd) => {
+                    if let Some(header) = cmd.header.as_mut() {
+                        *uuid = std::mem::take(&mut header.uuid);
+                    }
+                    match self.apply_command(&cmd, mutations) {
+                        Ok(responses) => response_with(entry.term, responses),
+                        Err(e) => CmdResponse::error(&e, entry.term).response,
+                    }
+                }
                 Err(e) => {
                     warn!(index = entry.index, "skipping undecodable entry: {e}");
                     CmdResponse::error(&Error::Codec(e.to_string()), entry.term).response
@@ -428,6 +455,26 @@ impl Actor for ApplyFsm {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+    }
+
+    /// Forwarded writes still waiting may yet be committed by the others: their outcome
+    /// is unknown.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for (_, p) in self.forwarded.drain() {
+            respond_error(p.callback, &Error::Timeout, self.applied_term);
+        }
+    }
+}
+
+impl Handler<DropForwarded> for ApplyFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: DropForwarded, _: &mut Self::Context) {
+        for uuid in &msg.uuids {
+            if let Some(p) = self.forwarded.remove(uuid) {
+                respond_error(p.callback, &msg.error, self.applied_term);
+            }
+        }
     }
 }
 

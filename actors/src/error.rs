@@ -189,7 +189,30 @@ impl Error {
                 actual_store_id: s.actual_store_id,
             };
         }
-        Error::InvalidRequest(e.message.clone())
+        // The errors errorpb has no field for travel as their message alone.
+        let message = e.message.as_str();
+        if message == Error::Timeout.to_string() {
+            return Error::Timeout;
+        }
+        if message == Error::Stopped.to_string() {
+            return Error::Stopped;
+        }
+        let prefixed = |prefix: &str| message.strip_prefix(prefix).map(str::to_string);
+        if let Some(reason) = prefixed("invalid request: ") {
+            return Error::InvalidRequest(reason);
+        }
+        if let Some(reason) = prefixed("codec error: ") {
+            return Error::Codec(reason);
+        }
+        if let Some(reason) = prefixed("corrupted or foreign data: ") {
+            return Error::Corruption(reason);
+        }
+        Error::Engine(
+            message
+                .strip_prefix("engine error: ")
+                .unwrap_or(message)
+                .to_string(),
+        )
     }
 
     /// Whether a client may retry the same request (possibly elsewhere) and expect a
@@ -248,5 +271,23 @@ mod tests {
         let internal = Error::Engine("disk on fire".into()).to_pb();
         assert!(internal.not_leader.is_none() && internal.stale_command.is_none());
         assert!(internal.message.contains("disk on fire"));
+        // The others keep their kind through their message: a timed-out write stays a
+        // timeout (outcome unknown), never an invalid request.
+        for err in [
+            Error::Timeout,
+            Error::Stopped,
+            Error::Engine("disk on fire".into()),
+            Error::Codec("bad bytes".into()),
+            Error::Corruption("wrong cluster".into()),
+            Error::InvalidRequest("no such command".into()),
+        ] {
+            let back = Error::from_pb(&err.to_pb());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&err),
+                "{err:?} came back as {back:?}"
+            );
+            assert_eq!(back.to_string(), err.to_string());
+        }
     }
 }

@@ -197,6 +197,28 @@ pub struct Proposal {
     pub proposed_at: std::time::Instant,
 }
 
+/// A write a follower forwarded to its leader through raft: it is answered when the
+/// follower applies the entry carrying its `uuid`.
+pub struct ForwardedProposal {
+    /// The `uuid` in the command's header.
+    pub uuid: Vec<u8>,
+    /// Where the answer goes.
+    pub callback: Callback,
+    /// When the command was proposed, for the propose-to-apply latency metric.
+    pub proposed_at: std::time::Instant,
+}
+
+/// Forwarded writes the leader did not take: the ApplyFsm answers those it holds with
+/// `error` (they were never appended, so the client may retry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropForwarded {
+    /// The writes' uuids.
+    pub uuids: Vec<Vec<u8>>,
+    /// The answer.
+    pub error: Error,
+}
+
 /// Committed entries for the ApplyFsm, with the proposals they may answer.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -205,6 +227,9 @@ pub struct Apply {
     pub entries: Vec<Entry>,
     /// Proposals whose index is at most the last entry's index.
     pub proposals: Vec<Proposal>,
+    /// Writes forwarded to the leader since the last `Apply`; their entries may be among
+    /// these or come later.
+    pub forwarded: Vec<ForwardedProposal>,
 }
 
 /// Applied mutations of one or more entries, for the ApplyWriter.

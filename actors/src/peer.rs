@@ -106,6 +106,8 @@ pub struct PeerFsm {
     raft: RawNode<PeerStorage>,
     apply: Addr<ApplyFsm>,
     proposals: VecDeque<Proposal>,
+    /// Writes forwarded to the leader, not yet handed to the ApplyFsm.
+    forwarded: Vec<ForwardedProposal>,
     pending_reads: VecDeque<PendingRead>,
     next_read_id: u64,
     /// Messages of `Ready`s that may only be sent once that `Ready` is durable.
@@ -187,6 +189,7 @@ impl PeerFsm {
             raft,
             apply,
             proposals: VecDeque::new(),
+            forwarded: Vec::new(),
             pending_reads: VecDeque::new(),
             next_read_id: 1,
             unpersisted_msgs: VecDeque::new(),
@@ -253,7 +256,7 @@ impl PeerFsm {
     // ---- commands -------------------------------------------------------------------
 
     fn check_command(&self, request: &mut RaftCmdRequest) -> Result<()> {
-        let header = *request.header.get_or_insert_with(Default::default);
+        let header = request.header.get_or_insert_with(Default::default).clone();
         if let Some(peer) = &header.peer {
             if peer.store_id != self.ctx.store_id {
                 return Err(Error::StoreNotMatch {
@@ -262,7 +265,10 @@ impl PeerFsm {
                 });
             }
         }
-        if !self.is_leader() && !self.can_read_as_follower(request) {
+        if !self.is_leader()
+            && !self.can_read_as_follower(request)
+            && !self.can_forward_write(request)
+        {
             return Err(self.not_leader());
         }
         if let Some(peer) = &header.peer {
@@ -334,8 +340,10 @@ impl PeerFsm {
         }
         if util::is_read_only(&request) {
             self.propose_read(request, callback);
-        } else {
+        } else if self.is_leader() {
             self.propose_write(request, callback);
+        } else {
+            self.forward_write(request, callback);
         }
         self.schedule_ready(ctx);
     }
@@ -726,6 +734,41 @@ impl PeerFsm {
         );
     }
 
+    /// A follower that heard from its leader within the election timeout proposes a
+    /// client write through raft, which forwards it to the leader (instead of the node
+    /// forwarding the request over HTTP). The command gets a `uuid`; the ApplyFsm answers
+    /// it when this peer applies the entry carrying that uuid. If the leader drops it
+    /// (it lost its leadership meanwhile), the client times out: the outcome is unknown,
+    /// as for any write whose answer is lost. The epoch was checked against this peer's
+    /// view and is checked again when the entry applies.
+    fn forward_write(&mut self, mut request: RaftCmdRequest, callback: Callback) {
+        let uuid = util::unique_proposal_id(self.ctx.store_id);
+        request.header.get_or_insert_with(Default::default).uuid = uuid.clone();
+        if self.raft.propose(vec![], request.encode_to_vec()).is_err() {
+            metrics::proposal_dropped("dropped");
+            respond_error(callback, &self.not_leader(), self.term());
+            return;
+        }
+        metrics::proposed("forwarded");
+        self.forwarded.push(ForwardedProposal {
+            uuid,
+            callback,
+            proposed_at: Instant::now(),
+        });
+    }
+
+    /// Whether this follower may forward `request` to its leader through raft: a client
+    /// write (no admin command), with a leader heard from within the election timeout.
+    fn can_forward_write(&self, request: &RaftCmdRequest) -> bool {
+        let raft = &self.raft.raft;
+        request.admin_request.is_none()
+            && !request.requests.is_empty()
+            && !util::is_read_only(request)
+            && raft.leader_id != raft::INVALID_ID
+            && raft.state == StateRole::Follower
+            && raft.election_elapsed < raft.election_timeout()
+    }
+
     /// Remembers a command raft took as the new last entry of the log, to answer once it
     /// applies; one that raft refused or dropped silently (the log did not grow past
     /// `last_before`, e.g. during a leader transfer) is answered "not leader" now.
@@ -818,8 +861,14 @@ impl PeerFsm {
         }
     }
 
-    /// Serves every pending read whose index the state machine has reached.
+    /// Serves every pending read whose index the state machine has reached. Not while a
+    /// snapshot is being persisted: the storage already reports the snapshot's index as
+    /// applied, but its data reaches the engine only with that write, and a read served
+    /// in between would miss it.
     fn serve_reads(&mut self) {
+        if self.persisting_snapshot.is_some() {
+            return;
+        }
         let applied = self.raft.store().applied_index();
         let mut waiting = VecDeque::with_capacity(self.pending_reads.len());
         for read in std::mem::take(&mut self.pending_reads) {
@@ -935,9 +984,17 @@ impl PeerFsm {
         }
         let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
         let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
-        if to.id > self.peer.id {
-            // The region re-added this store with a new peer: this one is stale.
+        if to.id != self.peer.id && !msg.is_tombstone && their_conf_ver > my_conf_ver {
+            // A newer membership has another peer of the region on this store: this one
+            // was removed without learning it (a store holds one peer per region). Peer
+            // ids say nothing about age: each store allocates from its own id space.
             self.destroy("replaced by a newer peer on this store", ctx);
+            return;
+        }
+        if !msg.dropped_proposals.is_empty() {
+            if to.id == self.peer.id {
+                self.on_dropped_proposals(msg.dropped_proposals);
+            }
             return;
         }
         if msg.is_tombstone {
@@ -955,7 +1012,7 @@ impl PeerFsm {
             }
         }
         let Some(from) = msg.from_peer else { return };
-        if to.id < self.peer.id {
+        if to.id != self.peer.id {
             debug!(to = ?to, "dropping raft message for an earlier peer of this store");
             return;
         }
@@ -968,9 +1025,55 @@ impl PeerFsm {
                 return;
             }
         };
+        let forwarded_from = (message.get_msg_type() == eraftpb::MessageType::MsgPropose
+            && message.from != self.peer.id)
+            .then_some(from);
+        let proposal_uuids = forwarded_from.map(|_| util::proposal_uuids(&message));
         if let Err(e) = self.raft.step(message) {
             debug!("raft rejected message: {e}");
+            if let (Some(from), Some(uuids)) = (forwarded_from, proposal_uuids) {
+                self.notify_dropped_proposals(from, uuids);
+            }
         }
+    }
+
+    /// Tells a follower that the writes it forwarded were not taken (this peer no longer
+    /// leads, or is transferring its leadership), so that it fails them as retryable
+    /// instead of letting its clients wait for a timeout.
+    fn notify_dropped_proposals(&mut self, to: metapb::Peer, uuids: Vec<Vec<u8>>) {
+        if uuids.is_empty() {
+            return;
+        }
+        debug!(
+            to = to.id,
+            count = uuids.len(),
+            "forwarded proposals dropped"
+        );
+        self.ctx.transport.send(RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.peer),
+            to_peer: Some(to),
+            region_epoch: self.region().region_epoch,
+            dropped_proposals: uuids,
+            ..Default::default()
+        });
+    }
+
+    /// Fails the forwarded writes the leader reports it did not take: not appended, so
+    /// the client may retry them.
+    fn on_dropped_proposals(&mut self, uuids: Vec<Vec<u8>>) {
+        let err = self.not_leader();
+        let term = self.term();
+        let mut still_here = Vec::new();
+        for p in std::mem::take(&mut self.forwarded) {
+            if uuids.contains(&p.uuid) {
+                respond_error(p.callback, &err, term);
+            } else {
+                still_here.push(p);
+            }
+        }
+        self.forwarded = still_here;
+        self.apply.do_send(DropForwarded { uuids, error: err });
     }
 
     fn send_messages(&mut self, messages: Vec<eraftpb::Message>) {
@@ -1144,6 +1247,7 @@ impl PeerFsm {
         self.apply.do_send(Apply {
             entries,
             proposals: answered,
+            forwarded: std::mem::take(&mut self.forwarded),
         });
     }
 
@@ -1337,12 +1441,16 @@ impl PeerFsm {
     }
 
     /// Answers everything waiting on this peer, which is stopping or destroyed: reads
-    /// with `err` (nothing happened), proposals with [`Error::Timeout`], because a
+    /// with `err` (nothing happened), proposals (its own and those forwarded to the leader
+    /// but not yet handed to the ApplyFsm) with [`Error::Timeout`], because a
     /// proposed command may still be committed and applied by the other peers: a client
     /// that retried it could apply it twice.
     fn fail_all(&mut self, err: &Error) {
         let term = self.term();
         for p in self.proposals.drain(..) {
+            respond_error(p.callback, &Error::Timeout, term);
+        }
+        for p in self.forwarded.drain(..) {
             respond_error(p.callback, &Error::Timeout, term);
         }
         for r in self.pending_reads.drain(..) {

@@ -115,6 +115,37 @@ pub fn tombstone_for_stale_sender(
     })
 }
 
+/// The uuids of the commands in a MsgPropose's entries (those that have one).
+pub fn proposal_uuids(message: &eraftpb::Message) -> Vec<Vec<u8>> {
+    use prost::Message as _;
+    message
+        .get_entries()
+        .iter()
+        .filter_map(|entry| RaftCmdRequest::decode(entry.get_data()).ok())
+        .filter_map(|cmd| cmd.header.map(|h| h.uuid))
+        .filter(|uuid| !uuid.is_empty())
+        .collect()
+}
+
+/// A proposal id no other proposal of the cluster carries: the proposing store, a random
+/// number drawn once per process, and a per-process counter (24 bytes).
+pub fn unique_proposal_id(store_id: u64) -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::LazyLock;
+    static PROCESS_NONCE: LazyLock<u64> = LazyLock::new(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut id = Vec::with_capacity(24);
+    id.extend_from_slice(&store_id.to_be_bytes());
+    id.extend_from_slice(&PROCESS_NONCE.to_be_bytes());
+    id.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -552,10 +552,13 @@ async fn split(ctx: &Ctx, rng: &mut StdRng) {
         rng.gen_range(0..ctx.config.keys.max(1)),
     );
     let regions = regions(ctx, node).await;
+    // Region boundaries are shown percent-encoded: compare them as bytes.
+    let bound = |r: &Value, field: &str| -> Vec<u8> {
+        percent_encoding::percent_decode_str(r[field].as_str().unwrap_or_default()).collect()
+    };
     let holding = regions.iter().find(|r| {
-        let start = r["start_key"].as_str().unwrap_or_default();
-        let end = r["end_key"].as_str().unwrap_or_default();
-        start <= key.as_str() && (end.is_empty() || key.as_str() < end)
+        let (start, end) = (bound(r, "start_key"), bound(r, "end_key"));
+        start.as_slice() <= key.as_bytes() && (end.is_empty() || key.as_bytes() < end.as_slice())
     });
     let Some(id) = holding.and_then(|r| r["id"].as_u64()) else {
         return;

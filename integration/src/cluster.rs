@@ -329,36 +329,72 @@ impl Cluster {
         key: &[u8],
     ) -> std::result::Result<Option<Vec<u8>>, tinykv_actors::Error> {
         use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, Request};
-        let handle = self
-            .stores
-            .get(&store_id)
-            .ok_or(tinykv_actors::Error::Timeout)?;
-        let request = RaftCmdRequest {
-            requests: vec![Request {
-                cmd_type: CmdType::Get as i32,
-                get: Some(GetRequest {
-                    cf: "default".into(),
-                    key: key.to_vec(),
-                }),
-                ..Default::default()
-            }],
+        let request = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: "default".into(),
+                key: key.to_vec(),
+            }),
             ..Default::default()
         };
-        let response = handle
-            .router()
-            .key_command(key.to_vec(), request, Duration::from_secs(5))
-            .await?;
-        if let Some(err) = response.err() {
-            return Err(err);
-        }
+        let response = self.key_command_on(store_id, key, request).await?;
         let value = response
-            .response
             .responses
             .first()
             .and_then(|r| r.get.as_ref())
             .map(|g| g.value.clone())
             .unwrap_or_default();
         Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// Writes `key` = `value` (default cf) once through store `store_id`'s own peer of the
+    /// region holding it, whether that peer leads or not (a follower forwards the write
+    /// to its leader through raft): `Err` with the region error if it refuses, `Timeout`
+    /// if no answer came (the outcome is then unknown).
+    pub async fn put_on(
+        &self,
+        store_id: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> std::result::Result<(), tinykv_actors::Error> {
+        use tinykv_proto::raft_cmdpb::{CmdType, PutRequest, Request};
+        let request = Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: "default".into(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        };
+        self.key_command_on(store_id, key, request)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends one request, routed by `key`, to store `store_id`'s own peer.
+    async fn key_command_on(
+        &self,
+        store_id: u64,
+        key: &[u8],
+        request: tinykv_proto::raft_cmdpb::Request,
+    ) -> std::result::Result<tinykv_proto::raft_cmdpb::RaftCmdResponse, tinykv_actors::Error> {
+        let handle = self
+            .stores
+            .get(&store_id)
+            .ok_or(tinykv_actors::Error::Timeout)?;
+        let request = RaftCmdRequest {
+            requests: vec![request],
+            ..Default::default()
+        };
+        let response = handle
+            .router()
+            .key_command(key.to_vec(), request, Duration::from_secs(5))
+            .await?;
+        match response.err() {
+            Some(err) => Err(err),
+            None => Ok(response.response),
+        }
     }
 
     /// Sends `request` to store `store_id` once and returns the region error it answers,

@@ -144,6 +144,61 @@ async fn followers_serve_linearizable_reads() {
     cluster.shutdown().await;
 }
 
+#[actix_rt::test]
+async fn followers_forward_writes_to_the_leader_through_raft() {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
+    let follower = region
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader.store_id)
+        .expect("a follower")
+        .store_id;
+    // The follower may not know the leader yet right after the election.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = cluster.put_on(follower, b"k", b"v2").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store {follower} never took the write: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Acknowledged by the follower once applied there; the leader has it too.
+    assert_eq!(
+        cluster
+            .read_on(follower, b"k")
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v2"[..]));
+
+    // A follower cut off from its leader stops forwarding once an election timeout
+    // passes without a word from it, and refuses instead of writing.
+    cluster
+        .network()
+        .add_filter(PartitionFilter::isolate(follower, cluster.store_ids()));
+    let refused = async {
+        loop {
+            match cluster.put_on(follower, b"k", b"v3").await {
+                Err(tinykv_actors::Error::NotLeader { .. }) => return,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .expect("the cut-off follower refuses writes");
+    cluster.network().clear_filters();
+    assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v2"[..]));
+    cluster.shutdown().await;
+}
+
 /// Reads `key` on `store`'s own peer until it serves the read, then checks the value;
 /// fails after 10 s of refusals.
 async fn must_read_on(cluster: &Cluster, store: u64, key: &[u8], expected: &[u8]) {
