@@ -205,6 +205,9 @@ pub struct PdConfig {
     /// A store silent for longer than this is down and its replicas are rebuilt
     /// elsewhere.
     pub max_store_down_time_ms: u64,
+    /// A store silent for longer than this is disconnected: it receives no replicas or
+    /// leaderships until it heartbeats again. Several heartbeat intervals.
+    pub max_store_disconnect_time_ms: u64,
     /// An operator not finished within this time is abandoned.
     pub operator_timeout_ms: u64,
     /// At most this many balance operators (regions and leaders) at a time.
@@ -225,6 +228,7 @@ impl Default for PdConfig {
             heartbeat_interval_ms: 1_000,
             max_peer_count: 3,
             max_store_down_time_ms: scheduler.max_store_down_time_ms,
+            max_store_disconnect_time_ms: scheduler.max_store_disconnect_time_ms,
             operator_timeout_ms: scheduler.operator_timeout_ms,
             max_balance_operators: scheduler.max_balance_operators,
             max_replica_operators: scheduler.max_replica_operators,
@@ -239,6 +243,7 @@ impl PdConfig {
     pub fn scheduler(&self) -> crate::pd::SchedulerConfig {
         crate::pd::SchedulerConfig {
             max_store_down_time_ms: self.max_store_down_time_ms,
+            max_store_disconnect_time_ms: self.max_store_disconnect_time_ms,
             operator_timeout_ms: self.operator_timeout_ms,
             max_balance_operators: self.max_balance_operators,
             max_replica_operators: self.max_replica_operators,
@@ -452,6 +457,10 @@ impl Config {
             ("heartbeat_interval_ms", pd.heartbeat_interval_ms),
             ("max_peer_count", pd.max_peer_count as u64),
             ("max_store_down_time_ms", pd.max_store_down_time_ms),
+            (
+                "max_store_disconnect_time_ms",
+                pd.max_store_disconnect_time_ms,
+            ),
             ("operator_timeout_ms", pd.operator_timeout_ms),
             ("max_balance_operators", pd.max_balance_operators as u64),
             ("max_replica_operators", pd.max_replica_operators as u64),
@@ -461,6 +470,11 @@ impl Config {
             if value == 0 {
                 return Err(Error::Config(format!("pd.{key} must be greater than 0")));
             }
+        }
+        if pd.max_store_disconnect_time_ms < 2 * pd.heartbeat_interval_ms {
+            return Err(Error::Config(
+                "pd.max_store_disconnect_time_ms must be at least two heartbeat intervals".into(),
+            ));
         }
         Ok(())
     }
@@ -698,6 +712,26 @@ mod tests {
         let file = write_config("[node]\ndata_dir = \"x\"\n");
         let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("store_id"), "{err}");
+        let joining = [
+            ("[cluster]\njoin = [\"127.0.0.1:8081\"]\n", "needs node.raft_addr"),
+            (
+                "raft_addr = \"127.0.0.1:1\"\n[cluster]\njoin = [\"127.0.0.1:8081\"]\n",
+                "go together",
+            ),
+            (
+                "raft_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n[cluster]\njoin = [\"nowhere\"]\n",
+                "cluster.join",
+            ),
+            (
+                "raft_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n[cluster]\njoin = [\"127.0.0.1:8081\"]\n[pd]\nmax_store_disconnect_time_ms = 100\n",
+                "pd.max_store_disconnect_time_ms",
+            ),
+        ];
+        for (extra, named) in joining {
+            let file = write_config(&format!("[node]\ndata_dir = \"x\"\n{extra}"));
+            let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains(named), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -20,8 +20,8 @@ use tinykv_integration::rest::{get_json, must_put};
 
 const SMALL_REGIONS: &str =
     "region_max_size = 65536\nregion_split_size = 49152\nsplit_check_tick_ms = 200\n";
-const FAST_PD: &str =
-    "[pd]\nheartbeat_interval_ms = 200\nbalance_interval_ms = 200\nmax_store_down_time_ms = 4000\n";
+const FAST_PD: &str = "[pd]\nheartbeat_interval_ms = 200\nbalance_interval_ms = 200\n\
+    max_store_disconnect_time_ms = 1000\nmax_store_down_time_ms = 4000\n";
 const KEYS: u64 = 1500;
 
 fn value_of(i: u64) -> String {

@@ -16,6 +16,7 @@ use crate::pd::test_util::{
 fn test_config() -> SchedulerConfig {
     SchedulerConfig {
         max_store_down_time_ms: 10_000,
+        max_store_disconnect_time_ms: 10_000,
         operator_timeout_ms: 5_000,
         balance_interval_ms: 0,
         ..SchedulerConfig::default()

@@ -31,6 +31,10 @@ use super::region::RegionInfo;
 pub struct SchedulerConfig {
     /// A store silent for longer than this is down: its peers are replaced.
     pub max_store_down_time_ms: u64,
+    /// A store silent for longer than this (but not yet down) is disconnected: it gets
+    /// no new peers or leaderships (a leader transfer to it would stall the region's
+    /// writes until it fails).
+    pub max_store_disconnect_time_ms: u64,
     /// An operator not finished within this time is dropped.
     pub operator_timeout_ms: u64,
     /// At most this many balance operators (region and leader) in flight.
@@ -48,6 +52,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             max_store_down_time_ms: 30 * 60 * 1000,
+            max_store_disconnect_time_ms: 5 * 1000,
             operator_timeout_ms: 60 * 1000,
             max_balance_operators: 4,
             max_replica_operators: 64,
@@ -63,6 +68,9 @@ impl Default for SchedulerConfig {
 pub enum StoreHealth {
     /// Up and heartbeating: may receive peers.
     Healthy,
+    /// Up, but silent for longer than the disconnect time (not yet down): it receives
+    /// neither peers nor leaderships, and keeps the peers it has.
+    Disconnected,
     /// Not known to the PD: its peers are left alone.
     Unknown,
     /// Being drained: its peers move elsewhere, it receives none.
@@ -78,7 +86,7 @@ impl StoreHealth {
     fn badness(self) -> u8 {
         match self {
             StoreHealth::Healthy => 0,
-            StoreHealth::Unknown => 1,
+            StoreHealth::Disconnected | StoreHealth::Unknown => 1,
             StoreHealth::Offline => 2,
             StoreHealth::Down | StoreHealth::Tombstone => 3,
         }
@@ -179,6 +187,11 @@ impl<'a> ScheduleContext<'a> {
                 StoreHealth::Down
             }
             StoreState::Offline => StoreHealth::Offline,
+            StoreState::Up
+                if store.silent_for_ms(self.now_ms) > self.config.max_store_disconnect_time_ms =>
+            {
+                StoreHealth::Disconnected
+            }
             StoreState::Up => StoreHealth::Healthy,
         }
     }

@@ -555,3 +555,53 @@ fn empty_regions_weigh_one_mib() {
     put_region(&mut cluster, &region);
     assert_eq!(cluster.store_region_stats(1).region_size_mib, 1);
 }
+
+#[test]
+fn a_disconnected_store_gets_no_new_peer_and_no_leadership() {
+    let config = SchedulerConfig {
+        max_store_disconnect_time_ms: 2_000,
+        ..SchedulerConfig::default()
+    };
+    let mut cluster = cluster_with_stores(3, &[1, 2, 3, 4]);
+    // Every store but 3 keeps heartbeating.
+    for store_id in [1, 2, 4] {
+        cluster
+            .handle_store_heartbeat(
+                StoreHeartbeat {
+                    store_id,
+                    ..Default::default()
+                },
+                2_500,
+            )
+            .unwrap();
+    }
+    put_region(&mut cluster, &simple_region(1, &[1, 2], 1));
+    let ctx = ScheduleContext::new(&cluster, &config, 2_600);
+    assert_eq!(ctx.store_health(3), StoreHealth::Disconnected);
+    assert_eq!(ctx.store_health(4), StoreHealth::Healthy);
+    let op = check_replicas(&ctx, cluster.region(1).unwrap(), &mut IdCounter::default())
+        .expect("a missing replica to add");
+    assert!(
+        matches!(op.steps()[0], Step::AddPeer { store_id: 4, .. }),
+        "{op:?}"
+    );
+
+    // Store 1 leads three regions whose other peers are on 2 and 3: the leaderships go
+    // to 2 only, never to the silent store 3.
+    for id in 2..=4 {
+        put_region(&mut cluster, &simple_region(id, &[1, 2, 3], 1));
+    }
+    let ctx = ScheduleContext::new(&cluster, &config, 2_600);
+    let op = balance_leader(&ctx).expect("leaders to move off store 1");
+    assert_eq!(
+        op.steps(),
+        &[Step::TransferLeader {
+            from_store: 1,
+            to_store: 2
+        }]
+    );
+    // A store that falls silent is not a disconnected one for the repairs: its peers
+    // stay until it is down.
+    let region = cluster.region(2).unwrap();
+    assert!(check_replicas(&ctx, region, &mut IdCounter::default()).is_none());
+}
