@@ -144,6 +144,11 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .default_service(not_allowed()),
                     )
                     .service(
+                        web::resource("/cluster/regions")
+                            .get(placement::cluster_regions)
+                            .default_service(not_allowed()),
+                    )
+                    .service(
                         web::resource("/operators")
                             .get(placement::operators)
                             .default_service(not_allowed()),

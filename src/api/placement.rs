@@ -5,6 +5,8 @@
 //!   and the meta region, how many regions and operators the PD tracks, and every store
 //!   with its state (Up, Offline, Tombstone), whether it is down, when it last sent a
 //!   heartbeat, and its region, leader and size figures;
+//! - `GET /v1/admin/cluster/regions`: every region as the PD knows it from its leader's
+//!   heartbeats, in key order: range, epoch, peers, leader, lagging peers and size;
 //! - `GET /v1/admin/operators`: the operators in flight, and the recently ended ones with
 //!   how they ended;
 //! - `POST /v1/admin/stores/{id}/offline`: starts draining a store: its replicas are
@@ -36,6 +38,15 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse> {
     let view = state
         .pd
         .call(&PdRequest::Cluster, PD_REQUEST_TIMEOUT)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /v1/admin/cluster/regions`.
+pub async fn cluster_regions(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let view = state
+        .pd
+        .call(&PdRequest::Regions, PD_REQUEST_TIMEOUT)
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -1402,5 +1402,42 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
         (status, error_code(&body).as_str()),
         (StatusCode::NOT_FOUND, "store_not_found")
     );
+
+    // A heartbeat of store 1 leading a region: the PD records it and answers with the
+    // stores (one replica wanted, one present: nothing to do).
+    let heartbeat = serde_json::json!({
+        "type": "heartbeat",
+        "store": {"store_id": 1, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2",
+                  "region_count": 1, "used_size": 300},
+        "regions": [{"id": 77, "start_key": [97], "end_key": [98], "conf_ver": 1, "version": 1,
+                     "peers": [{"id": 5, "store_id": 1}], "leader": {"id": 5, "store_id": 1},
+                     "pending_peers": [], "approximate_size": 300}]
+    });
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri(crate::placement::PD_PATH)
+            .set_payload(heartbeat.to_string())
+    );
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let reply = json(&body);
+    assert_eq!(reply["commands"], serde_json::json!([]));
+    assert_eq!(reply["store_state"], "Up");
+    assert_eq!(reply["stores"][0]["id"], 1);
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::get().uri("/v1/admin/cluster/regions")
+    );
+    assert_eq!(status, StatusCode::OK);
+    let regions = json(&body)["regions"].clone();
+    assert_eq!(
+        regions,
+        serde_json::json!([{
+            "id": 77, "start_key": "a", "end_key": "b",
+            "epoch": {"conf_ver": 1, "version": 1},
+            "peers": [{"id": 5, "store_id": 1}], "leader": {"id": 5, "store_id": 1},
+            "pending_peers": [], "approximate_size": 300
+        }])
+    );
     node.store.shutdown().await;
 }

@@ -284,6 +284,7 @@ impl PdServer {
                 max_down,
             )),
             PdRequest::Operators => Ok(views::operators(&leadership.coordinator, now)),
+            PdRequest::Regions => Ok(views::regions(&leadership.coordinator, now)),
         }
     }
 

@@ -1,4 +1,5 @@
-//! What the admin API shows of the placement driver: the cluster, its stores, operators.
+//! What the admin API shows of the placement driver: the cluster, its stores, its
+//! regions, operators.
 //!
 //! The views are built by the PD leader from its coordinator and records, as JSON, and
 //! relayed unchanged by whichever node the client asked. Times are milliseconds since
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::meta::StoreRecord;
+use crate::api::admin::display_key;
 use crate::pd::Coordinator;
 
 /// `GET /v1/admin/cluster`: settings, the PD leader, counts and every store.
@@ -67,4 +69,29 @@ pub fn operators(coordinator: &Coordinator, now_ms: u64) -> Value {
         "in_flight": coordinator.operators(),
         "ended": ended,
     })
+}
+
+/// `GET /v1/admin/cluster/regions`: every region the PD knows from its leaders'
+/// heartbeats, in key order, with its epoch, peers, leader, lagging peers and size. Keys
+/// are percent-encoded like everywhere in the admin API.
+pub fn regions(coordinator: &Coordinator, now_ms: u64) -> Value {
+    let peer = |p: &tinykv_proto::metapb::Peer| json!({ "id": p.id, "store_id": p.store_id });
+    let regions: Vec<Value> = coordinator
+        .cluster()
+        .regions_in_key_order()
+        .map(|info| {
+            let epoch = info.epoch();
+            json!({
+                "id": info.id(),
+                "start_key": display_key(&info.region.start_key),
+                "end_key": display_key(&info.region.end_key),
+                "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
+                "peers": info.peers().iter().map(peer).collect::<Vec<_>>(),
+                "leader": info.leader.as_ref().map(peer),
+                "pending_peers": info.pending_peers.iter().map(peer).collect::<Vec<_>>(),
+                "approximate_size": info.approximate_size,
+            })
+        })
+        .collect();
+    json!({ "now_ms": now_ms, "regions": regions })
 }

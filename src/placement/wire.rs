@@ -34,6 +34,8 @@ pub enum PdRequest {
     },
     /// The cluster summary (`GET /v1/admin/cluster`).
     Cluster,
+    /// Every region the PD knows, with leader and size (`GET /v1/admin/cluster/regions`).
+    Regions,
     /// Operators in flight and recently ended (`GET /v1/admin/operators`).
     Operators,
     /// Start draining a store (`POST /v1/admin/stores/{id}/offline`).

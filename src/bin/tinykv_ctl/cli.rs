@@ -44,8 +44,13 @@ pub enum Command {
     /// Change a store
     #[command(subcommand)]
     Store(StoreCommand),
-    /// The regions the asked node holds a peer of
-    Regions,
+    /// The regions the asked node holds a peer of (with --pd: every region of the cluster,
+    /// as the placement driver knows them from their leaders)
+    Regions {
+        /// Ask the placement driver instead of the node
+        #[arg(long)]
+        pd: bool,
+    },
     /// One region the asked node holds a peer of
     Region {
         /// The region's id

@@ -33,7 +33,8 @@ pub fn call_for(command: &Command) -> Call {
         Command::Store(StoreCommand::Offline { id }) => {
             Call::new(Method::POST, format!("/v1/admin/stores/{id}/offline"))
         }
-        Command::Regions => Call::new(Method::GET, "/v1/admin/regions".into()),
+        Command::Regions { pd: false } => Call::new(Method::GET, "/v1/admin/regions".into()),
+        Command::Regions { pd: true } => Call::new(Method::GET, "/v1/admin/cluster/regions".into()),
         Command::Region { id } => Call::new(Method::GET, format!("/v1/admin/regions/{id}")),
         Command::Operators => Call::new(Method::GET, "/v1/admin/operators".into()),
         Command::Split { region_id, key } => Call::with_body(
@@ -73,7 +74,7 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
         Command::Cluster => render_cluster(&decode(answer)?),
         Command::Stores => render_stores(&decode(answer)?),
         Command::Store(StoreCommand::Offline { .. }) => render_offline(&decode(answer)?),
-        Command::Regions | Command::Split { .. } => {
+        Command::Regions { .. } | Command::Split { .. } => {
             render_regions(&decode::<RegionsAnswer>(answer)?.regions)
         }
         Command::Region { .. } | Command::AddPeer { .. } | Command::RemovePeer { .. } => {
@@ -189,7 +190,19 @@ mod tests {
     fn unexpected_shapes_are_errors_and_json_is_pretty() {
         let err = render_answer(&Command::Cluster, json!({"cluster_id": "one"})).unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
-        assert!(render_answer(&Command::Regions, json!([])).is_err());
+        assert!(render_answer(&Command::Regions { pd: false }, json!([])).is_err());
+        let pd_regions = Command::Regions { pd: true };
+        assert_eq!(
+            call_for(&pd_regions).label(),
+            "GET /v1/admin/cluster/regions"
+        );
+        let pd_answer = json!({"now_ms": 1, "regions": [{
+            "id": 77, "start_key": "a", "end_key": "b", "epoch": {"conf_ver": 1, "version": 2},
+            "peers": [{"id": 5, "store_id": 1}], "leader": {"id": 5, "store_id": 1},
+            "pending_peers": [], "approximate_size": 300
+        }]});
+        let text = render_answer(&pd_regions, pd_answer).unwrap();
+        assert!(text.contains("5@s1*") && text.contains("1/2"), "{text}");
         assert_eq!(render_json(&json!({"ok": true})), "{\n  \"ok\": true\n}\n");
     }
 }

@@ -5,7 +5,7 @@
 //!   cluster                                  the PD's view: settings, operator counts, stores
 //!   stores                                   the asked node's address book and reachability
 //!   store offline <ID>                       drain a store (it becomes Tombstone once empty)
-//!   regions                                  the regions the asked node holds
+//!   regions [--pd]                           the regions the asked node holds (--pd: the PD's, all)
 //!   region <ID>                              one of them, field by field
 //!   operators                                the PD's operators in flight and recently ended
 //!   split <REGION_ID> <KEY>                  split a region at a percent-encoded key
