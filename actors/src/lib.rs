@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod msg;
 pub mod peer;
 pub mod peer_storage;
+pub mod proposal_batch;
 pub mod router;
 pub mod slog_bridge;
 pub mod snapshot;

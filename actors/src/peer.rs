@@ -48,6 +48,7 @@ use crate::keys;
 use crate::metrics;
 use crate::msg::*;
 use crate::peer_storage::{self, PeerStorage};
+use crate::proposal_batch::ProposalBatch;
 use crate::router::Router;
 use crate::slog_bridge::raft_logger;
 use crate::snapshot;
@@ -93,6 +94,10 @@ struct PendingRead {
 /// Most compacted log entries deleted one key at a time; a longer run is range-deleted.
 const MAX_POINT_DELETES: u64 = 100_000;
 
+/// A batch of client writes is proposed at once when its keys and values reach this
+/// size, without waiting for the next ready.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
 /// Internal notification: take and handle raft's `Ready`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -108,6 +113,8 @@ pub struct PeerFsm {
     proposals: VecDeque<Proposal>,
     /// Writes forwarded to the leader, not yet handed to the ApplyFsm.
     forwarded: Vec<ForwardedProposal>,
+    /// Client writes waiting to be proposed together at the next ready.
+    write_batch: ProposalBatch,
     pending_reads: VecDeque<PendingRead>,
     next_read_id: u64,
     /// Messages of `Ready`s that may only be sent once that `Ready` is durable.
@@ -190,6 +197,7 @@ impl PeerFsm {
             apply,
             proposals: VecDeque::new(),
             forwarded: Vec::new(),
+            write_batch: ProposalBatch::default(),
             pending_reads: VecDeque::new(),
             next_read_id: 1,
             unpersisted_msgs: VecDeque::new(),
@@ -340,12 +348,36 @@ impl PeerFsm {
         }
         if util::is_read_only(&request) {
             self.propose_read(request, callback);
+        } else if ProposalBatch::accepts(&request) {
+            if !self.write_batch.fits(&request) {
+                self.flush_writes();
+            }
+            self.write_batch.push(request, callback);
+            if self.write_batch.bytes() >= MAX_BATCH_BYTES {
+                self.flush_writes();
+            }
         } else if self.is_leader() {
             self.propose_write(request, callback);
         } else {
             self.forward_write(request, callback);
         }
         self.schedule_ready(ctx);
+    }
+
+    /// Proposes the writes batched since the last ready as one command: as leader, or
+    /// forwarded to the leader; refused if this peer can do neither any more.
+    fn flush_writes(&mut self) {
+        let Some((request, callback)) = self.write_batch.take() else {
+            return;
+        };
+        if self.is_leader() {
+            self.propose_write(request, callback);
+        } else if self.can_forward_write(&request) {
+            self.forward_write(request, callback);
+        } else {
+            metrics::proposal_dropped("refused");
+            respond_error(callback, &self.not_leader(), self.term());
+        }
     }
 
     /// Leader transfer is not replicated: raft starts it and the command is answered at
@@ -1103,6 +1135,7 @@ impl PeerFsm {
     // ---- ready ----------------------------------------------------------------------
 
     fn handle_ready(&mut self, ctx: &mut Context<Self>) {
+        self.flush_writes();
         if !self.raft.has_ready() {
             return;
         }
@@ -1452,6 +1485,10 @@ impl PeerFsm {
         }
         for p in self.forwarded.drain(..) {
             respond_error(p.callback, &Error::Timeout, term);
+        }
+        // Batched writes were never proposed.
+        if let Some((_, callback)) = self.write_batch.take() {
+            respond_error(callback, err, term);
         }
         for r in self.pending_reads.drain(..) {
             respond_error(r.callback, err, term);
