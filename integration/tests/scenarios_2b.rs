@@ -118,17 +118,8 @@ async fn one_partition() {
 /// refuses instead of answering from its stale state.
 #[actix_rt::test]
 async fn followers_serve_linearizable_reads() {
-    tinykv_integration::init_test_logging();
-    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let (cluster, follower) = three_stores_with_k_v1().await;
     let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
-    let follower = region
-        .peers
-        .iter()
-        .find(|p| p.store_id != leader.store_id)
-        .expect("a follower")
-        .store_id;
     // The follower may not know the leader yet right after the election.
     must_read_on(&cluster, follower, b"k", b"v1").await;
 
@@ -146,17 +137,8 @@ async fn followers_serve_linearizable_reads() {
 
 #[actix_rt::test]
 async fn followers_forward_writes_to_the_leader_through_raft() {
-    tinykv_integration::init_test_logging();
-    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let (cluster, follower) = three_stores_with_k_v1().await;
     let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
-    let follower = region
-        .peers
-        .iter()
-        .find(|p| p.store_id != leader.store_id)
-        .expect("a follower")
-        .store_id;
     // The follower may not know the leader yet right after the election.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while let Err(e) = cluster.put_on(follower, b"k", b"v2").await {
@@ -197,6 +179,21 @@ async fn followers_forward_writes_to_the_leader_through_raft() {
     cluster.network().clear_filters();
     assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v2"[..]));
     cluster.shutdown().await;
+}
+
+/// A three-store cluster holding `k` = `v1`, and a store whose peer follows.
+async fn three_stores_with_k_v1() -> (Cluster, u64) {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    cluster.client().must_put(b"k", b"v1").await;
+    let (leader, region) = cluster.leader_region(1).await.expect("a leader");
+    let follower = region
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader.store_id)
+        .expect("a follower")
+        .store_id;
+    (cluster, follower)
 }
 
 /// Reads `key` on `store`'s own peer until it serves the read, then checks the value;
