@@ -45,6 +45,12 @@ pub struct RaftStoreConfig {
     pub raft_write_batch_bytes: usize,
     /// Most bytes the apply writer puts in one batch.
     pub apply_write_batch_bytes: usize,
+    /// Lets a leader serve reads from a lease instead of confirming its leadership with a
+    /// heartbeat round first. Each confirmed round grants a lease of 4/5 of the election
+    /// timeout from when it started: check-quorum keeps followers from electing anyone
+    /// else for an election timeout after they last heard from the leader. Assumes the
+    /// nodes' clocks run at rates within 20% of each other. Off by default.
+    pub lease_reads: bool,
 }
 
 impl Default for RaftStoreConfig {
@@ -65,6 +71,7 @@ impl Default for RaftStoreConfig {
             apply_threads: 1,
             raft_write_batch_bytes: 4 * 1024 * 1024,
             apply_write_batch_bytes: 4 * 1024 * 1024,
+            lease_reads: false,
         }
     }
 }

@@ -115,6 +115,11 @@ pub struct PeerFsm {
     forwarded: Vec<ForwardedProposal>,
     /// Client writes waiting to be proposed together at the next ready.
     write_batch: ProposalBatch,
+    /// With `lease_reads`: until when this leader may serve reads without a heartbeat
+    /// round.
+    lease_until: Option<Instant>,
+    /// When the last leader transfer began; rounds started before do not renew the lease.
+    lease_fence: Instant,
     pending_reads: VecDeque<PendingRead>,
     next_read_id: u64,
     /// Messages of `Ready`s that may only be sent once that `Ready` is durable.
@@ -198,6 +203,8 @@ impl PeerFsm {
             proposals: VecDeque::new(),
             forwarded: Vec::new(),
             write_batch: ProposalBatch::default(),
+            lease_until: None,
+            lease_fence: Instant::now(),
             pending_reads: VecDeque::new(),
             next_read_id: 1,
             unpersisted_msgs: VecDeque::new(),
@@ -394,6 +401,9 @@ impl PeerFsm {
             return;
         };
         if target.id != self.peer.id {
+            // The target will campaign at once, regardless of the followers' lease.
+            self.lease_until = None;
+            self.lease_fence = Instant::now();
             self.raft.transfer_leader(target.id);
         }
         let response = RaftCmdResponse {
@@ -827,13 +837,48 @@ impl PeerFsm {
     }
 
     fn propose_read(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let read_index = self.lease_read_index();
         self.pending_reads.push_back(PendingRead {
             request,
             callback,
             batch: None,
-            read_index: None,
+            read_index,
         });
-        self.issue_reads();
+        if read_index.is_some() {
+            metrics::proposed("lease_read");
+            self.serve_reads();
+        } else {
+            self.issue_reads();
+        }
+    }
+
+    /// With `lease_reads`, the index a read may be served at without a heartbeat round:
+    /// the commit index, while this leader's lease runs, no leader transfer is under way
+    /// (a transfer's target campaigns at once, ignoring the followers' lease) and an entry
+    /// of its term has committed.
+    fn lease_read_index(&self) -> Option<u64> {
+        let valid = self.ctx.cfg.lease_reads
+            && self.is_leader()
+            && self.raft.raft.lead_transferee.is_none()
+            && self.lease_until.is_some_and(|until| Instant::now() < until)
+            && self.committed_in_current_term();
+        valid.then_some(self.raft.raft.raft_log.committed)
+    }
+
+    /// A heartbeat round that started at `asked_at` confirmed this leader: no follower
+    /// that answered will vote for anyone else for an election timeout, so the lease runs
+    /// 4/5 of that from `asked_at` (the rest is margin for clock drift). Rounds started
+    /// before the last leader transfer began do not count.
+    fn renew_lease(&mut self, asked_at: Instant) {
+        if !self.ctx.cfg.lease_reads
+            || !self.is_leader()
+            || self.raft.raft.lead_transferee.is_some()
+            || asked_at <= self.lease_fence
+        {
+            return;
+        }
+        let until = asked_at + self.ctx.cfg.election_timeout() * 4 / 5;
+        self.lease_until = Some(self.lease_until.map_or(until, |current| current.max(until)));
     }
 
     /// Whether the leader has committed an entry of its current term, which raft requires
@@ -868,7 +913,8 @@ impl PeerFsm {
         let batch = self.next_read_id;
         let mut any = false;
         let now = Instant::now();
-        for read in self.pending_reads.iter_mut().filter(|r| r.batch.is_none()) {
+        let unasked = |r: &&mut PendingRead| r.batch.is_none() && r.read_index.is_none();
+        for read in self.pending_reads.iter_mut().filter(unasked) {
             read.batch = Some((batch, now));
             any = true;
         }
@@ -884,12 +930,17 @@ impl PeerFsm {
             return;
         };
         let batch = u64::from_be_bytes(bytes);
+        let mut asked_at = None;
         for read in self
             .pending_reads
             .iter_mut()
             .filter(|r| r.batch.is_some_and(|(b, _)| b == batch))
         {
             read.read_index = Some(state.index);
+            asked_at = read.batch.map(|(_, at)| at);
+        }
+        if let Some(asked_at) = asked_at {
+            self.renew_lease(asked_at);
         }
     }
 
@@ -1287,6 +1338,7 @@ impl PeerFsm {
     fn on_soft_state_change(&mut self, ctx: &Context<Self>) {
         let leader = self.raft.raft.leader_id;
         if !self.is_leader() {
+            self.lease_until = None;
             self.fail_reads_without_index();
         }
         if self.reported_leader != Some(leader) {

@@ -28,6 +28,53 @@ async fn many_partitions_one_client() {
 }
 
 #[actix_rt::test]
+async fn many_partitions_many_clients_with_lease_reads() {
+    let mut test = GenericTest::new(5).partitions();
+    test.config.lease_reads = true;
+    test.run().await;
+}
+
+/// With lease reads, a leader cut off from the others stops serving reads before the
+/// others can elect a new leader and write: its lease is shorter than their wait.
+#[actix_rt::test]
+async fn a_lease_never_outlives_the_leadership() {
+    tinykv_integration::init_test_logging();
+    let mut config = RaftStoreConfig::for_tests();
+    config.lease_reads = true;
+    let cluster = Cluster::start(3, config).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    let leader = cluster.leader_of(1).await.store_id;
+    let lease_reads = || {
+        tinykv_actors::metrics::PROPOSALS
+            .with_label_values(&["lease_read"])
+            .get()
+    };
+    let before = lease_reads();
+    for _ in 0..20 {
+        let read = cluster.read_on(leader, b"k").await;
+        assert_eq!(read.ok().flatten().as_deref(), Some(&b"v1"[..]));
+    }
+    assert!(
+        lease_reads() > before,
+        "reads after the first round are served from the lease"
+    );
+    cluster
+        .network()
+        .add_filter(PartitionFilter::isolate(leader, cluster.store_ids()));
+    // Acknowledged only once the majority elected a new leader.
+    client.must_put(b"k", b"v2").await;
+    let stale = cluster.read_on(leader, b"k").await;
+    assert!(
+        !matches!(&stale, Ok(Some(v)) if v.as_slice() == b"v1"),
+        "the old leader served a stale read from an expired lease"
+    );
+    cluster.network().clear_filters();
+    assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v2"[..]));
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn many_partitions_many_clients() {
     GenericTest::new(5).partitions().run().await;
 }
