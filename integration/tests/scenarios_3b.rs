@@ -209,12 +209,21 @@ async fn one_split() {
         let (k, v) = (format!("k{i}"), format!("v{i}"));
         client.must_put(k.as_bytes(), v.as_bytes()).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The size check runs on a tick: wait for the split it triggers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (left, right) = loop {
+        let left = cluster.region_for_key(b"k1").await;
+        let right = cluster.region_for_key(b"k2").await;
+        if left.id != right.id {
+            break (left, right);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the region did not split"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     cluster.network().clear_filters();
-
-    let left = cluster.region_for_key(b"k1").await;
-    let right = cluster.region_for_key(b"k2").await;
-    assert_ne!(left.id, right.id, "the region split");
     assert_eq!(left.start_key, original.start_key);
     assert!(left.end_key.as_slice() <= right.start_key.as_slice());
     assert!(
