@@ -187,11 +187,7 @@ impl AdminService {
             self.run(region_id, deadline, true, |region| {
                 let peer = member(region, peer_id)?;
                 target = Some(peer);
-                Ok(AdminRequest {
-                    cmd_type: AdminCmdType::TransferLeader as i32,
-                    transfer_leader: Some(TransferLeaderRequest { peer: Some(peer) }),
-                    ..Default::default()
-                })
+                Ok(transfer_leader_request(peer))
             })
             .await?;
             let Some(target) = target else {
@@ -497,13 +493,23 @@ fn member(region: &metapb::Region, peer_id: u64) -> Result<metapb::Peer> {
         })
 }
 
-fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
+/// The admin request adding (`AddNode`) or removing (`RemoveNode`) `peer`.
+pub fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
     AdminRequest {
         cmd_type: AdminCmdType::ChangePeer as i32,
         change_peer: Some(ChangePeerRequest {
             change_type: change_type as i32,
             peer: Some(peer),
         }),
+        ..Default::default()
+    }
+}
+
+/// The admin request handing the leadership to `peer`.
+pub fn transfer_leader_request(peer: metapb::Peer) -> AdminRequest {
+    AdminRequest {
+        cmd_type: AdminCmdType::TransferLeader as i32,
+        transfer_leader: Some(TransferLeaderRequest { peer: Some(peer) }),
         ..Default::default()
     }
 }

@@ -24,22 +24,10 @@ use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
-use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftCmdResponse,
-    RaftRequestHeader, TransferLeaderRequest,
-};
+use tinykv_proto::raft_cmdpb::{AdminRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader};
 
-/// A `ChangePeer` admin request.
-pub fn change_peer(change_type: ConfChangeType, peer: metapb::Peer) -> AdminRequest {
-    AdminRequest {
-        cmd_type: AdminCmdType::ChangePeer as i32,
-        change_peer: Some(ChangePeerRequest {
-            change_type: change_type as i32,
-            peer: Some(peer),
-        }),
-        ..Default::default()
-    }
-}
+pub use tinykv::admin::change_peer;
+use tinykv::admin::transfer_leader_request;
 
 use crate::network::{SimNetwork, SimTransport};
 
@@ -492,11 +480,7 @@ impl Cluster {
             .admin_until(
                 region_id,
                 Duration::from_secs(5),
-                |_| AdminRequest {
-                    cmd_type: AdminCmdType::TransferLeader as i32,
-                    transfer_leader: Some(TransferLeaderRequest { peer: Some(target) }),
-                    ..Default::default()
-                },
+                |_| transfer_leader_request(target),
                 |leader, _| *leader == target,
             )
             .await;

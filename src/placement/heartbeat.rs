@@ -22,10 +22,7 @@ use std::time::Duration;
 use tinykv_actors::StoreRouter;
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
-use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader,
-    TransferLeaderRequest,
-};
+use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
 use tokio::task::JoinHandle;
 
 use super::client::PdClient;
@@ -34,6 +31,7 @@ use super::wire::{
     StoreReport,
 };
 use crate::address_book::AddressBook;
+use crate::admin::{change_peer, transfer_leader_request};
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 
@@ -162,24 +160,10 @@ fn execute(store: &StoreRouter, command: RegionCommand, busy: &Arc<Mutex<HashSet
 
 /// The admin command carrying out `command`, for the epoch it names.
 fn admin_command(command: &RegionCommand) -> RaftCmdRequest {
-    let change_peer = |change_type: ConfChangeType, peer: metapb::Peer| AdminRequest {
-        cmd_type: AdminCmdType::ChangePeer as i32,
-        change_peer: Some(ChangePeerRequest {
-            change_type: change_type as i32,
-            peer: Some(peer),
-        }),
-        ..Default::default()
-    };
     let admin = match command.action {
         RegionAction::AddPeer { peer } => change_peer(ConfChangeType::AddNode, peer.into()),
         RegionAction::RemovePeer { peer } => change_peer(ConfChangeType::RemoveNode, peer.into()),
-        RegionAction::TransferLeader { peer } => AdminRequest {
-            cmd_type: AdminCmdType::TransferLeader as i32,
-            transfer_leader: Some(TransferLeaderRequest {
-                peer: Some(peer.into()),
-            }),
-            ..Default::default()
-        },
+        RegionAction::TransferLeader { peer } => transfer_leader_request(peer.into()),
     };
     RaftCmdRequest {
         header: Some(RaftRequestHeader {
