@@ -22,7 +22,8 @@ use super::operator::{
 };
 use super::region::{RegionHeartbeat, RegionInfo};
 use super::scheduler::{
-    balance_leader, balance_region, check_replicas, ScheduleContext, SchedulerConfig, StoreHealth,
+    balance_leader, balance_region, check_replicas, store_health, ScheduleContext, SchedulerConfig,
+    StoreHealth,
 };
 use super::PdError;
 
@@ -312,14 +313,13 @@ impl Coordinator {
     /// drained or removed): waiting for its timeout would keep the region from being
     /// repaired in the meantime.
     fn unfit_target(&self, op: &Operator, region: &RegionInfo, now_ms: u64) -> Option<String> {
-        let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms);
         op.steps_to_come(region).find_map(|step| {
             let target = match *step {
                 Step::AddPeer { store_id, .. } => store_id,
                 Step::TransferLeader { to_store, .. } => to_store,
                 Step::RemovePeer { .. } => return None,
             };
-            let health = ctx.store_health(target);
+            let health = store_health(&self.cluster, &self.config, target, now_ms);
             (health != StoreHealth::Healthy).then(|| format!("target store {target} is {health:?}"))
         })
     }

@@ -57,6 +57,6 @@ pub use operator::{
 };
 pub use region::{RegionHeartbeat, RegionInfo, RegionTree};
 pub use scheduler::{
-    balance_leader, balance_region, check_replicas, ScheduleContext, SchedulerConfig, StoreHealth,
-    StoreLoad,
+    balance_leader, balance_region, check_replicas, store_health, ScheduleContext, SchedulerConfig,
+    StoreHealth, StoreLoad,
 };

@@ -93,6 +93,28 @@ impl StoreHealth {
     }
 }
 
+/// How fit store `store_id` is to hold peers at `now_ms`, under `config`'s down and
+/// disconnect times.
+pub fn store_health(
+    cluster: &ClusterInfo,
+    config: &SchedulerConfig,
+    store_id: u64,
+    now_ms: u64,
+) -> StoreHealth {
+    let Some(store) = cluster.store(store_id) else {
+        return StoreHealth::Unknown;
+    };
+    match store.state() {
+        StoreState::Tombstone => StoreHealth::Tombstone,
+        _ if store.is_down(now_ms, config.max_store_down_time_ms) => StoreHealth::Down,
+        StoreState::Offline => StoreHealth::Offline,
+        StoreState::Up if store.silent_for_ms(now_ms) > config.max_store_disconnect_time_ms => {
+            StoreHealth::Disconnected
+        }
+        StoreState::Up => StoreHealth::Healthy,
+    }
+}
+
 /// A store's load as the schedulers weigh it: the cluster's figures plus the operators'
 /// steps still to come. Signed, since a removal may be counted before the heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -178,22 +200,7 @@ impl<'a> ScheduleContext<'a> {
 
     /// How fit the store is to hold peers now.
     pub fn store_health(&self, store_id: u64) -> StoreHealth {
-        let Some(store) = self.cluster.store(store_id) else {
-            return StoreHealth::Unknown;
-        };
-        match store.state() {
-            StoreState::Tombstone => StoreHealth::Tombstone,
-            _ if store.is_down(self.now_ms, self.config.max_store_down_time_ms) => {
-                StoreHealth::Down
-            }
-            StoreState::Offline => StoreHealth::Offline,
-            StoreState::Up
-                if store.silent_for_ms(self.now_ms) > self.config.max_store_disconnect_time_ms =>
-            {
-                StoreHealth::Disconnected
-            }
-            StoreState::Up => StoreHealth::Healthy,
-        }
+        store_health(self.cluster, self.config, store_id, self.now_ms)
     }
 
     /// The store's load (zeros for a store the PD does not know).
