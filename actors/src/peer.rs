@@ -1108,7 +1108,12 @@ impl PeerFsm {
                 return;
             }
         };
-        let forwarded_from = (message.get_msg_type() == eraftpb::MessageType::MsgPropose
+        // A leader not handing its leadership over always takes a forwarded write (there
+        // is no limit on uncommitted entries); only otherwise may raft drop it, and only
+        // then are the entries decoded, before raft consumes them, to name the writes.
+        let may_drop = !self.is_leader() || self.raft.raft.lead_transferee.is_some();
+        let forwarded_from = (may_drop
+            && message.get_msg_type() == eraftpb::MessageType::MsgPropose
             && message.from != self.peer.id)
             .then_some(from);
         let proposal_uuids = forwarded_from.map(|_| util::proposal_uuids(&message));
