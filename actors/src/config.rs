@@ -37,9 +37,12 @@ pub struct RaftStoreConfig {
     pub region_max_size: u64,
     /// Where a split cuts: the left part holds about this many bytes.
     pub region_split_size: u64,
-    /// Arbiters (threads) the PeerFsms are spread over.
+    /// Arbiters (threads) of the raft side: the PeerFsms are spread over them, and the
+    /// first also runs the Router, the Store and the raft-log writers. One is fastest on
+    /// a small machine: messages between actors on one thread wake no other thread.
     pub peer_threads: usize,
-    /// Arbiters (threads) the ApplyFsms are spread over.
+    /// Arbiters (threads) of the apply side: the ApplyFsms are spread over them, and the
+    /// first also runs the apply writer.
     pub apply_threads: usize,
     /// Most bytes the raft-log writer puts in one fsynced batch.
     pub raft_write_batch_bytes: usize,
@@ -67,7 +70,7 @@ impl Default for RaftStoreConfig {
             split_check_tick_ms: 10_000,
             region_max_size: 48 * 1024 * 1024,
             region_split_size: 32 * 1024 * 1024,
-            peer_threads: 2,
+            peer_threads: 1,
             apply_threads: 1,
             raft_write_batch_bytes: 4 * 1024 * 1024,
             apply_write_batch_bytes: 4 * 1024 * 1024,

@@ -16,8 +16,14 @@
 //!        ApplyFsm (× regions, apply arbiters) ──ApplyTask──▶ ApplyWriter ──▶ callbacks
 //! ```
 //!
-//! Each group of actors lives on its own arbiters (threads): the writers on one each, the
-//! peers and applies on `peer_threads` and `apply_threads`. [`StoreHandle::shutdown`] stops
+//! The actors run on two groups of arbiters (threads). The raft side, `peer_threads` of
+//! them, holds the PeerFsms; its first arbiter also runs the Router, the Store and the
+//! raft-log writers. The apply side, `apply_threads` of them, holds the ApplyFsms; its
+//! first arbiter also runs the apply writer. A message between actors of one arbiter
+//! costs no thread wake-up, and on a small machine those wake-ups were most of the CPU a
+//! write took (see `docs/performance.md`); the two sides still overlap, one applying
+//! while the other runs raft. Disk writes and scans run on blocking threads, so no
+//! arbiter waits on the disk. [`StoreHandle::shutdown`] stops
 //! everything and returns only once every actor has dropped its engine handle, so the
 //! same directory can be opened again at once.
 
@@ -149,30 +155,35 @@ pub async fn start_store(
     let ids: Arc<dyn IdAllocator> = Arc::new(StoreIdAllocator::new(engine.clone(), store_id)?);
     let cfg = Arc::new(cfg);
     let (token, watch) = alive_pair();
-    let mut arbiters = Vec::new();
-    let mut arbiter = || {
-        let a = Arbiter::new();
-        let h = a.handle();
-        arbiters.push(a);
-        h
-    };
+    // Two groups of arbiters: the raft side (the Router, the Store, the raft-log writers
+    // and the PeerFsms) and the apply side (the apply writer and the ApplyFsms). Actors
+    // of one group hand each other messages on the same thread, without waking another;
+    // the two groups pipeline, one applying while the other runs raft.
+    let new_arbiters =
+        |count: usize| -> Vec<Arbiter> { (0..count).map(|_| Arbiter::new()).collect() };
+    let (raft_side, apply_side) = (
+        new_arbiters(cfg.peer_threads),
+        new_arbiters(cfg.apply_threads),
+    );
+    let peer_arbiters: Vec<ArbiterHandle> = raft_side.iter().map(Arbiter::handle).collect();
+    let apply_arbiters: Vec<ArbiterHandle> = apply_side.iter().map(Arbiter::handle).collect();
+    let arbiters: Vec<Arbiter> = raft_side.into_iter().chain(apply_side).collect();
+    let (raft_home, apply_home) = (&peer_arbiters[0], &apply_arbiters[0]);
 
     let (e, t) = (engine.clone(), token.clone());
     let raft_batch = cfg.raft_write_batch_bytes;
     let log_writer =
-        RaftLogWriter::start_in_arbiter(&arbiter(), move |_| RaftLogWriter::new(e, raft_batch, t));
+        RaftLogWriter::start_in_arbiter(raft_home, move |_| RaftLogWriter::new(e, raft_batch, t));
     let (e, t) = (engine.clone(), token.clone());
     let apply_batch = cfg.apply_write_batch_bytes;
     let apply_writer =
-        ApplyWriter::start_in_arbiter(&arbiter(), move |_| ApplyWriter::new(e, apply_batch, t));
+        ApplyWriter::start_in_arbiter(apply_home, move |_| ApplyWriter::new(e, apply_batch, t));
     let (e, t) = (engine.clone(), token.clone());
-    let log_gc = RaftLogGcWriter::start_in_arbiter(&arbiter(), move |_| {
+    let log_gc = RaftLogGcWriter::start_in_arbiter(raft_home, move |_| {
         RaftLogGcWriter::new(e, raft_batch, t)
     });
     let t = token.clone();
-    let router = Router::start_in_arbiter(&arbiter(), move |_| Router::new(store_id, t));
-    let peer_arbiters: Vec<_> = (0..cfg.peer_threads).map(|_| arbiter()).collect();
-    let apply_arbiters: Vec<_> = (0..cfg.apply_threads).map(|_| arbiter()).collect();
+    let router = Router::start_in_arbiter(raft_home, move |_| Router::new(store_id, t));
 
     let peer_ctx = PeerContext {
         store_id,
@@ -185,7 +196,8 @@ pub async fn start_store(
         ids: ids.clone(),
         token,
     };
-    let store = Store::start_in_arbiter(&arbiter(), move |_| {
+    let raft_home = raft_home.clone();
+    let store = Store::start_in_arbiter(&raft_home, move |_| {
         Store::new(peer_ctx, apply_writer, peer_arbiters, apply_arbiters)
     });
     router
