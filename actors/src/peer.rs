@@ -91,6 +91,26 @@ struct PendingRead {
     read_index: Option<u64>,
 }
 
+/// The context of a ReadIndex request: the asking peer's id and its batch number. The
+/// leader keeps its pending requests keyed by context and ignores a request whose context
+/// is already pending, so contexts must differ across peers: with bare batch numbers, two
+/// followers' batches with the same number met at the leader and the second was dropped,
+/// its reads answered only after an election timeout.
+fn read_context(peer_id: u64, batch: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&peer_id.to_be_bytes());
+    ctx.extend_from_slice(&batch.to_be_bytes());
+    ctx
+}
+
+/// The batch number of a ReadIndex context of `peer_id`'s making.
+fn read_batch(peer_id: u64, ctx: &[u8]) -> Option<u64> {
+    let (peer, batch) = ctx.split_at_checked(8)?;
+    let peer = u64::from_be_bytes(peer.try_into().ok()?);
+    let batch = u64::from_be_bytes(batch.try_into().ok()?);
+    (peer == peer_id).then_some(batch)
+}
+
 /// Most compacted log entries deleted one key at a time; a longer run is range-deleted.
 const MAX_POINT_DELETES: u64 = 100_000;
 
@@ -206,7 +226,9 @@ impl PeerFsm {
             lease_until: None,
             lease_fence: Instant::now(),
             pending_reads: VecDeque::new(),
-            next_read_id: 1,
+            // Random, so that the ids of a restarted peer do not meet ones the leader may
+            // still hold from before the restart.
+            next_read_id: rand::random::<u32>() as u64,
             unpersisted_msgs: VecDeque::new(),
             peer_cache,
             ready_scheduled: false,
@@ -921,15 +943,14 @@ impl PeerFsm {
         if any {
             self.next_read_id += 1;
             metrics::proposed("read_index");
-            self.raft.read_index(batch.to_be_bytes().to_vec());
+            self.raft.read_index(read_context(self.raft.raft.id, batch));
         }
     }
 
     fn on_read_state(&mut self, state: raft::ReadState) {
-        let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+        let Some(batch) = read_batch(self.raft.raft.id, &state.request_ctx) else {
             return;
         };
-        let batch = u64::from_be_bytes(bytes);
         let mut asked_at = None;
         for read in self
             .pending_reads
@@ -1660,5 +1681,20 @@ impl Handler<Stop> for PeerFsm {
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.apply.do_send(Stop);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_batch, read_context};
+
+    #[test]
+    fn read_contexts_of_different_peers_never_collide() {
+        // Two followers' batches with the same number reach the leader at once: raft-rs
+        // keeps pending ReadIndex requests by context, so equal contexts lose one.
+        assert_ne!(read_context(2, 57), read_context(3, 57));
+        assert_eq!(read_batch(2, &read_context(2, 57)), Some(57));
+        assert_eq!(read_batch(3, &read_context(2, 57)), None);
+        assert_eq!(read_batch(2, &57u64.to_be_bytes()), None);
     }
 }
