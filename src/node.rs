@@ -34,7 +34,9 @@ use std::io::Write as _;
 use std::path::Path;
 
 use tinykv_actors::bootstrap::{ensure_bootstrapped, load_store_ident};
-use tinykv_actors::{start_store, Engine, Error as StoreError, StoreHandle, StoreRouter};
+use tinykv_actors::{
+    start_store_on, Engine, Error as StoreError, StoreHandle, StoreRouter, StoreThreads,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -103,11 +105,14 @@ impl Node {
         let faults = Faults::new(config.debug.fault_injection);
         let forwarder =
             HttpForwarder::new(addresses.clone(), timeouts.attempt)?.with_faults(faults.clone());
+        // The transport runs on the thread of the store's Router, so that a raft message
+        // passes between socket and PeerFsm without waking another thread.
+        let threads = StoreThreads::new(&config.raftstore);
+        let raft_runtime = threads.raft_runtime().await.map_err(Error::Store)?;
         let transport = Arc::new(
-            TcpTransport::new(addresses.clone(), tokio::runtime::Handle::current())
-                .with_faults(faults.clone()),
+            TcpTransport::new(addresses.clone(), raft_runtime.clone()).with_faults(faults.clone()),
         );
-        let store = start_store(config.raftstore.clone(), engine, transport)
+        let store = start_store_on(threads, config.raftstore.clone(), engine, transport)
             .await
             .map_err(|e| match e {
                 StoreError::Corruption(_) | StoreError::Engine(_) | StoreError::Codec(_) => {
@@ -118,7 +123,7 @@ impl Node {
                 }
                 e => Error::Store(e),
             })?;
-        let raft_task = tokio::spawn(serve_raft_with_faults(
+        let raft_task = raft_runtime.spawn(serve_raft_with_faults(
             raft_listener,
             store.router(),
             faults.clone(),

@@ -40,7 +40,7 @@ pub mod util;
 pub use config::RaftStoreConfig;
 pub use engine::{Cf, Engine};
 pub use error::{Error, Result};
-pub use system::{start_store, StoreHandle, StoreRouter};
+pub use system::{start_store, start_store_on, StoreHandle, StoreRouter, StoreThreads};
 pub use transport::Transport;
 
 /// Mailbox capacity of every raftstore actor. Actors are fed with `do_send`, which ignores

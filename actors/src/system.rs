@@ -19,7 +19,9 @@
 //! The actors run on two groups of arbiters (threads). The raft side, `peer_threads` of
 //! them, holds the PeerFsms; its first arbiter also runs the Router, the Store and the
 //! raft-log writers. The apply side, `apply_threads` of them, holds the ApplyFsms; its
-//! first arbiter also runs the apply writer. A message between actors of one arbiter
+//! first arbiter also runs the apply writer. [`StoreThreads`] makes them before the store
+//! starts, so that the node can run its raft transport on the raft side's first arbiter
+//! too. A message between actors (or tasks) of one arbiter
 //! costs no thread wake-up, and on a small machine those wake-ups were most of the CPU a
 //! write took (see `docs/performance.md`); the two sides still overlap, one applying
 //! while the other runs raft. Disk writes and scans run on blocking threads, so no
@@ -141,33 +143,82 @@ pub struct StoreHandle {
     watch: AliveWatch,
 }
 
+/// The threads (arbiters) a store's actors run on: the raft side and the apply side (see
+/// the module documentation). Made before the store starts, so that tasks which trade
+/// messages with the PeerFsms, such as the raft transport, can run on the raft side's
+/// first thread too, where handing a message over wakes no other thread.
+pub struct StoreThreads {
+    raft: Vec<Arbiter>,
+    apply: Vec<Arbiter>,
+}
+
+impl StoreThreads {
+    /// `cfg.peer_threads` raft-side and `cfg.apply_threads` apply-side arbiters (at
+    /// least one of each).
+    pub fn new(cfg: &RaftStoreConfig) -> StoreThreads {
+        let arbiters = |count: usize| (0..count.max(1)).map(|_| Arbiter::new()).collect();
+        StoreThreads {
+            raft: arbiters(cfg.peer_threads),
+            apply: arbiters(cfg.apply_threads),
+        }
+    }
+
+    /// The tokio runtime of the raft side's first thread, the one running the Router.
+    pub async fn raft_runtime(&self) -> Result<tokio::runtime::Handle> {
+        let (tx, rx) = oneshot::channel();
+        self.raft[0].spawn_fn(move || {
+            let _ = tx.send(tokio::runtime::Handle::current());
+        });
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Stops the threads (of a store that did not start).
+    fn stop(self) {
+        for arbiter in self.raft.iter().chain(&self.apply) {
+            arbiter.stop();
+        }
+    }
+}
+
 /// Starts the actors of the store whose identity is in `engine` (see
-/// [`crate::bootstrap::ensure_bootstrapped`]). Must run inside an actix system.
+/// [`crate::bootstrap::ensure_bootstrapped`]) on threads of their own. Must run inside an
+/// actix system.
 pub async fn start_store(
     cfg: RaftStoreConfig,
     engine: Engine,
     transport: Arc<dyn Transport>,
 ) -> Result<StoreHandle> {
-    cfg.validate()?;
-    let ident = load_store_ident(&engine)?
-        .ok_or_else(|| Error::Corruption("store is not bootstrapped".into()))?;
-    let store_id = ident.store_id;
-    let ids: Arc<dyn IdAllocator> = Arc::new(StoreIdAllocator::new(engine.clone(), store_id)?);
+    let threads = StoreThreads::new(&cfg);
+    start_store_on(threads, cfg, engine, transport).await
+}
+
+/// Starts the actors of the store whose identity is in `engine` on `threads`, which the
+/// store owns from now on and stops at shutdown. Must run inside an actix system.
+pub async fn start_store_on(
+    threads: StoreThreads,
+    cfg: RaftStoreConfig,
+    engine: Engine,
+    transport: Arc<dyn Transport>,
+) -> Result<StoreHandle> {
+    let identity = cfg.validate().and_then(|()| {
+        let ident = load_store_ident(&engine)?
+            .ok_or_else(|| Error::Corruption("store is not bootstrapped".into()))?;
+        let ids = StoreIdAllocator::new(engine.clone(), ident.store_id)?;
+        Ok((ident.store_id, ids))
+    });
+    let (store_id, ids) = match identity {
+        Ok((store_id, ids)) => (store_id, Arc::new(ids) as Arc<dyn IdAllocator>),
+        Err(e) => {
+            threads.stop();
+            return Err(e);
+        }
+    };
+    let StoreThreads { raft, apply } = threads;
+    let peer_arbiters: Vec<ArbiterHandle> = raft.iter().map(Arbiter::handle).collect();
+    let apply_arbiters: Vec<ArbiterHandle> = apply.iter().map(Arbiter::handle).collect();
+    let arbiters: Vec<Arbiter> = raft.into_iter().chain(apply).collect();
     let cfg = Arc::new(cfg);
     let (token, watch) = alive_pair();
-    // Two groups of arbiters: the raft side (the Router, the Store, the raft-log writers
-    // and the PeerFsms) and the apply side (the apply writer and the ApplyFsms). Actors
-    // of one group hand each other messages on the same thread, without waking another;
-    // the two groups pipeline, one applying while the other runs raft.
-    let new_arbiters =
-        |count: usize| -> Vec<Arbiter> { (0..count).map(|_| Arbiter::new()).collect() };
-    let (raft_side, apply_side) = (
-        new_arbiters(cfg.peer_threads),
-        new_arbiters(cfg.apply_threads),
-    );
-    let peer_arbiters: Vec<ArbiterHandle> = raft_side.iter().map(Arbiter::handle).collect();
-    let apply_arbiters: Vec<ArbiterHandle> = apply_side.iter().map(Arbiter::handle).collect();
-    let arbiters: Vec<Arbiter> = raft_side.into_iter().chain(apply_side).collect();
     let (raft_home, apply_home) = (&peer_arbiters[0], &apply_arbiters[0]);
 
     let (e, t) = (engine.clone(), token.clone());

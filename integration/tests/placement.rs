@@ -129,14 +129,15 @@ async fn led_regions(
 }
 
 /// Waits until every region has exactly three replicas, all on `allowed` stores (asked
-/// of the `live` nodes), and `also` holds for the PD's cluster view; returns the regions.
+/// of the `live` nodes) and `also` holds for the PD's cluster view and those regions;
+/// returns the regions.
 async fn wait_for_placement(
     http: &reqwest::Client,
     cluster: &ProcessCluster,
     live: &[u64],
     allowed: &[u64],
     timeout: Duration,
-    also: impl Fn(&Value) -> bool,
+    also: impl Fn(&Value, &BTreeMap<String, LedRegion>) -> bool,
 ) -> BTreeMap<String, LedRegion> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -146,7 +147,7 @@ async fn wait_for_placement(
             let placed = regions
                 .values()
                 .all(|r| r.stores.len() == 3 && r.stores.iter().all(|s| allowed.contains(s)));
-            if placed && also(&view) {
+            if placed && also(&view, regions) {
                 return regions.clone();
             }
         }
@@ -179,10 +180,10 @@ async fn a_dead_stores_replicas_are_rebuilt_on_the_other_stores() {
     let all = [1, 2, 3, 4, 5];
     // Region 1 started with a peer on each of the five stores: the PD trims every region
     // to three replicas.
-    let regions = wait_for_placement(&http, &cluster, &all, &all, Duration::from_secs(90), |_| {
-        true
-    })
-    .await;
+    // Splits run while the PD places: wait for both.
+    let split = |_: &Value, regions: &BTreeMap<String, LedRegion>| regions.len() >= 6;
+    let regions =
+        wait_for_placement(&http, &cluster, &all, &all, Duration::from_secs(90), split).await;
     assert!(
         regions.len() >= 6,
         "the data split into regions: {regions:#?}"
@@ -201,7 +202,7 @@ async fn a_dead_stores_replicas_are_rebuilt_on_the_other_stores() {
         &live,
         &live,
         Duration::from_secs(120),
-        |view| {
+        |view, _| {
             pd_store(view, victim)["is_down"] == true && pd_store(view, victim)["region_count"] == 0
         },
     )
@@ -218,7 +219,7 @@ async fn a_joining_store_receives_a_fair_share_of_the_replicas() {
         &[1, 2, 3],
         &[1, 2, 3],
         Duration::from_secs(60),
-        |_| true,
+        |_, regions| regions.len() >= 6,
     )
     .await;
     assert!(
@@ -235,7 +236,7 @@ async fn a_joining_store_receives_a_fair_share_of_the_replicas() {
     );
 
     let all = [1, 2, 3, joined];
-    let fair = |view: &Value| {
+    let fair = |view: &Value, _: &BTreeMap<String, LedRegion>| {
         let counts: Vec<u64> = all
             .iter()
             .map(|&id| pd_store(view, id)["region_count"].as_u64().unwrap_or(0))
@@ -271,7 +272,7 @@ async fn a_store_taken_offline_is_drained_and_becomes_a_tombstone() {
         &all,
         &all,
         Duration::from_secs(90),
-        |view| pd_store(view, 4)["region_count"].as_u64() > Some(0),
+        |view, _| pd_store(view, 4)["region_count"].as_u64() > Some(0),
     )
     .await;
 
@@ -293,7 +294,7 @@ async fn a_store_taken_offline_is_drained_and_becomes_a_tombstone() {
         &all,
         &rest,
         Duration::from_secs(120),
-        |view| pd_store(view, 4)["state"] == "Tombstone",
+        |view, _| pd_store(view, 4)["state"] == "Tombstone",
     )
     .await;
     assert_all_data(&http, &cluster, 1).await;
