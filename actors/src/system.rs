@@ -21,13 +21,13 @@
 //! raft-log writers. The apply side, `apply_threads` of them, holds the ApplyFsms; its
 //! first arbiter also runs the apply writer. [`StoreThreads`] makes them before the store
 //! starts, so that the node can run its raft transport on the raft side's first arbiter
-//! too. A message between actors (or tasks) of one arbiter
-//! costs no thread wake-up, and on a small machine those wake-ups were most of the CPU a
-//! write took (see `docs/performance.md`); the two sides still overlap, one applying
-//! while the other runs raft. Disk writes and scans run on blocking threads, so no
-//! arbiter waits on the disk. [`StoreHandle::shutdown`] stops
-//! everything and returns only once every actor has dropped its engine handle, so the
-//! same directory can be opened again at once.
+//! too. A message between actors (or tasks) of one arbiter costs no thread wake-up, and
+//! on a small machine those wake-ups were most of the CPU a write took (see
+//! `docs/performance.md`); the two sides still overlap, one applying while the other runs
+//! raft. Disk writes and scans run on blocking threads, so no arbiter waits on the disk.
+//!
+//! [`StoreHandle::shutdown`] stops everything and returns only once every actor has
+//! dropped its engine handle, so the same directory can be opened again at once.
 
 use std::sync::Arc;
 use std::time::Duration;
