@@ -21,7 +21,10 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, Error::NotPdLeader { .. }) {
+            // A redirect the PD client follows, expected whenever the PD's leader moves.
+            tracing::debug!(code = self.code(), error = %self, "request failed");
+        } else if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
