@@ -130,14 +130,9 @@ pub fn proposal_uuids(message: &eraftpb::Message) -> Vec<Vec<u8>> {
 /// A proposal id no other proposal of the cluster carries: the proposing store, a random
 /// number drawn once per process, and a per-process counter (24 bytes).
 pub fn unique_proposal_id(store_id: u64) -> Vec<u8> {
-    use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::LazyLock;
-    static PROCESS_NONCE: LazyLock<u64> = LazyLock::new(|| {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    });
+    static PROCESS_NONCE: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut id = Vec::with_capacity(24);
     id.extend_from_slice(&store_id.to_be_bytes());
