@@ -1173,15 +1173,9 @@ impl PeerFsm {
     fn on_dropped_proposals(&mut self, uuids: Vec<Vec<u8>>) {
         let err = self.not_leader();
         let term = self.term();
-        let mut still_here = Vec::new();
-        for p in std::mem::take(&mut self.forwarded) {
-            if uuids.contains(&p.uuid) {
-                respond_error(p.callback, &err, term);
-            } else {
-                still_here.push(p);
-            }
+        for p in self.forwarded.extract_if(.., |p| uuids.contains(&p.uuid)) {
+            respond_error(p.callback, &err, term);
         }
-        self.forwarded = still_here;
         self.apply.do_send(DropForwarded { uuids, error: err });
     }
 
