@@ -35,29 +35,17 @@ pub const PD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET /v1/admin/cluster`.
 pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse> {
-    let view = state
-        .pd
-        .call(&PdRequest::Cluster, PD_REQUEST_TIMEOUT)
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
+    relay(&state, &PdRequest::Cluster).await
 }
 
 /// `GET /v1/admin/cluster/regions`.
 pub async fn cluster_regions(state: web::Data<ApiState>) -> Result<HttpResponse> {
-    let view = state
-        .pd
-        .call(&PdRequest::Regions, PD_REQUEST_TIMEOUT)
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
+    relay(&state, &PdRequest::Regions).await
 }
 
 /// `GET /v1/admin/operators`.
 pub async fn operators(state: web::Data<ApiState>) -> Result<HttpResponse> {
-    let view = state
-        .pd
-        .call(&PdRequest::Operators, PD_REQUEST_TIMEOUT)
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
+    relay(&state, &PdRequest::Operators).await
 }
 
 /// `POST /v1/admin/stores/{id}/offline`.
@@ -66,10 +54,12 @@ pub async fn set_store_offline(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse> {
     let store_id = path_number(&req, "id")?;
-    let view = state
-        .pd
-        .call(&PdRequest::SetStoreOffline { store_id }, PD_REQUEST_TIMEOUT)
-        .await?;
+    relay(&state, &PdRequest::SetStoreOffline { store_id }).await
+}
+
+/// Asks the PD leader and answers with its JSON view, or its error.
+async fn relay(state: &ApiState, request: &PdRequest) -> Result<HttpResponse> {
+    let view = state.pd.call(request, PD_REQUEST_TIMEOUT).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
