@@ -123,8 +123,9 @@ impl PdServer {
 
     /// Serves one request if this node leads the meta region.
     pub async fn handle(&self, request: PdRequest) -> Result<Value> {
-        let (region_id, term) = self.meta_leadership().await?;
+        // Under the lock, so that two requests of a first leadership never both split.
         let mut guard = self.inner.leadership.lock().await;
+        let (region_id, term) = self.meta_leadership().await?;
         if guard.as_ref().map(|l| (l.region_id, l.term)) != Some((region_id, term)) {
             *guard = None;
             *guard = Some(self.take_over(region_id, term).await?);
@@ -142,6 +143,7 @@ impl PdServer {
     async fn meta_leadership(&self) -> Result<(u64, u64)> {
         let store = &self.inner.store;
         let not_leader = |leader: Option<StoreAddress>| Err(Error::NotPdLeader { leader });
+        let mut split_issued = false;
         for _ in 0..MAX_VIEW_RETRIES {
             let Some(route) = store.find_region(META_REGION_START).await? else {
                 return not_leader(None);
@@ -152,8 +154,9 @@ impl PdServer {
             let region = &status.region;
             let holds_meta_start = region.start_key.as_slice() <= META_REGION_START
                 && (region.end_key.is_empty() || region.end_key.as_slice() > META_REGION_START);
-            if !holds_meta_start {
-                // The router has not yet learnt of a split that just happened.
+            if !holds_meta_start || (split_issued && region.start_key != META_REGION_START) {
+                // The router, or the peer (it learns of a split after the split's
+                // answer), has not yet caught up with a split that just happened.
                 tokio::time::sleep(VIEW_RETRY_PAUSE).await;
                 continue;
             }
@@ -176,6 +179,7 @@ impl PdServer {
                 .admin
                 .split(region.id, META_REGION_START.to_vec())
                 .await?;
+            split_issued = true;
         }
         not_leader(None)
     }
