@@ -30,9 +30,14 @@ use tinykv_actors::RaftStoreConfig;
 use crate::error::{Error, Result};
 use crate::service::ServiceTimeouts;
 
-/// Largest value a client may configure for `api.max_value_bytes`: a value travels in a
-/// raft message, which must fit one transport frame with room to spare.
-pub const MAX_VALUE_BYTES_CEILING: usize = 32 * 1024 * 1024;
+/// Largest value a client may configure for `api.max_value_bytes`: the raftstore's own
+/// bound on a written value (a value travels in a raft message, which must fit one
+/// transport frame with room to spare).
+pub const MAX_VALUE_BYTES_CEILING: usize = tinykv_actors::validation::MAX_VALUE_BYTES;
+
+/// Largest value a client may configure for `api.max_key_bytes`: the longest key the
+/// engine stores.
+pub const MAX_KEY_BYTES_CEILING: usize = tinykv_actors::validation::MAX_KEY_BYTES;
 
 /// The whole configuration of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,9 +438,9 @@ impl Config {
                 "api.max_value_bytes must be at most {MAX_VALUE_BYTES_CEILING}"
             )));
         }
-        if api.max_key_bytes > MAX_VALUE_BYTES_CEILING {
+        if api.max_key_bytes > MAX_KEY_BYTES_CEILING {
             return Err(Error::Config(format!(
-                "api.max_key_bytes must be at most {MAX_VALUE_BYTES_CEILING}"
+                "api.max_key_bytes must be at most {MAX_KEY_BYTES_CEILING}"
             )));
         }
         if api.default_scan_limit > api.max_scan_limit {
@@ -693,6 +698,7 @@ mod tests {
             ("[api]\nmax_scan_limit = 0\n", "api.max_scan_limit"),
             ("[api]\ndefault_scan_limit = 20000\n", "api.default_scan_limit"),
             ("[api]\nslow_request_ms = 0\n", "api.slow_request_ms"),
+            ("[api]\nmax_key_bytes = 65536\n", "api.max_key_bytes must be at most 65535"),
             ("[raftstore]\nraft_election_timeout_ticks = 1\n", "raftstore.raft_election_timeout_ticks"),
             ("[log]\nlevel = \"=nonsense=\"\n", "log.level"),
             (

@@ -271,9 +271,13 @@ pub fn error_from_wire(
         "unavailable" => Error::Store(StoreError::Stopped),
         "too_large" => Error::TooLarge(message.to_string()),
         "not_found" => Error::NotFound,
-        "invalid_request" | "invalid_cf" | "empty_key" | "key_too_large" => {
-            Error::Store(StoreError::InvalidRequest(message.to_string()))
-        }
+        "invalid_request"
+        | "invalid_cf"
+        | "empty_key"
+        | "key_too_large"
+        | "reserved_key"
+        | "command_not_allowed"
+        | "bad_escape" => Error::Store(StoreError::InvalidRequest(message.to_string())),
         _ => Error::Io(format!("store {store_id}: {message}")),
     })
 }

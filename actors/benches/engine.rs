@@ -133,6 +133,7 @@ fn raft_log_writer_benches(c: &mut Criterion) {
                                 must_sync: true,
                                 last_index: Some(index),
                                 notify: Some(notify.clone()),
+                                flushed: None,
                             });
                         }
                         for _ in 0..regions {

@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
 use crate::util;
+use crate::validation;
 
 /// The actor; see the module documentation.
 pub struct ApplyFsm {
@@ -162,24 +163,31 @@ impl ApplyFsm {
                 response_with(entry.term, Vec::new())
             }
             EntryType::EntryNormal => match RaftCmdRequest::decode(entry.data.as_ref()) {
-                Ok(cmd) if cmd.admin_request.is_some() => {
-                    let admin = cmd.admin_request.as_ref().unwrap();
-                    match self.apply_admin(&cmd, admin, mutations, results) {
-                        Ok(admin_response) => RaftCmdResponse {
-                            admin_response: Some(admin_response),
-                            ..response_with(entry.term, Vec::new())
-                        },
-                        Err(e) => CmdResponse::error(&e, entry.term).response,
-                    }
-                }
                 Ok(mut cmd) => {
                     if let Some(header) = cmd.header.as_mut() {
                         *uuid = std::mem::take(&mut header.uuid);
                     }
-                    match self.apply_command(&cmd, mutations) {
-                        Ok(responses) => response_with(entry.term, responses),
-                        Err(e) => CmdResponse::error(&e, entry.term).response,
-                    }
+                    // Validated again here, whatever was checked when it was proposed: a
+                    // committed command that breaks the rules changes nothing, on every
+                    // replica alike, instead of failing the engine.
+                    let applied =
+                        validation::check_command(&cmd).and_then(|()| match &cmd.admin_request {
+                            Some(admin) => self
+                                .apply_admin(&cmd, admin, entry.index, mutations, results)
+                                .map(|admin_response| RaftCmdResponse {
+                                    admin_response: Some(admin_response),
+                                    ..response_with(entry.term, Vec::new())
+                                }),
+                            None => self
+                                .apply_command(&cmd, mutations)
+                                .map(|responses| response_with(entry.term, responses)),
+                        });
+                    applied.unwrap_or_else(|e| {
+                        if matches!(e, Error::InvalidRequest(_)) {
+                            warn!(index = entry.index, "refusing a committed command: {e}");
+                        }
+                        CmdResponse::error(&e, entry.term).response
+                    })
                 }
                 Err(e) => {
                     warn!(index = entry.index, "skipping undecodable entry: {e}");
@@ -214,6 +222,7 @@ impl ApplyFsm {
     ) -> Result<AdminResponse> {
         let change = ConfChange::parse_from_bytes(&entry.data)?;
         let cmd = RaftCmdRequest::decode(change.context.as_ref())?;
+        validation::check_command(&cmd)?;
         util::check_region_epoch(&cmd, &self.region)?;
         let request = cmd
             .admin_request
@@ -222,6 +231,26 @@ impl ApplyFsm {
         let peer = request
             .peer
             .ok_or_else(|| Error::InvalidRequest("ChangePeer without a peer".into()))?;
+        // Raft applies `change` to its configuration: the region must record the same.
+        let same_kind = matches!(
+            (change.get_change_type(), request.change_type()),
+            (
+                ConfChangeType::AddNode,
+                tinykv_proto::eraftpb::ConfChangeType::AddNode
+            ) | (
+                ConfChangeType::RemoveNode,
+                tinykv_proto::eraftpb::ConfChangeType::RemoveNode
+            )
+        );
+        if !same_kind || change.node_id != peer.id {
+            return Err(Error::InvalidRequest(format!(
+                "conf change {:?} of node {} does not match its ChangePeer {:?} of peer {}",
+                change.get_change_type(),
+                change.node_id,
+                request.change_type(),
+                peer.id
+            )));
+        }
         let mut region = self.region.clone();
         let changed = match change.get_change_type() {
             ConfChangeType::AddNode => {
@@ -297,6 +326,16 @@ impl ApplyFsm {
                 self.region.peers.len()
             )));
         }
+        let reused = request.new_region_id == self.region.id
+            || request
+                .new_peer_ids
+                .iter()
+                .any(|id| self.region.peers.iter().any(|p| p.id == *id));
+        if reused {
+            return Err(Error::InvalidRequest(
+                "a split must give the new region and its peers fresh ids".into(),
+            ));
+        }
         let mut left = self.region.clone();
         let epoch = left.region_epoch.get_or_insert_with(Default::default);
         epoch.version += 1;
@@ -332,10 +371,12 @@ impl ApplyFsm {
         })
     }
 
+    /// Applies the admin command `cmd` of the entry at `index`.
     fn apply_admin(
         &mut self,
         cmd: &RaftCmdRequest,
         admin: &AdminRequest,
+        index: u64,
         mutations: &mut Vec<Mutation>,
         results: &mut Vec<ExecResult>,
     ) -> Result<AdminResponse> {
@@ -347,6 +388,14 @@ impl ApplyFsm {
             }
             AdminCmdType::CompactLog => {
                 let req = admin.compact_log.unwrap_or_default();
+                if req.compact_index >= index || req.compact_term > self.applied_term {
+                    // Only entries before this one are applied, and only applied entries
+                    // may be compacted; none of them has a later term than the last.
+                    return Err(Error::InvalidRequest(format!(
+                        "cannot compact the log up to {} (term {}) at index {index}",
+                        req.compact_index, req.compact_term
+                    )));
+                }
                 let truncated = self.apply_state.truncated_state.unwrap_or_default();
                 // A duplicate or out-of-date compaction changes nothing.
                 if req.compact_index > truncated.index {
@@ -506,6 +555,36 @@ impl Handler<DestroyApply> for ApplyFsm {
                 notify: peer,
             });
         }
+        ctx.stop();
+    }
+}
+
+impl Handler<StopApply> for ApplyFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopApply, ctx: &mut Self::Context) {
+        // An empty task queued behind every earlier apply of this region: when its
+        // callback is answered, they are all written.
+        let (barrier, written) = tokio::sync::oneshot::channel();
+        if let Some(peer) = self.peer.clone() {
+            self.writer.do_send(ApplyTask {
+                region_id: self.region.id,
+                mutations: Vec::new(),
+                responses: vec![(barrier, response_to_send(&RaftCmdResponse::default()))],
+                applied: Applied {
+                    apply_state: self.apply_state,
+                    applied_term: self.applied_term,
+                    results: Vec::new(),
+                    written_bytes: 0,
+                },
+                notify: peer,
+            });
+        }
+        let flushed = msg.flushed;
+        actix::spawn(async move {
+            let _ = written.await;
+            let _ = flushed.send(());
+        });
         ctx.stop();
     }
 }

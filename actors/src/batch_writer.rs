@@ -217,6 +217,9 @@ impl WriteKind for RaftLog {
                 last_index: task.last_index,
             });
         }
+        if let Some(flushed) = task.flushed {
+            let _ = flushed.send(());
+        }
     }
 }
 

@@ -114,6 +114,24 @@ impl Mutation {
     }
 }
 
+/// Refuses a mutation the engine would assert on: an empty key, a key longer than
+/// 65,535 bytes or a value longer than 4 GiB. Commands are validated long before they get
+/// here (see [`crate::validation`]); this is the last line.
+fn check_storable(mutation: &Mutation) -> Result<()> {
+    let (key, value_len) = match mutation {
+        Mutation::Put { key, value, .. } => (key, value.len()),
+        Mutation::Delete { key, .. } => (key, 0),
+        Mutation::DeleteRange { .. } => return Ok(()),
+    };
+    if key.is_empty() || key.len() > u16::MAX as usize || u32::try_from(value_len).is_err() {
+        return Err(Error::InvalidRequest(format!(
+            "the engine cannot store a key of {} bytes with a value of {value_len} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 struct Inner {
     path: PathBuf,
     // Keyspaces are declared before the database so that they drop first.
@@ -206,11 +224,17 @@ impl Engine {
 
     /// Reads one value.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !is_storable_key(key) {
+            return Ok(None);
+        }
         Ok(self.keyspace(cf).get(key)?.map(|v| v.to_vec()))
     }
 
     /// Reads and decodes one protobuf message.
     pub fn get_msg<M: Message + Default>(&self, cf: Cf, key: &[u8]) -> Result<Option<M>> {
+        if !is_storable_key(key) {
+            return Ok(None);
+        }
         match self.keyspace(cf).get(key)? {
             Some(v) => Ok(Some(M::decode(v.as_ref())?)),
             None => Ok(None),
@@ -241,6 +265,8 @@ impl Engine {
                 "No space left on device (os error 28) (injected)".into(),
             ));
         }
+        // fjall asserts these instead of failing: refuse the batch before it gets there.
+        mutations.iter().try_for_each(|m| check_storable(m))?;
         let mut batch = self.inner.db.batch();
         let has_ranges = mutations
             .iter()
@@ -264,6 +290,7 @@ impl Engine {
                     batch.insert(self.keyspace(*cf), key.as_slice(), value.as_slice())
                 }
                 Mutation::Delete { cf, key } => batch.remove(self.keyspace(*cf), key.as_slice()),
+                Mutation::DeleteRange { cf, start, end } if is_empty_range(start, end) => {}
                 Mutation::DeleteRange { cf, start, end } => {
                     let keyspace = self.keyspace(*cf);
                     for guard in keyspace.range::<&[u8], _>(bounds(start, end)) {
@@ -305,6 +332,9 @@ impl Engine {
         end: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
+        if is_empty_range(start, end) {
+            return Ok(());
+        }
         scan_iter(self.keyspace(cf).range::<&[u8], _>(bounds(start, end)), f)
     }
 
@@ -335,6 +365,9 @@ impl EngineSnapshot {
 
     /// Reads one value as of the snapshot.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !is_storable_key(key) {
+            return Ok(None);
+        }
         Ok(self
             .snapshot
             .get(self.engine.keyspace(cf), key)?
@@ -350,6 +383,9 @@ impl EngineSnapshot {
         end: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
+        if is_empty_range(start, end) {
+            return Ok(());
+        }
         scan_iter(
             self.snapshot
                 .range::<&[u8], _>(self.engine.keyspace(cf), bounds(start, end)),
@@ -377,13 +413,40 @@ fn open_error(path: &Path, e: fjall::Error) -> Error {
     }
 }
 
+/// Longest key the engine stores (it asserts on longer keys, in reads too).
+const MAX_STORED_KEY: usize = u16::MAX as usize;
+
+/// Whether the engine could hold `key`: 1 to [`MAX_STORED_KEY`] bytes. No other key
+/// exists, so a read of one finds nothing without asking the engine.
+fn is_storable_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_STORED_KEY
+}
+
+/// The engine's bounds for `[start, end)` (empty `end`: unbounded). A bound longer than
+/// any stored key (which the engine would assert on) is replaced by an equivalent one:
+/// every stored key is at most [`MAX_STORED_KEY`] bytes, so it is at least a longer
+/// `start` exactly when it exceeds that key's prefix of that length, and below a longer
+/// `end` exactly when it does not exceed `end`'s prefix.
 fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let lower = if start.len() > MAX_STORED_KEY {
+        Bound::Excluded(&start[..MAX_STORED_KEY])
+    } else {
+        Bound::Included(start)
+    };
     let upper = if end.is_empty() {
         Bound::Unbounded
+    } else if end.len() > MAX_STORED_KEY {
+        Bound::Included(&end[..MAX_STORED_KEY])
     } else {
         Bound::Excluded(end)
     };
-    (Bound::Included(start), upper)
+    (lower, upper)
+}
+
+/// Whether `[start, end)` holds no key at all (then the engine is not asked: it may not
+/// take bounds in the wrong order).
+fn is_empty_range(start: &[u8], end: &[u8]) -> bool {
+    !end.is_empty() && start >= end
 }
 
 fn scan_iter(iter: fjall::Iter, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
@@ -571,6 +634,70 @@ mod tests {
         assert!(failed > 0, "the damaged block went unnoticed ({good} good)");
         let scanned = engine.scan(Cf::Default, b"", b"", |_, _| true);
         assert!(scanned.is_err(), "a scan over the damaged block fails");
+    }
+
+    #[test]
+    fn a_batch_the_engine_cannot_store_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        for bad in [vec![], vec![b'k'; u16::MAX as usize + 1]] {
+            let batch = [
+                Mutation::Put {
+                    cf: Cf::Default,
+                    key: b"fine".to_vec(),
+                    value: b"v".to_vec(),
+                },
+                Mutation::Delete {
+                    cf: Cf::Default,
+                    key: bad,
+                },
+            ];
+            let err = engine.write(&batch, true).unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+            assert_eq!(
+                engine.get(Cf::Default, b"fine").unwrap(),
+                None,
+                "nothing written"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_of_keys_the_engine_cannot_hold_find_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let longest = vec![b'k'; MAX_STORED_KEY];
+        let mutations = [b"k".to_vec(), longest.clone(), b"l".to_vec()].map(|key| Mutation::Put {
+            cf: Cf::Default,
+            key,
+            value: b"v".to_vec(),
+        });
+        engine.write(&mutations, true).unwrap();
+        let too_long = vec![b'k'; MAX_STORED_KEY + 1];
+        assert_eq!(engine.get(Cf::Default, &too_long).unwrap(), None);
+        assert_eq!(engine.get(Cf::Default, b"").unwrap(), None);
+        assert_eq!(engine.snapshot().get(Cf::Default, &too_long).unwrap(), None);
+        let scanned = |start: &[u8], end: &[u8]| {
+            let mut keys = Vec::new();
+            engine
+                .scan(Cf::Default, start, end, |k, _| {
+                    keys.push(k.len());
+                    true
+                })
+                .unwrap();
+            keys
+        };
+        assert_eq!(
+            scanned(&too_long, b""),
+            vec![1],
+            "after the longest key: only l"
+        );
+        assert_eq!(scanned(b"", &too_long), vec![1, MAX_STORED_KEY]);
+        assert_eq!(
+            scanned(b"l", b"a"),
+            Vec::<usize>::new(),
+            "bounds in the wrong order"
+        );
     }
 
     #[test]

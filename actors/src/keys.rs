@@ -12,6 +12,20 @@
 //! | meta | `0x03` region_id `0x01` | `RegionLocalState` |
 //! | meta | `0x04` `ident` | `StoreIdent` |
 //! | meta | `0x04` `next_id` | the id allocator's high-water mark |
+//!
+//! In the client column families, the keys from byte `0xFF` on are reserved for the
+//! cluster's own metadata (the placement driver's records, see [`RESERVED_KEYS_START`]).
+
+/// Where the reserved keys begin: every key of a client column family from here on
+/// belongs to the cluster's metadata, which the placement driver keeps in the region
+/// starting here (the *meta region*). Clients may not read or write them, and only a
+/// command marked `metadata` may write them (see [`crate::validation`]).
+pub const RESERVED_KEYS_START: &[u8] = b"\xff";
+
+/// Whether `key` is one of the reserved keys.
+pub fn is_reserved_key(key: &[u8]) -> bool {
+    key.starts_with(RESERVED_KEYS_START)
+}
 
 /// Prefix of raft log entries and raft state.
 const RAFT_PREFIX: u8 = 0x01;

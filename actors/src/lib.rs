@@ -12,6 +12,9 @@
 //! Modules, in the order data flows through them: [`router`], [`peer`] (with
 //! [`peer_storage`]), [`batch_writer`], [`apply`], over [`engine`] and [`keys`]; plus
 //! [`store`], [`bootstrap`], [`system`], [`msg`], [`transport`], [`config`], [`error`],
+//! [`validation`] (the rules every command obeys, checked when proposed and when applied),
+//! `inbound` (what a PeerFsm checks in a raft message before raft-rs sees it),
+//! `stale_peer` (how a peer told it was removed makes sure before destroying itself)
 //! and [`metrics`] (what the raftstore exposes to Prometheus).
 
 pub mod alive;
@@ -22,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod id_alloc;
+mod inbound;
 pub mod keys;
 pub mod metrics;
 pub mod msg;
@@ -32,10 +36,12 @@ pub mod router;
 pub mod slog_bridge;
 pub mod snapshot;
 pub mod split_check;
+mod stale_peer;
 pub mod store;
 pub mod system;
 pub mod transport;
 pub mod util;
+pub mod validation;
 
 pub use config::RaftStoreConfig;
 pub use engine::{Cf, Engine};

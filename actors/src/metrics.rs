@@ -23,6 +23,9 @@
 //! - **Snapshots** ([`SNAPSHOTS`], by event `generate`, `apply`, `send`, `receive` and
 //!   result `ok` / `failed`): snapshots are the expensive way to catch a follower up, so
 //!   their rate and failures matter.
+//! - **Refused input**: raft messages dropped before raft saw them ([`MESSAGES_REFUSED`],
+//!   by reason) and peers restarted after raft panicked anyway ([`PEER_RESTARTS`]): any
+//!   count above zero means a bug or someone forging traffic.
 //!
 //! Every metric lives in the process's default registry (`prometheus::default_registry`),
 //! created on first use; the node's HTTP API exposes them all at `GET /metrics`. Labels
@@ -170,10 +173,33 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Raft messages from other stores dropped before raft saw them, by reason:
+/// `malformed` (they break a promise raft-rs relies on, see [`crate::inbound`]) or
+/// `wrong_store` (a member peer's id on another store than the region records).
+pub static MESSAGES_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_raft_messages_refused_total",
+        "Raft messages from other stores dropped before raft saw them, by reason.",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Peers restarted from their state on disk after raft-rs panicked on a message.
+pub static PEER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tinykv_raft_peer_restarts_total",
+        "Peers restarted from their state on disk after raft panicked on a message."
+    )
+    .expect("metric registers once")
+});
+
 /// The kinds of [`PROPOSALS`].
 pub const PROPOSAL_KINDS: [&str; 4] = ["write", "read_index", "admin", "conf_change"];
 /// The reasons of [`PROPOSALS_DROPPED`].
 pub const DROP_REASONS: [&str; 2] = ["refused", "dropped"];
+/// The reasons of [`MESSAGES_REFUSED`].
+pub const REFUSAL_REASONS: [&str; 2] = ["malformed", "wrong_store"];
 /// The writers of the batch metrics.
 pub const WRITERS: [&str; 3] = ["raft_log", "apply", "log_gc"];
 /// The events of [`SNAPSHOTS`].
@@ -191,6 +217,9 @@ pub fn register_all() {
     }
     for t in <MessageType as protobuf::ProtobufEnum>::values() {
         MESSAGES_SENT.with_label_values(&[message_type(*t)]);
+    }
+    for reason in REFUSAL_REASONS {
+        MESSAGES_REFUSED.with_label_values(&[reason]);
     }
     for writer in WRITERS {
         BATCH_TASKS.with_label_values(&[writer]);
@@ -214,6 +243,8 @@ pub fn register_all() {
     LazyLock::force(&STORE_REGIONS);
     LazyLock::force(&STORE_LEADERS);
     LazyLock::force(&SNAPSHOTS);
+    LazyLock::force(&MESSAGES_REFUSED);
+    LazyLock::force(&PEER_RESTARTS);
 }
 
 /// The kind a command is counted under in [`PROPOSALS`]: `conf_change` for a membership
@@ -236,6 +267,17 @@ pub fn proposed(kind: &str) {
 /// Counts one command answered with an error instead of being proposed.
 pub fn proposal_dropped(reason: &str) {
     PROPOSALS_DROPPED.with_label_values(&[reason]).inc();
+}
+
+/// Counts one raft message dropped before raft saw it, for `reason` (one of
+/// [`REFUSAL_REASONS`]).
+pub fn message_refused(reason: &str) {
+    MESSAGES_REFUSED.with_label_values(&[reason]).inc();
+}
+
+/// Counts one peer restarted from disk after raft panicked.
+pub fn peer_restarted() {
+    PEER_RESTARTS.inc();
 }
 
 /// Records a proposal made at `proposed_at` whose entry was just applied.

@@ -10,6 +10,7 @@
 //! | [`Apply`] | PeerFsm → ApplyFsm |
 //! | [`ApplyTask`] / [`Applied`] | ApplyFsm → ApplyWriter → PeerFsm (callbacks answered) |
 //! | [`RegionChanged`] | PeerFsm → Router (range index and leader hints) |
+//! | [`RestartPeer`] | PeerFsm → Router → Store (a peer restarts from disk) |
 //!
 //! A command is answered exactly once through its [`Callback`]: with a response, or with a
 //! region error in the response header. A caller that gives up (times out) just drops the
@@ -173,6 +174,9 @@ pub struct WriteTask {
     pub last_index: Option<u64>,
     /// Who to tell once the write is durable (nobody, for a destroyed peer's cleanup).
     pub notify: Option<Recipient<Persisted>>,
+    /// Completed once the write is done, and with it every task queued before it: the
+    /// barrier a restarting peer waits behind (see [`RestartPeer`]).
+    pub flushed: Option<oneshot::Sender<()>>,
 }
 
 /// A [`WriteTask`] is durable.
@@ -304,6 +308,45 @@ pub struct LogGcTask {
 pub struct DestroyApply {
     /// The destruction's data and state changes.
     pub mutations: Vec<Mutation>,
+}
+
+/// Stops an ApplyFsm whose peer restarts: `flushed` completes once everything it queued
+/// at the apply writer is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopApply {
+    /// The barrier behind the ApplyFsm's writes.
+    pub flushed: oneshot::Sender<()>,
+}
+
+/// A PeerFsm whose in-memory raft state can no longer be trusted (raft-rs panicked on a
+/// message) stopped itself without touching its data; the Store starts the peer again
+/// from what is on disk once `flushed` completes, that is once every write the stopped
+/// peer and its ApplyFsm queued has landed (PeerFsm → Router → Store). Like a crash of
+/// that one peer: raft's durable state is always one it may restart from.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestartPeer {
+    /// The region.
+    pub region_id: u64,
+    /// The stopped PeerFsm, so that a newer peer of the region is not forgotten.
+    pub peer: actix::Addr<crate::peer::PeerFsm>,
+    /// Completes once the stopped peer's writes are on disk.
+    pub flushed: futures::future::BoxFuture<'static, ()>,
+}
+
+/// Asks the Router whether a snapshot of region `region_id` covering `[start_key,
+/// end_key)` may be applied: no other local region may overlap that range, or applying
+/// it would overwrite that region's data. Answers `true` if none does.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CheckSnapshotRange {
+    /// The snapshot's region.
+    pub region_id: u64,
+    /// The snapshot's first key.
+    pub start_key: Vec<u8>,
+    /// The snapshot's end key (empty: unbounded).
+    pub end_key: Vec<u8>,
 }
 
 /// Resets an ApplyFsm after its peer applied a snapshot.

@@ -35,7 +35,7 @@ use tinykv_proto::raft_cmdpb::{
     SplitRequest, TransferLeaderResponse,
 };
 use tinykv_proto::raft_serverpb::RaftMessage;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::alive::AliveToken;
 use crate::apply::{ApplyFsm, AttachPeer};
@@ -44,6 +44,7 @@ use crate::config::RaftStoreConfig;
 use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
 use crate::id_alloc::IdAllocator;
+use crate::inbound;
 use crate::keys;
 use crate::metrics;
 use crate::msg::*;
@@ -53,8 +54,10 @@ use crate::router::Router;
 use crate::slog_bridge::raft_logger;
 use crate::snapshot;
 use crate::split_check;
+use crate::stale_peer::{self, StaleCheck};
 use crate::transport::Transport;
 use crate::util;
+use crate::validation;
 
 /// Everything a PeerFsm needs from its store.
 #[derive(Clone)]
@@ -154,8 +157,16 @@ pub struct PeerFsm {
     persisting_snapshot: Option<(u64, u64)>,
     /// A snapshot is being generated on a blocking thread.
     generating_snapshot: bool,
-    /// The peer destroyed itself and only waits to stop.
+    /// The peer destroyed itself, or stopped to restart from disk, and only waits to
+    /// stop.
     destroyed: bool,
+    /// A snapshot from the leader is being verified before raft sees it.
+    verifying_snapshot: bool,
+    /// The last snapshot that passed verification, kept for when raft hands it back to
+    /// be persisted.
+    verified_snapshot: Option<snapshot::VerifiedSnapshot>,
+    /// A check, in flight, of whether this peer was removed from its region.
+    stale_check: Option<StaleCheck>,
     /// The (term, index) of the last CompactLog this peer proposed as leader; another is
     /// proposed only once it applied or the term changed.
     compact_proposed: Option<(u64, u64)>,
@@ -237,6 +248,9 @@ impl PeerFsm {
             persisting_snapshot: None,
             generating_snapshot: false,
             destroyed: false,
+            verifying_snapshot: false,
+            verified_snapshot: None,
+            stale_check: None,
             compact_proposed: None,
             log_size_hint: 0,
             log_deleted_below: None,
@@ -293,6 +307,7 @@ impl PeerFsm {
     // ---- commands -------------------------------------------------------------------
 
     fn check_command(&self, request: &mut RaftCmdRequest) -> Result<()> {
+        validation::check_command(request)?;
         let header = request.header.get_or_insert_with(Default::default).clone();
         if let Some(peer) = &header.peer {
             if peer.store_id != self.ctx.store_id {
@@ -1086,13 +1101,30 @@ impl PeerFsm {
             debug!(to = ?to, "dropping raft message for another store");
             return;
         }
+        if stale_peer::is_check(&msg) {
+            // Another store's peer asks how this store sees the region.
+            let region = self.region();
+            let view = (!region.peers.is_empty()).then_some(region);
+            if let Some(answer) = stale_peer::answer(&msg, view, false) {
+                self.ctx.transport.send(answer);
+            }
+            return;
+        }
+        if stale_peer::is_answer(&msg) {
+            self.on_stale_check_answer(&msg, ctx);
+            return;
+        }
         let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
         let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
         if to.id != self.peer.id && !msg.is_tombstone && their_conf_ver > my_conf_ver {
-            // A newer membership has another peer of the region on this store: this one
-            // was removed without learning it (a store holds one peer per region). Peer
-            // ids say nothing about age: each store allocates from its own id space.
-            self.destroy("replaced by a newer peer on this store", ctx);
+            // A newer membership may have another peer of the region on this store: this
+            // one would then have been removed without learning it (a store holds one peer
+            // per region). Peer ids say nothing about age: each store allocates from its
+            // own id space.
+            self.check_stale(
+                "a newer peer of the region on this store was addressed",
+                &msg,
+            );
             return;
         }
         if !msg.dropped_proposals.is_empty() {
@@ -1102,8 +1134,9 @@ impl PeerFsm {
             return;
         }
         if msg.is_tombstone {
-            if to.id == self.peer.id && their_conf_ver > my_conf_ver {
-                self.destroy("the region no longer includes this peer", ctx);
+            let initialized = self.raft.store().is_initialized();
+            if to.id == self.peer.id && their_conf_ver > my_conf_ver && initialized {
+                self.check_stale("told it was removed from the region", &msg);
             }
             return;
         }
@@ -1120,7 +1153,12 @@ impl PeerFsm {
             debug!(to = ?to, "dropping raft message for an earlier peer of this store");
             return;
         }
-        self.peer_cache.insert(from.id, from);
+        let known = self.region().peers.iter().find(|p| p.id == from.id);
+        if known.is_some_and(|p| p.store_id != from.store_id) {
+            warn!(from = ?from, "dropping a raft message from a member peer on the wrong store");
+            metrics::message_refused("wrong_store");
+            return;
+        }
         let Some(inner) = &msg.message else { return };
         let message: eraftpb::Message = match to_raft(inner) {
             Ok(m) => m,
@@ -1129,20 +1167,173 @@ impl PeerFsm {
                 return;
             }
         };
+        let log = inbound::LocalLog {
+            last_index: self.raft.raft.raft_log.last_index(),
+            leader_id: self.raft.raft.leader_id,
+        };
+        if let Err(why) = inbound::check_message(&message, &from, &to, &log) {
+            warn!(from = ?from, kind = ?message.get_msg_type(), "dropping a raft message raft could not take: {why}");
+            metrics::message_refused("malformed");
+            return;
+        }
+        self.peer_cache.insert(from.id, from);
+        if message.get_msg_type() == eraftpb::MessageType::MsgSnapshot {
+            self.verify_snapshot_then_step(message, ctx);
+            return;
+        }
         // A leader not handing its leadership over always takes a forwarded write (there
         // is no limit on uncommitted entries); only otherwise may raft drop it, and only
-        // then are the entries decoded, before raft consumes them, to name the writes.
+        // then are the writes named, to tell the follower.
         let may_drop = !self.is_leader() || self.raft.raft.lead_transferee.is_some();
-        let forwarded_from = (may_drop
+        let forwarded = (may_drop
             && message.get_msg_type() == eraftpb::MessageType::MsgPropose
             && message.from != self.peer.id)
-            .then_some(from);
-        let proposal_uuids = forwarded_from.map(|_| util::proposal_uuids(&message));
-        if let Err(e) = self.raft.step(message) {
+            .then(|| inbound::check_forwarded_proposal(&message).unwrap_or_default());
+        if let Err(e) = self.step(message, ctx) {
             debug!("raft rejected message: {e}");
-            if let (Some(from), Some(uuids)) = (forwarded_from, proposal_uuids) {
+            if let Some(uuids) = forwarded {
                 self.notify_dropped_proposals(from, uuids);
             }
+        }
+    }
+
+    /// Steps `message` into raft. raft-rs asserts its peers' promises instead of checking
+    /// them; [`inbound::check_message`] refuses every message known to break one, and if
+    /// one still makes raft panic, the panic is contained here: raft's in-memory state
+    /// may be half-updated, so the peer restarts from its state on disk (see
+    /// [`PeerFsm::restart`]), like a crash of this one peer, instead of the whole node.
+    fn step(&mut self, message: eraftpb::Message, ctx: &mut Context<Self>) -> raft::Result<()> {
+        let (kind, from) = (message.get_msg_type(), message.from);
+        let raft = &mut self.raft;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.step(message))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                error!(?kind, from, "raft panicked on a message: {what}");
+                self.restart(ctx);
+                Ok(())
+            }
+        }
+    }
+
+    /// Verifies a snapshot from the leader before raft sees it, off the actor's thread
+    /// (it decodes and checksums the whole region): its data (counts, checksums, every
+    /// key inside its range), that it is for this peer of this region and not older than
+    /// the region this peer holds, and (asking the Router) that no other local region
+    /// overlaps its range. Only then is it stepped; otherwise it is dropped, and raft
+    /// sends another one if it was real.
+    fn verify_snapshot_then_step(&mut self, message: eraftpb::Message, ctx: &mut Context<Self>) {
+        if self.verifying_snapshot {
+            debug!("a snapshot is being verified already; dropping another");
+            return;
+        }
+        self.verifying_snapshot = true;
+        let (region_id, peer, token) = (self.region_id, self.peer, self.ctx.token.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            let verified = snapshot::verify_for(message.get_snapshot(), region_id, &peer);
+            (message, verified)
+        });
+        ctx.spawn(task.into_actor(self).then(|joined, peer, _| {
+            let verified = match joined {
+                Ok((message, Ok(verified))) => peer.check_snapshot_epoch(message, verified),
+                Ok((_, Err(e))) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let router = peer.ctx.router.clone();
+            async move {
+                let (message, verified) = verified?;
+                let range = CheckSnapshotRange {
+                    region_id: verified.region.id,
+                    start_key: verified.region.start_key.clone(),
+                    end_key: verified.region.end_key.clone(),
+                };
+                match router.send(range).await {
+                    Ok(true) => Ok((message, verified)),
+                    Ok(false) => Err("its range overlaps another local region".to_string()),
+                    Err(_) => Err("the router is gone".to_string()),
+                }
+            }
+            .into_actor(peer)
+            .map(|checked, peer, ctx| {
+                peer.verifying_snapshot = false;
+                if peer.destroyed {
+                    return;
+                }
+                let _enter = peer.span.clone().entered();
+                match checked {
+                    Ok((message, verified)) => {
+                        peer.verified_snapshot = Some(verified);
+                        if let Err(e) = peer.step(message, ctx) {
+                            debug!("raft rejected a snapshot: {e}");
+                        }
+                        peer.schedule_ready(ctx);
+                    }
+                    Err(why) => {
+                        metrics::snapshot("receive", false);
+                        warn!("dropping a snapshot that failed verification: {why}");
+                    }
+                }
+            })
+        }));
+    }
+
+    /// Refuses a snapshot of an older region than the one this (initialized) peer holds.
+    fn check_snapshot_epoch(
+        &self,
+        message: eraftpb::Message,
+        verified: snapshot::VerifiedSnapshot,
+    ) -> std::result::Result<(eraftpb::Message, snapshot::VerifiedSnapshot), String> {
+        let (mine, theirs) = (
+            self.region().region_epoch.unwrap_or_default(),
+            verified.region.region_epoch.unwrap_or_default(),
+        );
+        if self.raft.store().is_initialized()
+            && (theirs.version < mine.version || theirs.conf_ver < mine.conf_ver)
+        {
+            return Err(format!(
+                "its region epoch {theirs:?} is older than this peer's {mine:?}"
+            ));
+        }
+        Ok((message, verified))
+    }
+
+    /// Starts making sure that this peer was removed from its region, as `msg` claims
+    /// (see [`stale_peer`]); it destroys itself only once another store confirms.
+    fn check_stale(&mut self, reason: &str, msg: &RaftMessage) {
+        let base_tick = self.ctx.cfg.base_tick();
+        if self
+            .stale_check
+            .as_ref()
+            .is_some_and(|c| c.is_running(base_tick))
+        {
+            return;
+        }
+        info!(reason, from = ?msg.from_peer, "asking the other stores whether this peer was removed");
+        let (check, questions) = StaleCheck::start(self.region(), &self.peer, msg.from_peer);
+        self.stale_check = Some(check);
+        for question in questions {
+            self.ctx.transport.send(question);
+        }
+    }
+
+    fn on_stale_check_answer(&mut self, answer: &RaftMessage, ctx: &mut Context<Self>) {
+        let confirmed = self
+            .stale_check
+            .as_ref()
+            .is_some_and(|check| check.confirms(answer, self.region(), &self.peer));
+        if confirmed {
+            let by = answer.from_peer.map_or(0, |p| p.store_id);
+            info!(
+                confirmed_by = by,
+                "another store confirms that this peer was removed"
+            );
+            self.stale_check = None;
+            self.destroy("removed from the region (confirmed by another store)", ctx);
         }
     }
 
@@ -1234,7 +1425,12 @@ impl PeerFsm {
 
         let mut mutations = Vec::new();
         if !ready.snapshot().is_empty() {
-            mutations.extend(self.apply_snapshot(ready.snapshot(), ctx));
+            let Some(snapshot_mutations) = self.apply_snapshot(ready.snapshot(), ctx) else {
+                // Nothing of this ready is persisted: the peer starts again from disk.
+                self.restart(ctx);
+                return;
+            };
+            mutations.extend(snapshot_mutations);
             self.persisting_snapshot =
                 Some((ready.number(), ready.snapshot().get_metadata().index));
         }
@@ -1267,6 +1463,7 @@ impl PeerFsm {
             must_sync,
             last_index,
             notify: Some(ctx.address().recipient()),
+            flushed: None,
         });
         self.apply_committed(committed);
         self.issue_reads();
@@ -1278,15 +1475,29 @@ impl PeerFsm {
     }
 
     /// Replaces this peer's state with a snapshot from the leader; returns the mutations
-    /// for the raft-log writer. An invalid snapshot is fatal for the peer: accepting part
-    /// of it would corrupt the region.
-    fn apply_snapshot(&mut self, snap: &eraftpb::Snapshot, ctx: &Context<Self>) -> Vec<Mutation> {
-        let verified = match snapshot::verify(snap) {
-            Ok(v) => v,
-            Err(e) => panic!(
-                "region {}: received an invalid snapshot: {e}",
-                self.region_id
-            ),
+    /// for the raft-log writer. raft only hands back snapshots this peer verified before
+    /// stepping them (see [`PeerFsm::verify_snapshot_then_step`]); one that it cannot find
+    /// verified, and that fails verification now, is refused (`None`): accepting part of
+    /// it would corrupt the region.
+    fn apply_snapshot(
+        &mut self,
+        snap: &eraftpb::Snapshot,
+        ctx: &Context<Self>,
+    ) -> Option<Vec<Mutation>> {
+        let metadata = snap.get_metadata();
+        let verified = match self
+            .verified_snapshot
+            .take()
+            .filter(|v| (v.index, v.term) == (metadata.index, metadata.term))
+        {
+            Some(verified) => verified,
+            None => match snapshot::verify_for(snap, self.region_id, &self.peer) {
+                Ok(verified) => verified,
+                Err(e) => {
+                    error!("raft accepted a snapshot that fails verification: {e}");
+                    return None;
+                }
+            },
         };
         debug!(
             index = verified.index,
@@ -1306,7 +1517,7 @@ impl PeerFsm {
             apply_state: *self.raft.store().apply_state(),
         });
         self.report_route(ctx);
-        mutations
+        Some(mutations)
     }
 
     /// Entries from a new leader replace this peer's log from their first index on: a
@@ -1485,6 +1696,7 @@ impl PeerFsm {
             must_sync: true,
             last_index: None,
             notify: None,
+            flushed: None,
         });
         let mut mutations = peer_storage::tombstone(&region);
         if !region.peers.is_empty() || region.region_epoch.is_some() {
@@ -1496,6 +1708,44 @@ impl PeerFsm {
             peer: ctx.address(),
         });
         self.fail_all(&Error::RegionNotFound(id));
+        ctx.stop();
+    }
+
+    /// Stops this peer without touching its data, to start again from its state on disk,
+    /// after raft-rs panicked on a message: its in-memory state can no longer be trusted.
+    /// No `Ready` of that state is taken, so what is on disk (and what was sent) comes
+    /// from sound states only: to raft this is a crash of one peer. The Store starts the
+    /// peer again once every write it and its ApplyFsm queued has landed.
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        error!("restarting this peer from its state on disk");
+        metrics::peer_restarted();
+        self.fail_all(&Error::Stopped);
+        let (log_flushed, log_written) = tokio::sync::oneshot::channel();
+        self.ctx.log_writer.do_send(WriteTask {
+            region_id: self.region_id,
+            ready_number: 0,
+            mutations: Vec::new(),
+            must_sync: false,
+            last_index: None,
+            notify: None,
+            flushed: Some(log_flushed),
+        });
+        let (apply_flushed, apply_written) = tokio::sync::oneshot::channel();
+        self.apply.do_send(StopApply {
+            flushed: apply_flushed,
+        });
+        self.ctx.router.do_send(RestartPeer {
+            region_id: self.region_id,
+            peer: ctx.address(),
+            flushed: Box::pin(async move {
+                let _ = log_written.await;
+                let _ = apply_written.await;
+            }),
+        });
         ctx.stop();
     }
 

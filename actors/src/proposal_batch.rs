@@ -9,8 +9,9 @@
 //! one response back into each client's share (or gives every client the command's error:
 //! a batch applies entirely or not at all, like any command).
 //!
-//! Only plain client writes join a batch: requests without an admin command, a term or a
-//! uuid, whose header (region and epoch, as the PeerFsm stamped it) matches the batch's.
+//! Only plain client writes join a batch: requests without an admin command, a term, a
+//! uuid or the metadata mark, whose header (region and epoch, as the PeerFsm stamped it)
+//! matches the batch's.
 //! A batch of one is proposed as it came, with its own callback.
 
 use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
@@ -33,7 +34,7 @@ impl ProposalBatch {
         let header = request.header.as_ref();
         request.admin_request.is_none()
             && !request.requests.is_empty()
-            && header.is_none_or(|h| h.term == 0 && h.uuid.is_empty())
+            && header.is_none_or(|h| h.term == 0 && h.uuid.is_empty() && !h.metadata)
     }
 
     /// Whether `request` would join this batch (same header) rather than needing a new

@@ -152,6 +152,47 @@ impl Handler<PeerDestroyed> for Router {
     }
 }
 
+impl Handler<RestartPeer> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestartPeer, _: &mut Self::Context) {
+        if self.peers.get(&msg.region_id) == Some(&msg.peer) {
+            self.forget(msg.region_id);
+        }
+        if let Some(store) = &self.store {
+            store.do_send(msg);
+        }
+    }
+}
+
+impl Handler<CheckSnapshotRange> for Router {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CheckSnapshotRange, _: &mut Self::Context) -> bool {
+        let overlapping = self.routes.values().find(|route| {
+            let r = &route.region;
+            r.id != msg.region_id
+                && is_initialized(r)
+                && ranges_overlap(&r.start_key, &r.end_key, &msg.start_key, &msg.end_key)
+        });
+        if let Some(route) = overlapping {
+            tracing::warn!(
+                region = msg.region_id,
+                overlaps = route.region.id,
+                "refusing a snapshot whose range overlaps another local region"
+            );
+        }
+        overlapping.is_none()
+    }
+}
+
+/// Whether `[a_start, a_end)` and `[b_start, b_end)` share a key (an empty end is
+/// unbounded).
+fn ranges_overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
+    let before = |end: &[u8], start: &[u8]| !end.is_empty() && end <= start;
+    !before(a_end, b_start) && !before(b_end, a_start)
+}
+
 impl Handler<CreateSplitPeer> for Router {
     type Result = ();
 
@@ -240,9 +281,17 @@ impl Handler<InboundRaftMessage> for Router {
             peer.do_send(msg);
             return;
         }
-        // No peer here: only an initial message for a range no local region covers may
-        // create one (a covering region has not applied the split that made this region).
-        if msg.0.is_tombstone || !is_initial(&msg.0) {
+        // No peer here: a stale-peer check is the Store's to answer (from a tombstone, or
+        // with nothing); otherwise only an initial message for a range no local region
+        // covers may create one (a covering region has not applied the split that made
+        // this region).
+        if crate::stale_peer::is_check(&msg.0) {
+            if let Some(store) = &self.store {
+                store.do_send(msg);
+            }
+            return;
+        }
+        if msg.0.is_tombstone || msg.0.extra_msg.is_some() || !is_initial(&msg.0) {
             return;
         }
         let dead: Vec<u64> = self
@@ -309,5 +358,22 @@ impl Handler<Stop> for Router {
         self.peers.clear();
         crate::metrics::set_store_counts(self.store_id, 0, 0);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges_overlap;
+
+    #[test]
+    fn ranges_overlap_unless_one_ends_before_the_other_starts() {
+        assert!(ranges_overlap(b"a", b"c", b"b", b"d"));
+        assert!(ranges_overlap(b"a", b"", b"x", b"y"), "unbounded end");
+        assert!(ranges_overlap(b"", b"", b"m", b""));
+        assert!(
+            !ranges_overlap(b"a", b"b", b"b", b"c"),
+            "ends are exclusive"
+        );
+        assert!(!ranges_overlap(b"c", b"", b"a", b"c"));
     }
 }

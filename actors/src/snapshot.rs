@@ -29,6 +29,7 @@ use tinykv_proto::raft_serverpb::{
 use crate::engine::{Cf, Engine, Mutation, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::validation;
 
 const CF_NAMES: [(Cf, &str); 3] = [
     (Cf::Default, CF_DEFAULT),
@@ -140,6 +141,31 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
                 region.id, file.cf
             )));
         }
+        if pairs.iter().any(|(seen, _)| *seen == cf) {
+            return Err(Error::Codec(format!(
+                "snapshot of region {} lists cf {} twice",
+                region.id, file.cf
+            )));
+        }
+        // Written as they are: every pair must be one the engine can store, inside the
+        // region (a pair outside it would overwrite another region's data).
+        for kv in &section {
+            validation::check_key(&kv.key)
+                .map_err(|e| Error::Codec(format!("snapshot of region {}: {e}", region.id)))?;
+            if kv.value.len() > validation::MAX_VALUE_BYTES {
+                return Err(Error::Codec(format!(
+                    "snapshot of region {}: a value of {} bytes",
+                    region.id,
+                    kv.value.len()
+                )));
+            }
+            if !keys::in_range(&kv.key, &region.start_key, &region.end_key) {
+                return Err(Error::Codec(format!(
+                    "snapshot of region {} holds key {:?} outside its range",
+                    region.id, kv.key
+                )));
+            }
+        }
         pairs.push((cf, section));
     }
     if data.next().is_some() {
@@ -154,6 +180,52 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
         term: metadata.term,
         pairs,
     })
+}
+
+/// [`verify`], and checks that the snapshot is one for `peer` of region `region_id`: the
+/// region it carries is that region, lists `peer` among distinct peers on distinct
+/// stores, and matches the configuration raft will restore from the snapshot's
+/// metadata, and its range is a proper one.
+pub fn verify_for(
+    snapshot: &eraftpb::Snapshot,
+    region_id: u64,
+    peer: &metapb::Peer,
+) -> Result<VerifiedSnapshot> {
+    let verified = verify(snapshot)?;
+    let region = &verified.region;
+    let fail = |why: String| {
+        Err(Error::Codec(format!(
+            "snapshot of region {region_id}: {why}"
+        )))
+    };
+    if region.id != region_id {
+        return fail(format!("it carries region {}", region.id));
+    }
+    if !region.peers.contains(peer) {
+        return fail(format!(
+            "its region {region:?} does not include peer {peer:?}"
+        ));
+    }
+    let mut ids: Vec<u64> = region.peers.iter().map(|p| p.id).collect();
+    let mut stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    ids.sort_unstable();
+    stores.sort_unstable();
+    let mut voters = snapshot.get_metadata().get_conf_state().voters.clone();
+    voters.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) || stores.windows(2).any(|w| w[0] == w[1]) {
+        return fail(format!(
+            "its region has repeated peers or stores: {region:?}"
+        ));
+    }
+    if voters != ids {
+        return fail(format!(
+            "its voters {voters:?} are not its region's peers {ids:?}"
+        ));
+    }
+    if !region.end_key.is_empty() && region.end_key <= region.start_key {
+        return fail("its range is empty".into());
+    }
+    Ok(verified)
 }
 
 impl VerifiedSnapshot {
@@ -322,5 +394,63 @@ mod tests {
         payload.data[0].value = b"tampered".to_vec();
         snap.data = prost::Message::encode_to_vec(&payload).into();
         assert!(matches!(verify(&snap), Err(Error::Codec(_))));
+    }
+
+    /// Re-encodes `snap` after `tamper` changed its payload, with matching checksums: a
+    /// forger's snapshot, not a damaged one.
+    fn forged(
+        snap: &eraftpb::Snapshot,
+        tamper: impl Fn(&mut RaftSnapshotData),
+    ) -> eraftpb::Snapshot {
+        let mut payload: RaftSnapshotData = prost::Message::decode(snap.data.as_ref()).unwrap();
+        tamper(&mut payload);
+        let mut at = 0;
+        for file in &mut payload.meta.as_mut().unwrap().cf_files {
+            let section = &payload.data[at..at + file.size as usize];
+            file.checksum = checksum(section);
+            at += file.size as usize;
+        }
+        let mut forged = snap.clone();
+        forged.data = prost::Message::encode_to_vec(&payload).into();
+        forged
+    }
+
+    #[test]
+    fn a_snapshot_must_fit_its_receiver_and_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let r = region(7, b"b", b"m");
+        engine.write(&initial_region_mutations(&r), true).unwrap();
+        engine.write(&[put(Cf::Default, b"c", b"v")], true).unwrap();
+        let snap = generate(&engine, 7).unwrap();
+        let me = metapb::Peer { id: 1, store_id: 1 };
+        assert!(verify_for(&snap, 7, &me).is_ok());
+        assert!(verify_for(&snap, 8, &me).is_err(), "another region");
+        let stranger = metapb::Peer { id: 2, store_id: 2 };
+        assert!(verify_for(&snap, 7, &stranger).is_err(), "not a peer");
+
+        let outside = forged(&snap, |p| p.data[0].key = b"z".to_vec());
+        assert!(
+            verify(&snap).is_ok() && verify(&outside).is_err(),
+            "key outside the range"
+        );
+        let empty_key = forged(&snap, |p| p.data[0].key = Vec::new());
+        assert!(verify(&empty_key).is_err());
+        let long_key = forged(&snap, |p| p.data[0].key = [b'c'; 70_000].to_vec());
+        assert!(verify(&long_key).is_err());
+        let other_voters = {
+            let mut s = snap.clone();
+            s.mut_metadata().mut_conf_state().voters = vec![1, 5];
+            s
+        };
+        assert!(verify_for(&other_voters, 7, &me).is_err());
+        let twice = forged(&snap, |p| {
+            p.region
+                .as_mut()
+                .unwrap()
+                .peers
+                .push(metapb::Peer { id: 1, store_id: 3 })
+        });
+        assert!(verify_for(&twice, 7, &me).is_err(), "a repeated peer id");
     }
 }

@@ -13,12 +13,12 @@
 //! removal: the removal was applied (the new region state written) but the store stopped
 //! before the peer destroyed itself. Loading finishes that destruction instead of refusing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use actix::prelude::*;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::apply::ApplyFsm;
 use crate::batch_writer::ApplyWriter;
@@ -42,6 +42,9 @@ pub struct Store {
     peer_arbiters: Vec<ArbiterHandle>,
     apply_arbiters: Vec<ArbiterHandle>,
     peers: HashMap<u64, Addr<PeerFsm>>,
+    /// Regions whose peer stopped to restart from disk, waiting for its writes to land;
+    /// messages for them are dropped meanwhile.
+    restarting: HashSet<u64>,
 }
 
 impl Store {
@@ -58,6 +61,7 @@ impl Store {
             peer_arbiters,
             apply_arbiters,
             peers: HashMap::new(),
+            restarting: HashSet::new(),
         }
     }
 
@@ -278,9 +282,16 @@ impl Handler<InboundRaftMessage> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: InboundRaftMessage, _: &mut Self::Context) {
+        if self.restarting.contains(&msg.0.region_id) {
+            return;
+        }
         // A peer that just started may not have registered with the Router yet.
         if let Some(peer) = self.peers.get(&msg.0.region_id) {
             peer.do_send(msg);
+            return;
+        }
+        if crate::stale_peer::is_check(&msg.0) {
+            self.answer_stale_check(&msg.0);
             return;
         }
         match self.create_peer_for(&msg.0) {
@@ -288,6 +299,79 @@ impl Handler<InboundRaftMessage> for Store {
             Ok(None) => {}
             Err(e) => warn!(region = msg.0.region_id, "cannot create peer: {e}"),
         }
+    }
+}
+
+impl Store {
+    /// Answers another store's peer asking how this store sees a region it holds no peer
+    /// of: with the region its tombstone records, or with nothing.
+    fn answer_stale_check(&self, question: &RaftMessage) {
+        let state: Option<RegionLocalState> = match self
+            .peer_ctx
+            .engine
+            .get_msg(Cf::Meta, &keys::region_state_key(question.region_id))
+        {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(
+                    region = question.region_id,
+                    "cannot read a region state: {e}"
+                );
+                return;
+            }
+        };
+        let tombstone = state
+            .filter(|s| s.state() == PeerState::Tombstone)
+            .and_then(|s| s.region);
+        let answer = crate::stale_peer::answer(question, tombstone.as_ref(), tombstone.is_some());
+        if let Some(answer) = answer {
+            self.peer_ctx.transport.send(answer);
+        }
+    }
+}
+
+impl Handler<RestartPeer> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestartPeer, ctx: &mut Self::Context) {
+        if self.peers.get(&msg.region_id) == Some(&msg.peer) {
+            self.peers.remove(&msg.region_id);
+        }
+        let region_id = msg.region_id;
+        self.restarting.insert(region_id);
+        ctx.spawn(msg.flushed.into_actor(self).map(move |(), store, _| {
+            store.restarting.remove(&region_id);
+            if let Err(e) = store.start_from_disk(region_id) {
+                error!(region = region_id, "cannot restart the peer from disk: {e}");
+            }
+        }));
+    }
+}
+
+impl Store {
+    /// Starts this store's peer of `region_id` from its region state on disk, if it is
+    /// live and lists this store.
+    fn start_from_disk(&mut self, region_id: u64) -> Result<()> {
+        let state: Option<RegionLocalState> = self
+            .peer_ctx
+            .engine
+            .get_msg(Cf::Meta, &keys::region_state_key(region_id))?;
+        let Some(region) = state
+            .filter(|s| s.state() != PeerState::Tombstone)
+            .and_then(|s| s.region)
+        else {
+            return Ok(());
+        };
+        let Some(peer) = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.store_id())
+            .copied()
+        else {
+            return Ok(());
+        };
+        info!(region = region_id, "peer restarted from its state on disk");
+        self.spawn_peer(region, peer, false).map(|_| ())
     }
 }
 

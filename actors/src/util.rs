@@ -115,18 +115,6 @@ pub fn tombstone_for_stale_sender(
     })
 }
 
-/// The uuids of the commands in a MsgPropose's entries (those that have one).
-pub fn proposal_uuids(message: &eraftpb::Message) -> Vec<Vec<u8>> {
-    use prost::Message as _;
-    message
-        .get_entries()
-        .iter()
-        .filter_map(|entry| RaftCmdRequest::decode(entry.get_data()).ok())
-        .filter_map(|cmd| cmd.header.map(|h| h.uuid))
-        .filter(|uuid| !uuid.is_empty())
-        .collect()
-}
-
 /// A proposal id no other proposal of the cluster carries: the proposing store, a random
 /// number drawn once per process, and a per-process counter (24 bytes).
 pub fn unique_proposal_id(store_id: u64) -> Vec<u8> {

@@ -8,7 +8,8 @@
 //! The filters are the faults of TinyKV's and TiKV's test suites:
 //! [`DropFilter`] loses a fraction of messages, [`DelayFilter`] holds messages back,
 //! [`PartitionFilter`] cuts all traffic between two sets of stores, and
-//! [`PartitionFilter::isolate`] cuts one store off from all others.
+//! [`PartitionFilter::isolate`] cuts one store off from all others. Tests of hostile
+//! input also [`SimNetwork::inject`] messages no store sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -136,6 +137,17 @@ impl SimNetwork {
     /// Removes every filter.
     pub fn clear_filters(&self) {
         self.filters.write().unwrap().clear();
+    }
+
+    /// Delivers `msg` to the store its `to_peer` names, past every filter, as a forger on
+    /// the network would; whatever it claims about its sender is not checked.
+    pub fn inject(&self, msg: RaftMessage) {
+        let Some(to) = msg.to_peer.as_ref().map(|p| p.store_id) else {
+            return;
+        };
+        if let Some(router) = self.stores.read().unwrap().get(&to).cloned() {
+            router.deliver(msg);
+        }
     }
 
     fn send(&self, from: u64, msg: RaftMessage) {

@@ -26,13 +26,15 @@ use tinykv_proto::kvrpcpb::{
     KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
-use tinykv_proto::raft_cmdpb::RaftCmdRequest;
+use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest};
 
 use super::error::body_error;
+use super::request::check_key;
 use super::ApiState;
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE};
+use crate::placement::{is_reserved_key, META_REGION_START};
 use crate::service::{KvOp, KvOutcome};
 
 /// The request body type of the internal endpoints.
@@ -47,7 +49,7 @@ pub fn body_limit(limits: &ApiConfig) -> usize {
 /// `POST /internal/v1/raw/get`.
 pub async fn raw_get(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
     let request: RawGetRequest = decode(&state, body)?;
-    let outcome = match parse_cf(&request.cf) {
+    let outcome = match parse_cf(&request.cf).and_then(|cf| checked_key(&state, &request.key, cf)) {
         Ok(cf) => {
             execute(
                 &state,
@@ -73,7 +75,7 @@ pub async fn raw_get(state: web::Data<ApiState>, body: Body) -> Result<HttpRespo
 /// `POST /internal/v1/raw/put`.
 pub async fn raw_put(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
     let request: RawPutRequest = decode(&state, body)?;
-    let outcome = match parse_cf(&request.cf) {
+    let outcome = match parse_cf(&request.cf).and_then(|cf| checked_key(&state, &request.key, cf)) {
         Ok(cf) => {
             let op = KvOp::Put {
                 cf,
@@ -94,7 +96,7 @@ pub async fn raw_put(state: web::Data<ApiState>, body: Body) -> Result<HttpRespo
 /// `POST /internal/v1/raw/delete`.
 pub async fn raw_delete(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
     let request: RawDeleteRequest = decode(&state, body)?;
-    let outcome = match parse_cf(&request.cf) {
+    let outcome = match parse_cf(&request.cf).and_then(|cf| checked_key(&state, &request.key, cf)) {
         Ok(cf) => {
             execute(
                 &state,
@@ -120,11 +122,21 @@ pub async fn raw_scan(state: web::Data<ApiState>, body: Body) -> Result<HttpResp
     let limit = (request.limit as usize).min(state.limits.max_scan_limit);
     let outcome = match parse_cf(&request.cf) {
         Ok(_) if limit == 0 => Err(Error::bad_request("invalid_request", "scan limit is 0")),
+        Ok(_) if is_reserved_key(&request.start_key) => Err(Error::bad_request(
+            "reserved_key",
+            "the scan starts among the reserved keys (from byte 0xFF on)",
+        )),
         Ok(cf) => {
+            // The reserved keys are never shown: a scan ends where they begin.
+            let end = if request.end_key.is_empty() || is_reserved_key(&request.end_key) {
+                META_REGION_START.to_vec()
+            } else {
+                request.end_key
+            };
             let op = KvOp::ScanRegion {
                 cf,
                 start: request.start_key,
-                end: request.end_key,
+                end,
                 limit,
             };
             execute(&state, op).await
@@ -149,8 +161,41 @@ pub async fn raw_scan(state: web::Data<ApiState>, body: Body) -> Result<HttpResp
 /// `POST /internal/v1/raft-cmd`.
 pub async fn raft_cmd(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
     let request: RaftCmdRequest = decode(&state, body)?;
+    check_forwarded_command(&request)?;
     let response = state.service.command_local(request).await?;
     Ok(protobuf(&response))
+}
+
+/// What another node may ask this one to propose: the admin operations of the admin API
+/// (split, membership change, leader transfer) and read probes, never a write of data or
+/// of the cluster's metadata, a log compaction (the leader's own business) or a command
+/// pinned to a term (the placement driver's, on its own store).
+pub fn check_forwarded_command(request: &RaftCmdRequest) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(Error::bad_request(
+            "command_not_allowed",
+            format!("{why} cannot be forwarded to another node"),
+        ))
+    };
+    let header = request.header.clone().unwrap_or_default();
+    if header.metadata || header.term != 0 {
+        return refuse("a command pinned to a term or writing the cluster's metadata");
+    }
+    tinykv_actors::validation::check_command(request)
+        .map_err(|e| Error::bad_request("invalid_request", e.to_string()))?;
+    match &request.admin_request {
+        Some(admin) => match admin.cmd_type() {
+            AdminCmdType::Split | AdminCmdType::ChangePeer | AdminCmdType::TransferLeader => Ok(()),
+            _ => refuse("a log compaction"),
+        },
+        None if tinykv_actors::util::is_read_only(request) => Ok(()),
+        None => refuse("a write"),
+    }
+}
+
+/// Checks a forwarded request's key as the public API would (empty, too long, reserved).
+fn checked_key(state: &ApiState, key: &[u8], cf: Cf) -> Result<Cf> {
+    check_key(key, &state.limits).map(|()| cf)
 }
 
 /// Reads and decodes a request body; a body that is not an `M` is a 400.

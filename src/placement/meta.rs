@@ -31,7 +31,7 @@ use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 
 /// Where the meta region starts. Every key from here on is reserved for the PD.
-pub const META_REGION_START: &[u8] = b"\xff";
+pub const META_REGION_START: &[u8] = tinykv_actors::keys::RESERVED_KEYS_START;
 
 /// First key of the PD's records.
 pub const RECORDS_START: &[u8] = b"\xffpd/";
@@ -46,10 +46,7 @@ const STORE_ID_LIMIT_KEY: &[u8] = b"\xffpd/store-id-limit";
 /// How many store ids the allocator reserves per durable write.
 pub const STORE_ID_BATCH: u64 = 16;
 
-/// Whether a client key falls in the reserved part of the keyspace.
-pub fn is_reserved_key(key: &[u8]) -> bool {
-    key.starts_with(META_REGION_START)
-}
+pub use tinykv_actors::keys::is_reserved_key;
 
 /// The cluster-wide settings, written once when the PD first starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -506,10 +506,14 @@ impl PdServer {
                 ..Default::default()
             })
             .collect();
+        let mut command = meta_command(region_id, term, requests);
+        if let Some(header) = command.header.as_mut() {
+            header.metadata = true;
+        }
         let response = self
             .inner
             .store
-            .command(meta_command(region_id, term, requests), self.inner.timeout)
+            .command(command, self.inner.timeout)
             .await?;
         match response.err() {
             Some(err) => Err(Error::Store(err)),

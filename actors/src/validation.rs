@@ -1,0 +1,355 @@
+//! The rules every command obeys, checked where it is proposed and again where it applies.
+//!
+//! A command reaches a region's log from a client (through a node's API), from a follower
+//! that forwarded a client's write through raft, or from the store itself (admin commands,
+//! log compaction, the placement driver's records). Whatever its path, the state machine
+//! must never be handed something it cannot apply: the engine refuses an empty key or one
+//! longer than [`MAX_KEY_BYTES`] by asserting, and a committed entry that makes every
+//! replica fail while applying it would stop its region for good, since every restart
+//! replays it. So the same rules run twice:
+//!
+//! - when the command is proposed (the PeerFsm, and the leader for writes a follower
+//!   forwards), so that the client learns at once what is wrong and a bad write never joins
+//!   a batch of good ones;
+//! - when it applies (the ApplyFsm), so that a command that got past the first check
+//!   anyway is answered with an error and changes nothing, on every replica alike.
+//!
+//! The rules depend only on the command (and, for the checks that need it, on the region
+//! as of that log position), never on a node's configuration: every replica must reach
+//! the same verdict. A node's API limits (`api.max_key_bytes`, `api.max_value_bytes`) may
+//! be tighter; these are the bounds nothing may cross.
+//!
+//! - A write (`Put`, `Delete`) names a client column family (`default`, `lock` or
+//!   `write`), a key of 1 to [`MAX_KEY_BYTES`] bytes and, for a put, a value of at most
+//!   [`MAX_VALUE_BYTES`].
+//! - The reserved keys (from byte `0xFF` on, see [`keys::RESERVED_KEYS_START`]) hold the
+//!   cluster's metadata: only a command whose header is marked `metadata` writes them, and
+//!   such a command writes nothing else.
+//! - A read is a `Get` of a valid key in a client column family, or a `Snap`.
+//! - A command holds at least one request, or an admin request, never both.
+//! - A split names a split key that is a valid key and, in the reserved range, only the
+//!   range's very start (where the meta region begins); a new region id and one new peer
+//!   id per peer, all non-zero and distinct.
+//! - A membership change names a peer with a non-zero id and store.
+//! - A log compaction names a non-zero index and term; when it applies, the index must lie
+//!   below the compaction's own entry (checked by the ApplyFsm).
+
+use std::collections::HashSet;
+
+use tinykv_proto::raft_cmdpb::{AdminCmdType, AdminRequest, CmdType, RaftCmdRequest, Request};
+
+use crate::engine::Cf;
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// Longest key the engine stores.
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+/// Largest value a command may write.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether `cmd` is a write of the cluster's metadata (its header is marked `metadata`).
+pub fn is_metadata(cmd: &RaftCmdRequest) -> bool {
+    cmd.header.as_ref().is_some_and(|h| h.metadata)
+}
+
+/// Checks a command's shape and every request or admin request in it against the rules
+/// of the module documentation that need no region.
+pub fn check_command(cmd: &RaftCmdRequest) -> Result<()> {
+    match &cmd.admin_request {
+        Some(_) if !cmd.requests.is_empty() => Err(invalid(
+            "a command mixes an admin request with normal requests",
+        )),
+        Some(admin) => {
+            if is_metadata(cmd) {
+                return Err(invalid("an admin command cannot be a metadata write"));
+            }
+            check_admin(admin)
+        }
+        None if cmd.requests.is_empty() => Err(invalid("the command has no requests")),
+        None => {
+            let metadata = is_metadata(cmd);
+            cmd.requests
+                .iter()
+                .try_for_each(|req| check_request(req, metadata))
+        }
+    }
+}
+
+/// Checks one request of a command whose header is marked `metadata` or not.
+pub fn check_request(req: &Request, metadata: bool) -> Result<()> {
+    match req.cmd_type() {
+        CmdType::Put => {
+            let put = req
+                .put
+                .as_ref()
+                .ok_or_else(|| invalid("a Put request without its put"))?;
+            check_cf(&put.cf)?;
+            check_written_key(&put.key, metadata)?;
+            if put.value.len() > MAX_VALUE_BYTES {
+                return Err(invalid(format!(
+                    "the value is {} bytes, more than the limit of {MAX_VALUE_BYTES}",
+                    put.value.len()
+                )));
+            }
+            Ok(())
+        }
+        CmdType::Delete => {
+            let delete = req
+                .delete
+                .as_ref()
+                .ok_or_else(|| invalid("a Delete request without its delete"))?;
+            check_cf(&delete.cf)?;
+            check_written_key(&delete.key, metadata)
+        }
+        CmdType::Get => {
+            let get = req
+                .get
+                .as_ref()
+                .ok_or_else(|| invalid("a Get request without its get"))?;
+            check_cf(&get.cf)?;
+            check_key(&get.key)
+        }
+        CmdType::Snap => Ok(()),
+        CmdType::Invalid => Err(invalid("a request of type Invalid")),
+    }
+}
+
+/// Checks the fields of an admin request that need no region.
+pub fn check_admin(admin: &AdminRequest) -> Result<()> {
+    match admin.cmd_type() {
+        AdminCmdType::Split => {
+            let split = admin
+                .split
+                .as_ref()
+                .ok_or_else(|| invalid("a Split without its request"))?;
+            check_split_key(&split.split_key)?;
+            let mut ids = HashSet::new();
+            if split.new_region_id == 0 {
+                return Err(invalid("a split's new region id is 0"));
+            }
+            for &id in &split.new_peer_ids {
+                if id == 0 || !ids.insert(id) {
+                    return Err(invalid(format!(
+                        "a split's new peer ids {:?} hold 0 or a repeated id",
+                        split.new_peer_ids
+                    )));
+                }
+            }
+            Ok(())
+        }
+        AdminCmdType::ChangePeer => {
+            let change = admin
+                .change_peer
+                .as_ref()
+                .ok_or_else(|| invalid("a ChangePeer without its request"))?;
+            match change.peer {
+                Some(peer) if peer.id != 0 && peer.store_id != 0 => Ok(()),
+                _ => Err(invalid(
+                    "a ChangePeer needs a peer with a non-zero id and store",
+                )),
+            }
+        }
+        AdminCmdType::CompactLog => match &admin.compact_log {
+            Some(c) if c.compact_index > 0 && c.compact_term > 0 => Ok(()),
+            _ => Err(invalid("a CompactLog needs a non-zero index and term")),
+        },
+        AdminCmdType::TransferLeader => match admin.transfer_leader.as_ref().and_then(|t| t.peer) {
+            Some(peer) if peer.id != 0 => Ok(()),
+            _ => Err(invalid("a TransferLeader needs a target peer")),
+        },
+        AdminCmdType::InvalidAdmin => Err(invalid("an admin request of type InvalidAdmin")),
+    }
+}
+
+/// Checks a key a command reads: 1 to [`MAX_KEY_BYTES`] bytes.
+pub fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(invalid("the key is empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(invalid(format!(
+            "the key is {} bytes, more than the limit of {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a key a command writes: a valid key, reserved if and only if the command is a
+/// metadata write.
+fn check_written_key(key: &[u8], metadata: bool) -> Result<()> {
+    check_key(key)?;
+    match (keys::is_reserved_key(key), metadata) {
+        (true, false) => Err(invalid(
+            "keys from byte 0xFF on are reserved for the cluster's metadata",
+        )),
+        (false, true) => Err(invalid(
+            "a metadata write may only write the reserved keys (from byte 0xFF on)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a split key: a valid key, and in the reserved range only the range's start.
+pub fn check_split_key(key: &[u8]) -> Result<()> {
+    check_key(key)?;
+    if keys::is_reserved_key(key) && key != keys::RESERVED_KEYS_START {
+        return Err(invalid(
+            "the reserved keys (from byte 0xFF on) may only be split off at their start",
+        ));
+    }
+    Ok(())
+}
+
+fn check_cf(name: &str) -> Result<()> {
+    Cf::from_name(name).map(|_| ())
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidRequest(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use tinykv_proto::metapb;
+    use tinykv_proto::raft_cmdpb::{
+        ChangePeerRequest, CompactLogRequest, DeleteRequest, GetRequest, PutRequest,
+        RaftRequestHeader, SplitRequest,
+    };
+
+    use super::*;
+
+    fn put(cf: &str, key: &[u8], value_len: usize) -> Request {
+        Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: cf.into(),
+                key: key.to_vec(),
+                value: vec![0; value_len],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn command(metadata: bool, requests: Vec<Request>) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                metadata,
+                ..Default::default()
+            }),
+            requests,
+            admin_request: None,
+        }
+    }
+
+    #[test]
+    fn writes_need_a_client_cf_and_a_key_the_engine_can_store() {
+        assert!(check_request(&put("default", b"k", 10), false).is_ok());
+        assert!(
+            check_request(&put("", b"k", 0), false).is_ok(),
+            "empty cf = default"
+        );
+        assert!(check_request(&put("write", &[b'k'; MAX_KEY_BYTES], 0), false).is_ok());
+        let refused = [
+            put("default", b"", 1),
+            put("default", &[b'k'; MAX_KEY_BYTES + 1], 1),
+            put("raft", b"k", 1),
+            put("meta", b"k", 1),
+            put("default", b"k", MAX_VALUE_BYTES + 1),
+            Request {
+                cmd_type: CmdType::Put as i32,
+                ..Default::default()
+            },
+            Request {
+                cmd_type: CmdType::Delete as i32,
+                delete: Some(DeleteRequest {
+                    cf: "default".into(),
+                    key: vec![],
+                }),
+                ..Default::default()
+            },
+            Request {
+                cmd_type: CmdType::Get as i32,
+                get: Some(GetRequest {
+                    cf: "lock".into(),
+                    key: vec![],
+                }),
+                ..Default::default()
+            },
+            Request::default(),
+        ];
+        for req in refused {
+            let err = check_request(&req, false).unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest(_)), "{req:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn only_metadata_writes_touch_the_reserved_keys_and_nothing_else() {
+        assert!(check_command(&command(false, vec![put("default", b"\xffpd/x", 1)])).is_err());
+        assert!(check_command(&command(true, vec![put("default", b"\xffpd/x", 1)])).is_ok());
+        assert!(check_command(&command(true, vec![put("default", b"user", 1)])).is_err());
+        assert!(
+            check_command(&command(false, vec![])).is_err(),
+            "no requests"
+        );
+        // Reads of reserved keys are the placement driver's; they are not writes.
+        let get = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: "default".into(),
+                key: b"\xffpd/x".to_vec(),
+            }),
+            ..Default::default()
+        };
+        assert!(check_request(&get, false).is_ok());
+    }
+
+    #[test]
+    fn admin_requests_carry_sane_ids_and_keys() {
+        let split = |key: &[u8], region: u64, peers: Vec<u64>| AdminRequest {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitRequest {
+                split_key: key.to_vec(),
+                new_region_id: region,
+                new_peer_ids: peers,
+            }),
+            ..Default::default()
+        };
+        assert!(check_admin(&split(b"m", 5, vec![6, 7])).is_ok());
+        assert!(
+            check_admin(&split(b"\xff", 5, vec![6])).is_ok(),
+            "the meta region"
+        );
+        for bad in [
+            split(b"", 5, vec![6]),
+            split(b"\xffpd/store", 5, vec![6]),
+            split(b"m", 0, vec![6]),
+            split(b"m", 5, vec![6, 6]),
+            split(b"m", 5, vec![0]),
+            AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerRequest {
+                    peer: Some(metapb::Peer { id: 0, store_id: 1 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest::default()),
+                ..Default::default()
+            },
+            AdminRequest::default(),
+        ] {
+            assert!(check_admin(&bad).is_err(), "{bad:?}");
+        }
+        let mixed = RaftCmdRequest {
+            requests: vec![put("default", b"k", 1)],
+            admin_request: Some(split(b"m", 5, vec![6])),
+            ..Default::default()
+        };
+        assert!(check_command(&mixed).is_err());
+    }
+}
