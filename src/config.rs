@@ -15,7 +15,8 @@
 //! `[[cluster.stores]]` is the address book the cluster starts with: the initial stores
 //! and their addresses. A node listens on the addresses of its own entry. A node that
 //! joins a running cluster instead has no `node.store_id`: it names its own addresses in
-//! `node.raft_addr` and `node.http_addr` and any existing nodes in `cluster.join`, and
+//! `node.raft_addr` and `node.http_addr` and the peer addresses (`raft_addr`) of any
+//! existing nodes in `cluster.join`, and
 //! gets its store id from the placement driver (see [`crate::placement`]); from then on
 //! the placement driver's heartbeat answers keep every node's address book current.
 
@@ -103,8 +104,8 @@ pub struct ClusterConfig {
     /// The stores the cluster starts with, and their addresses.
     #[serde(default)]
     pub stores: Vec<StoreAddress>,
-    /// HTTP addresses (`host:port`) of existing nodes a joining node asks to join
-    /// through; any one that answers is enough.
+    /// Peer addresses (`host:port`, their `raft_addr`) of existing nodes a joining node
+    /// asks to join through; any one that answers is enough.
     #[serde(default, deserialize_with = "strings_one_or_many")]
     pub join: Vec<String>,
 }

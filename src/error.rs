@@ -45,6 +45,16 @@ pub enum Error {
         /// What it conflicts with.
         message: String,
     },
+    /// The request body's content type is not one the route takes; nothing was changed.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request body did not arrive in time; nothing was changed.
+    #[error("{0}")]
+    BodyTimeout(String),
+    /// The node has as many requests in flight as it takes; nothing was changed, and the
+    /// request may be retried after a moment.
+    #[error("{0}")]
+    Overloaded(String),
     /// The path exists, but not for this HTTP method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed {
@@ -116,6 +126,9 @@ impl Error {
             Error::NoSuchResource { code, .. } => code,
             Error::Conflict { code, .. } => code,
             Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::BodyTimeout(_) => "body_timeout",
+            Error::Overloaded(_) => "overloaded",
             Error::Store(e) => match e {
                 StoreError::NotLeader { .. } => "not_leader",
                 StoreError::RegionNotFound(_) => "region_not_found",
@@ -150,6 +163,9 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NoSuchResource { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Store(e) => match e {
                 StoreError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -258,6 +274,9 @@ const RELAYED_CODES: &[&str] = &[
     "timeout",
     "stale_command",
     "not_leader",
+    "overloaded",
+    "address_conflict",
+    "join_unverified",
 ];
 
 /// An error and its sources, joined with `: `: the sources often hold the useful part

@@ -3,8 +3,9 @@
 //! When the local peer of a region is not its leader, the [`KvService`] sends the request
 //! to the leader's node through a [`Forwarder`]. Between real nodes that is
 //! [`HttpForwarder`]: it POSTs the operation as a protobuf `kvrpcpb` raw request to the
-//! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint, which executes it on
-//! that node's store only (see `api::internal`) and answers with the matching response.
+//! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint on its peer listener
+//! (`raft_addr`: node-to-node traffic never uses the client listener), which executes it on
+//! that node's store only (see [`crate::peer_api`]) and answers with the matching response.
 //! Admin commands (splits, membership changes, leader transfers) travel the same way as
 //! whole `RaftCmdRequest`s to `/internal/v1/raft-cmd`, answered by the `RaftCmdResponse`
 //! with the command's own errors in its header; if that store's raftstore gives no answer
@@ -97,13 +98,13 @@ impl HttpForwarder {
                 false,
             ));
         }
-        let http_addr = self
+        let peer_addr = self
             .addresses
-            .http_addr(store_id)
+            .raft_addr(store_id)
             .ok_or_else(|| forward_error("the store is not in the address book".into(), false))?;
         let response = self
             .client
-            .post(format!("http://{http_addr}{path}"))
+            .post(format!("http://{peer_addr}{path}"))
             .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
             .timeout(self.attempt_timeout)
             .body(body)
@@ -326,8 +327,8 @@ mod tests {
             .port();
         let book = AddressBook::new([crate::config::StoreAddress {
             id: 2,
-            raft_addr: "127.0.0.1:1".into(),
-            http_addr: format!("127.0.0.1:{port}"),
+            raft_addr: format!("127.0.0.1:{port}"),
+            http_addr: "127.0.0.1:1".into(),
         }]);
         let forwarder = HttpForwarder::new(book, Duration::from_secs(1)).unwrap();
         let op = KvOp::Put {
@@ -352,8 +353,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let book = AddressBook::new([crate::config::StoreAddress {
             id: 2,
-            raft_addr: "127.0.0.1:1".into(),
-            http_addr: listener.local_addr().unwrap().to_string(),
+            raft_addr: listener.local_addr().unwrap().to_string(),
+            http_addr: "127.0.0.1:1".into(),
         }]);
         let faults = Faults::enabled();
         faults.partition([2]).unwrap();

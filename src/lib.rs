@@ -8,7 +8,9 @@
 //! - [`faults`]: fault injection for tests (network partitions between nodes);
 //! - [`transport`]: store-to-store raft messages over TCP, snapshots streamed in chunks on
 //!   connections of their own (`snapshot_stream`);
-//! - [`api`]: the REST API (actix-web);
+//! - [`api`]: the client REST API (actix-web), on the client listener;
+//! - [`peer_api`]: the node-to-node API (forwarded requests, raft commands, the placement
+//!   driver, identity), served with raft traffic on the peer listener (`peer_listener`);
 //! - [`metrics`]: HTTP metrics and the slow-request log (a middleware), and `GET /metrics`;
 //! - [`pd`]: the placement driver's pure core: cluster model, operators, schedulers;
 //! - [`placement`]: the placement driver embedded in the nodes: its records in the meta
@@ -26,6 +28,8 @@ pub mod forward;
 pub mod metrics;
 pub mod node;
 pub mod pd;
+pub mod peer_api;
+mod peer_listener;
 pub mod placement;
 pub mod service;
 mod snapshot_stream;

@@ -49,9 +49,11 @@ use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::forward::HttpForwarder;
+use crate::peer_api::{Identity, PeerApi};
+use crate::peer_listener::{PeerListener, RaftInbound};
 use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer};
 use crate::service::{Forwarder, KvService};
-use crate::transport::{serve_raft_with_faults, TcpTransport};
+use crate::transport::{Hello, TcpTransport};
 
 /// How long an idle HTTP connection is kept open.
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
@@ -91,9 +93,38 @@ impl Node {
         })?;
         let raft_addr = local_addr(raft_listener.local_addr())?;
         let http_addr = local_addr(http_listener.local_addr())?;
+        if own.raft_addr.ends_with(":0") {
+            own.raft_addr = raft_addr.to_string();
+        }
 
-        let (engine, joined) = open_store(&config, &mut own).await?;
+        // The peer listener serves from now on: a joining node must show the placement
+        // driver its identity while it waits for a store id. Raft traffic and the rest of
+        // the node-to-node API are served once the store runs. The transport and the
+        // listener run on the raft side's first thread, next to the Router, so that a raft
+        // message passes between socket and PeerFsm without waking another thread.
+        let identity = Identity::new(config.node.cluster_id, own.id);
+        let peers = PeerListener::new(identity, tokio::runtime::Handle::current());
+        let threads = StoreThreads::new(&config.raftstore);
+        let raft_runtime = match threads.raft_runtime().await {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                threads.stop();
+                return Err(Error::Store(e));
+            }
+        };
+        let raft_task = raft_runtime.spawn(peers.clone().run(raft_listener));
+
+        let opened = open_store(&config, &mut own, peers.identity().join_token()).await;
+        let (engine, joined) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                raft_task.abort();
+                threads.stop();
+                return Err(e);
+            }
+        };
         let store_id = own.id;
+        peers.identity().set_store_id(store_id);
         let data_dir = &config.node.data_dir;
 
         let addresses = AddressBook::new(config.cluster.stores.iter().cloned());
@@ -105,29 +136,42 @@ impl Node {
         let faults = Faults::new(config.debug.fault_injection);
         let forwarder =
             HttpForwarder::new(addresses.clone(), timeouts.attempt)?.with_faults(faults.clone());
-        // The transport runs on the thread of the store's Router, so that a raft message
-        // passes between socket and PeerFsm without waking another thread.
-        let threads = StoreThreads::new(&config.raftstore);
-        let raft_runtime = threads.raft_runtime().await.map_err(Error::Store)?;
+        let hello = Hello {
+            cluster_id: config.node.cluster_id,
+            store_id,
+        };
         let transport = Arc::new(
-            TcpTransport::new(addresses.clone(), raft_runtime.clone()).with_faults(faults.clone()),
+            TcpTransport::new(addresses.clone(), hello, raft_runtime.clone())
+                .with_faults(faults.clone()),
         );
-        let store = start_store_on(threads, config.raftstore.clone(), engine, transport)
-            .await
-            .map_err(|e| match e {
-                StoreError::Corruption(_) | StoreError::Engine(_) | StoreError::Codec(_) => {
-                    Error::Io(format!(
-                        "cannot load the regions of data directory {}: {e}; refusing to start",
-                        data_dir.display()
-                    ))
+        let started = start_store_on(threads, config.raftstore.clone(), engine, transport).await;
+        let store = match started {
+            Ok(store) => store,
+            Err(e) => {
+                raft_task.abort();
+                return Err(match e {
+                    StoreError::Corruption(_) | StoreError::Engine(_) | StoreError::Codec(_) => {
+                        Error::Io(format!(
+                            "cannot load the regions of data directory {}: {e}; refusing to start",
+                            data_dir.display()
+                        ))
+                    }
+                    e => Error::Store(e),
+                });
+            }
+        };
+        let router = store.router();
+        let inbound_faults = faults.clone();
+        peers.serve_raft(RaftInbound {
+            own: hello,
+            addresses: addresses.clone(),
+            deliver: Arc::new(move |msg| {
+                let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+                if !inbound_faults.is_blocked(from) {
+                    router.deliver(msg);
                 }
-                e => Error::Store(e),
-            })?;
-        let raft_task = raft_runtime.spawn(serve_raft_with_faults(
-            raft_listener,
-            store.router(),
-            faults.clone(),
-        ));
+            }),
+        });
         let faults = web::Data::new(faults);
 
         let forwarder: Arc<dyn Forwarder> = Arc::new(forwarder);
@@ -144,7 +188,7 @@ impl Node {
             .filter(|s| config.cluster.initial_stores.contains(&s.id))
             .cloned()
             .collect();
-        let pd_server = PdServer::new(
+        let pd = PdServer::new(
             store.router(),
             admin.clone(),
             addresses.clone(),
@@ -152,14 +196,24 @@ impl Node {
             config.node.cluster_id,
             initial_stores,
             timeouts.attempt,
-        );
-        let pd = Arc::new(PdClient::new(
-            Some(pd_server),
-            store_id,
-            addresses.clone(),
-            config.cluster.join.clone(),
-            timeouts.attempt,
-        )?);
+        )
+        .and_then(|pd_server| {
+            PdClient::new(
+                Some(pd_server),
+                store_id,
+                addresses.clone(),
+                config.cluster.join.clone(),
+                timeouts.attempt,
+            )
+        });
+        let pd = match pd {
+            Ok(pd) => Arc::new(pd),
+            Err(e) => {
+                raft_task.abort();
+                store.shutdown().await;
+                return Err(e);
+            }
+        };
         let heartbeat_task = config.pd.enabled.then(|| {
             spawn_heartbeats(
                 store.router(),
@@ -169,9 +223,15 @@ impl Node {
                 config.pd.heartbeat_interval(),
             )
         });
+        let service = KvService::new(store.router(), forwarder, timeouts)
+            .with_address_book(addresses.clone());
+        peers.serve_api(Arc::new(PeerApi {
+            service: service.clone(),
+            pd: pd.clone(),
+            limits: config.api.clone(),
+        }));
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), forwarder, timeouts)
-                .with_address_book(addresses.clone()),
+            service,
             admin,
             pd,
             limits: config.api.clone(),
@@ -261,6 +321,7 @@ impl Node {
 async fn open_store(
     config: &Config,
     own: &mut StoreAddress,
+    join_token: &str,
 ) -> Result<(Engine, Option<JoinReply>)> {
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -299,7 +360,7 @@ async fn open_store(
             // Joined, but stopped before the identity file was written.
             Some(ident) => ident.store_id,
             None => {
-                let reply = crate::placement::join(config, own).await?;
+                let reply = crate::placement::join(config, own, join_token).await?;
                 tracing::info!(store = reply.store_id, "joined the cluster");
                 let store_id = reply.store_id;
                 joined = Some(reply);

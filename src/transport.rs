@@ -31,35 +31,35 @@
 //! the PeerFsm reports a snapshot that was never acknowledged as failed after a few
 //! election timeouts, and raft sends a fresh one.
 //!
-//! [`serve_raft`] is the receiving side. Every connection opens with a 4-byte preface
-//! naming its kind (`TKVR` for the message stream, `TKVS` for a snapshot stream); a
-//! connection with another preface is closed unread. On a message stream it decodes each
-//! frame and hands every message to the store's router; a frame that does not decode closes
-//! its connection (the sender will reconnect and start clean). Snapshot streams are read by
-//! tasks of their own, at most [`MAX_RECEIVING_SNAPSHOTS`] at once, each refusing more than
-//! [`MAX_SNAPSHOT_BYTES`]; message streams keep flowing meanwhile.
+//! The receiving side is the node's peer listener (`peer_listener`). Every connection
+//! opens with a 4-byte preface naming its kind (`TKVR` for the message stream, `TKVS` for a
+//! snapshot stream) and a [`Hello`] naming the sender's cluster and store; the receiver
+//! closes a stream from another cluster or an unknown store, decodes each frame, and hands
+//! every message that comes from the store the hello named to the store's router. A frame
+//! that does not decode closes its connection (the sender will reconnect and start clean).
+//! Snapshot streams are read by tasks of their own, at most [`MAX_RECEIVING_SNAPSHOTS`] at
+//! once, each refusing more than [`MAX_SNAPSHOT_BYTES`]; message streams keep flowing
+//! meanwhile.
 //!
 //! For tests, both sides obey a [`Faults`] switch (see [`crate::faults`]): messages to a
 //! blocked store are dropped in [`TcpTransport::send`], and messages from one are dropped
-//! by [`serve_raft_with_faults`] before they reach the router.
+//! on arrival, before they reach the router.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use prost::Message;
-use tinykv_actors::{StoreRouter, Transport};
+use tinykv_actors::Transport;
 use tinykv_proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
 use crate::address_book::AddressBook;
 use crate::faults::Faults;
@@ -84,16 +84,16 @@ pub const MAX_RECEIVING_SNAPSHOTS: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an accepted connection may take to name its kind.
-const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First bytes of a connection carrying `BatchRaftMessage` frames.
-const RAFT_PREFACE: [u8; 4] = *b"TKVR";
+pub(crate) const RAFT_PREFACE: [u8; 4] = *b"TKVR";
 /// First bytes of a connection carrying one snapshot stream.
-const SNAPSHOT_PREFACE: [u8; 4] = *b"TKVS";
+pub(crate) const SNAPSHOT_PREFACE: [u8; 4] = *b"TKVS";
 
 /// Sends raft messages to other stores over TCP; see the module documentation.
 pub struct TcpTransport {
     addresses: AddressBook,
+    /// This store, as it introduces itself on every connection it opens.
+    hello: Hello,
     runtime: Handle,
     queues: RwLock<HashMap<u64, Arc<Queue>>>,
     /// One permit per snapshot stream that may run now.
@@ -112,11 +112,12 @@ struct Queue {
 }
 
 impl TcpTransport {
-    /// A transport that finds stores in `addresses` and runs its connection tasks on
-    /// `runtime`.
-    pub fn new(addresses: AddressBook, runtime: Handle) -> TcpTransport {
+    /// A transport of the store `hello` names, that finds stores in `addresses` and runs
+    /// its connection tasks on `runtime`.
+    pub fn new(addresses: AddressBook, hello: Hello, runtime: Handle) -> TcpTransport {
         TcpTransport {
             addresses,
+            hello,
             runtime,
             queues: RwLock::new(HashMap::new()),
             snapshot_streams: Arc::new(Semaphore::new(MAX_SENDING_SNAPSHOTS)),
@@ -151,8 +152,12 @@ impl TcpTransport {
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        self.runtime
-            .spawn(run_connection(store_id, self.addresses.clone(), rx));
+        self.runtime.spawn(run_connection(
+            store_id,
+            self.addresses.clone(),
+            self.hello,
+            rx,
+        ));
         let queue = Arc::new(Queue {
             tx,
             overflowing: AtomicBool::new(false),
@@ -190,13 +195,14 @@ impl TcpTransport {
         let waiting = WaitingSnapshot(self.waiting_snapshots.clone());
         let streams = self.snapshot_streams.clone();
         let addresses = self.addresses.clone();
+        let hello = self.hello;
         self.runtime.spawn(async move {
             let Ok(_stream) = streams.acquire_owned().await else {
                 return; // The semaphore is never closed.
             };
             drop(waiting);
             let started = Instant::now();
-            let sent = stream_snapshot(store_id, &addresses, msg).await;
+            let sent = stream_snapshot(store_id, &addresses, hello, msg).await;
             tinykv_actors::metrics::snapshot("send", sent.is_ok());
             match sent {
                 Ok(sent) => tracing::info!(
@@ -266,7 +272,8 @@ impl Transport for TcpTransport {
     }
 }
 
-fn codec() -> LengthDelimitedCodec {
+/// The length-delimited framing of raft message streams.
+pub(crate) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec()
@@ -276,12 +283,13 @@ fn codec() -> LengthDelimitedCodec {
 async fn run_connection(
     store_id: u64,
     addresses: AddressBook,
+    hello: Hello,
     mut rx: mpsc::Receiver<RaftMessage>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
     while let Some(first) = rx.recv().await {
-        let stream = match connect(store_id, &addresses, RAFT_PREFACE).await {
+        let stream = match connect(store_id, &addresses, RAFT_PREFACE, hello).await {
             Ok(stream) => stream,
             Err(why) => {
                 if !in_outage {
@@ -313,11 +321,12 @@ async fn run_connection(
 }
 
 /// A connection to the raft address of `store_id` that has announced its kind with
-/// `preface`.
+/// `preface` and its sender with `hello`.
 async fn connect(
     store_id: u64,
     addresses: &AddressBook,
     preface: [u8; 4],
+    hello: Hello,
 ) -> Result<TcpStream, String> {
     let addr = addresses
         .raft_addr(store_id)
@@ -330,8 +339,10 @@ async fn connect(
     stream
         .set_nodelay(true)
         .map_err(|e| format!("setting TCP_NODELAY on {addr}: {e}"))?;
+    let mut opening = preface.to_vec();
+    opening.extend_from_slice(&hello.encode());
     stream
-        .write_all(&preface)
+        .write_all(&opening)
         .await
         .map_err(|e| format!("writing the preface to {addr}: {e}"))?;
     Ok(stream)
@@ -341,9 +352,10 @@ async fn connect(
 async fn stream_snapshot(
     store_id: u64,
     addresses: &AddressBook,
+    hello: Hello,
     msg: RaftMessage,
 ) -> Result<snapshot_stream::Streamed, String> {
-    let stream = connect(store_id, addresses, SNAPSHOT_PREFACE).await?;
+    let stream = connect(store_id, addresses, SNAPSHOT_PREFACE, hello).await?;
     snapshot_stream::send(stream, msg).await
 }
 
@@ -416,150 +428,37 @@ fn discard_queued(rx: &mut mpsc::Receiver<RaftMessage>) {
     }
 }
 
-/// Accepts raft connections on `listener`, message streams and snapshot streams alike, and
-/// delivers every received message to `router`. Runs until dropped; dropping it also
-/// closes every accepted connection.
-pub async fn serve_raft(listener: TcpListener, router: StoreRouter) {
-    serve_frames(listener, move |msg| router.deliver(msg)).await
+/// Who opens a raft or snapshot stream, written right after the stream's preface: the
+/// sender's cluster and store (16 bytes, big-endian). The receiver refuses a stream from
+/// another cluster or an unknown store, and every message from a store other than the
+/// one named (see `peer_listener`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's cluster.
+    pub cluster_id: u64,
+    /// The sender's store.
+    pub store_id: u64,
 }
 
-/// [`serve_raft`], dropping the messages that come from stores `faults` blocks.
-pub async fn serve_raft_with_faults(listener: TcpListener, router: StoreRouter, faults: Faults) {
-    serve_frames(
-        listener,
-        unless_blocked(faults, move |msg| router.deliver(msg)),
-    )
-    .await
-}
+impl Hello {
+    /// The 16 bytes of the hello.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.cluster_id.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.store_id.to_be_bytes());
+        bytes
+    }
 
-/// `deliver`, except for messages from stores that `faults` blocks.
-fn unless_blocked<F>(faults: Faults, deliver: F) -> impl Fn(RaftMessage) + Clone + Send + 'static
-where
-    F: Fn(RaftMessage) + Clone + Send + 'static,
-{
-    move |msg: RaftMessage| {
-        let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
-        if !faults.is_blocked(from) {
-            deliver(msg);
-        }
-    }
-}
-
-/// [`serve_raft`] with any sink for the messages.
-async fn serve_frames<F>(listener: TcpListener, deliver: F)
-where
-    F: Fn(RaftMessage) + Clone + Send + 'static,
-{
-    let snapshot_streams = Arc::new(Semaphore::new(MAX_RECEIVING_SNAPSHOTS));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(receive(
-                        stream,
-                        peer,
-                        deliver.clone(),
-                        snapshot_streams.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // Typically out of file descriptors: wait instead of spinning.
-                    tracing::warn!(error = %e, "accepting a raft connection failed");
-                    tokio::time::sleep(BACKOFF_MIN).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-/// Reads the preface of one connection and serves it as the stream it announces.
-async fn receive<F: Fn(RaftMessage)>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    deliver: F,
-    snapshot_streams: Arc<Semaphore>,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
-    let mut preface = [0u8; 4];
-    match tokio::time::timeout(PREFACE_TIMEOUT, stream.read_exact(&mut preface)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "raft connection closed before its preface");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "raft connection sent no preface in time; closing it");
-            return;
-        }
-    }
-    match preface {
-        RAFT_PREFACE => receive_batches(stream, peer, deliver).await,
-        SNAPSHOT_PREFACE => receive_snapshot(stream, peer, deliver, &snapshot_streams).await,
-        unknown => tracing::warn!(
-            %peer,
-            preface = ?unknown,
-            "unknown raft connection preface; closing the connection"
-        ),
-    }
-}
-
-/// Reads one snapshot stream, once one of `snapshot_streams` is free, and delivers it.
-async fn receive_snapshot<F: Fn(RaftMessage)>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    deliver: F,
-    snapshot_streams: &Semaphore,
-) {
-    let Ok(_stream_permit) = snapshot_streams.acquire().await else {
-        return; // The semaphore is never closed.
-    };
-    let started = Instant::now();
-    let received = snapshot_stream::receive(stream, MAX_SNAPSHOT_BYTES, deliver).await;
-    tinykv_actors::metrics::snapshot("receive", received.is_ok());
-    match received {
-        Ok(received) => tracing::info!(
-            %peer,
-            region = received.region_id,
-            from_store = received.from_store,
-            bytes = received.streamed.bytes,
-            chunks = received.streamed.chunks,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "raft snapshot received"
-        ),
-        Err(why) => tracing::warn!(
-            %peer,
-            error = %why,
-            "raft snapshot stream failed; discarding it"
-        ),
-    }
-}
-
-/// Reads `BatchRaftMessage` frames from one connection until it closes or sends garbage.
-async fn receive_batches<F: Fn(RaftMessage)>(stream: TcpStream, peer: SocketAddr, deliver: F) {
-    let mut frames = FramedRead::new(stream, codec());
-    while let Some(frame) = frames.next().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                tracing::warn!(%peer, error = %e, "malformed raft frame; closing the connection");
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "raft connection failed");
-                return;
-            }
-        };
-        match BatchRaftMessage::decode(frame.freeze()) {
-            Ok(batch) => batch.msgs.into_iter().for_each(&deliver),
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "undecodable raft frame; closing the connection");
-                return;
-            }
-        }
+    /// Reads a hello from `stream`.
+    pub async fn read<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> std::io::Result<Hello> {
+        let mut bytes = [0u8; 16];
+        stream.read_exact(&mut bytes).await?;
+        let (cluster, store) = bytes.split_at(8);
+        let number = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+        Ok(Hello {
+            cluster_id: number(cluster),
+            store_id: number(store),
+        })
     }
 }
 
@@ -573,17 +472,44 @@ mod tests {
 
     use super::*;
     use crate::config::StoreAddress;
+    use crate::peer_api::Identity;
+    use crate::peer_listener::{receive_batches, receive_snapshot, PeerListener, RaftInbound};
+    use futures::StreamExt;
+    use std::net::SocketAddr;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// A message of region `region_id` from store 1 to store `to_store`.
     fn message(to_store: u64, region_id: u64) -> RaftMessage {
         RaftMessage {
             region_id,
+            from_peer: Some(Peer { id: 1, store_id: 1 }),
             to_peer: Some(Peer {
                 id: to_store,
                 store_id: to_store,
             }),
             ..Default::default()
+        }
+    }
+
+    /// `msg`, sent by store `store_id` instead.
+    fn from(store_id: u64, msg: RaftMessage) -> RaftMessage {
+        RaftMessage {
+            from_peer: Some(Peer {
+                id: store_id,
+                store_id,
+            }),
+            ..msg
+        }
+    }
+
+    /// Store `store_id` of cluster 1.
+    fn hello(store_id: u64) -> Hello {
+        Hello {
+            cluster_id: 1,
+            store_id,
         }
     }
 
@@ -596,6 +522,10 @@ mod tests {
             from_peer: Some(Peer {
                 id: 100 + region_id,
                 store_id: 1,
+            }),
+            to_peer: Some(Peer {
+                id: to_store,
+                store_id: to_store,
             }),
             region_epoch: Some(RegionEpoch {
                 conf_ver: 2,
@@ -640,15 +570,48 @@ mod tests {
         }
     }
 
-    /// Starts a receiver on `listener`; returns its task and the messages it delivers.
+    /// Every store a test's receiver knows: stores 1 to 3, wherever they listen.
+    fn known_stores() -> AddressBook {
+        AddressBook::new((1..=3).map(|id| StoreAddress {
+            id,
+            raft_addr: format!("127.0.0.1:{}", 10 + id),
+            http_addr: "127.0.0.1:1".into(),
+        }))
+    }
+
+    /// Starts store `own`'s peer listener on `listener`, delivering to `deliver`.
+    fn start_listener(
+        listener: TcpListener,
+        own: u64,
+        deliver: impl Fn(RaftMessage) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let peers = PeerListener::new(Identity::new(1, own), Handle::current());
+        peers.serve_raft(RaftInbound {
+            own: hello(own),
+            addresses: known_stores(),
+            deliver: Arc::new(deliver),
+        });
+        tokio::spawn(peers.run(listener))
+    }
+
+    /// Starts store `own`'s receiver on `listener`; returns its task and the messages it
+    /// delivers.
+    fn start_receiver_of(
+        listener: TcpListener,
+        own: u64,
+    ) -> (tokio::task::JoinHandle<()>, UnboundedReceiver<RaftMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = start_listener(listener, own, move |msg| {
+            let _ = tx.send(msg);
+        });
+        (task, rx)
+    }
+
+    /// Starts store 2's receiver on `listener`.
     fn start_receiver(
         listener: TcpListener,
     ) -> (tokio::task::JoinHandle<()>, UnboundedReceiver<RaftMessage>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(serve_frames(listener, move |msg| {
-            let _ = tx.send(msg);
-        }));
-        (task, rx)
+        start_receiver_of(listener, 2)
     }
 
     async fn next(rx: &mut UnboundedReceiver<RaftMessage>) -> RaftMessage {
@@ -666,15 +629,15 @@ mod tests {
             address(1, listener1.local_addr().unwrap()),
             address(2, listener2.local_addr().unwrap()),
         ]);
-        let (_task1, mut inbox1) = start_receiver(listener1);
-        let (_task2, mut inbox2) = start_receiver(listener2);
-        let transport1 = TcpTransport::new(book.clone(), Handle::current());
-        let transport2 = TcpTransport::new(book, Handle::current());
+        let (_task1, mut inbox1) = start_receiver_of(listener1, 1);
+        let (_task2, mut inbox2) = start_receiver_of(listener2, 2);
+        let transport1 = TcpTransport::new(book.clone(), hello(1), Handle::current());
+        let transport2 = TcpTransport::new(book, hello(2), Handle::current());
 
         for region in 1..=100 {
             transport1.send(message(2, region));
         }
-        transport2.send(message(1, 7));
+        transport2.send(from(2, message(1, 7)));
         for region in 1..=100 {
             assert_eq!(next(&mut inbox2).await.region_id, region, "order is kept");
         }
@@ -685,38 +648,69 @@ mod tests {
     async fn a_partition_drops_messages_both_ways_until_healed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // The receiver is store 2, partitioned from store 3; the sender is store 1,
-        // partitioned from store 2.
+        // The receiver is store 2, partitioned from store 3; store 1 sends, partitioned
+        // from store 2, and so does store 3.
         let receiver_faults = Faults::enabled();
         receiver_faults.partition([3]).unwrap();
         let (tx, mut inbox) = mpsc::unbounded_channel();
-        let _task = tokio::spawn(serve_frames(
-            listener,
-            unless_blocked(receiver_faults.clone(), move |msg| {
+        let blocked = receiver_faults.clone();
+        let _task = start_listener(listener, 2, move |msg: RaftMessage| {
+            if !blocked.is_blocked(msg.from_peer.map_or(0, |p| p.store_id)) {
                 let _ = tx.send(msg);
-            }),
-        ));
+            }
+        });
         let sender_faults = Faults::enabled();
         sender_faults.partition([2]).unwrap();
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current())
+        let book = AddressBook::new([address(2, addr)]);
+        let transport = TcpTransport::new(book.clone(), hello(1), Handle::current())
             .with_faults(sender_faults.clone());
-        let from = |store_id, region_id| RaftMessage {
-            from_peer: Some(Peer {
-                id: store_id,
-                store_id,
-            }),
-            ..message(2, region_id)
-        };
+        let transport3 = TcpTransport::new(book, hello(3), Handle::current());
 
-        transport.send(from(1, 1));
+        transport.send(message(2, 1));
         sender_faults.heal().unwrap();
-        // Raw frames from store 3 are dropped on arrival, those from store 1 delivered.
-        transport.send(from(3, 2));
-        transport.send(from(1, 3));
+        // Frames from store 3 are dropped on arrival, those from store 1 delivered.
+        transport3.send(from(3, message(2, 2)));
+        transport.send(message(2, 3));
         assert_eq!(next(&mut inbox).await.region_id, 3);
         receiver_faults.heal().unwrap();
-        transport.send(from(3, 4));
+        transport3.send(from(3, message(2, 4)));
         assert_eq!(next(&mut inbox).await.region_id, 4);
+        assert!(inbox.try_recv().is_err(), "nothing else arrived");
+    }
+
+    #[tokio::test]
+    async fn streams_from_strangers_and_messages_from_other_stores_are_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_task, mut inbox) = start_receiver(listener);
+        let book = AddressBook::new([address(2, addr)]);
+        let other_cluster = Hello {
+            cluster_id: 9,
+            store_id: 1,
+        };
+        let strangers = [other_cluster, hello(7), hello(2)];
+        let transports: Vec<TcpTransport> = strangers
+            .iter()
+            .map(|h| TcpTransport::new(book.clone(), *h, Handle::current()))
+            .collect();
+        for (transport, h) in transports.iter().zip(strangers) {
+            transport.send(from(h.store_id, message(2, 1)));
+        }
+        // Store 1's stream is accepted, but it may only carry store 1's messages, for
+        // store 2.
+        let own = TcpTransport::new(book, hello(1), Handle::current());
+        own.send(from(3, message(2, 2)));
+        own.send(RaftMessage {
+            to_peer: Some(Peer { id: 5, store_id: 5 }),
+            ..message(2, 3)
+        });
+        own.send(message(2, 4));
+        assert_eq!(
+            next(&mut inbox).await.region_id,
+            4,
+            "only store 1's own message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(inbox.try_recv().is_err(), "nothing else arrived");
     }
 
@@ -724,7 +718,11 @@ mod tests {
     async fn a_sender_reconnects_after_the_receiver_restarts() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
         let (task, mut inbox) = start_receiver(listener);
         transport.send(message(2, 1));
         assert_eq!(next(&mut inbox).await.region_id, 1);
@@ -757,6 +755,7 @@ mod tests {
 
         let mut garbage = TcpStream::connect(addr).await.unwrap();
         garbage.write_all(&RAFT_PREFACE).await.unwrap();
+        garbage.write_all(&hello(1).encode()).await.unwrap();
         garbage
             .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
             .await
@@ -765,7 +764,11 @@ mod tests {
         let read = tokio::time::timeout(WAIT, garbage.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "the receiver closes the connection");
 
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
         transport.send(message(2, 3));
         assert_eq!(next(&mut inbox).await.region_id, 3);
     }
@@ -792,7 +795,11 @@ mod tests {
         let read = tokio::time::timeout(WAIT, stranger.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "the receiver closes the connection");
 
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
         transport.send(message(2, 3));
         assert_eq!(next(&mut inbox).await.region_id, 3, "nothing came before");
         assert!(inbox.try_recv().is_err(), "nothing came after");
@@ -803,6 +810,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let transport = TcpTransport::new(
             AddressBook::new([address(2, listener.local_addr().unwrap())]),
+            hello(1),
             Handle::current(),
         );
         let sent = snapshot_message(2, 9, 3 * SNAPSHOT_CHUNK_BYTES + SNAPSHOT_CHUNK_BYTES / 2);
@@ -815,6 +823,7 @@ mod tests {
         let mut preface = [0u8; 4];
         stream.read_exact(&mut preface).await.unwrap();
         assert_eq!(preface, SNAPSHOT_PREFACE);
+        assert_eq!(Hello::read(&mut stream).await.unwrap(), hello(1));
 
         let mut frames = tokio_util::codec::Framed::new(stream, codec());
         let mut chunks = Vec::new();
@@ -858,7 +867,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_task, mut inbox) = start_receiver(listener);
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
 
         let sent = snapshot_message(2, 9, 3 * SNAPSHOT_CHUNK_BYTES + SNAPSHOT_CHUNK_BYTES / 2);
         transport.send(sent.clone());
@@ -870,7 +883,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_task, mut inbox) = start_receiver(listener);
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
 
         let sent = snapshot_message(2, 9, MAX_FRAME_BYTES + 6 * SNAPSHOT_CHUNK_BYTES);
         transport.send(sent.clone());
@@ -894,6 +911,7 @@ mod tests {
                 let (mut stream, peer) = listener.accept().await.unwrap();
                 let mut preface = [0u8; 4];
                 stream.read_exact(&mut preface).await.unwrap();
+                Hello::read(&mut stream).await.unwrap();
                 match preface {
                     SNAPSHOT_PREFACE => held_tx.send((stream, peer)).unwrap(),
                     _ => {
@@ -902,7 +920,11 @@ mod tests {
                 }
             }
         });
-        let transport = TcpTransport::new(AddressBook::new([address(2, addr)]), Handle::current());
+        let transport = TcpTransport::new(
+            AddressBook::new([address(2, addr)]),
+            hello(1),
+            Handle::current(),
+        );
 
         let snapshot = snapshot_message(2, 9, 16 * SNAPSHOT_CHUNK_BYTES);
         transport.send(snapshot.clone());

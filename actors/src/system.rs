@@ -173,7 +173,7 @@ impl StoreThreads {
     }
 
     /// Stops the threads (of a store that did not start).
-    fn stop(self) {
+    pub fn stop(self) {
         for arbiter in self.raft.iter().chain(&self.apply) {
             arbiter.stop();
         }

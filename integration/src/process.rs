@@ -150,7 +150,7 @@ impl ProcessCluster {
         cluster
     }
 
-    /// Starts a new node that joins the running cluster (through every node's HTTP
+    /// Starts a new node that joins the running cluster (through every node's peer
     /// address); returns its slot, the id [`ProcessCluster::url`] and the other methods
     /// take. The placement driver gives the first joiner the next free store id, which
     /// is this slot; a test can check that through `/health`.
@@ -164,7 +164,7 @@ impl ProcessCluster {
         let join: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| format!("\"127.0.0.1:{}\"", n.http))
+            .map(|n| format!("\"127.0.0.1:{}\"", n.raft))
             .collect();
         self.nodes.push(ports);
         self.children.push(None);

@@ -420,6 +420,11 @@ pub async fn transfer_leader(
 /// `bad_json` saying what is wrong.
 pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {
     let body = body.map_err(|e| body_error(&e, ADMIN_BODY_LIMIT))?;
+    parse_json(&body)
+}
+
+/// Reads a JSON object of type `T` from `body`; anything else is a 400 `bad_json`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let bad_json = |problem: String| {
         Error::bad_request(
             "bad_json",
@@ -430,7 +435,7 @@ pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {
         return Err(bad_json("the body is empty".into()));
     }
     let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| bad_json(e.to_string()))?;
     if !value.is_object() {
         return Err(bad_json(format!("got {value}")));
     }

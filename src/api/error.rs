@@ -27,16 +27,24 @@ impl ResponseError for Error {
         } else if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        if let Error::NotPdLeader {
-            leader: Some(leader),
-        } = self
-        {
-            error["leader_store_id"] = json!(leader.id);
-            error["leader_http_addr"] = json!(leader.http_addr);
-        }
-        HttpResponse::build(status).json(json!({ "error": error }))
+        HttpResponse::build(status).json(error_body(self))
     }
+}
+
+/// The JSON body of an error, on either listener:
+/// `{"error":{"code":"...","message":"..."}}`, plus the leader a `not_pd_leader` error
+/// names (`leader_store_id`, `leader_http_addr`, `leader_raft_addr`).
+pub fn error_body(err: &Error) -> serde_json::Value {
+    let mut error = json!({ "code": err.code(), "message": err.to_string() });
+    if let Error::NotPdLeader {
+        leader: Some(leader),
+    } = err
+    {
+        error["leader_store_id"] = json!(leader.id);
+        error["leader_http_addr"] = json!(leader.http_addr);
+        error["leader_raft_addr"] = json!(leader.raft_addr);
+    }
+    json!({ "error": error })
 }
 
 /// The error for a request body that actix could not read within `limit` bytes.

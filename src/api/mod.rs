@@ -1,12 +1,11 @@
 //! The node's HTTP API (actix-web).
 //!
-//! Three groups of routes share one [`ApiState`]:
+//! This is the client listener's API (`http_addr`): what a client may call. What nodes
+//! ask of each other is served on the peer listener instead (see [`crate::peer_api`]), so
+//! that the two can be exposed separately. Two groups of routes share one [`ApiState`]:
 //!
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
 //!   [`request`];
-//! - [`internal`]: `/internal/v1/raw/*` and `/internal/v1/raft-cmd`, where other nodes
-//!   forward requests and admin commands, and `/internal/v1/pd` ([`placement`]), where
-//!   they reach the placement driver;
 //! - [`admin`]: views of regions and stores, and operations on regions (split, add or
 //!   remove a peer, transfer leadership) under `/v1/admin`, the placement driver's
 //!   views and store draining ([`placement`]), with [`faults`], fault
@@ -14,18 +13,16 @@
 //!   is on);
 //!
 //! plus `GET /health`, `GET /metrics` (Prometheus, see [`crate::metrics`]),
-//! `GET /v1/openapi.json` ([`openapi`]: the OpenAPI 3.0 description of all but
-//! `/internal`) and the web dashboard under `/ui` ([`ui`]). Every error, including an
-//! unknown route (404), a wrong method (405) and an oversized body (413), is answered as
-//! JSON by [`error`]. Request bodies are limited per scope with actix's `PayloadConfig`:
-//! `api.max_value_bytes` for client values, a little more for forwarded requests that
-//! carry a key and a value, and [`admin::ADMIN_BODY_LIMIT`] for the small JSON bodies of
-//! admin operations.
+//! `GET /v1/openapi.json` ([`openapi`]: the OpenAPI 3.0 description of the API) and the
+//! web dashboard under `/ui` ([`ui`]). Every error, including an unknown route (404), a
+//! wrong method (405) and an oversized body (413), is answered as JSON by [`error`].
+//! Request bodies are limited per scope with actix's `PayloadConfig`:
+//! `api.max_value_bytes` for client values and [`admin::ADMIN_BODY_LIMIT`] for the small
+//! JSON bodies of admin operations.
 
 pub mod admin;
 pub mod error;
 pub mod faults;
-pub mod internal;
 pub mod kv;
 pub mod openapi;
 pub mod placement;
@@ -39,8 +36,7 @@ use serde_json::json;
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
 use crate::config::ApiConfig;
-use crate::forward::RAFT_CMD_PATH;
-use crate::placement::{PdClient, PD_PATH};
+use crate::placement::PdClient;
 use crate::service::KvService;
 
 /// What every handler needs: shared by all HTTP workers.
@@ -57,15 +53,10 @@ pub struct ApiState {
     pub addresses: AddressBook,
 }
 
-/// Largest body `POST /internal/v1/pd` accepts (a heartbeat lists every region a node
-/// leads).
-pub const PD_BODY_LIMIT: usize = 16 * 1024 * 1024;
-
 /// Registers every route of the API, for `App::configure`.
 pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let value_limit = state.limits.max_value_bytes;
-        let internal_limit = internal::body_limit(&state.limits);
         let not_allowed = || web::to(error::method_not_allowed);
         cfg.app_data(state)
             .service(
@@ -98,42 +89,6 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .delete(kv::delete)
                             .default_service(not_allowed()),
                     ),
-            )
-            .service(
-                web::scope("/internal/v1/raw")
-                    .app_data(PayloadConfig::new(internal_limit))
-                    .service(
-                        web::resource("/get")
-                            .post(internal::raw_get)
-                            .default_service(not_allowed()),
-                    )
-                    .service(
-                        web::resource("/put")
-                            .post(internal::raw_put)
-                            .default_service(not_allowed()),
-                    )
-                    .service(
-                        web::resource("/delete")
-                            .post(internal::raw_delete)
-                            .default_service(not_allowed()),
-                    )
-                    .service(
-                        web::resource("/scan")
-                            .post(internal::raw_scan)
-                            .default_service(not_allowed()),
-                    ),
-            )
-            .service(
-                web::resource(RAFT_CMD_PATH)
-                    .app_data(PayloadConfig::new(internal_limit))
-                    .post(internal::raft_cmd)
-                    .default_service(not_allowed()),
-            )
-            .service(
-                web::resource(PD_PATH)
-                    .app_data(PayloadConfig::new(PD_BODY_LIMIT))
-                    .post(placement::internal)
-                    .default_service(not_allowed()),
             )
             .service(
                 web::scope("/v1/admin")

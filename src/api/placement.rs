@@ -13,9 +13,6 @@
 //!   moved to the other stores, and it becomes a Tombstone once it holds none (404
 //!   `store_not_found`, 409 `store_tombstone`, 409 `not_enough_stores` if fewer other
 //!   stores are up than a region needs replicas; nothing changes then);
-//! - `POST /internal/v1/pd`: a [`PdRequest`] from another node (or a joining one), served
-//!   by this node's [`PdServer`](crate::placement::PdServer) if it leads the meta region,
-//!   else answered 503 `not_pd_leader` naming the leader.
 //!
 //! Any node answers the admin endpoints: its [`PdClient`](crate::placement::PdClient)
 //! finds the PD leader and relays the answer, errors included.
@@ -24,9 +21,9 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::admin::{parse_body, path_number, Body};
+use super::admin::path_number;
 use super::ApiState;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::placement::PdRequest;
 
 /// How long an admin request waits for the PD (a leader election in the meta region
@@ -61,13 +58,4 @@ pub async fn set_store_offline(
 async fn relay(state: &ApiState, request: &PdRequest) -> Result<HttpResponse> {
     let view = state.pd.call(request, PD_REQUEST_TIMEOUT).await?;
     Ok(HttpResponse::Ok().json(view))
-}
-
-/// `POST /internal/v1/pd`.
-pub async fn internal(state: web::Data<ApiState>, body: Body) -> Result<HttpResponse> {
-    let request: PdRequest = parse_body(body)?;
-    let Some(server) = state.pd.local() else {
-        return Err(Error::NotPdLeader { leader: None });
-    };
-    Ok(HttpResponse::Ok().json(server.handle(request).await?))
 }

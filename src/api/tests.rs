@@ -87,7 +87,8 @@ impl SingleStore {
             1,
             addresses.all(),
             timeouts.attempt,
-        );
+        )
+        .unwrap();
         let pd = crate::placement::PdClient::new(
             Some(pd_server),
             store_id,
@@ -111,25 +112,67 @@ impl SingleStore {
         }
     }
 
-    /// Serves the node's API on a free local port; returns its address and the server's
-    /// handle.
-    fn serve(&self) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+    /// Serves the node's client API and its node-to-node API (a peer listener, without
+    /// raft streams) on free local ports.
+    async fn serve(&self) -> Served {
         let state = self.state.clone();
         let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
             .workers(1)
             .disable_signals()
             .bind("127.0.0.1:0")
             .unwrap();
-        let addr = server.addrs()[0];
+        let http = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        (addr, handle)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let store_id = self.state.service.store_id();
+        let peers = crate::peer_listener::PeerListener::new(
+            crate::peer_api::Identity::new(1, store_id),
+            tokio::runtime::Handle::current(),
+        );
+        peers.serve_api(Arc::new(crate::peer_api::PeerApi {
+            service: self.state.service.clone(),
+            pd: self.state.pd.clone(),
+            limits: self.state.limits.clone(),
+        }));
+        let peer_task = actix_rt::spawn(peers.run(listener));
+        Served {
+            http,
+            peer,
+            handle,
+            peer_task,
+        }
     }
 
     async fn stop(self) {
         drop(self.state);
         self.store.shutdown().await;
+    }
+}
+
+/// A node's two listeners, served by [`SingleStore::serve`].
+struct Served {
+    http: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    peer_task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// The address-book entry of store `id` served here.
+    fn address(&self, id: u64) -> StoreAddress {
+        StoreAddress {
+            id,
+            raft_addr: self.peer.to_string(),
+            http_addr: self.http.to_string(),
+        }
+    }
+
+    async fn stop(self) {
+        self.peer_task.abort();
+        self.handle.stop(true).await;
     }
 }
 
@@ -329,64 +372,124 @@ async fn bad_requests_are_refused_as_json_and_change_nothing() {
     node.stop().await;
 }
 
+/// POSTs `body` with `content_type` to `path` of the peer listener at `peer`; returns the
+/// status and the body.
+async fn post_peer(
+    peer: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, bytes::Bytes) {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{peer}{path}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.bytes().await.unwrap())
+}
+
 #[actix_rt::test]
-async fn internal_endpoints_speak_protobuf() {
+async fn the_node_to_node_api_speaks_protobuf_on_the_peer_listener_only() {
     let node = SingleStore::start().await;
-    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
-    let post = |path: &str, body: Vec<u8>| {
-        test::TestRequest::post()
-            .uri(path)
-            .insert_header(("content-type", crate::forward::PROTOBUF_CONTENT_TYPE))
-            .set_payload(body)
-    };
+    let served = node.serve().await;
+    let protobuf = crate::forward::PROTOBUF_CONTENT_TYPE;
+    let post = |path: &'static str, body: Vec<u8>| post_peer(served.peer, path, protobuf, body);
 
     let put = RawPutRequest {
         key: b"k".to_vec(),
         value: b"v".to_vec(),
         ..Default::default()
     };
-    let (status, body) = call!(&app, post("/internal/v1/raw/put", put.encode_to_vec()));
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        RawPutResponse::decode(body).unwrap(),
-        RawPutResponse::default()
-    );
+    // The store may still be electing itself.
+    let mut answer = RawPutResponse::default();
+    for _ in 0..100 {
+        let (status, body) = post("/internal/v1/raw/put", put.encode_to_vec()).await;
+        assert_eq!(status, 200);
+        answer = RawPutResponse::decode(body).unwrap();
+        if answer == RawPutResponse::default() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, RawPutResponse::default());
 
     let get = |key: &[u8], cf: &str| RawGetRequest {
         key: key.to_vec(),
         cf: cf.into(),
         ..Default::default()
     };
-    let (_, body) = call!(
-        &app,
-        post("/internal/v1/raw/get", get(b"k", "default").encode_to_vec())
-    );
+    let (_, body) = post("/internal/v1/raw/get", get(b"k", "default").encode_to_vec()).await;
     let response = RawGetResponse::decode(body).unwrap();
     assert_eq!(
         (response.value.as_slice(), response.not_found),
         (&b"v"[..], false)
     );
-    let (_, body) = call!(
-        &app,
-        post("/internal/v1/raw/get", get(b"nope", "").encode_to_vec())
-    );
+    let (_, body) = post("/internal/v1/raw/get", get(b"nope", "").encode_to_vec()).await;
     assert!(RawGetResponse::decode(body).unwrap().not_found);
-    let (_, body) = call!(
-        &app,
-        post("/internal/v1/raw/get", get(b"k", "raft").encode_to_vec())
-    );
+    let (_, body) = post("/internal/v1/raw/get", get(b"k", "raft").encode_to_vec()).await;
     assert!(RawGetResponse::decode(body)
         .unwrap()
         .error
         .starts_with("invalid_request: "));
 
-    let (status, body) = call!(&app, post("/internal/v1/raw/get", vec![0xff, 0xff]));
+    // The client API's key rules hold here too: no empty, oversized or reserved keys.
+    for key in [&b""[..], &[b'x'; 33][..], b"\xffpd/cluster"] {
+        let put = RawPutRequest {
+            key: key.to_vec(),
+            value: b"not json".to_vec(),
+            ..Default::default()
+        };
+        let (_, body) = post("/internal/v1/raw/put", put.encode_to_vec()).await;
+        let error = RawPutResponse::decode(body).unwrap().error;
+        assert!(
+            ["empty_key", "key_too_large", "reserved_key"]
+                .iter()
+                .any(|code| error.starts_with(code)),
+            "{key:?}: {error}"
+        );
+    }
+    assert_eq!(
+        node.store
+            .engine()
+            .get(Cf::Default, b"\xffpd/cluster")
+            .unwrap(),
+        None
+    );
+
+    let (status, body) = post("/internal/v1/raw/get", vec![0xff, 0xff]).await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_protobuf"));
+    let (status, body) = post_peer(served.peer, "/internal/v1/raw/get", "text/plain", vec![]).await;
     assert_eq!(
         (status, error_code(&body).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_protobuf")
+        (415, "unsupported_media_type")
+    );
+    let (status, body) = post("/internal/v1/nothing", vec![]).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (404, "route_not_found")
+    );
+
+    // None of it is on the client listener.
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/internal/v1/raw/put")
+            .insert_header(("content-type", protobuf))
+            .set_payload(put.encode_to_vec())
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "route_not_found")
     );
 
     drop(app);
+    served.stop().await;
     node.stop().await;
 }
 
@@ -447,13 +550,9 @@ async fn admin_views_show_the_region_and_the_store() {
 #[actix_rt::test]
 async fn a_forwarded_request_executes_on_the_target_node() {
     let node = SingleStore::start().await;
-    let (addr, handle) = node.serve();
+    let served = node.serve().await;
 
-    let book = AddressBook::new([StoreAddress {
-        id: 1,
-        raft_addr: "127.0.0.1:1".into(),
-        http_addr: addr.to_string(),
-    }]);
+    let book = AddressBook::new([served.address(1)]);
     let forwarder = HttpForwarder::new(book, Duration::from_secs(3)).unwrap();
     let put = KvOp::Put {
         cf: Cf::Default,
@@ -498,7 +597,7 @@ async fn a_forwarded_request_executes_on_the_target_node() {
         }
     );
 
-    handle.stop(true).await;
+    served.stop().await;
     node.stop().await;
 }
 
@@ -690,12 +789,8 @@ async fn the_admin_service_checks_its_input_against_the_leader() {
 #[actix_rt::test]
 async fn a_raw_command_round_trips_through_the_internal_endpoint() {
     let node = SingleStore::start().await;
-    let (addr, handle) = node.serve();
-    let book = AddressBook::new([StoreAddress {
-        id: 1,
-        raft_addr: "127.0.0.1:1".into(),
-        http_addr: addr.to_string(),
-    }]);
+    let served = node.serve().await;
+    let book = AddressBook::new([served.address(1)]);
     let forwarder = HttpForwarder::new(book, Duration::from_secs(3)).unwrap();
 
     // The store may still be electing itself: a read succeeds once it leads.
@@ -728,35 +823,24 @@ async fn a_raw_command_round_trips_through_the_internal_endpoint() {
         "{response:?}"
     );
 
-    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
-    let (status, body) = call!(
-        &app,
-        test::TestRequest::post()
-            .uri(crate::forward::RAFT_CMD_PATH)
-            .set_payload(vec![0xff, 0xff])
-    );
-    assert_eq!(
-        (status, error_code(&body).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_protobuf")
-    );
+    let (status, body) = post_peer(
+        served.peer,
+        crate::forward::RAFT_CMD_PATH,
+        crate::forward::PROTOBUF_CONTENT_TYPE,
+        vec![0xff, 0xff],
+    )
+    .await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_protobuf"));
 
-    drop(app);
-    handle.stop(true).await;
+    served.stop().await;
     node.stop().await;
 }
 
 #[actix_rt::test]
 async fn a_store_without_the_region_reaches_the_store_that_has_it() {
     let holder = SingleStore::start().await;
-    let (addr, handle) = holder.serve();
-    let book = AddressBook::new([
-        StoreAddress {
-            id: 1,
-            raft_addr: "127.0.0.1:1".into(),
-            http_addr: addr.to_string(),
-        },
-        unreachable_address(2),
-    ]);
+    let served = holder.serve().await;
+    let book = AddressBook::new([served.address(1), unreachable_address(2)]);
     let empty = SingleStore::start_as(2, &[1], book).await;
     assert!(empty
         .state
@@ -813,7 +897,7 @@ async fn a_store_without_the_region_reaches_the_store_that_has_it() {
     );
 
     empty.stop().await;
-    handle.stop(true).await;
+    served.stop().await;
     holder.stop().await;
 }
 
@@ -1155,13 +1239,9 @@ async fn the_stores_view_probes_every_store_of_the_address_book() {
         &app,
         test::TestRequest::put().uri("/v1/kv/x").set_payload("1")
     );
-    let (addr, handle) = holder.serve();
+    let served = holder.serve().await;
     // Store 2's address is store 1's API: it answers, but as the wrong store.
-    holder.state.addresses.insert(StoreAddress {
-        id: 2,
-        raft_addr: "127.0.0.1:1".into(),
-        http_addr: addr.to_string(),
-    });
+    holder.state.addresses.insert(served.address(2));
     holder.state.addresses.insert(unreachable_address(3));
 
     let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/stores"));
@@ -1199,14 +1279,7 @@ async fn the_stores_view_probes_every_store_of_the_address_book() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 
     // A store without the region sees store 1 up, and no region anywhere.
-    let book = AddressBook::new([
-        StoreAddress {
-            id: 1,
-            raft_addr: "127.0.0.1:1".into(),
-            http_addr: addr.to_string(),
-        },
-        unreachable_address(4),
-    ]);
+    let book = AddressBook::new([served.address(1), unreachable_address(4)]);
     let viewer = SingleStore::start_as(4, &[1], book).await;
     let viewer_app =
         test::init_service(App::new().configure(configure(viewer.state.clone()))).await;
@@ -1229,7 +1302,7 @@ async fn the_stores_view_probes_every_store_of_the_address_book() {
 
     drop((app, viewer_app));
     viewer.stop().await;
-    handle.stop(true).await;
+    served.stop().await;
     holder.stop().await;
 }
 
@@ -1375,32 +1448,29 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body)["in_flight"], serde_json::json!([]));
 
-    // The internal endpoint: a malformed request, then a heartbeat from an unknown store.
-    let (status, body) = call!(
-        &app,
-        test::TestRequest::post()
-            .uri(crate::placement::PD_PATH)
-            .set_payload("{\"type\":\"nonsense\"}")
-    );
-    assert_eq!(
-        (status, error_code(&body).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_json")
-    );
+    // The PD's endpoint on the peer listener: a malformed request, then a heartbeat from
+    // an unknown store.
+    let served = node.serve().await;
+    let pd = |body: String| {
+        post_peer(
+            served.peer,
+            crate::placement::PD_PATH,
+            "application/json",
+            body.into_bytes(),
+        )
+    };
+    let (status, body) = pd("{\"type\":\"nonsense\"}".into()).await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_json"));
     let heartbeat = serde_json::json!({
         "type": "heartbeat",
         "store": {"store_id": 5, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2",
                   "region_count": 0, "used_size": null},
         "regions": []
     });
-    let (status, body) = call!(
-        &app,
-        test::TestRequest::post()
-            .uri(crate::placement::PD_PATH)
-            .set_payload(heartbeat.to_string())
-    );
+    let (status, body) = pd(heartbeat.to_string()).await;
     assert_eq!(
         (status, error_code(&body).as_str()),
-        (StatusCode::NOT_FOUND, "store_not_found")
+        (404, "store_not_found")
     );
 
     // A heartbeat of store 1 leading a region: the PD records it and answers with the
@@ -1413,13 +1483,8 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
                      "peers": [{"id": 5, "store_id": 1}], "leader": {"id": 5, "store_id": 1},
                      "pending_peers": [], "approximate_size": 300}]
     });
-    let (status, body) = call!(
-        &app,
-        test::TestRequest::post()
-            .uri(crate::placement::PD_PATH)
-            .set_payload(heartbeat.to_string())
-    );
-    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, body) = pd(heartbeat.to_string()).await;
+    assert_eq!(status, 200, "{body:?}");
     let reply = json(&body);
     assert_eq!(reply["commands"], serde_json::json!([]));
     assert_eq!(reply["store_state"], "Up");
@@ -1439,5 +1504,6 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
             "pending_peers": [], "approximate_size": 300
         }])
     );
+    served.stop().await;
     node.store.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! Finding the placement driver and asking it something.
 //!
 //! The PD runs wherever the meta region's leader is, which moves. A [`PdClient`] sends a
-//! [`PdRequest`] to the node it last found leading, else tries its own node (directly,
+//! [`PdRequest`] (to another node: `POST /internal/v1/pd` on its peer listener, see
+//! [`crate::peer_api`]) to the node it last found leading, else tries its own node (directly,
 //! without HTTP), then every store of the address book, then the seed addresses a joining
 //! node was configured with. A node that does not lead answers `not_pd_leader` naming
 //! the leader it knows, and the client goes there next. Nodes that cannot answer (down,
@@ -31,7 +32,7 @@ const ROUND_PAUSE: Duration = Duration::from_millis(100);
 enum Target {
     /// This node's own [`PdServer`].
     Local,
-    /// Another node, by HTTP address.
+    /// Another node, by peer address (its `raft_addr`, where the node-to-node API is).
     Remote(String),
 }
 
@@ -47,7 +48,7 @@ pub struct PdClient {
 
 impl PdClient {
     /// A client on node `local_store_id` (its own server `local`, if it runs one) that
-    /// knows the nodes of `addresses` and, failing those, `seeds` (HTTP addresses).
+    /// knows the nodes of `addresses` and, failing those, `seeds` (peer addresses).
     pub fn new(
         local: Option<PdServer>,
         local_store_id: u64,
@@ -131,7 +132,7 @@ impl PdClient {
     fn target_of(&self, store: &StoreAddress) -> Target {
         match &self.local {
             Some(_) if store.id == self.local_store_id => Target::Local,
-            _ => Target::Remote(store.http_addr.clone()),
+            _ => Target::Remote(store.raft_addr.clone()),
         }
     }
 
@@ -172,12 +173,12 @@ impl PdClient {
         if code == "not_pd_leader" {
             let leader = match (
                 error["leader_store_id"].as_u64(),
-                error["leader_http_addr"].as_str(),
+                error["leader_raft_addr"].as_str(),
             ) {
-                (Some(id), Some(http_addr)) => Some(StoreAddress {
+                (Some(id), Some(raft_addr)) if !raft_addr.is_empty() => Some(StoreAddress {
                     id,
-                    raft_addr: String::new(),
-                    http_addr: http_addr.to_string(),
+                    raft_addr: raft_addr.to_string(),
+                    http_addr: error["leader_http_addr"].as_str().unwrap_or("").to_string(),
                 }),
                 _ => None,
             };

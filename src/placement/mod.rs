@@ -12,6 +12,8 @@
 //!   sends it a request; the admin API and the heartbeat loop use it;
 //! - [`heartbeat`]: each node reports its store and the regions it leads, and carries
 //!   out the PD's answers (add or remove a peer, transfer a leadership);
+//! - [`probe`]: asks the node at an address who it is, before a join or a store's move
+//!   is believed;
 //! - [`wire`]: the requests and answers; [`views`]: the admin API's JSON views.
 //!
 //! A new node joins with [`join`]: it asks any node named in `cluster.join` for a store
@@ -20,6 +22,7 @@
 pub mod client;
 pub mod heartbeat;
 pub mod meta;
+pub mod probe;
 pub mod server;
 pub mod views;
 pub mod wire;
@@ -40,8 +43,9 @@ use crate::error::{Error, Result};
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Asks the cluster for a store id for the node at `own`, through the nodes named in
-/// `cluster.join` (and `cluster.stores`).
-pub async fn join(config: &Config, own: &StoreAddress) -> Result<JoinReply> {
+/// `cluster.join` (and `cluster.stores`). `join_token` is the token the node's identity
+/// endpoint shows meanwhile, for the PD to check.
+pub async fn join(config: &Config, own: &StoreAddress, join_token: &str) -> Result<JoinReply> {
     let client = PdClient::new(
         None,
         0,
@@ -53,6 +57,7 @@ pub async fn join(config: &Config, own: &StoreAddress) -> Result<JoinReply> {
         cluster_id: config.node.cluster_id,
         raft_addr: own.raft_addr.clone(),
         http_addr: own.http_addr.clone(),
+        join_token: join_token.to_string(),
     };
     let answer = client.call(&request, JOIN_TIMEOUT).await.map_err(|e| {
         Error::Io(format!(

@@ -45,6 +45,7 @@ use super::meta::{
     cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, PdRecords, StoreRecord,
     META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
 };
+use super::probe::Probe;
 use super::views;
 use super::wire::{HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand};
 use crate::address_book::AddressBook;
@@ -77,6 +78,7 @@ struct Inner {
     cluster_id: u64,
     initial_stores: Vec<StoreAddress>,
     timeout: Duration,
+    probe: Probe,
     leadership: tokio::sync::Mutex<Option<Leadership>>,
 }
 
@@ -106,8 +108,8 @@ impl PdServer {
         cluster_id: u64,
         initial_stores: Vec<StoreAddress>,
         timeout: Duration,
-    ) -> PdServer {
-        PdServer {
+    ) -> Result<PdServer> {
+        Ok(PdServer {
             inner: Arc::new(Inner {
                 store,
                 admin,
@@ -116,9 +118,10 @@ impl PdServer {
                 cluster_id,
                 initial_stores,
                 timeout,
+                probe: Probe::new(cluster_id)?,
                 leadership: tokio::sync::Mutex::new(None),
             }),
-        }
+        })
     }
 
     /// Serves one request if this node leads the meta region.
@@ -262,9 +265,15 @@ impl PdServer {
                 cluster_id,
                 raft_addr,
                 http_addr,
+                join_token,
             } => {
+                let joining = StoreAddress {
+                    id: 0,
+                    raft_addr,
+                    http_addr,
+                };
                 let reply = self
-                    .join(leadership, cluster_id, raft_addr, http_addr, now)
+                    .join(leadership, cluster_id, joining, &join_token, now)
                     .await?;
                 Ok(serde_json::to_value(reply).expect("replies serialize"))
             }
@@ -305,6 +314,16 @@ impl PdServer {
         let mut commands = Vec::new();
         if record.state() != StoreState::Tombstone {
             if record.raft_addr != report.raft_addr || record.http_addr != report.http_addr {
+                let reported = StoreAddress {
+                    id: record.id,
+                    raft_addr: report.raft_addr.clone(),
+                    http_addr: report.http_addr.clone(),
+                };
+                self.inner
+                    .probe
+                    .check_move(&record.address(), &reported)
+                    .await
+                    .inspect_err(|e| tracing::warn!("refusing a store's new address: {e}"))?;
                 let moved = StoreRecord {
                     raft_addr: report.raft_addr.clone(),
                     http_addr: report.http_addr.clone(),
@@ -371,10 +390,15 @@ impl PdServer {
         &self,
         leadership: &mut Leadership,
         cluster_id: u64,
-        raft_addr: String,
-        http_addr: String,
+        joining: StoreAddress,
+        join_token: &str,
         now: u64,
     ) -> Result<JoinReply> {
+        let StoreAddress {
+            raft_addr,
+            http_addr,
+            ..
+        } = joining;
         if cluster_id != leadership.cluster.cluster_id {
             return Err(Error::bad_request(
                 "cluster_mismatch",
@@ -395,6 +419,11 @@ impl PdServer {
             }
             .into());
         }
+        self.inner
+            .probe
+            .check_joiner(&raft_addr, join_token)
+            .await
+            .inspect_err(|e| tracing::warn!("refusing a join: {e}"))?;
         let store_id = leadership.next_store_id;
         let mut entries = Vec::new();
         if store_id > leadership.store_id_limit {

@@ -31,6 +31,11 @@ pub enum PdRequest {
         raft_addr: String,
         /// Its HTTP address.
         http_addr: String,
+        /// A random token the node also shows at `GET /internal/v1/identity` on its
+        /// `raft_addr` while it joins: the PD checks it there before recording the store,
+        /// so a join naming addresses where no joining node listens is refused.
+        #[serde(default)]
+        join_token: String,
     },
     /// The cluster summary (`GET /v1/admin/cluster`).
     Cluster,

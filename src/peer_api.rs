@@ -1,0 +1,543 @@
+//! The node-to-node API: what other nodes ask of this one, over HTTP/1.1 on the peer
+//! listener (`raft_addr`, see [`crate::peer_listener`]), never on the client listener.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /internal/v1/identity` | none | JSON [`IdentityView`]: cluster, store (0 while joining), join token |
+//! | `POST /internal/v1/raw/{get,put,delete,scan}` | protobuf `kvrpcpb` raw request | the raw response |
+//! | `POST /internal/v1/raft-cmd` | protobuf `RaftCmdRequest` | the `RaftCmdResponse` |
+//! | `POST /internal/v1/pd` | JSON [`PdRequest`] | the placement driver's JSON answer |
+//!
+//! The raw operations execute on this node's store only, with
+//! [`KvService::execute_local`](crate::service::KvService::execute_local): a forwarded
+//! request is never forwarded again, so a stale leader hint cannot bounce it between
+//! nodes; the caller follows hints and retries. Their answer is HTTP 200 with the outcome
+//! in the body, errors included (`region_error` or `error`, see
+//! [`crate::forward::error_to_wire`]). Keys are checked as the client API checks them
+//! (empty, too long, reserved), and a scan stops where the reserved keys begin.
+//!
+//! `raft-cmd` takes the admin operations of the admin API (split, membership change,
+//! leader transfer) and read probes, nothing else ([`check_forwarded_command`]): writes
+//! travel as raw operations, log compaction is the leader's own business, and the
+//! placement driver's writes are proposed on its own store only. If the local store gives
+//! no answer at all, the reply is an error: 504 when the attempt timed out (the command may
+//! still apply), 503 when the store is stopping.
+//!
+//! Every error is the API's JSON error body with its status. A body must have its
+//! content type (`application/x-protobuf`, or `application/json` for `/pd`), stay within
+//! its limit (413) and arrive within [`BODY_READ_TIMEOUT`] (408); anything else is refused
+//! before it is decoded. Until the store runs, only the identity answers (503
+//! `unavailable` elsewhere).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tinykv_actors::Cf;
+use tinykv_proto::kvrpcpb::{
+    KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    RawPutResponse, RawScanRequest, RawScanResponse,
+};
+use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest};
+
+use crate::api::error::error_body;
+use crate::api::request::check_key;
+use crate::config::ApiConfig;
+use crate::error::{Error, Result};
+use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH};
+use crate::placement::{is_reserved_key, PdClient, PdRequest, META_REGION_START, PD_PATH};
+use crate::service::{KvOp, KvOutcome, KvService};
+
+/// Path of the identity endpoint.
+pub const IDENTITY_PATH: &str = "/internal/v1/identity";
+
+/// Longest time a request body may take to arrive.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest body `POST /internal/v1/pd` accepts (a heartbeat lists every region a node
+/// leads).
+pub const PD_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Who this node is, as other nodes ask it: its cluster, its store (0 until a joining
+/// node has one) and the token a joining node sent the placement driver, which the driver
+/// checks here before it records the new store.
+pub struct Identity {
+    cluster_id: u64,
+    store_id: AtomicU64,
+    join_token: String,
+}
+
+/// The JSON answer of `GET /internal/v1/identity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityView {
+    /// The node's cluster.
+    pub cluster_id: u64,
+    /// The node's store id (0: it has not joined yet).
+    pub store_id: u64,
+    /// The token of its join request, while it joins (empty once it has a store id).
+    #[serde(default)]
+    pub join_token: String,
+}
+
+impl Identity {
+    /// A node of cluster `cluster_id` with store id `store_id` (0: joining) and a fresh
+    /// random join token.
+    pub fn new(cluster_id: u64, store_id: u64) -> Identity {
+        Identity {
+            cluster_id,
+            store_id: AtomicU64::new(store_id),
+            join_token: format!("{:032x}", rand::random::<u128>()),
+        }
+    }
+
+    /// The token a joining node sends with its join request.
+    pub fn join_token(&self) -> &str {
+        &self.join_token
+    }
+
+    /// Records the store id the node got.
+    pub fn set_store_id(&self, store_id: u64) {
+        self.store_id.store(store_id, Ordering::Relaxed);
+    }
+
+    /// The identity as the endpoint shows it.
+    pub fn view(&self) -> IdentityView {
+        let store_id = self.store_id.load(Ordering::Relaxed);
+        IdentityView {
+            cluster_id: self.cluster_id,
+            store_id,
+            join_token: if store_id == 0 {
+                self.join_token.clone()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+/// What the node-to-node API serves once the store runs.
+pub struct PeerApi {
+    /// Executes forwarded operations and commands on the local store.
+    pub service: KvService,
+    /// Reaches the placement driver (its server, if this node leads the meta region).
+    pub pd: Arc<PdClient>,
+    /// The node's key and value limits.
+    pub limits: ApiConfig,
+}
+
+/// Answers one request; `api` is `None` while the store is not running yet.
+pub async fn respond(
+    api: Option<&PeerApi>,
+    identity: &Identity,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match route(api, identity, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status().is_server_error() && !matches!(e, Error::NotPdLeader { .. }) {
+                tracing::debug!(%method, path, code = e.code(), error = %e, "peer request failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn route(
+    api: Option<&PeerApi>,
+    identity: &Identity,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    let allowed: &[Method] = match path.as_str() {
+        IDENTITY_PATH => &[Method::GET],
+        RAFT_CMD_PATH | PD_PATH => &[Method::POST],
+        p if p.starts_with(RAW_PREFIX) && RAW_OPS.contains(&&p[RAW_PREFIX.len()..]) => {
+            &[Method::POST]
+        }
+        _ => {
+            return Err(Error::NoSuchResource {
+                code: "route_not_found",
+                message: format!("no route for {method} {path}"),
+            })
+        }
+    };
+    if !allowed.contains(&method) {
+        return Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            path,
+        });
+    }
+    if path == IDENTITY_PATH {
+        return Ok(json(&identity.view()));
+    }
+    let Some(api) = api else {
+        return Err(Error::Store(tinykv_actors::Error::Stopped));
+    };
+    let (wanted, limit) = match path.as_str() {
+        PD_PATH => ("application/json", PD_BODY_LIMIT),
+        _ => (PROTOBUF_CONTENT_TYPE, body_limit(&api.limits)),
+    };
+    check_content_type(&request, wanted)?;
+    let body = read_body(request.into_body(), limit).await?;
+    match path.as_str() {
+        PD_PATH => api.pd_request(body).await,
+        RAFT_CMD_PATH => api.raft_cmd(body).await,
+        _ => api.raw(&path[RAW_PREFIX.len()..], body).await,
+    }
+}
+
+const RAW_PREFIX: &str = "/internal/v1/raw/";
+const RAW_OPS: [&str; 4] = ["get", "put", "delete", "scan"];
+
+/// Largest body the raw and raft-command endpoints accept: a largest key and value plus
+/// the message's own fields.
+pub fn body_limit(limits: &ApiConfig) -> usize {
+    limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
+}
+
+impl PeerApi {
+    async fn raw(&self, op: &str, body: Bytes) -> Result<Response<Full<Bytes>>> {
+        Ok(match op {
+            "get" => protobuf(&self.raw_get(decode(body)?).await),
+            "put" => protobuf(&self.raw_put(decode(body)?).await),
+            "delete" => protobuf(&self.raw_delete(decode(body)?).await),
+            _ => protobuf(&self.raw_scan(decode(body)?).await),
+        })
+    }
+
+    async fn raw_get(&self, request: RawGetRequest) -> RawGetResponse {
+        let outcome = match self.checked(&request.cf, &request.key) {
+            Ok(cf) => {
+                let op = KvOp::Get {
+                    cf,
+                    key: request.key,
+                };
+                self.service.execute_local(op).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut response = RawGetResponse::default();
+        match outcome {
+            Ok(KvOutcome::Value(Some(value))) => response.value = value,
+            Ok(KvOutcome::Value(None)) => response.not_found = true,
+            Ok(other) => {
+                (response.region_error, response.error) = error_to_wire(&unexpected(other))
+            }
+            Err(e) => (response.region_error, response.error) = error_to_wire(&e),
+        }
+        response
+    }
+
+    async fn raw_put(&self, request: RawPutRequest) -> RawPutResponse {
+        let outcome = match self.checked(&request.cf, &request.key) {
+            Ok(cf) => {
+                let op = KvOp::Put {
+                    cf,
+                    key: request.key,
+                    value: request.value,
+                };
+                self.service.execute_local(op).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut response = RawPutResponse::default();
+        if let Err(e) = written(outcome) {
+            (response.region_error, response.error) = error_to_wire(&e);
+        }
+        response
+    }
+
+    async fn raw_delete(&self, request: RawDeleteRequest) -> RawDeleteResponse {
+        let outcome = match self.checked(&request.cf, &request.key) {
+            Ok(cf) => {
+                let op = KvOp::Delete {
+                    cf,
+                    key: request.key,
+                };
+                self.service.execute_local(op).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut response = RawDeleteResponse::default();
+        if let Err(e) = written(outcome) {
+            (response.region_error, response.error) = error_to_wire(&e);
+        }
+        response
+    }
+
+    async fn raw_scan(&self, request: RawScanRequest) -> RawScanResponse {
+        let limit = (request.limit as usize).min(self.limits.max_scan_limit);
+        let outcome = match parse_cf(&request.cf) {
+            Ok(_) if limit == 0 => Err(Error::bad_request("invalid_request", "scan limit is 0")),
+            Ok(_) if is_reserved_key(&request.start_key) => Err(Error::bad_request(
+                "reserved_key",
+                "the scan starts among the reserved keys (from byte 0xFF on)",
+            )),
+            Ok(cf) => {
+                // The reserved keys are never shown: a scan ends where they begin.
+                let end = if request.end_key.is_empty() || is_reserved_key(&request.end_key) {
+                    META_REGION_START.to_vec()
+                } else {
+                    request.end_key
+                };
+                let op = KvOp::ScanRegion {
+                    cf,
+                    start: request.start_key,
+                    end,
+                    limit,
+                };
+                self.service.execute_local(op).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut response = RawScanResponse::default();
+        match outcome {
+            Ok(KvOutcome::Pairs { pairs, region_end }) => {
+                response.kvs = pairs
+                    .into_iter()
+                    .map(|(key, value)| KvPair { key, value })
+                    .collect();
+                response.region_end_key = region_end;
+            }
+            Ok(other) => {
+                (response.region_error, response.error) = error_to_wire(&unexpected(other))
+            }
+            Err(e) => (response.region_error, response.error) = error_to_wire(&e),
+        }
+        response
+    }
+
+    async fn raft_cmd(&self, body: Bytes) -> Result<Response<Full<Bytes>>> {
+        let request: RaftCmdRequest = decode(body)?;
+        check_forwarded_command(&request)?;
+        let response = self.service.command_local(request).await?;
+        Ok(protobuf(&response))
+    }
+
+    async fn pd_request(&self, body: Bytes) -> Result<Response<Full<Bytes>>> {
+        let request: PdRequest = crate::api::admin::parse_json(&body)?;
+        let Some(server) = self.pd.local() else {
+            return Err(Error::NotPdLeader { leader: None });
+        };
+        Ok(json(&server.handle(request).await?))
+    }
+
+    /// A forwarded request's column family and key, checked as the client API checks them.
+    fn checked(&self, cf: &str, key: &[u8]) -> Result<Cf> {
+        let cf = parse_cf(cf)?;
+        check_key(key, &self.limits)?;
+        Ok(cf)
+    }
+}
+
+/// What another node may ask this one to propose: the admin operations of the admin API
+/// (split, membership change, leader transfer) and read probes, never a write of data or
+/// of the cluster's metadata, a log compaction (the leader's own business) or a command
+/// pinned to a term (the placement driver's, on its own store).
+pub fn check_forwarded_command(request: &RaftCmdRequest) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(Error::bad_request(
+            "command_not_allowed",
+            format!("{why} cannot be forwarded to another node"),
+        ))
+    };
+    let header = request.header.clone().unwrap_or_default();
+    if header.metadata || header.term != 0 {
+        return refuse("a command pinned to a term or writing the cluster's metadata");
+    }
+    tinykv_actors::validation::check_command(request)
+        .map_err(|e| Error::bad_request("invalid_request", e.to_string()))?;
+    match &request.admin_request {
+        Some(admin) => match admin.cmd_type() {
+            AdminCmdType::Split | AdminCmdType::ChangePeer | AdminCmdType::TransferLeader => Ok(()),
+            _ => refuse("a log compaction"),
+        },
+        None if tinykv_actors::util::is_read_only(request) => Ok(()),
+        None => refuse("a write"),
+    }
+}
+
+/// Refuses a body whose content type is not `wanted` (415).
+fn check_content_type(request: &Request<Incoming>, wanted: &str) -> Result<()> {
+    let given = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(wanted) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(format!(
+            "this endpoint takes {wanted}, not {given:?}"
+        )))
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes> {
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    match collected.await {
+        Err(_) => Err(Error::BodyTimeout(format!(
+            "the request body did not arrive within {} s",
+            BODY_READ_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge(format!(
+            "request body is larger than {limit} bytes"
+        ))),
+        Ok(Err(e)) => Err(Error::bad_request(
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// Decodes a protobuf body; a body that is not an `M` is a 400.
+fn decode<M: Message + Default>(body: Bytes) -> Result<M> {
+    M::decode(body).map_err(|e| {
+        Error::bad_request(
+            "bad_protobuf",
+            format!("the body is not a valid request: {e}"),
+        )
+    })
+}
+
+fn parse_cf(name: &str) -> Result<Cf> {
+    Cf::from_name(name).map_err(Error::Store)
+}
+
+fn written(outcome: Result<KvOutcome>) -> Result<()> {
+    match outcome? {
+        KvOutcome::Written => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(outcome: KvOutcome) -> Error {
+    Error::Io(format!("unexpected outcome {outcome:?}"))
+}
+
+fn protobuf(msg: &impl Message) -> Response<Full<Bytes>> {
+    respond_with(
+        StatusCode::OK,
+        PROTOBUF_CONTENT_TYPE,
+        Bytes::from(msg.encode_to_vec()),
+    )
+}
+
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+    respond_with(StatusCode::OK, "application/json", Bytes::from(body))
+}
+
+fn error_response(error: &Error) -> Response<Full<Bytes>> {
+    let status =
+        StatusCode::from_u16(error.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&error_body(error)).unwrap_or_default();
+    let mut response = respond_with(status, "application/json", Bytes::from(body));
+    if let Error::MethodNotAllowed { path, .. } = error {
+        let allow = if path == IDENTITY_PATH { "GET" } else { "POST" };
+        if let Ok(value) = hyper::header::HeaderValue::from_str(allow) {
+            response.headers_mut().insert(hyper::header::ALLOW, value);
+        }
+    }
+    response
+}
+
+fn respond_with(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use tinykv_proto::raft_cmdpb::{
+        AdminRequest, CmdType, CompactLogRequest, PutRequest, RaftRequestHeader, Request,
+        SnapRequest,
+    };
+
+    use super::*;
+
+    #[test]
+    fn only_admin_operations_and_reads_may_be_forwarded_as_commands() {
+        let snap = RaftCmdRequest {
+            requests: vec![Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(check_forwarded_command(&snap).is_ok());
+        let put = RaftCmdRequest {
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: "default".into(),
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            check_forwarded_command(&put).unwrap_err().code(),
+            "command_not_allowed"
+        );
+        let compact = RaftCmdRequest {
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: 5,
+                    compact_term: 1,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_forwarded_command(&compact).is_err());
+        let pinned = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                term: 4,
+                ..Default::default()
+            }),
+            ..snap.clone()
+        };
+        assert!(check_forwarded_command(&pinned).is_err());
+    }
+
+    #[test]
+    fn the_join_token_is_shown_only_while_joining() {
+        let identity = Identity::new(7, 0);
+        assert_eq!(identity.view().join_token, identity.join_token());
+        assert_eq!(identity.join_token().len(), 32);
+        identity.set_store_id(4);
+        assert_eq!(
+            identity.view(),
+            IdentityView {
+                cluster_id: 7,
+                store_id: 4,
+                join_token: String::new()
+            }
+        );
+    }
+}
