@@ -1507,3 +1507,71 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
     served.stop().await;
     node.store.shutdown().await;
 }
+
+/// A damaged record (disk damage, a bug: clients can no longer write the reserved keys)
+/// used to stop the placement driver for good. The next leadership now repairs it: the
+/// cluster record from the configuration, a store's record from the address book.
+#[actix_rt::test]
+async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    call!(
+        &app,
+        test::TestRequest::put().uri("/v1/kv/user").set_payload("v")
+    );
+    let (status, _) = call!(&app, test::TestRequest::get().uri("/v1/admin/cluster"));
+    assert_eq!(status, StatusCode::OK);
+
+    let store_key = [&b"\xffpd/store/"[..], &1u64.to_be_bytes()].concat();
+    let damage = [
+        (b"\xffpd/cluster".to_vec(), b"not json".to_vec()),
+        (store_key.clone(), b"{".to_vec()),
+        (b"\xffpd/store-id-limit".to_vec(), b"short".to_vec()),
+    ];
+    let engine = node.store.engine().clone();
+    let mutations: Vec<tinykv_actors::engine::Mutation> = damage
+        .iter()
+        .map(|(key, value)| tinykv_actors::engine::Mutation::Put {
+            cf: Cf::Default,
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    engine.write(&mutations, true).unwrap();
+
+    // A new PD server on the same node: a new leadership, which reads the records again.
+    let pd_server = crate::placement::PdServer::new(
+        node.store.router(),
+        node.state.admin.clone(),
+        node.state.addresses.clone(),
+        crate::config::PdConfig {
+            max_peer_count: 1,
+            ..Default::default()
+        },
+        1,
+        node.state.addresses.all(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let view = pd_server
+        .handle(crate::placement::PdRequest::Cluster)
+        .await
+        .expect("the PD answers despite the damage");
+    assert_eq!(view["cluster_id"], 1);
+    assert_eq!(view["stores"][0]["id"], 1);
+    let cluster = engine.get(Cf::Default, b"\xffpd/cluster").unwrap().unwrap();
+    assert!(
+        serde_json::from_slice::<Value>(&cluster).is_ok(),
+        "rewritten"
+    );
+    let store = engine.get(Cf::Default, &store_key).unwrap().unwrap();
+    assert_eq!(json(&store)["id"], 1);
+    let limit = engine
+        .get(Cf::Default, b"\xffpd/store-id-limit")
+        .unwrap()
+        .unwrap();
+    assert!(u64::from_be_bytes(limit.try_into().unwrap()) >= 1);
+
+    drop(app);
+    node.stop().await;
+}

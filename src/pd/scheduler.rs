@@ -68,8 +68,9 @@ impl Default for SchedulerConfig {
 pub enum StoreHealth {
     /// Up and heartbeating: may receive peers.
     Healthy,
-    /// Up, but silent for longer than the disconnect time (not yet down): it receives
-    /// neither peers nor leaderships, and keeps the peers it has.
+    /// Up, but silent for longer than the disconnect time (not yet down), or not heard
+    /// from at all yet (a store that joined but never sent a heartbeat may not even
+    /// exist): it receives neither peers nor leaderships, and keeps the peers it has.
     Disconnected,
     /// Not known to the PD: its peers are left alone.
     Unknown,
@@ -108,7 +109,10 @@ pub fn store_health(
         StoreState::Tombstone => StoreHealth::Tombstone,
         _ if store.is_down(now_ms, config.max_store_down_time_ms) => StoreHealth::Down,
         StoreState::Offline => StoreHealth::Offline,
-        StoreState::Up if store.silent_for_ms(now_ms) > config.max_store_disconnect_time_ms => {
+        StoreState::Up
+            if store.last_heartbeat_ms.is_none()
+                || store.silent_for_ms(now_ms) > config.max_store_disconnect_time_ms =>
+        {
             StoreHealth::Disconnected
         }
         StoreState::Up => StoreHealth::Healthy,

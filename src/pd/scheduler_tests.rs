@@ -605,3 +605,23 @@ fn a_disconnected_store_gets_no_new_peer_and_no_leadership() {
     let region = cluster.region(2).unwrap();
     assert!(check_replicas(&ctx, region, &mut IdCounter::default()).is_none());
 }
+
+/// A store that joined but never sent a heartbeat (a forged join, or a node that died
+/// right after joining) receives no replica: it may not even exist.
+#[test]
+fn a_store_never_heard_from_gets_no_new_peer() {
+    let config = SchedulerConfig::default();
+    let mut cluster = cluster_with_stores(3, &[1, 2, 3]);
+    cluster
+        .put_store(crate::pd::test_util::store(4), 0)
+        .unwrap();
+    put_region(&mut cluster, &simple_region(1, &[1, 2], 1));
+    let ctx = ScheduleContext::new(&cluster, &config, 200);
+    assert_eq!(ctx.store_health(4), StoreHealth::Disconnected);
+    let op = check_replicas(&ctx, cluster.region(1).unwrap(), &mut IdCounter::default())
+        .expect("a missing replica to add");
+    assert!(
+        matches!(op.steps()[0], Step::AddPeer { store_id: 3, .. }),
+        "{op:?}"
+    );
+}

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use tinykv_proto::metapb::StoreState;
 
 use crate::config::StoreAddress;
-use crate::error::{Error, Result};
 
 /// Where the meta region starts. Every key from here on is reserved for the PD.
 pub const META_REGION_START: &[u8] = tinykv_actors::keys::RESERVED_KEYS_START;
@@ -113,31 +112,94 @@ pub struct PdRecords {
     pub store_id_limit: u64,
 }
 
+/// A record that could not be read back: which one, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// What the record is.
+    pub record: RecordKind,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Which of the PD's records a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// The cluster record.
+    Cluster,
+    /// The record of the store with this id.
+    Store(u64),
+    /// The store-id allocator's high-water mark.
+    StoreIdLimit,
+    /// A key among the records that names none of them.
+    Unknown,
+}
+
 impl PdRecords {
-    /// Reads the records from the key-value pairs of `[RECORDS_START, RECORDS_END)`.
-    pub fn decode(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<PdRecords> {
+    /// Reads the records from the key-value pairs of `[RECORDS_START, RECORDS_END)`. A
+    /// record that cannot be read is left out and listed among the damaged ones, for the
+    /// PD to repair: one bad value must not stop the placement driver for good.
+    pub fn decode(pairs: &[(Vec<u8>, Vec<u8>)]) -> (PdRecords, Vec<DamagedRecord>) {
         let mut records = PdRecords::default();
+        let mut damaged = Vec::new();
         for (key, value) in pairs {
-            let corrupt = |e: &dyn std::fmt::Display| {
-                Error::Io(format!(
-                    "the placement driver's record {} is damaged: {e}",
-                    String::from_utf8_lossy(key)
-                ))
+            let kind = record_kind(key);
+            let problem = match kind {
+                RecordKind::Cluster => serde_json::from_slice::<ClusterRecord>(value)
+                    .map(|cluster| records.cluster = Some(cluster))
+                    .map_err(|e| e.to_string()),
+                RecordKind::StoreIdLimit => <[u8; 8]>::try_from(value.as_slice())
+                    .map(|bytes| records.store_id_limit = u64::from_be_bytes(bytes))
+                    .map_err(|_| "expected 8 bytes".to_string()),
+                RecordKind::Store(id) => match serde_json::from_slice::<StoreRecord>(value) {
+                    Ok(store) if store.id == id => {
+                        records.stores.insert(id, store);
+                        Ok(())
+                    }
+                    Ok(store) => Err(format!("it describes store {}", store.id)),
+                    Err(e) => Err(e.to_string()),
+                },
+                RecordKind::Unknown => Err("no record is kept under this key".to_string()),
             };
-            if key == CLUSTER_KEY {
-                records.cluster = Some(serde_json::from_slice(value).map_err(|e| corrupt(&e))?);
-            } else if key == STORE_ID_LIMIT_KEY {
-                let bytes: [u8; 8] = value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt(&"expected 8 bytes"))?;
-                records.store_id_limit = u64::from_be_bytes(bytes);
-            } else if key.starts_with(STORE_PREFIX) {
-                let store: StoreRecord = serde_json::from_slice(value).map_err(|e| corrupt(&e))?;
-                records.stores.insert(store.id, store);
+            if let Err(problem) = problem {
+                damaged.push(DamagedRecord {
+                    record: kind,
+                    problem: format!(
+                        "the placement driver's record {} is damaged: {problem}",
+                        String::from_utf8_lossy(key)
+                    ),
+                });
             }
         }
-        Ok(records)
+        (records, damaged)
+    }
+}
+
+/// Which record `key` holds.
+fn record_kind(key: &[u8]) -> RecordKind {
+    if key == CLUSTER_KEY {
+        RecordKind::Cluster
+    } else if key == STORE_ID_LIMIT_KEY {
+        RecordKind::StoreIdLimit
+    } else if let Some(id) = key.strip_prefix(STORE_PREFIX) {
+        <[u8; 8]>::try_from(id)
+            .map(|id| RecordKind::Store(u64::from_be_bytes(id)))
+            .unwrap_or(RecordKind::Unknown)
+    } else {
+        RecordKind::Unknown
+    }
+}
+
+/// The key of a record of `kind` ([`RecordKind::Unknown`] has none).
+pub fn record_key(kind: RecordKind) -> Option<Vec<u8>> {
+    match kind {
+        RecordKind::Cluster => Some(CLUSTER_KEY.to_vec()),
+        RecordKind::StoreIdLimit => Some(STORE_ID_LIMIT_KEY.to_vec()),
+        RecordKind::Store(id) => {
+            let mut key = STORE_PREFIX.to_vec();
+            key.extend_from_slice(&id.to_be_bytes());
+            Some(key)
+        }
+        RecordKind::Unknown => None,
     }
 }
 
@@ -188,14 +250,30 @@ mod tests {
             assert!(key.as_slice() >= RECORDS_START && key.as_slice() < RECORDS_END);
             assert!(is_reserved_key(key));
         }
-        let records = PdRecords::decode(&pairs).unwrap();
+        let (records, damaged) = PdRecords::decode(&pairs);
+        assert!(damaged.is_empty(), "{damaged:?}");
         assert_eq!(records.cluster, Some(cluster));
         assert_eq!(records.stores[&7].state(), StoreState::Offline);
         assert_eq!(records.store_id_limit, 32);
         assert!(!is_reserved_key(b"user-key"));
 
-        pairs[0].1 = b"{not json".to_vec();
-        let err = PdRecords::decode(&pairs).unwrap_err().to_string();
-        assert!(err.contains("is damaged"), "{err}");
+        // A damaged record is left out and named; the others are still read.
+        let (cluster_key, _) = cluster_entry(&cluster);
+        let at = pairs.iter().position(|(k, _)| *k == cluster_key).unwrap();
+        pairs[at].1 = b"not json".to_vec();
+        let (store_key, _) = store_entry(&store);
+        let at = pairs.iter().position(|(k, _)| *k == store_key).unwrap();
+        pairs[at].1 = br#"{"id":8,"raft_addr":"a","http_addr":"b","state":"Up"}"#.to_vec();
+        let (records, damaged) = PdRecords::decode(&pairs);
+        assert_eq!(records.cluster, None);
+        assert!(
+            records.stores.is_empty(),
+            "store 7's record describes store 8"
+        );
+        assert_eq!(records.store_id_limit, 32);
+        let kinds: Vec<RecordKind> = damaged.iter().map(|d| d.record).collect();
+        assert!(kinds.contains(&RecordKind::Cluster) && kinds.contains(&RecordKind::Store(7)));
+        assert!(damaged[0].problem.contains("is damaged"), "{damaged:?}");
+        assert_eq!(record_key(RecordKind::Store(7)), Some(store_key));
     }
 }

@@ -29,7 +29,7 @@
 //! have reported (three heartbeat intervals): a fresh leader's empty view of a store is
 //! not proof that the store is empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +42,8 @@ use tinykv_proto::raft_cmdpb::{
 };
 
 use super::meta::{
-    cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, PdRecords, StoreRecord,
-    META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
+    cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, DamagedRecord, PdRecords,
+    RecordKind, StoreRecord, META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
 };
 use super::probe::Probe;
 use super::views;
@@ -93,6 +93,9 @@ struct Leadership {
     next_store_id: u64,
     store_id_limit: u64,
     ids: IdPool,
+    /// Stores whose damaged record could not be repaired when the leadership began; each
+    /// is recorded again from its next heartbeat.
+    unrecorded_stores: BTreeSet<u64>,
     /// Set when a write failed: the state may no longer match the records.
     poisoned: bool,
 }
@@ -191,7 +194,14 @@ impl PdServer {
     /// new leadership.
     async fn take_over(&self, region_id: u64, term: u64) -> Result<Leadership> {
         let inner = &self.inner;
-        let mut records = PdRecords::decode(&self.read_records(region_id, term).await?)?;
+        let (mut records, damaged) = PdRecords::decode(&self.read_records(region_id, term).await?);
+        let mut unrecorded_stores = BTreeSet::new();
+        if !damaged.is_empty() {
+            let repairs = self.repair(&mut records, &damaged, &mut unrecorded_stores);
+            if !repairs.is_empty() {
+                self.write(region_id, term, repairs).await?;
+            }
+        }
         if records.cluster.is_none() {
             let cluster = ClusterRecord {
                 cluster_id: inner.cluster_id,
@@ -210,7 +220,9 @@ impl PdServer {
                 store_id_limit: limit,
             };
         }
-        let cluster = records.cluster.expect("written above");
+        let Some(cluster) = records.cluster else {
+            return Err(Error::Io("the cluster record is missing".into()));
+        };
         if cluster.cluster_id != inner.cluster_id {
             return Err(Error::Io(format!(
                 "the placement driver's records belong to cluster {}, but this node is in cluster {}",
@@ -249,8 +261,81 @@ impl PdServer {
             next_store_id,
             store_id_limit: next_store_id - 1,
             ids: IdPool::new(inner.store.id_allocator()),
+            unrecorded_stores,
             poisoned: false,
         })
+    }
+
+    /// Repairs the damaged records (logging each): the cluster record from this node's
+    /// configuration, a store's record from the address book (its state reset to Up; a
+    /// store the book does not know is recorded again from its next heartbeat, listed in
+    /// `unrecorded_stores`), the allocator's mark from the highest store id known plus a
+    /// margin. Returns the entries to write; `records` is updated to match.
+    fn repair(
+        &self,
+        records: &mut PdRecords,
+        damaged: &[DamagedRecord],
+        unrecorded_stores: &mut BTreeSet<u64>,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let inner = &self.inner;
+        let mut entries = Vec::new();
+        for record in damaged {
+            match record.record {
+                RecordKind::Cluster => {
+                    let cluster = ClusterRecord {
+                        cluster_id: inner.cluster_id,
+                        max_peer_count: inner.config.max_peer_count,
+                    };
+                    tracing::warn!(
+                        ?cluster,
+                        "{}; rewriting it from this node's configuration",
+                        record.problem
+                    );
+                    entries.push(cluster_entry(&cluster));
+                    records.cluster = Some(cluster);
+                }
+                RecordKind::Store(id) => match inner.addresses.get(id) {
+                    Some(address) => {
+                        tracing::warn!(
+                            store = id,
+                            "{}; rewriting it from the address book (state Up)",
+                            record.problem
+                        );
+                        let store = StoreRecord::up(&address);
+                        entries.push(store_entry(&store));
+                        records.stores.insert(id, store);
+                    }
+                    None => {
+                        tracing::warn!(
+                            store = id,
+                            "{}; the store is recorded again from its next heartbeat",
+                            record.problem
+                        );
+                        unrecorded_stores.insert(id);
+                    }
+                },
+                RecordKind::StoreIdLimit => {
+                    let highest = records
+                        .stores
+                        .keys()
+                        .chain(unrecorded_stores.iter())
+                        .chain(inner.addresses.all().iter().map(|a| &a.id))
+                        .max()
+                        .copied()
+                        .unwrap_or(0);
+                    let limit = highest + STORE_ID_BATCH;
+                    tracing::warn!(
+                        limit,
+                        "{}; raising the mark past every store id known",
+                        record.problem
+                    );
+                    entries.push(store_id_limit_entry(limit));
+                    records.store_id_limit = limit;
+                }
+                RecordKind::Unknown => tracing::warn!("{}; left alone", record.problem),
+            }
+        }
+        entries
     }
 
     async fn dispatch(&self, leadership: &mut Leadership, request: PdRequest) -> Result<Value> {
@@ -308,6 +393,9 @@ impl PdServer {
         now: u64,
     ) -> Result<HeartbeatReply> {
         let report = &batch.store;
+        if leadership.unrecorded_stores.contains(&report.store_id) {
+            self.record_again(leadership, report, now).await?;
+        }
         let Some(record) = leadership.stores.get(&report.store_id).cloned() else {
             return Err(PdError::StoreNotFound(report.store_id).into());
         };
@@ -360,6 +448,39 @@ impl PdServer {
             stores: leadership.stores.values().cloned().collect(),
             store_state,
         })
+    }
+
+    /// Records again a store whose damaged record could not be repaired, from its own
+    /// heartbeat, once the node at the reported peer address answers as that store.
+    async fn record_again(
+        &self,
+        leadership: &mut Leadership,
+        report: &super::wire::StoreReport,
+        now: u64,
+    ) -> Result<()> {
+        let reported = StoreAddress {
+            id: report.store_id,
+            raft_addr: report.raft_addr.clone(),
+            http_addr: report.http_addr.clone(),
+        };
+        let vacant = StoreAddress {
+            id: report.store_id,
+            raft_addr: String::new(),
+            http_addr: String::new(),
+        };
+        self.inner.probe.check_move(&vacant, &reported).await?;
+        let record = StoreRecord::up(&reported);
+        self.write_stores(leadership, vec![record.clone()]).await?;
+        leadership
+            .coordinator
+            .cluster_mut()
+            .put_store(store_meta(&record), now)?;
+        leadership.unrecorded_stores.remove(&report.store_id);
+        tracing::warn!(
+            store = report.store_id,
+            "a store's damaged record was recorded again from its heartbeat"
+        );
+        Ok(())
     }
 
     /// Records as tombstones the stores being drained that hold no peer any more.
@@ -620,10 +741,15 @@ impl IdPool {
         }
     }
 
-    /// Makes sure at least `wanted` ids are at hand.
+    /// Makes sure at least `wanted` ids are at hand (stopping the node, like any failed
+    /// write, if the allocator cannot persist its mark).
     fn fill(&mut self, wanted: usize) -> Result<()> {
         if self.ids.len() < wanted {
-            let mut fresh = self.allocator.alloc(wanted - self.ids.len())?;
+            let mut fresh = match self.allocator.alloc(wanted - self.ids.len()) {
+                Ok(fresh) => fresh,
+                Err(e @ tinykv_actors::Error::Engine(_)) => stop_on_id_failure(&Error::Store(e)),
+                Err(e) => return Err(Error::Store(e)),
+            };
             fresh.reverse();
             fresh.append(&mut self.ids);
             self.ids = fresh;
@@ -633,15 +759,26 @@ impl IdPool {
 }
 
 impl AllocId for IdPool {
+    /// The next id. The pool is filled before every heartbeat, so this allocates only if
+    /// a heartbeat needs more ids than it was given; the allocator persists its
+    /// high-water mark first, and if that write fails the node stops as every failed
+    /// write stops it (exit status 74): an id must never be handed out twice.
     fn alloc_id(&mut self) -> u64 {
-        match self.ids.pop() {
-            Some(id) => id,
-            None => self
-                .allocator
-                .alloc(1)
-                .ok()
-                .and_then(|ids| ids.first().copied())
-                .expect("the id pool is filled before every heartbeat and ids can be allocated"),
+        if let Some(id) = self.ids.pop() {
+            return id;
+        }
+        match self.allocator.alloc(1).map(|ids| ids.first().copied()) {
+            Ok(Some(id)) => id,
+            Ok(None) => stop_on_id_failure(&Error::Io("the allocator gave no id".into())),
+            Err(e) => stop_on_id_failure(&Error::Store(e)),
         }
     }
+}
+
+/// Stops the node after the id allocator failed, like a failed write does.
+fn stop_on_id_failure(error: &Error) -> ! {
+    tracing::error!(
+        "allocating an id failed: {error}; stopping the node so no id is handed out twice"
+    );
+    std::process::exit(tinykv_actors::batch_writer::WRITE_FAILURE_EXIT_CODE)
 }
