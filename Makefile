@@ -59,7 +59,7 @@ stop:
 
 status:
 	@for n in $(NODES) $$([ -f $(RUN_DIR)/node4.pid ] && echo 4); do \
-	  curl -fsS http://127.0.0.1:808$$n/health 2>/dev/null && echo || echo "node$$n: down"; \
+	  curl -sS http://127.0.0.1:808$$n/health 2>/dev/null && echo || echo "node$$n: down"; \
 	done
 
 # The test command: builds the server binary the multi-process tests launch, then runs

@@ -91,6 +91,17 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 [ -n "$ready" ] || fail "the node did not take a write within 30 s"
+# Ready as a whole: the placement driver vouches for every key (GET /health is 503
+# until its leaders have reported, about two heartbeat intervals).
+healthy=""
+for _ in $(seq 1 60); do
+  if curl -fsS -o /dev/null "$base/health" 2>/dev/null; then
+    healthy=1
+    break
+  fi
+  sleep 0.5
+done
+[ -n "$healthy" ] || fail "GET /health did not answer 200 within 30 s"
 
 # ---------------------------------------------------------------- fuzz
 log "schemathesis: checks $CHECKS, at most $MAX_EXAMPLES cases per operation"

@@ -26,7 +26,9 @@
 //! simply repeated until the target reports that it leads, or the deadline passes (504).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
 use std::time::{Duration, Instant};
 
 use tinykv_actors::{Error as StoreError, StoreRouter};
@@ -52,6 +54,13 @@ const TRANSFER_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
+/// Knows whether a region exists, wherever it is (the placement driver, from its leaders'
+/// heartbeats).
+pub trait RegionDirectory: Send + Sync {
+    /// Whether region `region_id` is known; `None` if there is no answer.
+    fn region_known(&self, region_id: u64) -> BoxFuture<'static, Option<bool>>;
+}
+
 /// The node's executor of admin operations; see the module documentation. Clones share
 /// the store, the forwarder and the address book.
 #[derive(Clone)]
@@ -60,6 +69,9 @@ pub struct AdminService {
     forwarder: Arc<dyn Forwarder>,
     addresses: AddressBook,
     timeouts: ServiceTimeouts,
+    /// The placement driver, asked whether a region exists when no store within reach
+    /// holds it.
+    directory: Arc<OnceLock<Box<dyn RegionDirectory>>>,
 }
 
 impl AdminService {
@@ -77,7 +89,21 @@ impl AdminService {
             forwarder,
             addresses,
             timeouts,
+            directory: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Lets the service ask `directory` (the placement driver) whether a region exists,
+    /// when no store within reach holds it (otherwise it keeps looking until the
+    /// deadline).
+    pub fn set_region_directory(&self, directory: Box<dyn RegionDirectory>) {
+        let _ = self.directory.set(directory);
+    }
+
+    /// Whether the directory knows region `region_id`; `None` if there is none to ask, or
+    /// it did not answer.
+    async fn region_known(&self, region_id: u64) -> Option<bool> {
+        self.directory.get()?.region_known(region_id).await
     }
 
     /// Splits region `region_id` at `split_key`: the region keeps `[start, split_key)`
@@ -249,10 +275,21 @@ impl AdminService {
             target: local,
             region: None,
             missing: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
             deadline,
             backoff: FIRST_BACKOFF,
         };
         loop {
+            if pursuit.out_of_reach() {
+                // Every store said it holds no peer of the region, or cannot be reached:
+                // the placement driver knows whether the region exists at all.
+                if self.region_known(region_id).await == Some(false) {
+                    return Err(region_not_found(region_id));
+                }
+                pursuit.missing.clear();
+                pursuit.unreachable.clear();
+                pursuit.target = local;
+            }
             let region = match &pursuit.region {
                 Some(region) => region.clone(),
                 None => match self.leader_view(pursuit.target, region_id).await {
@@ -367,6 +404,8 @@ struct Pursuit {
     region: Option<metapb::Region>,
     /// Stores that said they hold no peer of the region.
     missing: BTreeSet<u64>,
+    /// Other stores that could not be reached since the last round.
+    unreachable: BTreeSet<u64>,
     deadline: Instant,
     backoff: Duration,
 }
@@ -405,19 +444,20 @@ impl Pursuit {
             Error::Store(StoreError::RegionNotFound(_)) => {
                 self.missing.insert(self.target);
                 self.region = None;
-                match self.stores.iter().find(|s| !self.missing.contains(s)) {
-                    Some(&next) => self.target = next,
-                    None => {
-                        return Err(Error::NoSuchResource {
-                            code: "region_not_found",
-                            message: format!(
-                                "no store of the address book holds region {}",
-                                self.region_id
-                            ),
-                        })
-                    }
+                if self.unreachable.is_empty() && self.next_target().is_none() {
+                    return Err(region_not_found(self.region_id));
                 }
+                self.target = self.next_target().unwrap_or(self.local);
                 true
+            }
+            Error::Forward {
+                maybe_delivered: false,
+                ..
+            } if self.target != self.local => {
+                self.unreachable.insert(self.target);
+                self.region = None;
+                self.target = self.next_target().unwrap_or(self.local);
+                false
             }
             _ => {
                 self.target = self.local;
@@ -440,6 +480,32 @@ impl Pursuit {
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         }
         Ok(())
+    }
+}
+
+impl Pursuit {
+    /// The next store neither known to lack the region nor unreachable.
+    fn next_target(&self) -> Option<u64> {
+        self.stores
+            .iter()
+            .copied()
+            .find(|s| !self.missing.contains(s) && !self.unreachable.contains(s))
+    }
+
+    /// Whether every store lacks the region or is out of reach (and one at least lacks
+    /// it): only the placement driver can tell whether the region exists.
+    fn out_of_reach(&self) -> bool {
+        !self.missing.is_empty() && self.next_target().is_none()
+    }
+}
+
+/// The 404 of a region no store holds.
+fn region_not_found(region_id: u64) -> Error {
+    Error::NoSuchResource {
+        code: "region_not_found",
+        message: format!(
+            "no store holds region {region_id}, and the placement driver knows no such region"
+        ),
     }
 }
 
@@ -573,6 +639,7 @@ mod tests {
             target: 1,
             region: None,
             missing: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
             deadline: Instant::now() + Duration::from_secs(5),
             backoff: FIRST_BACKOFF,
         };
@@ -619,6 +686,30 @@ mod tests {
         assert_eq!(
             (err.code(), err.status().as_u16()),
             ("region_not_found", 404)
+        );
+
+        // A store out of reach might hold the region: only the placement driver can
+        // tell then (see `AdminService::run`).
+        pursuit.missing.clear();
+        pursuit.target = 1;
+        pursuit
+            .recover(Error::Store(StoreError::RegionNotFound(7)), false)
+            .await
+            .unwrap();
+        let down = Error::Forward {
+            store_id: 2,
+            message: "connection refused".into(),
+            maybe_delivered: false,
+        };
+        pursuit.recover(down, false).await.unwrap();
+        assert_eq!(pursuit.target, 3);
+        pursuit
+            .recover(Error::Store(StoreError::RegionNotFound(7)), false)
+            .await
+            .unwrap();
+        assert!(
+            pursuit.out_of_reach(),
+            "stores 1 and 3 lack it, store 2 is down"
         );
 
         let refused = Error::bad_request("peer_exists", "no");

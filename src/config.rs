@@ -143,6 +143,16 @@ pub struct ApiConfig {
     /// Requests taking at least this long are logged at `warn` (method, path, status,
     /// duration) and counted in `tinykv_http_slow_requests_total`.
     pub slow_request_ms: u64,
+    /// Most bytes of keys and values one scan answers with (at least one pair, whatever
+    /// its size); a scan cut short names the key to continue from in `next`.
+    pub max_scan_bytes: usize,
+    /// Longest time a request body may take to arrive (408 `body_timeout` after).
+    pub body_read_timeout_ms: u64,
+    /// Most client requests in flight at once; more are refused with 503 `overloaded`.
+    pub max_in_flight_requests: usize,
+    /// Most request-body bytes in flight at once (a request reserves its
+    /// `Content-Length`); more are refused with 503 `overloaded`.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -156,6 +166,10 @@ impl Default for ApiConfig {
             attempt_timeout_ms: 3_000,
             http_workers: 2,
             slow_request_ms: 1_000,
+            max_scan_bytes: 4 * 1024 * 1024,
+            body_read_timeout_ms: 30_000,
+            max_in_flight_requests: 4096,
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +186,11 @@ impl ApiConfig {
     /// The threshold of the slow-request log.
     pub fn slow_request(&self) -> Duration {
         Duration::from_millis(self.slow_request_ms)
+    }
+
+    /// How long a request body may take to arrive.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 
@@ -428,6 +447,10 @@ impl Config {
             ("attempt_timeout_ms", api.attempt_timeout_ms),
             ("http_workers", api.http_workers as u64),
             ("slow_request_ms", api.slow_request_ms),
+            ("max_scan_bytes", api.max_scan_bytes as u64),
+            ("body_read_timeout_ms", api.body_read_timeout_ms),
+            ("max_in_flight_requests", api.max_in_flight_requests as u64),
+            ("max_in_flight_bytes", api.max_in_flight_bytes as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -442,6 +465,17 @@ impl Config {
         if api.max_key_bytes > MAX_KEY_BYTES_CEILING {
             return Err(Error::Config(format!(
                 "api.max_key_bytes must be at most {MAX_KEY_BYTES_CEILING}"
+            )));
+        }
+        if api.max_in_flight_bytes < api.max_value_bytes {
+            return Err(Error::Config(
+                "api.max_in_flight_bytes must be at least api.max_value_bytes".into(),
+            ));
+        }
+        if api.max_in_flight_bytes > u32::MAX as usize {
+            return Err(Error::Config(format!(
+                "api.max_in_flight_bytes must be at most {}",
+                u32::MAX
             )));
         }
         if api.default_scan_limit > api.max_scan_limit {

@@ -45,6 +45,14 @@ pub enum Error {
         /// What it conflicts with.
         message: String,
     },
+    /// The request is refused for where it comes from; nothing was changed.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable error code, e.g. `cross_origin`.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The request body's content type is not one the route takes; nothing was changed.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -56,12 +64,14 @@ pub enum Error {
     #[error("{0}")]
     Overloaded(String),
     /// The path exists, but not for this HTTP method.
-    #[error("method {method} is not allowed on {path}")]
+    #[error("method {method} is not allowed on {path} (allowed: {allow})")]
     MethodNotAllowed {
         /// The method of the request.
         method: String,
         /// The path of the request.
         path: String,
+        /// The methods the path takes, as the `Allow` header lists them.
+        allow: String,
     },
     /// The raftstore failed or refused the request.
     #[error(transparent)]
@@ -126,6 +136,7 @@ impl Error {
             Error::NoSuchResource { code, .. } => code,
             Error::Conflict { code, .. } => code,
             Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Forbidden { code, .. } => code,
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::BodyTimeout(_) => "body_timeout",
             Error::Overloaded(_) => "overloaded",
@@ -163,6 +174,7 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NoSuchResource { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -183,11 +183,13 @@ impl HttpForwarder {
                 start,
                 end,
                 limit,
+                max_bytes,
             } => {
                 let request = RawScanRequest {
                     start_key: start,
                     end_key: end,
                     limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    max_bytes: max_bytes as u64,
                     cf: cf_name(cf).into(),
                     ..Default::default()
                 };

@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
+use crate::api::admission::{admit, Admission};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::config::StoreAddress;
@@ -51,6 +52,7 @@ use crate::faults::Faults;
 use crate::forward::HttpForwarder;
 use crate::peer_api::{Identity, PeerApi};
 use crate::peer_listener::{PeerListener, RaftInbound};
+use crate::placement::client::PdDirectory;
 use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer};
 use crate::service::{Forwarder, KvService};
 use crate::transport::{Hello, TcpTransport};
@@ -207,7 +209,11 @@ impl Node {
             )
         });
         let pd = match pd {
-            Ok(pd) => Arc::new(pd),
+            Ok(pd) => {
+                let pd = Arc::new(pd);
+                admin.set_region_directory(Box::new(PdDirectory(Arc::downgrade(&pd))));
+                pd
+            }
             Err(e) => {
                 raft_task.abort();
                 store.shutdown().await;
@@ -238,9 +244,12 @@ impl Node {
             addresses,
         });
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
+        let admission = Admission::new(&config.api);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(faults.clone())
+                .app_data(admission.clone())
+                .wrap(actix_web::middleware::from_fn(admit))
                 .wrap(http_metrics)
                 .configure(api::configure(state.clone()))
         })

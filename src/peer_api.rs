@@ -170,9 +170,11 @@ async fn route(
         }
     };
     if !allowed.contains(&method) {
+        let allow = if path == IDENTITY_PATH { "GET" } else { "POST" };
         return Err(Error::MethodNotAllowed {
             method: method.to_string(),
             path,
+            allow: allow.to_string(),
         });
     }
     if path == IDENTITY_PATH {
@@ -288,11 +290,17 @@ impl PeerApi {
                 } else {
                     request.end_key
                 };
+                let ceiling = self.limits.max_scan_bytes;
+                let max_bytes = match request.max_bytes {
+                    0 => ceiling,
+                    asked => (asked.min(ceiling as u64)) as usize,
+                };
                 let op = KvOp::ScanRegion {
                     cf,
                     start: request.start_key,
                     end,
                     limit,
+                    max_bytes,
                 };
                 self.service.execute_local(op).await
             }
@@ -444,8 +452,7 @@ fn error_response(error: &Error) -> Response<Full<Bytes>> {
         StatusCode::from_u16(error.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&error_body(error)).unwrap_or_default();
     let mut response = respond_with(status, "application/json", Bytes::from(body));
-    if let Error::MethodNotAllowed { path, .. } = error {
-        let allow = if path == IDENTITY_PATH { "GET" } else { "POST" };
+    if let Error::MethodNotAllowed { allow, .. } = error {
         if let Ok(value) = hyper::header::HeaderValue::from_str(allow) {
             response.headers_mut().insert(hyper::header::ALLOW, value);
         }

@@ -73,6 +73,8 @@ pub enum KvOp {
         end: Vec<u8>,
         /// Most pairs to return.
         limit: usize,
+        /// Most bytes of keys and values to return (at least one pair, whatever its size).
+        max_bytes: usize,
     },
 }
 
@@ -103,6 +105,16 @@ pub enum KvOutcome {
         /// Where the next region starts.
         region_end: Vec<u8>,
     },
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The pairs, in key order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the next page starts, if this one was cut short by its pair or byte bound
+    /// (it may turn out empty); `None` if the range is done.
+    pub next: Option<Vec<u8>>,
 }
 
 /// Sends an operation to another node, which executes it on its own store without
@@ -240,36 +252,53 @@ impl KvService {
         self.execute(KvOp::Delete { cf, key }).await.map(|_| ())
     }
 
-    /// Reads up to `limit` pairs of `[start, end)` (empty `end`: unbounded), in key order,
-    /// across as many regions as it takes.
+    /// Reads up to `limit` pairs, and about `max_bytes` of keys and values, of `[start,
+    /// end)` (empty `end`: unbounded), in key order, across as many regions as it takes.
+    /// A page cut short by either bound names the key to continue from.
     pub async fn scan(
         &self,
         cf: Cf,
         start: Vec<u8>,
         end: Vec<u8>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut result = Vec::new();
+        max_bytes: usize,
+    ) -> Result<ScanPage> {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut bytes = 0usize;
         let mut cursor = start;
-        while result.len() < limit {
+        loop {
             let op = KvOp::ScanRegion {
                 cf,
                 start: cursor.clone(),
                 end: end.clone(),
-                limit: limit - result.len(),
+                limit: limit - pairs.len(),
+                max_bytes: max_bytes.saturating_sub(bytes).max(1),
             };
-            let KvOutcome::Pairs { pairs, region_end } = self.execute(op).await? else {
+            let KvOutcome::Pairs {
+                pairs: found,
+                region_end,
+            } = self.execute(op).await?
+            else {
                 return Err(Error::Io("scan answered with something else".into()));
             };
-            result.extend(pairs);
+            bytes += found.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            pairs.extend(found);
+            if pairs.len() >= limit || bytes >= max_bytes {
+                // Cut short: the page continues right after its last key.
+                let next = pairs.last().map(|(key, _)| {
+                    let mut after = key.clone();
+                    after.push(0);
+                    after
+                });
+                return Ok(ScanPage { pairs, next });
+            }
             let finished = region_end.is_empty()
                 || (!end.is_empty() && region_end.as_slice() >= end.as_slice());
             if finished {
-                break;
+                return Ok(ScanPage { pairs, next: None });
             }
             cursor = region_end;
         }
-        Ok(result)
     }
 
     /// Executes `op`, forwarding to the leader's node when needed and retrying retryable
@@ -391,11 +420,12 @@ fn read_snapshot(response: CmdResponse, op: KvOp) -> Result<KvOutcome> {
             start,
             end,
             limit,
+            max_bytes,
         } => Ok(KvOutcome::Pairs {
-            pairs: snapshot.scan(cf, &start, &end, limit)?,
+            pairs: snapshot.scan(cf, &start, &end, limit, max_bytes)?,
             region_end: snapshot.region.end_key.clone(),
         }),
-        _ => unreachable!("only reads take snapshots"),
+        write => Err(Error::Io(format!("{write:?} is not a read"))),
     }
 }
 

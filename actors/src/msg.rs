@@ -44,13 +44,16 @@ impl RegionSnapshot {
     }
 
     /// Scans `[start, end)` intersected with the region's range (empty `end`: up to the
-    /// region's end), returning at most `limit` pairs. `start` must lie in the region.
+    /// region's end), returning at most `limit` pairs, and stopping once their keys and
+    /// values reach `max_bytes` (the pair that reaches it included). `start` must lie in
+    /// the region.
     pub fn scan(
         &self,
         cf: Cf,
         start: &[u8],
         end: &[u8],
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         // The read was routed by `start`; if the region split before the read was served,
         // `start` may now belong to another region and the caller must retry there.
@@ -65,9 +68,11 @@ impl RegionSnapshot {
         if limit == 0 || (!upper.is_empty() && lower >= upper) {
             return Ok(pairs);
         }
+        let mut bytes = 0usize;
         self.snapshot.scan(cf, lower, upper, |k, v| {
+            bytes += k.len() + v.len();
             pairs.push((k.to_vec(), v.to_vec()));
-            pairs.len() < limit
+            pairs.len() < limit && bytes < max_bytes
         })?;
         Ok(pairs)
     }

@@ -420,7 +420,7 @@ async fn apply_partitions(ctx: &Ctx) {
 /// Waits until `node` answers `/health`, up to `limit`.
 async fn wait_healthy(ctx: &Ctx, node: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    let url = format!("{}/health", ctx.url(node));
+    let url = format!("{}/health?live", ctx.url(node));
     while Instant::now() < deadline {
         let answer = ctx
             .http

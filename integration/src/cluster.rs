@@ -627,10 +627,16 @@ impl ClusterClient {
         let deadline = Instant::now() + MUST_TIMEOUT;
         loop {
             let result = match self.pick() {
-                Some(s) => {
-                    s.scan(Cf::Default, start.to_vec(), end.to_vec(), usize::MAX)
-                        .await
-                }
+                Some(s) => s
+                    .scan(
+                        Cf::Default,
+                        start.to_vec(),
+                        end.to_vec(),
+                        usize::MAX,
+                        usize::MAX,
+                    )
+                    .await
+                    .map(|page| page.pairs),
                 None => Err(Error::Io("no store is running".into())),
             };
             match result {

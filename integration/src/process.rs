@@ -322,10 +322,10 @@ impl ProcessCluster {
         std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
 
-    /// Waits until node `id` answers `/health`.
+    /// Waits until node `id` answers `/health?live` (it is up, whatever the cluster).
     pub async fn wait_healthy(&self, id: u64, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("{}/health", self.url(id));
+        let url = format!("{}/health?live", self.url(id));
         loop {
             if let Ok(resp) = http.get(&url).send().await {
                 if resp.status().is_success() {

@@ -168,7 +168,12 @@ fn pd_store(view: &Value, id: u64) -> &Value {
 }
 
 async fn post(http: &reqwest::Client, url: String) -> (u16, Value) {
-    let response = http.post(&url).send().await.unwrap();
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -229,7 +234,7 @@ async fn a_joining_store_receives_a_fair_share_of_the_replicas() {
 
     let joined = cluster.add_joining_node();
     cluster.wait_healthy(joined, &http).await;
-    let health = get_json(&http, &format!("{}/health", cluster.url(joined))).await;
+    let health = get_json(&http, &format!("{}/health?live", cluster.url(joined))).await;
     assert_eq!(
         health["store_id"], joined,
         "the PD gave it the next store id"
@@ -257,7 +262,7 @@ async fn a_joining_store_receives_a_fair_share_of_the_replicas() {
     cluster.kill_node(joined);
     cluster.start_node(joined);
     cluster.wait_healthy(joined, &http).await;
-    let health = get_json(&http, &format!("{}/health", cluster.url(joined))).await;
+    let health = get_json(&http, &format!("{}/health?live", cluster.url(joined))).await;
     assert_eq!(health["store_id"], joined);
     assert_all_data(&http, &cluster, joined).await;
 }

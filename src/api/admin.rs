@@ -10,7 +10,7 @@
 //!   another store's address-book entry with `"local": false` (404 if unknown).
 //! - `GET /v1/admin/stores`: every store of the address book as this node sees it: its
 //!   addresses, whether it answers a health probe (this node asks each other store's
-//!   `GET /health`, [`STORE_PROBE_TIMEOUT`] at most, all at once), and how many of the
+//!   `GET /health?live`, [`STORE_PROBE_TIMEOUT`] at most, all at once), and how many of the
 //!   regions this node holds a peer of have a peer, or their leader, on it, and the
 //!   store's `state` and `is_down` as the placement driver sees them (`null` if it did
 //!   not answer within the probe timeout).
@@ -40,14 +40,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tinykv_actors::msg::{PeerStatus, RegionRoute};
 use tinykv_proto::metapb;
 
-use super::error::body_error;
 use super::ApiState;
 use crate::error::{error_chain, Error, Result};
 use crate::placement::PdRequest;
@@ -55,8 +54,8 @@ use crate::placement::PdRequest;
 /// Largest body the admin endpoints accept.
 pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
-/// The request body type of the admin operations.
-pub type Body = std::result::Result<web::Bytes, actix_web::Error>;
+/// The request body of the admin operations, read within the scope's limits.
+pub type Body = super::body::ReadBody;
 
 /// Bytes left as they are when a key is shown: RFC 3986's unreserved characters.
 const KEY_DISPLAY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -324,16 +323,17 @@ pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({ "store_id": local_id, "stores": stores })))
 }
 
-/// Asks store `id` at `http_addr` for `GET /health`: `Ok` if it answers 200 as that store.
+/// Asks store `id` at `http_addr` for `GET /health?live`: `Ok` if it answers 200 as that
+/// store.
 async fn probe_health(id: u64, http_addr: &str) -> std::result::Result<(), String> {
     let response = PROBE_CLIENT
-        .get(format!("http://{http_addr}/health"))
+        .get(format!("http://{http_addr}/health?live"))
         .send()
         .await
         .map_err(|e| error_chain(&e))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("GET /health answered {status}"));
+        return Err(format!("GET /health?live answered {status}"));
     }
     let body = response.bytes().await.map_err(|e| error_chain(&e))?;
     let answered: Option<u64> = serde_json::from_slice::<serde_json::Value>(&body)
@@ -378,7 +378,13 @@ pub async fn split_region(
 ) -> Result<HttpResponse> {
     let id = path_number(&req, "id")?;
     let body: SplitBody = parse_body(body)?;
-    let key: Vec<u8> = percent_decode_str(&body.key).collect();
+    let key = super::request::percent_decode(&body.key, "the split key")?;
+    if crate::placement::is_reserved_key(&key) {
+        return Err(Error::bad_request(
+            "reserved_key",
+            "the split key starts with byte 0xFF: the reserved keys are the cluster's own",
+        ));
+    }
     let regions = state.admin.split(id, key).await?;
     let regions: Vec<RegionInfo> = regions.iter().map(RegionInfo::from_region).collect();
     Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
@@ -419,8 +425,7 @@ pub async fn transfer_leader(
 /// Reads a request body holding a JSON object into a `T`; anything else is a 400
 /// `bad_json` saying what is wrong.
 pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {
-    let body = body.map_err(|e| body_error(&e, ADMIN_BODY_LIMIT))?;
-    parse_json(&body)
+    parse_json(&body.0)
 }
 
 /// Reads a JSON object of type `T` from `body`; anything else is a 400 `bad_json`.
@@ -461,7 +466,9 @@ mod tests {
     }
 
     fn parse<T: DeserializeOwned>(body: &str) -> Result<T> {
-        parse_body(Ok(web::Bytes::from(body.to_string())))
+        parse_body(super::super::body::ReadBody(web::Bytes::from(
+            body.to_string(),
+        )))
     }
 
     #[test]
@@ -503,9 +510,6 @@ mod tests {
         ] {
             assert_eq!(parse::<AddPeerBody>(body).unwrap_err().code(), "bad_json");
         }
-        let err = parse_body::<AddPeerBody>(Err(actix_web::error::PayloadError::Overflow.into()))
-            .unwrap_err();
-        assert_eq!(err.code(), "too_large");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! `leader_http_addr`). That includes what actix itself would otherwise answer in plain text: an unknown
 //! route, a wrong method, and a body that is too large or cannot be read.
 
-use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
@@ -27,7 +26,17 @@ impl ResponseError for Error {
         } else if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        HttpResponse::build(status).json(error_body(self))
+        let mut response = HttpResponse::build(status);
+        match self {
+            Error::MethodNotAllowed { allow, .. } => {
+                response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
+            Error::Overloaded(_) => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        response.json(error_body(self))
     }
 }
 
@@ -47,16 +56,6 @@ pub fn error_body(err: &Error) -> serde_json::Value {
     json!({ "error": error })
 }
 
-/// The error for a request body that actix could not read within `limit` bytes.
-pub fn body_error(err: &actix_web::Error, limit: usize) -> Error {
-    match err.as_error::<PayloadError>() {
-        Some(PayloadError::Overflow) => {
-            Error::TooLarge(format!("request body is larger than {limit} bytes"))
-        }
-        _ => Error::bad_request("bad_body", format!("cannot read the request body: {err}")),
-    }
-}
-
 /// Answers requests for paths the API does not have.
 pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
     Err(Error::NoSuchResource {
@@ -65,11 +64,15 @@ pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
     })
 }
 
-/// Answers requests whose path exists but not for their method.
-pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
-    Err(Error::MethodNotAllowed {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
+/// A route answering requests whose path exists but not for their method: 405, with
+/// `allow` (such as `"GET, HEAD"`) in the `Allow` header.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, Error>(Error::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            allow: allow.to_string(),
+        })
     })
 }
 
@@ -87,13 +90,5 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "invalid_cf");
         assert_eq!(json["error"]["message"], "bad cf");
-    }
-
-    #[test]
-    fn an_overflowing_body_is_413() {
-        let err: actix_web::Error = PayloadError::Overflow.into();
-        assert_eq!(body_error(&err, 10).status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let err: actix_web::Error = PayloadError::EncodingCorrupted.into();
-        assert_eq!(body_error(&err, 10).code(), "bad_body");
     }
 }

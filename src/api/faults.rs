@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::faults::Faults;
 
 /// The request body type of the fault endpoints.
-type Body = std::result::Result<web::Bytes, actix_web::Error>;
+type Body = super::body::ReadBody;
 
 /// The body of `POST /v1/admin/faults/partition`.
 #[derive(Debug, Deserialize, PartialEq)]

@@ -5,7 +5,9 @@
 //! - `DELETE /v1/kv/{key}` removes the key (deleting an absent key succeeds);
 //! - `GET /v1/kv?start=&end=&limit=&encoding=` answers the pairs of `[start, end)` in
 //!   key order as JSON, keys and values as UTF-8 strings or, with `encoding=base64`, in
-//!   base64.
+//!   base64. A page holds at most `limit` pairs and about `api.max_scan_bytes` of keys and
+//!   values (always at least one pair); one cut short names in `next` the key, percent-
+//!   encoded, to pass as `start` for the rest (`null` once the range is done).
 //!
 //! All of them take `?cf=default|lock|write`. The request is decoded by
 //! [`super::request`] and executed by the node's [`KvService`](crate::service::KvService),
@@ -17,22 +19,23 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
 
-use super::error::body_error;
+use super::admin::display_key;
+use super::body::ReadBody;
 use super::request::{parse_key_request, parse_scan_request, Encoding};
 use super::ApiState;
 use crate::error::{Error, Result};
+use crate::service::ScanPage;
 
 /// `PUT /v1/kv/{key}`.
 pub async fn put(
     req: HttpRequest,
     state: web::Data<ApiState>,
-    body: std::result::Result<web::Bytes, actix_web::Error>,
+    body: ReadBody,
 ) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
-    let value = body.map_err(|e| body_error(&e, state.limits.max_value_bytes))?;
     state
         .service
-        .put(request.cf, request.key, value.to_vec())
+        .put(request.cf, request.key, body.0.into())
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
 }
@@ -67,16 +70,31 @@ pub struct EncodedPair {
 /// `GET /v1/kv?start=&end=&limit=&encoding=`.
 pub async fn scan(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let request = parse_scan_request(req.query_string(), &state.limits)?;
-    let pairs = if !request.end.is_empty() && request.end == request.start {
-        Vec::new()
+    let page = if !request.end.is_empty() && request.end == request.start {
+        ScanPage {
+            pairs: Vec::new(),
+            next: None,
+        }
     } else {
+        let max_bytes = state.limits.max_scan_bytes;
         state
             .service
-            .scan(request.cf, request.start, request.end, request.limit)
+            .scan(
+                request.cf,
+                request.start,
+                request.end,
+                request.limit,
+                max_bytes,
+            )
             .await?
     };
-    let kvs = encode_pairs(pairs, request.encoding)?;
-    Ok(HttpResponse::Ok().json(json!({ "kvs": kvs, "encoding": request.encoding.name() })))
+    let kvs = encode_pairs(page.pairs, request.encoding)?;
+    let next = page.next.as_deref().map(display_key);
+    Ok(HttpResponse::Ok().json(json!({
+        "kvs": kvs,
+        "encoding": request.encoding.name(),
+        "next": next,
+    })))
 }
 
 /// Writes scanned pairs as JSON strings; under UTF-8 encoding, a key or value that is not

@@ -12,26 +12,32 @@
 //!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
 //!   is on);
 //!
-//! plus `GET /health`, `GET /metrics` (Prometheus, see [`crate::metrics`]),
+//! plus `GET /health` ([`health`]), `GET /metrics` (Prometheus, see [`crate::metrics`]),
 //! `GET /v1/openapi.json` ([`openapi`]: the OpenAPI 3.0 description of the API) and the
 //! web dashboard under `/ui` ([`ui`]). Every error, including an unknown route (404), a
 //! wrong method (405) and an oversized body (413), is answered as JSON by [`error`].
-//! Request bodies are limited per scope with actix's `PayloadConfig`:
+//! Request bodies are read by [`body::ReadBody`] within their scope's [`BodyLimit`]:
 //! `api.max_value_bytes` for client values and [`admin::ADMIN_BODY_LIMIT`] for the small
-//! JSON bodies of admin operations.
+//! JSON bodies of admin operations, each within `api.body_read_timeout_ms`. Every answer
+//! of 405 names the allowed methods in `Allow`; `HEAD` on a key answers like `GET`,
+//! without the body. The [`admission`] middleware, which the node wraps around the whole
+//! API, refuses cross-site requests and bounds the requests and bytes in flight.
 
 pub mod admin;
+pub mod admission;
+pub mod body;
 pub mod error;
 pub mod faults;
+pub mod health;
 pub mod kv;
 pub mod openapi;
 pub mod placement;
 pub mod request;
 pub mod ui;
 
-use actix_web::web::{self, PayloadConfig};
-use actix_web::HttpResponse;
-use serde_json::json;
+use actix_web::web;
+
+use body::BodyLimit;
 
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
@@ -56,119 +62,120 @@ pub struct ApiState {
 /// Registers every route of the API, for `App::configure`.
 pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        let value_limit = state.limits.max_value_bytes;
-        let not_allowed = || web::to(error::method_not_allowed);
+        let body_timeout = state.limits.body_read_timeout();
+        let value_limit = BodyLimit {
+            bytes: state.limits.max_value_bytes,
+            timeout: body_timeout,
+        };
+        let admin_limit = BodyLimit {
+            bytes: admin::ADMIN_BODY_LIMIT,
+            timeout: body_timeout,
+        };
+        let get = || error::method_not_allowed("GET");
+        let post = || error::method_not_allowed("POST");
         cfg.app_data(state)
             .service(
                 web::resource("/health")
-                    .get(health)
-                    .default_service(not_allowed()),
+                    .get(health::health)
+                    .default_service(get()),
             )
             .service(
                 web::resource("/metrics")
                     .get(crate::metrics::expose)
-                    .default_service(not_allowed()),
+                    .default_service(get()),
             )
             .service(
                 web::resource("/v1/openapi.json")
                     .get(openapi::spec)
-                    .default_service(not_allowed()),
+                    .default_service(get()),
             )
             .service(
                 web::scope("/v1/kv")
-                    .app_data(PayloadConfig::new(value_limit))
-                    .service(
-                        web::resource("")
-                            .get(kv::scan)
-                            .default_service(not_allowed()),
-                    )
+                    .app_data(value_limit)
+                    .service(web::resource("").get(kv::scan).default_service(get()))
                     .service(
                         web::resource("/{key:.*}")
                             .get(kv::get)
+                            .route(web::head().to(kv::get))
                             .put(kv::put)
                             .delete(kv::delete)
-                            .default_service(not_allowed()),
+                            .default_service(error::method_not_allowed("GET, HEAD, PUT, DELETE")),
                     ),
             )
             .service(
                 web::scope("/v1/admin")
-                    .app_data(PayloadConfig::new(admin::ADMIN_BODY_LIMIT))
+                    .app_data(admin_limit)
                     .service(
                         web::resource("/cluster")
                             .get(placement::cluster)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/cluster/regions")
                             .get(placement::cluster_regions)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/operators")
                             .get(placement::operators)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/stores/{id}/offline")
                             .post(placement::set_store_offline)
-                            .default_service(not_allowed()),
+                            .default_service(post()),
                     )
                     .service(
                         web::resource("/regions")
                             .get(admin::list_regions)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/regions/{id}")
                             .get(admin::get_region)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/regions/{id}/split")
                             .post(admin::split_region)
-                            .default_service(not_allowed()),
+                            .default_service(post()),
                     )
                     .service(
                         web::resource("/regions/{id}/peers")
                             .post(admin::add_peer)
-                            .default_service(not_allowed()),
+                            .default_service(post()),
                     )
                     .service(
                         web::resource("/regions/{id}/peers/{peer_id}")
                             .delete(admin::remove_peer)
-                            .default_service(not_allowed()),
+                            .default_service(error::method_not_allowed("DELETE")),
                     )
                     .service(
                         web::resource("/regions/{id}/transfer-leader")
                             .post(admin::transfer_leader)
-                            .default_service(not_allowed()),
+                            .default_service(post()),
                     )
                     .service(
                         web::resource("/stores")
                             .get(admin::list_stores)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/stores/{id}")
                             .get(admin::get_store)
-                            .default_service(not_allowed()),
+                            .default_service(get()),
                     )
                     .service(
                         web::resource("/faults/partition")
                             .get(faults::get_partition)
                             .post(faults::partition)
                             .delete(faults::heal)
-                            .default_service(not_allowed()),
+                            .default_service(error::method_not_allowed("GET, POST, DELETE")),
                     ),
             )
             .configure(ui::routes)
             .default_service(web::to(error::route_not_found));
     }
-}
-
-/// `GET /health`: the node is up and serving.
-async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok", "store_id": state.service.store_id() }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! bytes, so `%2F` is a slash inside the key and `%FF` a byte that is not UTF-8. Query
 //! parameters are decoded the same way from the raw query string. Only percent-escapes
 //! are decoded; a `+` is a literal plus, not a space (this is a URI, not an HTML form).
+//! A `%` not followed by two hexadecimal digits is refused (`bad_escape`): taken
+//! literally, `a%` and `a%25` would name the same key.
 //!
 //! Everything here is a pure function of the request's text and the API limits, so the
 //! rules (empty key, key too long, unknown or repeated parameter, bad `cf`, bad `limit`)
@@ -16,7 +18,6 @@
 
 use std::collections::HashMap;
 
-use percent_encoding::percent_decode_str;
 use tinykv_actors::Cf;
 
 use crate::config::ApiConfig;
@@ -97,7 +98,8 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
     let start = params.remove("start").unwrap_or_default();
     let end = params.remove("end").unwrap_or_default();
     for (name, key) in [("start", &start), ("end", &end)] {
-        if key.len() > limits.max_key_bytes {
+        // One byte more than a key: a page's `next` is its last key with a 0 appended.
+        if key.len() > limits.max_key_bytes + 1 {
             return Err(Error::bad_request(
                 "key_too_large",
                 format!(
@@ -163,15 +165,44 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
 
 /// The key bytes of a raw `/v1/kv/{key}` path.
 pub fn key_from_path(raw_path: &str) -> Result<Vec<u8>> {
-    let path: Vec<u8> = percent_decode_str(raw_path).collect();
-    path.strip_prefix(KEY_PATH_PREFIX.as_bytes())
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| {
-            Error::bad_request(
-                "bad_path",
-                format!("expected a path under {KEY_PATH_PREFIX}"),
-            )
-        })
+    let raw_key = raw_path.strip_prefix(KEY_PATH_PREFIX).ok_or_else(|| {
+        Error::bad_request(
+            "bad_path",
+            format!("expected a path under {KEY_PATH_PREFIX}"),
+        )
+    })?;
+    percent_decode(raw_key, "the key")
+}
+
+/// Decodes the percent-escapes of `raw`, which `what` names in errors; a `%` that does
+/// not start an escape of two hexadecimal digits is a 400 `bad_escape`.
+pub fn percent_decode(raw: &str, what: &str) -> Result<Vec<u8>> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'%' {
+            decoded.push(bytes[at]);
+            at += 1;
+            continue;
+        }
+        let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
+        match (hex(at + 1), hex(at + 2)) {
+            (Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                at += 3;
+            }
+            _ => {
+                return Err(Error::bad_request(
+                    "bad_escape",
+                    format!(
+                        "{what} has a malformed percent-escape at byte {at}: a % must be followed by two hexadecimal digits (write %25 for a literal %)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(decoded)
 }
 
 /// Checks a key against the API limits.
@@ -224,7 +255,7 @@ pub fn parse_query(raw: &str, allowed: &[&'static str]) -> Result<HashMap<&'stat
     let mut params = HashMap::new();
     for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name: Vec<u8> = percent_decode_str(raw_name).collect();
+        let name = percent_decode(raw_name, "a query parameter's name")?;
         let Some(&known) = allowed.iter().find(|a| a.as_bytes() == name.as_slice()) else {
             return Err(Error::bad_request(
                 "unknown_parameter",
@@ -235,7 +266,7 @@ pub fn parse_query(raw: &str, allowed: &[&'static str]) -> Result<HashMap<&'stat
                 ),
             ));
         };
-        let value: Vec<u8> = percent_decode_str(raw_value).collect();
+        let value = percent_decode(raw_value, "a query parameter's value")?;
         if params.insert(known, value).is_some() {
             return Err(Error::bad_request(
                 "duplicate_parameter",
@@ -269,7 +300,24 @@ mod tests {
             vec![0xff, 0, b'x']
         );
         assert_eq!(key_from_path("/v1/kv/a/b+c").unwrap(), b"a/b+c");
-        assert_eq!(key_from_path("/v1/kv/50%").unwrap(), b"50%");
+        assert_eq!(key_from_path("/v1/kv/50%25").unwrap(), b"50%");
+        assert_eq!(key_from_path("/v1/kv/%e9%E9").unwrap(), vec![0xe9, 0xe9]);
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused_not_taken_literally() {
+        for raw in ["/v1/kv/%zz", "/v1/kv/a%", "/v1/kv/a%4", "/v1/kv/%%41"] {
+            let err = key_from_path(raw).unwrap_err();
+            assert_eq!(
+                (err.code(), err.status().as_u16()),
+                ("bad_escape", 400),
+                "{raw}"
+            );
+        }
+        let err = parse_scan_request("start=a%zz", &limits()).unwrap_err();
+        assert_eq!(err.code(), "bad_escape");
+        let err = parse_key_request("/v1/kv/k", "c%f=lock", &limits()).unwrap_err();
+        assert_eq!(err.code(), "bad_escape");
     }
 
     #[test]
@@ -338,7 +386,7 @@ mod tests {
             ("limit=ten", "invalid_limit"),
             ("encoding=hex", "invalid_encoding"),
             ("start=b&end=a", "invalid_range"),
-            ("start=123456789", "key_too_large"),
+            ("start=1234567890", "key_too_large"),
             ("start=%FF", "reserved_key"),
             ("reverse=true", "unknown_parameter"),
         ] {

@@ -19,6 +19,7 @@ use tinykv_proto::raft_cmdpb::{
 use tinykv_proto::raft_serverpb::RaftMessage;
 
 use super::*;
+use crate::api::admission;
 use crate::config::StoreAddress;
 use crate::forward::HttpForwarder;
 use crate::service::{Forwarder, KvOp, KvOutcome, ServiceTimeouts};
@@ -67,6 +68,7 @@ impl SingleStore {
         let limits = ApiConfig {
             max_key_bytes: 32,
             max_value_bytes: 1024,
+            max_scan_bytes: 1000,
             ..Default::default()
         };
         let admin = AdminService::new(
@@ -77,6 +79,8 @@ impl SingleStore {
         );
         let pd_config = crate::config::PdConfig {
             max_peer_count: 1,
+            // No heartbeat loop runs here; tests send heartbeats themselves.
+            heartbeat_interval_ms: 100,
             ..Default::default()
         };
         let pd_server = crate::placement::PdServer::new(
@@ -251,7 +255,8 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
         json(&body),
         serde_json::json!({
             "kvs": [{ "key": "YS9i", "value": "aGVsbG8=" }, { "key": "/g==", "value": "AAE=" }],
-            "encoding": "base64"
+            "encoding": "base64",
+            "next": null
         })
     );
     let (_, body) = call!(
@@ -282,7 +287,7 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
         "column families are separate"
     );
 
-    let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health?live"));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         json(&body),
@@ -588,6 +593,7 @@ async fn a_forwarded_request_executes_on_the_target_node() {
         start: vec![],
         end: vec![],
         limit: 10,
+        max_bytes: 1024,
     };
     assert_eq!(
         forwarder.forward(1, scan).await.unwrap(),
@@ -874,7 +880,11 @@ async fn a_store_without_the_region_reaches_the_store_that_has_it() {
         "the write landed on the store holding the region"
     );
     assert_eq!(
-        service.scan(Cf::Default, vec![], vec![], 10).await.unwrap(),
+        service
+            .scan(Cf::Default, vec![], vec![], 10, 1024)
+            .await
+            .unwrap()
+            .pairs,
         vec![(b"k".to_vec(), b"v".to_vec())]
     );
 
@@ -1223,10 +1233,13 @@ fn check_operation(spec: &Value, path: &str, item: &Value, operation: &Value) {
             None => response,
         };
         let schema = &response["content"]["application/json"]["schema"];
-        assert_eq!(
-            schema["$ref"], "#/components/schemas/Error",
-            "{path} {status}"
-        );
+        // A HEAD answer has no body; /health's 503 is its error body plus the reasons.
+        let expected = match (path, status.as_str()) {
+            (_, _) if response.get("content").is_none() => continue,
+            ("/health", "503") => "#/components/schemas/HealthDegraded",
+            _ => "#/components/schemas/Error",
+        };
+        assert_eq!(schema["$ref"], expected, "{path} {status}");
     }
 }
 
@@ -1571,6 +1584,266 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
         .unwrap()
         .unwrap();
     assert!(u64::from_be_bytes(limit.try_into().unwrap()) >= 1);
+
+    drop(app);
+    node.stop().await;
+}
+
+/// The app as the node builds it: the API behind the admission middleware.
+macro_rules! guarded_app {
+    ($node:expr) => {
+        test::init_service(
+            App::new()
+                .app_data(admission::Admission::new(&$node.state.limits))
+                .wrap(actix_web::middleware::from_fn(admission::admit))
+                .configure(configure($node.state.clone())),
+        )
+        .await
+    };
+}
+
+/// A store's heartbeat leading regions `[start, end)` for each pair of `ranges`.
+fn heartbeat_leading(ranges: &[(&[u8], &[u8])]) -> crate::placement::PdRequest {
+    let regions: Vec<serde_json::Value> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, (start, end))| {
+            serde_json::json!({
+                "id": 100 + i, "start_key": start, "end_key": end, "conf_ver": 1, "version": 1,
+                "peers": [{"id": 200 + i, "store_id": 1}], "leader": {"id": 200 + i, "store_id": 1},
+                "pending_peers": [], "approximate_size": 0
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "type": "heartbeat",
+        "store": {"store_id": 1, "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2",
+                  "region_count": ranges.len(), "used_size": 0},
+        "regions": regions
+    }))
+    .unwrap()
+}
+
+#[actix_rt::test]
+async fn health_tells_a_live_node_from_a_cluster_that_serves_every_key() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    call!(
+        &app,
+        test::TestRequest::put().uri("/v1/kv/k").set_payload("v")
+    );
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health?live"));
+    assert_eq!(
+        (status, json(&body)["status"].clone()),
+        (StatusCode::OK, "ok".into())
+    );
+
+    // A fresh PD leadership has heard from no region leader yet: not a verdict.
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&body)["status"], "degraded");
+    assert_eq!(error_code(&body), "degraded");
+
+    let pd = node.state.pd.local().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    pd.handle(heartbeat_leading(&[(b"", b"m")])).await.unwrap();
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reasons = json(&body)["reasons"].to_string();
+    assert!(reasons.contains("from \\\"m\\\" on"), "{reasons}");
+
+    pd.handle(heartbeat_leading(&[(b"", b"m"), (b"m", b"")]))
+        .await
+        .unwrap();
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
+    assert_eq!(status, StatusCode::OK, "{:?}", json(&body));
+    assert_eq!(json(&body)["status"], "ok");
+
+    drop(app);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn http_conventions_hold_on_every_route() {
+    let node = SingleStore::start().await;
+    let app = guarded_app!(node);
+    call!(
+        &app,
+        test::TestRequest::put()
+            .uri("/v1/kv/k")
+            .set_payload("value")
+    );
+
+    // Malformed escapes are refused, not taken literally.
+    for uri in ["/v1/kv/a%", "/v1/kv/a%4", "/v1/kv/%zz", "/v1/kv?start=%g0"] {
+        let (status, body) = call!(&app, test::TestRequest::get().uri(uri));
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::BAD_REQUEST, "bad_escape"),
+            "{uri}"
+        );
+    }
+    // HEAD answers like GET, without the body.
+    let response = test::call_service(
+        &app,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/v1/kv/k")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/v1/kv/absent")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // A 405 says what is allowed.
+    for (method, uri, allow) in [
+        (
+            actix_web::http::Method::POST,
+            "/v1/kv/k",
+            "GET, HEAD, PUT, DELETE",
+        ),
+        (
+            actix_web::http::Method::PUT,
+            "/v1/admin/regions/1/split",
+            "POST",
+        ),
+        (actix_web::http::Method::DELETE, "/health", "GET"),
+    ] {
+        let response = test::call_service(
+            &app,
+            test::TestRequest::default()
+                .method(method.clone())
+                .uri(uri)
+                .insert_header(("content-type", "application/json"))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        assert_eq!(
+            response.headers().get("allow").unwrap(),
+            allow,
+            "{method} {uri}"
+        );
+    }
+    // A state-changing POST must be JSON, and from this origin.
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/split")
+            .insert_header(("content-type", "text/plain"))
+            .set_payload(r#"{"key":"m"}"#)
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/split")
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("host", "127.0.0.1:8081"))
+            .insert_header(("origin", "http://evil.example"))
+            .set_payload(r#"{"key":"m"}"#)
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
+    let (status, _) = call!(
+        &app,
+        test::TestRequest::delete()
+            .uri("/v1/kv/k")
+            .insert_header(("sec-fetch-site", "cross-site"))
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions"));
+    assert_eq!(
+        json(&body)["regions"].as_array().unwrap().len(),
+        1,
+        "no split"
+    );
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/k"));
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"value"[..]),
+        "not deleted"
+    );
+    // The same origin is welcome.
+    let (status, _) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/1/split")
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("host", "127.0.0.1:8081"))
+            .insert_header(("origin", "http://127.0.0.1:8081"))
+            .set_payload(r#"{"key":"m"}"#)
+    );
+    assert_eq!(status, StatusCode::OK);
+    // An unknown region is a 404 at once.
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::post()
+            .uri("/v1/admin/regions/999/split")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(r#"{"key":"x"}"#)
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "region_not_found")
+    );
+
+    drop(app);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn scans_are_paged_by_bytes_and_continue_from_next() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    for key in ["a", "b", "c", "d"] {
+        let (status, _) = call!(
+            &app,
+            test::TestRequest::put()
+                .uri(&format!("/v1/kv/{key}"))
+                .set_payload(vec![b'x'; 600])
+        );
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The node under test answers at most 1,000 bytes a page (and at least one pair).
+    let mut start = String::new();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, body) = call!(
+            &app,
+            test::TestRequest::get().uri(&format!("/v1/kv?start={start}"))
+        );
+        assert_eq!(status, StatusCode::OK);
+        let page = json(&body);
+        pages += 1;
+        for kv in page["kvs"].as_array().unwrap() {
+            seen.push(kv["key"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => start = next.to_string(),
+            None => break,
+        }
+        assert!(pages < 10, "the scan ends");
+    }
+    assert_eq!(seen, ["a", "b", "c", "d"]);
+    assert!(pages >= 3, "pages of at most two 600-byte values: {pages}");
 
     drop(app);
     node.stop().await;

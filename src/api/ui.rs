@@ -49,7 +49,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// Registers the dashboard's routes, for `ServiceConfig::configure`: `GET` only, any other
 /// method is a 405 like everywhere in the API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let not_allowed = || web::to(error::method_not_allowed);
+    let not_allowed = || error::method_not_allowed("GET");
     cfg.service(
         web::resource(["/ui", "/ui/"])
             .get(index)

@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::server::PdServer;
 use super::wire::PdRequest;
 use crate::address_book::AddressBook;
+use crate::admin::RegionDirectory;
 use crate::config::StoreAddress;
 use crate::error::{error_chain, Error, Result};
 
@@ -200,5 +201,27 @@ fn is_unavailable(error: &Error) -> bool {
         Error::Store(e) => e.is_retryable(),
         Error::Relayed { status, .. } => *status == 503,
         _ => false,
+    }
+}
+
+/// The placement driver as the admin service's [`RegionDirectory`]: asked whether a region
+/// exists when no store within reach holds it. Weak, since the PD's server holds the admin
+/// service.
+pub struct PdDirectory(pub std::sync::Weak<PdClient>);
+
+/// How long an admin operation waits for the PD to say whether a region exists.
+const REGION_QUESTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl RegionDirectory for PdDirectory {
+    fn region_known(&self, region_id: u64) -> futures::future::BoxFuture<'static, Option<bool>> {
+        let pd = self.0.clone();
+        Box::pin(async move {
+            let pd = pd.upgrade()?;
+            let answer = pd
+                .call(&PdRequest::Region { region_id }, REGION_QUESTION_TIMEOUT)
+                .await
+                .ok()?;
+            answer["known"].as_bool()
+        })
     }
 }

@@ -59,6 +59,10 @@ use crate::service::cf_name;
 /// into tombstones.
 const SETTLE_INTERVALS: u64 = 3;
 
+/// How many heartbeat intervals a leadership must last before its view of the regions
+/// counts for `GET /health` (every leader reports once per interval).
+const HEALTH_SETTLE_INTERVALS: u64 = 2;
+
 /// How often, and how long apart, the meta region is looked up again while the local
 /// view is catching up with a split.
 const MAX_VIEW_RETRIES: usize = 50;
@@ -383,6 +387,21 @@ impl PdServer {
             )),
             PdRequest::Operators => Ok(views::operators(&leadership.coordinator, now)),
             PdRequest::Regions => Ok(views::regions(&leadership.coordinator, now)),
+            PdRequest::Health => {
+                // A leadership younger than a few heartbeats has not heard from every
+                // region yet: its picture is not a verdict.
+                let settled = self.inner.config.heartbeat_interval_ms * HEALTH_SETTLE_INTERVALS;
+                if now < leadership.since_ms + settled {
+                    let problem = "the placement driver's leadership is new; it is still learning the regions";
+                    return Ok(json!({ "problems": [problem] }));
+                }
+                let silence = self.inner.config.max_store_disconnect_time_ms;
+                Ok(views::health(&leadership.coordinator, now, silence))
+            }
+            PdRequest::Region { region_id } => {
+                let known = leadership.coordinator.cluster().region(region_id).is_some();
+                Ok(json!({ "known": known }))
+            }
         }
     }
 
@@ -692,7 +711,13 @@ impl PdServer {
         let snapshot = response
             .snapshot
             .ok_or_else(|| Error::Io("the meta region's read came without a snapshot".into()))?;
-        Ok(snapshot.scan(Cf::Default, RECORDS_START, RECORDS_END, usize::MAX)?)
+        Ok(snapshot.scan(
+            Cf::Default,
+            RECORDS_START,
+            RECORDS_END,
+            usize::MAX,
+            usize::MAX,
+        )?)
     }
 }
 

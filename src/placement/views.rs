@@ -95,3 +95,54 @@ pub fn regions(coordinator: &Coordinator, now_ms: u64) -> Value {
         .collect();
     json!({ "now_ms": now_ms, "regions": regions })
 }
+
+/// `GET /health`'s view of the key space: what keeps it from being served, as sentences
+/// (`{"problems": [...]}`, empty when every key lies in a region whose leader's store was
+/// heard from within `max_silence_ms`).
+pub fn health(coordinator: &Coordinator, now_ms: u64, max_silence_ms: u64) -> Value {
+    let info = coordinator.cluster();
+    let mut problems = Vec::new();
+    let mut covered_to: Vec<u8> = Vec::new();
+    let mut reached_end = false;
+    for region in info.regions_in_key_order() {
+        let (start, end) = (&region.region.start_key, &region.region.end_key);
+        if reached_end {
+            break;
+        }
+        if start.as_slice() > covered_to.as_slice() {
+            problems.push(format!(
+                "no region is known to serve the keys from \"{}\" to \"{}\"",
+                display_key(&covered_to),
+                display_key(start)
+            ));
+        }
+        match &region.leader {
+            None => problems.push(format!("region {} has no leader", region.id())),
+            Some(leader) => {
+                let silent = info
+                    .store(leader.store_id)
+                    .map_or(u64::MAX, |s| s.silent_for_ms(now_ms));
+                if silent > max_silence_ms {
+                    problems.push(format!(
+                        "region {}'s leader is on store {}, which has not been heard from for {} ms",
+                        region.id(),
+                        leader.store_id,
+                        silent.min(now_ms)
+                    ));
+                }
+            }
+        }
+        if end.is_empty() {
+            reached_end = true;
+        } else if end.as_slice() > covered_to.as_slice() {
+            covered_to = end.clone();
+        }
+    }
+    if !reached_end {
+        problems.push(format!(
+            "no region is known to serve the keys from \"{}\" on",
+            display_key(&covered_to)
+        ));
+    }
+    json!({ "problems": problems })
+}

@@ -41,6 +41,16 @@ pub enum PdRequest {
     Cluster,
     /// Every region the PD knows, with leader and size (`GET /v1/admin/cluster/regions`).
     Regions,
+    /// Whether the PD knows region `region_id` (from its leader's heartbeats): answered
+    /// `{"known": bool}`. An admin operation asks when no store it can reach holds the
+    /// region, to tell a region that does not exist (404) from one out of reach.
+    Region {
+        /// The region.
+        region_id: u64,
+    },
+    /// What keeps the key space from being served (`GET /health`): answered
+    /// `{"problems": [...]}`.
+    Health,
     /// Operators in flight and recently ended (`GET /v1/admin/operators`).
     Operators,
     /// Start draining a store (`POST /v1/admin/stores/{id}/offline`).

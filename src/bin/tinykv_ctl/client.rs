@@ -91,6 +91,11 @@ impl AdminClient {
     pub async fn send(&self, call: &Call) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base_url, call.path);
         let mut request = self.http.request(call.method.clone(), url);
+        if call.method == reqwest::Method::POST {
+            // The API takes only JSON POSTs (so that no web page can send them cross-site),
+            // bodies or not.
+            request = request.header("content-type", "application/json");
+        }
         if let Some(body) = &call.body {
             request = request
                 .header("content-type", "application/json")
