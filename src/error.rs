@@ -150,6 +150,7 @@ impl Error {
                 StoreError::Timeout => "timeout",
                 StoreError::Stopped => "unavailable",
                 StoreError::InvalidRequest(_) => "invalid_request",
+                StoreError::ServerIsBusy(_) => "overloaded",
                 StoreError::Engine(_) | StoreError::Codec(_) | StoreError::Corruption(_) => {
                     "internal"
                 }

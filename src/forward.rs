@@ -249,7 +249,8 @@ pub fn error_to_wire(err: &Error) -> (Option<errorpb::Error>, String) {
             | StoreError::KeyNotInRegion { .. }
             | StoreError::EpochNotMatch { .. }
             | StoreError::StaleCommand
-            | StoreError::StoreNotMatch { .. }),
+            | StoreError::StoreNotMatch { .. }
+            | StoreError::ServerIsBusy(_)),
         ) => (Some(e.to_pb()), String::new()),
         other => (None, format!("{}: {other}", other.code())),
     }
@@ -304,6 +305,7 @@ mod tests {
                 current_regions: vec![],
             }),
             Error::Store(StoreError::StaleCommand),
+            Error::Store(StoreError::ServerIsBusy("full".into())),
             Error::Store(StoreError::Timeout),
             Error::Store(StoreError::Stopped),
             Error::Store(StoreError::InvalidRequest("bad cf".into())),

@@ -55,6 +55,10 @@ pub enum Error {
         /// This store.
         actual_store_id: u64,
     },
+    /// The store has as much queued as it takes: nothing was done, the request may be
+    /// retried after a moment.
+    #[error("server is busy: {0}")]
+    ServerIsBusy(String),
     /// The storage engine failed.
     #[error("engine error: {0}")]
     Engine(String),
@@ -148,6 +152,11 @@ impl Error {
                     actual_store_id: *actual_store_id,
                 })
             }
+            Error::ServerIsBusy(reason) => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy {
+                    reason: reason.clone(),
+                })
+            }
             _ => {}
         }
         e
@@ -182,6 +191,9 @@ impl Error {
         }
         if e.stale_command.is_some() {
             return Error::StaleCommand;
+        }
+        if let Some(busy) = &e.server_is_busy {
+            return Error::ServerIsBusy(busy.reason.clone());
         }
         if let Some(s) = &e.store_not_match {
             return Error::StoreNotMatch {
@@ -227,6 +239,7 @@ impl Error {
                 | Error::KeyNotInRegion { .. }
                 | Error::Stopped
                 | Error::Timeout
+                | Error::ServerIsBusy(_)
         )
     }
 }

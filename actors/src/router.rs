@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use tinykv_proto::raft_cmdpb::RaftRequestHeader;
 
@@ -116,6 +117,22 @@ impl Router {
         let (_, id) = self.ranges.range(..=key.to_vec()).next_back()?;
         let route = self.routes.get(id)?;
         keys::in_range(key, &route.region.start_key, &route.region.end_key).then_some(route)
+    }
+}
+
+/// Hands `cmd` to `peer`, or answers it `ServerIsBusy` if the peer has as many messages
+/// queued as it takes (its mailbox holds [`crate::MAILBOX_CAPACITY`]): nothing was done,
+/// and the client backs off instead of queueing without bound.
+fn hand_over(peer: &Addr<PeerFsm>, cmd: RaftCommand, region_id: u64) {
+    match peer.try_send(cmd) {
+        Ok(()) => {}
+        Err(SendError::Full(cmd)) => {
+            let busy = Error::ServerIsBusy(format!("region {region_id}'s peer has a full queue"));
+            respond_error(cmd.callback, &busy, 0);
+        }
+        Err(SendError::Closed(cmd)) => {
+            respond_error(cmd.callback, &Error::RegionNotFound(region_id), 0)
+        }
     }
 }
 
@@ -226,7 +243,7 @@ impl Handler<RaftCommand> for Router {
     fn handle(&mut self, cmd: RaftCommand, _: &mut Self::Context) {
         let region_id = cmd.request.header.as_ref().map_or(0, |h| h.region_id);
         match self.peers.get(&region_id) {
-            Some(peer) => peer.do_send(cmd),
+            Some(peer) => hand_over(peer, cmd, region_id),
             None => respond_error(cmd.callback, &Error::RegionNotFound(region_id), 0),
         }
     }
@@ -260,7 +277,7 @@ impl Handler<KeyCommand> for Router {
         header.region_id = region_id;
         header.region_epoch = None;
         match self.peers.get(&region_id) {
-            Some(peer) => peer.do_send(RaftCommand { request, callback }),
+            Some(peer) => hand_over(peer, RaftCommand { request, callback }, region_id),
             None => respond_error(callback, &Error::RegionNotFound(region_id), 0),
         }
     }
@@ -278,7 +295,14 @@ impl Handler<InboundRaftMessage> for Router {
             return;
         }
         if let Some(peer) = self.live_peer(msg.0.region_id) {
-            peer.do_send(msg);
+            // A peer that has as many messages queued as it takes loses this one, as a
+            // congested network would: raft sends again what matters.
+            if let Err(SendError::Full(_)) = peer.try_send(msg) {
+                tracing::debug!(
+                    store = self.store_id,
+                    "a peer's mailbox is full; dropping a raft message"
+                );
+            }
             return;
         }
         // No peer here: a stale-peer check is the Store's to answer (from a tombstone, or

@@ -67,9 +67,7 @@ impl StoreRouter {
     /// Sends a command to the region named in its header and waits up to `timeout`.
     pub async fn command(&self, request: RaftCmdRequest, timeout: Duration) -> Result<CmdResponse> {
         let (callback, rx) = oneshot::channel();
-        self.router
-            .try_send(RaftCommand { request, callback })
-            .map_err(|_| Error::Stopped)?;
+        self.hand_over(RaftCommand { request, callback })?;
         wait(rx, timeout).await
     }
 
@@ -81,14 +79,31 @@ impl StoreRouter {
         timeout: Duration,
     ) -> Result<CmdResponse> {
         let (callback, rx) = oneshot::channel();
-        self.router
-            .try_send(KeyCommand {
-                key,
-                request,
-                callback,
-            })
-            .map_err(|_| Error::Stopped)?;
+        let command = KeyCommand {
+            key,
+            request,
+            callback,
+        };
+        self.hand_over(command)?;
         wait(rx, timeout).await
+    }
+
+    /// Gives `msg` to the Router. A full mailbox (the Router has
+    /// [`crate::MAILBOX_CAPACITY`] messages queued) refuses it with `ServerIsBusy`: it was
+    /// not queued, so nothing will be done, and the caller backs off and retries instead
+    /// of queueing without bound.
+    fn hand_over<M>(&self, msg: M) -> Result<()>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Router: Handler<M>,
+    {
+        match self.router.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(actix::dev::SendError::Full(_)) => Err(Error::ServerIsBusy(
+                "the store's router has a full queue".into(),
+            )),
+            Err(actix::dev::SendError::Closed(_)) => Err(Error::Stopped),
+        }
     }
 
     /// The allocator of new region and peer ids.

@@ -31,7 +31,7 @@ impl ResponseError for Error {
             Error::MethodNotAllowed { allow, .. } => {
                 response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
             }
-            Error::Overloaded(_) => {
+            Error::Overloaded(_) | Error::Store(tinykv_actors::Error::ServerIsBusy(_)) => {
                 response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
             }
             _ => {}

@@ -992,9 +992,18 @@ async fn a_peer_is_added_with_a_fresh_id_on_a_known_store() {
     assert!(peers[1]["id"].as_u64().unwrap() > 1, "a fresh peer id");
 
     // With store 2 unreachable the region has lost its quorum and may stop leading; the
-    // local view still shows the new membership.
-    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions/1"));
-    assert_eq!(json(&body)["peers"].as_array().unwrap().len(), 2);
+    // local view shows the new membership (once the peer has taken in what its apply
+    // path answered the client with).
+    let mut peers = 0;
+    for _ in 0..100 {
+        let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/admin/regions/1"));
+        peers = json(&body)["peers"].as_array().unwrap().len();
+        if peers == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peers, 2);
 
     drop(app);
     node.stop().await;
