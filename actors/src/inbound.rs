@@ -13,7 +13,9 @@
 //! The checks, by message type:
 //!
 //! - every message: `from` and `to` name the peers of the envelope (`from_peer`,
-//!   `to_peer`); the types raft only makes for itself (`MsgHup`, `MsgBeat`,
+//!   `to_peer`); it has a term (all but `MsgPropose` and `MsgReadIndex`, which raft
+//!   sends without one), and no term or index beyond [`MAX_TERM_OR_INDEX`] (raft adds to
+//!   them and would overflow); the types raft only makes for itself (`MsgHup`, `MsgBeat`,
 //!   `MsgUnreachable`, `MsgSnapStatus`, `MsgCheckQuorum`) and `MsgTransferLeader` (this
 //!   raftstore starts transfers on the leader itself, never by message) are refused;
 //! - `MsgAppend`: the entries follow `index` one by one, with terms that never decrease,
@@ -62,6 +64,13 @@ pub fn check_message(
         ));
     }
     let kind = msg.get_msg_type();
+    check_magnitudes(msg)?;
+    let unterm = matches!(kind, MessageType::MsgPropose | MessageType::MsgReadIndex);
+    if msg.term == 0 && !unterm {
+        // raft sets the term of every message but these; a zero term makes it take a
+        // message's index for a committed entry of "term 0" it does not have.
+        return Err(format!("{kind:?} without a term"));
+    }
     match kind {
         MessageType::MsgHup
         | MessageType::MsgBeat
@@ -99,6 +108,38 @@ pub fn check_message(
         }
         MessageType::MsgPropose => check_forwarded_proposal(msg).map(|_| ()),
         _ => Ok(()),
+    }
+}
+
+/// Largest term or log index a message may name: raft adds to them (a campaign takes
+/// the next term), and nothing real comes near it (a new term every millisecond would take
+/// thousands of years).
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 48;
+
+/// Refuses terms and indexes raft would overflow on.
+fn check_magnitudes(msg: &Message) -> Result<(), String> {
+    let snapshot = msg.get_snapshot().get_metadata();
+    let fields = [
+        ("term", msg.term),
+        ("log_term", msg.log_term),
+        ("index", msg.index),
+        ("commit", msg.commit),
+        ("reject_hint", msg.reject_hint),
+        ("request_snapshot", msg.request_snapshot),
+        ("snapshot index", snapshot.index),
+        ("snapshot term", snapshot.term),
+    ];
+    let entries = msg
+        .get_entries()
+        .iter()
+        .flat_map(|e| [("entry index", e.index), ("entry term", e.term)]);
+    match fields
+        .into_iter()
+        .chain(entries)
+        .find(|(_, value)| *value > MAX_TERM_OR_INDEX)
+    {
+        Some((name, value)) => Err(format!("{name} {value} is beyond any real one")),
+        None => Ok(()),
     }
 }
 
@@ -300,6 +341,24 @@ mod tests {
         timeout.from = 3;
         let stranger = metapb::Peer { id: 3, store_id: 3 };
         assert!(check_message(&timeout, &stranger, &TO, &LOG).is_err());
+    }
+
+    #[test]
+    fn terms_are_required_and_bounded() {
+        let mut m = message(MessageType::MsgReadIndexResp);
+        m.set_entries(vec![Entry::default()].into());
+        assert!(check(&m).is_ok());
+        m.term = 0;
+        assert!(check(&m).is_err(), "a read index answer of term 0");
+        m.term = MAX_TERM_OR_INDEX + 1;
+        assert!(check(&m).is_err(), "a term raft would overflow on");
+        let mut vote = message(MessageType::MsgRequestVote);
+        vote.index = u64::MAX;
+        assert!(check(&vote).is_err());
+        let mut read = message(MessageType::MsgReadIndex);
+        read.term = 0;
+        read.set_entries(vec![Entry::default()].into());
+        assert!(check(&read).is_ok(), "a ReadIndex request has no term");
     }
 
     #[test]

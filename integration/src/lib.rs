@@ -14,10 +14,12 @@
 //!   and deletes (Wing & Gong's search with Lowe's memoization);
 //! - [`chaos`]: concurrent REST clients against real processes while a nemesis kills,
 //!   pauses and partitions nodes and moves leaders and splits regions, the history
-//!   checked for linearizability at the end.
+//!   checked for linearizability at the end;
+//! - [`fuzz`]: arbitrary commands, raft messages and JSON for the fuzz tests.
 
 pub mod chaos;
 pub mod cluster;
+pub mod fuzz;
 pub mod generic;
 pub mod linearizability;
 pub mod network;
@@ -26,6 +28,24 @@ pub mod rest;
 
 pub use cluster::{Cluster, ClusterClient};
 pub use network::{Filter, SimNetwork, Verdict};
+
+/// Counts every panic of the process (of any thread), for tests that must see none:
+/// raft-rs and the engine assert on input they do not expect, and an actor thread that
+/// panics may not fail the test by itself.
+pub fn count_panics() -> &'static std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Once;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+    &PANICS
+}
 
 /// Installs a tracing subscriber for a test (once per process), honouring RUST_LOG.
 pub fn init_test_logging() {
