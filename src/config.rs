@@ -169,7 +169,7 @@ impl Default for ApiConfig {
             max_scan_bytes: 4 * 1024 * 1024,
             body_read_timeout_ms: 30_000,
             max_in_flight_requests: 4096,
-            max_in_flight_bytes: 64 * 1024 * 1024,
+            max_in_flight_bytes: 32 * 1024 * 1024,
         }
     }
 }

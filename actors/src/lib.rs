@@ -22,6 +22,7 @@ pub mod apply;
 pub mod batch_writer;
 pub mod bootstrap;
 pub mod config;
+pub mod containment;
 pub mod engine;
 pub mod error;
 pub mod id_alloc;

@@ -458,3 +458,9 @@ pub struct PeerDestroyed {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// Tests: asks the Router for the PeerFsm of a region.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "Option<actix::Addr<crate::peer::PeerFsm>>")]
+pub(crate) struct PeerOf(pub u64);

@@ -167,6 +167,9 @@ pub struct PeerFsm {
     verified_snapshot: Option<snapshot::VerifiedSnapshot>,
     /// A check, in flight, of whether this peer was removed from its region.
     stale_check: Option<StaleCheck>,
+    /// Tests: the next message stepped makes raft "panic".
+    #[cfg(test)]
+    panic_on_next_step: bool,
     /// The (term, index) of the last CompactLog this peer proposed as leader; another is
     /// proposed only once it applied or the term changed.
     compact_proposed: Option<(u64, u64)>,
@@ -251,6 +254,8 @@ impl PeerFsm {
             verifying_snapshot: false,
             verified_snapshot: None,
             stale_check: None,
+            #[cfg(test)]
+            panic_on_next_step: false,
             compact_proposed: None,
             log_size_hint: 0,
             log_deleted_below: None,
@@ -1205,14 +1210,20 @@ impl PeerFsm {
     fn step(&mut self, message: eraftpb::Message, ctx: &mut Context<Self>) -> raft::Result<()> {
         let (kind, from) = (message.get_msg_type(), message.from);
         let raft = &mut self.raft;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.step(message))) {
+        #[cfg(test)]
+        let must_panic = std::mem::take(&mut self.panic_on_next_step);
+        #[cfg(not(test))]
+        let must_panic = false;
+        let stepped = crate::containment::contain(|| {
+            if must_panic {
+                panic!("raft asserts on a message (injected by a test)");
+            }
+            raft.step(message)
+        });
+        match stepped {
             Ok(result) => result,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
+                let what = crate::containment::panic_message(panic.as_ref());
                 error!(?kind, from, "raft panicked on a message: {what}");
                 self.restart(ctx);
                 Ok(())
@@ -1928,6 +1939,21 @@ impl Handler<Stop> for PeerFsm {
     }
 }
 
+/// Tests: makes raft "panic" on the next message this peer steps.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicOnNextStep;
+
+#[cfg(test)]
+impl Handler<PanicOnNextStep> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicOnNextStep, _: &mut Self::Context) {
+        self.panic_on_next_step = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{read_batch, read_context};
@@ -1940,5 +1966,123 @@ mod tests {
         assert_eq!(read_batch(2, &read_context(2, 57)), Some(57));
         assert_eq!(read_batch(3, &read_context(2, 57)), None);
         assert_eq!(read_batch(2, &57u64.to_be_bytes()), None);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tinykv_proto::eraftpb::{Message as RaftMsg, MessageType};
+    use tinykv_proto::metapb::Peer;
+    use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, PutRequest, RaftCmdRequest, Request};
+    use tinykv_proto::raft_serverpb::RaftMessage;
+
+    use super::PanicOnNextStep;
+    use crate::bootstrap::ensure_bootstrapped;
+    use crate::msg::PeerOf;
+    use crate::{start_store, Engine, RaftStoreConfig, Transport};
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send(&self, _: RaftMessage) {}
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn command(request: Request) -> RaftCmdRequest {
+        RaftCmdRequest {
+            requests: vec![request],
+            ..Default::default()
+        }
+    }
+
+    /// A panic inside raft-rs while stepping a message costs the peer a restart from its
+    /// state on disk, not the node: the region comes back with its data and takes writes.
+    #[actix_rt::test]
+    async fn a_peer_whose_raft_panics_restarts_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
+        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
+            .await
+            .unwrap();
+        let router = store.router();
+        let put = |key: &[u8]| {
+            command(Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: "default".into(),
+                    key: key.to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            })
+        };
+        let response = router
+            .key_command(b"k".to_vec(), put(b"k"), T)
+            .await
+            .unwrap();
+        assert!(response.err().is_none());
+        let before = crate::metrics::PEER_RESTARTS.get();
+
+        let peer = router.router_addr().send(PeerOf(1)).await.unwrap().unwrap();
+        peer.send(PanicOnNextStep).await.unwrap();
+        let vote = RaftMsg {
+            msg_type: MessageType::MsgRequestPreVote as i32,
+            from: 9,
+            to: 1,
+            term: 50,
+            ..Default::default()
+        };
+        router.deliver(RaftMessage {
+            region_id: 1,
+            from_peer: Some(Peer { id: 9, store_id: 2 }),
+            to_peer: Some(Peer { id: 1, store_id: 1 }),
+            message: Some(vote),
+            ..Default::default()
+        });
+
+        // The old peer stops, and a new one takes its place once its writes have landed.
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let restarted = router.router_addr().send(PeerOf(1)).await.unwrap();
+            if restarted.is_some_and(|p| p != peer) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the peer did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(crate::metrics::PEER_RESTARTS.get(), before + 1);
+        let get = command(Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: "default".into(),
+                key: b"k".to_vec(),
+            }),
+            ..Default::default()
+        });
+        let mut value = None;
+        for _ in 0..200 {
+            if let Ok(response) = router.key_command(b"k".to_vec(), get.clone(), T).await {
+                if response.err().is_none() {
+                    value = response.response.responses[0].get.clone().map(|g| g.value);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(value.as_deref(), Some(&b"v"[..]));
+        let response = router
+            .key_command(b"k2".to_vec(), put(b"k2"), T)
+            .await
+            .unwrap();
+        assert!(response.err().is_none(), "{:?}", response.err());
+        store.shutdown().await;
     }
 }

@@ -375,6 +375,15 @@ impl Handler<QueryRegionStatus> for Router {
     }
 }
 
+#[cfg(test)]
+impl Handler<PeerOf> for Router {
+    type Result = Option<Addr<PeerFsm>>;
+
+    fn handle(&mut self, msg: PeerOf, _: &mut Self::Context) -> Self::Result {
+        self.live_peer(msg.0).cloned()
+    }
+}
+
 impl Handler<Stop> for Router {
     type Result = ();
 

@@ -106,6 +106,12 @@ impl StoreRouter {
         }
     }
 
+    /// Tests: the Router actor itself.
+    #[cfg(test)]
+    pub(crate) fn router_addr(&self) -> Addr<Router> {
+        self.router.clone()
+    }
+
     /// The allocator of new region and peer ids.
     pub fn id_allocator(&self) -> Arc<dyn IdAllocator> {
         self.ids.clone()
