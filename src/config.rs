@@ -146,6 +146,8 @@ pub struct ApiConfig {
     /// Most bytes of keys and values one scan answers with (at least one pair, whatever
     /// its size); a scan cut short names the key to continue from in `next`.
     pub max_scan_bytes: usize,
+    /// Longest time a request head may take to arrive (408 `header_timeout` after).
+    pub header_read_timeout_ms: u64,
     /// Longest time a request body may take to arrive (408 `body_timeout` after).
     pub body_read_timeout_ms: u64,
     /// Most client requests in flight at once; more are refused with 503 `overloaded`.
@@ -167,6 +169,7 @@ impl Default for ApiConfig {
             http_workers: 2,
             slow_request_ms: 1_000,
             max_scan_bytes: 4 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             max_in_flight_requests: 4096,
             max_in_flight_bytes: 32 * 1024 * 1024,
@@ -186,6 +189,11 @@ impl ApiConfig {
     /// The threshold of the slow-request log.
     pub fn slow_request(&self) -> Duration {
         Duration::from_millis(self.slow_request_ms)
+    }
+
+    /// How long a request head may take to arrive.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// How long a request body may take to arrive.
@@ -448,6 +456,7 @@ impl Config {
             ("http_workers", api.http_workers as u64),
             ("slow_request_ms", api.slow_request_ms),
             ("max_scan_bytes", api.max_scan_bytes as u64),
+            ("header_read_timeout_ms", api.header_read_timeout_ms),
             ("body_read_timeout_ms", api.body_read_timeout_ms),
             ("max_in_flight_requests", api.max_in_flight_requests as u64),
             ("max_in_flight_bytes", api.max_in_flight_bytes as u64),

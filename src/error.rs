@@ -56,6 +56,12 @@ pub enum Error {
     /// The request body's content type is not one the route takes; nothing was changed.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request head is longer than the API takes; nothing was read further.
+    #[error("{0}")]
+    HeaderTooLarge(String),
+    /// The request head did not arrive in time; nothing was changed.
+    #[error("{0}")]
+    HeaderTimeout(String),
     /// The request body did not arrive in time; nothing was changed.
     #[error("{0}")]
     BodyTimeout(String),
@@ -139,6 +145,8 @@ impl Error {
             Error::Forbidden { code, .. } => code,
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::BodyTimeout(_) => "body_timeout",
+            Error::HeaderTooLarge(_) => "header_too_large",
+            Error::HeaderTimeout(_) => "header_timeout",
             Error::Overloaded(_) => "overloaded",
             Error::Store(e) => match e {
                 StoreError::NotLeader { .. } => "not_leader",
@@ -177,7 +185,8 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::BodyTimeout(_) | Error::HeaderTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Store(e) => match e {

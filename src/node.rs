@@ -29,7 +29,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
+use actix_web::{web, App};
 use std::io::Write as _;
 use std::path::Path;
 
@@ -44,6 +46,7 @@ use tokio::task::JoinHandle;
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
 use crate::api::admission::{admit, Admission};
+use crate::api::head_guard::HeadGuard;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::config::StoreAddress;
@@ -245,19 +248,36 @@ impl Node {
         });
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
         let admission = Admission::new(&config.api);
-        let server = HttpServer::new(move || {
+        let head_timeout = config.api.header_read_timeout();
+        let app_factory = move || {
             App::new()
                 .app_data(faults.clone())
                 .app_data(admission.clone())
                 .wrap(actix_web::middleware::from_fn(admit))
                 .wrap(http_metrics)
                 .configure(api::configure(state.clone()))
-        })
-        .workers(config.api.http_workers)
-        .keep_alive(HTTP_KEEP_ALIVE)
-        .shutdown_timeout(timeouts.request.as_secs() + 1)
-        .disable_signals()
-        .listen(http_listener);
+        };
+        // actix-web's HttpServer, but with every connection's heads watched by a
+        // HeadGuard, which answers a head too long or too slow with the API's JSON error
+        // (actix's own would be bare); the guard times heads, so actix does not.
+        let connection_factory = move || {
+            let guard = fn_service(move |io: tokio::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((HeadGuard::new(io, head_timeout), peer))
+            });
+            let http = HttpService::<HeadGuard, _, _>::build()
+                .keep_alive(HTTP_KEEP_ALIVE)
+                .client_request_timeout(Duration::ZERO)
+                .h1(map_config(app_factory(), |_| {
+                    actix_web::dev::AppConfig::default()
+                }));
+            guard.and_then(http)
+        };
+        let server = actix_server::Server::build()
+            .workers(config.api.http_workers)
+            .shutdown_timeout(timeouts.request.as_secs() + 1)
+            .disable_signals()
+            .listen("tinykv-client-api", http_listener, connection_factory);
         let server = match server {
             Ok(server) => server.run(),
             Err(e) => {

@@ -434,6 +434,20 @@ async fn every_finding_is_refused_and_nothing_is_lost() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(started.elapsed() < Duration::from_secs(3), "at once");
+    let mut huge_key = TcpStream::connect(format!("127.0.0.1:{}", cluster.nodes()[1].http))
+        .await
+        .unwrap();
+    let mut request = b"GET /v1/kv/".to_vec();
+    request.extend(vec![b'k'; 1024 * 1024]);
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = huge_key.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), huge_key.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431") && answer.contains("header_too_large"),
+        "{answer}"
+    );
     let not_allowed = http
         .post(format!("{}/v1/kv/k", cluster.url(1)))
         .header("content-type", "application/json")

@@ -28,6 +28,7 @@ pub mod admission;
 pub mod body;
 pub mod error;
 pub mod faults;
+pub mod head_guard;
 pub mod health;
 pub mod kv;
 pub mod openapi;
