@@ -470,6 +470,29 @@ impl ApplyFsm {
     }
 }
 
+impl ApplyFsm {
+    /// Queues the last task of this ApplyFsm at the apply writer, behind every earlier
+    /// one: `mutations`, then `responses` answered (nothing if no peer ever attached, so
+    /// nothing was ever queued).
+    fn queue_last(&self, mutations: Vec<Mutation>, responses: Vec<(Callback, CmdResponse)>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        self.writer.do_send(ApplyTask {
+            region_id: self.region.id,
+            mutations,
+            responses,
+            applied: Applied {
+                apply_state: self.apply_state,
+                applied_term: self.applied_term,
+                results: Vec::new(),
+                written_bytes: 0,
+            },
+            notify: peer,
+        });
+    }
+}
+
 fn region_state_mutation(region: &metapb::Region) -> Mutation {
     Mutation::put_msg(
         Cf::Meta,
@@ -541,20 +564,7 @@ impl Handler<DestroyApply> for ApplyFsm {
 
     fn handle(&mut self, msg: DestroyApply, ctx: &mut Self::Context) {
         // Queued behind every earlier apply of this region, so nothing lands after it.
-        if let Some(peer) = self.peer.clone() {
-            self.writer.do_send(ApplyTask {
-                region_id: self.region.id,
-                mutations: msg.mutations,
-                responses: Vec::new(),
-                applied: Applied {
-                    apply_state: self.apply_state,
-                    applied_term: self.applied_term,
-                    results: Vec::new(),
-                    written_bytes: 0,
-                },
-                notify: peer,
-            });
-        }
+        self.queue_last(msg.mutations, Vec::new());
         ctx.stop();
     }
 }
@@ -566,20 +576,8 @@ impl Handler<StopApply> for ApplyFsm {
         // An empty task queued behind every earlier apply of this region: when its
         // callback is answered, they are all written.
         let (barrier, written) = tokio::sync::oneshot::channel();
-        if let Some(peer) = self.peer.clone() {
-            self.writer.do_send(ApplyTask {
-                region_id: self.region.id,
-                mutations: Vec::new(),
-                responses: vec![(barrier, response_to_send(&RaftCmdResponse::default()))],
-                applied: Applied {
-                    apply_state: self.apply_state,
-                    applied_term: self.applied_term,
-                    results: Vec::new(),
-                    written_bytes: 0,
-                },
-                notify: peer,
-            });
-        }
+        let done = response_to_send(&RaftCmdResponse::default());
+        self.queue_last(Vec::new(), vec![(barrier, done)]);
         let flushed = msg.flushed;
         actix::spawn(async move {
             let _ = written.await;
