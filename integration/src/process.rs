@@ -41,11 +41,22 @@ pub struct ProcessCluster {
     initial_count: usize,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// `count` distinct loopback ports that were free a moment ago, none of them in `taken`.
+/// The listeners are all held until every port is chosen, so the kernel cannot hand
+/// the same port out twice (it may, once one is closed, which made two nodes of one
+/// cluster share an address).
+fn free_ports(count: usize, taken: &[u16]) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        let port = listener.local_addr().expect("local address").port();
+        if !taken.contains(&port) && !ports.contains(&port) {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    ports
 }
 
 /// Path of the `tinykv-server` binary, building it if needed.
@@ -119,11 +130,13 @@ impl ProcessCluster {
             .prefix("tinykv-procs-")
             .tempdir()
             .expect("temp dir");
+        let ports = free_ports(2 * count as usize, &[]);
         let nodes: Vec<NodePorts> = (1..=count)
-            .map(|id| NodePorts {
+            .zip(ports.chunks(2))
+            .map(|(id, pair)| NodePorts {
                 id,
-                raft: free_port(),
-                http: free_port(),
+                raft: pair[0],
+                http: pair[1],
             })
             .collect();
         let shared_toml =
@@ -156,10 +169,12 @@ impl ProcessCluster {
     /// is this slot; a test can check that through `/health`.
     pub fn add_joining_node(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
+        let taken: Vec<u16> = self.nodes.iter().flat_map(|n| [n.raft, n.http]).collect();
+        let pair = free_ports(2, &taken);
         let ports = NodePorts {
             id,
-            raft: free_port(),
-            http: free_port(),
+            raft: pair[0],
+            http: pair[1],
         };
         let join: Vec<String> = self
             .nodes

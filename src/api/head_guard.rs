@@ -19,13 +19,24 @@
 //! if actix just drops it, as it goes). A request whose framing the guard cannot follow
 //! (an unknown transfer coding, a malformed chunk) is left entirely to actix: the guard
 //! stops watching that connection.
+//!
+//! When actix closes a connection in the middle of a request body (it answered early: a
+//! 503 `overloaded`, a 413, a 408 `body_timeout`), the client may still be sending.
+//! Closing a socket with unread bytes makes the kernel send a reset, which throws away
+//! the answer before the client reads it: it sees "connection reset" instead of the
+//! JSON error. So the guard closes such a connection the way nginx's lingering close
+//! does: it shuts down its sending side, then reads and discards what still arrives,
+//! for at most [`LINGER_TIME`] and [`LINGER_BYTES`], with at most [`MAX_LINGERING`]
+//! connections lingering at once (past that, it closes at once as before).
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -34,6 +45,18 @@ use crate::error::Error;
 
 /// Longest request head the client listener takes (actix's own buffer holds 128 KiB).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Longest a connection closed mid-body keeps reading what its client still sends.
+pub const LINGER_TIME: Duration = Duration::from_secs(3);
+
+/// Most bytes a connection closed mid-body reads (and discards) before it closes.
+pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most connections lingering at once.
+pub const MAX_LINGERING: usize = 256;
+
+/// Connections lingering now.
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the guard is in the stream of requests.
 enum Phase {
@@ -305,9 +328,64 @@ impl AsyncWrite for HeadGuard {
     }
 }
 
+impl HeadGuard {
+    /// Whether the client may still be sending when the connection closes: it is in the
+    /// middle of a body or of a head (between requests, nothing is unread).
+    fn mid_request(&self) -> bool {
+        match &self.phase {
+            Phase::Head { bytes, .. } => !bytes.is_empty(),
+            Phase::Body(_) | Phase::Chunked(_) | Phase::Off => true,
+        }
+    }
+
+    /// Closes the connection without a reset: see the module documentation. The socket
+    /// lives on in a task through a duplicate of its descriptor.
+    fn linger(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let duplicate = self
+            .inner
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::net::TcpStream::from);
+        let Ok(socket) = duplicate else {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        runtime.spawn(async move {
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+            if let Ok(mut socket) = socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(socket))
+            {
+                let mut sink = vec![0u8; 64 * 1024];
+                let mut read = 0u64;
+                let _ = tokio::time::timeout(LINGER_TIME, async {
+                    while read < LINGER_BYTES {
+                        match socket.read(&mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => read += n as u64,
+                        }
+                    }
+                })
+                .await;
+            }
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
 impl Drop for HeadGuard {
     fn drop(&mut self) {
         self.write_refusal_now();
+        if self.mid_request() {
+            self.linger();
+        }
     }
 }
 
@@ -383,5 +461,29 @@ GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n";
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
         assert!(answer.contains(r#""code":"header_timeout""#), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+        let (mut guard, mut client) = pair(Duration::from_secs(5)).await;
+        let head = b"PUT /v1/kv/a HTTP/1.1\r\nContent-Length: 8388608\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let mut seen = vec![0u8; head.len()];
+        guard.read_exact(&mut seen).await.unwrap();
+        // Answered without reading the body, then closed, as actix does.
+        guard
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        guard.shutdown().await.unwrap();
+        drop(guard);
+        let body = vec![b'v'; 8 * 1024 * 1024];
+        client
+            .write_all(&body)
+            .await
+            .expect("no reset while sending");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("no reset");
+        assert!(answer.starts_with(b"HTTP/1.1 503 "));
     }
 }
