@@ -61,6 +61,9 @@ pub struct Config {
     /// The embedded placement driver: heartbeats and scheduling.
     #[serde(default)]
     pub pd: PdConfig,
+    /// TLS for clients and peers; see [`crate::security`].
+    #[serde(default)]
+    pub security: SecurityConfig,
     /// Switches for tests; all off by default.
     #[serde(default)]
     pub debug: DebugConfig,
@@ -301,6 +304,85 @@ pub struct DebugConfig {
     pub fault_injection: bool,
 }
 
+/// The `[security]` section: TLS (see [`crate::security`]).
+///
+/// Name all three files for TLS on every listener and connection, or none for
+/// plaintext, which a node allows only on loopback addresses unless `insecure` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The CA certificate(s) this node trusts, PEM: it must have signed every other
+    /// node's certificate (and, with `client_cert_auth`, every client's).
+    pub ca_path: Option<PathBuf>,
+    /// This node's certificate chain, PEM. It names the node's store
+    /// (`tinykv://store/<id>` in its subject alternative names) and the host names and
+    /// addresses clients dial.
+    pub cert_path: Option<PathBuf>,
+    /// This node's private key, PEM.
+    pub key_path: Option<PathBuf>,
+    /// Requires clients of the REST API to present a certificate the CA signed.
+    pub client_cert_auth: bool,
+    /// Allows plaintext on non-loopback addresses. Only for networks where something
+    /// else (a VPN, a service mesh) authenticates and encrypts.
+    pub insecure: bool,
+    /// How often the certificate files are checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            ca_path: None,
+            cert_path: None,
+            key_path: None,
+            client_cert_auth: false,
+            insecure: false,
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The TLS files, or `None` for plaintext.
+    pub fn tls_files(&self) -> Option<crate::security::TlsFiles> {
+        Some(crate::security::TlsFiles {
+            ca: self.ca_path.clone()?,
+            cert: self.cert_path.clone()?,
+            key: self.key_path.clone()?,
+        })
+    }
+
+    /// How often the certificate files are checked for changes.
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.reload_interval_ms)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let named = [&self.ca_path, &self.cert_path, &self.key_path]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if named != 0 && named != 3 {
+            return Err(Error::Config(
+                "security.ca_path, cert_path and key_path go together: name all three for TLS, \
+                 or none"
+                    .into(),
+            ));
+        }
+        if named == 0 && self.client_cert_auth {
+            return Err(Error::Config(
+                "security.client_cert_auth needs TLS: name ca_path, cert_path and key_path".into(),
+            ));
+        }
+        if self.reload_interval_ms == 0 {
+            return Err(Error::Config(
+                "security.reload_interval_ms must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Settings given on the command line; they override files and environment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CliOverrides {
@@ -432,6 +514,17 @@ impl Config {
             }
         }
         self.validate_api()?;
+        self.security.validate()?;
+        if self.security.tls_files().is_none() {
+            let own = self.own_address()?;
+            crate::security::check_plaintext_allowed(
+                &[
+                    ("raft_addr", own.raft_addr.as_str()),
+                    ("http_addr", own.http_addr.as_str()),
+                ],
+                self.security.insecure,
+            )?;
+        }
         self.raftstore
             .validate()
             .map_err(|e| Error::Config(e.to_string().replace("invalid request: ", "")))?;

@@ -15,6 +15,7 @@
 //! - [`pd`]: the placement driver's pure core: cluster model, operators, schedulers;
 //! - [`placement`]: the placement driver embedded in the nodes: its records in the meta
 //!   region, the leader's server, the client, heartbeats and joining;
+//! - [`security`]: TLS for clients and peers, and which store a certificate names;
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
@@ -31,6 +32,7 @@ pub mod pd;
 pub mod peer_api;
 mod peer_listener;
 pub mod placement;
+pub mod security;
 pub mod service;
 mod snapshot_stream;
 pub mod transport;

@@ -612,6 +612,7 @@ mod tests {
             raftstore: tinykv_actors::RaftStoreConfig::for_tests(),
             log: Default::default(),
             pd: Default::default(),
+            security: Default::default(),
             debug: Default::default(),
         };
         config.api.http_workers = 1;

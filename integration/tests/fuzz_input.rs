@@ -210,6 +210,7 @@ fn lone_node_config(data_dir: std::path::PathBuf) -> Config {
             max_peer_count: 1,
             ..Default::default()
         },
+        security: Default::default(),
         debug: Default::default(),
     };
     config.pd.heartbeat_interval_ms = 200;
