@@ -39,6 +39,7 @@ use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 use crate::address_book::AddressBook;
 use crate::error::{error_chain, Error, Result};
 use crate::faults::Faults;
+use crate::security::{NodeHttp, Tls};
 use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
 
 /// Content type of the internal endpoints' bodies.
@@ -54,25 +55,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// documentation. Clones share one connection pool.
 #[derive(Clone)]
 pub struct HttpForwarder {
-    client: reqwest::Client,
+    http: NodeHttp,
     addresses: AddressBook,
     attempt_timeout: Duration,
     faults: Faults,
 }
 
 impl HttpForwarder {
-    /// A forwarder that finds nodes in `addresses` and gives each forwarded request
-    /// `attempt_timeout` to complete.
-    pub fn new(addresses: AddressBook, attempt_timeout: Duration) -> Result<HttpForwarder> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT.min(attempt_timeout))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Io(format!("building the HTTP client: {e}")))?;
+    /// A forwarder that finds nodes in `addresses`, reaches them with `tls` (plaintext if
+    /// `None`) and gives each forwarded request `attempt_timeout` to complete.
+    pub fn new(
+        addresses: AddressBook,
+        attempt_timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<HttpForwarder> {
+        let connect_timeout = CONNECT_TIMEOUT.min(attempt_timeout);
+        let http = NodeHttp::build(tls, connect_timeout, "forwarder's", |builder| {
+            builder
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(60))
+        })?;
         Ok(HttpForwarder {
-            client,
+            http,
             addresses,
             attempt_timeout,
             faults: Faults::disabled(),
@@ -103,8 +107,9 @@ impl HttpForwarder {
             .raft_addr(store_id)
             .ok_or_else(|| forward_error("the store is not in the address book".into(), false))?;
         let response = self
-            .client
-            .post(format!("http://{peer_addr}{path}"))
+            .http
+            .client()
+            .post(self.http.url(&peer_addr, path))
             .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
             .timeout(self.attempt_timeout)
             .body(body)
@@ -334,7 +339,7 @@ mod tests {
             raft_addr: format!("127.0.0.1:{port}"),
             http_addr: "127.0.0.1:1".into(),
         }]);
-        let forwarder = HttpForwarder::new(book, Duration::from_secs(1)).unwrap();
+        let forwarder = HttpForwarder::new(book, Duration::from_secs(1), None).unwrap();
         let op = KvOp::Put {
             cf: Cf::Default,
             key: b"k".to_vec(),
@@ -362,7 +367,7 @@ mod tests {
         }]);
         let faults = Faults::enabled();
         faults.partition([2]).unwrap();
-        let forwarder = HttpForwarder::new(book, Duration::from_secs(30))
+        let forwarder = HttpForwarder::new(book, Duration::from_secs(30), None)
             .unwrap()
             .with_faults(faults);
         let op = KvOp::Get {

@@ -63,6 +63,29 @@ pub static HTTP_SLOW_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Connections refused by TLS or by what their certificate names, by reason (one of
+/// [`CONNECTION_REFUSALS`]) and listener (`peer` or `client`).
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_connections_refused_total",
+        "Connections refused: a failed TLS handshake (no certificate, another CA, not TLS), \
+         a certificate naming no store on the peer listener, or a stream or request claiming \
+         another store than its certificate names.",
+        &["listener", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Why a connection is refused.
+pub const CONNECTION_REFUSALS: [&str; 3] = ["tls_handshake", "not_a_store", "identity_mismatch"];
+
+/// Counts one connection (or request) refused on `listener` for `reason`.
+pub fn connection_refused(listener: &str, reason: &str) {
+    CONNECTIONS_REFUSED
+        .with_label_values(&[listener, reason])
+        .inc();
+}
+
 /// Every route group [`route_group`] answers.
 pub const ROUTE_GROUPS: [&str; 7] = [
     "kv_get",
@@ -83,6 +106,11 @@ pub fn register_all() {
         }
         HTTP_DURATION.with_label_values(&[group]);
         HTTP_SLOW_REQUESTS.with_label_values(&[group]);
+    }
+    for listener in ["peer", "client"] {
+        for reason in CONNECTION_REFUSALS {
+            CONNECTIONS_REFUSED.with_label_values(&[listener, reason]);
+        }
     }
     tinykv_actors::metrics::register_all();
 }

@@ -57,6 +57,7 @@ use crate::peer_api::{Identity, PeerApi};
 use crate::peer_listener::{PeerListener, RaftInbound};
 use crate::placement::client::PdDirectory;
 use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer};
+use crate::security::{Conn, Tls};
 use crate::service::{Forwarder, KvService};
 use crate::transport::{Hello, TcpTransport};
 
@@ -80,6 +81,8 @@ impl Node {
     /// system.
     pub async fn start(config: Config) -> Result<Node> {
         let mut own = config.own_address()?;
+        let tls = Tls::from_config(&config.security)?;
+        let certified = certified_store(tls.as_ref(), own.id)?;
         let who = match own.id {
             0 => "the joining node".to_string(),
             id => format!("store {id}"),
@@ -108,7 +111,7 @@ impl Node {
         // listener run on the raft side's first thread, next to the Router, so that a raft
         // message passes between socket and PeerFsm without waking another thread.
         let identity = Identity::new(config.node.cluster_id, own.id);
-        let peers = PeerListener::new(identity, tokio::runtime::Handle::current());
+        let peers = PeerListener::new(identity, tokio::runtime::Handle::current(), tls.clone());
         let threads = StoreThreads::new(&config.raftstore);
         let raft_runtime = match threads.raft_runtime().await {
             Ok(runtime) => runtime,
@@ -119,7 +122,8 @@ impl Node {
         };
         let raft_task = raft_runtime.spawn(peers.clone().run(raft_listener));
 
-        let opened = open_store(&config, &mut own, peers.identity().join_token()).await;
+        let token = peers.identity().join_token();
+        let opened = open_store(&config, &mut own, token, tls.as_ref(), certified).await;
         let (engine, joined) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -139,14 +143,15 @@ impl Node {
         addresses.insert(own.clone());
         let timeouts = config.api.service_timeouts();
         let faults = Faults::new(config.debug.fault_injection);
-        let forwarder =
-            HttpForwarder::new(addresses.clone(), timeouts.attempt)?.with_faults(faults.clone());
+        let forwarder = HttpForwarder::new(addresses.clone(), timeouts.attempt, tls.as_ref())?
+            .with_faults(faults.clone());
         let hello = Hello {
             cluster_id: config.node.cluster_id,
             store_id,
         };
         let transport = Arc::new(
             TcpTransport::new(addresses.clone(), hello, raft_runtime.clone())
+                .with_tls(tls.clone())
                 .with_faults(faults.clone()),
         );
         let started = start_store_on(threads, config.raftstore.clone(), engine, transport).await;
@@ -201,6 +206,7 @@ impl Node {
             config.node.cluster_id,
             initial_stores,
             timeouts.attempt,
+            tls.as_ref(),
         )
         .and_then(|pd_server| {
             PdClient::new(
@@ -209,13 +215,15 @@ impl Node {
                 addresses.clone(),
                 config.cluster.join.clone(),
                 timeouts.attempt,
+                tls.as_ref(),
             )
-        });
-        let pd = match pd {
-            Ok(pd) => {
+        })
+        .and_then(|pd| Ok((pd, api::admin::health_probe_client(tls.as_ref())?)));
+        let (pd, health_probe) = match pd {
+            Ok((pd, health_probe)) => {
                 let pd = Arc::new(pd);
                 admin.set_region_directory(Box::new(PdDirectory(Arc::downgrade(&pd))));
-                pd
+                (pd, health_probe)
             }
             Err(e) => {
                 raft_task.abort();
@@ -245,6 +253,7 @@ impl Node {
             pd,
             limits: config.api.clone(),
             addresses,
+            health_probe,
         });
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
         let admission = Admission::new(&config.api);
@@ -260,10 +269,27 @@ impl Node {
         // actix-web's HttpServer, but with every connection's heads watched by a
         // HeadGuard, which answers a head too long or too slow with the API's JSON error
         // (actix's own would be bare); the guard times heads, so actix does not.
+        // With TLS, the handshake comes first (a failed one ends the connection).
+        let client_tls = tls.clone();
         let connection_factory = move || {
-            let guard = fn_service(move |io: tokio::net::TcpStream| async move {
-                let peer = io.peer_addr().ok();
-                Ok::<_, actix_http::error::DispatchError>((HeadGuard::new(io, head_timeout), peer))
+            let tls = client_tls.clone();
+            let guard = fn_service(move |io: tokio::net::TcpStream| {
+                let tls = tls.clone();
+                async move {
+                    let peer = io.peer_addr().ok();
+                    let conn = match &tls {
+                        None => Conn::Plain(io),
+                        Some(tls) => tls.accept_client(io).await.map_err(|e| {
+                            tracing::debug!(?peer, error = %e, "TLS handshake on the client listener failed");
+                            crate::metrics::connection_refused("client", "tls_handshake");
+                            actix_http::error::DispatchError::Io(e)
+                        })?,
+                    };
+                    Ok::<_, actix_http::error::DispatchError>((
+                        HeadGuard::new(conn, head_timeout),
+                        peer,
+                    ))
+                }
             });
             let http = HttpService::<HeadGuard, _, _>::build()
                 .keep_alive(HTTP_KEEP_ALIVE)
@@ -291,6 +317,9 @@ impl Node {
         };
         let http = server.handle();
         let http_task = tokio::spawn(server);
+        if let Some(tls) = &tls {
+            tls.reload_every(config.security.reload_interval());
+        }
         tracing::info!(store = store_id, %raft_addr, %http_addr, "TinyKV node serving");
         Ok(Node {
             store_id,
@@ -347,10 +376,35 @@ impl Node {
 /// node configured without a store id takes the one its data directory records, or, on
 /// its first start, joins the cluster to get one (returning the PD's answer); `own.id`
 /// is set to the store id either way.
+/// The store `tls`'s certificate names (`None` without TLS); refused if it names none, or
+/// another store than `configured` (0: the node joins and becomes the certificate's).
+fn certified_store(tls: Option<&Tls>, configured: u64) -> Result<Option<u64>> {
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let identity = tls.identity();
+    match identity.store_id() {
+        None => Err(Error::Config(format!(
+            "security.cert_path names {identity}, not a store: a node's certificate names \
+             tinykv://store/<id> (tinykv-ctl certs node makes one)"
+        ))),
+        Some(id) if configured != 0 && configured != id => Err(Error::Config(format!(
+            "node.store_id is {configured} but security.cert_path names store {id}: a node \
+             can only be the store its certificate names"
+        ))),
+        Some(id) => Ok(Some(id)),
+    }
+}
+
+/// Opens (and if need be creates) the store's engine; a node without a store id joins
+/// the cluster first. With TLS, the store must be the one `certified` (by the node's
+/// certificate).
 async fn open_store(
     config: &Config,
     own: &mut StoreAddress,
     join_token: &str,
+    tls: Option<&Tls>,
+    certified: Option<u64>,
 ) -> Result<(Engine, Option<JoinReply>)> {
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -389,13 +443,20 @@ async fn open_store(
             // Joined, but stopped before the identity file was written.
             Some(ident) => ident.store_id,
             None => {
-                let reply = crate::placement::join(config, own, join_token).await?;
+                let reply = crate::placement::join(config, own, join_token, tls).await?;
                 tracing::info!(store = reply.store_id, "joined the cluster");
                 let store_id = reply.store_id;
                 joined = Some(reply);
                 store_id
             }
         };
+    }
+    if let Some(id) = certified.filter(|&id| id != own.id) {
+        return Err(Error::Config(format!(
+            "data directory {} belongs to store {}, but security.cert_path names store {id}",
+            data_dir.display(),
+            own.id
+        )));
     }
     let outcome = ensure_bootstrapped(&engine, cluster_id, own.id, &config.cluster.initial_stores)?;
     if identity.is_none() {
@@ -568,7 +629,7 @@ mod tests {
 
         let node = Node::start(config.clone()).await.unwrap();
         let url = format!("http://{}/v1/kv/greeting", node.http_addr());
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = crate::security::http_client_builder().build().unwrap();
         let put = client.put(&url).body("hello").send().await.unwrap();
         assert_eq!(put.status(), 200);
         node.shutdown().await;

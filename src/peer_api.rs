@@ -23,6 +23,13 @@
 //! no answer at all, the reply is an error: 504 when the attempt timed out (the command may
 //! still apply), 503 when the store is stopping.
 //!
+//! With TLS, the peer listener passes on the store the caller's certificate names, and
+//! the placement driver's requests are held to it ([`authorize_pd_request`]): a
+//! heartbeat must be the caller's own (so no one reports another store's address or
+//! regions), and a join asks for the caller's store id (so a node becomes the store its
+//! certificate names, and no other). Forwarded operations and commands need no more than
+//! a store certificate: any store of the cluster may forward a client's request.
+//!
 //! Every error is the API's JSON error body with its status. A body must have its
 //! content type (`application/x-protobuf`, or `application/json` for `/pd`), stay within
 //! its limit (413) and arrive within [`BODY_READ_TIMEOUT`] (408); anything else is refused
@@ -131,14 +138,16 @@ pub struct PeerApi {
     pub limits: ApiConfig,
 }
 
-/// Answers one request; `api` is `None` while the store is not running yet.
+/// Answers one request; `api` is `None` while the store is not running yet. `caller` is
+/// the store the connection's certificate names (`None` without TLS).
 pub async fn respond(
     api: Option<&PeerApi>,
     identity: &Identity,
+    caller: Option<u64>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    match route(api, identity, request).await {
+    match route(api, identity, caller, request).await {
         Ok(response) => response,
         Err(e) => {
             if e.status().is_server_error() && !matches!(e, Error::NotPdLeader { .. }) {
@@ -152,6 +161,7 @@ pub async fn respond(
 async fn route(
     api: Option<&PeerApi>,
     identity: &Identity,
+    caller: Option<u64>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>> {
     let path = request.uri().path().to_string();
@@ -190,7 +200,7 @@ async fn route(
     check_content_type(&request, wanted)?;
     let body = read_body(request.into_body(), limit).await?;
     match path.as_str() {
-        PD_PATH => api.pd_request(body).await,
+        PD_PATH => api.pd_request(body, caller).await,
         RAFT_CMD_PATH => api.raft_cmd(body).await,
         _ => api.raw(&path[RAW_PREFIX.len()..], body).await,
     }
@@ -330,8 +340,9 @@ impl PeerApi {
         Ok(protobuf(&response))
     }
 
-    async fn pd_request(&self, body: Bytes) -> Result<Response<Full<Bytes>>> {
+    async fn pd_request(&self, body: Bytes, caller: Option<u64>) -> Result<Response<Full<Bytes>>> {
         let request: PdRequest = crate::api::admin::parse_json(&body)?;
+        let request = authorize_pd_request(request, caller)?;
         let Some(server) = self.pd.local() else {
             return Err(Error::NotPdLeader { leader: None });
         };
@@ -343,6 +354,49 @@ impl PeerApi {
         let cf = parse_cf(cf)?;
         check_key(key, &self.limits)?;
         Ok(cf)
+    }
+}
+
+/// Holds a placement-driver request to the store `caller`'s certificate names (`None`:
+/// no TLS, nothing to hold it to): a heartbeat must report that store, and a join asks
+/// for that store's id. Refused requests are 403 `identity_mismatch` and change nothing.
+pub fn authorize_pd_request(request: PdRequest, caller: Option<u64>) -> Result<PdRequest> {
+    let Some(caller) = caller else {
+        return Ok(request);
+    };
+    let refuse = |message: String| {
+        tracing::warn!(
+            caller_store = caller,
+            "refusing a placement driver request: {message}"
+        );
+        crate::metrics::connection_refused("peer", "identity_mismatch");
+        Err(Error::Forbidden {
+            code: "identity_mismatch",
+            message,
+        })
+    };
+    match request {
+        PdRequest::Heartbeat(batch) if batch.store.store_id != caller => refuse(format!(
+            "a heartbeat of store {} from a node whose certificate names store {caller}",
+            batch.store.store_id
+        )),
+        PdRequest::Join { store_id, .. } if store_id != 0 && store_id != caller => refuse(format!(
+            "a join as store {store_id} from a node whose certificate names store {caller}"
+        )),
+        PdRequest::Join {
+            cluster_id,
+            raft_addr,
+            http_addr,
+            join_token,
+            ..
+        } => Ok(PdRequest::Join {
+            cluster_id,
+            raft_addr,
+            http_addr,
+            join_token,
+            store_id: caller,
+        }),
+        other => Ok(other),
     }
 }
 

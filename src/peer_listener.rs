@@ -18,9 +18,17 @@
 //! stream from another cluster, from this store's own id, or from a store this node's
 //! address book does not know is closed before any message is read, and every message on
 //! an accepted stream must come from the store the hello named and be addressed to this
-//! one; others are dropped (and counted). This is not authentication (anyone who can reach
-//! the port can claim a store id; TLS will make the claim provable), but it keeps stray and
-//! careless traffic out, and it is what the raftstore's own checks build on.
+//! one; others are dropped (and counted). Without TLS this is not authentication (anyone
+//! who can reach the port can claim a store id), but it keeps stray and careless traffic
+//! out, and it is what the raftstore's own checks build on.
+//!
+//! With TLS (see [`crate::security`]) every connection starts with a mutual TLS handshake,
+//! before its preface: a peer without a certificate the cluster's CA signed cannot send a
+//! byte, and one whose certificate names no store (a client's, say) is closed at once. The
+//! store the certificate names is then the only store the connection may speak for: a
+//! raft or snapshot stream whose hello claims another is refused, and the node-to-node API
+//! learns the caller's store (see [`crate::peer_api`]). Refusals are logged with the
+//! certificate's identity and counted in `tinykv_connections_refused_total`.
 //!
 //! While the node starts (and, for a joining node, until the cluster gave it a store id)
 //! raft streams are closed unread and the HTTP API answers only `GET
@@ -29,8 +37,10 @@
 //!
 //! Raft streams are served on the runtime the listener runs on (the raft side's first
 //! thread, next to the Router: a message goes from socket to PeerFsm without waking another
-//! thread); HTTP connections are moved to the runtime given for them, so that decoding and
-//! encoding requests never delays raft.
+//! thread); HTTP connections are served on the runtime given for them, so that decoding and
+//! encoding requests never delays raft (a plaintext one is moved there whole; a TLS one,
+//! whose session cannot move, stays registered with the raft runtime's I/O driver, which
+//! only wakes it).
 //!
 //! [`TcpTransport`]: crate::transport::TcpTransport
 
@@ -52,6 +62,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::address_book::AddressBook;
 use crate::peer_api::PeerApi;
+use crate::security::{CertIdentity, Conn, Tls};
 use crate::snapshot_stream;
 use crate::transport::{
     codec, Hello, MAX_RECEIVING_SNAPSHOTS, MAX_SNAPSHOT_BYTES, RAFT_PREFACE, SNAPSHOT_PREFACE,
@@ -95,13 +106,19 @@ struct Inner {
     api: OnceLock<Arc<PeerApi>>,
     http_runtime: Handle,
     snapshot_streams: Semaphore,
+    tls: Option<Tls>,
 }
 
 impl PeerListener {
     /// A listener for the node introduced by `identity`, serving HTTP connections on
-    /// `http_runtime`. Until [`PeerListener::serve_raft`] and
-    /// [`PeerListener::serve_api`], it answers only who the node is.
-    pub fn new(identity: crate::peer_api::Identity, http_runtime: Handle) -> PeerListener {
+    /// `http_runtime`, with mutual TLS if `tls` is given. Until
+    /// [`PeerListener::serve_raft`] and [`PeerListener::serve_api`], it answers only who
+    /// the node is.
+    pub fn new(
+        identity: crate::peer_api::Identity,
+        http_runtime: Handle,
+        tls: Option<Tls>,
+    ) -> PeerListener {
         PeerListener {
             inner: Arc::new(Inner {
                 identity,
@@ -109,6 +126,7 @@ impl PeerListener {
                 api: OnceLock::new(),
                 http_runtime,
                 snapshot_streams: Semaphore::new(MAX_RECEIVING_SNAPSHOTS),
+                tls,
             }),
         }
     }
@@ -148,11 +166,34 @@ impl PeerListener {
         }
     }
 
-    /// Reads the preface of one connection and serves it as the kind it announces.
-    async fn receive(self, mut stream: TcpStream, peer: SocketAddr) {
-        if let Err(e) = stream.set_nodelay(true) {
+    /// Opens TLS on one connection (if the node uses it), reads its preface and serves it
+    /// as the kind it announces.
+    async fn receive(self, tcp: TcpStream, peer: SocketAddr) {
+        if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        let (mut stream, caller) = match &self.inner.tls {
+            None => (Conn::Plain(tcp), None),
+            Some(tls) => match tls.accept_peer(tcp).await {
+                Ok(conn) => match conn.peer_identity() {
+                    Some(CertIdentity::Store(store_id)) => (conn, Some(store_id)),
+                    other => {
+                        tracing::warn!(
+                            %peer,
+                            certificate = ?other,
+                            "refusing a peer connection whose certificate names no store"
+                        );
+                        crate::metrics::connection_refused("peer", "not_a_store");
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake on the peer listener failed");
+                    crate::metrics::connection_refused("peer", "tls_handshake");
+                    return;
+                }
+            },
+        };
         let mut preface = [0u8; 4];
         match tokio::time::timeout(PREFACE_TIMEOUT, stream.read_exact(&mut preface)).await {
             Ok(Ok(_)) => {}
@@ -166,8 +207,10 @@ impl PeerListener {
             }
         }
         match preface {
-            RAFT_PREFACE | SNAPSHOT_PREFACE => self.receive_raft(stream, peer, preface).await,
-            p if HTTP_PREFACES.contains(&&p) => self.hand_over_http(stream, peer, preface),
+            RAFT_PREFACE | SNAPSHOT_PREFACE => {
+                self.receive_raft(stream, peer, caller, preface).await
+            }
+            p if HTTP_PREFACES.contains(&&p) => self.hand_over_http(stream, peer, caller, preface),
             unknown => tracing::debug!(
                 %peer,
                 preface = ?unknown,
@@ -177,8 +220,14 @@ impl PeerListener {
     }
 
     /// Serves a raft or snapshot stream, once its hello shows a known store of this
-    /// cluster.
-    async fn receive_raft(&self, mut stream: TcpStream, peer: SocketAddr, preface: [u8; 4]) {
+    /// cluster (and, with TLS, the store the `caller`'s certificate names).
+    async fn receive_raft(
+        &self,
+        mut stream: Conn,
+        peer: SocketAddr,
+        caller: Option<u64>,
+        preface: [u8; 4],
+    ) {
         let Some(inbound) = self.inner.raft.get() else {
             tracing::debug!(%peer, "a raft stream before the store runs; closing it");
             return;
@@ -194,6 +243,16 @@ impl PeerListener {
             tracing::warn!(%peer, claimed_store = hello.store_id, "refusing a raft stream: {why}");
             return;
         }
+        if let Some(certified) = caller.filter(|&id| id != hello.store_id) {
+            tracing::warn!(
+                %peer,
+                claimed_store = hello.store_id,
+                certified_store = certified,
+                "refusing a raft stream that claims another store than its certificate names"
+            );
+            crate::metrics::connection_refused("peer", "identity_mismatch");
+            return;
+        }
         let deliver = |msg: RaftMessage| inbound.accept(&hello, peer, msg);
         if preface == RAFT_PREFACE {
             receive_batches(stream, peer, deliver).await;
@@ -202,8 +261,26 @@ impl PeerListener {
         }
     }
 
-    /// Moves an HTTP connection to the HTTP runtime and serves it there.
-    fn hand_over_http(&self, stream: TcpStream, peer: SocketAddr, preface: [u8; 4]) {
+    /// Serves an HTTP connection on the HTTP runtime; a plaintext one is moved there.
+    fn hand_over_http(
+        &self,
+        stream: Conn,
+        peer: SocketAddr,
+        caller: Option<u64>,
+        preface: [u8; 4],
+    ) {
+        let listener = self.clone();
+        let stream = match stream {
+            Conn::Plain(tcp) => tcp,
+            tls => {
+                self.inner.http_runtime.spawn(async move {
+                    listener
+                        .serve_http(Rewind::new(preface, tls), peer, caller)
+                        .await;
+                });
+                return;
+            }
+        };
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(e) => {
@@ -211,7 +288,6 @@ impl PeerListener {
                 return;
             }
         };
-        let listener = self.clone();
         self.inner.http_runtime.spawn(async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
@@ -221,22 +297,23 @@ impl PeerListener {
                 }
             };
             listener
-                .serve_http(Rewind::new(preface, stream), peer)
+                .serve_http(Rewind::new(preface, Conn::Plain(stream)), peer, caller)
                 .await;
         });
     }
 
-    /// Serves HTTP/1.1 requests on one connection with the node-to-node API.
-    async fn serve_http(self, io: Rewind<TcpStream>, peer: SocketAddr) {
+    /// Serves HTTP/1.1 requests on one connection with the node-to-node API; `caller` is
+    /// the store the connection's certificate names (`None` without TLS).
+    async fn serve_http(self, io: Rewind<Conn>, peer: SocketAddr, caller: Option<u64>) {
         use hyper::server::conn::http1;
         use hyper_util::rt::{TokioIo, TokioTimer};
         let service = hyper::service::service_fn(move |request| {
             let listener = self.clone();
             async move {
                 let api = listener.inner.api.get().cloned();
+                let identity = &listener.inner.identity;
                 let response =
-                    crate::peer_api::respond(api.as_deref(), &listener.inner.identity, request)
-                        .await;
+                    crate::peer_api::respond(api.as_deref(), identity, caller, request).await;
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
@@ -295,12 +372,15 @@ impl RaftInbound {
 }
 
 /// Reads one snapshot stream, once one of `snapshot_streams` is free, and delivers it.
-pub(crate) async fn receive_snapshot<F: Fn(RaftMessage)>(
-    stream: TcpStream,
+pub(crate) async fn receive_snapshot<S, F>(
+    stream: S,
     peer: SocketAddr,
     deliver: F,
     snapshot_streams: &Semaphore,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(RaftMessage),
+{
     let Ok(_stream_permit) = snapshot_streams.acquire().await else {
         return; // The semaphore is never closed.
     };
@@ -326,11 +406,11 @@ pub(crate) async fn receive_snapshot<F: Fn(RaftMessage)>(
 }
 
 /// Reads `BatchRaftMessage` frames from one connection until it closes or sends garbage.
-pub(crate) async fn receive_batches<F: Fn(RaftMessage)>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    deliver: F,
-) {
+pub(crate) async fn receive_batches<S, F>(stream: S, peer: SocketAddr, deliver: F)
+where
+    S: AsyncRead + Unpin,
+    F: Fn(RaftMessage),
+{
     let mut frames = FramedRead::new(stream, codec());
     while let Some(frame) = frames.next().await {
         let frame = match frame {

@@ -41,6 +41,13 @@
 //! once, each refusing more than [`MAX_SNAPSHOT_BYTES`]; message streams keep flowing
 //! meanwhile.
 //!
+//! With TLS (`[security]`, see [`crate::security`]) every connection is mutual TLS: the
+//! sender presents its store's certificate and accepts the receiver only if the cluster's
+//! CA signed its certificate and that certificate names the very store it dialled, so a
+//! wrong address in the address book cannot divert raft traffic (client values included)
+//! to anyone else. The receiver, for its part, refuses a hello that claims another store
+//! than the sender's certificate names.
+//!
 //! For tests, both sides obey a [`Faults`] switch (see [`crate::faults`]): messages to a
 //! blocked store are dropped in [`TcpTransport::send`], and messages from one are dropped
 //! on arrival, before they reach the router.
@@ -63,6 +70,7 @@ use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
 use crate::address_book::AddressBook;
 use crate::faults::Faults;
+use crate::security::{CertIdentity, Conn, Tls};
 use crate::snapshot_stream;
 pub use crate::snapshot_stream::{MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK_BYTES};
 
@@ -91,9 +99,8 @@ pub(crate) const SNAPSHOT_PREFACE: [u8; 4] = *b"TKVS";
 
 /// Sends raft messages to other stores over TCP; see the module documentation.
 pub struct TcpTransport {
-    addresses: AddressBook,
-    /// This store, as it introduces itself on every connection it opens.
-    hello: Hello,
+    /// Opens connections to other stores.
+    dialer: Dialer,
     runtime: Handle,
     queues: RwLock<HashMap<u64, Arc<Queue>>>,
     /// One permit per snapshot stream that may run now.
@@ -116,14 +123,23 @@ impl TcpTransport {
     /// its connection tasks on `runtime`.
     pub fn new(addresses: AddressBook, hello: Hello, runtime: Handle) -> TcpTransport {
         TcpTransport {
-            addresses,
-            hello,
+            dialer: Dialer {
+                addresses,
+                hello,
+                tls: None,
+            },
             runtime,
             queues: RwLock::new(HashMap::new()),
             snapshot_streams: Arc::new(Semaphore::new(MAX_SENDING_SNAPSHOTS)),
             waiting_snapshots: Arc::new(AtomicUsize::new(0)),
             faults: Faults::disabled(),
         }
+    }
+
+    /// The same transport, opening TLS connections with `tls` (plaintext if `None`).
+    pub fn with_tls(mut self, tls: Option<Tls>) -> TcpTransport {
+        self.dialer.tls = tls;
+        self
     }
 
     /// The same transport, dropping messages to the stores `faults` blocks.
@@ -152,12 +168,8 @@ impl TcpTransport {
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        self.runtime.spawn(run_connection(
-            store_id,
-            self.addresses.clone(),
-            self.hello,
-            rx,
-        ));
+        self.runtime
+            .spawn(run_connection(store_id, self.dialer.clone(), rx));
         let queue = Arc::new(Queue {
             tx,
             overflowing: AtomicBool::new(false),
@@ -194,15 +206,14 @@ impl TcpTransport {
         }
         let waiting = WaitingSnapshot(self.waiting_snapshots.clone());
         let streams = self.snapshot_streams.clone();
-        let addresses = self.addresses.clone();
-        let hello = self.hello;
+        let dialer = self.dialer.clone();
         self.runtime.spawn(async move {
             let Ok(_stream) = streams.acquire_owned().await else {
                 return; // The semaphore is never closed.
             };
             drop(waiting);
             let started = Instant::now();
-            let sent = stream_snapshot(store_id, &addresses, hello, msg).await;
+            let sent = stream_snapshot(store_id, &dialer, msg).await;
             tinykv_actors::metrics::snapshot("send", sent.is_ok());
             match sent {
                 Ok(sent) => tracing::info!(
@@ -280,16 +291,11 @@ pub(crate) fn codec() -> LengthDelimitedCodec {
 }
 
 /// The connection task of one destination store; ends when the transport is dropped.
-async fn run_connection(
-    store_id: u64,
-    addresses: AddressBook,
-    hello: Hello,
-    mut rx: mpsc::Receiver<RaftMessage>,
-) {
+async fn run_connection(store_id: u64, dialer: Dialer, mut rx: mpsc::Receiver<RaftMessage>) {
     let mut backoff = BACKOFF_MIN;
     let mut in_outage = false;
     while let Some(first) = rx.recv().await {
-        let stream = match connect(store_id, &addresses, RAFT_PREFACE, hello).await {
+        let stream = match dialer.connect(store_id, RAFT_PREFACE).await {
             Ok(stream) => stream,
             Err(why) => {
                 if !in_outage {
@@ -320,52 +326,79 @@ async fn run_connection(
     }
 }
 
-/// A connection to the raft address of `store_id` that has announced its kind with
-/// `preface` and its sender with `hello`.
-async fn connect(
-    store_id: u64,
-    addresses: &AddressBook,
-    preface: [u8; 4],
+/// Opens connections to other stores: where they are, who this store is, and TLS.
+#[derive(Clone)]
+struct Dialer {
+    addresses: AddressBook,
+    /// This store, as it introduces itself on every connection it opens.
     hello: Hello,
-) -> Result<TcpStream, String> {
-    let addr = addresses
-        .raft_addr(store_id)
-        .ok_or_else(|| format!("store {store_id} is not in the address book"))?;
-    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(format!("connecting to {addr}: {e}")),
-        Err(_) => return Err(format!("connecting to {addr}: timed out")),
-    };
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("setting TCP_NODELAY on {addr}: {e}"))?;
-    let mut opening = preface.to_vec();
-    opening.extend_from_slice(&hello.encode());
-    stream
-        .write_all(&opening)
-        .await
-        .map_err(|e| format!("writing the preface to {addr}: {e}"))?;
-    Ok(stream)
+    tls: Option<Tls>,
+}
+
+impl Dialer {
+    /// A connection to the raft address of `store_id` that has announced its kind with
+    /// `preface` and its sender with the hello; with TLS, only if the certificate of
+    /// whoever answers names `store_id`.
+    async fn connect(&self, store_id: u64, preface: [u8; 4]) -> Result<Conn, String> {
+        let addr = self
+            .addresses
+            .raft_addr(store_id)
+            .ok_or_else(|| format!("store {store_id} is not in the address book"))?;
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(format!("connecting to {addr}: {e}")),
+            Err(_) => return Err(format!("connecting to {addr}: timed out")),
+        };
+        tcp.set_nodelay(true)
+            .map_err(|e| format!("setting TCP_NODELAY on {addr}: {e}"))?;
+        let mut stream = match &self.tls {
+            None => Conn::Plain(tcp),
+            Some(tls) => {
+                let conn = tls
+                    .connect(tcp, &addr)
+                    .await
+                    .map_err(|e| format!("TLS with {addr}: {e}"))?;
+                let answered = conn.peer_identity();
+                if answered != Some(CertIdentity::Store(store_id)) {
+                    return Err(format!(
+                        "the certificate of the node at {addr} names {}, not store {store_id}",
+                        answered.map_or("nobody".to_string(), |who| who.to_string())
+                    ));
+                }
+                conn
+            }
+        };
+        let mut opening = preface.to_vec();
+        opening.extend_from_slice(&self.hello.encode());
+        stream
+            .write_all(&opening)
+            .await
+            .map_err(|e| format!("writing the preface to {addr}: {e}"))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| format!("writing the preface to {addr}: {e}"))?;
+        Ok(stream)
+    }
 }
 
 /// Connects to `store_id` and streams the snapshot message `msg` there.
 async fn stream_snapshot(
     store_id: u64,
-    addresses: &AddressBook,
-    hello: Hello,
+    dialer: &Dialer,
     msg: RaftMessage,
 ) -> Result<snapshot_stream::Streamed, String> {
-    let stream = connect(store_id, addresses, SNAPSHOT_PREFACE, hello).await?;
+    let stream = dialer.connect(store_id, SNAPSHOT_PREFACE).await?;
     snapshot_stream::send(stream, msg).await
 }
 
 /// Writes batches on `stream` until the queue closes (`Ok`) or the connection fails.
 async fn pump(
-    stream: TcpStream,
+    stream: Conn,
     first: RaftMessage,
     rx: &mut mpsc::Receiver<RaftMessage>,
 ) -> Result<(), String> {
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let mut frames = FramedWrite::new(writer, codec());
     let mut next = Some(first);
     let mut probe = [0u8; 1];
@@ -585,7 +618,7 @@ mod tests {
         own: u64,
         deliver: impl Fn(RaftMessage) + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let peers = PeerListener::new(Identity::new(1, own), Handle::current());
+        let peers = PeerListener::new(Identity::new(1, own), Handle::current(), None);
         peers.serve_raft(RaftInbound {
             own: hello(own),
             addresses: known_stores(),

@@ -681,8 +681,7 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
     assert!(config.nodes >= 1, "at least one node");
     let cluster = ProcessCluster::start_with_config(config.nodes, NODE_CONFIG);
     let urls = (1..=config.nodes).map(|id| cluster.url(id)).collect();
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = tinykv::security::http_client_builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .build()

@@ -129,8 +129,7 @@ async fn region1_peers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finding_is_refused_and_nothing_is_lost() {
     let mut cluster = ProcessCluster::start_with_config(3, "[api]\nbody_read_timeout_ms = 1500\n");
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = tinykv::security::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

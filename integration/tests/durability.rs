@@ -50,8 +50,7 @@ impl Outcomes {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    tinykv::security::http_client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()

@@ -241,7 +241,7 @@ async fn arbitrary_bytes_and_messages_on_the_peer_listener_change_nothing() {
     let node = Node::start(lone_node_config(dir.path().join("node")))
         .await
         .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = tinykv::security::http_client_builder().build().unwrap();
     must_put(&http, &node, "precious", "data").await;
 
     let hello = |store: u64| {
@@ -323,8 +323,7 @@ async fn arbitrary_json_to_the_placement_driver_changes_nothing() {
     let node = Node::start(lone_node_config(dir.path().join("node")))
         .await
         .unwrap();
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = tinykv::security::http_client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

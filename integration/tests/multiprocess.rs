@@ -39,7 +39,7 @@ async fn applied_index(http: &reqwest::Client, cluster: &ProcessCluster, id: u64
 #[tokio::test]
 async fn kill_leader_keep_writing_restart_lose_nothing() {
     let mut cluster = ProcessCluster::start(3);
-    let http = reqwest::Client::new();
+    let http = tinykv::security::http_client_builder().build().unwrap();
     for node in cluster.nodes().to_vec() {
         cluster.wait_healthy(node.id, &http).await;
     }
@@ -89,7 +89,7 @@ async fn hundred_thousand_keys_split_into_many_regions() {
         3,
         "region_max_size = 262144\nregion_split_size = 196608\nsplit_check_tick_ms = 200\n",
     );
-    let http = reqwest::Client::new();
+    let http = tinykv::security::http_client_builder().build().unwrap();
     for node in cluster.nodes().to_vec() {
         cluster.wait_healthy(node.id, &http).await;
     }

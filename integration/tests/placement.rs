@@ -31,7 +31,7 @@ fn value_of(i: u64) -> String {
 /// Starts `count` nodes and writes [`KEYS`] keys through them.
 async fn loaded_cluster(count: u64) -> (ProcessCluster, reqwest::Client) {
     let cluster = ProcessCluster::start_with_raftstore_and_config(count, SMALL_REGIONS, FAST_PD);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = tinykv::security::http_client_builder().build().unwrap();
     for id in 1..=count {
         cluster.wait_healthy(id, &http).await;
     }

@@ -36,7 +36,6 @@
 //! (every byte but ASCII letters, digits and `-._~`), the same form the KV endpoints take
 //! keys in, and a split key is read back from that form.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -50,6 +49,7 @@ use tinykv_proto::metapb;
 use super::ApiState;
 use crate::error::{error_chain, Error, Result};
 use crate::placement::PdRequest;
+use crate::security::NodeHttp;
 
 /// Largest body the admin endpoints accept.
 pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -239,15 +239,13 @@ pub async fn get_store(req: HttpRequest, state: web::Data<ApiState>) -> Result<H
 /// How long `GET /v1/admin/stores` waits for another store's health probe.
 pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// The HTTP client of the health probes (no proxy, short timeouts).
-static PROBE_CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(STORE_PROBE_TIMEOUT)
-        .timeout(STORE_PROBE_TIMEOUT)
-        .build()
-        .unwrap_or_default()
-});
+/// The HTTP client of the health probes of `GET /v1/admin/stores` (short timeouts;
+/// with TLS, the node's certificate), for [`ApiState::health_probe`].
+pub fn health_probe_client(tls: Option<&crate::security::Tls>) -> Result<NodeHttp> {
+    NodeHttp::build(tls, STORE_PROBE_TIMEOUT, "health probe's", |builder| {
+        builder.timeout(STORE_PROBE_TIMEOUT)
+    })
+}
 
 /// A store of the address book as `GET /v1/admin/stores` shows it.
 #[derive(Debug, Serialize)]
@@ -281,11 +279,12 @@ pub struct StoreView {
 pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
     let local_id = state.service.store_id();
     let routes = state.service.store().regions().await?;
+    let health_probe = &state.health_probe;
     let probes = state.addresses.all().into_iter().map(|address| async move {
         let probe = if address.id == local_id {
             Ok(())
         } else {
-            probe_health(address.id, &address.http_addr).await
+            probe_health(health_probe, address.id, &address.http_addr).await
         };
         (address, probe)
     });
@@ -325,9 +324,14 @@ pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
 
 /// Asks store `id` at `http_addr` for `GET /health?live`: `Ok` if it answers 200 as that
 /// store.
-async fn probe_health(id: u64, http_addr: &str) -> std::result::Result<(), String> {
-    let response = PROBE_CLIENT
-        .get(format!("http://{http_addr}/health?live"))
+async fn probe_health(
+    http: &NodeHttp,
+    id: u64,
+    http_addr: &str,
+) -> std::result::Result<(), String> {
+    let response = http
+        .client()
+        .get(http.url(http_addr, "/health?live"))
         .send()
         .await
         .map_err(|e| error_chain(&e))?;

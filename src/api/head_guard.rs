@@ -28,6 +28,11 @@
 //! does: it shuts down its sending side, then reads and discards what still arrives,
 //! for at most [`LINGER_TIME`] and [`LINGER_BYTES`], with at most [`MAX_LINGERING`]
 //! connections lingering at once (past that, it closes at once as before).
+//!
+//! The guard sits on the decrypted side of a TLS connection, so it reads the same bytes
+//! on HTTPS. There, a refusal can only be written through the TLS session, when actix
+//! shuts the connection down (not as the connection is dropped), and a lingering close
+//! discards ciphertext.
 
 use std::future::Future;
 use std::os::fd::AsFd;
@@ -42,6 +47,7 @@ use tokio::time::Sleep;
 
 use crate::api::error::error_body;
 use crate::error::Error;
+use crate::security::Conn;
 
 /// Longest request head the client listener takes (actix's own buffer holds 128 KiB).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -84,7 +90,7 @@ enum Chunk {
 
 /// A client connection with its heads watched; see the module documentation.
 pub struct HeadGuard {
-    inner: TcpStream,
+    inner: Conn,
     phase: Phase,
     timeout: Duration,
     /// Runs while a head is being read.
@@ -95,7 +101,7 @@ pub struct HeadGuard {
 
 impl HeadGuard {
     /// Guards `inner`, each head of which must arrive within `timeout`.
-    pub fn new(inner: TcpStream, timeout: Duration) -> HeadGuard {
+    pub fn new(inner: Conn, timeout: Duration) -> HeadGuard {
         HeadGuard {
             inner,
             phase: Phase::Head {
@@ -200,10 +206,11 @@ impl HeadGuard {
         self.timer = None;
     }
 
-    /// Writes the refusal straight to the socket, as far as it goes without waiting.
+    /// Writes the refusal straight to the socket, as far as it goes without waiting (on
+    /// plaintext only: TLS needs the session, which is going away).
     fn write_refusal_now(&mut self) {
-        if let Some(refusal) = self.refusal.take() {
-            let _ = self.inner.try_write(&refusal);
+        if let (Some(refusal), Conn::Plain(tcp)) = (self.refusal.take(), &self.inner) {
+            let _ = tcp.try_write(&refusal);
         }
     }
 }
@@ -350,6 +357,7 @@ impl HeadGuard {
         }
         let duplicate = self
             .inner
+            .tcp()
             .as_fd()
             .try_clone_to_owned()
             .map(std::net::TcpStream::from);
@@ -403,7 +411,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (HeadGuard::new(server, timeout), client)
+        (HeadGuard::new(Conn::Plain(server), timeout), client)
     }
 
     /// Everything the guard lets through until end-of-file.

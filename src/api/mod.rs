@@ -58,6 +58,8 @@ pub struct ApiState {
     pub limits: ApiConfig,
     /// Where the cluster's stores listen.
     pub addresses: AddressBook,
+    /// Asks other nodes' client listeners whether they are alive.
+    pub health_probe: crate::security::NodeHttp,
 }
 
 /// Registers every route of the API, for `App::configure`.

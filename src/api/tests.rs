@@ -64,7 +64,7 @@ impl SingleStore {
             attempt: Duration::from_secs(3),
         };
         let forwarder: Arc<dyn Forwarder> =
-            Arc::new(HttpForwarder::new(addresses.clone(), timeouts.attempt).unwrap());
+            Arc::new(HttpForwarder::new(addresses.clone(), timeouts.attempt, None).unwrap());
         let limits = ApiConfig {
             max_key_bytes: 32,
             max_value_bytes: 1024,
@@ -91,6 +91,7 @@ impl SingleStore {
             1,
             addresses.all(),
             timeouts.attempt,
+            None,
         )
         .unwrap();
         let pd = crate::placement::PdClient::new(
@@ -99,6 +100,7 @@ impl SingleStore {
             addresses.clone(),
             vec![],
             timeouts.attempt,
+            None,
         )
         .unwrap();
         let state = web::Data::new(ApiState {
@@ -108,6 +110,7 @@ impl SingleStore {
             pd: Arc::new(pd),
             limits,
             addresses,
+            health_probe: crate::api::admin::health_probe_client(None).unwrap(),
         });
         SingleStore {
             store,
@@ -135,6 +138,7 @@ impl SingleStore {
         let peers = crate::peer_listener::PeerListener::new(
             crate::peer_api::Identity::new(1, store_id),
             tokio::runtime::Handle::current(),
+            None,
         );
         peers.serve_api(Arc::new(crate::peer_api::PeerApi {
             service: self.state.service.clone(),
@@ -385,8 +389,7 @@ async fn post_peer(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, bytes::Bytes) {
-    let response = reqwest::Client::builder()
-        .no_proxy()
+    let response = crate::security::http_client_builder()
         .build()
         .unwrap()
         .post(format!("http://{peer}{path}"))
@@ -558,7 +561,7 @@ async fn a_forwarded_request_executes_on_the_target_node() {
     let served = node.serve().await;
 
     let book = AddressBook::new([served.address(1)]);
-    let forwarder = HttpForwarder::new(book, Duration::from_secs(3)).unwrap();
+    let forwarder = HttpForwarder::new(book, Duration::from_secs(3), None).unwrap();
     let put = KvOp::Put {
         cf: Cf::Default,
         key: b"k".to_vec(),
@@ -797,7 +800,7 @@ async fn a_raw_command_round_trips_through_the_internal_endpoint() {
     let node = SingleStore::start().await;
     let served = node.serve().await;
     let book = AddressBook::new([served.address(1)]);
-    let forwarder = HttpForwarder::new(book, Duration::from_secs(3)).unwrap();
+    let forwarder = HttpForwarder::new(book, Duration::from_secs(3), None).unwrap();
 
     // The store may still be electing itself: a read succeeds once it leads.
     let mut response = forwarder.forward_command(1, region_read(1)).await.unwrap();
@@ -1573,6 +1576,7 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
         1,
         node.state.addresses.all(),
         Duration::from_secs(3),
+        None,
     )
     .unwrap();
     let view = pd_server

@@ -21,6 +21,7 @@ use crate::address_book::AddressBook;
 use crate::admin::RegionDirectory;
 use crate::config::StoreAddress;
 use crate::error::{error_chain, Error, Result};
+use crate::security::{NodeHttp, Tls};
 
 /// Path of the PD endpoint on every node.
 pub const PD_PATH: &str = "/internal/v1/pd";
@@ -43,7 +44,7 @@ pub struct PdClient {
     local_store_id: u64,
     addresses: AddressBook,
     seeds: Vec<String>,
-    http: reqwest::Client,
+    http: NodeHttp,
     leader: Mutex<Option<Target>>,
 }
 
@@ -56,13 +57,11 @@ impl PdClient {
         addresses: AddressBook,
         seeds: Vec<String>,
         attempt_timeout: Duration,
+        tls: Option<&Tls>,
     ) -> Result<PdClient> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(attempt_timeout)
-            .timeout(attempt_timeout)
-            .build()
-            .map_err(|e| Error::Io(format!("cannot build the PD client: {e}")))?;
+        let http = NodeHttp::build(tls, attempt_timeout, "PD client's", |builder| {
+            builder.timeout(attempt_timeout)
+        })?;
         Ok(PdClient {
             local,
             local_store_id,
@@ -153,7 +152,8 @@ impl PdClient {
         };
         let response = self
             .http
-            .post(format!("http://{addr}{PD_PATH}"))
+            .client()
+            .post(self.http.url(addr, PD_PATH))
             .header("content-type", "application/json")
             .body(serde_json::to_vec(request).expect("requests serialize"))
             .send()

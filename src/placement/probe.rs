@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::config::StoreAddress;
 use crate::error::{error_chain, Error, Result};
 use crate::peer_api::{IdentityView, IDENTITY_PATH};
+use crate::security::{NodeHttp, Tls};
 
 /// How long a probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,19 +30,17 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Asks nodes who they are; see the module documentation.
 #[derive(Clone)]
 pub struct Probe {
-    http: reqwest::Client,
+    http: NodeHttp,
     cluster_id: u64,
 }
 
 impl Probe {
-    /// A probe for the nodes of cluster `cluster_id`.
-    pub fn new(cluster_id: u64) -> Result<Probe> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(PROBE_TIMEOUT)
-            .connect_timeout(PROBE_TIMEOUT)
-            .build()
-            .map_err(|e| Error::Io(format!("cannot build the probe's HTTP client: {e}")))?;
+    /// A probe for the nodes of cluster `cluster_id`, reaching them with `tls`
+    /// (plaintext if `None`).
+    pub fn new(cluster_id: u64, tls: Option<&Tls>) -> Result<Probe> {
+        let http = NodeHttp::build(tls, PROBE_TIMEOUT, "probe's", |builder| {
+            builder.timeout(PROBE_TIMEOUT)
+        })?;
         Ok(Probe { http, cluster_id })
     }
 
@@ -120,9 +119,10 @@ impl Probe {
 
     /// The identity of the node whose peer listener is at `raft_addr`.
     async fn identity(&self, raft_addr: &str) -> std::result::Result<IdentityView, String> {
-        let url = format!("http://{raft_addr}{IDENTITY_PATH}");
+        let url = self.http.url(raft_addr, IDENTITY_PATH);
         let response = self
             .http
+            .client()
             .get(url)
             .send()
             .await
@@ -137,9 +137,10 @@ impl Probe {
 
     /// The store id a node's `GET /health` at `http_addr` names.
     async fn health_store_id(&self, http_addr: &str) -> std::result::Result<u64, String> {
-        let url = format!("http://{http_addr}/health?live");
+        let url = self.http.url(http_addr, "/health?live");
         let response = self
             .http
+            .client()
             .get(url)
             .send()
             .await

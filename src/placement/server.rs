@@ -53,6 +53,7 @@ use crate::admin::AdminService;
 use crate::config::{PdConfig, StoreAddress};
 use crate::error::{Error, Result};
 use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError};
+use crate::security::Tls;
 use crate::service::cf_name;
 
 /// How many heartbeat intervals a leadership must last before it turns drained stores
@@ -115,6 +116,7 @@ impl PdServer {
         cluster_id: u64,
         initial_stores: Vec<StoreAddress>,
         timeout: Duration,
+        tls: Option<&Tls>,
     ) -> Result<PdServer> {
         Ok(PdServer {
             inner: Arc::new(Inner {
@@ -125,7 +127,7 @@ impl PdServer {
                 cluster_id,
                 initial_stores,
                 timeout,
-                probe: Probe::new(cluster_id)?,
+                probe: Probe::new(cluster_id, tls)?,
                 leadership: tokio::sync::Mutex::new(None),
             }),
         })
@@ -355,9 +357,10 @@ impl PdServer {
                 raft_addr,
                 http_addr,
                 join_token,
+                store_id,
             } => {
                 let joining = StoreAddress {
-                    id: 0,
+                    id: store_id,
                     raft_addr,
                     http_addr,
                 };
@@ -535,9 +538,9 @@ impl PdServer {
         now: u64,
     ) -> Result<JoinReply> {
         let StoreAddress {
+            id: requested,
             raft_addr,
             http_addr,
-            ..
         } = joining;
         if cluster_id != leadership.cluster.cluster_id {
             return Err(Error::bad_request(
@@ -564,7 +567,19 @@ impl PdServer {
             .check_joiner(&raft_addr, join_token)
             .await
             .inspect_err(|e| tracing::warn!("refusing a join: {e}"))?;
-        let store_id = leadership.next_store_id;
+        let store_id = match requested {
+            0 => leadership.next_store_id,
+            id if leadership.stores.contains_key(&id) => {
+                return Err(Error::Conflict {
+                    code: "store_exists",
+                    message: format!(
+                        "store {id} is already a member of the cluster (or was one): a \
+                         joining node needs a certificate naming a new store id"
+                    ),
+                })
+            }
+            id => id,
+        };
         let mut entries = Vec::new();
         if store_id > leadership.store_id_limit {
             entries.push(store_id_limit_entry(store_id - 1 + STORE_ID_BATCH));
@@ -579,7 +594,7 @@ impl PdServer {
         if store_id > leadership.store_id_limit {
             leadership.store_id_limit = store_id - 1 + STORE_ID_BATCH;
         }
-        leadership.next_store_id = store_id + 1;
+        leadership.next_store_id = leadership.next_store_id.max(store_id + 1);
         leadership
             .coordinator
             .cluster_mut()

@@ -36,6 +36,10 @@ pub enum PdRequest {
         /// so a join naming addresses where no joining node listens is refused.
         #[serde(default)]
         join_token: String,
+        /// The store id the node asks for: with TLS, the one its certificate names (the
+        /// peer listener sets it to that); 0 lets the PD choose.
+        #[serde(default)]
+        store_id: u64,
     },
     /// The cluster summary (`GET /v1/admin/cluster`).
     Cluster,

@@ -9,8 +9,8 @@
 //! replacing the files: nodes reload them, see [`super::credentials`]).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -151,6 +151,9 @@ mod tests {
             Ok(CertIdentity::User("ops".into()))
         );
         let ca_der = CertificateDer::from_pem_slice(ca.issued.cert_pem.as_bytes()).unwrap();
-        assert!(CertIdentity::of_certificate(&ca_der).is_err(), "a CA is nobody");
+        assert!(
+            CertIdentity::of_certificate(&ca_der).is_err(),
+            "a CA is nobody"
+        );
     }
 }

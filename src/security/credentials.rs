@@ -152,9 +152,10 @@ fn load(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Loaded, Stri
             files.cert.display()
         )
     })?;
-    let client_required = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| format!("{}: {e}", files.ca.display()))?;
+    let client_required =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| format!("{}: {e}", files.ca.display()))?;
     Ok(Loaded {
         roots,
         key: Arc::new(key),

@@ -77,7 +77,9 @@ impl CertIdentity {
             return if valid {
                 Ok(CertIdentity::User(name.to_string()))
             } else {
-                Err(format!("{uri:?} does not name a user (letters, digits, - _ . @)"))
+                Err(format!(
+                    "{uri:?} does not name a user (letters, digits, - _ . @)"
+                ))
             };
         }
         Err(format!("{uri:?} names neither a store nor a user"))

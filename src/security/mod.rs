@@ -29,11 +29,12 @@
 pub mod certs;
 pub mod credentials;
 pub mod identity;
+mod node_http;
 mod verify;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ use crate::config::SecurityConfig;
 use crate::error::{Error, Result};
 pub use credentials::{Credentials, TlsFiles};
 pub use identity::CertIdentity;
+pub use node_http::NodeHttp;
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +62,23 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ChaCha20) are what TLS 1.3 deployments use today.
 #[allow(deprecated)]
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            // The HTTP client (reqwest) builds its TLS setup from the process's default
+            // provider, even for a client that only ever speaks plain HTTP.
+            let _ = CryptoProvider::install_default((*provider).clone());
+            provider
+        })
+        .clone()
+}
+
+/// A builder of an HTTP client (reqwest) that uses no proxy, for tools and tests; the
+/// process's crypto provider is installed first, which reqwest needs to build any client.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    crypto_provider();
+    reqwest::Client::builder().no_proxy()
 }
 
 /// A node's TLS setup; see the module documentation. Clones share it.
@@ -107,7 +125,9 @@ impl Tls {
                 .with_client_cert_verifier(Arc::new(verify::ClusterClients(credentials.clone())))
                 .with_cert_resolver(key.clone())
         } else {
-            builder.with_no_client_auth().with_cert_resolver(key.clone())
+            builder
+                .with_no_client_auth()
+                .with_cert_resolver(key.clone())
         };
         client_server.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut peer_client = ClientConfig::builder_with_provider(provider)

@@ -87,7 +87,7 @@ impl Target {
     /// A client whose pool keeps up to `connections` idle connections per endpoint and
     /// fails requests that take longer than `timeout`.
     pub fn new(kind: TargetKind, connections: usize, timeout: Duration) -> Result<Target, String> {
-        let http = reqwest::Client::builder()
+        let http = tinykv::security::http_client_builder()
             .pool_max_idle_per_host(connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)

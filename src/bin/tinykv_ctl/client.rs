@@ -74,8 +74,7 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client of the node at `addr` (`HOST:PORT`, or a URL starting with `http://`).
     pub fn new(addr: &str) -> Result<AdminClient, CtlError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = tinykv::security::http_client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
