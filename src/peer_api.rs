@@ -587,6 +587,43 @@ mod tests {
     }
 
     #[test]
+    fn with_tls_the_pd_hears_each_store_only_about_itself() {
+        let heartbeat = |store_id| {
+            PdRequest::Heartbeat(crate::placement::wire::HeartbeatBatch {
+                store: crate::placement::wire::StoreReport {
+                    store_id,
+                    raft_addr: "10.0.0.9:20160".into(),
+                    http_addr: "10.0.0.9:8080".into(),
+                    region_count: 0,
+                    used_size: None,
+                },
+                regions: vec![],
+            })
+        };
+        let join = |store_id| PdRequest::Join {
+            cluster_id: 1,
+            raft_addr: "10.0.0.9:20160".into(),
+            http_addr: "10.0.0.9:8080".into(),
+            join_token: "t".into(),
+            store_id,
+        };
+        // Store 2's certificate: its own heartbeat passes, another store's is refused.
+        assert!(authorize_pd_request(heartbeat(2), Some(2)).is_ok());
+        let forged = authorize_pd_request(heartbeat(3), Some(2)).unwrap_err();
+        assert_eq!(forged.code(), "identity_mismatch");
+        assert_eq!(forged.status().as_u16(), 403);
+        // A join becomes a join as the certificate's store, and only that one.
+        match authorize_pd_request(join(0), Some(5)).unwrap() {
+            PdRequest::Join { store_id, .. } => assert_eq!(store_id, 5),
+            other => panic!("{other:?}"),
+        }
+        assert!(authorize_pd_request(join(6), Some(5)).is_err());
+        // Without TLS there is no identity to hold a request to.
+        assert!(authorize_pd_request(heartbeat(3), None).is_ok());
+        assert!(authorize_pd_request(PdRequest::Cluster, Some(2)).is_ok());
+    }
+
+    #[test]
     fn the_join_token_is_shown_only_while_joining() {
         let identity = Identity::new(7, 0);
         assert_eq!(identity.view().join_token, identity.join_token());

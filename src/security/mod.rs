@@ -27,9 +27,12 @@
 //! makes a CA and certificates for a cluster.
 
 pub mod certs;
+mod client_tls;
 pub mod credentials;
 pub mod identity;
 mod node_http;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +50,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use crate::config::SecurityConfig;
 use crate::error::{Error, Result};
+pub use client_tls::ClientTlsFiles;
 pub use credentials::{Credentials, TlsFiles};
 pub use identity::CertIdentity;
 pub use node_http::NodeHttp;
