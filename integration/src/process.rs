@@ -10,6 +10,11 @@
 //! (`tinykv-ctl`, for tests of the CLI, at `$TINYKV_CTL_BIN`), or next to the running
 //! executable, or in the target directory of the test executable (built first if it is
 //! missing).
+//!
+//! A secure cluster ([`ProcessCluster::start_secure`]) runs with TLS everywhere: the
+//! cluster makes a CA in its directory, a certificate for each store (and for each node
+//! that joins), and an `admin` user certificate its [`ProcessCluster::client`] presents;
+//! tests issue more ([`ProcessCluster::issue`]) to play a compromised node or a stranger.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use tinykv::security::certs::CertAuthority;
+use tinykv::security::{CertIdentity, ClientTlsFiles, TlsFiles};
 
 /// Ports of one node.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +46,14 @@ pub struct ProcessCluster {
     shared_toml: String,
     /// How many nodes the cluster started with (the others joined).
     initial_count: usize,
+    /// The CA of a secure cluster, and whether clients need certificates.
+    secure: Option<Secure>,
+}
+
+/// What a secure cluster keeps: its CA, and whether clients must present a certificate.
+struct Secure {
+    ca: CertAuthority,
+    client_cert_auth: bool,
 }
 
 /// `count` distinct loopback ports that were free a moment ago, none of them in `taken`.
@@ -126,6 +141,28 @@ impl ProcessCluster {
         raftstore: &str,
         extra_toml: &str,
     ) -> ProcessCluster {
+        ProcessCluster::launch(count, raftstore, extra_toml, None)
+    }
+
+    /// Writes configs for `count` nodes with TLS everywhere (see the module
+    /// documentation) and starts them all; with `client_cert_auth`, clients of the REST
+    /// API must present a certificate too. `extra_toml` as for
+    /// [`ProcessCluster::start_with_config`] (without `[security]`).
+    pub fn start_secure(count: u64, client_cert_auth: bool, extra_toml: &str) -> ProcessCluster {
+        let ca = CertAuthority::generate("process cluster CA").expect("a CA");
+        let secure = Secure {
+            ca,
+            client_cert_auth,
+        };
+        ProcessCluster::launch(count, "", extra_toml, Some(secure))
+    }
+
+    fn launch(
+        count: u64,
+        raftstore: &str,
+        extra_toml: &str,
+        secure: Option<Secure>,
+    ) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("tinykv-procs-")
             .tempdir()
@@ -148,7 +185,13 @@ impl ProcessCluster {
             nodes,
             shared_toml,
             initial_count: count as usize,
+            secure,
         };
+        if let Some(secure) = &cluster.secure {
+            std::fs::create_dir_all(cluster.certs_dir()).expect("certs dir");
+            std::fs::write(cluster.ca_path(), &secure.ca.issued.cert_pem).expect("write CA");
+            cluster.issue("user-admin", &CertIdentity::User("admin".into()));
+        }
         for n in cluster.nodes.clone() {
             let node = format!(
                 "[node]\nstore_id = {}\ndata_dir = \"{}\"\n",
@@ -199,9 +242,18 @@ impl ProcessCluster {
     }
 
     /// Writes `node<id>.toml`: `node_section`, the shared sections, `cluster_section`, and
-    /// the address book of the initial stores.
+    /// the address book of the initial stores; in a secure cluster, a `[security]`
+    /// section with a certificate for store `id`, issued now.
     fn write_config(&self, id: u64, node_section: &str, cluster_section: &str) {
         let mut config = format!("{node_section}\n{}\n{cluster_section}\n", self.shared_toml);
+        if let Some(secure) = &self.secure {
+            let files = self.issue(&format!("store-{id}"), &CertIdentity::Store(id));
+            config.push_str(&format!(
+                "[security]\nca_path = {:?}\ncert_path = {:?}\nkey_path = {:?}\n\
+                 client_cert_auth = {}\nreload_interval_ms = 200\n\n",
+                files.ca, files.cert, files.key, secure.client_cert_auth
+            ));
+        }
         for n in &self.nodes[..self.initial_count] {
             config.push_str(&format!(
                 "[[cluster.stores]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n",
@@ -217,9 +269,65 @@ impl ProcessCluster {
         &self.nodes
     }
 
-    /// Base URL of node `id`'s HTTP API.
+    /// Base URL of node `id`'s HTTP API (`https` in a secure cluster).
     pub fn url(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[(id - 1) as usize].http)
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[(id - 1) as usize].http)
+    }
+
+    /// Where a secure cluster keeps its certificates.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The CA certificate of a secure cluster.
+    pub fn ca_path(&self) -> PathBuf {
+        self.certs_dir().join("ca.pem")
+    }
+
+    /// Issues a certificate for `identity` with the secure cluster's CA into
+    /// `certs/<name>.pem` and `.key` (replacing any), valid for 127.0.0.1 and localhost;
+    /// returns the files of whoever uses it. Panics on a plaintext cluster.
+    pub fn issue(&self, name: &str, identity: &CertIdentity) -> TlsFiles {
+        let secure = self.secure.as_ref().expect("a secure cluster");
+        let issued = secure
+            .ca
+            .issue(identity, &["127.0.0.1".into(), "localhost".into()], 2)
+            .expect("a certificate");
+        let files = TlsFiles {
+            ca: self.ca_path(),
+            cert: self.certs_dir().join(format!("{name}.pem")),
+            key: self.certs_dir().join(format!("{name}.key")),
+        };
+        // The key first: a node reloading between the two writes sees a certificate
+        // without its key and keeps the old pair.
+        std::fs::write(&files.key, issued.key_pem).expect("write key");
+        std::fs::write(&files.cert, issued.cert_pem).expect("write certificate");
+        files
+    }
+
+    /// An HTTP client of the REST API: plain, or in a secure cluster one that trusts
+    /// the CA and presents the `admin` user certificate.
+    pub fn client(&self) -> reqwest::Client {
+        match &self.secure {
+            None => tinykv::security::http_client_builder(),
+            Some(_) => ClientTlsFiles {
+                ca: self.ca_path(),
+                cert_and_key: Some((
+                    self.certs_dir().join("user-admin.pem"),
+                    self.certs_dir().join("user-admin.key"),
+                )),
+            }
+            .http_client_builder()
+            .expect("the admin client's TLS files"),
+        }
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("an HTTP client")
     }
 
     /// Starts node `id` (again) over its data directory.

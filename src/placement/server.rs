@@ -562,11 +562,6 @@ impl PdServer {
             }
             .into());
         }
-        self.inner
-            .probe
-            .check_joiner(&raft_addr, join_token)
-            .await
-            .inspect_err(|e| tracing::warn!("refusing a join: {e}"))?;
         let store_id = match requested {
             0 => leadership.next_store_id,
             id if leadership.stores.contains_key(&id) => {
@@ -580,6 +575,11 @@ impl PdServer {
             }
             id => id,
         };
+        self.inner
+            .probe
+            .check_joiner(&raft_addr, join_token)
+            .await
+            .inspect_err(|e| tracing::warn!("refusing a join: {e}"))?;
         let mut entries = Vec::new();
         if store_id > leadership.store_id_limit {
             entries.push(store_id_limit_entry(store_id - 1 + STORE_ID_BATCH));
