@@ -165,6 +165,9 @@ pub struct ChaosConfig {
     pub out: Option<PathBuf>,
     /// Bound of the checker's search per key.
     pub max_states: usize,
+    /// Runs the cluster with TLS everywhere ([`ProcessCluster::start_secure`]): clients
+    /// over HTTPS, nodes over mutual TLS.
+    pub tls: bool,
 }
 
 impl Default for ChaosConfig {
@@ -179,6 +182,7 @@ impl Default for ChaosConfig {
             faults: FaultKind::ALL.to_vec(),
             out: None,
             max_states: CheckConfig::default().max_states,
+            tls: false,
         }
     }
 }
@@ -679,9 +683,14 @@ async fn final_reads(ctx: &Ctx, key: String, deadline: Instant) -> Vec<(String, 
 /// verdict line to stdout.
 pub async fn run(config: ChaosConfig) -> ChaosOutcome {
     assert!(config.nodes >= 1, "at least one node");
-    let cluster = ProcessCluster::start_with_config(config.nodes, NODE_CONFIG);
+    let cluster = if config.tls {
+        ProcessCluster::start_secure(config.nodes, false, NODE_CONFIG)
+    } else {
+        ProcessCluster::start_with_config(config.nodes, NODE_CONFIG)
+    };
     let urls = (1..=config.nodes).map(|id| cluster.url(id)).collect();
-    let http = tinykv::security::http_client_builder()
+    let http = cluster
+        .client_builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .build()

@@ -276,7 +276,10 @@ impl ProcessCluster {
         } else {
             "http"
         };
-        format!("{scheme}://127.0.0.1:{}", self.nodes[(id - 1) as usize].http)
+        format!(
+            "{scheme}://127.0.0.1:{}",
+            self.nodes[(id - 1) as usize].http
+        )
     }
 
     /// Where a secure cluster keeps its certificates.
@@ -310,9 +313,17 @@ impl ProcessCluster {
         files
     }
 
-    /// An HTTP client of the REST API: plain, or in a secure cluster one that trusts
-    /// the CA and presents the `admin` user certificate.
+    /// An HTTP client of the REST API (15 s per request): plain, or in a secure cluster
+    /// one that trusts the CA and presents the `admin` user certificate.
     pub fn client(&self) -> reqwest::Client {
+        self.client_builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("an HTTP client")
+    }
+
+    /// A builder of [`ProcessCluster::client`]'s kind of client, to set more on.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
         match &self.secure {
             None => tinykv::security::http_client_builder(),
             Some(_) => ClientTlsFiles {
@@ -325,9 +336,6 @@ impl ProcessCluster {
             .http_client_builder()
             .expect("the admin client's TLS files"),
         }
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("an HTTP client")
     }
 
     /// Starts node `id` (again) over its data directory.

@@ -2,7 +2,9 @@
 //! rotating keys while a nemesis kills, pauses and partitions nodes, moves leaders and
 //! splits regions; the recorded history, final reads of every key on every node included,
 //! must be linearizable. `CHAOS_SEED` picks another seed, `CHAOS_OUT` keeps the artifacts
-//! (history.jsonl, faults.log, diagrams) in a directory of your choice.
+//! (history.jsonl, faults.log, diagrams) in a directory of your choice. A second, shorter
+//! run does the same over TLS (HTTPS clients, mutual TLS between the nodes), where every
+//! kill, pause and partition also breaks TLS sessions that must be opened again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +14,16 @@ use tinykv_integration::linearizability::{self, CheckConfig, Command, History, O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_seeded_chaos_run_is_linearizable() {
+    seeded_run(false, Duration::from_secs(25)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_seeded_chaos_run_over_tls_is_linearizable() {
+    seeded_run(true, Duration::from_secs(15)).await;
+}
+
+/// Runs chaos for `duration` (over TLS if `tls`) and checks the outcome.
+async fn seeded_run(tls: bool, duration: Duration) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -19,11 +31,15 @@ async fn a_short_seeded_chaos_run_is_linearizable() {
     let out = std::env::var("CHAOS_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            std::env::temp_dir().join(format!("tinykv-chaos-seed{seed}-{}", std::process::id()))
+            let tls = if tls { "-tls" } else { "" };
+            std::env::temp_dir().join(format!(
+                "tinykv-chaos{tls}-seed{seed}-{}",
+                std::process::id()
+            ))
         });
     let config = ChaosConfig {
         nodes: 3,
-        duration: Duration::from_secs(25),
+        duration,
         clients: 8,
         keys: 4,
         key_rotation: Duration::from_secs(2),
@@ -31,6 +47,7 @@ async fn a_short_seeded_chaos_run_is_linearizable() {
         faults: FaultKind::ALL.to_vec(),
         out: Some(out.clone()),
         max_states: 2_000_000,
+        tls,
     };
     let outcome = chaos::run(config).await;
     println!("artifacts in {}", out.display());

@@ -62,6 +62,9 @@ struct Args {
     /// Bound of the checker's search, in states per key.
     #[arg(long, default_value_t = 1_000_000)]
     max_states: usize,
+    /// Run the cluster with TLS everywhere (a CA and certificates made for the run).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         faults,
         out: Some(args.out.clone()),
         max_states: args.max_states,
+        tls: args.tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
