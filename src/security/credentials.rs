@@ -96,10 +96,7 @@ impl Credentials {
         if stamp(&self.files) == current.stamp {
             return Ok(false);
         }
-        let loaded = match load(&self.files, &self.provider) {
-            Ok(loaded) => loaded,
-            Err(why) => return Err(why),
-        };
+        let loaded = load(&self.files, &self.provider)?;
         if loaded.identity != current.identity {
             return Err(format!(
                 "the new certificate names {}, this node is {}",

@@ -2,14 +2,22 @@
 //!
 //! Without a subcommand (or with `run`) the tool benchmarks one system; `compare` turns two
 //! `--json` results into a markdown table. Options are checked here, once, and turned into
-//! the plain values the runner needs ([`RunOptions::validate`]): endpoints without a
-//! trailing slash, a read ratio in `[0, 1]`, and exactly one way to stop (a duration or a
-//! number of operations).
+//! the plain values the runner needs ([`RunOptions::validate`]): endpoints with their
+//! scheme and without a trailing slash, a read ratio in `[0, 1]`, exactly one way to stop
+//! (a duration or a number of operations), and the TLS files.
+//!
+//! TLS is named as curl names it: `--cacert FILE` (the CA that signed the servers'
+//! certificates) makes every endpoint `https://` (a bare `HOST:PORT` gets that scheme,
+//! and the server's certificate must name that host); `--cert FILE` and `--key FILE` add
+//! a client certificate, for a cluster with `security.client_cert_auth`, and need
+//! `--cacert`. An `https://` endpoint without `--cacert`, or an `http://` one with it, is
+//! refused ([`resolve_tls`], [`normalize_endpoints`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tinykv::security::ClientTlsFiles;
 
 use crate::target::TargetKind;
 
@@ -34,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Benchmark one system (the default).
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Print a markdown table comparing two results written with --json.
     Compare(CompareOptions),
 }
@@ -80,10 +88,20 @@ pub struct RunOptions {
     /// The system under test.
     #[arg(long, value_enum, default_value_t = TargetKind::Tinykv)]
     pub target: TargetKind,
-    /// Comma-separated base URLs (http://host:port); clients are spread over them
-    /// round-robin. Default: the `make run` cluster for tinykv, 127.0.0.1:2379 for etcd.
+    /// Comma-separated base URLs (http://host:port, https://host:port with --cacert, or
+    /// host:port); clients are spread over them round-robin. Default: the `make run`
+    /// cluster for tinykv, 127.0.0.1:2379 for etcd.
     #[arg(long, value_delimiter = ',', value_name = "URLS")]
     pub endpoints: Vec<String>,
+    /// CA certificate (PEM) that signed the servers' certificates: talk HTTPS
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), for a cluster that requires one; needs --key and --cacert
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Concurrent clients (closed loop), or the cap on requests in flight (--rate).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub clients: usize,
@@ -167,6 +185,8 @@ pub struct Plan {
     pub label: String,
     /// Base URLs without a trailing slash.
     pub endpoints: Vec<String>,
+    /// The TLS files; `None` for plain HTTP.
+    pub tls: Option<ClientTlsFiles>,
     /// Concurrent clients.
     pub clients: usize,
     /// When to stop.
@@ -222,14 +242,17 @@ impl RunOptions {
             (None, Some(d)) => Stop::Duration(d),
             (None, None) => Stop::Duration(Duration::from_secs(30)),
         };
+        let tls = resolve_tls(&self.cacert, &self.cert, &self.key)?;
         let endpoints = if self.endpoints.is_empty() {
-            self.target
+            let defaults: Vec<String> = self
+                .target
                 .default_endpoints()
                 .iter()
                 .map(|s| s.to_string())
-                .collect()
+                .collect();
+            normalize_endpoints(&defaults, tls.is_some())?
         } else {
-            normalize_endpoints(&self.endpoints)?
+            normalize_endpoints(&self.endpoints, tls.is_some())?
         };
         Ok(Plan {
             target: self.target,
@@ -238,6 +261,7 @@ impl RunOptions {
                 .clone()
                 .unwrap_or_else(|| self.target.display_name().to_string()),
             endpoints,
+            tls,
             clients: self.clients,
             stop,
             rate: self.rate,
@@ -259,21 +283,66 @@ impl RunOptions {
     }
 }
 
-/// Trims the endpoints, drops empty ones and trailing slashes, and requires `http://`
-/// (the client is built without TLS).
-pub fn normalize_endpoints(raw: &[String]) -> Result<Vec<String>, String> {
+/// The TLS files of `--cacert`, `--cert` and `--key`: `None` without a CA; `--cert` and
+/// `--key` go together and need `--cacert`.
+pub fn resolve_tls(
+    cacert: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<ClientTlsFiles>, String> {
+    let cert_and_key = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together: give both, or neither".into()),
+    };
+    match (cacert, cert_and_key) {
+        (Some(ca), cert_and_key) => Ok(Some(ClientTlsFiles {
+            ca: ca.clone(),
+            cert_and_key,
+        })),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(
+            "--cert and --key need --cacert FILE, the CA that signed the servers' certificates"
+                .into(),
+        ),
+    }
+}
+
+/// Trims the endpoints, drops empty ones and trailing slashes, and gives each the scheme
+/// `tls` asks for: a bare `host:port` gets `https://` with TLS, `http://` without; an
+/// `https://` endpoint without TLS, an `http://` one with it, or another scheme is
+/// refused.
+pub fn normalize_endpoints(raw: &[String], tls: bool) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for e in raw {
         let e = e.trim().trim_end_matches('/');
         if e.is_empty() {
             continue;
         }
-        if !e.starts_with("http://") {
-            return Err(format!(
-                "endpoint {e:?} must start with http:// (TLS is not supported)"
-            ));
-        }
-        out.push(e.to_string());
+        let endpoint = match e.split_once("://") {
+            Some(("https", _)) if !tls => {
+                return Err(format!(
+                    "endpoint {e:?} is https://: give --cacert FILE, the CA that signed its \
+                     certificate"
+                ))
+            }
+            Some(("http", _)) if tls => {
+                return Err(format!(
+                    "endpoint {e:?} is plain http://, but --cacert asks for TLS: give \
+                     https:// or host:port"
+                ))
+            }
+            Some(("http" | "https", _)) => e.to_string(),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "endpoint {e:?}: unknown scheme {scheme:?} (give http://, https:// or \
+                     host:port)"
+                ))
+            }
+            None if tls => format!("https://{e}"),
+            None => format!("http://{e}"),
+        };
+        out.push(endpoint);
     }
     if out.is_empty() {
         return Err("--endpoints names no endpoint".into());
@@ -329,7 +398,9 @@ mod tests {
         assert_eq!(plan.value_size, 128);
         assert_eq!(plan.read_ratio, 0.5);
         assert_eq!(plan.stop, Stop::Duration(Duration::from_secs(30)));
+        assert_eq!(plan.endpoints[0], "http://127.0.0.1:8081");
         assert_eq!(plan.endpoints.len(), 3);
+        assert_eq!(plan.tls, None);
         assert_eq!(plan.label, "TinyKV-rs");
     }
 
@@ -365,10 +436,69 @@ mod tests {
         );
         assert_eq!(plan.stop, Stop::Ops(1000));
         assert_eq!(plan.label, "etcd");
-        assert!(normalize_endpoints(&["https://x".into()]).is_err());
-        assert!(normalize_endpoints(&[" ".into()]).is_err());
+        assert!(normalize_endpoints(&["https://x".into()], false).is_err());
+        assert!(normalize_endpoints(&[" ".into()], false).is_err());
+        assert!(normalize_endpoints(&["ftp://x".into()], false).is_err());
+        assert_eq!(
+            normalize_endpoints(&["h:1".into()], false).unwrap(),
+            ["http://h:1"]
+        );
         let no_duration = Cli::try_parse_from(["tinykv-bench", "--ops", "5", "--duration", "1s"]);
         assert!(no_duration.is_err(), "--ops and --duration conflict");
+    }
+
+    #[test]
+    fn tls_options_make_endpoints_https() {
+        let plan = parse(&["--cacert", "certs/ca.pem"]).run.validate().unwrap();
+        assert_eq!(
+            plan.endpoints,
+            [
+                "https://127.0.0.1:8081",
+                "https://127.0.0.1:8082",
+                "https://127.0.0.1:8083"
+            ]
+        );
+        let tls = plan.tls.unwrap();
+        assert_eq!(tls.ca, PathBuf::from("certs/ca.pem"));
+        assert_eq!(tls.cert_and_key, None);
+        let plan = parse(&[
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "u.pem",
+            "--key",
+            "u.key",
+            "--endpoints",
+            "node1:8080,https://node2:8080/",
+        ])
+        .run
+        .validate()
+        .unwrap();
+        assert_eq!(plan.endpoints, ["https://node1:8080", "https://node2:8080"]);
+        assert_eq!(
+            plan.tls.unwrap().cert_and_key,
+            Some((PathBuf::from("u.pem"), PathBuf::from("u.key")))
+        );
+        let err = parse(&["--cacert", "ca.pem", "--endpoints", "http://h:1"])
+            .run
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        let err = parse(&["--endpoints", "https://h:1"])
+            .run
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--cacert"), "{err}");
+        let err = parse(&["--cacert", "ca", "--cert", "u.pem"])
+            .run
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        let err = parse(&["--cert", "u.pem", "--key", "u.key"])
+            .run
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("need --cacert"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!              [--duration 30s | --ops N] [--rate OPS_PER_SEC] [--workload a|b|c|write]
 //!              [--read-ratio R] [--keys 10000] [--value-size 128] [--preload]
 //!              [--warmup 2s] [--json PATH] [--seed 42]
+//!              [--cacert FILE [--cert FILE --key FILE]]
 //! tinykv-bench compare OURS.json [THEIRS.json] [--title TEXT]
 //! ```
 //!
@@ -14,8 +15,10 @@
 //! the first distinct error messages, and with `--json` writes the same as JSON
 //! ([`report::Report`]). Errors are counted, not fatal; the exit status is 1 only when no
 //! operation at all succeeded (or the options are wrong), so that a script notices a dead
-//! cluster. `compare` turns two such JSON files into the markdown table that
-//! `make bench` puts in `docs/benchmarks.md`.
+//! cluster. With `--cacert` the endpoints are `https://` and the servers' certificates are
+//! checked against that CA (`--cert`/`--key`: a client certificate, for a cluster that
+//! requires one; see [`cli`]). `compare` turns two such JSON files into the markdown
+//! table that `make bench` puts in `docs/benchmarks.md`.
 //!
 //! Modules: [`cli`] (options), [`workload`] (mix, keys, values), [`target`] (the HTTP
 //! requests of each system), [`runner`] (preload, closed loop, fixed rate) and [`report`]
@@ -82,7 +85,7 @@ fn describe(plan: &Plan) -> String {
 async fn run(options: &RunOptions) -> Result<ExitCode, String> {
     let plan = options.validate()?;
     eprintln!("tinykv-bench: {}", describe(&plan));
-    let target = Target::new(plan.target, plan.clients, plan.timeout)?;
+    let target = Target::new(plan.target, plan.clients, plan.timeout, plan.tls.as_ref())?;
     let shared = Arc::new(Shared::new(target, &plan));
 
     if plan.preload {

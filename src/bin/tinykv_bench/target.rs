@@ -10,7 +10,8 @@
 //!   every read sees every write acknowledged before it started.
 //!
 //! A [`Target`] holds one shared `reqwest::Client` (HTTP/1.1 keep-alive, a connection pool
-//! per endpoint sized for every client, Nagle off). Responses are always read to the end
+//! per endpoint sized for every client, Nagle off), plain or, with `--cacert`, TLS that
+//! checks each server's certificate against that CA and presents `--cert` if given. Responses are always read to the end
 //! so that their connection goes back to the pool. A missing key is a normal outcome
 //! ([`ReadOutcome::Missing`]); any other non-2xx status or transport failure is an error
 //! whose message leaves out the URL, so that equal failures on different keys read alike.
@@ -24,6 +25,7 @@ use clap::ValueEnum;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tinykv::error::error_chain;
+use tinykv::security::ClientTlsFiles;
 
 /// Which system a run talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -44,15 +46,12 @@ impl TargetKind {
         }
     }
 
-    /// Endpoints used when none are given: the `make run` cluster, or a local etcd.
+    /// Endpoints used when none are given, without a scheme (`http://`, or `https://`
+    /// with TLS): the `make run` (or `make run-tls`) cluster, or a local etcd.
     pub fn default_endpoints(self) -> &'static [&'static str] {
         match self {
-            TargetKind::Tinykv => &[
-                "http://127.0.0.1:8081",
-                "http://127.0.0.1:8082",
-                "http://127.0.0.1:8083",
-            ],
-            TargetKind::Etcd => &["http://127.0.0.1:2379"],
+            TargetKind::Tinykv => &["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"],
+            TargetKind::Etcd => &["127.0.0.1:2379"],
         }
     }
 }
@@ -85,9 +84,21 @@ const MAX_ERROR_BODY: usize = 200;
 
 impl Target {
     /// A client whose pool keeps up to `connections` idle connections per endpoint and
-    /// fails requests that take longer than `timeout`.
-    pub fn new(kind: TargetKind, connections: usize, timeout: Duration) -> Result<Target, String> {
-        let http = tinykv::security::http_client_builder()
+    /// fails requests that take longer than `timeout`; with `tls`, it speaks TLS with
+    /// those files (which must load).
+    pub fn new(
+        kind: TargetKind,
+        connections: usize,
+        timeout: Duration,
+        tls: Option<&ClientTlsFiles>,
+    ) -> Result<Target, String> {
+        let builder = match tls {
+            Some(files) => files
+                .http_client_builder()
+                .map_err(|e| format!("cannot set up TLS: {e}"))?,
+            None => tinykv::security::http_client_builder(),
+        };
+        let http = builder
             .pool_max_idle_per_host(connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)

@@ -1,18 +1,42 @@
 //! Command-line options of `tinykv-ctl`.
 //!
-//! One subcommand per admin endpoint; `--addr` and `--json` are global, so they may come
-//! before or after it. The node defaults to `$TINYKV_ADDR`, else `127.0.0.1:8081` (the
-//! first node of `make run`); the variable is read here rather than through clap's `env`
-//! feature, which the workspace does not enable, and [`resolve_addr`] keeps the choice a
-//! pure function for tests. Wrong arguments make clap print usage and exit with status 2.
+//! One subcommand per admin endpoint, plus `certs`, which makes certificates and asks no
+//! node. `--addr`, `--json` and the TLS options are global, so they may come before or
+//! after the subcommand. The node defaults to `$TINYKV_ADDR`, else `127.0.0.1:8081` (the
+//! first node of `make run`); the variables are read here rather than through clap's
+//! `env` feature, which the workspace does not enable, and [`resolve_addr`],
+//! [`resolve_tls`] and [`node_url`] keep the choices pure functions for tests.
+//!
+//! TLS, named as curl names it: `--cacert FILE` (else `$TINYKV_CACERT`) is the CA that
+//! signed the node's certificate, and switches to HTTPS: a bare `HOST:PORT` becomes
+//! `https://HOST:PORT`, and the node's certificate must name that host. `--cert FILE` and
+//! `--key FILE` (else `$TINYKV_CERT`, `$TINYKV_KEY`) are a client certificate, for a
+//! cluster with `security.client_cert_auth`; they go together and need `--cacert`. An
+//! `https://` address without `--cacert`, or an `http://` one with it, is refused rather
+//! than guessed at. Wrong arguments make clap print usage and exit with status 2, and so
+//! do options that do not go together ([`CtlError::Usage`]).
+
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use tinykv::security::ClientTlsFiles;
+
+use crate::error::CtlError;
 
 /// The node asked when neither `--addr` nor `$TINYKV_ADDR` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 
 /// The environment variable giving the node to ask.
 pub const ADDR_ENV: &str = "TINYKV_ADDR";
+
+/// The environment variable giving the CA certificate when `--cacert` does not.
+pub const CACERT_ENV: &str = "TINYKV_CACERT";
+
+/// The environment variable giving the client certificate when `--cert` does not.
+pub const CERT_ENV: &str = "TINYKV_CERT";
+
+/// The environment variable giving the client key when `--key` does not.
+pub const KEY_ENV: &str = "TINYKV_KEY";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -23,12 +47,24 @@ pub const ADDR_ENV: &str = "TINYKV_ADDR";
              and move regions around"
 )]
 pub struct Cli {
-    /// HTTP address of the node to ask [default: $TINYKV_ADDR, else 127.0.0.1:8081]
+    /// Address of the node to ask: HOST:PORT, http://HOST:PORT or https://HOST:PORT
+    /// [default: $TINYKV_ADDR, else 127.0.0.1:8081]
     #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: Option<String>,
     /// Print the server's JSON answer (pretty-printed) instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate (PEM) that signed the node's certificate; talk HTTPS
+    /// [default: $TINYKV_CACERT]
+    #[arg(long, global = true, value_name = "FILE", value_parser = parse_file)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), for a cluster that requires one; needs --key and
+    /// --cacert [default: $TINYKV_CERT]
+    #[arg(long = "cert", global = true, value_name = "FILE", value_parser = parse_file)]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert [default: $TINYKV_KEY]
+    #[arg(long = "key", global = true, value_name = "FILE", value_parser = parse_file)]
+    pub key_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -87,6 +123,9 @@ pub enum Command {
         /// The peer that should lead
         peer_id: u64,
     },
+    /// Make a CA and the certificates it signs for nodes and users (asks no node)
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 /// What `store` can do to a store.
@@ -99,6 +138,97 @@ pub enum StoreCommand {
     },
 }
 
+/// What `certs` makes. Every command writes PEM files into `--dir`: certificates as
+/// `NAME.pem`, their private keys as `NAME.key` (mode 0600), and overwrites none
+/// without `--force`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum CertsCommand {
+    /// A new CA: DIR/ca.pem and DIR/ca.key (keep the key off the nodes)
+    Ca {
+        /// The directory to write into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Overwrite existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// A node's certificate, signed by DIR/ca.pem and DIR/ca.key: DIR/store-ID.pem and
+    /// DIR/store-ID.key
+    Node {
+        /// The directory holding the CA, and to write into
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The store the node is (the certificate names tinykv://store/ID)
+        #[arg(long = "store", value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+        store_id: u64,
+        /// A DNS name or IP address clients and peers dial the node by, without a port;
+        /// repeat for each
+        #[arg(long = "host", value_name = "H", required = true)]
+        hosts: Vec<String>,
+        /// Days the certificate is valid
+        #[arg(long, default_value_t = 365, value_parser = parse_days)]
+        days: i64,
+        /// Overwrite existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// A user's client certificate, signed by DIR/ca.pem and DIR/ca.key:
+    /// DIR/user-NAME.pem and DIR/user-NAME.key
+    Client {
+        /// The directory holding the CA, and to write into
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The user (letters, digits, '.', '_', '-'); the certificate names
+        /// tinykv://user/NAME
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// Days the certificate is valid
+        #[arg(long, default_value_t = 365, value_parser = parse_days)]
+        days: i64,
+        /// Overwrite existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Everything a local cluster needs, making only what is missing: the CA, a node
+    /// certificate for 127.0.0.1, localhost and ::1 per store, and user admin's
+    Dev {
+        /// The directory to write into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The stores, comma-separated (1,2,3)
+        #[arg(
+            long,
+            value_name = "IDS",
+            value_delimiter = ',',
+            required = true,
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        stores: Vec<u64>,
+    },
+}
+
+/// TLS files as the flags, or the environment, name them, before they are checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// `--cacert` / `$TINYKV_CACERT`.
+    pub cacert: Option<PathBuf>,
+    /// `--cert` / `$TINYKV_CERT`.
+    pub cert: Option<PathBuf>,
+    /// `--key` / `$TINYKV_KEY`.
+    pub key: Option<PathBuf>,
+}
+
+/// The node to ask and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The address as given, for messages.
+    pub addr: String,
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
+    pub base_url: String,
+    /// The TLS files, `None` for plain HTTP.
+    pub tls: Option<ClientTlsFiles>,
+}
+
 impl Cli {
     /// The node to ask: `--addr`, else `$TINYKV_ADDR`, else [`DEFAULT_ADDR`].
     pub fn node_addr(&self) -> String {
@@ -106,6 +236,34 @@ impl Cli {
             self.addr.as_deref(),
             std::env::var(ADDR_ENV).ok().as_deref(),
         )
+    }
+
+    /// The TLS files the flags, else the environment, name ([`resolve_tls`]).
+    pub fn tls_files(&self) -> Result<Option<ClientTlsFiles>, CtlError> {
+        let flags = TlsPaths {
+            cacert: self.cacert.clone(),
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        };
+        let env = |name| std::env::var_os(name).map(PathBuf::from);
+        let env = TlsPaths {
+            cacert: env(CACERT_ENV),
+            cert: env(CERT_ENV),
+            key: env(KEY_ENV),
+        };
+        resolve_tls(&flags, &env)
+    }
+
+    /// The node to ask, its URL and the TLS files to talk to it with.
+    pub fn node_target(&self) -> Result<NodeTarget, CtlError> {
+        let addr = self.node_addr();
+        let tls = self.tls_files()?;
+        let base_url = node_url(&addr, tls.is_some())?;
+        Ok(NodeTarget {
+            addr,
+            base_url,
+            tls,
+        })
     }
 }
 
@@ -117,16 +275,103 @@ pub fn resolve_addr(flag: Option<&str>, env: Option<&str>) -> String {
         .to_string()
 }
 
-/// Checks an `--addr` value: `HOST:PORT`, or an `http://` URL.
+/// The TLS files given the flags and the environment variables: each flag wins over its
+/// variable, and a blank variable counts as unset. `None` without a CA (plain HTTP).
+/// `--cert` and `--key` go together, and need `--cacert`: a client certificate is only
+/// ever sent over TLS.
+pub fn resolve_tls(flags: &TlsPaths, env: &TlsPaths) -> Result<Option<ClientTlsFiles>, CtlError> {
+    fn pick(flag: &Option<PathBuf>, env: &Option<PathBuf>) -> Option<PathBuf> {
+        let env = env
+            .as_ref()
+            .filter(|path| !path.as_os_str().to_string_lossy().trim().is_empty());
+        flag.as_ref().or(env).cloned()
+    }
+    let cacert = pick(&flags.cacert, &env.cacert);
+    let cert = pick(&flags.cert, &env.cert);
+    let key = pick(&flags.key, &env.key);
+    let cert_and_key = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(CtlError::Usage(format!(
+                "--cert and --key (or ${CERT_ENV} and ${KEY_ENV}) go together: give the \
+                 client certificate and its key, or neither"
+            )))
+        }
+    };
+    match (cacert, cert_and_key) {
+        (Some(ca), cert_and_key) => Ok(Some(ClientTlsFiles { ca, cert_and_key })),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(CtlError::Usage(format!(
+            "--cert and --key need --cacert FILE (or ${CACERT_ENV}): the CA that signed \
+             the node's certificate"
+        ))),
+    }
+}
+
+/// The URL prefix of the node at `addr` (`HOST:PORT`, `http://…` or `https://…`), without
+/// a trailing slash: a bare address gets `https://` with TLS, `http://` without. An
+/// `https://` URL without TLS, an `http://` one with it, or another scheme is refused.
+pub fn node_url(addr: &str, tls: bool) -> Result<String, CtlError> {
+    let addr = addr.trim().trim_end_matches('/');
+    if let Some(rest) = addr.strip_prefix("https://") {
+        if !tls {
+            return Err(CtlError::Usage(format!(
+                "{addr} is an https:// address: give --cacert FILE (or ${CACERT_ENV}), the CA \
+                 that signed the node's certificate"
+            )));
+        }
+        return Ok(format!("https://{rest}"));
+    }
+    if addr.starts_with("http://") {
+        if tls {
+            return Err(CtlError::Usage(format!(
+                "{addr} is a plain http:// address, but --cacert (or ${CACERT_ENV}) asks for \
+                 TLS: give https://… or HOST:PORT, or drop the CA"
+            )));
+        }
+        return Ok(addr.to_string());
+    }
+    if let Some((scheme, _)) = addr.split_once("://") {
+        return Err(CtlError::Usage(format!(
+            "{addr}: unknown scheme {scheme:?}, give HOST:PORT, http:// or https://"
+        )));
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{addr}"))
+}
+
+/// Checks an `--addr` value: `HOST:PORT`, or an `http://` or `https://` URL (whether
+/// the scheme fits the TLS options is [`node_url`]'s to say).
 fn parse_addr(raw: &str) -> Result<String, String> {
     let addr = raw.trim();
     if addr.is_empty() || addr.contains(char::is_whitespace) {
         return Err(format!("{raw:?} is not a HOST:PORT address"));
     }
-    if addr.starts_with("https://") {
-        return Err("TinyKV-rs serves plain HTTP: give HOST:PORT or an http:// URL".to_string());
+    if let Some((scheme, _)) = addr.split_once("://") {
+        if scheme != "http" && scheme != "https" {
+            return Err(format!(
+                "unknown scheme {scheme:?}: give HOST:PORT, an http:// or an https:// URL"
+            ));
+        }
     }
     Ok(addr.to_string())
+}
+
+/// Checks a file option: a non-empty path.
+fn parse_file(raw: &str) -> Result<PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err("the file name is empty".into());
+    }
+    Ok(Path::new(raw).to_path_buf())
+}
+
+/// Checks `--days`: from 1 to 3650, the CA's own ten years.
+fn parse_days(raw: &str) -> Result<i64, String> {
+    match raw.trim().parse::<i64>() {
+        Ok(days) if (1..=3650).contains(&days) => Ok(days),
+        _ => Err(format!("{raw:?} is not a number of days from 1 to 3650")),
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +421,144 @@ mod tests {
         let not_a_number = parse(&["region", "five"]).unwrap_err();
         assert_eq!(not_a_number.kind(), ErrorKind::ValueValidation);
         assert!(parse(&[]).is_err());
-        assert!(parse(&["--addr", "https://h:1", "cluster"]).is_err());
+        assert!(parse(&["--addr", "ftp://h:1", "cluster"]).is_err());
+        assert!(parse(&["--cacert", "", "cluster"]).is_err());
+        assert!(parse(&["certs", "node", "--dir", "d", "--store", "1"]).is_err());
+        assert!(parse(&["certs", "node", "--dir", "d", "--store", "0", "--host", "h"]).is_err());
+        assert!(parse(&["certs", "client", "--dir", "d", "--user", "u", "--days", "0"]).is_err());
+        assert!(parse(&["certs", "dev", "--dir", "d"]).is_err());
+    }
+
+    #[test]
+    fn tls_options_are_global_and_the_split_key_stays_positional() {
+        let cli = parse(&[
+            "--cacert", "ca.pem", "split", "1", "k", "--cert", "u.pem", "--key", "u.key",
+        ])
+        .unwrap();
+        assert_eq!(cli.cacert, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.cert_file, Some(PathBuf::from("u.pem")));
+        assert_eq!(cli.key_file, Some(PathBuf::from("u.key")));
+        assert_eq!(
+            cli.command,
+            Command::Split {
+                region_id: 1,
+                key: "k".into()
+            }
+        );
+        let cli = parse(&["--addr", "https://node1:8080", "cluster"]).unwrap();
+        assert_eq!(cli.addr.as_deref(), Some("https://node1:8080"));
+    }
+
+    #[test]
+    fn certs_commands_parse() {
+        let cli = parse(&[
+            "certs", "node", "--dir", "certs", "--store", "2", "--host", "node2", "--host",
+            "10.0.0.2",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Certs(CertsCommand::Node {
+                dir: "certs".into(),
+                store_id: 2,
+                hosts: vec!["node2".into(), "10.0.0.2".into()],
+                days: 365,
+                force: false,
+            })
+        );
+        let cli = parse(&["certs", "dev", "--dir", "c", "--stores", "1,2,3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Certs(CertsCommand::Dev {
+                dir: "c".into(),
+                stores: vec![1, 2, 3],
+            })
+        );
+        let cli = parse(&["certs", "ca", "--dir", "c", "--force"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Certs(CertsCommand::Ca {
+                dir: "c".into(),
+                force: true
+            })
+        );
+    }
+
+    fn paths(cacert: Option<&str>, cert: Option<&str>, key: Option<&str>) -> TlsPaths {
+        TlsPaths {
+            cacert: cacert.map(PathBuf::from),
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn tls_flags_win_over_the_environment() {
+        let none = TlsPaths::default();
+        assert_eq!(resolve_tls(&none, &none).unwrap(), None);
+        let env = paths(Some("env-ca.pem"), Some("env.pem"), Some("env.key"));
+        let tls = resolve_tls(&paths(Some("ca.pem"), None, None), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.ca, PathBuf::from("ca.pem"));
+        assert_eq!(
+            tls.cert_and_key,
+            Some((PathBuf::from("env.pem"), PathBuf::from("env.key")))
+        );
+        let tls = resolve_tls(&none, &paths(Some("env-ca.pem"), None, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.ca, PathBuf::from("env-ca.pem"));
+        assert_eq!(tls.cert_and_key, None);
+        // A blank variable is unset.
+        assert_eq!(
+            resolve_tls(&none, &paths(Some(" "), None, None)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn cert_and_key_go_together_and_need_a_ca() {
+        let none = TlsPaths::default();
+        for half in [
+            paths(Some("ca"), Some("u.pem"), None),
+            paths(Some("ca"), None, Some("u.key")),
+        ] {
+            let err = resolve_tls(&half, &none).unwrap_err();
+            assert!(matches!(err, CtlError::Usage(_)), "{err}");
+            assert!(err.to_string().contains("--cert and --key"), "{err}");
+        }
+        let err = resolve_tls(&none, &paths(None, Some("u.pem"), None)).unwrap_err();
+        assert!(err.to_string().contains("TINYKV_KEY"), "{err}");
+        let err = resolve_tls(&paths(None, Some("u.pem"), Some("u.key")), &none).unwrap_err();
+        assert!(err.to_string().contains("need --cacert"), "{err}");
+        assert_eq!(err.exit_status(), 2);
+    }
+
+    #[test]
+    fn addresses_get_the_scheme_tls_asks_for() {
+        assert_eq!(
+            node_url("127.0.0.1:8081", false).unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(
+            node_url("127.0.0.1:8081", true).unwrap(),
+            "https://127.0.0.1:8081"
+        );
+        assert_eq!(
+            node_url("http://node-2:8082/", false).unwrap(),
+            "http://node-2:8082"
+        );
+        assert_eq!(
+            node_url("https://node-2:8082/", true).unwrap(),
+            "https://node-2:8082"
+        );
+        let err = node_url("https://node-2:8082", false).unwrap_err();
+        assert!(matches!(err, CtlError::Usage(_)));
+        assert!(err.to_string().contains("--cacert"), "{err}");
+        let err = node_url("http://node-2:8082", true).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        assert!(node_url("ftp://node-2:8082", false).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The HTTP side: one request to one node's admin API, and what its answer means.
 //!
 //! [`AdminClient`] sends a [`Call`] (method, path, optional JSON body) to the node given by
-//! `--addr` over plain HTTP, without any proxy (like the other TinyKV-rs tools, so that an
-//! `http_proxy` variable does not reroute requests to a local cluster), and fails it after
+//! `--addr`, over plain HTTP or, with `--cacert`, over HTTPS that checks the node's
+//! certificate against that CA and the host dialled (presenting `--cert` when given), without
+//! any proxy (like the other TinyKV-rs tools, so that an `http_proxy` variable does not
+//! reroute requests to a local cluster), and fails it after
 //! [`REQUEST_TIMEOUT`]: an operation such as transfer-leader or store offline answers only
 //! once done, which can take seconds. [`read_answer`] turns the status and body into the
 //! answer's JSON or a [`CtlError`]; it is pure, so it is tested without a network.
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tinykv::error::error_chain;
 
+use crate::cli::NodeTarget;
 use crate::error::CtlError;
 
 /// How long a request may take, answer included.
@@ -67,22 +70,26 @@ pub struct AdminClient {
     http: reqwest::Client,
     /// The node's address as given, for messages.
     addr: String,
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
     base_url: String,
 }
 
 impl AdminClient {
-    /// A client of the node at `addr` (`HOST:PORT`, or a URL starting with `http://`).
-    pub fn new(addr: &str) -> Result<AdminClient, CtlError> {
-        let http = tinykv::security::http_client_builder()
+    /// A client of the node `target` names, with its TLS files if any (which must load).
+    pub fn new(target: &NodeTarget) -> Result<AdminClient, CtlError> {
+        let builder = match &target.tls {
+            Some(files) => files.http_client_builder().map_err(CtlError::ClientSetup)?,
+            None => tinykv::security::http_client_builder(),
+        };
+        let http = builder
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| CtlError::ClientSetup(error_chain(&e)))?;
         Ok(AdminClient {
             http,
-            addr: addr.to_string(),
-            base_url: base_url(addr),
+            addr: target.addr.clone(),
+            base_url: target.base_url.clone(),
         })
     }
 
@@ -117,23 +124,26 @@ impl AdminClient {
                 seconds: REQUEST_TIMEOUT.as_secs(),
             }
         } else {
+            let cause = error_chain(&error.without_url());
+            let hint = scheme_hint(&cause, self.base_url.starts_with("https://"));
             CtlError::Unreachable {
                 addr: self.addr.clone(),
                 request: call.label(),
-                cause: error_chain(&error.without_url()),
+                cause: format!("{cause}{hint}"),
             }
         }
     }
 }
 
-/// The URL prefix of a node: `addr` with `http://` added unless it has a scheme, and no
-/// trailing slash.
-pub fn base_url(addr: &str) -> String {
-    let addr = addr.trim().trim_end_matches('/');
-    if addr.contains("://") {
-        addr.to_string()
+/// A hint to add to a connection failure `cause` that looks like one side speaking TLS
+/// and the other not (`tls`: whether this client spoke TLS); empty otherwise.
+pub fn scheme_hint(cause: &str, tls: bool) -> &'static str {
+    if !tls && cause.contains("invalid HTTP version") {
+        " (does the node serve HTTPS? give --cacert FILE or $TINYKV_CACERT)"
+    } else if tls && (cause.contains("InvalidContentType") || cause.contains("corrupt message")) {
+        " (does the node serve plain HTTP? leave out --cacert and $TINYKV_CACERT)"
     } else {
-        format!("http://{addr}")
+        ""
     }
 }
 
@@ -207,12 +217,6 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_get_a_scheme_and_lose_trailing_slashes() {
-        assert_eq!(base_url("127.0.0.1:8081"), "http://127.0.0.1:8081");
-        assert_eq!(base_url("http://node-2:8082/"), "http://node-2:8082");
-    }
-
-    #[test]
     fn success_answers_are_json() {
         assert_eq!(read(200, r#"{"ok":true}"#).unwrap()["ok"], true);
         let err = read(200, "<html>").unwrap_err().to_string();
@@ -246,6 +250,21 @@ mod tests {
         let err = read(502, &long).unwrap_err().to_string();
         assert!(err.contains("HTTP 502 Bad Gateway: xxx") && err.ends_with("x..."));
         assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn a_scheme_mismatch_gets_a_hint() {
+        let plain_to_tls = "error sending request: client error (SendRequest): invalid HTTP \
+                            version parsed";
+        assert!(scheme_hint(plain_to_tls, false).contains("--cacert"));
+        let tls_to_plain = "client error (Connect): received corrupt message of type \
+                            InvalidContentType";
+        assert!(scheme_hint(tls_to_plain, true).contains("plain HTTP"));
+        assert_eq!(
+            scheme_hint("tcp connect error: Connection refused", true),
+            ""
+        );
+        assert_eq!(scheme_hint(tls_to_plain, false), "");
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! body), the [`AdminClient`] sends it and returns the answer's JSON, and
 //! [`render_answer`] turns that JSON into text, or [`render_json`] pretty-prints it for
 //! `--json`. The first and last steps are pure functions, tested without a node; only
-//! [`run`] touches the network.
+//! [`run`] touches the network. `certs` asks no node: [`run`] hands it to
+//! [`crate::certs`].
 
 use reqwest::Method;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::certs;
 use crate::cli::{Cli, Command, StoreCommand};
 use crate::client::{AdminClient, Call};
 use crate::cluster::{render_cluster, render_offline, render_stores};
@@ -25,9 +27,9 @@ struct OkAnswer {
     ok: bool,
 }
 
-/// The request `command` makes.
-pub fn call_for(command: &Command) -> Call {
-    match command {
+/// The request `command` makes; `None` for `certs`, which asks no node.
+pub fn call_for(command: &Command) -> Option<Call> {
+    Some(match command {
         Command::Cluster => Call::new(Method::GET, "/v1/admin/cluster".into()),
         Command::Stores => Call::new(Method::GET, "/v1/admin/stores".into()),
         Command::Store(StoreCommand::Offline { id }) => {
@@ -59,7 +61,8 @@ pub fn call_for(command: &Command) -> Call {
             format!("/v1/admin/regions/{region_id}/transfer-leader"),
             json!({ "peer_id": peer_id }),
         ),
-    }
+        Command::Certs(_) => return None,
+    })
 }
 
 /// Reads an answer into the type that describes it.
@@ -87,6 +90,8 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
             }
             format!("region {region_id} is now led by peer {peer_id}\n")
         }
+        // Never asked: `certs` sends no request. Its answer would be shown as JSON.
+        Command::Certs(_) => render_json(&answer),
     })
 }
 
@@ -100,15 +105,20 @@ pub fn render_json(answer: &Value) -> String {
 
 /// Runs the command line's command against its node and returns what to print.
 pub async fn run(cli: &Cli) -> Result<String, CtlError> {
-    let addr = cli.node_addr();
-    let client = AdminClient::new(&addr)?;
-    let call = call_for(&cli.command);
+    if let Command::Certs(command) = &cli.command {
+        return certs::run(command);
+    }
+    let Some(call) = call_for(&cli.command) else {
+        return Err(CtlError::Usage("this command asks no node".into()));
+    };
+    let target = cli.node_target()?;
+    let client = AdminClient::new(&target)?;
     let answer = client.send(&call).await?;
     if cli.json {
         return Ok(render_json(&answer));
     }
     render_answer(&cli.command, answer).map_err(|e| CtlError::UnexpectedAnswer {
-        addr,
+        addr: target.addr,
         request: call.label(),
         problem: e.to_string(),
     })
@@ -125,7 +135,7 @@ mod tests {
             key: "a%20b".into(),
         };
         assert_eq!(
-            call_for(&split),
+            call_for(&split).unwrap(),
             Call::with_body(
                 Method::POST,
                 "/v1/admin/regions/5/split".into(),
@@ -135,26 +145,34 @@ mod tests {
         let add = call_for(&Command::AddPeer {
             region_id: 5,
             store_id: 4,
-        });
+        })
+        .unwrap();
         assert_eq!(add.body, Some(json!({"store_id": 4})));
         let remove = call_for(&Command::RemovePeer {
             region_id: 5,
             peer_id: 9,
-        });
+        })
+        .unwrap();
         assert_eq!(remove.label(), "DELETE /v1/admin/regions/5/peers/9");
         let transfer = call_for(&Command::TransferLeader {
             region_id: 5,
             peer_id: 9,
-        });
+        })
+        .unwrap();
         assert_eq!(transfer.label(), "POST /v1/admin/regions/5/transfer-leader");
         assert_eq!(transfer.body, Some(json!({"peer_id": 9})));
-        let offline = call_for(&Command::Store(StoreCommand::Offline { id: 3 }));
+        let offline = call_for(&Command::Store(StoreCommand::Offline { id: 3 })).unwrap();
         assert_eq!(offline.label(), "POST /v1/admin/stores/3/offline");
         assert_eq!(offline.body, None);
         assert_eq!(
-            call_for(&Command::Operators).label(),
+            call_for(&Command::Operators).unwrap().label(),
             "GET /v1/admin/operators"
         );
+        let certs = Command::Certs(crate::cli::CertsCommand::Ca {
+            dir: "certs".into(),
+            force: false,
+        });
+        assert_eq!(call_for(&certs), None, "certs asks no node");
     }
 
     #[test]
@@ -193,7 +211,7 @@ mod tests {
         assert!(render_answer(&Command::Regions { pd: false }, json!([])).is_err());
         let pd_regions = Command::Regions { pd: true };
         assert_eq!(
-            call_for(&pd_regions).label(),
+            call_for(&pd_regions).unwrap().label(),
             "GET /v1/admin/cluster/regions"
         );
         let pd_answer = json!({"now_ms": 1, "regions": [{

@@ -1,16 +1,25 @@
-//! The one error type of `tinykv-ctl`: every way a request to a node can fail.
+//! The one error type of `tinykv-ctl`: every way a command can fail.
 //!
-//! Each message names the node asked and the request (`GET /v1/admin/cluster`), so that
-//! a script's log says where to look. A refusal by the server carries its HTTP status and
-//! the stable error code and message of its JSON error body; an answer that is not what
-//! this tool expects says what is wrong with it. `main` prints the message after
-//! `error: ` and exits with status 1.
+//! Each message of a request names the node asked and the request
+//! (`GET /v1/admin/cluster`), so that a script's log says where to look. A refusal by the
+//! server carries its HTTP status and the stable error code and message of its JSON error
+//! body; an answer that is not what this tool expects says what is wrong with it. The
+//! `certs` commands fail naming the file they could not read or would not overwrite.
+//! Options that do not go together ([`CtlError::Usage`]) make `main` exit with status 2,
+//! like the wrong arguments clap refuses; every other error with status 1, its message
+//! printed after `error: `.
+
+use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// A failed `tinykv-ctl` request.
+/// A failed `tinykv-ctl` command.
 #[derive(Debug, Error)]
 pub enum CtlError {
+    /// Options that do not go together (e.g. `--cert` without `--key`, or an `https://`
+    /// address without `--cacert`).
+    #[error("{0}")]
+    Usage(String),
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
     ClientSetup(String),
@@ -71,6 +80,46 @@ pub enum CtlError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A file `certs` would write exists already.
+    #[error("{} exists already: pass --force to overwrite it", .0.display())]
+    FileExists(PathBuf),
+    /// Half of a certificate and key pair exists, so it can neither be kept nor made
+    /// without losing the other half.
+    #[error(
+        "{} exists but {} does not: remove it, or pass --force to make both anew",
+        .present.display(),
+        .missing.display()
+    )]
+    HalfPair {
+        /// The file that exists.
+        present: PathBuf,
+        /// The file that does not.
+        missing: PathBuf,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {action} {}: {cause}", .path.display())]
+    File {
+        /// What was being done: `read`, `write`, `create the directory`.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        cause: String,
+    },
+    /// A certificate could not be made, or the CA's files do not load.
+    #[error("{0}")]
+    Certificate(String),
+}
+
+impl CtlError {
+    /// The process exit status this error ends `tinykv-ctl` with: 2 for options that do
+    /// not go together (as for any usage error), 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +148,15 @@ mod tests {
         assert_eq!(
             timed_out.to_string(),
             "node h:1 did not answer GET /v1/admin/cluster within 30s"
+        );
+        assert_eq!(timed_out.exit_status(), 1);
+        let usage = CtlError::Usage("--cert and --key go together".into());
+        assert_eq!(usage.to_string(), "--cert and --key go together");
+        assert_eq!(usage.exit_status(), 2);
+        let exists = CtlError::FileExists("certs/ca.key".into());
+        assert_eq!(
+            exists.to_string(),
+            "certs/ca.key exists already: pass --force to overwrite it"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `tinykv-ctl`: the admin command-line tool of TinyKV-rs.
 //!
 //! ```text
-//! tinykv-ctl [--addr HOST:PORT] [--json] <command>
+//! tinykv-ctl [--addr HOST:PORT|URL] [--json] [--cacert FILE [--cert FILE --key FILE]] <command>
 //!   cluster                                  the PD's view: settings, operator counts, stores
 //!   stores                                   the asked node's address book and reachability
 //!   store offline <ID>                       drain a store (it becomes Tombstone once empty)
@@ -12,19 +12,32 @@
 //!   add-peer <REGION_ID> <STORE_ID>          add a peer of a region on a store
 //!   remove-peer <REGION_ID> <PEER_ID>        remove a peer of a region
 //!   transfer-leader <REGION_ID> <PEER_ID>    make a peer lead its region
+//!   certs ca --dir DIR [--force]             a new CA: DIR/ca.pem, DIR/ca.key
+//!   certs node --dir DIR --store ID --host H [--host H ...] [--days 365] [--force]
+//!                                            a node's certificate: DIR/store-ID.pem, .key
+//!   certs client --dir DIR --user NAME [--days 365] [--force]
+//!                                            a user's: DIR/user-NAME.pem, .key
+//!   certs dev --dir DIR --stores 1,2,3       what a local cluster lacks (CA, nodes on
+//!                                            loopback, user admin); keeps what exists
 //! ```
 //!
-//! Each command is one request to one node's REST admin API (`--addr`, else
+//! Each command but `certs` is one request to one node's REST admin API (`--addr`, else
 //! `$TINYKV_ADDR`, else `127.0.0.1:8081`); any node accepts every command. Answers are
-//! shown as tables, or as the server's JSON with `--json`. The exit status is 0 on
-//! success, 1 when the request failed (the reason, with the server's error code and
-//! message, goes to stderr after `error: `) and 2 on wrong arguments.
+//! shown as tables, or as the server's JSON with `--json`. With `--cacert` (else
+//! `$TINYKV_CACERT`) the request goes over HTTPS, checking the node's certificate against
+//! that CA and the host dialled, as `curl --cacert` does; `--cert` and `--key` (else
+//! `$TINYKV_CERT`, `$TINYKV_KEY`) add a client certificate for a cluster that requires
+//! one. `certs` makes those files and asks no node. The exit status is 0 on success, 1
+//! when the command failed (the reason, with the server's error code and message, goes
+//! to stderr after `error: `) and 2 on wrong arguments or options that do not go
+//! together.
 //!
 //! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
-//! [`client`] (HTTP and error answers), [`error`] (the error type), [`cluster`],
-//! [`regions`] and [`operators`] (answer shapes and their views), [`table`] (text
-//! layout) and [`format`] (sizes, ages, keys).
+//! [`client`] (HTTP and error answers), [`error`] (the error type), [`certs`] (the
+//! `certs` files), [`cluster`], [`regions`] and [`operators`] (answer shapes and their
+//! views), [`table`] (text layout) and [`format`] (sizes, ages, keys).
 
+mod certs;
 mod cli;
 mod client;
 mod cluster;
@@ -50,7 +63,7 @@ async fn main() -> ExitCode {
         Ok(text) => print_output(&text),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_status())
         }
     }
 }
