@@ -327,6 +327,10 @@ pub struct SecurityConfig {
     pub insecure: bool,
     /// How often the certificate files are checked for changes, in milliseconds.
     pub reload_interval_ms: u64,
+    /// The root token: an admin credential the placement driver records the first time
+    /// it leads with one configured (see [`crate::auth`]); at least 16 characters. Best
+    /// given as `TINYKV__SECURITY__ROOT_TOKEN` rather than written in a file.
+    pub root_token: Option<String>,
 }
 
 impl Default for SecurityConfig {
@@ -338,6 +342,7 @@ impl Default for SecurityConfig {
             client_cert_auth: false,
             insecure: false,
             reload_interval_ms: 5_000,
+            root_token: None,
         }
     }
 }
@@ -357,6 +362,13 @@ impl SecurityConfig {
         Duration::from_millis(self.reload_interval_ms)
     }
 
+    /// SHA-256 of the root token, hex, if one is configured.
+    pub fn root_token_sha256(&self) -> Option<String> {
+        self.root_token
+            .as_deref()
+            .map(crate::auth::token::root_token_sha256)
+    }
+
     fn validate(&self) -> Result<()> {
         let named = [&self.ca_path, &self.cert_path, &self.key_path]
             .iter()
@@ -373,6 +385,21 @@ impl SecurityConfig {
             return Err(Error::Config(
                 "security.client_cert_auth needs TLS: name ca_path, cert_path and key_path".into(),
             ));
+        }
+        if let Some(token) = &self.root_token {
+            let min = crate::auth::token::MIN_ROOT_TOKEN_LEN;
+            if token.trim().chars().count() < min {
+                return Err(Error::Config(format!(
+                    "security.root_token must have at least {min} characters"
+                )));
+            }
+            if token.trim().starts_with("tkv_") {
+                return Err(Error::Config(
+                    "security.root_token must not start with tkv_ (the form of generated \
+                     tokens)"
+                        .into(),
+                ));
+            }
         }
         if self.reload_interval_ms == 0 {
             return Err(Error::Config(
@@ -895,6 +922,59 @@ mod tests {
             let config = Config::load(std::slice::from_ref(&file), &CliOverrides::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             assert!(config.own_address().is_ok(), "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn the_tls_overlays_and_the_secure_deployment_load_and_validate() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+        // make run-tls: each plaintext config with its overlay; only [security] changes.
+        for n in 1..=3u64 {
+            let base = dir.join(format!("node{n}.toml"));
+            let overlay = dir.join(format!("tls/node{n}.toml"));
+            let plain = Config::load(std::slice::from_ref(&base), &CliOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", base.display()));
+            let tls = Config::load(&[base.clone(), overlay.clone()], &CliOverrides::default())
+                .unwrap_or_else(|e| panic!("{} + {}: {e}", base.display(), overlay.display()));
+            let files = tls
+                .security
+                .tls_files()
+                .expect("the overlay names the TLS files");
+            assert_eq!(files.ca, PathBuf::from("certs/ca.pem"));
+            assert_eq!(files.cert, PathBuf::from(format!("certs/store-{n}.pem")));
+            assert_eq!(files.key, PathBuf::from(format!("certs/store-{n}.key")));
+            assert!(!tls.security.client_cert_auth);
+            assert_eq!(
+                Config {
+                    security: plain.security.clone(),
+                    ..tls
+                },
+                plain
+            );
+        }
+        // configs/secure: three machines, by host name, with client certificates. The
+        // files are read when the node starts, not when the config loads.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("secure"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "{files:?}");
+        for (file, n) in files.iter().zip(1u64..) {
+            let config = Config::load(std::slice::from_ref(file), &CliOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(config.node.store_id, n, "{}", file.display());
+            let own = config.own_address().unwrap();
+            assert_eq!(own.http_addr, format!("node{n}.tinykv.internal:8080"));
+            assert_eq!(own.raft_addr, format!("node{n}.tinykv.internal:20160"));
+            assert_eq!(config.cluster.initial_stores, vec![1, 2, 3]);
+            let tls = config.security.tls_files().expect("TLS files named");
+            assert_eq!(
+                tls.cert,
+                PathBuf::from(format!("/etc/tinykv/certs/store-{n}.pem"))
+            );
+            assert!(config.security.client_cert_auth && !config.security.insecure);
         }
     }
 }

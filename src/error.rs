@@ -45,7 +45,12 @@ pub enum Error {
         /// What it conflicts with.
         message: String,
     },
-    /// The request is refused for where it comes from; nothing was changed.
+    /// The request carries no credential the cluster knows, and needs one; nothing was
+    /// changed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The request is refused for where it comes from, or its credential lacks the
+    /// permission; nothing was changed.
     #[error("{message}")]
     Forbidden {
         /// Stable error code, e.g. `cross_origin`.
@@ -143,6 +148,7 @@ impl Error {
             Error::Conflict { code, .. } => code,
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Forbidden { code, .. } => code,
+            Error::Unauthenticated(_) => "unauthenticated",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::BodyTimeout(_) => "body_timeout",
             Error::HeaderTooLarge(_) => "header_too_large",
@@ -184,6 +190,7 @@ impl Error {
             Error::NotFound | Error::NoSuchResource { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BodyTimeout(_) | Error::HeaderTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -299,6 +306,16 @@ const RELAYED_CODES: &[&str] = &[
     "overloaded",
     "address_conflict",
     "join_unverified",
+    "store_exists",
+    "identity_mismatch",
+    "no_admin_credential",
+    "last_admin_credential",
+    "token_exists",
+    "too_many_tokens",
+    "token_not_found",
+    "too_many_users",
+    "user_not_found",
+    "invalid_grant",
 ];
 
 /// An error and its sources, joined with `: `: the sources often hold the useful part

@@ -8,6 +8,7 @@
 //! - [`faults`]: fault injection for tests (network partitions between nodes);
 //! - [`transport`]: store-to-store raft messages over TCP, snapshots streamed in chunks on
 //!   connections of their own (`snapshot_stream`);
+//! - [`auth`]: API tokens, certificate users and roles, enforced on the client API;
 //! - [`api`]: the client REST API (actix-web), on the client listener;
 //! - [`peer_api`]: the node-to-node API (forwarded requests, raft commands, the placement
 //!   driver, identity), served with raft traffic on the peer listener (`peer_listener`);
@@ -22,6 +23,7 @@
 pub mod address_book;
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod faults;

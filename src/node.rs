@@ -48,6 +48,7 @@ use crate::admin::AdminService;
 use crate::api::admission::{admit, Admission};
 use crate::api::head_guard::HeadGuard;
 use crate::api::{self, ApiState};
+use crate::auth::AuthCache;
 use crate::config::Config;
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ use crate::forward::HttpForwarder;
 use crate::peer_api::{Identity, PeerApi};
 use crate::peer_listener::{PeerListener, RaftInbound};
 use crate::placement::client::PdDirectory;
-use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer};
+use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer, PdSetup};
 use crate::security::{Conn, Tls};
 use crate::service::{Forwarder, KvService};
 use crate::transport::{Hello, TcpTransport};
@@ -83,6 +84,7 @@ impl Node {
         let mut own = config.own_address()?;
         let tls = Tls::from_config(&config.security)?;
         let certified = certified_store(tls.as_ref(), own.id)?;
+        let auth = Arc::new(AuthCache::open(&config.node.data_dir)?);
         let who = match own.id {
             0 => "the joining node".to_string(),
             id => format!("store {id}"),
@@ -134,6 +136,9 @@ impl Node {
         };
         let store_id = own.id;
         peers.identity().set_store_id(store_id);
+        if let Some(reply) = &joined {
+            auth.update(reply.auth.clone());
+        }
         let data_dir = &config.node.data_dir;
 
         let addresses = AddressBook::new(config.cluster.stores.iter().cloned());
@@ -198,14 +203,18 @@ impl Node {
             .filter(|s| config.cluster.initial_stores.contains(&s.id))
             .cloned()
             .collect();
+        let setup = PdSetup {
+            config: config.pd.clone(),
+            cluster_id: config.node.cluster_id,
+            initial_stores,
+            timeout: timeouts.attempt,
+            root_token_sha256: config.security.root_token_sha256(),
+        };
         let pd = PdServer::new(
             store.router(),
             admin.clone(),
             addresses.clone(),
-            config.pd.clone(),
-            config.node.cluster_id,
-            initial_stores,
-            timeouts.attempt,
+            setup,
             tls.as_ref(),
         )
         .and_then(|pd_server| {
@@ -237,6 +246,7 @@ impl Node {
                 pd.clone(),
                 addresses.clone(),
                 own.clone(),
+                auth.clone(),
                 config.pd.heartbeat_interval(),
             )
         });
@@ -254,7 +264,9 @@ impl Node {
             limits: config.api.clone(),
             addresses,
             health_probe,
+            auth: auth.clone(),
         });
+        let auth_data = web::Data::from(auth.clone());
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
         let admission = Admission::new(&config.api);
         let head_timeout = config.api.header_read_timeout();
@@ -262,7 +274,9 @@ impl Node {
             App::new()
                 .app_data(faults.clone())
                 .app_data(admission.clone())
+                .app_data(auth_data.clone())
                 .wrap(actix_web::middleware::from_fn(admit))
+                .wrap(actix_web::middleware::from_fn(api::auth::authenticate))
                 .wrap(http_metrics)
                 .configure(api::configure(state.clone()))
         };
@@ -292,6 +306,11 @@ impl Node {
                 }
             });
             let http = HttpService::<HeadGuard, _, _>::build()
+                .on_connect_ext(|io: &HeadGuard, data: &mut actix_http::Extensions| {
+                    if let Some(user) = io.certificate_user() {
+                        data.insert(api::auth::CertificateUser(user));
+                    }
+                })
                 .keep_alive(HTTP_KEEP_ALIVE)
                 .client_request_timeout(Duration::ZERO)
                 .h1(map_config(app_factory(), |_| {

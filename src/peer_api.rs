@@ -598,6 +598,7 @@ mod tests {
                     used_size: None,
                 },
                 regions: vec![],
+                auth_version: 0,
             })
         };
         let join = |store_id| PdRequest::Join {

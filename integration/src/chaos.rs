@@ -61,6 +61,62 @@ pub use crate::linearizability::Verdict;
 /// timeouts short enough that a stalled leader costs seconds, not tens of seconds.
 pub const NODE_CONFIG: &str = "[debug]\nfault_injection = true\n\n[api]\nrequest_timeout_ms = 2000\nattempt_timeout_ms = 1000\n";
 
+/// The root token of a chaos run with authentication.
+pub const CHAOS_ROOT_TOKEN: &str = "chaos-root-token-0123456789";
+
+/// Switches authentication on through node 1 with the root token, makes a `readwrite`
+/// token for the clients and waits until every node refuses a request without one.
+async fn switch_auth_on(ctx: &Ctx) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let post = |path: &str, body: serde_json::Value| {
+        ctx.http
+            .post(format!("{}{path}", ctx.urls[0]))
+            .bearer_auth(CHAOS_ROOT_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    // The PD records the root token when it first leads: retry until it has.
+    loop {
+        let answer = post("/v1/auth/enable", serde_json::json!({})).send().await;
+        if matches!(&answer, Ok(r) if r.status().is_success()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("enable: {answer:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let made = post(
+        "/v1/auth/tokens",
+        serde_json::json!({"name": "chaos clients", "role": "readwrite"}),
+    )
+    .send()
+    .await
+    .map_err(|e| e.to_string())?;
+    let bytes = made.bytes().await.map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let token = body["token"]
+        .as_str()
+        .ok_or(format!("no token in {body}"))?;
+    ctx.client_token
+        .set(token.to_string())
+        .map_err(|_| "the client token is set twice".to_string())?;
+    for url in &ctx.urls {
+        loop {
+            let probe = ctx.http.get(format!("{url}/v1/kv/probe")).send().await;
+            if matches!(&probe, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{url} does not enforce authentication: {probe:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    ctx.log("authentication on: clients use a readwrite token, the nemesis the root token");
+    Ok(())
+}
+
 /// The client's own limit on one request: above the nodes' request timeout, so that a
 /// node that runs answers (504 if it must) before the client gives up, and short enough
 /// that clients stuck on a paused node soon move on to others.
@@ -168,6 +224,9 @@ pub struct ChaosConfig {
     /// Runs the cluster with TLS everywhere ([`ProcessCluster::start_secure`]): clients
     /// over HTTPS, nodes over mutual TLS.
     pub tls: bool,
+    /// Switches authentication on before the run: clients write with a `readwrite`
+    /// token, the nemesis acts with the root token.
+    pub auth: bool,
 }
 
 impl Default for ChaosConfig {
@@ -183,6 +242,7 @@ impl Default for ChaosConfig {
             out: None,
             max_states: CheckConfig::default().max_states,
             tls: false,
+            auth: false,
         }
     }
 }
@@ -220,6 +280,8 @@ struct Ctx {
     /// The nemesis' actions: (time on the recorder's clock, description).
     timeline: Mutex<Vec<(u64, String)>>,
     faults: Mutex<usize>,
+    /// The clients' token, once authentication is on.
+    client_token: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -319,11 +381,14 @@ async fn execute(ctx: &Ctx, client: u64, node: u64, key: &str, command: Command)
     let id = ctx.recorder.invoke(client, node, key, command.clone());
     let url = format!("{}/v1/kv/{key}", ctx.url(node));
     let is_write = command.is_write();
-    let request = match &command {
+    let mut request = match &command {
         Command::Get(_) => ctx.http.get(url),
         Command::Put(value) => ctx.http.put(url).body(value.clone()),
         Command::Delete => ctx.http.delete(url),
     };
+    if let Some(token) = ctx.client_token.get() {
+        request = request.bearer_auth(token);
+    }
     let classified = match request.timeout(CLIENT_TIMEOUT).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -380,6 +445,9 @@ async fn admin(
         .http
         .request(method, format!("{}{path}", ctx.url(node)))
         .timeout(Duration::from_secs(5));
+    if ctx.config.auth {
+        request = request.bearer_auth(CHAOS_ROOT_TOKEN);
+    }
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -683,8 +751,18 @@ async fn final_reads(ctx: &Ctx, key: String, deadline: Instant) -> Vec<(String, 
 /// verdict line to stdout.
 pub async fn run(config: ChaosConfig) -> ChaosOutcome {
     assert!(config.nodes >= 1, "at least one node");
+    let root_line = if config.auth {
+        format!("root_token = \"{CHAOS_ROOT_TOKEN}\"\n")
+    } else {
+        String::new()
+    };
     let cluster = if config.tls {
-        ProcessCluster::start_secure(config.nodes, false, NODE_CONFIG)
+        ProcessCluster::start_secure_with(config.nodes, false, &root_line, NODE_CONFIG)
+    } else if config.auth {
+        ProcessCluster::start_with_config(
+            config.nodes,
+            &format!("{NODE_CONFIG}\n[security]\n{root_line}"),
+        )
     } else {
         ProcessCluster::start_with_config(config.nodes, NODE_CONFIG)
     };
@@ -705,11 +783,17 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         partitioned: Mutex::new(BTreeSet::new()),
         timeline: Mutex::new(Vec::new()),
         faults: Mutex::new(0),
+        client_token: std::sync::OnceLock::new(),
     });
     let mut problems = Vec::new();
     for node in 1..=config.nodes {
         if !wait_healthy(&ctx, node, Duration::from_secs(60)).await {
             problems.push(format!("node {node} never became healthy at start"));
+        }
+    }
+    if config.auth {
+        if let Err(why) = switch_auth_on(&ctx).await {
+            problems.push(format!("cannot switch authentication on: {why}"));
         }
     }
     ctx.log(format!(

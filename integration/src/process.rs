@@ -50,10 +50,12 @@ pub struct ProcessCluster {
     secure: Option<Secure>,
 }
 
-/// What a secure cluster keeps: its CA, and whether clients must present a certificate.
+/// What a secure cluster keeps: its CA, whether clients must present a certificate, and
+/// more `[security]` lines for every node.
 struct Secure {
     ca: CertAuthority,
     client_cert_auth: bool,
+    more_security: String,
 }
 
 /// `count` distinct loopback ports that were free a moment ago, none of them in `taken`.
@@ -149,10 +151,22 @@ impl ProcessCluster {
     /// API must present a certificate too. `extra_toml` as for
     /// [`ProcessCluster::start_with_config`] (without `[security]`).
     pub fn start_secure(count: u64, client_cert_auth: bool, extra_toml: &str) -> ProcessCluster {
+        ProcessCluster::start_secure_with(count, client_cert_auth, "", extra_toml)
+    }
+
+    /// [`ProcessCluster::start_secure`] with more lines for the `[security]` section
+    /// (for example `root_token = "..."`).
+    pub fn start_secure_with(
+        count: u64,
+        client_cert_auth: bool,
+        more_security: &str,
+        extra_toml: &str,
+    ) -> ProcessCluster {
         let ca = CertAuthority::generate("process cluster CA").expect("a CA");
         let secure = Secure {
             ca,
             client_cert_auth,
+            more_security: more_security.to_string(),
         };
         ProcessCluster::launch(count, "", extra_toml, Some(secure))
     }
@@ -250,8 +264,8 @@ impl ProcessCluster {
             let files = self.issue(&format!("store-{id}"), &CertIdentity::Store(id));
             config.push_str(&format!(
                 "[security]\nca_path = {:?}\ncert_path = {:?}\nkey_path = {:?}\n\
-                 client_cert_auth = {}\nreload_interval_ms = 200\n\n",
-                files.ca, files.cert, files.key, secure.client_cert_auth
+                 client_cert_auth = {}\nreload_interval_ms = 200\n{}\n\n",
+                files.ca, files.cert, files.key, secure.client_cert_auth, secure.more_security
             ));
         }
         for n in &self.nodes[..self.initial_count] {

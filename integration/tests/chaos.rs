@@ -3,8 +3,10 @@
 //! splits regions; the recorded history, final reads of every key on every node included,
 //! must be linearizable. `CHAOS_SEED` picks another seed, `CHAOS_OUT` keeps the artifacts
 //! (history.jsonl, faults.log, diagrams) in a directory of your choice. A second, shorter
-//! run does the same over TLS (HTTPS clients, mutual TLS between the nodes), where every
-//! kill, pause and partition also breaks TLS sessions that must be opened again.
+//! run does the same over TLS (HTTPS clients, mutual TLS between the nodes) with
+//! authentication on (clients with a readwrite token), where every kill, pause and
+//! partition also breaks TLS sessions that must be opened again, and a restarted node
+//! must enforce the tokens from its first request.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,12 +20,14 @@ async fn a_short_seeded_chaos_run_is_linearizable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_short_seeded_chaos_run_over_tls_is_linearizable() {
+async fn a_short_seeded_chaos_run_over_tls_with_tokens_is_linearizable() {
     seeded_run(true, Duration::from_secs(15)).await;
 }
 
-/// Runs chaos for `duration` (over TLS if `tls`) and checks the outcome.
-async fn seeded_run(tls: bool, duration: Duration) {
+/// Runs chaos for `duration` (over TLS with authentication on if `secure`) and checks
+/// the outcome.
+async fn seeded_run(secure: bool, duration: Duration) {
+    let tls = secure;
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -48,6 +52,7 @@ async fn seeded_run(tls: bool, duration: Duration) {
         out: Some(out.clone()),
         max_states: 2_000_000,
         tls,
+        auth: secure,
     };
     let outcome = chaos::run(config).await;
     println!("artifacts in {}", out.display());

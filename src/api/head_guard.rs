@@ -100,6 +100,14 @@ pub struct HeadGuard {
 }
 
 impl HeadGuard {
+    /// The user the connection's client certificate names, if any.
+    pub fn certificate_user(&self) -> Option<String> {
+        match self.inner.peer_identity()? {
+            crate::security::CertIdentity::User(name) => Some(name),
+            crate::security::CertIdentity::Store(_) => None,
+        }
+    }
+
     /// Guards `inner`, each head of which must arrive within `timeout`.
     pub fn new(inner: Conn, timeout: Duration) -> HeadGuard {
         HeadGuard {

@@ -22,9 +22,12 @@
 //! of 405 names the allowed methods in `Allow`; `HEAD` on a key answers like `GET`,
 //! without the body. The [`admission`] middleware, which the node wraps around the whole
 //! API, refuses cross-site requests and bounds the requests and bytes in flight.
+//! The [`auth`] middleware checks credentials once authentication is on, and `/v1/auth`
+//! manages tokens and certificate users.
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod faults;
@@ -60,6 +63,8 @@ pub struct ApiState {
     pub addresses: AddressBook,
     /// Asks other nodes' client listeners whether they are alive.
     pub health_probe: crate::security::NodeHttp,
+    /// The node's copy of the authentication state.
+    pub auth: std::sync::Arc<crate::auth::AuthCache>,
 }
 
 /// Registers every route of the API, for `App::configure`.
@@ -176,6 +181,7 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .default_service(error::method_not_allowed("GET, POST, DELETE")),
                     ),
             )
+            .configure(auth::routes)
             .configure(ui::routes)
             .default_service(web::to(error::route_not_found));
     }

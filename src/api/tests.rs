@@ -87,10 +87,13 @@ impl SingleStore {
             store.router(),
             admin.clone(),
             addresses.clone(),
-            pd_config,
-            1,
-            addresses.all(),
-            timeouts.attempt,
+            crate::placement::PdSetup {
+                config: pd_config,
+                cluster_id: 1,
+                initial_stores: addresses.all(),
+                timeout: timeouts.attempt,
+                root_token_sha256: None,
+            },
             None,
         )
         .unwrap();
@@ -111,6 +114,7 @@ impl SingleStore {
             limits,
             addresses,
             health_probe: crate::api::admin::health_probe_client(None).unwrap(),
+            auth: Arc::new(crate::auth::AuthCache::in_memory(Default::default())),
         });
         SingleStore {
             store,
@@ -1569,13 +1573,16 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
         node.store.router(),
         node.state.admin.clone(),
         node.state.addresses.clone(),
-        crate::config::PdConfig {
-            max_peer_count: 1,
-            ..Default::default()
+        crate::placement::PdSetup {
+            config: crate::config::PdConfig {
+                max_peer_count: 1,
+                ..Default::default()
+            },
+            cluster_id: 1,
+            initial_stores: node.state.addresses.all(),
+            timeout: Duration::from_secs(3),
+            root_token_sha256: None,
         },
-        1,
-        node.state.addresses.all(),
-        Duration::from_secs(3),
         None,
     )
     .unwrap();

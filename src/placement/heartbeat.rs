@@ -6,6 +6,8 @@
 //! answers with [`RegionCommand`]s for some of those regions and with its list of stores,
 //! which refreshes the node's address book: that is how every node learns where a store
 //! that joined later listens.
+//! The node also reports the version of the authentication state it enforces, and takes
+//! the PD's newer one from the answer (see [`crate::auth::cache`]).
 //!
 //! A command is proposed to the local leader like an admin command, carrying the epoch
 //! of the report it answers, so a command made for a region that has changed since is
@@ -32,18 +34,21 @@ use super::wire::{
 };
 use crate::address_book::AddressBook;
 use crate::admin::{change_peer, transfer_leader_request};
+use crate::auth::AuthCache;
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 
 /// How long a command from the PD may take before the node stops waiting for it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts the heartbeat loop of the node at `own` (its store id resolved).
+/// Starts the heartbeat loop of the node at `own` (its store id resolved), which also
+/// keeps `auth` current.
 pub fn spawn_heartbeats(
     store: StoreRouter,
     client: Arc<PdClient>,
     addresses: AddressBook,
     own: StoreAddress,
+    auth: Arc<AuthCache>,
     interval: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -53,7 +58,8 @@ pub fn spawn_heartbeats(
         let mut was_tombstone = false;
         loop {
             ticker.tick().await;
-            let reply = match heartbeat_once(&store, &client, &own, interval * 3).await {
+            let sent = heartbeat_once(&store, &client, &own, auth.version(), interval * 3);
+            let reply = match sent.await {
                 Ok(reply) => reply,
                 Err(e) => {
                     tracing::debug!(store = own.id, "heartbeat not delivered: {e}");
@@ -74,6 +80,9 @@ pub fn spawn_heartbeats(
                 );
             }
             was_tombstone = tombstone;
+            if let Some(set) = reply.auth {
+                auth.update(set);
+            }
             for command in reply.commands {
                 execute(&store, command, &busy_regions);
             }
@@ -86,9 +95,11 @@ async fn heartbeat_once(
     store: &StoreRouter,
     client: &PdClient,
     own: &StoreAddress,
+    auth_version: u64,
     timeout: Duration,
 ) -> Result<HeartbeatReply> {
-    let batch = collect(store, own).await?;
+    let mut batch = collect(store, own).await?;
+    batch.auth_version = auth_version;
     let answer = client.call(&PdRequest::Heartbeat(batch), timeout).await?;
     serde_json::from_value(answer)
         .map_err(|e| Error::Io(format!("the PD answered a heartbeat with garbage: {e}")))
@@ -124,6 +135,7 @@ async fn collect(store: &StoreRouter, own: &StoreAddress) -> Result<HeartbeatBat
             used_size: Some(used_size),
         },
         regions,
+        auth_version: 0,
     })
 }
 

@@ -17,7 +17,10 @@
 //! - `\xFFpd/store-id-limit`: the store-id allocator's high-water mark. Store ids are
 //!   handed out in batches: the limit is raised (durably, by raft) before any id below it
 //!   is given away, and a new PD leader continues above the limit, so no id is ever
-//!   given twice, even across leader changes and restarts.
+//!   given twice, even across leader changes and restarts;
+//! - `\xFFpd/auth`: the [`AuthSet`], authentication's whole state (on or off, every token
+//!   digest and certificate user, a version), in one record so that every change is one
+//!   atomic write (see [`crate::auth`]).
 //!
 //! Regions, leaders and sizes are not stored: the region leaders report them in every
 //! heartbeat, and a new PD leader relearns them within one heartbeat interval.
@@ -27,6 +30,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tinykv_proto::metapb::StoreState;
 
+use crate::auth::AuthSet;
 use crate::config::StoreAddress;
 
 /// Where the meta region starts. Every key from here on is reserved for the PD.
@@ -41,6 +45,7 @@ pub const RECORDS_END: &[u8] = b"\xffpd0";
 const CLUSTER_KEY: &[u8] = b"\xffpd/cluster";
 const STORE_PREFIX: &[u8] = b"\xffpd/store/";
 const STORE_ID_LIMIT_KEY: &[u8] = b"\xffpd/store-id-limit";
+const AUTH_KEY: &[u8] = b"\xffpd/auth";
 
 /// How many store ids the allocator reserves per durable write.
 pub const STORE_ID_BATCH: u64 = 16;
@@ -110,6 +115,8 @@ pub struct PdRecords {
     pub stores: BTreeMap<u64, StoreRecord>,
     /// The store-id allocator's high-water mark: ids up to it may have been handed out.
     pub store_id_limit: u64,
+    /// Authentication's state (off, version 0, until first changed).
+    pub auth: AuthSet,
 }
 
 /// A record that could not be read back: which one, and what is wrong with it.
@@ -130,6 +137,8 @@ pub enum RecordKind {
     Store(u64),
     /// The store-id allocator's high-water mark.
     StoreIdLimit,
+    /// Authentication's state.
+    Auth,
     /// A key among the records that names none of them.
     Unknown,
 }
@@ -158,6 +167,9 @@ impl PdRecords {
                     Ok(store) => Err(format!("it describes store {}", store.id)),
                     Err(e) => Err(e.to_string()),
                 },
+                RecordKind::Auth => serde_json::from_slice::<AuthSet>(value)
+                    .map(|auth| records.auth = auth)
+                    .map_err(|e| e.to_string()),
                 RecordKind::Unknown => Err("no record is kept under this key".to_string()),
             };
             if let Err(problem) = problem {
@@ -180,6 +192,8 @@ fn record_kind(key: &[u8]) -> RecordKind {
         RecordKind::Cluster
     } else if key == STORE_ID_LIMIT_KEY {
         RecordKind::StoreIdLimit
+    } else if key == AUTH_KEY {
+        RecordKind::Auth
     } else if let Some(id) = key.strip_prefix(STORE_PREFIX) {
         <[u8; 8]>::try_from(id)
             .map(|id| RecordKind::Store(u64::from_be_bytes(id)))
@@ -194,6 +208,7 @@ pub fn record_key(kind: RecordKind) -> Option<Vec<u8>> {
     match kind {
         RecordKind::Cluster => Some(CLUSTER_KEY.to_vec()),
         RecordKind::StoreIdLimit => Some(STORE_ID_LIMIT_KEY.to_vec()),
+        RecordKind::Auth => Some(AUTH_KEY.to_vec()),
         RecordKind::Store(id) => {
             let mut key = STORE_PREFIX.to_vec();
             key.extend_from_slice(&id.to_be_bytes());
@@ -218,6 +233,11 @@ pub fn store_entry(record: &StoreRecord) -> (Vec<u8>, Vec<u8>) {
 /// The key and value that record the store-id allocator's high-water mark.
 pub fn store_id_limit_entry(limit: u64) -> (Vec<u8>, Vec<u8>) {
     (STORE_ID_LIMIT_KEY.to_vec(), limit.to_be_bytes().to_vec())
+}
+
+/// The key and value that record authentication's state.
+pub fn auth_entry(auth: &AuthSet) -> (Vec<u8>, Vec<u8>) {
+    (AUTH_KEY.to_vec(), to_json(auth))
 }
 
 fn to_json(value: &impl Serialize) -> Vec<u8> {

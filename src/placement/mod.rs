@@ -19,6 +19,7 @@
 //! A new node joins with [`join`]: it asks any node named in `cluster.join` for a store
 //! id, which the PD allocates and records before answering.
 
+mod auth_records;
 pub mod client;
 pub mod heartbeat;
 pub mod meta;
@@ -32,8 +33,8 @@ use std::time::Duration;
 pub use client::{PdClient, PD_PATH};
 pub use heartbeat::spawn_heartbeats;
 pub use meta::{is_reserved_key, META_REGION_START};
-pub use server::PdServer;
-pub use wire::{JoinReply, PdRequest};
+pub use server::{PdServer, PdSetup};
+pub use wire::{AuthChange, JoinReply, PdRequest};
 
 use crate::address_book::AddressBook;
 use crate::config::{Config, StoreAddress};

@@ -41,15 +41,18 @@ use tinykv_proto::raft_cmdpb::{
     CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
 };
 
+use super::auth_records;
 use super::meta::{
-    cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, DamagedRecord, PdRecords,
-    RecordKind, StoreRecord, META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
+    auth_entry, cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, DamagedRecord,
+    PdRecords, RecordKind, StoreRecord, META_REGION_START, RECORDS_END, RECORDS_START,
+    STORE_ID_BATCH,
 };
 use super::probe::Probe;
 use super::views;
 use super::wire::{HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand};
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
+use crate::auth::AuthSet;
 use crate::config::{PdConfig, StoreAddress};
 use crate::error::{Error, Result};
 use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError};
@@ -75,6 +78,21 @@ pub struct PdServer {
     inner: Arc<Inner>,
 }
 
+/// What a placement driver needs to know besides the store it runs on.
+#[derive(Debug, Clone)]
+pub struct PdSetup {
+    /// The `[pd]` section.
+    pub config: PdConfig,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The stores recorded as the cluster's first if this node is the first PD leader.
+    pub initial_stores: Vec<StoreAddress>,
+    /// How long a write to the meta region may take.
+    pub timeout: Duration,
+    /// SHA-256 of `security.root_token`, recorded as the root token if none is yet.
+    pub root_token_sha256: Option<String>,
+}
+
 struct Inner {
     store: StoreRouter,
     admin: AdminService,
@@ -83,6 +101,7 @@ struct Inner {
     cluster_id: u64,
     initial_stores: Vec<StoreAddress>,
     timeout: Duration,
+    root_token_sha256: Option<String>,
     probe: Probe,
     leadership: tokio::sync::Mutex<Option<Leadership>>,
 }
@@ -103,19 +122,18 @@ struct Leadership {
     unrecorded_stores: BTreeSet<u64>,
     /// Set when a write failed: the state may no longer match the records.
     poisoned: bool,
+    /// Authentication's state, as recorded.
+    auth: AuthSet,
 }
 
 impl PdServer {
-    /// A server over the local store. `initial_stores` are recorded as the cluster's
-    /// first stores if this node is the first PD leader ever.
+    /// A server over the local store, reaching other nodes with `tls` (plaintext if
+    /// `None`).
     pub fn new(
         store: StoreRouter,
         admin: AdminService,
         addresses: AddressBook,
-        config: PdConfig,
-        cluster_id: u64,
-        initial_stores: Vec<StoreAddress>,
-        timeout: Duration,
+        setup: PdSetup,
         tls: Option<&Tls>,
     ) -> Result<PdServer> {
         Ok(PdServer {
@@ -123,11 +141,12 @@ impl PdServer {
                 store,
                 admin,
                 addresses,
-                config,
-                cluster_id,
-                initial_stores,
-                timeout,
-                probe: Probe::new(cluster_id, tls)?,
+                probe: Probe::new(setup.cluster_id, tls)?,
+                config: setup.config,
+                cluster_id: setup.cluster_id,
+                initial_stores: setup.initial_stores,
+                timeout: setup.timeout,
+                root_token_sha256: setup.root_token_sha256,
                 leadership: tokio::sync::Mutex::new(None),
             }),
         })
@@ -224,7 +243,14 @@ impl PdServer {
                 cluster: Some(cluster),
                 stores: stores.into_iter().map(|s| (s.id, s)).collect(),
                 store_id_limit: limit,
+                auth: AuthSet::default(),
             };
+        }
+        let root = inner.root_token_sha256.as_deref();
+        if let Some(auth) = auth_records::bootstrap_root(&records.auth, root, now_ms()) {
+            self.write(region_id, term, vec![auth_entry(&auth)]).await?;
+            tracing::info!("the root token of security.root_token is recorded");
+            records.auth = auth;
         }
         let Some(cluster) = records.cluster else {
             return Err(Error::Io("the cluster record is missing".into()));
@@ -269,6 +295,7 @@ impl PdServer {
             ids: IdPool::new(inner.store.id_allocator()),
             unrecorded_stores,
             poisoned: false,
+            auth: records.auth,
         })
     }
 
@@ -338,6 +365,18 @@ impl PdServer {
                     entries.push(store_id_limit_entry(limit));
                     records.store_id_limit = limit;
                 }
+                RecordKind::Auth => {
+                    let root = inner.root_token_sha256.as_deref();
+                    let closed = auth_records::closed_after_damage(root, now_ms());
+                    tracing::error!(
+                        "{}; authentication is switched on with the root token of \
+                         security.root_token as its only credential (none, if it is not \
+                         set): create tokens and users again",
+                        record.problem
+                    );
+                    entries.push(auth_entry(&closed));
+                    records.auth = closed;
+                }
                 RecordKind::Unknown => tracing::warn!("{}; left alone", record.problem),
             }
         }
@@ -379,6 +418,19 @@ impl PdServer {
                     max_down,
                 );
                 Ok(json!({ "store": store }))
+            }
+            PdRequest::Auth(change) => {
+                if let Some(next) = auth_records::apply(&leadership.auth, change)? {
+                    self.write_logged(leadership, vec![auth_entry(&next)])
+                        .await?;
+                    tracing::info!(
+                        version = next.version,
+                        enabled = next.enabled,
+                        "authentication state changed"
+                    );
+                    leadership.auth = next;
+                }
+                Ok(serde_json::to_value(&leadership.auth).expect("the auth state serializes"))
             }
             PdRequest::Cluster => Ok(views::cluster(
                 &leadership.coordinator,
@@ -469,6 +521,7 @@ impl PdServer {
             commands,
             stores: leadership.stores.values().cloned().collect(),
             store_state,
+            auth: (leadership.auth.version > batch.auth_version).then(|| leadership.auth.clone()),
         })
     }
 
@@ -604,6 +657,7 @@ impl PdServer {
         Ok(JoinReply {
             store_id,
             stores: leadership.stores.values().cloned().collect(),
+            auth: leadership.auth.clone(),
         })
     }
 

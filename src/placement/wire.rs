@@ -62,6 +62,42 @@ pub enum PdRequest {
         /// The store to drain.
         store_id: u64,
     },
+    /// Read or change authentication's state (`/v1/auth`): answered with the whole
+    /// [`AuthSet`](crate::auth::AuthSet) as it is afterwards.
+    Auth(AuthChange),
+}
+
+/// A change to authentication's state, or none ([`AuthChange::Show`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AuthChange {
+    /// No change: the state as it is.
+    Show,
+    /// Require credentials on every node (refused while no admin credential exists).
+    Enable,
+    /// Stop requiring credentials.
+    Disable,
+    /// Add a token (its secret's digest only; the node that made it shows the client the
+    /// secret once).
+    CreateToken {
+        /// The token.
+        record: crate::auth::TokenRecord,
+    },
+    /// Remove a token: it is refused on every node from the next heartbeat on.
+    RevokeToken {
+        /// Its id.
+        id: String,
+    },
+    /// Give a certificate user a grant (replacing any).
+    SetUser {
+        /// The user and grant.
+        record: crate::auth::UserRecord,
+    },
+    /// Remove a certificate user's grant.
+    DeleteUser {
+        /// The user's name.
+        name: String,
+    },
 }
 
 /// One node's heartbeat: its store and every region it leads.
@@ -71,6 +107,9 @@ pub struct HeartbeatBatch {
     pub store: StoreReport,
     /// One report per region the store leads.
     pub regions: Vec<RegionReport>,
+    /// The version of the authentication state the node enforces.
+    #[serde(default)]
+    pub auth_version: u64,
 }
 
 /// A store's report about itself.
@@ -267,6 +306,9 @@ pub struct HeartbeatReply {
     pub stores: Vec<StoreRecord>,
     /// The reporting store's own state (`Up`, `Offline`, `Tombstone`).
     pub store_state: String,
+    /// Authentication's state, when it is newer than the node's `auth_version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthSet>,
 }
 
 /// The PD's answer to a join.
@@ -276,6 +318,9 @@ pub struct JoinReply {
     pub store_id: u64,
     /// Every store the PD knows, for the node's address book.
     pub stores: Vec<StoreRecord>,
+    /// Authentication's state, which the new node enforces from its first request.
+    #[serde(default)]
+    pub auth: crate::auth::AuthSet,
 }
 
 #[cfg(test)]
@@ -305,6 +350,7 @@ mod tests {
                 used_size: None,
             },
             regions: vec![report.clone()],
+            auth_version: 0,
         });
         let json = serde_json::to_string(&request).unwrap();
         assert!(json.starts_with(r#"{"type":"heartbeat""#), "{json}");

@@ -146,7 +146,10 @@ async fn stores_exchange_raft_messages_and_snapshots_over_mutual_tls() {
         transport.send(message(1, 2, region));
     }
     for region in 1..=20 {
-        let got = tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.region_id, region);
     }
     // A snapshot travels on a TLS stream of its own, acknowledged through the session.
@@ -174,7 +177,10 @@ async fn stores_exchange_raft_messages_and_snapshots_over_mutual_tls() {
         ..Default::default()
     });
     transport.send(snapshot.clone());
-    let got = tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(got == snapshot, "the snapshot arrives intact");
 }
 
@@ -187,7 +193,10 @@ async fn a_store_claiming_another_store_than_its_certificate_is_refused() {
     let forger =
         TcpTransport::new(book(2, &addr), hello(1), Handle::current()).with_tls(Some(pki.store(3)));
     forger.send(message(1, 2, 7));
-    assert!(nothing_arrives(&mut inbox).await, "a forged stream delivers nothing");
+    assert!(
+        nothing_arrives(&mut inbox).await,
+        "a forged stream delivers nothing"
+    );
     assert!(refused("peer", "identity_mismatch") > before);
 }
 
@@ -206,7 +215,9 @@ async fn a_dial_that_reaches_another_store_sends_it_nothing() {
     let mut conn = impostor.accept_peer(tcp).await.unwrap();
     assert_eq!(conn.peer_identity(), Some(CertIdentity::Store(1)));
     let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(WAIT, conn.read(&mut buf)).await.unwrap();
+    let read = tokio::time::timeout(WAIT, conn.read(&mut buf))
+        .await
+        .unwrap();
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "the sender checks whom it reached before it writes a byte: {read:?}"
@@ -301,7 +312,10 @@ async fn a_rotated_certificate_is_used_without_a_restart() {
     let credentials = Arc::new(Credentials::load(files.clone(), crypto_provider()).unwrap());
     let serial = |c: &Credentials| c.current().key.cert[0].clone();
     let first = serial(&credentials);
-    assert!(!credentials.reload_if_changed().unwrap(), "nothing changed yet");
+    assert!(
+        !credentials.reload_if_changed().unwrap(),
+        "nothing changed yet"
+    );
 
     // A half-written file is refused, and the old certificate stays.
     std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\nAAAA").unwrap();

@@ -65,6 +65,10 @@ struct Args {
     /// Run the cluster with TLS everywhere (a CA and certificates made for the run).
     #[arg(long)]
     tls: bool,
+    /// Switch authentication on first: clients use a readwrite token, the nemesis the
+    /// root token.
+    #[arg(long)]
+    auth: bool,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         out: Some(args.out.clone()),
         max_states: args.max_states,
         tls: args.tls,
+        auth: args.auth,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
