@@ -296,6 +296,16 @@ impl ProcessCluster {
         )
     }
 
+    /// The peer (raft) address of node `id`.
+    pub fn peer_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.nodes[(id - 1) as usize].raft)
+    }
+
+    /// The client (HTTP) address of node `id`, without a scheme.
+    pub fn http_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.nodes[(id - 1) as usize].http)
+    }
+
     /// Where a secure cluster keeps its certificates.
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.path().join("certs")

@@ -93,3 +93,29 @@ pub async fn region_map(
     }
     regions
 }
+
+/// The error code of a JSON error body (empty if it is none).
+pub fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default()["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The sum of the samples of `metric` whose labels include every one of `labels`, as
+/// the node at `url` shows them at `/metrics`.
+pub async fn metric(http: &reqwest::Client, url: &str, metric: &str, labels: &[&str]) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(metric))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -26,7 +26,7 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use tinykv::security::{crypto_provider, CertIdentity, Conn, Credentials, NodeHttp, Tls};
 use tinykv_integration::process::ProcessCluster;
-use tinykv_integration::rest::{get_json, must_get, must_put};
+use tinykv_integration::rest::{error_code, get_json, metric, must_get, must_put};
 use tinykv_proto::eraftpb::{self, MessageType};
 use tinykv_proto::kvrpcpb::{RawPutRequest, RawPutResponse};
 use tinykv_proto::metapb::{Peer, RegionEpoch};
@@ -122,7 +122,7 @@ impl Attacker {
         let response = self
             .peer_http
             .client()
-            .post(self.peer_http.url(&peer_addr(cluster, id), path))
+            .post(self.peer_http.url(&cluster.peer_addr(id), path))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -151,8 +151,8 @@ impl Attacker {
                     request.to_string().into_bytes(),
                 )
                 .await;
-            if code(&body) != "not_pd_leader" {
-                return Some((status, code(&body)));
+            if error_code(&body) != "not_pd_leader" {
+                return Some((status, error_code(&body)));
             }
         }
         None
@@ -236,43 +236,18 @@ async fn raw_http(mut stream: Conn, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// The peer (raft) address of node `id`.
-fn peer_addr(cluster: &ProcessCluster, id: u64) -> String {
-    format!("127.0.0.1:{}", cluster.nodes()[(id - 1) as usize].raft)
-}
-
-/// The client (HTTP) address of node `id`.
-fn http_addr(cluster: &ProcessCluster, id: u64) -> String {
-    format!("127.0.0.1:{}", cluster.nodes()[(id - 1) as usize].http)
-}
-
-/// The error code of a JSON error body (empty if it is none).
-fn code(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)["error"]["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Raft and snapshot streams node `id` refused for claiming another store than their
 /// certificate names (`tinykv_connections_refused_total`), and PD requests it refused for
 /// the same reason.
 async fn identity_mismatches(http: &reqwest::Client, cluster: &ProcessCluster, id: u64) -> f64 {
-    let text = http
-        .get(format!("{}/metrics", cluster.url(id)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("tinykv_connections_refused_total"))
-        .filter(|line| {
-            line.contains("listener=\"peer\"") && line.contains("reason=\"identity_mismatch\"")
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let labels = ["listener=\"peer\"", "reason=\"identity_mismatch\""];
+    metric(
+        http,
+        &cluster.url(id),
+        "tinykv_connections_refused_total",
+        &labels,
+    )
+    .await
 }
 
 /// Waits until node `id`'s log, past its first `from` bytes, says `needle` (the nodes log
@@ -471,7 +446,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
         .encode_to_vec();
         let refused_before = identity_mismatches(&http, &cluster, to).await;
         let log_before = cluster.log(to).len();
-        let conn = attacker.connect(&peer_addr(&cluster, to)).await;
+        let conn = attacker.connect(&cluster.peer_addr(to)).await;
         send_frames(
             conn,
             &opening(b"TKVR", claims),
@@ -539,7 +514,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
                     )
                     .await;
                 assert_eq!(
-                    (status, code(&body).as_str()),
+                    (status, error_code(&body).as_str()),
                     (403, "identity_mismatch"),
                     "{heartbeat} on node {id}"
                 );
@@ -572,7 +547,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403);
-    assert_eq!(code(&foreign.bytes().await.unwrap()), "cross_origin");
+    assert_eq!(error_code(&foreign.bytes().await.unwrap()), "cross_origin");
 
     // 6. A snapshot that fails verification, streamed to a follower: as the leader in
     //    plaintext, as the certificate's store with TLS (to a follower not on that
@@ -626,7 +601,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
     };
     let log_before = cluster.log(follower).len();
     send_frames(
-        attacker.connect(&peer_addr(&cluster, follower)).await,
+        attacker.connect(&cluster.peer_addr(follower)).await,
         &opening(b"TKVS", sender),
         &[
             chunk.encode_to_vec(),
@@ -656,7 +631,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
     .await;
     assert_eq!(page["kvs"].as_array().unwrap().len(), 2, "4 MiB a page");
     assert_eq!(page["next"], "big1%00");
-    let trickle = attacker.connect(&http_addr(&cluster, 1)).await;
+    let trickle = attacker.connect(&cluster.http_addr(1)).await;
     let started = Instant::now();
     let answer = raw_http(
         trickle,
@@ -710,7 +685,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{uri}");
-        assert_eq!(code(&response.bytes().await.unwrap()), "bad_escape");
+        assert_eq!(error_code(&response.bytes().await.unwrap()), "bad_escape");
     }
     let started = Instant::now();
     let unknown = http
@@ -725,7 +700,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
     let mut request = b"GET /v1/kv/".to_vec();
     request.extend(vec![b'k'; 1024 * 1024]);
     request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
-    let answer = raw_http(attacker.connect(&http_addr(&cluster, 2)).await, &request).await;
+    let answer = raw_http(attacker.connect(&cluster.http_addr(2)).await, &request).await;
     assert!(
         answer.starts_with("HTTP/1.1 431") && answer.contains("header_too_large"),
         "{answer}"

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use serde_json::{json, Value};
+use serde_json::json;
 use tinykv::security::certs::CertAuthority;
 use tinykv::security::{
     crypto_provider, CertIdentity, ClientTlsFiles, Conn, Credentials, NodeHttp, Tls, TlsFiles,
 };
 use tinykv_integration::process::{server_binary, ProcessCluster};
-use tinykv_integration::rest::{get_json, must_get, must_put};
+use tinykv_integration::rest::{error_code, get_json, metric, must_get, must_put};
 use tinykv_proto::metapb::{Peer, RegionEpoch};
 use tinykv_proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,39 +28,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn tls_of(files: TlsFiles) -> Tls {
     let credentials = Credentials::load(files, crypto_provider()).expect("credentials");
     Tls::new(Arc::new(credentials), false).expect("TLS setup")
-}
-
-/// The peer (raft) address of node `id`.
-fn peer_addr(cluster: &ProcessCluster, id: u64) -> String {
-    format!("127.0.0.1:{}", cluster.nodes()[(id - 1) as usize].raft)
-}
-
-fn http_addr(cluster: &ProcessCluster, id: u64) -> String {
-    format!("127.0.0.1:{}", cluster.nodes()[(id - 1) as usize].http)
-}
-
-fn code(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)["error"]["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// The value of the sample of `metric` whose labels include every one of `labels`.
-async fn metric(http: &reqwest::Client, url: &str, metric: &str, labels: &[&str]) -> f64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(metric))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn wait_all_healthy(cluster: &ProcessCluster, http: &reqwest::Client) {
@@ -106,7 +73,7 @@ async fn a_secure_cluster_serves_only_clients_that_complete_a_tls_handshake() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let plain_url = format!("http://{}/v1/kv/secret", http_addr(&cluster, 2));
+    let plain_url = format!("http://{}/v1/kv/secret", cluster.http_addr(2));
     assert!(plain.get(&plain_url).send().await.is_err());
 
     // TLS, but no client certificate: the cluster requires one.
@@ -161,7 +128,7 @@ async fn a_secure_cluster_serves_only_clients_that_complete_a_tls_handshake() {
     let ctl = tinykv_integration::process::ctl_binary();
     let output = Command::new(ctl)
         .arg("--addr")
-        .arg(http_addr(&cluster, 1))
+        .arg(cluster.http_addr(1))
         .arg("--cacert")
         .arg(cluster.ca_path())
         .arg("--cert")
@@ -248,8 +215,8 @@ async fn a_node_with_a_valid_certificate_speaks_only_for_its_own_store() {
     let node3 = tls_of(cluster.issue("store-3-copy", &CertIdentity::Store(3)));
 
     // Forged tombstones claiming stores 1 and 2: refused at the hello.
-    forge_tombstone(&node3, &peer_addr(&cluster, 1), 2, 1).await;
-    forge_tombstone(&node3, &peer_addr(&cluster, 2), 1, 2).await;
+    forge_tombstone(&node3, &cluster.peer_addr(1), 2, 1).await;
+    forge_tombstone(&node3, &cluster.peer_addr(2), 1, 2).await;
 
     // A heartbeat moving store 2's address, and a join as store 2: 403 on every node.
     let pd = NodeHttp::build(Some(&node3), WAIT, "test", |b| b.timeout(WAIT)).unwrap();
@@ -267,7 +234,7 @@ async fn a_node_with_a_valid_certificate_speaks_only_for_its_own_store() {
         for id in 1..=3 {
             let response = pd
                 .client()
-                .post(pd.url(&peer_addr(&cluster, id), "/internal/v1/pd"))
+                .post(pd.url(&cluster.peer_addr(id), "/internal/v1/pd"))
                 .header("content-type", "application/json")
                 .body(request.to_string())
                 .send()
@@ -276,7 +243,7 @@ async fn a_node_with_a_valid_certificate_speaks_only_for_its_own_store() {
             let status = response.status().as_u16();
             let body = response.bytes().await.unwrap();
             assert_eq!(
-                (status, code(&body).as_str()),
+                (status, error_code(&body).as_str()),
                 (403, "identity_mismatch"),
                 "{request} on node {id}"
             );
@@ -296,7 +263,7 @@ async fn a_node_with_a_valid_certificate_speaks_only_for_its_own_store() {
     let as_user = NodeHttp::build(Some(&user), WAIT, "test", |b| b.timeout(WAIT)).unwrap();
     let identity = as_user
         .client()
-        .get(as_user.url(&peer_addr(&cluster, 1), "/internal/v1/identity"))
+        .get(as_user.url(&cluster.peer_addr(1), "/internal/v1/identity"))
         .send()
         .await;
     assert!(identity.is_err(), "a user certificate reached the peer API");
@@ -319,7 +286,7 @@ async fn a_node_with_a_valid_certificate_speaks_only_for_its_own_store() {
         .find(|s| s["id"] == 2)
         .cloned()
         .unwrap();
-    assert_eq!(store2["raft_addr"], peer_addr(&cluster, 2));
+    assert_eq!(store2["raft_addr"], cluster.peer_addr(2));
     for id in 1..=3 {
         for (key, value) in &acked {
             assert_eq!(
@@ -387,7 +354,7 @@ async fn a_node_is_the_store_its_certificate_names() {
 
 /// The certificate node `id`'s client listener presents now.
 async fn presented_certificate(cluster: &ProcessCluster, viewer: &Tls, id: u64) -> Vec<u8> {
-    let addr = http_addr(cluster, id);
+    let addr = cluster.http_addr(id);
     let tcp = TcpStream::connect(&addr).await.unwrap();
     let conn = viewer.connect(tcp, &addr).await.unwrap();
     let Conn::Tls(stream) = &conn else {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
@@ -90,8 +90,7 @@ impl ClientCertVerifier for ClusterClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        let algorithms = &self.0.provider().signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, algorithms)
+        verify_tls12_signature(message, cert, dss, algorithms(&self.0))
     }
 
     fn verify_tls13_signature(
@@ -100,15 +99,11 @@ impl ClientCertVerifier for ClusterClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        let algorithms = &self.0.provider().signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, algorithms)
+        verify_tls13_signature(message, cert, dss, algorithms(&self.0))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        algorithms(&self.0).supported_schemes()
     }
 }
 
@@ -132,7 +127,7 @@ impl ServerCertVerifier for ClusterServers {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let parsed = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.0.provider().signature_verification_algorithms.all;
+        let algorithms = algorithms(&self.0).all;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &self.0.current().roots,
@@ -155,8 +150,7 @@ impl ServerCertVerifier for ClusterServers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        let algorithms = &self.0.provider().signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, algorithms)
+        verify_tls12_signature(message, cert, dss, algorithms(&self.0))
     }
 
     fn verify_tls13_signature(
@@ -165,14 +159,15 @@ impl ServerCertVerifier for ClusterServers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        let algorithms = &self.0.provider().signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, algorithms)
+        verify_tls13_signature(message, cert, dss, algorithms(&self.0))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        algorithms(&self.0).supported_schemes()
     }
+}
+
+/// The signature algorithms of the credentials' cryptography.
+fn algorithms(credentials: &Credentials) -> &WebPkiSupportedAlgorithms {
+    &credentials.provider().signature_verification_algorithms
 }
