@@ -75,6 +75,7 @@ pub struct Node {
     http_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<()>,
     heartbeat_task: Option<JoinHandle<()>>,
+    tls_reload_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -336,9 +337,9 @@ impl Node {
         };
         let http = server.handle();
         let http_task = tokio::spawn(server);
-        if let Some(tls) = &tls {
-            tls.reload_every(config.security.reload_interval());
-        }
+        let tls_reload_task = tls
+            .as_ref()
+            .map(|tls| tls.reload_every(config.security.reload_interval()));
         tracing::info!(store = store_id, %raft_addr, %http_addr, "TinyKV node serving");
         Ok(Node {
             store_id,
@@ -349,6 +350,7 @@ impl Node {
             http_task,
             raft_task,
             heartbeat_task,
+            tls_reload_task,
         })
     }
 
@@ -378,6 +380,9 @@ impl Node {
         tracing::info!(store = self.store_id, "stopping the HTTP server");
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        if let Some(task) = self.tls_reload_task {
+            task.abort();
+        }
         if let Some(task) = self.heartbeat_task {
             task.abort();
             let _ = task.await;

@@ -184,25 +184,33 @@ impl Tls {
         Ok(Conn::Tls(Box::new(TlsStream::Client(stream))))
     }
 
-    /// Checks the files every `interval` and takes new ones (see [`credentials`]), on a
-    /// thread of its own, as long as the process runs.
-    pub fn reload_every(&self, interval: Duration) {
+    /// Checks the files every `interval` and takes new ones (see [`credentials`]), in a
+    /// task that runs until it is aborted. A set that does not load is reported once, not
+    /// at every check.
+    pub fn reload_every(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let credentials = self.credentials.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tls-reload".into())
-            .spawn(move || loop {
-                std::thread::sleep(interval);
+        tokio::spawn(async move {
+            let mut reported = None;
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
                 match credentials.reload_if_changed() {
-                    Ok(true) => tracing::info!("TLS certificate and key reloaded"),
+                    Ok(true) => {
+                        tracing::info!("TLS certificate and key reloaded");
+                        reported = None;
+                    }
                     Ok(false) => {}
-                    Err(why) => tracing::warn!(
-                        "the TLS files changed but do not load; keeping the ones in use: {why}"
-                    ),
+                    Err(why) if reported.as_ref() != Some(&why) => {
+                        tracing::warn!(
+                            "the TLS files changed but do not load; keeping the ones in use: {why}"
+                        );
+                        reported = Some(why);
+                    }
+                    Err(_) => {}
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the TLS reloader");
-        }
+            }
+        })
     }
 }
 
