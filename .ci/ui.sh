@@ -16,9 +16,14 @@
 #    and in the table (data-region-id), and the throughput rows (data-route); its console
 #    must show no uncaught exception and nothing refused by the page's CSP;
 # 5. take a 1280x900 screenshot the same way: it must be a PNG of that size, not tiny,
-#    of many colours (a blank page has one), with the map's leader colours in it.
+#    of many colours (a blank page has one), with the map's leader colours in it;
+# 6. switch authentication on (the nodes run with a root token in
+#    TINYKV__SECURITY__ROOT_TOKEN, which changes nothing while it is off), wait until the
+#    admin API answers 401, and load the page again: it must show its token form
+#    (#auth-panel[data-auth-state=needed], #token-form with a password input, neither
+#    hidden), still without an uncaught exception or a CSP refusal.
 #
-# The DOM, the screenshot and the nodes' logs are kept in target/ui-artifacts/ (or
+# The DOMs, the screenshots and the nodes' logs are kept in target/ui-artifacts/ (or
 # $UI_ARTIFACTS). The nodes are stopped on exit. Run by .ci/run; by hand:
 # `bash .ci/ui.sh`. Environment: CARGO, UI_ARTIFACTS, CHROMIUM (the browser command).
 set -euo pipefail
@@ -29,6 +34,8 @@ CHROMIUM="${CHROMIUM:-chromium}"
 SERVER="$PWD/target/debug/tinykv-server"
 OUT="${UI_ARTIFACTS:-$PWD/target/ui-artifacts}"
 NODES=3
+# The nodes' root token (step 6): at least 16 characters, not of the tkv_ form.
+ROOT_TOKEN="ui-check-root-token-$$"
 
 log() { echo "ui: $*" >&2; }
 
@@ -50,7 +57,8 @@ log "building tinykv-server"
 
 tmp=$(mktemp -d)
 mkdir -p "$OUT"
-rm -f "$OUT"/ui.html "$OUT"/ui.png "$OUT"/node*.log "$OUT"/chromium.log
+rm -f "$OUT"/ui.html "$OUT"/ui.png "$OUT"/ui-auth.html "$OUT"/ui-auth.png "$OUT"/node*.log \
+  "$OUT"/chromium.log
 pids=()
 traffic_pid=""
 cleanup() {
@@ -108,7 +116,8 @@ base=$(node_url 1)
 
 for i in $(seq 1 "$NODES"); do
   # A later --config file overrides an earlier one: this replaces the address book.
-  "$SERVER" --config configs/node1.toml --config "$tmp/ports.toml" \
+  TINYKV__SECURITY__ROOT_TOKEN="$ROOT_TOKEN" \
+    "$SERVER" --config configs/node1.toml --config "$tmp/ports.toml" \
     --store-id "$i" --data-dir "$tmp/node$i" >"$tmp/node$i.log" 2>&1 &
   pids+=($!)
 done
@@ -370,6 +379,90 @@ if problems:
 shown = ", ".join(f"#{c.hex()}: {n}" for c, n in leader_colours.items())
 print(f"ui: screenshot ok: {width}x{height}, {size} bytes, {len(pixels)} colours, "
       f"background {top_count / total:.0%}, leader colours {shown}", file=sys.stderr)
+PY
+
+# ---------------------------------------------------------------- authentication
+log "switching authentication on"
+enabled=""
+for _ in $(seq 1 40); do
+  # 409 no_admin_credential until the placement driver has recorded the root token.
+  if curl -fsS -o /dev/null -m 10 -X POST -H 'content-type: application/json' \
+    -H "Authorization: Bearer $ROOT_TOKEN" --data '{}' "$base/v1/auth/enable" 2>/dev/null; then
+    enabled=1
+    break
+  fi
+  sleep 0.5
+done
+[ -n "$enabled" ] || fail "POST /v1/auth/enable did not succeed within 20 s"
+status=""
+for _ in $(seq 1 40); do
+  status=$(curl -sS -o /dev/null -m 10 -w '%{http_code}' "$base/v1/admin/stores" || true)
+  [ "$status" = 401 ] && break
+  sleep 0.25
+done
+[ "$status" = 401 ] || fail "with authentication on, GET /v1/admin/stores answered $status, not 401"
+code=$(curl -sS -o /dev/null -m 10 -w '%{http_code}' \
+  -H "Authorization: Bearer $ROOT_TOKEN" "$base/v1/admin/stores" || true)
+[ "$code" = 200 ] || fail "the root token got $code from GET /v1/admin/stores, not 200"
+
+log "rendering $base/ui with authentication on (DOM)"
+: >"$tmp/chromium.log"
+chrome --enable-logging=stderr --virtual-time-budget=5000 --dump-dom "$base/ui" >"$OUT/ui-auth.html" \
+  || fail "chromium --dump-dom failed"
+if grep -E ':CONSOLE.*(Uncaught|Refused to)' "$tmp/chromium.log" >&2; then
+  fail "the page logged errors with authentication on"
+fi
+chrome --window-size=1280,900 --virtual-time-budget=5000 --screenshot="$OUT/ui-auth.png" "$base/ui" \
+  || fail "chromium --screenshot failed"
+cat "$tmp/chromium.log" >>"$OUT/chromium.log" 2>/dev/null || true
+
+log "checking the token form"
+python3 - "$OUT/ui-auth.html" <<'PY' || fail "with authentication on, the page does not ask for a token"
+import sys
+from html.parser import HTMLParser
+
+
+class Elements(HTMLParser):
+    """Collects the attributes of every element with an id, and every input by form."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_id = {}
+        self.form = None
+        self.inputs = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.by_id[attrs["id"]] = (tag, attrs)
+        if tag == "form":
+            self.form = attrs.get("id")
+        elif tag == "input" and self.form == "token-form":
+            self.inputs.append(attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.form = None
+
+
+page = Elements()
+page.feed(open(sys.argv[1], encoding="utf-8").read())
+problems = []
+panel = page.by_id.get("auth-panel", (None, {}))[1]
+if "hidden" in panel or panel.get("data-auth-state") != "needed":
+    problems.append(f"#auth-panel is {panel} (expected shown, data-auth-state=needed)")
+form = page.by_id.get("token-form")
+if form is None or form[0] != "form" or "hidden" in form[1]:
+    problems.append(f"#token-form is {form} (expected a shown form)")
+if not any(i.get("type") == "password" for i in page.inputs):
+    problems.append(f"the token form has no password input: {page.inputs}")
+message = page.by_id.get("auth-message", (None, {}))[1]
+if "hidden" in message:
+    problems.append("#auth-message is hidden")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("ui: token form ok: shown with a password input, state needed", file=sys.stderr)
 PY
 
 log "passed; artifacts in $OUT"

@@ -1,8 +1,9 @@
 //! TLS against real `tinykv-server` processes: a secure cluster serves only clients that
 //! complete a TLS handshake (with a certificate, when it asks for one), a node holding a
 //! valid certificate can speak only for the store it names, a node is the store its
-//! certificate names (also when it joins), certificates rotate without a restart, and
-//! plaintext on a non-loopback address needs `security.insecure`.
+//! certificate names (also when it joins), certificates rotate without a restart,
+//! plaintext on a non-loopback address needs `security.insecure`, and `tinykv-ctl auth`
+//! manages tokens over HTTPS (`--token` / `TINYKV_TOKEN`, hints on 401 and 403).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -462,4 +463,189 @@ async fn plaintext_on_a_public_address_needs_insecure_in_so_many_words() {
         served,
         "with security.insecure = true the node serves plaintext"
     );
+}
+
+/// Runs `tinykv-ctl` against node `id` of `cluster` over HTTPS with `args`, `TINYKV_TOKEN`
+/// set to `token_env` (unset with `None`); returns the exit code, stdout and stderr.
+fn run_ctl(
+    cluster: &ProcessCluster,
+    id: u64,
+    token_env: Option<&str>,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut command = Command::new(tinykv_integration::process::ctl_binary());
+    command
+        .arg("--addr")
+        .arg(cluster.http_addr(id))
+        .arg("--cacert")
+        .arg(cluster.ca_path())
+        .args(args)
+        .env_remove("TINYKV_TOKEN")
+        .env_remove("TINYKV_CERT")
+        .env_remove("TINYKV_KEY");
+    if let Some(token) = token_env {
+        command.env("TINYKV_TOKEN", token);
+    }
+    let output = command.output().expect("run tinykv-ctl");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// Runs [`run_ctl`] until `done` accepts its answer, for at most [`WAIT`]; returns it.
+async fn ctl_until(
+    cluster: &ProcessCluster,
+    id: u64,
+    token_env: Option<&str>,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&(Option<i32>, String, String)) -> bool,
+) -> (Option<i32>, String, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = run_ctl(cluster, id, token_env, args);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}; last answer {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tinykv_ctl_manages_tokens_over_tls() {
+    const ROOT: &str = "the ctl test's root token";
+    let cluster = ProcessCluster::start_secure_with(
+        3,
+        false,
+        &format!("root_token = \"{ROOT}\"\n"),
+        "[pd]\nheartbeat_interval_ms = 500\n",
+    );
+    wait_all_healthy(&cluster, &cluster.client()).await;
+    let ok = |answer: &(Option<i32>, String, String)| answer.0 == Some(0);
+
+    // Off: no token needed; the placement driver records the root token.
+    ctl_until(
+        &cluster,
+        1,
+        None,
+        &["auth", "token", "list"],
+        "root recorded",
+        |a| ok(a) && a.1.lines().any(|line| line.starts_with("root ")),
+    )
+    .await;
+    let (code, stdout, stderr) = run_ctl(&cluster, 2, Some(ROOT), &["auth", "enable"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("authentication is on"), "{stdout}");
+
+    // Every node soon refuses a command without a token, and says how to give one.
+    let (_, _, stderr) = ctl_until(&cluster, 3, None, &["cluster"], "node 3 enforces", |a| {
+        a.0 == Some(1)
+    })
+    .await;
+    assert!(
+        stderr.contains("HTTP 401, unauthenticated")
+            && stderr
+                .trim_end()
+                .ends_with("(give --token or set TINYKV_TOKEN)"),
+        "{stderr}"
+    );
+    // A blank variable is no token.
+    let (code, _, stderr) = run_ctl(&cluster, 1, Some("  "), &["auth", "status"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("(give --token or set TINYKV_TOKEN)"),
+        "{stderr}"
+    );
+
+    // An admin token, shown once on its own line; a read token, as JSON.
+    let create = [
+        "auth", "token", "create", "--name", "ops", "--role", "admin",
+    ];
+    let (code, stdout, stderr) = run_ctl(&cluster, 1, Some(ROOT), &create);
+    assert_eq!(code, Some(0), "{stderr}");
+    let admin = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("    tkv_"))
+        .map(|rest| format!("tkv_{rest}"))
+        .unwrap_or_else(|| panic!("no token line:\n{stdout}"));
+    assert!(stdout.contains("This is the only time the token is shown"));
+    let create = [
+        "auth", "token", "create", "--name", "ro", "--role", "read", "--json",
+    ];
+    let (code, stdout, stderr) = run_ctl(&cluster, 2, Some(ROOT), &create);
+    assert_eq!(code, Some(0), "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).expect("--json is JSON");
+    let reader = created["token"].as_str().unwrap().to_string();
+    let reader_id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["role"], "read");
+
+    // The flag wins over the variable; node 3 learns the new tokens from a heartbeat.
+    let with_admin = ["--token", admin.as_str(), "auth", "token", "list"];
+    let (_, stdout, _) =
+        ctl_until(&cluster, 3, Some("wrong"), &with_admin, "admin token", ok).await;
+    for name in ["ops", "ro", "root (security.root_token)"] {
+        assert!(stdout.contains(name), "{name}: {stdout}");
+    }
+    assert!(
+        !stdout.contains(&reader) && !stdout.contains(&admin),
+        "no secret is listed"
+    );
+    let (_, _, stderr) = ctl_until(&cluster, 3, Some(&reader), &["regions"], "403", |a| {
+        a.2.contains("HTTP 403")
+    })
+    .await;
+    assert!(
+        stderr.contains("permission_denied")
+            && stderr
+                .trim_end()
+                .ends_with("need a token with the admin role)"),
+        "{stderr}"
+    );
+
+    // Certificate users.
+    let set = [
+        "auth", "user", "set", "auditor", "--role", "read", "--prefix", "logs/",
+    ];
+    let (code, stdout, stderr) = run_ctl(&cluster, 1, Some(&admin), &set);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("certificate user auditor: role read, prefix logs/"));
+    let (code, stdout, _) = run_ctl(&cluster, 1, Some(&admin), &["auth", "status", "--json"]);
+    assert_eq!(code, Some(0));
+    let state: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(state["enabled"], true);
+    assert_eq!(state["users"][0]["name"], "auditor");
+    let delete = ["auth", "user", "delete", "auditor"];
+    assert_eq!(run_ctl(&cluster, 1, Some(&admin), &delete).0, Some(0));
+    let (code, _, stderr) = run_ctl(&cluster, 1, Some(&admin), &delete);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("HTTP 404, user_not_found"), "{stderr}");
+
+    // Revoked on node 1, refused by node 2 within a heartbeat, with the hint for a token.
+    let revoke = ["auth", "token", "revoke", reader_id.as_str()];
+    let (code, stdout, stderr) = run_ctl(&cluster, 1, Some(&admin), &revoke);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with(&format!("revoked token {reader_id}")));
+    let (_, _, stderr) = ctl_until(&cluster, 2, Some(&reader), &["cluster"], "revoked", |a| {
+        a.2.contains("HTTP 401")
+    })
+    .await;
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("(check --token or TINYKV_TOKEN)"),
+        "{stderr}"
+    );
+
+    // Off again: no token needed anywhere.
+    let (code, stdout, _) = run_ctl(&cluster, 3, Some(&admin), &["auth", "disable"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("authentication is off"), "{stdout}");
+    ctl_until(&cluster, 2, None, &["cluster"], "node 2 open again", ok).await;
 }

@@ -1236,7 +1236,10 @@ fn check_operation(spec: &Value, path: &str, item: &Value, operation: &Value) {
         }
     }
     let responses = operation["responses"].as_object().unwrap();
-    assert!(responses.contains_key("200"), "{path}: no 200");
+    assert!(
+        responses.keys().any(|status| status.starts_with('2')),
+        "{path}: no 2xx answer"
+    );
     for (status, response) in responses {
         if !(status.starts_with('4') || status.starts_with('5')) {
             continue;

@@ -281,7 +281,11 @@ mod tests {
         assert_eq!(bootstrap_root(&rooted, Some("def"), 6), None, "only once");
         let mut revoked = rooted.clone();
         revoked.tokens.clear();
-        assert_eq!(bootstrap_root(&revoked, Some("abc"), 7), None, "revoked for good");
+        assert_eq!(
+            bootstrap_root(&revoked, Some("abc"), 7),
+            None,
+            "revoked for good"
+        );
         let closed = closed_after_damage(Some("abc"), 1_000);
         assert!(closed.enabled && closed.version > rooted.version);
         assert_eq!(closed.tokens.len(), 1);

@@ -5,6 +5,13 @@
 // - every 1 s: GET /metrics -> requests per second by route group, from the counters
 //   tinykv_http_requests_total{route,status}, with a sparkline of the last 60 samples.
 //
+// Authentication: when the cluster has it on, the admin endpoints answer 401 without a
+// token; the page then shows a token form (#token-form). The token is kept in
+// sessionStorage (this tab only, never localStorage) and sent as `Authorization: Bearer`
+// with every request; "Forget token" removes it and reloads the page. A 403 means the
+// token lacks the admin role. The panel's state is in #auth-panel[data-auth-state]: open,
+// token, needed, refused or lacking.
+//
 // Plain JavaScript, no dependencies, no build step. Rendered elements carry
 // data-store-id, data-region-id and data-route attributes (used by .ci/ui.sh).
 "use strict";
@@ -18,6 +25,8 @@
   // The route groups of src/metrics.rs, in display order.
   const ROUTE_GROUPS = ["kv_get", "kv_put", "kv_delete", "kv_scan", "admin", "internal", "other"];
   const SVG_NS = "http://www.w3.org/2000/svg";
+  // The sessionStorage key of the token.
+  const TOKEN_KEY = "tinykv.dashboard.token";
 
   const $ = (id) => document.getElementById(id);
 
@@ -36,31 +45,136 @@
     return node;
   }
 
-  /** GET `path` as JSON (or text), failing on a non-2xx answer or after a timeout. */
+  // ------------------------------------------------------------------ token
+
+  // Where the token lives when sessionStorage cannot be used (storage disabled): this
+  // page's memory, gone on reload.
+  let memoryToken = null;
+
+  /** The token kept for this tab, or null. */
+  function storedToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || memoryToken;
+    } catch (_) {
+      return memoryToken;
+    }
+  }
+
+  function storeToken(token) {
+    try {
+      window.sessionStorage.setItem(TOKEN_KEY, token);
+      memoryToken = null;
+    } catch (_) {
+      memoryToken = token;
+    }
+  }
+
+  function forgetToken() {
+    memoryToken = null;
+    try {
+      window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // Nothing stored there.
+    }
+  }
+
+  /**
+   * GET `path` as JSON (or text), with the tab's token if it has one, failing on a
+   * non-2xx answer or after a timeout. The error of a refusal carries `status`, the
+   * server's `code`, and `withToken` (whether the request carried a token).
+   */
   async function get(path, asText) {
     const options = { cache: "no-store" };
+    const token = storedToken();
+    if (token) {
+      options.headers = { Authorization: `Bearer ${token}` };
+    }
     if (typeof AbortSignal !== "undefined" && AbortSignal.timeout) {
       options.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
     }
     const response = await fetch(path, options);
     if (!response.ok) {
       let detail = "";
+      let code = null;
       try {
         const body = await response.json();
-        detail = body && body.error ? `: ${body.error.code} (${body.error.message})` : "";
+        if (body && body.error) {
+          code = body.error.code;
+          detail = `: ${body.error.code} (${body.error.message})`;
+        }
       } catch (_) {
         // Not a JSON error: the status says enough.
       }
-      throw new Error(`GET ${path} answered ${response.status}${detail}`);
+      const error = new Error(`GET ${path} answered ${response.status}${detail}`);
+      error.status = response.status;
+      error.code = code;
+      error.withToken = Boolean(token);
+      throw error;
     }
     return asText ? response.text() : response.json();
+  }
+
+  /**
+   * Shows what authentication asks of the user, after the admin requests' outcomes
+   * (`results`, as Promise.allSettled gives them): nothing while it is off, the token
+   * form on a 401, "lacks the admin role" on a 403, and whenever a token is kept, the
+   * note with its "Forget token" link.
+   */
+  function renderAuth(results) {
+    const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+    const unauthenticated = errors.find((e) => isAuthRefusal(e) && e.status === 401);
+    const denied = errors.find((e) => isAuthRefusal(e) && e.status === 403);
+    let state;
+    let message = null;
+    if (unauthenticated && unauthenticated.withToken) {
+      state = "refused";
+      message = "The cluster refused the token: it does not know it, or it was revoked. " +
+        "Give another one (admin role).";
+    } else if (unauthenticated) {
+      state = "needed";
+      message = "Authentication is on: give an API token with the admin role to see the " +
+        "stores and regions.";
+    } else if (denied) {
+      state = "lacking";
+      message = "This token lacks the admin role: give another one to see the stores and regions.";
+    } else if (errors.length === results.length) {
+      return; // Nothing answered: nothing learnt about authentication.
+    } else {
+      state = storedToken() ? "token" : "open";
+    }
+    const panel = $("auth-panel");
+    panel.dataset.authState = state;
+    const line = $("auth-message");
+    if (message) {
+      if (line.textContent !== message) line.textContent = message;
+      line.hidden = false;
+    } else {
+      line.hidden = true;
+      line.textContent = "";
+    }
+    const asking = state === "needed" || state === "refused" || state === "lacking";
+    const form = $("token-form");
+    if (form.hidden === asking) {
+      form.hidden = !asking;
+      if (asking) $("token-input").focus();
+    }
+    $("token-note").hidden = !storedToken();
+    panel.hidden = state === "open";
+  }
+
+  /** Whether `error` is a refusal by authentication (401, or 403 permission_denied). */
+  function isAuthRefusal(error) {
+    return Boolean(error) &&
+      (error.status === 401 || (error.status === 403 && error.code === "permission_denied"));
   }
 
   /** Shows (or, with null, hides) a section's error line. */
   function showError(id, error) {
     const line = $(id);
     if (error) {
-      const text = `Could not refresh: ${error.message || error}. Showing the last data.`;
+      const text = isAuthRefusal(error)
+        ? `Not refreshed: ${error.message}. This needs a token with the admin role (see above).`
+        : `Could not refresh: ${error.message || error}. Showing the last data.`;
       if (line.textContent !== text) line.textContent = text;
       line.hidden = false;
     } else if (!line.hidden) {
@@ -69,16 +183,39 @@
     }
   }
 
-  /** Runs `task` now and then `ms` after each run ends (never two at once). */
+  /**
+   * Runs `task` now and then `ms` after each run ends (never two at once). The returned
+   * `now()` runs it at once (or right after the run in progress).
+   */
   function every(ms, task) {
+    let timer = null;
+    let running = false;
+    let again = false;
     const run = async () => {
+      clearTimeout(timer);
+      running = true;
       try {
         await task();
       } finally {
-        setTimeout(run, ms);
+        running = false;
+        if (again) {
+          again = false;
+          run();
+        } else {
+          timer = setTimeout(run, ms);
+        }
       }
     };
     run();
+    return {
+      now() {
+        if (running) {
+          again = true;
+        } else {
+          run();
+        }
+      },
+    };
   }
 
   // ------------------------------------------------------------------ keys
@@ -264,6 +401,7 @@
       get("/v1/admin/stores"),
       get("/v1/admin/regions"),
     ]);
+    renderAuth([stores, regions]);
     if (stores.status === "fulfilled") {
       renderNodeLine(stores.value);
       renderStores(stores.value);
@@ -387,8 +525,26 @@
   }
 
   function start() {
-    every(CLUSTER_REFRESH_MS, refreshCluster);
+    const cluster = every(CLUSTER_REFRESH_MS, refreshCluster);
     every(METRICS_REFRESH_MS, refreshMetrics);
+
+    $("token-form").addEventListener("submit", (event) => {
+      // Never a navigation (the page's CSP has form-action 'none' anyway).
+      event.preventDefault();
+      const input = $("token-input");
+      const token = input.value.trim();
+      input.value = "";
+      if (!token) return;
+      storeToken(token);
+      $("token-note").hidden = false;
+      cluster.now();
+    });
+    $("forget-token").addEventListener("click", (event) => {
+      event.preventDefault();
+      forgetToken();
+      // Start afresh: nothing read with the forgotten token stays on the page.
+      window.location.reload();
+    });
   }
 
   if (document.readyState === "loading") {

@@ -12,11 +12,18 @@
 //! a client certificate, for a cluster with `security.client_cert_auth`, and need
 //! `--cacert`. An `https://` endpoint without `--cacert`, or an `http://` one with it, is
 //! refused ([`resolve_tls`], [`normalize_endpoints`]).
+//!
+//! `--token TOKEN` is an API token for a TinyKV-rs cluster with authentication on (a
+//! `readwrite` one, whose prefix, if any, covers `--key-prefix`): every request carries
+//! it as `Authorization: Bearer TOKEN` ([`bearer_header`]). It is not read from the
+//! environment, and it is refused with `--target etcd`, whose gateway has its own
+//! authentication.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::header::HeaderValue;
 use tinykv::security::ClientTlsFiles;
 
 use crate::target::TargetKind;
@@ -102,6 +109,10 @@ pub struct RunOptions {
     /// Private key (PEM) of --cert
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// API token of a TinyKV-rs cluster with authentication on (a readwrite one), sent as
+    /// `Authorization: Bearer TOKEN`
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Concurrent clients (closed loop), or the cap on requests in flight (--rate).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub clients: usize,
@@ -187,6 +198,8 @@ pub struct Plan {
     pub endpoints: Vec<String>,
     /// The TLS files; `None` for plain HTTP.
     pub tls: Option<ClientTlsFiles>,
+    /// `Bearer <token>` for every request, marked sensitive (no debug output shows it).
+    pub authorization: Option<HeaderValue>,
     /// Concurrent clients.
     pub clients: usize,
     /// When to stop.
@@ -243,6 +256,11 @@ impl RunOptions {
             (None, None) => Stop::Duration(Duration::from_secs(30)),
         };
         let tls = resolve_tls(&self.cacert, &self.cert, &self.key)?;
+        let authorization = match (&self.token, self.target) {
+            (None, _) => None,
+            (Some(token), TargetKind::Tinykv) => Some(bearer_header(token)?),
+            (Some(_), TargetKind::Etcd) => return Err("--token is for --target tinykv".into()),
+        };
         let endpoints = if self.endpoints.is_empty() {
             let defaults: Vec<String> = self
                 .target
@@ -262,6 +280,7 @@ impl RunOptions {
                 .unwrap_or_else(|| self.target.display_name().to_string()),
             endpoints,
             tls,
+            authorization,
             clients: self.clients,
             stop,
             rate: self.rate,
@@ -281,6 +300,23 @@ impl RunOptions {
             progress: !self.quiet,
         })
     }
+}
+
+/// The `Authorization` header of `--token`: `Bearer <token>` (trimmed), marked sensitive.
+/// An empty token, or one an HTTP header cannot carry (control or non-ASCII characters),
+/// is refused.
+pub fn bearer_header(token: &str) -> Result<HeaderValue, String> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("--token is empty".into());
+    }
+    let unfit = "--token has a character an HTTP header cannot carry (control or non-ASCII)";
+    if !token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(unfit.into());
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| unfit)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The TLS files of `--cacert`, `--cert` and `--key`: `None` without a CA; `--cert` and
@@ -499,6 +535,33 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.contains("need --cacert"), "{err}");
+    }
+
+    #[test]
+    fn a_token_becomes_a_sensitive_bearer_header_for_tinykv_only() {
+        let plan = parse(&[]).run.validate().unwrap();
+        assert_eq!(plan.authorization, None);
+        let plan = parse(&["--token", " tkv_abc "]).run.validate().unwrap();
+        let header = plan.authorization.unwrap();
+        assert_eq!(header, "Bearer tkv_abc");
+        assert!(header.is_sensitive());
+        assert!(!format!("{header:?}").contains("tkv_abc"));
+        let plan = parse(&["--token", "correct horse battery staple"])
+            .run
+            .validate();
+        assert_eq!(
+            plan.unwrap().authorization.unwrap(),
+            "Bearer correct horse battery staple"
+        );
+        for bad in [" ", "a\nb", "pässwort"] {
+            let err = parse(&["--token", bad]).run.validate().unwrap_err();
+            assert!(err.starts_with("--token"), "{bad:?}: {err}");
+        }
+        let err = parse(&["--target", "etcd", "--token", "t"])
+            .run
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--target tinykv"), "{err}");
     }
 
     #[test]

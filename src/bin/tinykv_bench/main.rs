@@ -5,7 +5,7 @@
 //!              [--duration 30s | --ops N] [--rate OPS_PER_SEC] [--workload a|b|c|write]
 //!              [--read-ratio R] [--keys 10000] [--value-size 128] [--preload]
 //!              [--warmup 2s] [--json PATH] [--seed 42]
-//!              [--cacert FILE [--cert FILE --key FILE]]
+//!              [--cacert FILE [--cert FILE --key FILE]] [--token TOKEN]
 //! tinykv-bench compare OURS.json [THEIRS.json] [--title TEXT]
 //! ```
 //!
@@ -17,8 +17,9 @@
 //! operation at all succeeded (or the options are wrong), so that a script notices a dead
 //! cluster. With `--cacert` the endpoints are `https://` and the servers' certificates are
 //! checked against that CA (`--cert`/`--key`: a client certificate, for a cluster that
-//! requires one; see [`cli`]). `compare` turns two such JSON files into the markdown
-//! table that `make bench` puts in `docs/benchmarks.md`.
+//! requires one; see [`cli`]). `--token` sends a TinyKV-rs API token with every request,
+//! for a cluster with authentication on. `compare` turns two such JSON files into the
+//! markdown table that `make bench` puts in `docs/benchmarks.md`.
 //!
 //! Modules: [`cli`] (options), [`workload`] (mix, keys, values), [`target`] (the HTTP
 //! requests of each system), [`runner`] (preload, closed loop, fixed rate) and [`report`]
@@ -85,7 +86,13 @@ fn describe(plan: &Plan) -> String {
 async fn run(options: &RunOptions) -> Result<ExitCode, String> {
     let plan = options.validate()?;
     eprintln!("tinykv-bench: {}", describe(&plan));
-    let target = Target::new(plan.target, plan.clients, plan.timeout, plan.tls.as_ref())?;
+    let target = Target::new(
+        plan.target,
+        plan.clients,
+        plan.timeout,
+        plan.tls.as_ref(),
+        plan.authorization.clone(),
+    )?;
     let shared = Arc::new(Shared::new(target, &plan));
 
     if plan.preload {

@@ -11,8 +11,10 @@
 //!
 //! A [`Target`] holds one shared `reqwest::Client` (HTTP/1.1 keep-alive, a connection pool
 //! per endpoint sized for every client, Nagle off), plain or, with `--cacert`, TLS that
-//! checks each server's certificate against that CA and presents `--cert` if given. Responses are always read to the end
-//! so that their connection goes back to the pool. A missing key is a normal outcome
+//! checks each server's certificate against that CA and presents `--cert` if given. With
+//! `--token`, every TinyKV-rs request carries `Authorization: Bearer <token>` (a 401 or
+//! 403 then counts as an error like any other status). Responses are always read to the
+//! end so that their connection goes back to the pool. A missing key is a normal outcome
 //! ([`ReadOutcome::Missing`]); any other non-2xx status or transport failure is an error
 //! whose message leaves out the URL, so that equal failures on different keys read alike.
 
@@ -23,6 +25,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::ValueEnum;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use tinykv::error::error_chain;
 use tinykv::security::ClientTlsFiles;
@@ -70,6 +73,8 @@ pub enum ReadOutcome {
 pub struct Target {
     kind: TargetKind,
     http: reqwest::Client,
+    /// `Bearer <token>` for TinyKV-rs requests, if a token was given.
+    authorization: Option<HeaderValue>,
 }
 
 /// Characters left as they are in a key's URL path segment.
@@ -85,12 +90,14 @@ const MAX_ERROR_BODY: usize = 200;
 impl Target {
     /// A client whose pool keeps up to `connections` idle connections per endpoint and
     /// fails requests that take longer than `timeout`; with `tls`, it speaks TLS with
-    /// those files (which must load).
+    /// those files (which must load); with `authorization` (`Bearer <token>`), its
+    /// TinyKV-rs requests carry it.
     pub fn new(
         kind: TargetKind,
         connections: usize,
         timeout: Duration,
         tls: Option<&ClientTlsFiles>,
+        authorization: Option<HeaderValue>,
     ) -> Result<Target, String> {
         let builder = match tls {
             Some(files) => files
@@ -107,13 +114,25 @@ impl Target {
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
-        Ok(Target { kind, http })
+        Ok(Target {
+            kind,
+            http,
+            authorization,
+        })
+    }
+
+    /// A TinyKV-rs request with the token, if any.
+    fn tinykv(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.authorization {
+            Some(authorization) => request.header(AUTHORIZATION, authorization.clone()),
+            None => request,
+        }
     }
 
     /// Writes `value` under `key` through `endpoint`.
     pub async fn put(&self, endpoint: &str, key: &str, value: Bytes) -> Result<(), String> {
         let request = match self.kind {
-            TargetKind::Tinykv => self.http.put(tinykv_url(endpoint, key)).body(value),
+            TargetKind::Tinykv => self.tinykv(self.http.put(tinykv_url(endpoint, key)).body(value)),
             TargetKind::Etcd => self
                 .http
                 .post(format!("{endpoint}/v3/kv/put"))
@@ -127,7 +146,8 @@ impl Target {
     pub async fn get(&self, endpoint: &str, key: &str) -> Result<ReadOutcome, String> {
         match self.kind {
             TargetKind::Tinykv => {
-                let (status, body) = exchange(self.http.get(tinykv_url(endpoint, key))).await?;
+                let request = self.tinykv(self.http.get(tinykv_url(endpoint, key)));
+                let (status, body) = exchange(request).await?;
                 match status.as_u16() {
                     200 => Ok(ReadOutcome::Found),
                     404 => Ok(ReadOutcome::Missing),

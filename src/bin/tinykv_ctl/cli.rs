@@ -1,11 +1,16 @@
 //! Command-line options of `tinykv-ctl`.
 //!
-//! One subcommand per admin endpoint, plus `certs`, which makes certificates and asks no
-//! node. `--addr`, `--json` and the TLS options are global, so they may come before or
-//! after the subcommand. The node defaults to `$TINYKV_ADDR`, else `127.0.0.1:8081` (the
-//! first node of `make run`); the variables are read here rather than through clap's
-//! `env` feature, which the workspace does not enable, and [`resolve_addr`],
-//! [`resolve_tls`] and [`node_url`] keep the choices pure functions for tests.
+//! One subcommand per admin endpoint, plus `auth` (the `/v1/auth` endpoints) and `certs`,
+//! which makes certificates and asks no node. `--addr`, `--json`, `--token` and the TLS
+//! options are global, so they may come before or after the subcommand. The node
+//! defaults to `$TINYKV_ADDR`, else `127.0.0.1:8081` (the first node of `make run`); the
+//! variables are read here rather than through clap's `env` feature, which the workspace
+//! does not enable, and [`resolve_addr`], [`resolve_token`], [`resolve_tls`] and
+//! [`node_url`] keep the choices pure functions for tests.
+//!
+//! `--token TOKEN` (else `$TINYKV_TOKEN`; a blank variable counts as unset) is sent as
+//! `Authorization: Bearer TOKEN` with every request, for a cluster with authentication
+//! on. The variable is the better place for it: a flag shows in the process list.
 //!
 //! TLS, named as curl names it: `--cacert FILE` (else `$TINYKV_CACERT`) is the CA that
 //! signed the node's certificate, and switches to HTTPS: a bare `HOST:PORT` becomes
@@ -18,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tinykv::security::ClientTlsFiles;
 
 use crate::error::CtlError;
@@ -38,13 +43,16 @@ pub const CERT_ENV: &str = "TINYKV_CERT";
 /// The environment variable giving the client key when `--key` does not.
 pub const KEY_ENV: &str = "TINYKV_KEY";
 
+/// The environment variable giving the API token when `--token` does not.
+pub const TOKEN_ENV: &str = "TINYKV_TOKEN";
+
 /// The whole command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "tinykv-ctl",
     version,
     about = "Admin tool of TinyKV-rs: inspect the cluster, stores, regions and operators, \
-             and move regions around"
+             move regions around, and manage authentication"
 )]
 pub struct Cli {
     /// Address of the node to ask: HOST:PORT, http://HOST:PORT or https://HOST:PORT
@@ -65,6 +73,11 @@ pub struct Cli {
     /// Private key (PEM) of --cert [default: $TINYKV_KEY]
     #[arg(long = "key", global = true, value_name = "FILE", value_parser = parse_file)]
     pub key_file: Option<PathBuf>,
+    /// API token, sent as `Authorization: Bearer TOKEN`, for a cluster with
+    /// authentication on (prefer the variable: a flag shows in the process list)
+    /// [default: $TINYKV_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN", value_parser = parse_token)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -123,9 +136,101 @@ pub enum Command {
         /// The peer that should lead
         peer_id: u64,
     },
+    /// Authentication: switch it on or off, make and revoke tokens, give certificate
+    /// users a role (needs an admin credential once it is on)
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Make a CA and the certificates it signs for nodes and users (asks no node)
     #[command(subcommand)]
     Certs(CertsCommand),
+}
+
+/// What `auth` does: one subcommand per `/v1/auth` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum AuthCommand {
+    /// Whether authentication is on, every token (never its secret) and certificate user
+    Status,
+    /// Switch authentication on for the whole cluster (an admin credential must exist)
+    Enable,
+    /// Switch authentication off for the whole cluster
+    Disable,
+    /// Make, list and revoke API tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Give certificate users (tinykv://user/NAME) a role, or take it away
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// What `auth token` does.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once and cannot be shown again
+    Create {
+        /// What the token is for (shown in listings)
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// What it may do: read (keys and scans), readwrite (also writes), admin
+        /// (everything)
+        #[arg(long, value_enum, value_name = "ROLE")]
+        role: RoleArg,
+        /// Limit it to the keys that begin with this (UTF-8) prefix (read and readwrite
+        /// only)
+        #[arg(long, value_name = "P", allow_hyphen_values = true)]
+        prefix: Option<String>,
+    },
+    /// Every token: id, name, role, prefix and when it was made
+    List,
+    /// Revoke a token: every node refuses it within a heartbeat
+    Revoke {
+        /// The token's id (see `auth token list`; `root` for the root token)
+        id: String,
+    },
+}
+
+/// What `auth user` does.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum UserCommand {
+    /// Give the user whose client certificate names tinykv://user/NAME a role (replacing
+    /// any it had)
+    Set {
+        /// The user's name, as its certificate names it
+        name: String,
+        /// What it may do: read, readwrite or admin
+        #[arg(long, value_enum, value_name = "ROLE")]
+        role: RoleArg,
+        /// Limit it to the keys that begin with this (UTF-8) prefix (read and readwrite
+        /// only)
+        #[arg(long, value_name = "P", allow_hyphen_values = true)]
+        prefix: Option<String>,
+    },
+    /// Take a certificate user's role away
+    Delete {
+        /// The user's name
+        name: String,
+    },
+}
+
+/// A role, as `--role` takes it and the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Read keys and scan.
+    Read,
+    /// Also write and delete keys.
+    Readwrite,
+    /// Everything: the admin and authentication APIs too.
+    Admin,
+}
+
+impl RoleArg {
+    /// The role's name in the API: `read`, `readwrite` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Read => "read",
+            RoleArg::Readwrite => "readwrite",
+            RoleArg::Admin => "admin",
+        }
+    }
 }
 
 /// What `store` can do to a store.
@@ -227,6 +332,25 @@ pub struct NodeTarget {
     pub base_url: String,
     /// The TLS files, `None` for plain HTTP.
     pub tls: Option<ClientTlsFiles>,
+    /// The API token to send, if any.
+    pub token: Option<Token>,
+}
+
+/// An API token: its text, which `Debug` leaves out so that no log or panic shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token's text, to send.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 impl Cli {
@@ -254,7 +378,13 @@ impl Cli {
         resolve_tls(&flags, &env)
     }
 
-    /// The node to ask, its URL and the TLS files to talk to it with.
+    /// The API token: `--token`, else `$TINYKV_TOKEN` ([`resolve_token`]).
+    pub fn api_token(&self) -> Result<Option<Token>, CtlError> {
+        let env = std::env::var_os(TOKEN_ENV).map(|v| v.to_string_lossy().into_owned());
+        resolve_token(self.token.as_deref(), env.as_deref())
+    }
+
+    /// The node to ask, its URL, and the TLS files and token to talk to it with.
     pub fn node_target(&self) -> Result<NodeTarget, CtlError> {
         let addr = self.node_addr();
         let tls = self.tls_files()?;
@@ -263,6 +393,7 @@ impl Cli {
             addr,
             base_url,
             tls,
+            token: self.api_token()?,
         })
     }
 }
@@ -273,6 +404,50 @@ pub fn resolve_addr(flag: Option<&str>, env: Option<&str>) -> String {
     flag.or(env.map(str::trim).filter(|addr| !addr.is_empty()))
         .unwrap_or(DEFAULT_ADDR)
         .to_string()
+}
+
+/// The API token given the `--token` flag and the environment variable: the flag wins
+/// (clap has checked it), then a non-blank variable (trimmed); `None` without either. A
+/// variable that cannot be sent in an HTTP header (a control character, say) is refused
+/// rather than sent mangled.
+pub fn resolve_token(flag: Option<&str>, env: Option<&str>) -> Result<Option<Token>, CtlError> {
+    if let Some(flag) = flag {
+        return Ok(Some(Token(flag.trim().to_string())));
+    }
+    let Some(env) = env.map(str::trim).filter(|token| !token.is_empty()) else {
+        return Ok(None);
+    };
+    check_token(env)
+        .map(|()| Some(Token(env.to_string())))
+        .map_err(|problem| CtlError::Usage(format!("${TOKEN_ENV}: {problem}")))
+}
+
+/// Checks a token's text: printable ASCII without spaces, as tokens are (a generated one
+/// is `tkv_<id>_<secret>`; a root token is whatever the operator chose, so spaces inside
+/// it are allowed), and something that fits an HTTP header.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(format!("the token is longer than {MAX_TOKEN_LEN} bytes"));
+    }
+    if !token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(
+            "the token has a character an HTTP header cannot carry (control or non-ASCII)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The longest token the nodes read (longer ones are refused as no credential).
+const MAX_TOKEN_LEN: usize = 1024;
+
+/// Checks a `--token` value ([`check_token`]), trimmed.
+fn parse_token(raw: &str) -> Result<String, String> {
+    let token = raw.trim();
+    check_token(token)?;
+    Ok(token.to_string())
 }
 
 /// The TLS files given the flags and the environment variables: each flag wins over its
@@ -559,6 +734,102 @@ mod tests {
         let err = node_url("http://node-2:8082", true).unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
         assert!(node_url("ftp://node-2:8082", false).is_err());
+    }
+
+    #[test]
+    fn the_token_flag_wins_over_the_environment_and_blank_is_unset() {
+        let secret = |token: Option<Token>| token.map(|t| t.secret().to_string());
+        let token = resolve_token(Some("tkv_flag"), Some("tkv_env")).unwrap();
+        assert_eq!(secret(token), Some("tkv_flag".into()));
+        let token = resolve_token(None, Some("  tkv_env \n")).unwrap();
+        assert_eq!(secret(token), Some("tkv_env".into()));
+        assert_eq!(resolve_token(None, Some(" \t ")).unwrap(), None);
+        assert_eq!(resolve_token(None, None).unwrap(), None);
+        // A root token is any string the operator chose, spaces included.
+        let token = resolve_token(None, Some("correct horse battery staple")).unwrap();
+        assert_eq!(secret(token), Some("correct horse battery staple".into()));
+        let err = resolve_token(None, Some("tkv_a\u{7}b")).unwrap_err();
+        assert!(matches!(err, CtlError::Usage(_)), "{err}");
+        assert!(err.to_string().starts_with("$TINYKV_TOKEN: "), "{err}");
+        assert!(resolve_token(None, Some("pässwort-pässwort")).is_err());
+    }
+
+    #[test]
+    fn tokens_are_global_checked_and_never_debug_printed() {
+        let cli = parse(&["auth", "status", "--token", " tkv_abc "]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("tkv_abc"));
+        assert_eq!(cli.command, Command::Auth(AuthCommand::Status));
+        let cli = parse(&["--token", "tkv_abc", "cluster"]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("tkv_abc"));
+        assert!(parse(&["--token", " ", "cluster"]).is_err());
+        assert!(parse(&["--token", "a\nb", "cluster"]).is_err());
+        assert!(parse(&["--token", &"x".repeat(1025), "cluster"]).is_err());
+        let shown = format!("{:?}", resolve_token(Some("tkv_secret"), None).unwrap());
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn auth_commands_parse() {
+        let words = "auth token create --name app --role readwrite --prefix app/";
+        let cli = parse(&words.split(' ').collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Auth(AuthCommand::Token(TokenCommand::Create {
+                name: "app".into(),
+                role: RoleArg::Readwrite,
+                prefix: Some("app/".into()),
+            }))
+        );
+        let cli = parse(&["auth", "token", "revoke", "0123456789abcdef", "--json"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(
+            cli.command,
+            Command::Auth(AuthCommand::Token(TokenCommand::Revoke {
+                id: "0123456789abcdef".into()
+            }))
+        );
+        let cli = parse(&[
+            "auth", "user", "set", "ops", "--role", "read", "--prefix", "-x",
+        ]);
+        assert_eq!(
+            cli.unwrap().command,
+            Command::Auth(AuthCommand::User(UserCommand::Set {
+                name: "ops".into(),
+                role: RoleArg::Read,
+                prefix: Some("-x".into()),
+            }))
+        );
+        for (args, expected) in [
+            (&["auth", "enable"][..], AuthCommand::Enable),
+            (&["auth", "disable"], AuthCommand::Disable),
+            (
+                &["auth", "token", "list"],
+                AuthCommand::Token(TokenCommand::List),
+            ),
+            (
+                &["auth", "user", "delete", "ops"],
+                AuthCommand::User(UserCommand::Delete { name: "ops".into() }),
+            ),
+        ] {
+            assert_eq!(parse(args).unwrap().command, Command::Auth(expected));
+        }
+        let bad_role = parse(&["auth", "token", "create", "--name", "a", "--role", "root"]);
+        let err = bad_role.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        assert!(err.to_string().contains("readwrite"), "{err}");
+        assert!(parse(&["auth", "token", "create", "--role", "read"]).is_err());
+        assert!(parse(&["auth", "user", "set", "ops"]).is_err());
+        assert!(parse(&["auth", "token", "revoke"]).is_err());
+    }
+
+    #[test]
+    fn role_names_are_the_servers() {
+        for role in RoleArg::value_variants() {
+            let server: tinykv::auth::Role = role.as_str().parse().unwrap();
+            assert_eq!(serde_json::to_value(server).unwrap(), role.as_str());
+            let possible = role.to_possible_value().unwrap();
+            assert_eq!(possible.get_name(), role.as_str());
+        }
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! any proxy (like the other TinyKV-rs tools, so that an `http_proxy` variable does not
 //! reroute requests to a local cluster), and fails it after
 //! [`REQUEST_TIMEOUT`]: an operation such as transfer-leader or store offline answers only
-//! once done, which can take seconds. [`read_answer`] turns the status and body into the
-//! answer's JSON or a [`CtlError`]; it is pure, so it is tested without a network.
+//! once done, which can take seconds. With `--token` (or `$TINYKV_TOKEN`) every request
+//! carries `Authorization: Bearer <token>`, marked sensitive so that no debug output
+//! shows it. [`read_answer`] turns the status and body into the answer's JSON or a
+//! [`CtlError`], with a hint on a 401 or 403 ([`auth_hint`]); it is pure, so it is tested
+//! without a network.
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -72,6 +76,8 @@ pub struct AdminClient {
     addr: String,
     /// `http://host:port` or `https://host:port`, without a trailing slash.
     base_url: String,
+    /// `Bearer <token>`, marked sensitive, if a token was given.
+    authorization: Option<HeaderValue>,
 }
 
 impl AdminClient {
@@ -86,10 +92,23 @@ impl AdminClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| CtlError::ClientSetup(error_chain(&e)))?;
+        let authorization = target
+            .token
+            .as_ref()
+            .map(|token| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.secret()))
+                    .map_err(|_| {
+                        CtlError::Usage("the token cannot be sent in an HTTP header".into())
+                    })?;
+                value.set_sensitive(true);
+                Ok::<_, CtlError>(value)
+            })
+            .transpose()?;
         Ok(AdminClient {
             http,
             addr: target.addr.clone(),
             base_url: target.base_url.clone(),
+            authorization,
         })
     }
 
@@ -97,6 +116,9 @@ impl AdminClient {
     pub async fn send(&self, call: &Call) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base_url, call.path);
         let mut request = self.http.request(call.method.clone(), url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
         if call.method == reqwest::Method::POST {
             // The API takes only JSON POSTs (so that no web page can send them cross-site),
             // bodies or not.
@@ -111,7 +133,8 @@ impl AdminClient {
         let response = request.send().await.map_err(fail)?;
         let status = response.status();
         let body = response.bytes().await.map_err(fail)?;
-        read_answer(&self.addr, &call.label(), status, &body)
+        let token_sent = self.authorization.is_some();
+        read_answer(&self.addr, &call.label(), status, &body, token_sent)
     }
 
     /// The error for a request that got no complete answer (the URL is left out of the
@@ -160,13 +183,30 @@ struct ErrorDetail {
     message: String,
 }
 
+/// What to add to the server's error for a refusal by authentication: how to give a
+/// token (401 `unauthenticated`), or that the token lacks the role (403
+/// `permission_denied`); empty for any other refusal. `token_sent`: whether the request
+/// carried one.
+pub fn auth_hint(status: StatusCode, code: &str, token_sent: bool) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED if token_sent => " (check --token or TINYKV_TOKEN)",
+        StatusCode::UNAUTHORIZED => " (give --token or set TINYKV_TOKEN)",
+        StatusCode::FORBIDDEN if code == "permission_denied" => {
+            " (tinykv-ctl's commands need a token with the admin role)"
+        }
+        _ => "",
+    }
+}
+
 /// What an answer means: its JSON if 2xx, else the server's error (`addr` and `request`
-/// name the node and request in the error).
+/// name the node and request in the error; `token_sent`, whether the request carried a
+/// token, picks the hint of a 401).
 pub fn read_answer(
     addr: &str,
     request: &str,
     status: StatusCode,
     body: &[u8],
+    token_sent: bool,
 ) -> Result<Value, CtlError> {
     if status.is_success() {
         return serde_json::from_slice(body).map_err(|e| CtlError::UnexpectedAnswer {
@@ -180,6 +220,7 @@ pub fn read_answer(
             addr: addr.to_string(),
             request: request.to_string(),
             status: status.as_u16(),
+            hint: auth_hint(status, &error.code, token_sent),
             code: error.code,
             message: error.message,
         }),
@@ -213,7 +254,13 @@ mod tests {
 
     fn read(status: u16, body: &str) -> Result<Value, CtlError> {
         let status = StatusCode::from_u16(status).unwrap();
-        read_answer(ADDR, "GET /v1/admin/regions/9", status, body.as_bytes())
+        read_answer(
+            ADDR,
+            "GET /v1/admin/regions/9",
+            status,
+            body.as_bytes(),
+            false,
+        )
     }
 
     #[test]
@@ -237,6 +284,44 @@ mod tests {
             "node 127.0.0.1:8081 refused GET /v1/admin/regions/9: HTTP 404, \
              region_not_found: region 9 has no peer"
         );
+    }
+
+    #[test]
+    fn refusals_by_authentication_say_what_to_do() {
+        let unauthenticated = r#"{"error":{"code":"unauthenticated","message":"authentication is on: send Authorization: Bearer <token>"}}"#;
+        let err = read(401, unauthenticated).unwrap_err();
+        assert!(matches!(err, CtlError::Refused { status: 401, .. }));
+        assert_eq!(
+            err.to_string(),
+            "node 127.0.0.1:8081 refused GET /v1/admin/regions/9: HTTP 401, unauthenticated: \
+             authentication is on: send Authorization: Bearer <token> (give --token or set \
+             TINYKV_TOKEN)"
+        );
+        let with_token = read_answer(
+            ADDR,
+            "GET /v1/auth",
+            StatusCode::UNAUTHORIZED,
+            unauthenticated.as_bytes(),
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(with_token.ends_with("<token> (check --token or TINYKV_TOKEN)"));
+        let denied = r#"{"error":{"code":"permission_denied","message":"the role read does not allow this"}}"#;
+        let err = read(403, denied).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "HTTP 403, permission_denied: the role read does not allow this \
+                 (tinykv-ctl's commands need a token with the admin role)"
+            ),
+            "{err}"
+        );
+        let cross = r#"{"error":{"code":"cross_origin","message":"no"}}"#;
+        assert!(read(403, cross)
+            .unwrap_err()
+            .to_string()
+            .ends_with("cross_origin: no"));
+        assert_eq!(auth_hint(StatusCode::NOT_FOUND, "not_found", true), "");
     }
 
     #[test]

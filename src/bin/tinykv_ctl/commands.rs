@@ -4,16 +4,21 @@
 //! body), the [`AdminClient`] sends it and returns the answer's JSON, and
 //! [`render_answer`] turns that JSON into text, or [`render_json`] pretty-prints it for
 //! `--json`. The first and last steps are pure functions, tested without a node; only
-//! [`run`] touches the network. `certs` asks no node: [`run`] hands it to
-//! [`crate::certs`].
+//! [`run`] touches the network. `auth` commands are rendered by [`crate::auth`]. `certs`
+//! asks no node: [`run`] hands it to [`crate::certs`].
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::{
+    render_created, render_revoked, render_status, render_switched, render_tokens,
+    render_user_deleted, render_user_set, AuthAnswer,
+};
 use crate::certs;
-use crate::cli::{Cli, Command, StoreCommand};
+use crate::cli::{AuthCommand, Cli, Command, RoleArg, StoreCommand, TokenCommand, UserCommand};
 use crate::client::{AdminClient, Call};
 use crate::cluster::{render_cluster, render_offline, render_stores};
 use crate::error::CtlError;
@@ -25,6 +30,75 @@ use crate::regions::{render_region, render_regions, Region, RegionsAnswer};
 struct OkAnswer {
     /// `true` once done.
     ok: bool,
+}
+
+/// Characters left as they are in a path segment (a token id, a user name): RFC 3986's
+/// unreserved ones.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `text` as one path segment, percent-encoded.
+fn segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// The body of a grant: `{"role", "prefix"?}`, plus the token's `name`.
+fn grant_body(name: Option<&str>, role: RoleArg, prefix: &Option<String>) -> Value {
+    let mut body = json!({ "role": role.as_str() });
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    if let Some(prefix) = prefix {
+        body["prefix"] = json!(prefix);
+    }
+    body
+}
+
+/// The request of an `auth` command.
+fn auth_call(command: &AuthCommand) -> Call {
+    match command {
+        AuthCommand::Status | AuthCommand::Token(TokenCommand::List) => {
+            Call::new(Method::GET, "/v1/auth".into())
+        }
+        AuthCommand::Enable => Call::with_body(Method::POST, "/v1/auth/enable".into(), json!({})),
+        AuthCommand::Disable => Call::with_body(Method::POST, "/v1/auth/disable".into(), json!({})),
+        AuthCommand::Token(TokenCommand::Create { name, role, prefix }) => Call::with_body(
+            Method::POST,
+            "/v1/auth/tokens".into(),
+            grant_body(Some(name), *role, prefix),
+        ),
+        AuthCommand::Token(TokenCommand::Revoke { id }) => {
+            Call::new(Method::DELETE, format!("/v1/auth/tokens/{}", segment(id)))
+        }
+        AuthCommand::User(UserCommand::Set { name, role, prefix }) => Call::with_body(
+            Method::PUT,
+            format!("/v1/auth/users/{}", segment(name)),
+            grant_body(None, *role, prefix),
+        ),
+        AuthCommand::User(UserCommand::Delete { name }) => {
+            Call::new(Method::DELETE, format!("/v1/auth/users/{}", segment(name)))
+        }
+    }
+}
+
+/// The text an `auth` command prints for its successful `answer`.
+fn render_auth(command: &AuthCommand, answer: Value) -> Result<String, serde_json::Error> {
+    if let AuthCommand::Token(TokenCommand::Create { .. }) = command {
+        return Ok(render_created(&decode(answer)?));
+    }
+    let state: AuthAnswer = decode(answer)?;
+    Ok(match command {
+        AuthCommand::Status => render_status(&state),
+        AuthCommand::Enable | AuthCommand::Disable => render_switched(&state),
+        AuthCommand::Token(TokenCommand::List) => render_tokens(&state.tokens),
+        AuthCommand::Token(TokenCommand::Revoke { id }) => render_revoked(id, &state),
+        AuthCommand::User(UserCommand::Set { name, .. }) => render_user_set(name, &state),
+        AuthCommand::User(UserCommand::Delete { name }) => render_user_deleted(name, &state),
+        AuthCommand::Token(TokenCommand::Create { .. }) => unreachable!("rendered above"),
+    })
 }
 
 /// The request `command` makes; `None` for `certs`, which asks no node.
@@ -61,6 +135,7 @@ pub fn call_for(command: &Command) -> Option<Call> {
             format!("/v1/admin/regions/{region_id}/transfer-leader"),
             json!({ "peer_id": peer_id }),
         ),
+        Command::Auth(command) => auth_call(command),
         Command::Certs(_) => return None,
     })
 }
@@ -90,6 +165,7 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
             }
             format!("region {region_id} is now led by peer {peer_id}\n")
         }
+        Command::Auth(command) => render_auth(command, answer)?,
         // Never asked: `certs` sends no request. Its answer would be shown as JSON.
         Command::Certs(_) => render_json(&answer),
     })
@@ -202,6 +278,109 @@ mod tests {
             "region 5 is now led by peer 9\n"
         );
         assert!(render_answer(&transfer, json!({"ok": false})).is_err());
+    }
+
+    #[test]
+    fn auth_commands_map_to_their_endpoints() {
+        let auth = |command: AuthCommand| call_for(&Command::Auth(command)).unwrap();
+        assert_eq!(auth(AuthCommand::Status).label(), "GET /v1/auth");
+        assert_eq!(
+            auth(AuthCommand::Token(TokenCommand::List)).label(),
+            "GET /v1/auth"
+        );
+        let enable = auth(AuthCommand::Enable);
+        assert_eq!(
+            (enable.label(), enable.body),
+            ("POST /v1/auth/enable".to_string(), Some(json!({})))
+        );
+        assert_eq!(auth(AuthCommand::Disable).label(), "POST /v1/auth/disable");
+        let create = auth(AuthCommand::Token(TokenCommand::Create {
+            name: "app".into(),
+            role: RoleArg::Readwrite,
+            prefix: Some("app/".into()),
+        }));
+        assert_eq!(
+            create,
+            Call::with_body(
+                Method::POST,
+                "/v1/auth/tokens".into(),
+                json!({"name": "app", "role": "readwrite", "prefix": "app/"})
+            )
+        );
+        let create = auth(AuthCommand::Token(TokenCommand::Create {
+            name: "ops".into(),
+            role: RoleArg::Admin,
+            prefix: None,
+        }));
+        assert_eq!(create.body, Some(json!({"name": "ops", "role": "admin"})));
+        let revoke = auth(AuthCommand::Token(TokenCommand::Revoke {
+            id: "0123456789abcdef".into(),
+        }));
+        assert_eq!(revoke.label(), "DELETE /v1/auth/tokens/0123456789abcdef");
+        let odd = auth(AuthCommand::Token(TokenCommand::Revoke {
+            id: "a/b c".into(),
+        }));
+        assert_eq!(odd.label(), "DELETE /v1/auth/tokens/a%2Fb%20c");
+        let set = auth(AuthCommand::User(UserCommand::Set {
+            name: "ops.team-1".into(),
+            role: RoleArg::Read,
+            prefix: None,
+        }));
+        assert_eq!(
+            (set.label(), set.body),
+            (
+                "PUT /v1/auth/users/ops.team-1".to_string(),
+                Some(json!({"role": "read"}))
+            )
+        );
+        let delete = auth(AuthCommand::User(UserCommand::Delete {
+            name: "ops".into(),
+        }));
+        assert_eq!(
+            (delete.label(), delete.body),
+            ("DELETE /v1/auth/users/ops".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn auth_answers_are_rendered_by_command() {
+        let state = json!({"enabled": true, "version": 3, "tokens": [
+            {"id": "root", "name": "root (security.root_token)", "role": "admin",
+             "prefix": null, "created_ms": 0}], "users": []});
+        let render = |command: AuthCommand, answer: &Value| {
+            render_answer(&Command::Auth(command), answer.clone()).unwrap()
+        };
+        assert!(render(AuthCommand::Status, &state).starts_with(
+            "authentication:    on
+"
+        ));
+        assert!(render(AuthCommand::Enable, &state).starts_with("authentication is on"));
+        let list = render(AuthCommand::Token(TokenCommand::List), &state);
+        assert!(
+            list.starts_with("ID    NAME")
+                && list.contains(
+                    "
+root  root"
+                ),
+            "{list}"
+        );
+        let revoke = AuthCommand::Token(TokenCommand::Revoke { id: "x".into() });
+        assert!(render(revoke, &state).starts_with("revoked token x (version 3)"));
+        let delete = AuthCommand::User(UserCommand::Delete { name: "ops".into() });
+        assert!(render(delete, &state).ends_with("no certificate users\n"));
+        let create = AuthCommand::Token(TokenCommand::Create {
+            name: "app".into(),
+            role: RoleArg::Read,
+            prefix: None,
+        });
+        let created = json!({"token": "tkv_x", "id": "x", "name": "app", "role": "read",
+            "prefix": null, "created_ms": 0, "version": 4});
+        assert!(render(create.clone(), &created).contains("\n    tkv_x\n"));
+        assert!(
+            render_answer(&Command::Auth(create), state).is_err(),
+            "a state is not a new token"
+        );
+        assert!(render_answer(&Command::Auth(AuthCommand::Status), json!({"on": 1})).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Each message of a request names the node asked and the request
 //! (`GET /v1/admin/cluster`), so that a script's log says where to look. A refusal by the
 //! server carries its HTTP status and the stable error code and message of its JSON error
-//! body; an answer that is not what this tool expects says what is wrong with it. The
+//! body, and for a refusal by authentication (401, 403 `permission_denied`) what to do
+//! about it; an answer that is not what this tool expects says what is wrong with it. The
 //! `certs` commands fail naming the file they could not read or would not overwrite.
 //! Options that do not go together ([`CtlError::Usage`]) make `main` exit with status 2,
 //! like the wrong arguments clap refuses; every other error with status 1, its message
@@ -44,7 +45,7 @@ pub enum CtlError {
         seconds: u64,
     },
     /// The node answered with an error status and a JSON error body.
-    #[error("node {addr} refused {request}: HTTP {status}, {code}: {message}")]
+    #[error("node {addr} refused {request}: HTTP {status}, {code}: {message}{hint}")]
     Refused {
         /// The node's HTTP address.
         addr: String,
@@ -56,6 +57,9 @@ pub enum CtlError {
         code: String,
         /// The server's explanation.
         message: String,
+        /// What to do about it, for a refusal by authentication (` (give --token ...)`);
+        /// empty otherwise.
+        hint: &'static str,
     },
     /// The node answered with an error status but no JSON error body (e.g. a node that
     /// does not serve this endpoint).
@@ -134,6 +138,7 @@ mod tests {
             status: 404,
             code: "region_not_found".into(),
             message: "region 9 has no peer on this store".into(),
+            hint: "",
         };
         assert_eq!(
             refused.to_string(),

@@ -1,9 +1,10 @@
-//! Small formatters shared by the views: byte sizes, durations and ages, key bounds and
-//! optional numbers.
+//! Small formatters shared by the views: byte sizes, durations and ages, dates, key
+//! bounds, optional numbers and text from the server made safe for a terminal.
 //!
-//! Every time shown is a difference of two timestamps taken from the same answer (the
+//! Every age shown is a difference of two timestamps taken from the same answer (the
 //! server's `now_ms` minus an event's time), never the local clock, so ages are right even
-//! when this machine's clock is not.
+//! when this machine's clock is not. An answer without `now_ms` has its times shown as
+//! UTC dates ([`utc_time`]).
 
 /// Units of [`human_bytes`] above bytes, each 1024 times the previous one.
 const BYTE_UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -54,6 +55,46 @@ pub fn human_duration_ms(ms: u64) -> String {
 /// stamped after `now_ms` counts as just now).
 pub fn age(now_ms: u64, then_ms: u64) -> String {
     format!("{} ago", human_duration_ms(now_ms.saturating_sub(then_ms)))
+}
+
+/// A time in Unix milliseconds as a UTC date to the second: `2025-06-01 12:34:56 UTC`
+/// (the number itself if it is out of range).
+pub fn utc_time(ms: u64) -> String {
+    let Some(time) = i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+    else {
+        return format!("{ms} ms");
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    )
+}
+
+/// Text from the server (a token's name, a key prefix) as shown: control characters and
+/// the bidirectional overrides escaped (`\u{1b}`), so that none can move the cursor,
+/// recolour or reorder the terminal; `-` for the empty string.
+pub fn printable(text: &str) -> String {
+    if text.is_empty() {
+        return "-".to_string();
+    }
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}')
+                || matches!(c, '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A region's start key as shown: the percent-encoded key, or `-inf` when unbounded.
@@ -122,6 +163,17 @@ mod tests {
         assert_eq!(age(1_764_000_000_000, 1_763_999_999_600), "0.4s ago");
         assert_eq!(age(1_764_000_000_000, 1_763_999_880_000), "2m00s ago");
         assert_eq!(age(1_000, 5_000), "0.0s ago");
+    }
+
+    #[test]
+    fn dates_are_utc_and_text_is_terminal_safe() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_764_000_000_999), "2025-11-24 16:00:00 UTC");
+        assert_eq!(utc_time(u64::MAX), format!("{} ms", u64::MAX));
+        assert_eq!(printable("app/ é"), "app/ é");
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\u{a}");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable(""), "-");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `tinykv-ctl`: the admin command-line tool of TinyKV-rs.
 //!
 //! ```text
-//! tinykv-ctl [--addr HOST:PORT|URL] [--json] [--cacert FILE [--cert FILE --key FILE]] <command>
+//! tinykv-ctl [--addr HOST:PORT|URL] [--json] [--token TOKEN]
+//!            [--cacert FILE [--cert FILE --key FILE]] <command>
 //!   cluster                                  the PD's view: settings, operator counts, stores
 //!   stores                                   the asked node's address book and reachability
 //!   store offline <ID>                       drain a store (it becomes Tombstone once empty)
@@ -12,6 +13,15 @@
 //!   add-peer <REGION_ID> <STORE_ID>          add a peer of a region on a store
 //!   remove-peer <REGION_ID> <PEER_ID>        remove a peer of a region
 //!   transfer-leader <REGION_ID> <PEER_ID>    make a peer lead its region
+//!   auth status                              on or off, the version, every token and user
+//!   auth enable | auth disable               switch authentication on or off (whole cluster)
+//!   auth token create --name NAME --role read|readwrite|admin [--prefix P]
+//!                                            make a token (printed once, never again)
+//!   auth token list                          every token: id, name, role, prefix, created
+//!   auth token revoke <ID>                   revoke a token on every node
+//!   auth user set <NAME> --role ROLE [--prefix P]
+//!                                            give certificate user NAME a role
+//!   auth user delete <NAME>                  take it away
 //!   certs ca --dir DIR [--force]             a new CA: DIR/ca.pem, DIR/ca.key
 //!   certs node --dir DIR --store ID --host H [--host H ...] [--days 365] [--force]
 //!                                            a node's certificate: DIR/store-ID.pem, .key
@@ -27,16 +37,20 @@
 //! `$TINYKV_CACERT`) the request goes over HTTPS, checking the node's certificate against
 //! that CA and the host dialled, as `curl --cacert` does; `--cert` and `--key` (else
 //! `$TINYKV_CERT`, `$TINYKV_KEY`) add a client certificate for a cluster that requires
-//! one. `certs` makes those files and asks no node. The exit status is 0 on success, 1
+//! one. With `--token` (else `$TINYKV_TOKEN`) every request carries
+//! `Authorization: Bearer <token>`, for a cluster with authentication on; a 401 or 403
+//! answer is reported with the server's code and message and what to do about it.
+//! `certs` makes those files and asks no node. The exit status is 0 on success, 1
 //! when the command failed (the reason, with the server's error code and message, goes
 //! to stderr after `error: `) and 2 on wrong arguments or options that do not go
 //! together.
 //!
 //! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
 //! [`client`] (HTTP and error answers), [`error`] (the error type), [`certs`] (the
-//! `certs` files), [`cluster`], [`regions`] and [`operators`] (answer shapes and their
-//! views), [`table`] (text layout) and [`format`] (sizes, ages, keys).
+//! `certs` files), [`cluster`], [`regions`], [`operators`] and [`auth`] (answer shapes
+//! and their views), [`table`] (text layout) and [`format`] (sizes, ages, dates, keys).
 
+mod auth;
 mod certs;
 mod cli;
 mod client;
