@@ -9,8 +9,9 @@
 #   make join    start a 4th node (configs/node4.toml) that joins the running cluster
 #   make stop    stop it (every node started by run, run-tls or join)
 #   make test    run the whole test suite (unit, in-process scenarios, multi-process)
-#   make bench   benchmark a fresh 3-node cluster against a 3-member etcd (BENCH_DURATION=20s
-#                per workload) and write docs/benchmarks.md; see .ci/bench.sh
+#   make bench   benchmark a fresh 3-node cluster against a 3-member etcd, plaintext and TLS
+#                (BENCH_DURATION=20s per workload; wrk cross-check) and write
+#                docs/benchmarks.md; see .ci/bench.sh
 #   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
 #                checked for linearizability; artifacts in chaos-out/
 #   make clean-data  delete the local cluster's data

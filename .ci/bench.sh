@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# `make bench`: TinyKV-rs and etcd side by side on this machine; writes docs/benchmarks.md.
+# `make bench`: TinyKV-rs and etcd side by side on this machine, in plaintext and with TLS;
+# writes docs/benchmarks.md.
 #
-# 1. builds tinykv-server and tinykv-bench (release);
-# 2. installs etcd-server from Debian if `etcd` is missing (root + apt-get only);
-# 3. starts a fresh 3-node TinyKV-rs cluster on loopback (configs/node1..3.toml with other
+# 1. builds tinykv-server, tinykv-bench and tinykv-ctl (release);
+# 2. installs etcd-server, and wrk for the cross-check, from Debian if missing (root +
+#    apt-get only);
+# 3. makes a dev CA and certificates for stores 1-3 in the temp dir (tinykv-ctl certs dev);
+# 4. starts a fresh 3-node TinyKV-rs cluster on loopback (configs/node1..3.toml with other
 #    ports: HTTP 18081-18083, raft 21161-21163; data in a temp dir), runs every workload
-#    against it, and stops it;
-# 4. does the same with a fresh 3-member etcd cluster (clients 12379/22379/32379, peers
-#    12380/22380/32380; etcd's default fsync of its WAL is kept);
-# 5. writes docs/benchmarks.md from the runs' --json results (`tinykv-bench compare`).
-# One system runs at a time, so the two never compete for the machine's cores.
+#    against it, cross-checks the node leading the keys' region with wrk (if installed),
+#    and stops it;
+# 5. the same with TLS: a fresh cluster, each config layered with configs/tls/nodeN.toml
+#    (HTTPS on the client port, mutual TLS between nodes), tinykv-bench with --cacert;
+# 6. does the same with a fresh 3-member etcd cluster (clients 12379/22379/32379, peers
+#    12380/22380/32380; etcd's default fsync of its WAL is kept), plaintext, then with
+#    client TLS and peer mutual TLS (member N uses store N's certificate);
+# 7. writes docs/benchmarks.md from the runs' --json results (`tinykv-bench compare`).
+# One cluster runs at a time, so no two ever compete for the machine's cores.
 #
 # Knobs (environment): BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_CLIENTS (64),
 # BENCH_KEYS (10000), BENCH_VALUE_SIZE (128), BENCH_WORKLOADS ("write a b c"),
-# BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0), BENCH_KEEP (0: delete the temp dir
-# with logs and JSON results at the end; it is always kept if something failed).
+# BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0), BENCH_SKIP_TLS (0),
+# BENCH_SKIP_WRK (0), BENCH_WRK_DURATION (10s), BENCH_KEEP (0: delete the temp dir with
+# logs and JSON results at the end; it is always kept if something failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -28,15 +36,22 @@ BENCH_VALUE_SIZE=${BENCH_VALUE_SIZE:-128}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-write a b c}
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 BENCH_SKIP_ETCD=${BENCH_SKIP_ETCD:-0}
+BENCH_SKIP_TLS=${BENCH_SKIP_TLS:-0}
+BENCH_SKIP_WRK=${BENCH_SKIP_WRK:-0}
+BENCH_WRK_DURATION=${BENCH_WRK_DURATION:-10s}
 BENCH_KEEP=${BENCH_KEEP:-0}
 SEED=42
+TLS_BUDGET=15   # percent of TinyKV-rs's plaintext throughput TLS may cost (the issue's target)
 
 SERVER=target/release/tinykv-server
 BENCH=target/release/tinykv-bench
+CTL=target/release/tinykv-ctl
 TINYKV_HTTP=(18081 18082 18083)
 TINYKV_RAFT=(21161 21162 21163)
 ETCD_CLIENT=(12379 22379 32379)
 ETCD_PEER=(12380 22380 32380)
+NPROC=$(nproc)
+CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -69,6 +84,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ALL_PORTS=("${TINYKV_HTTP[@]}" "${TINYKV_RAFT[@]}" "${ETCD_CLIENT[@]}" "${ETCD_PEER[@]}")
+ports_free() {
+  local port
+  for port in "${ALL_PORTS[@]}"; do
+    if port_in_use "$port"; then return 1; fi
+  done
+}
 
 # Waits until "$@" succeeds, for at most $1 seconds.
 wait_for() {
@@ -90,22 +112,68 @@ shquote() {
   echo "${out[*]}"
 }
 
+# Installs a Debian package when running as root with apt-get (apt-get update once).
+APT_UPDATED=0
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+  if [ "$APT_UPDATED" != 1 ]; then
+    apt-get update -qq || return 1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+# CPU time (user + system, clock ticks) the running servers (PIDS) have used so far.
+server_ticks() {
+  local pid stat total=0 f
+  for pid in "${PIDS[@]}"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    # After "pid (comm) " the fields are numbered from 3 (state): utime is 14, stime 15.
+    read -r -a f <<< "${stat##*) }"
+    total=$(( total + f[11] + f[12] ))
+  done
+  echo "$total"
+}
+
+# CPU time (clock ticks) the whole machine has spent busy (not idle, not waiting for I/O).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# TCP connections accepted on this machine so far (loopback included).
+tcp_accepts() {
+  awk '$1 == "Tcp:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "PassiveOpens") col = i; n = 1 } else { print $col; exit } }' \
+    /proc/net/snmp
+}
+
+# Runs one load generator: measure NAME CMD...: its stdout goes to $WORK/results/NAME.txt
+# (and the log), its wall-clock and CPU time (bash's `time`) to NAME.time as
+# "wall user sys" seconds, and over the same span to NAME.servers: the servers' CPU
+# seconds, the whole machine's busy CPU seconds and the TCP connections accepted.
+measure() {
+  local name=$WORK/results/$1; shift
+  local servers machine accepts TIMEFORMAT='%3R %3U %3S'
+  servers=$(server_ticks); machine=$(machine_ticks); accepts=$(tcp_accepts)
+  { time "$@" > "$name.txt" 2>&4; } 4>&2 2> "$name.time"
+  servers=$(( $(server_ticks) - servers )); machine=$(( $(machine_ticks) - machine ))
+  accepts=$(( $(tcp_accepts) - accepts ))
+  awk -v s="$servers" -v m="$machine" -v a="$accepts" -v hz="$CLK_TCK" \
+    'BEGIN { printf "%.2f %.2f %d\n", s / hz, m / hz, a }' > "$name.servers"
+  cat "$name.txt"
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A LOAD_AT   # the load average when each cluster was started, by run key
 
 # ---------------------------------------------------------------- build
-log "building tinykv-server and tinykv-bench (release)"
-nice -n 10 "$CARGO" build --release --bin tinykv-server --bin tinykv-bench
+log "building tinykv-server, tinykv-bench and tinykv-ctl (release)"
+nice -n 10 "$CARGO" build --release --bin tinykv-server --bin tinykv-bench --bin tinykv-ctl
 
-# ---------------------------------------------------------------- etcd
+# ---------------------------------------------------------------- etcd and wrk
 ETCD_VERSION=""
 ETCD_GO=""
 if [ "$BENCH_SKIP_ETCD" != 1 ]; then
   if ! command -v etcd >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      log "etcd is missing: installing Debian's etcd-server"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null \
-        || echo "bench: could not install etcd-server" >&2
-    fi
+    log "etcd is missing: installing Debian's etcd-server"
+    apt_install etcd-server || echo "bench: could not install etcd-server" >&2
   fi
   if command -v etcd >/dev/null 2>&1; then
     ETCD_VERSION=$(etcd --version | sed -n 's/^etcd Version: //p')
@@ -120,93 +188,235 @@ if [ "$BENCH_SKIP_ETCD" != 1 ]; then
   fi
 fi
 
-for port in "${TINYKV_HTTP[@]}" "${TINYKV_RAFT[@]}" "${ETCD_CLIENT[@]}" "${ETCD_PEER[@]}"; do
-  if port_in_use "$port"; then die "port $port is in use on 127.0.0.1"; fi
-done
+WRK_VERSION=""
+if [ "$BENCH_SKIP_WRK" != 1 ]; then
+  if ! command -v wrk >/dev/null 2>&1; then
+    log "wrk is missing: installing Debian's wrk"
+    apt_install wrk || echo "bench: could not install wrk" >&2
+  fi
+  if command -v wrk >/dev/null 2>&1; then
+    if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W -f '${Version}' wrk >/dev/null 2>&1; then
+      WRK_VERSION="$(dpkg-query -W -f '${Version}' wrk) (Debian package wrk)"
+    else
+      WRK_VERSION=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
+    fi
+  else
+    echo "bench: wrk is not available: no cross-check" >&2
+    BENCH_SKIP_WRK=1
+  fi
+fi
+
+ports_free || die "one of the ports ${ALL_PORTS[*]} is in use on 127.0.0.1"
 
 mkdir -p "$WORK/results" "$WORK/logs"
 COMMANDS="$WORK/commands.txt"
 : > "$COMMANDS"
+: > "$WORK/servers.txt"
 
-# Runs one workload against one system: run_workload TARGET LABEL ENDPOINTS WORKLOAD
+CERTS="$WORK/certs"
+if [ "$BENCH_SKIP_TLS" != 1 ]; then
+  log "making a dev CA and certificates for stores 1-3 in $CERTS"
+  "$CTL" certs dev --dir "$CERTS" --stores 1,2,3
+  echo "target/release/tinykv-ctl certs dev --dir \$TMP/certs --stores 1,2,3" >> "$WORK/servers.txt"
+fi
+
+# Runs one workload against one system:
+#   run_workload TARGET RUN LABEL ENDPOINTS WORKLOAD [TLS OPTIONS...]
+# RUN names the results: $WORK/results/RUN-WORKLOAD.json (.txt, .time, .servers).
 run_workload() {
-  local target=$1 label=$2 endpoints=$3 workload=$4
-  local args=(--target "$target" --label "$label" --endpoints "$endpoints"
+  local target=$1 run=$2 label=$3 endpoints=$4 workload=$5; shift 5
+  local args=(--target "$target" --label "$label" --endpoints "$endpoints" "$@"
     --clients "$BENCH_CLIENTS" --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP"
     --keys "$BENCH_KEYS" --value-size "$BENCH_VALUE_SIZE" --workload "$workload" --seed "$SEED")
   if [ "$workload" != write ]; then args+=(--preload); fi
-  shquote "$BENCH" "${args[@]}" --json "$WORK/results/$target-$workload.json" >> "$COMMANDS"
+  shquote "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json" >> "$COMMANDS"
   log "$label: workload $workload"
-  "$BENCH" "${args[@]}" --json "$WORK/results/$target-$workload.json" \
-    | tee "$WORK/results/$target-$workload.txt"
+  measure "$run-$workload" "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json"
+}
+
+# Sets WRK_ENDPOINT to the client URL of the node that leads the region holding the
+# benchmark's keys (the one whose range starts at the empty key), so that both wrk runs
+# load a node in the same role (a leader serves a read itself, a follower forwards it);
+# node 1 if that cannot be told (needs jq). WRK_NODE[RUN] says which it was.
+declare -A WRK_NODE
+pick_wrk_node() {
+  local run=$1 store=""
+  if command -v jq >/dev/null 2>&1; then
+    store=$(curl -fsS "${CURL_TLS[@]}" "${ENDPOINTS[0]}/v1/admin/regions" 2>/dev/null \
+      | jq -r '.regions[] | select(.start_key == "") | .leader.store_id // empty' 2>/dev/null) || store=""
+  fi
+  case "$store" in
+    1|2|3)
+      WRK_ENDPOINT=${ENDPOINTS[$((store - 1))]}
+      WRK_NODE[$run]="node $store, the leader" ;;
+    *)
+      WRK_ENDPOINT=${ENDPOINTS[0]}
+      WRK_NODE[$run]="node 1, leader or not unknown" ;;
+  esac
+}
+
+# The wrk cross-check against one TinyKV-rs node: GETs of one preloaded key.
+#   run_wrk RUN ENDPOINT [CURL TLS OPTIONS...]
+run_wrk() {
+  local run=$1 endpoint=$2; shift 2
+  local url="$endpoint/v1/kv/bench-wrk"
+  curl -fsS "$@" -X PUT --data-binary "$(head -c "$BENCH_VALUE_SIZE" /dev/zero | tr '\0' v)" "$url" >/dev/null \
+    || die "cannot write the wrk key at $url"
+  local args=(-t2 -c64 -d"$BENCH_WRK_DURATION" --latency "$url")
+  echo "curl$( [ $# -gt 0 ] && echo " $(shquote "$@")") -X PUT --data-binary \"\$(head -c $BENCH_VALUE_SIZE /dev/zero | tr '\\0' v)\" $url" >> "$COMMANDS"
+  shquote wrk "${args[@]}" >> "$COMMANDS"
+  log "wrk: GET $url"
+  measure "wrk-$run" wrk "${args[@]}"
+}
+
+# ---------------------------------------------------------------- clusters
+# Each start_* function starts a fresh cluster in $WORK/RUN (RUN: tinykv, tinykv-tls, etcd,
+# etcd-tls), waits until every node answers /health and accepts a write, and sets
+# ENDPOINTS (its client URLs), CURL_TLS and BENCH_TLS (the TLS options of curl and
+# tinykv-bench, empty in plaintext).
+ENDPOINTS=()
+CURL_TLS=()
+BENCH_TLS=()
+
+# start_tinykv RUN [tls]
+start_tinykv() {
+  local run=$1 tls=${2:-} scheme=http n conf overlay config_args e
+  ENDPOINTS=(); CURL_TLS=(); BENCH_TLS=()
+  if [ -n "$tls" ]; then
+    scheme=https
+    CURL_TLS=(--cacert "$CERTS/ca.pem")
+    BENCH_TLS=(--cacert "$CERTS/ca.pem")
+  fi
+  wait_for 60 ports_free || die "the previous cluster's ports are still in use"
+  sync   # the build's (and the previous cluster's) dirty pages, not this cluster's fsyncs
+  LOAD_AT[$run]=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "starting a 3-node TinyKV-rs cluster${tls:+ with TLS} in $WORK/$run"
+  mkdir -p "$WORK/$run"
+  for n in 1 2 3; do
+    conf="$WORK/$run/node$n.toml"
+    sed -e "s#^data_dir = .*#data_dir = \"$WORK/$run/node$n\"#" \
+        -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
+        -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
+        "configs/node$n.toml" > "$conf"
+    config_args=(--config "$conf")
+    # The same steps, as docs/benchmarks.md shows them.
+    sed -e "s/@N@/$n/g" -e "s/@R@/$run/g" >> "$WORK/servers.txt" <<'EOF'
+sed -e "s#^data_dir = .*#data_dir = \"$TMP/@R@/node@N@\"#" -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' configs/node@N@.toml > $TMP/@R@/node@N@.toml
+EOF
+    if [ -n "$tls" ]; then
+      # configs/tls/nodeN.toml, with its certificate paths pointing at the temp dir.
+      overlay="$WORK/$run/tls$n.toml"
+      sed -e "s#\"certs/#\"$CERTS/#" "configs/tls/node$n.toml" > "$overlay"
+      config_args+=(--config "$overlay")
+      sed -e "s/@N@/$n/g" -e "s/@R@/$run/g" >> "$WORK/servers.txt" <<'EOF'
+sed -e "s#\"certs/#\"$TMP/certs/#" configs/tls/node@N@.toml > $TMP/@R@/tls@N@.toml
+target/release/tinykv-server --config $TMP/@R@/node@N@.toml --config $TMP/@R@/tls@N@.toml > $TMP/@R@@N@.log 2>&1 &
+EOF
+    else
+      sed -e "s/@N@/$n/g" -e "s/@R@/$run/g" >> "$WORK/servers.txt" <<'EOF'
+target/release/tinykv-server --config $TMP/@R@/node@N@.toml > $TMP/@R@@N@.log 2>&1 &
+EOF
+    fi
+    "$SERVER" "${config_args[@]}" > "$WORK/logs/$run$n.log" 2>&1 &
+    PIDS+=($!)
+    ENDPOINTS+=("$scheme://127.0.0.1:${TINYKV_HTTP[$((n-1))]}")
+  done
+  for e in "${ENDPOINTS[@]}"; do
+    wait_for 60 curl -fsS "${CURL_TLS[@]}" "$e/health" \
+      || die "TinyKV-rs node $e did not become healthy (see $WORK/logs)"
+  done
+  for e in "${ENDPOINTS[@]}"; do
+    wait_for 60 curl -fsS "${CURL_TLS[@]}" -X PUT --data-binary ready "$e/v1/kv/bench-ready" \
+      || die "TinyKV-rs at $e does not accept writes (see $WORK/logs)"
+  done
+}
+
+etcd_healthy() { curl -fsS "${CURL_TLS[@]}" "$1/health" | grep -q '"health":"true"'; }
+etcd_put() { curl -fsS "${CURL_TLS[@]}" -X POST -d '{"key":"YmVuY2gtcmVhZHk=","value":"cmVhZHk="}' "$1/v3/kv/put"; }
+
+# start_etcd RUN [tls]
+start_etcd() {
+  local run=$1 tls=${2:-} scheme=http n client peer cluster args e
+  ENDPOINTS=(); CURL_TLS=(); BENCH_TLS=()
+  if [ -n "$tls" ]; then
+    scheme=https
+    # etcd 3.4 asks every client for a certificate once --trusted-ca-file is set, even
+    # without --client-cert-auth: clients show user admin's.
+    CURL_TLS=(--cacert "$CERTS/ca.pem" --cert "$CERTS/user-admin.pem" --key "$CERTS/user-admin.key")
+    BENCH_TLS=(--cacert "$CERTS/ca.pem" --cert "$CERTS/user-admin.pem" --key "$CERTS/user-admin.key")
+  fi
+  wait_for 60 ports_free || die "the previous cluster's ports are still in use"
+  sync   # the build's (and the previous cluster's) dirty pages, not this cluster's fsyncs
+  LOAD_AT[$run]=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "starting a 3-member etcd $ETCD_VERSION cluster${tls:+ with TLS} in $WORK/$run"
+  cluster="e1=$scheme://127.0.0.1:${ETCD_PEER[0]},e2=$scheme://127.0.0.1:${ETCD_PEER[1]},e3=$scheme://127.0.0.1:${ETCD_PEER[2]}"
+  for n in 1 2 3; do
+    client="$scheme://127.0.0.1:${ETCD_CLIENT[$((n-1))]}"
+    peer="$scheme://127.0.0.1:${ETCD_PEER[$((n-1))]}"
+    args=(--name "e$n" --data-dir "$WORK/$run/e$n"
+      --listen-client-urls "$client" --advertise-client-urls "$client"
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer"
+      --initial-cluster "$cluster" --initial-cluster-state new
+      --initial-cluster-token tinykv-bench --logger zap --log-outputs stderr)
+    if [ -n "$tls" ]; then
+      # Member N: store N's certificate, for its clients and (mutual TLS) its peers.
+      args+=(--cert-file "$CERTS/store-$n.pem" --key-file "$CERTS/store-$n.key"
+        --trusted-ca-file "$CERTS/ca.pem"
+        --peer-cert-file "$CERTS/store-$n.pem" --peer-key-file "$CERTS/store-$n.key"
+        --peer-trusted-ca-file "$CERTS/ca.pem" --peer-client-cert-auth)
+    fi
+    echo "$(shquote etcd "${args[@]}") > \$TMP/$run$n.log 2>&1 &" >> "$WORK/servers.txt"
+    etcd "${args[@]}" > "$WORK/logs/$run$n.log" 2>&1 &
+    PIDS+=($!)
+    ENDPOINTS+=("$client")
+  done
+  for e in "${ENDPOINTS[@]}"; do
+    wait_for 60 etcd_healthy "$e" || die "etcd member $e did not become healthy (see $WORK/logs)"
+    wait_for 60 etcd_put "$e" || die "etcd at $e does not accept writes (see $WORK/logs)"
+  done
 }
 
 # ---------------------------------------------------------------- TinyKV-rs
-log "starting a 3-node TinyKV-rs cluster in $WORK/tinykv"
-TINYKV_ENDPOINTS=()
-for n in 1 2 3; do
-  conf="$WORK/tinykv/node$n.toml"
-  mkdir -p "$WORK/tinykv"
-  sed -e "s#^data_dir = .*#data_dir = \"$WORK/tinykv/node$n\"#" \
-      -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
-      -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
-      "configs/node$n.toml" > "$conf"
-  # The same two steps, as docs/benchmarks.md shows them.
-  sed -e "s/@N@/$n/g" >> "$WORK/servers.txt" <<'EOF'
-sed -e "s#^data_dir = .*#data_dir = \"$TMP/tinykv/node@N@\"#" -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' configs/node@N@.toml > $TMP/tinykv/node@N@.toml
-target/release/tinykv-server --config $TMP/tinykv/node@N@.toml > $TMP/tinykv@N@.log 2>&1 &
-EOF
-  "$SERVER" --config "$conf" > "$WORK/logs/tinykv$n.log" 2>&1 &
-  PIDS+=($!)
-  TINYKV_ENDPOINTS+=("http://127.0.0.1:${TINYKV_HTTP[$((n-1))]}")
+RUNS=(tinykv)
+if [ "$BENCH_SKIP_TLS" != 1 ]; then RUNS+=(tinykv-tls); fi
+for run in "${RUNS[@]}"; do
+  if [ "$run" = tinykv ]; then
+    start_tinykv "$run"; label="TinyKV-rs"
+  else
+    start_tinykv "$run" tls; label="TinyKV-rs TLS"
+  fi
+  TINYKV_VERSION=$("$SERVER" --version 2>/dev/null || echo "tinykv-server")
+  for workload in $BENCH_WORKLOADS; do
+    run_workload tinykv "$run" "$label" "$(join_by , "${ENDPOINTS[@]}")" "$workload" "${BENCH_TLS[@]}"
+  done
+  if [ "$BENCH_SKIP_WRK" != 1 ]; then
+    pick_wrk_node "$run"
+    run_wrk "$run" "$WRK_ENDPOINT" "${CURL_TLS[@]}"
+  fi
+  log "stopping $label"
+  stop_all
 done
-for e in "${TINYKV_ENDPOINTS[@]}"; do
-  wait_for 60 curl -fsS "$e/health" || die "TinyKV-rs node $e did not become healthy (see $WORK/logs)"
-done
-for e in "${TINYKV_ENDPOINTS[@]}"; do
-  wait_for 60 curl -fsS -X PUT --data-binary ready "$e/v1/kv/bench-ready" \
-    || die "TinyKV-rs at $e does not accept writes (see $WORK/logs)"
-done
-TINYKV_VERSION=$("$SERVER" --version 2>/dev/null || echo "tinykv-server")
-
-for workload in $BENCH_WORKLOADS; do
-  run_workload tinykv TinyKV-rs "$(join_by , "${TINYKV_ENDPOINTS[@]}")" "$workload"
-done
-log "stopping TinyKV-rs"
-stop_all
 
 # ---------------------------------------------------------------- etcd
 ETCD_LABEL="etcd"
 if [ "$BENCH_SKIP_ETCD" != 1 ]; then
   ETCD_LABEL="etcd $ETCD_VERSION"
-  log "starting a 3-member etcd $ETCD_VERSION cluster in $WORK/etcd"
-  cluster="e1=http://127.0.0.1:${ETCD_PEER[0]},e2=http://127.0.0.1:${ETCD_PEER[1]},e3=http://127.0.0.1:${ETCD_PEER[2]}"
-  ETCD_ENDPOINTS=()
-  for n in 1 2 3; do
-    client="http://127.0.0.1:${ETCD_CLIENT[$((n-1))]}"
-    peer="http://127.0.0.1:${ETCD_PEER[$((n-1))]}"
-    args=(--name "e$n" --data-dir "$WORK/etcd/e$n"
-      --listen-client-urls "$client" --advertise-client-urls "$client"
-      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer"
-      --initial-cluster "$cluster" --initial-cluster-state new
-      --initial-cluster-token tinykv-bench --logger zap --log-outputs stderr)
-    echo "$(shquote etcd "${args[@]}") > \$TMP/etcd$n.log 2>&1 &" >> "$WORK/servers.txt"
-    etcd "${args[@]}" > "$WORK/logs/etcd$n.log" 2>&1 &
-    PIDS+=($!)
-    ETCD_ENDPOINTS+=("$client")
+  RUNS=(etcd)
+  if [ "$BENCH_SKIP_TLS" != 1 ]; then RUNS+=(etcd-tls); fi
+  for run in "${RUNS[@]}"; do
+    if [ "$run" = etcd ]; then
+      start_etcd "$run"; label="$ETCD_LABEL"
+    else
+      start_etcd "$run" tls; label="$ETCD_LABEL TLS"
+    fi
+    for workload in $BENCH_WORKLOADS; do
+      run_workload etcd "$run" "$label" "$(join_by , "${ENDPOINTS[@]}")" "$workload" "${BENCH_TLS[@]}"
+    done
+    log "stopping $label"
+    stop_all
   done
-  etcd_healthy() { curl -fsS "$1/health" | grep -q '"health":"true"'; }
-  etcd_put() { curl -fsS -X POST -d '{"key":"YmVuY2gtcmVhZHk=","value":"cmVhZHk="}' "$1/v3/kv/put"; }
-  for e in "${ETCD_ENDPOINTS[@]}"; do
-    wait_for 60 etcd_healthy "$e" || die "etcd member $e did not become healthy (see $WORK/logs)"
-    wait_for 60 etcd_put "$e" || die "etcd at $e does not accept writes (see $WORK/logs)"
-  done
-  for workload in $BENCH_WORKLOADS; do
-    run_workload etcd "$ETCD_LABEL" "$(join_by , "${ETCD_ENDPOINTS[@]}")" "$workload"
-  done
-  log "stopping etcd"
-  stop_all
 fi
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- docs/benchmarks.md
 log "writing $BENCH_OUT"
@@ -219,33 +429,108 @@ title_of() {
     *) echo "Workload $1" ;;
   esac
 }
+# The throughput of a --json result: successful operations per second, of every kind.
+throughput_of() {
+  awk '/"op": "all"/ { all = 1 } all && /"throughput"/ { gsub(/[^0-9.]/, "", $2); print $2; exit }' "$1"
+}
+# "wall s | CPU s | its share | servers' share | others' share | idle | TCP accepts" of
+# the results NAME (see measure).
+cpu_cells() {
+  awk -v n="$NPROC" 'NR == FNR { wall = $1; own = $2 + $3; next }
+    { srv = $1; busy = $2; accepts = $3 }
+    END {
+      all = wall * n; others = busy - own - srv; if (others < 0) others = 0
+      idle = all - busy; if (idle < 0) idle = 0
+      printf "%.1f | %.1f | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d", wall, own, 100 * own / all,
+        100 * srv / all, 100 * others / all, 100 * idle / all, accepts }' \
+    "$WORK/results/$1.time" "$WORK/results/$1.servers"
+}
+# Percent of the machine's CPU tinykv-bench (or wrk) used in the results NAME.
+own_share() { awk -v n="$NPROC" '{ printf "%.0f%%", 100 * ($2 + $3) / ($1 * n) }' "$WORK/results/$1.time"; }
+server_share() {
+  awk -v n="$NPROC" 'NR == FNR { wall = $1; next } { printf "%.0f%%", 100 * $1 / (wall * n) }' \
+    "$WORK/results/$1.time" "$WORK/results/$1.servers"
+}
+# wrk's numbers (--latency output in NAME.txt) as "rps avg p50 p75 p90 p99 max errors",
+# latencies in ms.
+wrk_numbers() {
+  awk 'function ms(v) {
+         if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+         if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v + 0 }
+       $1 == "Latency" && NF >= 5 { avg = ms($2); max = ms($4) }
+       $1 == "50%" { p50 = ms($2) } $1 == "75%" { p75 = ms($2) }
+       $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) }
+       /Requests\/sec:/ { rps = $2 }
+       /Non-2xx or 3xx responses:/ { errors += $NF }
+       /Socket errors:/ { for (i = 3; i <= NF; i++) { v = $i; gsub(/[^0-9]/, "", v); if (v != "") errors += v } }
+       END { printf "%.0f %.3f %.3f %.3f %.3f %.3f %.3f %d\n", rps, avg, p50, p75, p90, p99, max, errors }' \
+    "$WORK/results/$1.txt"
+}
+
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || uname -s)
 fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit (with uncommitted changes)"; fi
+HAVE_TLS=0
+if [ "$BENCH_SKIP_TLS" != 1 ]; then HAVE_TLS=1; fi
+run_title() {
+  case "$1" in
+    tinykv) echo "TinyKV-rs" ;;
+    tinykv-tls) echo "TinyKV-rs TLS" ;;
+    etcd) echo "$ETCD_LABEL" ;;
+    etcd-tls) echo "$ETCD_LABEL TLS" ;;
+  esac
+}
+ALL_RUNS=(tinykv)
+if [ "$HAVE_TLS" = 1 ]; then ALL_RUNS+=(tinykv-tls); fi
+if [ "$BENCH_SKIP_ETCD" != 1 ]; then
+  ALL_RUNS+=(etcd)
+  if [ "$HAVE_TLS" = 1 ]; then ALL_RUNS+=(etcd-tls); fi
+fi
+# The workload the CPU sentence quotes: write if it ran, else the first.
+cpu_workload=write
+case " $BENCH_WORKLOADS " in *" write "*) ;; *) cpu_workload=${BENCH_WORKLOADS%% *} ;; esac
 
 {
   cat <<EOF
-# Benchmarks: TinyKV-rs and etcd side by side
+# Benchmarks: TinyKV-rs and etcd side by side, in plaintext and with TLS
 
 Generated by \`make bench\` (\`.ci/bench.sh\`) on $(date -u '+%Y-%m-%d %H:%M UTC'). Rerun it to
 refresh this page; every number below comes from that one run.
 
 ## What is measured
 
-Two 3-node clusters on loopback, on the same machine as the load generator, each started
-fresh with empty data directories: TinyKV-rs (\`configs/node1..3.toml\` on other ports) and
-etcd. Both acknowledge a write only once a majority has fsynced it (TinyKV-rs fsyncs the
-raft log; etcd fsyncs its WAL, its default), and both serve linearizable reads (TinyKV-rs
-through ReadIndex; etcd's range requests are linearizable unless \`serializable\` is set,
-and it is not). One system runs at a time: TinyKV-rs runs every workload, is stopped, then
-etcd does.
+3-node clusters on loopback, on the same machine as the load generator, each started
+fresh with empty data directories, one after the other: TinyKV-rs in plaintext
+(\`configs/node1..3.toml\` on other ports), TinyKV-rs with TLS, etcd in plaintext, etcd with
+TLS. Only one cluster runs at a time: each runs every workload, is stopped, then the next
+starts (after a \`sync\`, so that no cluster's fsyncs wait for the previous one's, or the
+build's, dirty pages). Both systems acknowledge a write only once a majority has fsynced it (TinyKV-rs
+fsyncs the raft log; etcd fsyncs its WAL, its default), and both serve linearizable reads
+(TinyKV-rs through ReadIndex; etcd's range requests are linearizable unless
+\`serializable\` is set, and it is not).
+
+The TLS runs use one CA and one certificate per store, made for this run by
+\`tinykv-ctl certs dev\` (valid for 127.0.0.1, localhost and ::1, usable as server and
+client certificates). TinyKV-rs layers \`configs/tls/nodeN.toml\` on each node's config:
+HTTPS on the client port (clients need only the CA: \`client_cert_auth\` is off) and mutual
+TLS between the nodes (raft streams, snapshots and node-to-node HTTP; each side must show
+a certificate the CA signed that names a store). etcd member N uses store N's certificate:
+HTTPS for its clients (\`--cert-file\`, \`--key-file\`, \`--trusted-ca-file\`) and mutual
+TLS to its peers (\`--peer-cert-file\`, \`--peer-key-file\`, \`--peer-trusted-ca-file\`,
+\`--peer-client-cert-auth\`). Against either system tinykv-bench is given the CA
+(\`--cacert\`), so it checks each server's certificate and host name, as a real client
+would. One difference: etcd ${ETCD_VERSION:-3.4} asks every client for a certificate once
+\`--trusted-ca-file\` is set, even without \`--client-cert-auth\`, so against etcd
+tinykv-bench also shows user admin's certificate (\`--cert\`, \`--key\`); TinyKV-rs does not
+ask for one. That costs etcd a little more per handshake, not per request.
 
 The client is \`tinykv-bench\` (\`src/bin/tinykv_bench/\`): closed loop, ${BENCH_CLIENTS} clients spread
 round-robin over the three nodes, each sending its next request as soon as the previous
-one is answered, over HTTP/1.1 keep-alive connections. The key space is ${BENCH_KEYS} keys
+one is answered, over HTTP/1.1 keep-alive connections (HTTPS in the TLS runs; a
+connection is set up, TLS handshake included, once, and then reused). The key space is ${BENCH_KEYS} keys
 (\`bench-0000\`…), chosen uniformly; values are ${BENCH_VALUE_SIZE} bytes. Before the read workloads every key is
 written once (\`--preload\`), so reads find their key. Each run warms up for ${BENCH_WARMUP} (not
 measured), then measures for ${BENCH_DURATION}. TinyKV-rs is driven through its REST API
@@ -253,25 +538,38 @@ measured), then measures for ${BENCH_DURATION}. TinyKV-rs is driven through its 
 \`/v3/kv/range\`, base64 keys and values): REST against REST. The gateway translates each
 request to gRPC inside etcd, so etcd's native gRPC clients would see more throughput and
 lower latency than shown here. The load generator and the three nodes share the
-machine's cores, so on a small machine these numbers say as much about CPU per request as
-about the disk or the network.
+machine's ${NPROC} cores, so on a small machine these numbers say as much about CPU per request as
+about the disk or the network, and the load generator's own share of the CPU (measured
+below) is CPU the servers do not get.
 
 Latency is per request, from send to the end of the response, in milliseconds; throughput
-is successful operations per second. In the ratio rows (ours/etcd) above 1 means more
-throughput, or more latency, than etcd. On a small or shared machine repeated runs differ
-by tens of percent, tail latencies most (the load average below tells how busy the machine
-was): compare the two systems within one run rather than numbers across runs.
+is successful operations per second. In the ratio rows (ours/…) "ours" is the first
+system of the table: TinyKV-rs against etcd, TinyKV-rs TLS against etcd TLS, and
+TinyKV-rs TLS against TinyKV-rs plaintext. Above 1 means more throughput, or more latency,
+than the other. On a small or shared machine repeated runs differ by tens of percent, tail
+latencies most (the load averages below tell how busy the machine was): compare systems
+within one run rather than numbers across runs.
 
 ## Machine
 
 | | |
 |---|---|
 | CPU | ${cpu_model} |
-| cores (\`nproc\`) | $(nproc) |
+| cores (\`nproc\`) | ${NPROC} |
 | memory | ${mem} |
 | OS, kernel | ${os}, $(uname -r) |
 | data directories | ${fs} |
-| load average (1, 5, 15 min) when the script started | ${LOAD_BEFORE} |
+| load average (1, 5, 15 min) when the script started (before building) | ${LOAD_BEFORE} |
+EOF
+  for run in "${ALL_RUNS[@]}"; do
+    echo "| load average when the $(run_title "$run") cluster started | ${LOAD_AT[$run]} |"
+  done
+  cat <<EOF
+| load average when the last cluster stopped | ${LOAD_AFTER} |
+
+Once the first cluster has run, the load averages include the benchmark's own threads (${BENCH_CLIENTS}
+closed-loop clients keep many runnable on ${NPROC} cores); the column "other processes" of the
+CPU table below tells how much CPU anything else took during each run.
 
 ## Versions
 
@@ -285,12 +583,11 @@ EOF
   else
     echo "| etcd | not measured: etcd was not available |"
   fi
-  cat <<EOF
-| load generator | tinykv-bench $("$BENCH" --version | awk '{ print $2 }') |
-
-## Results
-
-EOF
+  echo "| load generator | tinykv-bench $("$BENCH" --version | awk '{ print $2 }') |"
+  if [ "$BENCH_SKIP_WRK" != 1 ]; then
+    echo "| cross-check | wrk ${WRK_VERSION} |"
+  fi
+  printf '\n## Results in plaintext: TinyKV-rs and %s\n\n' "$ETCD_LABEL"
   for workload in $BENCH_WORKLOADS; do
     ours="$WORK/results/tinykv-$workload.json"
     theirs="$WORK/results/etcd-$workload.json"
@@ -301,7 +598,118 @@ EOF
     fi
     echo
   done
+  if [ "$HAVE_TLS" = 1 ]; then
+    printf '## Results with TLS: TinyKV-rs TLS and %s TLS\n\n' "$ETCD_LABEL"
+    for workload in $BENCH_WORKLOADS; do
+      ours="$WORK/results/tinykv-tls-$workload.json"
+      theirs="$WORK/results/etcd-tls-$workload.json"
+      if [ -f "$theirs" ]; then
+        "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload"), TLS"
+      else
+        "$BENCH" compare "$ours" --title "$(title_of "$workload"), TLS"
+      fi
+      echo
+    done
+    cat <<EOF
+## The cost of TLS to TinyKV-rs
+
+The target: TLS may cost at most ${TLS_BUDGET}% of TinyKV-rs's throughput in plaintext. The cost
+is 1 − (TLS ops/s ÷ plaintext ops/s), over all operations of the workload, from the two
+TinyKV-rs runs above (run one after the other, each on a fresh cluster). It is one pair of
+runs: on a small shared machine one run can differ from the next by more than the budget
+(see the load averages above and [performance.md](performance.md)), so a cost near or
+below zero, or near the budget, says little on its own; rerun before drawing conclusions.
+
+| workload | plaintext ops/s | TLS ops/s | TLS/plaintext | cost of TLS | within ${TLS_BUDGET}% |
+|---|---:|---:|---:|---:|---|
+EOF
+    for workload in $BENCH_WORKLOADS; do
+      plain=$(throughput_of "$WORK/results/tinykv-$workload.json")
+      tls=$(throughput_of "$WORK/results/tinykv-tls-$workload.json")
+      awk -v w="$(title_of "$workload")" -v p="$plain" -v t="$tls" -v b="$TLS_BUDGET" 'BEGIN {
+        cost = 100 * (1 - t / p)
+        printf "| %s | %.0f | %.0f | %.2f× | %.1f%% | %s |\n", w, p, t, t / p, cost, (cost <= b ? "yes" : "**no**") }'
+    done
+    echo
+    for workload in $BENCH_WORKLOADS; do
+      # The plaintext result under a label that says so, for this table only.
+      sed 's/"label": "TinyKV-rs"/"label": "TinyKV-rs plaintext"/' \
+        "$WORK/results/tinykv-$workload.json" > "$WORK/results/tinykv-$workload.plaintext.json"
+      "$BENCH" compare "$WORK/results/tinykv-tls-$workload.json" \
+        "$WORK/results/tinykv-$workload.plaintext.json" \
+        --title "$(title_of "$workload"): TinyKV-rs TLS against plaintext"
+      echo
+    done
+  fi
+  if [ "$BENCH_SKIP_WRK" != 1 ]; then
+    cat <<EOF
+## Cross-check with wrk
+
+[wrk](https://github.com/wg/wrk), a lean HTTP load generator written in C that this project
+did not write, after the tinykv-bench workloads of each TinyKV-rs cluster: \`wrk -t2 -c64
+-d${BENCH_WRK_DURATION} --latency\`, 64 keep-alive connections from 2 threads, all sending \`GET\` of one
+preloaded ${BENCH_VALUE_SIZE}-byte key (\`bench-wrk\`) to one node (http, then https), which answers with a
+linearizable read (ReadIndex) like every GET. The node is the one that leads the keys'
+region, asked of \`/v1/admin/regions\` before each wrk run: a leader serves a read itself
+and a follower forwards it to the leader, two different paths, so both runs load a node
+in the same role. wrk runs on the same ${NPROC} cores as the three nodes, as
+tinykv-bench does. It does not check the server's certificate (its OpenSSL client verifies
+nothing) and has no warm-up: its 64 connections, and with TLS their handshakes, start
+with the measurement, which shows in the maximum. Latency percentiles are as wrk prints
+them. One key on one node is not YCSB-C: compare the two wrk rows with each other, not
+with the tables above.
+
+| run | node | requests/s | mean ms | p50 ms | p75 ms | p90 ms | p99 ms | max ms | errors | wrk CPU (% of machine) | servers' CPU (% of machine) |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+    for run in tinykv tinykv-tls; do
+      [ -f "$WORK/results/wrk-$run.txt" ] || continue
+      read -r rps avg p50 p75 p90 p99 max errors <<< "$(wrk_numbers "wrk-$run")"
+      echo "| $(run_title "$run") | ${WRK_NODE[$run]:-} | $rps | $avg | $p50 | $p75 | $p90 | $p99 | $max | $errors | $(own_share "wrk-$run") | $(server_share "wrk-$run") |"
+    done
+    if [ -f "$WORK/results/wrk-tinykv-tls.txt" ]; then
+      paste -d' ' <(wrk_numbers wrk-tinykv-tls) <(wrk_numbers wrk-tinykv) | awk '{
+        printf "| **TLS/plaintext** | | **%.2f×** |", $1 / $9
+        for (i = 2; i <= 7; i++) printf " %.2f× |", ($(i + 8) > 0 ? $i / $(i + 8) : 0)
+        printf " | | |\n" }'
+    fi
+    echo
+  fi
   cat <<EOF
+## The load generator's CPU
+
+tinykv-bench does not report its own CPU time, so the script takes it from bash's \`time\`
+around each run (user + system time of the whole process: preload, warm-up and
+measurement), the three servers' CPU time over the same span from \`/proc/PID/stat\`, and
+the whole machine's from \`/proc/stat\`; "other processes" is what the machine spent on
+anything else (other work on a shared machine, the kernel's own threads), "idle" what
+nobody used. A share is CPU seconds ÷ (wall-clock seconds × ${NPROC} cores): 100% is the whole
+machine. The last column counts the TCP connections the machine accepted during the run
+(\`PassiveOpens\` in \`/proc/net/snmp\`): tinykv-bench's own (one per client, a few more
+while preloading) and those the nodes open to each other (a fresh cluster's pools fill
+during its first runs, then stay open). It would grow with the run's length if
+connections, and with TLS their handshakes, were made again and again while measuring.
+EOF
+  echo
+  if [ -f "$WORK/results/tinykv-$cpu_workload.time" ]; then
+    printf 'During the TinyKV-rs %s run tinykv-bench used %s of the machine'"'"'s CPU (the three nodes %s)' \
+      "$cpu_workload" "$(own_share "tinykv-$cpu_workload")" "$(server_share "tinykv-$cpu_workload")"
+    if [ -f "$WORK/results/tinykv-tls-$cpu_workload.time" ]; then
+      printf '; with TLS, %s (the nodes %s)' \
+        "$(own_share "tinykv-tls-$cpu_workload")" "$(server_share "tinykv-tls-$cpu_workload")"
+    fi
+    printf '.\n\n'
+  fi
+  echo "| cluster | workload | wall s | tinykv-bench CPU s | tinykv-bench | servers | other processes | idle or waiting for I/O | TCP connections accepted |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  for run in "${ALL_RUNS[@]}"; do
+    for workload in $BENCH_WORKLOADS; do
+      [ -f "$WORK/results/$run-$workload.time" ] || continue
+      echo "| $(run_title "$run") | $workload | $(cpu_cells "$run-$workload") |"
+    done
+  done
+  cat <<EOF
+
 ## Reproducing
 
 \`\`\`sh
@@ -309,17 +717,20 @@ make bench BENCH_DURATION=${BENCH_DURATION}   # or: BENCH_DURATION=${BENCH_DURAT
 \`\`\`
 
 Other knobs: \`BENCH_WARMUP\`, \`BENCH_CLIENTS\`, \`BENCH_KEYS\`, \`BENCH_VALUE_SIZE\`,
-\`BENCH_WORKLOADS\` (default \`write a b c\`), \`BENCH_SKIP_ETCD=1\`, \`BENCH_KEEP=1\` (keep
-the temp dir with logs and JSON results). The script runs (each server in the background,
-waiting until every node answers \`/health\` and accepts a write):
+\`BENCH_WORKLOADS\` (default \`write a b c\`), \`BENCH_SKIP_ETCD=1\`, \`BENCH_SKIP_TLS=1\`,
+\`BENCH_SKIP_WRK=1\`, \`BENCH_WRK_DURATION\` (default \`10s\`), \`BENCH_KEEP=1\` (keep the temp
+dir with logs and JSON results). The script makes the certificates and starts each
+cluster in turn (each server in the background, waiting until every node answers
+\`/health\` and accepts a write; a cluster is stopped before the next one starts):
 
 \`\`\`sh
-$CARGO build --release --bin tinykv-server --bin tinykv-bench
-TMP=\$(mktemp -d); mkdir -p \$TMP/tinykv \$TMP/results
+$CARGO build --release --bin tinykv-server --bin tinykv-bench --bin tinykv-ctl
+TMP=\$(mktemp -d); mkdir -p \$TMP/tinykv \$TMP/tinykv-tls \$TMP/results
 $(sed "s#$WORK/#\\\$TMP/#g" "$WORK/servers.txt")
 \`\`\`
 
-and then, against each cluster in turn:
+and runs against each cluster in turn (wrk after the tinykv-bench runs of each TinyKV-rs
+cluster, against the node that led the keys' region in that run):
 
 \`\`\`sh
 $(sed "s#$WORK/#\\\$TMP/#g" "$COMMANDS")
