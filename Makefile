@@ -7,7 +7,11 @@
 #   make run-tls the same 3 nodes with TLS: each config layered with configs/tls/nodeN.toml
 #                (HTTPS on the client port, mutual TLS between nodes; certs from make certs)
 #   make join    start a 4th node (configs/node4.toml) that joins the running cluster
-#   make stop    stop it (every node started by run, run-tls or join)
+#   make restart NODE=1   stop node 1 (however it was started) and start it again (TLS=1:
+#                with its configs/tls overlay)
+#   make stop    stop every local node (found by the port it listens on, so a node started
+#                by hand is stopped too)
+#   make status  each node's /health
 #   make test    run the whole test suite (unit, in-process scenarios, multi-process)
 #   make bench   benchmark a fresh 3-node cluster against a 3-member etcd, plaintext and TLS
 #                (BENCH_DURATION=20s per workload; wrk cross-check) and write
@@ -27,22 +31,47 @@ NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build certs run run-tls join stop status test bench chaos clean-data
+.PHONY: build certs run run-tls join restart stop status test bench chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server --bin tinykv-ctl
 
+# Shell functions the node targets share. A node is found by the client port it listens on
+# (808N), through /proc, not by its pid file alone: a node restarted by hand, or one whose
+# pid file is stale, is still found.
+#   listener_pid PORT    the pid listening on 127.0.0.1:PORT (fails if none)
+#   start_node N [TLS]   start node N in the background (with configs/tls/nodeN.toml if TLS=1)
+#   stop_node N          stop node N (SIGTERM, then SIGKILL after 15 s) and wait for its port
+define NODE_SH
+listener_pid() { \
+  local hex inode fd; hex=$$(printf ':%04X' "$$1"); \
+  inode=$$(awk -v p="$$hex" '$$4 == "0A" && substr($$2, length($$2) - 4) == p { print $$10; exit }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); \
+  [ -n "$$inode" ] && [ "$$inode" != 0 ] || return 1; \
+  for fd in /proc/[0-9]*/fd/*; do \
+    if [ "$$(readlink "$$fd" 2>/dev/null)" = "socket:[$$inode]" ]; then fd=$${fd#/proc/}; echo "$${fd%%/*}"; return 0; fi; \
+  done; return 1; }; \
+start_node() { \
+  local n=$$1 tls=$$2 pid extra=""; \
+  if pid=$$(listener_pid 808$$n); then echo "node$$n already running (pid $$pid)"; echo $$pid > $(RUN_DIR)/node$$n.pid; return 0; fi; \
+  if [ "$$tls" = 1 ]; then extra="--config configs/tls/node$$n.toml"; fi; \
+  nohup $(SERVER) --config configs/node$$n.toml $$extra >> $(RUN_DIR)/node$$n.log 2>&1 & \
+  echo $$! > $(RUN_DIR)/node$$n.pid; \
+  echo "node$$n started$${extra:+ with TLS} (pid $$!, log $(RUN_DIR)/node$$n.log)"; }; \
+stop_node() { \
+  local n=$$1 pid i; \
+  pid=$$(listener_pid 808$$n) || { [ -f $(RUN_DIR)/node$$n.pid ] && pid=$$(cat $(RUN_DIR)/node$$n.pid) && kill -0 $$pid 2>/dev/null; } || pid=""; \
+  rm -f $(RUN_DIR)/node$$n.pid; \
+  if [ -z "$$pid" ]; then return 1; fi; \
+  kill $$pid 2>/dev/null; \
+  for i in $$(seq 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+  kill -0 $$pid 2>/dev/null && kill -9 $$pid 2>/dev/null; \
+  for i in $$(seq 50); do listener_pid 808$$n >/dev/null || break; sleep 0.1; done; \
+  echo "node$$n stopped (pid $$pid)"; }
+endef
+
 run: build
 	@mkdir -p $(RUN_DIR)
-	@for n in $(NODES); do \
-	  if [ -f $(RUN_DIR)/node$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/node$$n.pid) 2>/dev/null; then \
-	    echo "node$$n already running (pid $$(cat $(RUN_DIR)/node$$n.pid))"; \
-	  else \
-	    nohup $(SERVER) --config configs/node$$n.toml >> $(RUN_DIR)/node$$n.log 2>&1 & \
-	    echo $$! > $(RUN_DIR)/node$$n.pid; \
-	    echo "node$$n started (pid $$!, log $(RUN_DIR)/node$$n.log)"; \
-	  fi; \
-	done
+	@$(NODE_SH); for n in $(NODES); do start_node $$n; done
 	@echo "HTTP endpoints: http://127.0.0.1:8081  http://127.0.0.1:8082  http://127.0.0.1:8083"
 	@echo "try: curl -X PUT --data-binary world http://127.0.0.1:8081/v1/kv/hello && curl http://127.0.0.1:8083/v1/kv/hello"
 
@@ -56,44 +85,34 @@ certs:
 # plaintext cluster first (make stop).
 run-tls: build certs
 	@mkdir -p $(RUN_DIR)
-	@for n in $(NODES); do \
-	  if [ -f $(RUN_DIR)/node$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/node$$n.pid) 2>/dev/null; then \
-	    echo "node$$n already running (pid $$(cat $(RUN_DIR)/node$$n.pid))"; \
-	  else \
-	    nohup $(SERVER) --config configs/node$$n.toml --config configs/tls/node$$n.toml >> $(RUN_DIR)/node$$n.log 2>&1 & \
-	    echo $$! > $(RUN_DIR)/node$$n.pid; \
-	    echo "node$$n started with TLS (pid $$!, log $(RUN_DIR)/node$$n.log)"; \
-	  fi; \
-	done
+	@$(NODE_SH); for n in $(NODES); do start_node $$n 1; done
 	@echo "HTTPS endpoints: https://127.0.0.1:8081  https://127.0.0.1:8082  https://127.0.0.1:8083"
 	@echo "try: curl --cacert $(CERTS_DIR)/ca.pem -X PUT --data-binary world https://127.0.0.1:8081/v1/kv/hello && curl --cacert $(CERTS_DIR)/ca.pem https://127.0.0.1:8083/v1/kv/hello"
 	@echo "     $(CTL) --cacert $(CERTS_DIR)/ca.pem cluster"
 
 join: build
 	@mkdir -p $(RUN_DIR)
-	@if [ -f $(RUN_DIR)/node4.pid ] && kill -0 $$(cat $(RUN_DIR)/node4.pid) 2>/dev/null; then \
-	  echo "node4 already running (pid $$(cat $(RUN_DIR)/node4.pid))"; \
-	else \
-	  nohup $(SERVER) --config configs/node4.toml >> $(RUN_DIR)/node4.log 2>&1 & \
-	  echo $$! > $(RUN_DIR)/node4.pid; \
-	  echo "node4 started (pid $$!, log $(RUN_DIR)/node4.log); it joins through nodes 1-3"; \
-	fi
-	@echo "watch it receive replicas: target/release/tinykv-ctl cluster"
+	@$(NODE_SH); start_node 4
+	@echo "node4 joins through nodes 1-3; watch it receive replicas: $(CTL) cluster"
+
+# make restart NODE=N [TLS=1]: stop node N however it was started, and start it again.
+restart: build
+	@[ -n "$(NODE)" ] || { echo "usage: make restart NODE=1 (1-4; TLS=1 for a run-tls node)"; exit 2; }
+	@mkdir -p $(RUN_DIR)
+	@$(NODE_SH); stop_node $(NODE) || echo "node$(NODE) was not running"; start_node $(NODE) $(TLS)
 
 stop:
-	@for n in $(NODES) 4; do \
-	  if [ -f $(RUN_DIR)/node$$n.pid ]; then \
-	    kill $$(cat $(RUN_DIR)/node$$n.pid) 2>/dev/null && echo "node$$n stopped" || echo "node$$n was not running"; \
-	    rm -f $(RUN_DIR)/node$$n.pid; \
-	  fi; \
-	done
+	@$(NODE_SH); for n in $(NODES) 4; do stop_node $$n || true; done
 
-# Each node's /health: over HTTP, else (a run-tls node) over HTTPS with certs/ca.pem.
+# Each running node's /health: over HTTP, else (a run-tls node) over HTTPS with
+# certs/ca.pem.
 status:
-	@for n in $(NODES) $$([ -f $(RUN_DIR)/node4.pid ] && echo 4); do \
+	@$(NODE_SH); for n in $(NODES) 4; do \
+	  if ! pid=$$(listener_pid 808$$n); then [ $$n = 4 ] || echo "node$$n: down"; continue; fi; \
+	  printf 'node%s (pid %s): ' $$n $$pid; \
 	  curl -sS http://127.0.0.1:808$$n/health 2>/dev/null && echo || \
 	  { [ -f $(CERTS_DIR)/ca.pem ] && curl -sS --cacert $(CERTS_DIR)/ca.pem https://127.0.0.1:808$$n/health 2>/dev/null && echo " (TLS)"; } || \
-	  echo "node$$n: down"; \
+	  echo "not answering"; \
 	done
 
 # The test command: builds the server binary the multi-process tests launch, then runs
