@@ -467,6 +467,22 @@ wrk_numbers() {
     "$WORK/results/$1.txt"
 }
 
+# One comparison table per workload: compare_all OURS THEIRS TITLE_SUFFIX, from the runs'
+# results/OURS-<workload>.json and results/THEIRS-<workload>.json (ours alone if theirs
+# is missing).
+compare_all() {
+  local ours theirs workload
+  for workload in $BENCH_WORKLOADS; do
+    ours="$WORK/results/$1-$workload.json"
+    theirs="$WORK/results/$2-$workload.json"
+    if [ -f "$theirs" ]; then
+      "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload")$3"
+    else
+      "$BENCH" compare "$ours" --title "$(title_of "$workload")$3"
+    fi
+    echo
+  done
+}
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || uname -s)
@@ -588,28 +604,10 @@ EOF
     echo "| cross-check | wrk ${WRK_VERSION} |"
   fi
   printf '\n## Results in plaintext: TinyKV-rs and %s\n\n' "$ETCD_LABEL"
-  for workload in $BENCH_WORKLOADS; do
-    ours="$WORK/results/tinykv-$workload.json"
-    theirs="$WORK/results/etcd-$workload.json"
-    if [ -f "$theirs" ]; then
-      "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload")"
-    else
-      "$BENCH" compare "$ours" --title "$(title_of "$workload")"
-    fi
-    echo
-  done
+  compare_all tinykv etcd ""
   if [ "$HAVE_TLS" = 1 ]; then
     printf '## Results with TLS: TinyKV-rs TLS and %s TLS\n\n' "$ETCD_LABEL"
-    for workload in $BENCH_WORKLOADS; do
-      ours="$WORK/results/tinykv-tls-$workload.json"
-      theirs="$WORK/results/etcd-tls-$workload.json"
-      if [ -f "$theirs" ]; then
-        "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload"), TLS"
-      else
-        "$BENCH" compare "$ours" --title "$(title_of "$workload"), TLS"
-      fi
-      echo
-    done
+    compare_all tinykv-tls etcd-tls ", TLS"
     cat <<EOF
 ## The cost of TLS to TinyKV-rs
 

@@ -395,11 +395,6 @@ impl Node {
     }
 }
 
-/// Opens the engine in `<data_dir>/db`, refusing a directory that belongs to another
-/// store or cluster or whose database is lost, and gives an empty one its identity. A
-/// node configured without a store id takes the one its data directory records, or, on
-/// its first start, joins the cluster to get one (returning the PD's answer); `own.id`
-/// is set to the store id either way.
 /// The store `tls`'s certificate names (`None` without TLS); refused if it names none, or
 /// another store than `configured` (0: the node joins and becomes the certificate's).
 fn certified_store(tls: Option<&Tls>, configured: u64) -> Result<Option<u64>> {
@@ -420,9 +415,12 @@ fn certified_store(tls: Option<&Tls>, configured: u64) -> Result<Option<u64>> {
     }
 }
 
-/// Opens (and if need be creates) the store's engine; a node without a store id joins
-/// the cluster first. With TLS, the store must be the one `certified` (by the node's
-/// certificate).
+/// Opens the engine in `<data_dir>/db`, refusing a directory that belongs to another
+/// store or cluster or whose database is lost, and gives an empty one its identity. A
+/// node configured without a store id takes the one its data directory records, or, on
+/// its first start, joins the cluster to get one (returning the PD's answer; with `tls`,
+/// as the store its certificate names); `own.id` is set to the store id either way. With
+/// TLS, the store must be the one `certified` by the node's certificate.
 async fn open_store(
     config: &Config,
     own: &mut StoreAddress,

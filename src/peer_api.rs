@@ -360,7 +360,7 @@ impl PeerApi {
 /// Holds a placement-driver request to the store `caller`'s certificate names (`None`:
 /// no TLS, nothing to hold it to): a heartbeat must report that store, and a join asks
 /// for that store's id. Refused requests are 403 `identity_mismatch` and change nothing.
-pub fn authorize_pd_request(request: PdRequest, caller: Option<u64>) -> Result<PdRequest> {
+pub fn authorize_pd_request(mut request: PdRequest, caller: Option<u64>) -> Result<PdRequest> {
     let Some(caller) = caller else {
         return Ok(request);
     };
@@ -375,29 +375,22 @@ pub fn authorize_pd_request(request: PdRequest, caller: Option<u64>) -> Result<P
             message,
         })
     };
-    match request {
-        PdRequest::Heartbeat(batch) if batch.store.store_id != caller => refuse(format!(
-            "a heartbeat of store {} from a node whose certificate names store {caller}",
-            batch.store.store_id
-        )),
-        PdRequest::Join { store_id, .. } if store_id != 0 && store_id != caller => refuse(format!(
-            "a join as store {store_id} from a node whose certificate names store {caller}"
-        )),
-        PdRequest::Join {
-            cluster_id,
-            raft_addr,
-            http_addr,
-            join_token,
-            ..
-        } => Ok(PdRequest::Join {
-            cluster_id,
-            raft_addr,
-            http_addr,
-            join_token,
-            store_id: caller,
-        }),
-        other => Ok(other),
+    match &mut request {
+        PdRequest::Heartbeat(batch) if batch.store.store_id != caller => {
+            return refuse(format!(
+                "a heartbeat of store {} from a node whose certificate names store {caller}",
+                batch.store.store_id
+            ))
+        }
+        PdRequest::Join { store_id, .. } if *store_id != 0 && *store_id != caller => {
+            return refuse(format!(
+                "a join as store {store_id} from a node whose certificate names store {caller}"
+            ))
+        }
+        PdRequest::Join { store_id, .. } => *store_id = caller,
+        _ => {}
     }
+    Ok(request)
 }
 
 /// What another node may ask this one to propose: the admin operations of the admin API

@@ -57,17 +57,20 @@ pub async fn authenticate(
     };
     let set = cache.current();
     if set.enabled {
-        let limits = req
-            .app_data::<web::Data<ApiState>>()
-            .map(|state| state.limits.clone())
-            .unwrap_or_default();
-        let routed = req.match_info().as_str().to_string();
+        let default_limits;
+        let limits = match req.app_data::<web::Data<ApiState>>() {
+            Some(state) => &state.limits,
+            None => {
+                default_limits = crate::config::ApiConfig::default();
+                &default_limits
+            }
+        };
         let access_owned = access_of(
             req.method(),
-            &routed,
+            req.match_info().as_str(),
             req.path(),
             req.query_string(),
-            &limits,
+            limits,
         );
         let credentials = credentials_of(req.request());
         if let Err(refusal) = set.authorize(&credentials, access_owned.as_access()) {

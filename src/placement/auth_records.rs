@@ -158,19 +158,11 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 fn check_user_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "a user name has 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-' (as in \
-             its certificate's tinykv://user/<name>)"
-        )))
-    }
+    crate::security::identity::check_user_name(name).map_err(|why| {
+        invalid(format!(
+            "{why} (as in its certificate's tinykv://user/<name>)"
+        ))
+    })
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -97,11 +97,7 @@ struct Inner {
     store: StoreRouter,
     admin: AdminService,
     addresses: AddressBook,
-    config: PdConfig,
-    cluster_id: u64,
-    initial_stores: Vec<StoreAddress>,
-    timeout: Duration,
-    root_token_sha256: Option<String>,
+    setup: PdSetup,
     probe: Probe,
     leadership: tokio::sync::Mutex<Option<Leadership>>,
 }
@@ -142,11 +138,7 @@ impl PdServer {
                 admin,
                 addresses,
                 probe: Probe::new(setup.cluster_id, tls)?,
-                config: setup.config,
-                cluster_id: setup.cluster_id,
-                initial_stores: setup.initial_stores,
-                timeout: setup.timeout,
-                root_token_sha256: setup.root_token_sha256,
+                setup,
                 leadership: tokio::sync::Mutex::new(None),
             }),
         })
@@ -229,11 +221,15 @@ impl PdServer {
         }
         if records.cluster.is_none() {
             let cluster = ClusterRecord {
-                cluster_id: inner.cluster_id,
-                max_peer_count: inner.config.max_peer_count,
+                cluster_id: inner.setup.cluster_id,
+                max_peer_count: inner.setup.config.max_peer_count,
             };
-            let stores: Vec<StoreRecord> =
-                inner.initial_stores.iter().map(StoreRecord::up).collect();
+            let stores: Vec<StoreRecord> = inner
+                .setup
+                .initial_stores
+                .iter()
+                .map(StoreRecord::up)
+                .collect();
             let limit = stores.iter().map(|s| s.id).max().unwrap_or(0);
             let mut entries = vec![cluster_entry(&cluster), store_id_limit_entry(limit)];
             entries.extend(stores.iter().map(store_entry));
@@ -246,7 +242,7 @@ impl PdServer {
                 auth: AuthSet::default(),
             };
         }
-        let root = inner.root_token_sha256.as_deref();
+        let root = inner.setup.root_token_sha256.as_deref();
         if let Some(auth) = auth_records::bootstrap_root(&records.auth, root, now_ms()) {
             self.write(region_id, term, vec![auth_entry(&auth)]).await?;
             tracing::info!("the root token of security.root_token is recorded");
@@ -255,10 +251,10 @@ impl PdServer {
         let Some(cluster) = records.cluster else {
             return Err(Error::Io("the cluster record is missing".into()));
         };
-        if cluster.cluster_id != inner.cluster_id {
+        if cluster.cluster_id != inner.setup.cluster_id {
             return Err(Error::Io(format!(
                 "the placement driver's records belong to cluster {}, but this node is in cluster {}",
-                cluster.cluster_id, inner.cluster_id
+                cluster.cluster_id, inner.setup.cluster_id
             )));
         }
         let now = now_ms();
@@ -287,7 +283,7 @@ impl PdServer {
             region_id,
             term,
             since_ms: now,
-            coordinator: Coordinator::new(info, inner.config.scheduler()),
+            coordinator: Coordinator::new(info, inner.setup.config.scheduler()),
             cluster,
             stores: records.stores,
             next_store_id,
@@ -316,8 +312,8 @@ impl PdServer {
             match record.record {
                 RecordKind::Cluster => {
                     let cluster = ClusterRecord {
-                        cluster_id: inner.cluster_id,
-                        max_peer_count: inner.config.max_peer_count,
+                        cluster_id: inner.setup.cluster_id,
+                        max_peer_count: inner.setup.config.max_peer_count,
                     };
                     tracing::warn!(
                         ?cluster,
@@ -366,7 +362,7 @@ impl PdServer {
                     records.store_id_limit = limit;
                 }
                 RecordKind::Auth => {
-                    let root = inner.root_token_sha256.as_deref();
+                    let root = inner.setup.root_token_sha256.as_deref();
                     let closed = auth_records::closed_after_damage(root, now_ms());
                     tracing::error!(
                         "{}; authentication is switched on with the root token of \
@@ -385,7 +381,7 @@ impl PdServer {
 
     async fn dispatch(&self, leadership: &mut Leadership, request: PdRequest) -> Result<Value> {
         let now = now_ms();
-        let max_down = self.inner.config.max_store_down_time_ms;
+        let max_down = self.inner.setup.config.max_store_down_time_ms;
         match request {
             PdRequest::Heartbeat(batch) => {
                 let reply = self.heartbeat(leadership, batch, now).await?;
@@ -445,12 +441,13 @@ impl PdServer {
             PdRequest::Health => {
                 // A leadership younger than a few heartbeats has not heard from every
                 // region yet: its picture is not a verdict.
-                let settled = self.inner.config.heartbeat_interval_ms * HEALTH_SETTLE_INTERVALS;
+                let settled =
+                    self.inner.setup.config.heartbeat_interval_ms * HEALTH_SETTLE_INTERVALS;
                 if now < leadership.since_ms + settled {
                     let problem = "the placement driver's leadership is new; it is still learning the regions";
                     return Ok(json!({ "problems": [problem] }));
                 }
-                let silence = self.inner.config.max_store_disconnect_time_ms;
+                let silence = self.inner.setup.config.max_store_disconnect_time_ms;
                 Ok(views::health(&leadership.coordinator, now, silence))
             }
             PdRequest::Region { region_id } => {
@@ -560,7 +557,7 @@ impl PdServer {
 
     /// Records as tombstones the stores being drained that hold no peer any more.
     async fn bury_drained_stores(&self, leadership: &mut Leadership, now: u64) -> Result<()> {
-        let settled = self.inner.config.heartbeat_interval_ms * SETTLE_INTERVALS;
+        let settled = self.inner.setup.config.heartbeat_interval_ms * SETTLE_INTERVALS;
         if now < leadership.since_ms + settled {
             return Ok(());
         }
@@ -751,7 +748,7 @@ impl PdServer {
         let response = self
             .inner
             .store
-            .command(command, self.inner.timeout)
+            .command(command, self.inner.setup.timeout)
             .await?;
         match response.err() {
             Some(err) => Err(Error::Store(err)),
@@ -771,7 +768,7 @@ impl PdServer {
             .store
             .command(
                 meta_command(region_id, term, vec![snap]),
-                self.inner.timeout,
+                self.inner.setup.timeout,
             )
             .await?;
         if let Some(err) = response.err() {

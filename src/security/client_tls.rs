@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::ClientConfig;
 
 /// The TLS files of a REST client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,20 +28,7 @@ pub struct ClientTlsFiles {
 impl ClientTlsFiles {
     /// The rustls configuration these files make.
     pub fn client_config(&self) -> Result<ClientConfig, String> {
-        let mut roots = RootCertStore::empty();
-        let ca = self.ca.display();
-        let certs = CertificateDer::pem_file_iter(&self.ca)
-            .map_err(|e| format!("cannot read the CA file {ca}: {e}"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("the CA file {ca} is not PEM certificates: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("the CA file {ca} holds no certificate"));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("the CA file {ca}: {e}"))?;
-        }
+        let roots = super::credentials::root_store(&self.ca)?;
         let builder = ClientConfig::builder_with_provider(super::crypto_provider())
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)
             .map_err(|e| e.to_string())?
@@ -49,9 +36,7 @@ impl ClientTlsFiles {
         let mut config = match &self.cert_and_key {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("the certificate file {}: {e}", cert.display()))?;
+                let chain = super::credentials::certificates(cert)?;
                 let key_der = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| format!("the key file {}: {e}", key.display()))?;
                 builder

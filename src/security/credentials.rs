@@ -124,14 +124,7 @@ fn stamp(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
 
 fn load(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Loaded, String> {
     let stamp = stamp(files);
-    let ca = certificates(&files.ca)?;
-    let mut roots = RootCertStore::empty();
-    for cert in ca {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: not a usable CA certificate: {e}", files.ca.display()))?;
-    }
-    let roots = Arc::new(roots);
+    let roots = Arc::new(root_store(&files.ca)?);
     let chain = certificates(&files.cert)?;
     let identity = CertIdentity::of_certificate(&chain[0])
         .map_err(|why| format!("{}: {why}", files.cert.display()))?;
@@ -162,8 +155,19 @@ fn load(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Loaded, Stri
     })
 }
 
+/// The CA certificates of the PEM file at `path` (at least one), as trust anchors.
+pub(super) fn root_store(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// Every certificate in the PEM file at `path` (at least one).
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", path.display()))?;

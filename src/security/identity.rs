@@ -23,6 +23,26 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// The scheme and authority every identity URI starts with.
 const PREFIX: &str = "tinykv://";
 
+/// Longest user name a certificate may carry.
+pub const MAX_USER_NAME_LEN: usize = 128;
+
+/// Checks a user name as certificates, grants and `tinykv-ctl certs client` take it: 1
+/// to [`MAX_USER_NAME_LEN`] ASCII letters, digits, `.`, `_` or `-`. The error says so.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_USER_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "a user name has 1 to {MAX_USER_NAME_LEN} letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
 /// Whom a certificate speaks for; see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CertIdentity {
@@ -69,18 +89,9 @@ impl CertIdentity {
             };
         }
         if let Some(name) = rest.strip_prefix("user/") {
-            let valid = !name.is_empty()
-                && name.len() <= 128
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-            return if valid {
-                Ok(CertIdentity::User(name.to_string()))
-            } else {
-                Err(format!(
-                    "{uri:?} does not name a user (letters, digits, - _ . @)"
-                ))
-            };
+            return check_user_name(name)
+                .map(|()| CertIdentity::User(name.to_string()))
+                .map_err(|why| format!("{uri:?} does not name a user: {why}"));
         }
         Err(format!("{uri:?} names neither a store nor a user"))
     }

@@ -154,11 +154,6 @@ impl Tls {
         self.credentials.identity()
     }
 
-    /// The node's credentials.
-    pub fn credentials(&self) -> &Arc<Credentials> {
-        &self.credentials
-    }
-
     /// The TLS configuration of outgoing node-to-node connections (for an HTTP client).
     pub fn peer_client_config(&self) -> ClientConfig {
         (*self.peer_client).clone()
@@ -237,15 +232,6 @@ fn server_name(addr: &str) -> ServerName<'static> {
         .unwrap_or_else(|_| ServerName::IpAddress(IpAddr::from([127, 0, 0, 1]).into()))
 }
 
-/// `https` with TLS, else `http`: the scheme of node-to-node URLs.
-pub fn scheme(tls: Option<&Tls>) -> &'static str {
-    if tls.is_some() {
-        "https"
-    } else {
-        "http"
-    }
-}
-
 /// Refuses to run in plaintext on a non-loopback address, unless `insecure`.
 pub fn check_plaintext_allowed(addresses: &[(&str, &str)], insecure: bool) -> Result<()> {
     if insecure {
@@ -292,11 +278,6 @@ impl Conn {
         };
         let cert = tls.get_ref().1.peer_certificates()?.first()?;
         CertIdentity::of_certificate(cert).ok()
-    }
-
-    /// Whether this is a TLS connection.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
     }
 }
 

@@ -40,7 +40,7 @@ impl NodeHttp {
             .map_err(|e| Error::Io(format!("cannot build the {purpose} HTTP client: {e}")))?;
         Ok(NodeHttp {
             client,
-            scheme: super::scheme(tls),
+            scheme: if tls.is_some() { "https" } else { "http" },
         })
     }
 

@@ -45,9 +45,6 @@ pub const DEV_USER: &str = "admin";
 /// How long `certs dev` certificates are valid, in days.
 pub const DEV_DAYS: i64 = 365;
 
-/// Longest user name (as [`CertIdentity`] allows).
-const MAX_USER_LEN: usize = 128;
-
 /// What a command did with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -347,20 +344,11 @@ pub fn check_host(raw: &str) -> Result<String, CtlError> {
     Ok(host.to_ascii_lowercase())
 }
 
-/// Checks a `--user` name: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+/// Checks a `--user` name as certificates take it
+/// ([`tinykv::security::identity::check_user_name`]).
 pub fn check_user(name: &str) -> Result<(), CtlError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_USER_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(CtlError::Usage(format!(
-            "--user {name:?}: a user name is 1 to {MAX_USER_LEN} letters, digits, '.', '_' or '-'"
-        )))
-    }
+    tinykv::security::identity::check_user_name(name)
+        .map_err(|why| CtlError::Usage(format!("--user {name:?}: {why}")))
 }
 
 /// The CA in `dir`, to sign with.
