@@ -18,8 +18,10 @@
 //!   them and would overflow); the types raft only makes for itself (`MsgHup`, `MsgBeat`,
 //!   `MsgUnreachable`, `MsgSnapStatus`, `MsgCheckQuorum`) and `MsgTransferLeader` (this
 //!   raftstore starts transfers on the leader itself, never by message) are refused;
-//! - `MsgAppend`: the entries follow `index` one by one, with terms that never decrease,
-//!   from `log_term` up to the message's term;
+//! - `MsgAppend`: the previous entry has a term (raft-rs answers term 0 for any index
+//!   outside its log, so an append "after index 10, term 0" would match a log that ends
+//!   at 8 and commit past its end); the entries follow `index` one by one, with terms that
+//!   never decrease, from `log_term` up to the message's term;
 //! - `MsgHeartbeat`: the commit index lies within this peer's log;
 //! - `MsgAppendResponse`: the acknowledged or rejected index, and a rejection's hint,
 //!   lie within this peer's log;
@@ -147,6 +149,12 @@ fn check_magnitudes(msg: &Message) -> Result<(), String> {
 /// message's term that never decrease: raft-rs slices its log by these indexes and
 /// truncates by these terms without checking them.
 fn check_append(msg: &Message) -> Result<(), String> {
+    if msg.log_term == 0 && msg.index > 0 {
+        return Err(format!(
+            "an append after index {} names no term for that entry",
+            msg.index
+        ));
+    }
     if msg.log_term > msg.term {
         return Err(format!(
             "an append's previous entry has term {} above the message's term {}",
@@ -304,6 +312,20 @@ mod tests {
         m.index = u64::MAX;
         m.set_entries(vec![entry(0, 4)].into());
         assert!(check(&m).is_err(), "no overflow");
+    }
+
+    #[test]
+    fn an_append_after_an_entry_of_no_term_is_refused() {
+        // raft-rs reads term 0 for an index past its log, so this would "match" a log
+        // ending at 10 and commit 12 past its end (found by the peer-listener fuzzer,
+        // TINYKV_FUZZ_SEED=6735373351942972124).
+        let mut m = message(MessageType::MsgAppend);
+        m.index = 12;
+        m.log_term = 0;
+        m.commit = 12;
+        assert!(check(&m).is_err());
+        m.log_term = m.term;
+        assert!(check(&m).is_ok());
     }
 
     #[test]
