@@ -205,7 +205,12 @@ async fn one_split() {
     cluster
         .network()
         .add_filter(PartitionFilter::isolate(5, cluster.store_ids()));
-    for i in 100..200 {
+    // 8 bytes a key and value: 110 of them take the region to 888 bytes. The leader
+    // measures it once it grew by an eighth of the split size (62 bytes) since the last
+    // measurement, so the data must end that far past region_max_size (800): with 100
+    // keys (808 bytes) a measurement at, say, 760 bytes could be the last, and no split
+    // came (about 2 runs in 70).
+    for i in 100..210 {
         let (k, v) = (format!("k{i}"), format!("v{i}"));
         client.must_put(k.as_bytes(), v.as_bytes()).await;
     }
