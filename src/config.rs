@@ -36,9 +36,9 @@ use crate::service::ServiceTimeouts;
 /// transport frame with room to spare).
 pub const MAX_VALUE_BYTES_CEILING: usize = tinykv_actors::validation::MAX_VALUE_BYTES;
 
-/// Largest value a client may configure for `api.max_key_bytes`: the longest key the
-/// engine stores.
-pub const MAX_KEY_BYTES_CEILING: usize = tinykv_actors::validation::MAX_KEY_BYTES;
+/// Largest value a client may configure for `api.max_key_bytes`: the longest key whose
+/// write's session record the engine stores.
+pub const MAX_KEY_BYTES_CEILING: usize = tinykv_actors::session::MAX_WRITTEN_KEY_BYTES;
 
 /// The whole configuration of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +141,10 @@ pub struct ApiConfig {
     pub request_timeout_ms: u64,
     /// Time one attempt (on the local store, or forwarded to another node) may take.
     pub attempt_timeout_ms: u64,
+    /// How long a region remembers a write's request id (its `Idempotency-Key`, or the
+    /// one the node made): a retry within it applies at most once. At least
+    /// `request_timeout_ms`, since the node retries a write until then.
+    pub idempotency_ttl_ms: u64,
     /// Threads serving HTTP.
     pub http_workers: usize,
     /// Requests taking at least this long are logged at `warn` (method, path, status,
@@ -169,6 +173,7 @@ impl Default for ApiConfig {
             default_scan_limit: 1_000,
             request_timeout_ms: 10_000,
             attempt_timeout_ms: 3_000,
+            idempotency_ttl_ms: 300_000,
             http_workers: 2,
             slow_request_ms: 1_000,
             max_scan_bytes: 4 * 1024 * 1024,
@@ -186,6 +191,7 @@ impl ApiConfig {
         ServiceTimeouts {
             request: Duration::from_millis(self.request_timeout_ms),
             attempt: Duration::from_millis(self.attempt_timeout_ms),
+            write_ttl: Duration::from_millis(self.idempotency_ttl_ms),
         }
     }
 
@@ -617,6 +623,14 @@ impl Config {
                 "api.attempt_timeout_ms must not exceed api.request_timeout_ms".into(),
             ));
         }
+        if api.idempotency_ttl_ms < api.request_timeout_ms
+            || api.idempotency_ttl_ms > tinykv_actors::session::MAX_TTL_MS
+        {
+            return Err(Error::Config(format!(
+                "api.idempotency_ttl_ms must be at least api.request_timeout_ms and at most {} (a week)",
+                tinykv_actors::session::MAX_TTL_MS
+            )));
+        }
         Ok(())
     }
 
@@ -862,7 +876,11 @@ mod tests {
             ("[api]\nmax_scan_limit = 0\n", "api.max_scan_limit"),
             ("[api]\ndefault_scan_limit = 20000\n", "api.default_scan_limit"),
             ("[api]\nslow_request_ms = 0\n", "api.slow_request_ms"),
-            ("[api]\nmax_key_bytes = 65536\n", "api.max_key_bytes must be at most 65535"),
+            ("[api]\nmax_key_bytes = 58136\n", "api.max_key_bytes must be at most 58135"),
+            (
+                "[api]\nidempotency_ttl_ms = 9999\n",
+                "api.idempotency_ttl_ms must be at least api.request_timeout_ms",
+            ),
             ("[raftstore]\nraft_election_timeout_ticks = 1\n", "raftstore.raft_election_timeout_ticks"),
             ("[log]\nlevel = \"=nonsense=\"\n", "log.level"),
             (

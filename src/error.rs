@@ -87,6 +87,15 @@ pub enum Error {
     /// The raftstore failed or refused the request.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The request's deadline passed after an attempt whose outcome is unknown: the write
+    /// may or may not have been applied. The error is the last attempt's, which itself
+    /// changed nothing.
+    #[error("the request's deadline passed and an earlier attempt may have applied the write; retry with the same Idempotency-Key to find out (last attempt: {0})")]
+    OutcomeUnknown(Box<Error>),
+    /// The write's request id (its `Idempotency-Key`) was used before for a different
+    /// write to the same key; nothing was changed.
+    #[error("this Idempotency-Key was used before for a different write to this key; nothing was changed")]
+    RequestIdReused,
     /// Another node could not be reached, or answered garbage.
     #[error("forwarding to store {store_id} failed: {message}")]
     Forward {
@@ -174,6 +183,8 @@ impl Error {
                 ..
             } => "timeout",
             Error::Forward { .. } => "unavailable",
+            Error::OutcomeUnknown(_) => "timeout",
+            Error::RequestIdReused => "idempotency_key_reused",
             Error::NotPdLeader { .. } => "not_pd_leader",
             Error::Pd(e) => pd_code(e),
             Error::Relayed { code, .. } => code,
@@ -207,6 +218,8 @@ impl Error {
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             Error::Forward { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::RequestIdReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotPdLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Pd(e) => match e {
                 PdError::StoreNotFound(_) | PdError::RegionNotFound(_) => StatusCode::NOT_FOUND,
@@ -238,17 +251,33 @@ impl Error {
     }
 
     /// Whether the request may or may not have been executed: it timed out, or it was
-    /// forwarded and the answer was lost. A read in that state may be tried again; a
-    /// write may not, its client must be told the outcome is unknown.
+    /// forwarded and the answer was lost. A read in that state may be tried again, and so
+    /// may a write, under the same request id (which applies at most once).
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(
             self,
             Error::Store(StoreError::Timeout)
+                | Error::OutcomeUnknown(_)
                 | Error::Forward {
                     maybe_delivered: true,
                     ..
                 }
         )
+    }
+
+    /// What a client that sent a write and got this error knows of it: `"unknown"` if it
+    /// may have been applied (a 504, or a 500: something failed on the way),
+    /// `"not_applied"` otherwise (every 4xx and 503: it was refused or never reached a
+    /// leader).
+    pub fn write_outcome(&self) -> &'static str {
+        let status = self.status();
+        if self.is_outcome_unknown()
+            || (status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE)
+        {
+            "unknown"
+        } else {
+            "not_applied"
+        }
     }
 
     /// Whether the same request may succeed if tried again (elsewhere or later) without
@@ -298,6 +327,7 @@ const RELAYED_CODES: &[&str] = &[
     "not_enough_stores",
     "cluster_mismatch",
     "not_pd_leader",
+    "idempotency_key_reused",
     "bad_json",
     "unavailable",
     "timeout",

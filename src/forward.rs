@@ -34,7 +34,7 @@ use tinykv_proto::kvrpcpb::{
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
-use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, WriteOutcome};
 
 use crate::address_book::AddressBook;
 use crate::error::{error_chain, Error, Result};
@@ -156,11 +156,17 @@ impl HttpForwarder {
                     (!response.not_found).then_some(response.value),
                 ))
             }
-            KvOp::Put { cf, key, value } => {
+            KvOp::Put {
+                cf,
+                key,
+                value,
+                session,
+            } => {
                 let request = RawPutRequest {
                     key,
                     value,
                     cf: cf_name(cf).into(),
+                    session: Some(session),
                     ..Default::default()
                 };
                 let body = self
@@ -168,12 +174,15 @@ impl HttpForwarder {
                     .await?;
                 let response = RawPutResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
-                Ok(KvOutcome::Written)
+                Ok(KvOutcome::Written {
+                    replayed: response.outcome() == WriteOutcome::Replayed,
+                })
             }
-            KvOp::Delete { cf, key } => {
+            KvOp::Delete { cf, key, session } => {
                 let request = RawDeleteRequest {
                     key,
                     cf: cf_name(cf).into(),
+                    session: Some(session),
                     ..Default::default()
                 };
                 let body = self
@@ -181,7 +190,9 @@ impl HttpForwarder {
                     .await?;
                 let response = RawDeleteResponse::decode(body).map_err(undecodable)?;
                 error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
-                Ok(KvOutcome::Written)
+                Ok(KvOutcome::Written {
+                    replayed: response.outcome() == WriteOutcome::Replayed,
+                })
             }
             KvOp::ScanRegion {
                 cf,
@@ -280,6 +291,7 @@ pub fn error_from_wire(
         "unavailable" => Error::Store(StoreError::Stopped),
         "too_large" => Error::TooLarge(message.to_string()),
         "not_found" => Error::NotFound,
+        "idempotency_key_reused" => Error::RequestIdReused,
         "invalid_request"
         | "invalid_cf"
         | "empty_key"
@@ -344,6 +356,7 @@ mod tests {
             cf: Cf::Default,
             key: b"k".to_vec(),
             value: b"v".to_vec(),
+            session: crate::service::write_session(1, None, Duration::from_secs(60)),
         };
         for store_id in [2, 9] {
             match forwarder.forward(store_id, op.clone()).await {

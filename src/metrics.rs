@@ -76,6 +76,23 @@ pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Client requests the node had to try more than once, by operation (`get`, `put`,
+/// `delete`, `scan`) and how they ended (`succeeded` or `failed`).
+pub static REQUESTS_RETRIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_requests_retried_total",
+        "Client requests the node tried more than once (a leader change, a lost connection, \
+         a stale epoch), by operation and by how they ended.",
+        &["op", "result"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one request of `op` that took retries and ended as `result`.
+pub fn request_retried(op: &str, result: &str) {
+    REQUESTS_RETRIED.with_label_values(&[op, result]).inc();
+}
+
 /// Why a connection is refused.
 pub const CONNECTION_REFUSALS: [&str; 3] = ["tls_handshake", "not_a_store", "identity_mismatch"];
 
@@ -106,6 +123,11 @@ pub fn register_all() {
         }
         HTTP_DURATION.with_label_values(&[group]);
         HTTP_SLOW_REQUESTS.with_label_values(&[group]);
+    }
+    for op in ["get", "put", "delete", "scan"] {
+        for result in ["succeeded", "failed"] {
+            REQUESTS_RETRIED.with_label_values(&[op, result]);
+        }
     }
     for listener in ["peer", "client"] {
         for reason in CONNECTION_REFUSALS {

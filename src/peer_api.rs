@@ -51,7 +51,7 @@ use tinykv_proto::kvrpcpb::{
     KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
-use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest};
+use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest, WriteOutcome, WriteSession};
 
 use crate::api::error::error_body;
 use crate::api::request::check_key;
@@ -255,14 +255,16 @@ impl PeerApi {
                     cf,
                     key: request.key,
                     value: request.value,
+                    session: self.session_of(request.session),
                 };
                 self.service.execute_local(op).await
             }
             Err(e) => Err(e),
         };
         let mut response = RawPutResponse::default();
-        if let Err(e) = written(outcome) {
-            (response.region_error, response.error) = error_to_wire(&e);
+        match written(outcome) {
+            Ok(outcome) => response.set_outcome(outcome),
+            Err(e) => (response.region_error, response.error) = error_to_wire(&e),
         }
         response
     }
@@ -273,14 +275,16 @@ impl PeerApi {
                 let op = KvOp::Delete {
                     cf,
                     key: request.key,
+                    session: self.session_of(request.session),
                 };
                 self.service.execute_local(op).await
             }
             Err(e) => Err(e),
         };
         let mut response = RawDeleteResponse::default();
-        if let Err(e) = written(outcome) {
-            (response.region_error, response.error) = error_to_wire(&e);
+        match written(outcome) {
+            Ok(outcome) => response.set_outcome(outcome),
+            Err(e) => (response.region_error, response.error) = error_to_wire(&e),
         }
         response
     }
@@ -347,6 +351,12 @@ impl PeerApi {
             return Err(Error::NotPdLeader { leader: None });
         };
         Ok(json(&server.handle(request).await?))
+    }
+
+    /// A forwarded write's session: the one the forwarding node made, which is the same
+    /// on each of its attempts; a fresh one if it sent none.
+    fn session_of(&self, session: Option<WriteSession>) -> WriteSession {
+        session.unwrap_or_else(|| self.service.new_session(None))
     }
 
     /// A forwarded request's column family and key, checked as the client API checks them.
@@ -470,9 +480,10 @@ fn parse_cf(name: &str) -> Result<Cf> {
     Cf::from_name(name).map_err(Error::Store)
 }
 
-fn written(outcome: Result<KvOutcome>) -> Result<()> {
+fn written(outcome: Result<KvOutcome>) -> Result<WriteOutcome> {
     match outcome? {
-        KvOutcome::Written => Ok(()),
+        KvOutcome::Written { replayed: false } => Ok(WriteOutcome::Applied),
+        KvOutcome::Written { replayed: true } => Ok(WriteOutcome::Replayed),
         other => Err(unexpected(other)),
     }
 }

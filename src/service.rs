@@ -15,9 +15,15 @@
 //! stale epoch, a command overwritten by a new leader) are retried with backoff until the
 //! request's deadline.
 //!
-//! A write is never retried once its outcome is unknown: if the command timed out, or a
-//! forwarded request may have reached the other node, the client gets a "timeout" error
-//! and must assume the write may have happened.
+//! Writes are retried too, even when an attempt's outcome is unknown (the command timed
+//! out, the leader changed under it, a forwarded request may have reached the other node):
+//! every write names a [`WriteSession`] whose request id is the same on every attempt,
+//! and the region applies a request id at most once (see `tinykv_actors::session`), so a
+//! retry either applies the write or finds it applied. A leader failover within the
+//! deadline is a slower success. When the deadline passes, the error says what is known:
+//! if no attempt can have applied the write it is the last attempt's error (such as 503
+//! `not_leader`: not applied); if one may have, it is 504 `timeout` (outcome unknown), and
+//! the client can find out by retrying with the same request id.
 //!
 //! Reads are linearizable: each goes through the leader's ReadIndex (see the PeerFsm) and
 //! is served from an engine snapshot taken once the read index is applied. A scan walks
@@ -32,6 +38,7 @@ use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, Error as StoreError, StoreRouter};
 use tinykv_proto::raft_cmdpb::{
     CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, Request, SnapRequest,
+    WriteOutcome, WriteSession,
 };
 
 use crate::address_book::AddressBook;
@@ -55,6 +62,8 @@ pub enum KvOp {
         key: Vec<u8>,
         /// The value.
         value: Vec<u8>,
+        /// The write's session, the same on every attempt.
+        session: WriteSession,
     },
     /// Delete one key.
     Delete {
@@ -62,6 +71,8 @@ pub enum KvOp {
         cf: Cf,
         /// The key.
         key: Vec<u8>,
+        /// The write's session, the same on every attempt.
+        session: WriteSession,
     },
     /// Read up to `limit` pairs from `[start, end)` within the region holding `start`.
     ScanRegion {
@@ -83,6 +94,16 @@ impl KvOp {
         matches!(self, KvOp::Put { .. } | KvOp::Delete { .. })
     }
 
+    /// The operation's name in metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            KvOp::Get { .. } => "get",
+            KvOp::Put { .. } => "put",
+            KvOp::Delete { .. } => "delete",
+            KvOp::ScanRegion { .. } => "scan",
+        }
+    }
+
     fn routing_key(&self) -> &[u8] {
         match self {
             KvOp::Get { key, .. } | KvOp::Put { key, .. } | KvOp::Delete { key, .. } => key,
@@ -96,8 +117,12 @@ impl KvOp {
 pub enum KvOutcome {
     /// A get's value (`None`: absent).
     Value(Option<Vec<u8>>),
-    /// A write was applied.
-    Written,
+    /// A write was applied: now, or (`replayed`) by an earlier attempt or an earlier
+    /// request with the same request id.
+    Written {
+        /// Whether it had been applied before; nothing changed now.
+        replayed: bool,
+    },
     /// A region scan's pairs, and the end key of the region scanned (empty: last region).
     Pairs {
         /// The pairs, in key order.
@@ -154,6 +179,9 @@ pub struct ServiceTimeouts {
     pub request: Duration,
     /// Time one attempt on the local store may take.
     pub attempt: Duration,
+    /// How long a region remembers a write's request id (the `ttl_ms` of its
+    /// [`WriteSession`]).
+    pub write_ttl: Duration,
 }
 
 /// The stores a [`KvService`] asks when its own store holds no region for a key.
@@ -242,14 +270,35 @@ impl KvService {
         }
     }
 
-    /// Writes `key` = `value`.
-    pub async fn put(&self, cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.execute(KvOp::Put { cf, key, value }).await.map(|_| ())
+    /// A session for a new write: `request_id` if the client chose one, else a fresh id
+    /// made of this store's id and 128 random bits; issued now, remembered for the
+    /// service's `write_ttl`.
+    pub fn new_session(&self, request_id: Option<Vec<u8>>) -> WriteSession {
+        write_session(self.store_id(), request_id, self.timeouts.write_ttl)
     }
 
-    /// Deletes `key`.
-    pub async fn delete(&self, cf: Cf, key: Vec<u8>) -> Result<()> {
-        self.execute(KvOp::Delete { cf, key }).await.map(|_| ())
+    /// Writes `key` = `value` under `session`; answers whether the request id had already
+    /// been applied (then nothing changed now).
+    pub async fn put(
+        &self,
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        session: WriteSession,
+    ) -> Result<bool> {
+        let op = KvOp::Put {
+            cf,
+            key,
+            value,
+            session,
+        };
+        written(self.execute(op).await?)
+    }
+
+    /// Deletes `key` under `session`; answers whether the request id had already been
+    /// applied (then nothing changed now).
+    pub async fn delete(&self, cf: Cf, key: Vec<u8>, session: WriteSession) -> Result<bool> {
+        written(self.execute(KvOp::Delete { cf, key, session }).await?)
     }
 
     /// Reads up to `limit` pairs, and about `max_bytes` of keys and values, of `[start,
@@ -302,26 +351,51 @@ impl KvService {
     }
 
     /// Executes `op`, forwarding to the leader's node when needed and retrying retryable
-    /// failures until the request deadline.
+    /// failures until the request deadline; see the module documentation for what a
+    /// write's error says once the deadline has passed.
     pub async fn execute(&self, op: KvOp) -> Result<KvOutcome> {
         let deadline = Instant::now() + self.timeouts.request;
         let mut target = self.store_id();
         let mut backoff = Duration::from_millis(5);
         // The other stores still to ask about a region the local store does not hold.
         let mut unasked: Vec<u64> = Vec::new();
+        // Whether an earlier attempt may have applied the write.
+        let mut maybe_applied = false;
+        let mut attempts = 0u32;
         loop {
-            let attempt = if target == self.store_id() {
-                self.execute_local(op.clone()).await
-            } else {
-                self.forwarder.forward(target, op.clone()).await
+            attempts += 1;
+            let attempt = async {
+                if target == self.store_id() {
+                    self.execute_local(op.clone()).await
+                } else {
+                    self.forwarder.forward(target, op.clone()).await
+                }
             };
-            let err = match attempt {
-                Ok(outcome) => return Ok(outcome),
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = tokio::time::timeout(remaining.max(MIN_ATTEMPT), attempt)
+                .await
+                .unwrap_or(Err(Error::Store(StoreError::Timeout)));
+            let err = match result {
+                Ok(outcome) => {
+                    if attempts > 1 {
+                        crate::metrics::request_retried(op.kind(), "succeeded");
+                    }
+                    return Ok(outcome);
+                }
                 Err(e) => e,
             };
-            let retryable = err.is_retryable() || (!op.is_write() && err.is_outcome_unknown());
+            maybe_applied |= op.is_write() && err.is_outcome_unknown();
+            let retryable = err.is_retryable() || err.is_outcome_unknown();
             if !retryable || Instant::now() >= deadline {
-                return Err(err);
+                if attempts > 1 {
+                    crate::metrics::request_retried(op.kind(), "failed");
+                }
+                return Err(if maybe_applied && !err.is_outcome_unknown() && retryable {
+                    // This attempt changed nothing, but an earlier one may have.
+                    Error::OutcomeUnknown(Box::new(err))
+                } else {
+                    err
+                });
             }
             let next = match &err {
                 Error::Store(StoreError::NotLeader {
@@ -363,7 +437,12 @@ impl KvService {
     pub async fn execute_local(&self, op: KvOp) -> Result<KvOutcome> {
         let key = op.routing_key().to_vec();
         let (request, wants_snapshot) = match &op {
-            KvOp::Put { cf, key, value } => (
+            KvOp::Put {
+                cf,
+                key,
+                value,
+                session,
+            } => (
                 command(Request {
                     cmd_type: CmdType::Put as i32,
                     put: Some(PutRequest {
@@ -371,17 +450,19 @@ impl KvService {
                         key: key.clone(),
                         value: value.clone(),
                     }),
+                    session: Some(session.clone()),
                     ..Default::default()
                 }),
                 false,
             ),
-            KvOp::Delete { cf, key } => (
+            KvOp::Delete { cf, key, session } => (
                 command(Request {
                     cmd_type: CmdType::Delete as i32,
                     delete: Some(DeleteRequest {
                         cf: cf_name(*cf).into(),
                         key: key.clone(),
                     }),
+                    session: Some(session.clone()),
                     ..Default::default()
                 }),
                 false,
@@ -403,9 +484,55 @@ impl KvService {
             return Err(Error::Store(err));
         }
         if !wants_snapshot {
-            return Ok(KvOutcome::Written);
+            return write_outcome(&response);
         }
         read_snapshot(response, op)
+    }
+}
+
+/// Shortest time an attempt is given, even past the deadline: the first attempt of a
+/// request always runs.
+const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+
+/// A session for a new write made on store `store_id`: `request_id` if the client chose
+/// one, else a fresh id of the store's id and 128 random bits; issued now, remembered for
+/// `ttl`.
+pub fn write_session(store_id: u64, request_id: Option<Vec<u8>>, ttl: Duration) -> WriteSession {
+    let request_id = request_id
+        .unwrap_or_else(|| format!("tkv-{store_id}-{:032x}", rand::random::<u128>()).into_bytes());
+    WriteSession {
+        request_id,
+        issued_ms: unix_ms(),
+        ttl_ms: ttl.as_millis() as u64,
+    }
+}
+
+/// The current time in unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a successful write command's response says of the (single) write in it.
+fn write_outcome(response: &CmdResponse) -> Result<KvOutcome> {
+    let outcome = response
+        .response
+        .responses
+        .first()
+        .map_or(WriteOutcome::Applied, |r| r.outcome());
+    match outcome {
+        WriteOutcome::Applied => Ok(KvOutcome::Written { replayed: false }),
+        WriteOutcome::Replayed => Ok(KvOutcome::Written { replayed: true }),
+        WriteOutcome::RequestIdReused => Err(Error::RequestIdReused),
+    }
+}
+
+/// Whether a write's outcome says it had been applied before.
+fn written(outcome: KvOutcome) -> Result<bool> {
+    match outcome {
+        KvOutcome::Written { replayed } => Ok(replayed),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -442,7 +569,9 @@ pub fn cf_name(cf: Cf) -> &'static str {
         Cf::Default => tinykv_actors::engine::CF_DEFAULT,
         Cf::Lock => tinykv_actors::engine::CF_LOCK,
         Cf::Write => tinykv_actors::engine::CF_WRITE,
-        Cf::Raft | Cf::Meta => unreachable!("internal keyspaces are not client column families"),
+        Cf::Raft | Cf::Meta | Cf::Session => {
+            unreachable!("internal keyspaces are not client column families")
+        }
     }
 }
 
@@ -527,6 +656,7 @@ mod tests {
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(5),
             attempt: Duration::from_secs(1),
+            write_ttl: Duration::from_secs(60),
         };
         let alone = KvService::new(store.router(), forwarder.clone(), timeouts);
         let fast = ServiceTimeouts {
@@ -549,16 +679,25 @@ mod tests {
         assert_eq!(*forwarder.asked.lock().unwrap(), vec![3, 4, 5]);
 
         forwarder.asked.lock().unwrap().clear();
+        let short = ServiceTimeouts {
+            request: Duration::from_millis(300),
+            ..timeouts
+        };
+        let service = KvService::new(store.router(), forwarder.clone(), short)
+            .with_other_stores(vec![3, 2, 4, 3, 5]);
+        let session = service.new_session(None);
         let err = service
-            .put(Cf::Default, b"k".to_vec(), b"v".to_vec())
+            .put(Cf::Default, b"k".to_vec(), b"v".to_vec(), session)
             .await
             .unwrap_err();
-        assert_eq!(
-            err.code(),
-            "timeout",
-            "a write that may have happened is not retried"
+        // Store 5 may have applied it: retried (under the same request id) until the
+        // deadline, then "outcome unknown", even though the last attempt was refused.
+        assert_eq!((err.code(), err.write_outcome()), ("timeout", "unknown"));
+        let asked = forwarder.asked.lock().unwrap().clone();
+        assert!(
+            asked.iter().filter(|&&s| s == 5).count() >= 2,
+            "the write is retried: {asked:?}"
         );
-        assert_eq!(*forwarder.asked.lock().unwrap(), vec![3, 4, 5]);
 
         drop((service, err));
         store.shutdown().await;

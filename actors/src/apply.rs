@@ -7,7 +7,9 @@
 //! term) does not match the entry at its index was overwritten by another leader's entry and
 //! is answered `StaleCommand`. A write a follower forwarded to its leader through raft
 //! (see the PeerFsm) is recognised by the `uuid` in its header when the follower applies
-//! it; one whose client stopped waiting is forgotten.
+//! it; one whose client stopped waiting is forgotten. A client write that names a session
+//! applies at most once: the ApplyFsm keeps its region's [`SessionTable`] and answers a
+//! repeated request id with the recorded outcome instead of writing again.
 //!
 //! The ApplyFsm does not write itself: it hands the mutations, plus the new
 //! `RaftApplyState`, to the store's ApplyWriter, which commits them atomically (batched with
@@ -26,7 +28,7 @@ use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse,
     DeleteResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
-    SplitRequest, SplitResponse,
+    SplitRequest, SplitResponse, WriteOutcome,
 };
 use tinykv_proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
@@ -40,6 +42,7 @@ use crate::engine::{Cf, Mutation};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
+use crate::session::SessionTable;
 use crate::util;
 use crate::validation;
 
@@ -53,17 +56,20 @@ pub struct ApplyFsm {
     peer: Option<Recipient<Applied>>,
     /// Writes this peer forwarded to the leader, by uuid, until their entry applies.
     forwarded: HashMap<Vec<u8>, ForwardedProposal>,
+    /// The outcomes of recent client writes to the region.
+    sessions: SessionTable,
     span: tracing::Span,
     _token: AliveToken,
 }
 
 impl ApplyFsm {
-    /// The apply side of `region`'s peer, resuming after `apply_state`.
+    /// The apply side of `region`'s peer, resuming after `apply_state` with the region's
+    /// `sessions` as of that state.
     pub fn new(
         store_id: u64,
         peer_id: u64,
         region: metapb::Region,
-        apply_state: RaftApplyState,
+        (apply_state, sessions): (RaftApplyState, SessionTable),
         writer: Addr<ApplyWriter>,
         token: AliveToken,
     ) -> ApplyFsm {
@@ -80,6 +86,7 @@ impl ApplyFsm {
             writer,
             peer: None,
             forwarded: HashMap::new(),
+            sessions,
             span,
             _token: token,
         }
@@ -355,6 +362,7 @@ impl ApplyFsm {
                 .collect(),
         };
         left.end_key = key.clone();
+        self.sessions.split_off(key);
         mutations.push(region_state_mutation(&left));
         mutations.extend(initial_region_mutations(&right));
         self.region = left.clone();
@@ -427,45 +435,70 @@ impl ApplyFsm {
         util::check_region_epoch(cmd, &self.region)?;
         // Validate everything first so that a command applies entirely or not at all.
         let mut staged = Vec::with_capacity(cmd.requests.len());
-        let mut responses = Vec::with_capacity(cmd.requests.len());
         for req in &cmd.requests {
             if let Some(key) = util::request_key(req) {
                 util::check_key_in_region(key, &self.region)?;
             }
-            match req.cmd_type() {
+            let mutation = match req.cmd_type() {
                 CmdType::Put => {
                     let put = req.put.clone().unwrap_or_default();
-                    staged.push(Mutation::Put {
+                    Mutation::Put {
                         cf: Cf::from_name(&put.cf)?,
                         key: put.key,
                         value: put.value,
-                    });
-                    responses.push(Response {
-                        cmd_type: CmdType::Put as i32,
-                        put: Some(PutResponse {}),
-                        ..Default::default()
-                    });
+                    }
                 }
                 CmdType::Delete => {
                     let delete = req.delete.clone().unwrap_or_default();
-                    staged.push(Mutation::Delete {
+                    Mutation::Delete {
                         cf: Cf::from_name(&delete.cf)?,
                         key: delete.key,
-                    });
-                    responses.push(Response {
-                        cmd_type: CmdType::Delete as i32,
-                        delete: Some(DeleteResponse {}),
-                        ..Default::default()
-                    });
+                    }
                 }
                 other => {
                     return Err(Error::InvalidRequest(format!(
                         "{other:?} cannot be applied from the log; reads use ReadIndex"
                     )))
                 }
-            }
+            };
+            staged.push(mutation);
         }
-        mutations.extend(staged);
+        // Then decide each write against the session table: a request id it remembers
+        // changes nothing.
+        if let Some(now_ms) = cmd
+            .requests
+            .iter()
+            .filter_map(|r| r.session.as_ref().map(|s| s.issued_ms))
+            .max()
+        {
+            self.sessions.expire(now_ms, mutations);
+        }
+        let mut responses = Vec::with_capacity(cmd.requests.len());
+        for (req, mutation) in cmd.requests.iter().zip(staged) {
+            let outcome = match (&req.session, util::request_key(req)) {
+                (Some(session), Some(key)) => match self.sessions.outcome_of(key, session, req) {
+                    Some(earlier) => earlier,
+                    None => {
+                        self.sessions.record(key, session, req, mutations);
+                        WriteOutcome::Applied
+                    }
+                },
+                _ => WriteOutcome::Applied,
+            };
+            if outcome == WriteOutcome::Applied {
+                mutations.push(mutation);
+            }
+            let mut response = Response {
+                cmd_type: req.cmd_type,
+                outcome: outcome as i32,
+                ..Default::default()
+            };
+            match req.cmd_type() {
+                CmdType::Put => response.put = Some(PutResponse {}),
+                _ => response.delete = Some(DeleteResponse {}),
+            }
+            responses.push(response);
+        }
         Ok(responses)
     }
 }
@@ -542,10 +575,15 @@ impl Handler<DropForwarded> for ApplyFsm {
     type Result = ();
 
     fn handle(&mut self, msg: DropForwarded, _: &mut Self::Context) {
-        for uuid in &msg.uuids {
-            if let Some(p) = self.forwarded.remove(uuid) {
-                respond_error(p.callback, &msg.error, self.applied_term);
-            }
+        let dropped: Vec<ForwardedProposal> = match &msg.uuids {
+            Some(uuids) => uuids
+                .iter()
+                .filter_map(|uuid| self.forwarded.remove(uuid))
+                .collect(),
+            None => self.forwarded.drain().map(|(_, p)| p).collect(),
+        };
+        for p in dropped {
+            respond_error(p.callback, &msg.error, self.applied_term);
         }
     }
 }
@@ -593,6 +631,7 @@ impl Handler<ResetApply> for ApplyFsm {
     fn handle(&mut self, msg: ResetApply, _: &mut Self::Context) {
         self.region = msg.region;
         self.apply_state = msg.apply_state;
+        self.sessions = msg.sessions;
         self.applied_term = msg.apply_state.truncated_state.map_or(0, |t| t.term);
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! - `default`, `lock`, `write`: the column families a client's request names (`cf`);
 //! - `raft`: raft log entries and each region's `RaftLocalState`;
-//! - `meta`: `RaftApplyState`, `RegionLocalState`, the `StoreIdent` and the id allocator.
+//! - `meta`: `RaftApplyState`, `RegionLocalState`, the `StoreIdent` and the id allocator;
+//! - `session`: the outcomes of recent client writes, for exactly-once application (see
+//!   [`crate::session`]), keyed so that a region's records lie in its own key range.
 //!
 //! Writes through [`Engine::write`] say whether they must be fsynced. fjall's own default
 //! is to buffer, which is what applied data wants (it can be replayed from the raft log);
@@ -44,6 +46,8 @@ pub enum Cf {
     Raft,
     /// Apply state, region state and store-wide metadata.
     Meta,
+    /// Outcomes of recent client writes (see [`crate::session`]).
+    Session,
 }
 
 impl Cf {
@@ -140,6 +144,7 @@ struct Inner {
     write: Keyspace,
     raft: Keyspace,
     meta: Keyspace,
+    session: Keyspace,
     db: Database,
     /// Set by [`Engine::fail_writes`].
     #[cfg(test)]
@@ -190,6 +195,7 @@ impl Engine {
                 write: ks(CF_WRITE)?,
                 raft: ks("raft")?,
                 meta: ks("meta")?,
+                session: ks("session")?,
                 db,
                 path,
                 #[cfg(test)]
@@ -219,6 +225,7 @@ impl Engine {
             Cf::Write => &self.inner.write,
             Cf::Raft => &self.inner.raft,
             Cf::Meta => &self.inner.meta,
+            Cf::Session => &self.inner.session,
         }
     }
 

@@ -15,6 +15,13 @@
 //!
 //! In the client column families, the keys from byte `0xFF` on are reserved for the
 //! cluster's own metadata (the placement driver's records, see [`RESERVED_KEYS_START`]).
+//!
+//! The `session` keyspace holds the outcomes of recent client writes (see
+//! [`crate::session`]) under [`session_key`]: the written key in an order-preserving,
+//! self-delimiting encoding ([`encode_ordered`]), then the request id. Because the encoding
+//! keeps order and no encoded key is a prefix of another, every record of a key in
+//! `[start, end)` lies in `[encode(start), encode(end))` ([`session_range`]): a region's
+//! records move with its range through splits and snapshots, like its data.
 
 /// Where the reserved keys begin: every key of a client column family from here on
 /// belongs to the cluster's metadata, which the placement driver keeps in the region
@@ -95,9 +102,163 @@ pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
 
+/// Bytes per group of [`encode_ordered`].
+const ORDERED_GROUP: usize = 8;
+/// Marker of a full group that more groups follow.
+const ORDERED_FULL: u8 = 0xFF;
+
+/// Appends `key` to `out` in the memcomparable encoding: groups of 8 bytes, the last padded
+/// with zeros, each followed by a marker, `0xFF` for a full group that more follow and
+/// `0xFF - padding` for the last one (a key whose length is a multiple of 8 ends with a
+/// group of padding alone). Encoded keys sort as the keys do, and none is a prefix of
+/// another.
+pub fn encode_ordered(key: &[u8], out: &mut Vec<u8>) {
+    out.reserve((key.len() / ORDERED_GROUP + 1) * (ORDERED_GROUP + 1));
+    let mut chunks = key.chunks_exact(ORDERED_GROUP);
+    for chunk in chunks.by_ref() {
+        out.extend_from_slice(chunk);
+        out.push(ORDERED_FULL);
+    }
+    let rest = chunks.remainder();
+    let padding = ORDERED_GROUP - rest.len();
+    out.extend_from_slice(rest);
+    out.extend(std::iter::repeat_n(0u8, padding));
+    out.push(ORDERED_FULL - padding as u8);
+}
+
+/// Reads a key written by [`encode_ordered`] at the start of `encoded`: the key, and the
+/// bytes after its encoding; `None` if `encoded` does not start with a well-formed one.
+pub fn decode_ordered(encoded: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut key = Vec::new();
+    let mut rest = encoded;
+    loop {
+        if rest.len() < ORDERED_GROUP + 1 {
+            return None;
+        }
+        let (group, tail) = rest.split_at(ORDERED_GROUP + 1);
+        let marker = group[ORDERED_GROUP];
+        if marker == ORDERED_FULL {
+            key.extend_from_slice(&group[..ORDERED_GROUP]);
+            rest = tail;
+            continue;
+        }
+        let padding = (ORDERED_FULL - marker) as usize;
+        if padding > ORDERED_GROUP
+            || group[ORDERED_GROUP - padding..ORDERED_GROUP] != [0; 8][..padding]
+        {
+            return None;
+        }
+        key.extend_from_slice(&group[..ORDERED_GROUP - padding]);
+        return Some((key, tail));
+    }
+}
+
+/// Key of the session record of request `request_id` writing `key`.
+pub fn session_key(key: &[u8], request_id: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + key.len() / 8 + 9 + request_id.len());
+    encode_ordered(key, &mut out);
+    out.extend_from_slice(request_id);
+    out
+}
+
+/// The written key and request id of a session record's key; `None` if malformed.
+pub fn parse_session_key(session_key: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    decode_ordered(session_key).filter(|(_, id)| !id.is_empty())
+}
+
+/// Where the session records of the keys in `[start, end)` lie (empty `end`: unbounded,
+/// and so is the range returned).
+pub fn session_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut encoded_start = Vec::new();
+    encode_ordered(start, &mut encoded_start);
+    let mut encoded_end = Vec::new();
+    if !end.is_empty() {
+        encode_ordered(end, &mut encoded_end);
+    }
+    (encoded_start, encoded_end)
+}
+
+/// Where `cf`'s keys belonging to the key range `[start, end)` lie: the range itself in
+/// the client column families, its [`session_range`] in the session keyspace.
+pub fn cf_range(cf: crate::engine::Cf, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    match cf {
+        crate::engine::Cf::Session => session_range(start, end),
+        _ => (start.to_vec(), end.to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_ordered(key, &mut out);
+        out
+    }
+
+    #[test]
+    fn ordered_encoding_keeps_order_and_round_trips() {
+        let keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            b"a".to_vec(),
+            b"a\x00".to_vec(),
+            b"a\x00\x00\x00\x00\x00\x00\x00".to_vec(),
+            b"a\x00\x00\x00\x00\x00\x00\x00\x00".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\x00".to_vec(),
+            b"abcdefghi".to_vec(),
+            b"b".to_vec(),
+            vec![0xff; 9],
+        ];
+        for pair in keys.windows(2) {
+            assert!(pair[0] < pair[1], "test keys are sorted");
+            assert!(encoded(&pair[0]) < encoded(&pair[1]), "{pair:?}");
+        }
+        for key in &keys {
+            let mut bytes = encoded(key);
+            assert_eq!(bytes.len() % 9, 0);
+            bytes.extend_from_slice(b"id");
+            let (decoded, rest) = decode_ordered(&bytes).unwrap();
+            assert_eq!((&decoded, rest), (key, &b"id"[..]));
+            for other in &keys {
+                if other != key {
+                    assert!(!bytes.starts_with(&encoded(other)), "{key:?} {other:?}");
+                }
+            }
+        }
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"\0\0\0\0\0\0\0\0\xf6",
+            b"a\0\0\0\0\0\0\x01\xf9",
+        ] {
+            assert!(decode_ordered(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn session_records_lie_in_their_keys_range() {
+        // A range ending right after the key: raw concatenation would fall outside it.
+        let (start, end) = session_range(b"a", b"a\x00\x01");
+        for (key, inside) in [
+            (&b"a"[..], true),
+            (b"a\x00", true),
+            (b"a\x00\x01", false),
+            (b"", false),
+            (b"b", false),
+        ] {
+            let record = session_key(key, b"\xff\xff request");
+            assert_eq!(in_range(&record, &start, &end), inside, "{key:?}");
+            assert_eq!(parse_session_key(&record).unwrap().0, key);
+        }
+        let (start, end) = session_range(b"", b"");
+        assert!(end.is_empty());
+        assert!(in_range(&session_key(b"", b"x"), &start, &end));
+        assert!(parse_session_key(&encoded(b"k")).is_none(), "no request id");
+    }
 
     #[test]
     fn raft_log_keys_sort_by_region_then_index() {

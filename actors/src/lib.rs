@@ -13,6 +13,7 @@
 //! [`peer_storage`]), [`batch_writer`], [`apply`], over [`engine`] and [`keys`]; plus
 //! [`store`], [`bootstrap`], [`system`], [`msg`], [`transport`], [`config`], [`error`],
 //! [`validation`] (the rules every command obeys, checked when proposed and when applied),
+//! [`session`] (the table that makes every client write apply at most once),
 //! `inbound` (what a PeerFsm checks in a raft message before raft-rs sees it),
 //! `stale_peer` (how a peer told it was removed makes sure before destroying itself)
 //! and [`metrics`] (what the raftstore exposes to Prometheus).
@@ -34,6 +35,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod proposal_batch;
 pub mod router;
+pub mod session;
 pub mod slog_bridge;
 pub mod snapshot;
 pub mod split_check;

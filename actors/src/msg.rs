@@ -217,13 +217,14 @@ pub struct ForwardedProposal {
     pub proposed_at: std::time::Instant,
 }
 
-/// Forwarded writes the leader did not take: the ApplyFsm answers those it holds with
-/// `error` (they were never appended, so the client may retry).
+/// Forwarded writes to stop waiting for: the ApplyFsm answers those it holds with
+/// `error`. Either the leader did not take them (they were never appended: "not leader"),
+/// or the leader they went to is gone (they may yet commit: "timeout", outcome unknown).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DropForwarded {
-    /// The writes' uuids.
-    pub uuids: Vec<Vec<u8>>,
+    /// The writes' uuids; `None`: all of them.
+    pub uuids: Option<Vec<Vec<u8>>>,
     /// The answer.
     pub error: Error,
 }
@@ -362,6 +363,8 @@ pub struct ResetApply {
     pub region: metapb::Region,
     /// The apply state as of the snapshot.
     pub apply_state: RaftApplyState,
+    /// The region's session table as of the snapshot.
+    pub sessions: crate::session::SessionTable,
 }
 
 /// Where a region is and who leads it, as the Router knows it.

@@ -1378,7 +1378,34 @@ impl PeerFsm {
         for p in self.forwarded.extract_if(.., |p| uuids.contains(&p.uuid)) {
             respond_error(p.callback, &err, term);
         }
-        self.apply.do_send(DropForwarded { uuids, error: err });
+        self.apply.do_send(DropForwarded {
+            uuids: Some(uuids),
+            error: err,
+        });
+    }
+
+    /// The leader changed: writes this peer proposed as leader, or forwarded to the old
+    /// leader, may or may not commit. Their clients are answered at once with
+    /// [`Error::Timeout`] (outcome unknown) rather than after their whole timeout: a
+    /// client write names a session, so the node retries it on the new leader, where it
+    /// applies at most once whichever copy commits.
+    fn abandon_proposals_of_old_leader(&mut self) {
+        let term = self.term();
+        let own = if self.is_leader() {
+            VecDeque::new()
+        } else {
+            std::mem::take(&mut self.proposals)
+        };
+        for p in own {
+            respond_error(p.callback, &Error::Timeout, term);
+        }
+        for p in self.forwarded.drain(..) {
+            respond_error(p.callback, &Error::Timeout, term);
+        }
+        self.apply.do_send(DropForwarded {
+            uuids: None,
+            error: Error::Timeout,
+        });
     }
 
     fn send_messages(&mut self, messages: Vec<eraftpb::Message>) {
@@ -1526,6 +1553,7 @@ impl PeerFsm {
         self.apply.do_send(ResetApply {
             region: verified.region.clone(),
             apply_state: *self.raft.store().apply_state(),
+            sessions: verified.sessions(),
         });
         self.report_route(ctx);
         Some(mutations)
@@ -1584,6 +1612,9 @@ impl PeerFsm {
             self.fail_reads_without_index();
         }
         if self.reported_leader != Some(leader) {
+            if self.reported_leader.is_some() {
+                self.abandon_proposals_of_old_leader();
+            }
             self.reported_leader = Some(leader);
             debug!(leader, term = self.term(), "leader changed");
             self.report_route(ctx);

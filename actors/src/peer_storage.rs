@@ -96,14 +96,15 @@ pub fn tombstone(region: &metapb::Region) -> Vec<Mutation> {
     ]
 }
 
-/// The mutations that delete `region`'s data, in every column family clients write.
+/// The mutations that delete `region`'s data, in every column family clients write and
+/// in its session records.
 pub fn data_removal(region: &metapb::Region) -> Vec<Mutation> {
     Cf::DATA
         .into_iter()
-        .map(|cf| Mutation::DeleteRange {
-            cf,
-            start: region.start_key.clone(),
-            end: region.end_key.clone(),
+        .chain([Cf::Session])
+        .map(|cf| {
+            let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
+            Mutation::DeleteRange { cf, start, end }
         })
         .collect()
 }

@@ -3,14 +3,15 @@
 //! **Generation.** When raft needs to send a snapshot, the leader reads one consistent
 //! engine snapshot and takes from it, at a single instant: the region (`RegionLocalState`),
 //! the apply state (the snapshot's index is the applied index, and its term comes from the
-//! log or the truncated state), and every pair of the region's range in the three client
-//! column families. Because applied data and the apply state are always written together,
-//! the pairs are exactly the state machine at that index.
+//! log or the truncated state), every pair of the region's range in the three client
+//! column families, and the region's session records (see [`crate::session`]). Because
+//! applied data and the apply state are always written together, the pairs are exactly the
+//! state machine at that index.
 //!
 //! **Format.** `eraftpb::Snapshot.data` holds a `RaftSnapshotData`: the region, the pairs of
-//! `default`, then `lock`, then `write`, in key order, and in `meta.cf_files` one entry per
-//! column family with the number of its pairs (`size`) and a CRC32 of their keys and values
-//! (`checksum`). `file_size` is the total payload in bytes.
+//! `default`, then `lock`, then `write`, then `session`, in key order, and in
+//! `meta.cf_files` one entry per keyspace with the number of its pairs (`size`) and a CRC32
+//! of their keys and values (`checksum`). `file_size` is the total payload in bytes.
 //!
 //! **Application.** The receiver checks the counts and checksums, then builds one batch:
 //! clear the region's old and new ranges in every column family and its whole raft log,
@@ -29,12 +30,15 @@ use tinykv_proto::raft_serverpb::{
 use crate::engine::{Cf, Engine, Mutation, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::session::{self, SessionTable};
 use crate::validation;
 
-const CF_NAMES: [(Cf, &str); 3] = [
+/// The keyspaces a snapshot carries, and their names in it.
+const CF_NAMES: [(Cf, &str); 4] = [
     (Cf::Default, CF_DEFAULT),
     (Cf::Lock, CF_LOCK),
     (Cf::Write, CF_WRITE),
+    (Cf::Session, "session"),
 ];
 
 fn checksum(pairs: &[KeyValue]) -> u32 {
@@ -75,7 +79,8 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<eraftpb::Snapshot> {
     let mut file_size = 0u64;
     for (cf, name) in CF_NAMES {
         let mut pairs = Vec::new();
-        snap.scan(cf, &region.start_key, &region.end_key, |k, v| {
+        let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
+        snap.scan(cf, &start, &end, |k, v| {
             pairs.push(KeyValue {
                 key: k.to_vec(),
                 value: v.to_vec(),
@@ -132,8 +137,11 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
     let mut data = payload.data.into_iter();
     let mut pairs = Vec::with_capacity(files.len());
     for file in &files {
-        let cf = Cf::from_name(&file.cf)
-            .map_err(|_| Error::Codec(format!("snapshot names unknown cf {:?}", file.cf)))?;
+        let cf = CF_NAMES
+            .iter()
+            .find(|(_, name)| *name == file.cf)
+            .map(|(cf, _)| *cf)
+            .ok_or_else(|| Error::Codec(format!("snapshot names unknown cf {:?}", file.cf)))?;
         let section: Vec<KeyValue> = data.by_ref().take(file.size as usize).collect();
         if section.len() as u64 != file.size || checksum(&section) != file.checksum {
             return Err(Error::Codec(format!(
@@ -149,6 +157,7 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
         }
         // Written as they are: every pair must be one the engine can store, inside the
         // region (a pair outside it would overwrite another region's data).
+        let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
         for kv in &section {
             validation::check_key(&kv.key)
                 .map_err(|e| Error::Codec(format!("snapshot of region {}: {e}", region.id)))?;
@@ -159,9 +168,15 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
                     kv.value.len()
                 )));
             }
-            if !keys::in_range(&kv.key, &region.start_key, &region.end_key) {
+            if !keys::in_range(&kv.key, &start, &end) {
                 return Err(Error::Codec(format!(
                     "snapshot of region {} holds key {:?} outside its range",
+                    region.id, kv.key
+                )));
+            }
+            if cf == Cf::Session && !session::is_record(&kv.key, &kv.value) {
+                return Err(Error::Codec(format!(
+                    "snapshot of region {} holds a malformed session record {:?}",
                     region.id, kv.key
                 )));
             }
@@ -229,6 +244,16 @@ pub fn verify_for(
 }
 
 impl VerifiedSnapshot {
+    /// The region's session table as of the snapshot.
+    pub fn sessions(&self) -> SessionTable {
+        self.pairs
+            .iter()
+            .find(|(cf, _)| *cf == Cf::Session)
+            .map_or_else(SessionTable::default, |(_, pairs)| {
+                SessionTable::from_pairs(pairs)
+            })
+    }
+
     /// The mutations that replace the peer's state with the snapshot: clear `old_region`'s
     /// and the new region's ranges and the whole raft log, write the pairs and the new raft,
     /// apply and region state. `hard_state` is the raft hard state to persist with it.
@@ -245,11 +270,8 @@ impl VerifiedSnapshot {
         }
         for (cf, _) in CF_NAMES {
             for (start, end) in &ranges {
-                mutations.push(Mutation::DeleteRange {
-                    cf,
-                    start: start.to_vec(),
-                    end: end.to_vec(),
-                });
+                let (start, end) = keys::cf_range(cf, start, end);
+                mutations.push(Mutation::DeleteRange { cf, start, end });
             }
         }
         mutations.push(Mutation::DeleteRange {
@@ -346,6 +368,19 @@ mod tests {
             true,
         )
         .unwrap();
+        // Session records of keys in the range travel; those of keys outside stay.
+        let mut table = SessionTable::default();
+        let mut records = Vec::new();
+        for key in [&b"a"[..], b"c", b"l\xff\xff", b"m"] {
+            let session = tinykv_proto::raft_cmdpb::WriteSession {
+                request_id: b"id".to_vec(),
+                issued_ms: 1,
+                ttl_ms: 1_000,
+            };
+            let request = tinykv_proto::raft_cmdpb::Request::default();
+            table.record(key, &session, &request, &mut records);
+        }
+        src.write(&records, true).unwrap();
         let snap = generate(&src, 1).unwrap();
         assert_eq!(snap.get_metadata().index, 5);
         assert_eq!(snap.get_metadata().term, 5);
@@ -380,6 +415,13 @@ mod tests {
             Some(b"other region".to_vec())
         );
         assert_eq!((raft_state.last_index, apply_state.applied_index), (5, 5));
+        let carried = verified.sessions();
+        assert_eq!(carried.len(), 2, "the records of c and l\\xff\\xff");
+        assert_eq!(
+            carried,
+            SessionTable::load(&dst, &verified.region).unwrap(),
+            "the table the ApplyFsm gets is the one written"
+        );
     }
 
     #[test]

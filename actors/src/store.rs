@@ -28,6 +28,7 @@ use crate::keys;
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerFsm};
 use crate::peer_storage::{self, PeerStorage};
+use crate::session::SessionTable;
 use crate::util;
 
 /// Starts a peer for every live region on disk; answers their addresses.
@@ -148,6 +149,7 @@ impl Store {
         let store_id = self.store_id();
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
         let apply_state = *storage.apply_state();
+        let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
         let slot = region.id as usize;
         let peer_arbiter = &self.peer_arbiters[slot % self.peer_arbiters.len()];
         let apply_arbiter = &self.apply_arbiters[slot % self.apply_arbiters.len()];
@@ -156,7 +158,14 @@ impl Store {
         let token = self.peer_ctx.token.clone();
         let (peer_id, apply_region) = (peer.id, region.clone());
         let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
-            ApplyFsm::new(store_id, peer_id, apply_region, apply_state, writer, token)
+            ApplyFsm::new(
+                store_id,
+                peer_id,
+                apply_region,
+                (apply_state, sessions),
+                writer,
+                token,
+            )
         });
         let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
         fsm.campaign_on_start = campaign;

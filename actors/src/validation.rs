@@ -25,6 +25,9 @@
 //! - The reserved keys (from byte `0xFF` on, see [`keys::RESERVED_KEYS_START`]) hold the
 //!   cluster's metadata: only a command whose header is marked `metadata` writes them, and
 //!   such a command writes nothing else.
+//! - A write may name a session (see [`crate::session`]): a request id of 1 to
+//!   [`session::MAX_REQUEST_ID_BYTES`] bytes, a TTL of at most [`session::MAX_TTL_MS`], and
+//!   a key short enough that its session record's key fits the engine. A read names none.
 //! - A read is a `Get` of a valid key in a client column family, or a `Snap`.
 //! - A command holds at least one request, or an admin request, never both.
 //! - A split names a split key that is a valid key and, in the reserved range, only the
@@ -41,6 +44,8 @@ use tinykv_proto::raft_cmdpb::{AdminCmdType, AdminRequest, CmdType, RaftCmdReque
 use crate::engine::Cf;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::session;
+use crate::util;
 
 /// Longest key the engine stores.
 pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
@@ -78,6 +83,32 @@ pub fn check_command(cmd: &RaftCmdRequest) -> Result<()> {
 
 /// Checks one request of a command whose header is marked `metadata` or not.
 pub fn check_request(req: &Request, metadata: bool) -> Result<()> {
+    if let Some(write_session) = &req.session {
+        let key = util::request_key(req)
+            .filter(|_| matches!(req.cmd_type(), CmdType::Put | CmdType::Delete))
+            .ok_or_else(|| invalid("only a Put or a Delete may name a session"))?;
+        let id = &write_session.request_id;
+        if id.is_empty() || id.len() > session::MAX_REQUEST_ID_BYTES {
+            return Err(invalid(format!(
+                "a request id of {} bytes: it must have 1 to {}",
+                id.len(),
+                session::MAX_REQUEST_ID_BYTES
+            )));
+        }
+        if write_session.ttl_ms > session::MAX_TTL_MS {
+            return Err(invalid(format!(
+                "a session TTL of {} ms, more than the limit of {}",
+                write_session.ttl_ms,
+                session::MAX_TTL_MS
+            )));
+        }
+        if keys::session_key(key, id).len() > MAX_KEY_BYTES {
+            return Err(invalid(format!(
+                "a key of {} bytes is too long to name a session",
+                key.len()
+            )));
+        }
+    }
     match req.cmd_type() {
         CmdType::Put => {
             let put = req
@@ -278,6 +309,53 @@ mod tests {
                 ..Default::default()
             },
             Request::default(),
+        ];
+        for req in refused {
+            let err = check_request(&req, false).unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest(_)), "{req:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_names_a_write_with_a_sane_id_ttl_and_key() {
+        use tinykv_proto::raft_cmdpb::WriteSession;
+        let with = |mut req: Request, id: &[u8], ttl_ms: u64| {
+            req.session = Some(WriteSession {
+                request_id: id.to_vec(),
+                issued_ms: 1,
+                ttl_ms,
+            });
+            req
+        };
+        assert!(check_request(&with(put("default", b"k", 1), b"id", 60_000), false).is_ok());
+        let long_key = [b'k'; session::MAX_WRITTEN_KEY_BYTES];
+        assert!(check_request(
+            &with(
+                put("default", &long_key, 1),
+                &[b'i'; session::MAX_REQUEST_ID_BYTES],
+                1
+            ),
+            false
+        )
+        .is_ok());
+        let get = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: "default".into(),
+                key: b"k".to_vec(),
+            }),
+            ..Default::default()
+        };
+        let refused = [
+            with(put("default", b"k", 1), b"", 1),
+            with(
+                put("default", b"k", 1),
+                &[b'i'; session::MAX_REQUEST_ID_BYTES + 1],
+                1,
+            ),
+            with(put("default", b"k", 1), b"id", session::MAX_TTL_MS + 1),
+            with(put("default", &[b'k'; MAX_KEY_BYTES], 1), b"id", 1),
+            with(get, b"id", 1),
         ];
         for req in refused {
             let err = check_request(&req, false).unwrap_err();

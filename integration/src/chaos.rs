@@ -11,8 +11,13 @@
 //!   recorded with its invocation and completion times and an outcome (see
 //!   [`classify`]): `ok`; `fail` when it certainly did not execute (a 4xx, a 503, or a
 //!   connection that could not be made); `info` when a write's fate is unknown (a 504
-//!   `timeout`, a 500, a timeout or a connection lost after sending). A write is never
-//!   retried: a retry would be a second operation.
+//!   `timeout`, a 500, a timeout or a connection lost after sending). A write carries an
+//!   `Idempotency-Key` and, while its outcome is unknown, is sent again with it to the
+//!   next node (up to [`WRITE_ATTEMPTS`] times), as a careful client would: the key makes
+//!   it one write however many copies arrive, so it stays one operation, `ok` if any
+//!   attempt succeeded, `info` if one may have applied it, `fail` only if none could. Since
+//!   every value is unique, a `fail`ed write (a 503 among them) whose value a read ever saw
+//!   would make the history not linearizable: the check proves 503 means "not applied".
 //! - **the nemesis** picks faults at random among [`ChaosConfig::faults`]: kill a node
 //!   with SIGKILL and restart it over its data a little later; pause one with SIGSTOP and
 //!   resume it with SIGCONT; partition one from all others through the fault endpoint
@@ -30,8 +35,12 @@
 //! line (also [`ChaosOutcome::line`]):
 //!
 //! ```text
-//! chaos: PASS seed=7 ops=5123 ok=4870 fail=201 info=52 faults=23
+//! chaos: PASS seed=7 ops=21225 ok=19880 fail=1345 unknown=0 node_retried_ok=151 client_retried_ok=17 faults=18
 //! ```
+//!
+//! `unknown` counts the writes whose outcome stayed unknown; `node_retried_ok` the writes
+//! the nodes retried to success themselves (their `tinykv_requests_retried_total`, since
+//! each last started), `client_retried_ok` those that succeeded on a client retry.
 //!
 //! With [`ChaosConfig::out`] set, the directory receives `history.jsonl` (every operation,
 //! one JSON object per line), `faults.log` (the nemesis' actions on the history's clock),
@@ -282,6 +291,8 @@ struct Ctx {
     faults: Mutex<usize>,
     /// The clients' token, once authentication is on.
     client_token: std::sync::OnceLock<String>,
+    /// Writes that succeeded on a client retry (after an attempt with an unknown outcome).
+    client_retried_ok: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -375,21 +386,69 @@ pub fn classify_transport_error(is_write: bool, error: &reqwest::Error) -> Class
     }
 }
 
-/// Executes `command` on `key` through `node`, recording it in the history; returns how
-/// it counted.
+/// Most attempts of one write: the first, and retries under its `Idempotency-Key` on
+/// other nodes while its outcome is unknown.
+pub const WRITE_ATTEMPTS: usize = 3;
+
+/// Executes `command` on `key` through `node`, recording it in the history as one
+/// operation; returns how it counted. A write whose attempt ends unknown (no answer, 504,
+/// 500) is sent again, with the same `Idempotency-Key`, to the next node, up to
+/// [`WRITE_ATTEMPTS`] times: the key makes it one write however many copies arrive, so
+/// it stays one operation. It counts `fail` only if every attempt certainly did nothing.
 async fn execute(ctx: &Ctx, client: u64, node: u64, key: &str, command: Command) -> Classified {
     let id = ctx.recorder.invoke(client, node, key, command.clone());
+    let is_write = command.is_write();
+    let idempotency_key = format!("chaos-{}-op{id}", ctx.config.seed);
+    let mut maybe_applied = None;
+    let mut classified = Classified::Fail("no attempt".into());
+    for attempt in 0..if is_write { WRITE_ATTEMPTS } else { 1 } {
+        let target = (node - 1 + attempt as u64) % ctx.config.nodes + 1;
+        classified = attempt_once(ctx, target, key, &command, &idempotency_key).await;
+        match &classified {
+            Classified::Info(why) => maybe_applied = Some(why.clone()),
+            Classified::Written if attempt > 0 => {
+                ctx.client_retried_ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+            _ => break,
+        }
+    }
+    if let (Classified::Fail(why), Some(earlier)) = (&classified, maybe_applied) {
+        // This attempt did nothing, but an earlier one may have.
+        classified = Classified::Info(format!("{earlier}, then {why}"));
+    }
+    match &classified {
+        Classified::Written => ctx.recorder.ok(id),
+        Classified::Read(value) => ctx.recorder.ok_read(id, value.clone()),
+        Classified::Fail(why) => ctx.recorder.fail(id, why.clone()),
+        Classified::Info(why) => ctx.recorder.info(id, why.clone()),
+    }
+    classified
+}
+
+/// Sends `command` on `key` to `node` once.
+async fn attempt_once(
+    ctx: &Ctx,
+    node: u64,
+    key: &str,
+    command: &Command,
+    idempotency_key: &str,
+) -> Classified {
     let url = format!("{}/v1/kv/{key}", ctx.url(node));
     let is_write = command.is_write();
-    let mut request = match &command {
+    let mut request = match command {
         Command::Get(_) => ctx.http.get(url),
         Command::Put(value) => ctx.http.put(url).body(value.clone()),
         Command::Delete => ctx.http.delete(url),
     };
+    if is_write {
+        request = request.header("Idempotency-Key", idempotency_key);
+    }
     if let Some(token) = ctx.client_token.get() {
         request = request.bearer_auth(token);
     }
-    let classified = match request.timeout(CLIENT_TIMEOUT).send().await {
+    match request.timeout(CLIENT_TIMEOUT).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             match response.bytes().await {
@@ -400,14 +459,7 @@ async fn execute(ctx: &Ctx, client: u64, node: u64, key: &str, command: Command)
             }
         }
         Err(e) => classify_transport_error(is_write, &e),
-    };
-    match &classified {
-        Classified::Written => ctx.recorder.ok(id),
-        Classified::Read(value) => ctx.recorder.ok_read(id, value.clone()),
-        Classified::Fail(why) => ctx.recorder.fail(id, why.clone()),
-        Classified::Info(why) => ctx.recorder.info(id, why.clone()),
     }
-    classified
 }
 
 /// One client: random operations on the current keys through random nodes until
@@ -784,6 +836,7 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         timeline: Mutex::new(Vec::new()),
         faults: Mutex::new(0),
         client_token: std::sync::OnceLock::new(),
+        client_retried_ok: Default::default(),
     });
     let mut problems = Vec::new();
     for node in 1..=config.nodes {
@@ -872,14 +925,23 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         verdict => verdict,
     };
     let faults = *ctx.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let mut node_retried_ok = 0;
+    for node in 1..=config.nodes {
+        node_retried_ok += writes_retried_to_success(&ctx, node).await;
+    }
+    let client_retried_ok = ctx
+        .client_retried_ok
+        .load(std::sync::atomic::Ordering::Relaxed);
     let line = format!(
-        "chaos: {} seed={} ops={} ok={} fail={} info={} faults={}",
+        "chaos: {} seed={} ops={} ok={} fail={} unknown={} node_retried_ok={} client_retried_ok={} faults={}",
         verdict.name(),
         config.seed,
         history.ops.len(),
         history.count(Outcome::Ok),
         history.count(Outcome::Fail),
         history.count(Outcome::Info),
+        node_retried_ok,
+        client_retried_ok,
         faults
     );
     let outcome = ChaosOutcome {
@@ -898,6 +960,26 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         }
     }
     outcome
+}
+
+/// How many writes node `node` retried to success since it last started
+/// (`tinykv_requests_retried_total`); 0 if it does not answer.
+async fn writes_retried_to_success(ctx: &Ctx, node: u64) -> u64 {
+    let Ok(response) = ctx
+        .http
+        .get(format!("{}/metrics", ctx.url(node)))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with("tinykv_requests_retried_total"))
+        .filter(|line| line.contains(r#"result="succeeded""#))
+        .filter(|line| line.contains(r#"op="put""#) || line.contains(r#"op="delete""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// The timeline, the problems, the failing keys' diagrams and the verdict line.

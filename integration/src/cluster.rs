@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use rand::seq::SliceRandom;
 use tempfile::TempDir;
-use tinykv::service::{Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
+use tinykv::service::{write_session, Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
 use tinykv::Error;
 use tinykv_actors::bootstrap::ensure_bootstrapped;
 use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
-use tinykv_proto::raft_cmdpb::{AdminRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader};
+use tinykv_proto::raft_cmdpb::{
+    AdminRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, WriteSession,
+};
 
 pub use tinykv::admin::change_peer;
 use tinykv::admin::transfer_leader_request;
@@ -93,6 +95,7 @@ impl Cluster {
             timeouts: ServiceTimeouts {
                 request: Duration::from_secs(5),
                 attempt: Duration::from_secs(2),
+                write_ttl: Duration::from_secs(300),
             },
         };
         for &id in &ids {
@@ -173,6 +176,16 @@ impl Cluster {
         ClusterClient {
             services: self.services.clone(),
         }
+    }
+
+    /// The KvService of running store `id`, as a node's API uses it.
+    pub fn service(&self, id: u64) -> KvService {
+        self.services
+            .read()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("store {id} is not running"))
     }
 
     /// The engine of a running store, for direct inspection.
@@ -578,12 +591,18 @@ impl ClusterClient {
         }
     }
 
+    /// A session for a new client write (the same on each of its retries).
+    pub fn new_session(&self) -> WriteSession {
+        write_session(0, None, Duration::from_secs(300))
+    }
+
     /// Writes `key` = `value` in `cf`, retrying until it is acknowledged.
     pub async fn must_put_cf(&self, cf: Cf, key: &[u8], value: &[u8]) {
         self.must(KvOp::Put {
             cf,
             key: key.to_vec(),
             value: value.to_vec(),
+            session: self.new_session(),
         })
         .await;
     }
@@ -598,6 +617,7 @@ impl ClusterClient {
         self.must(KvOp::Delete {
             cf,
             key: key.to_vec(),
+            session: self.new_session(),
         })
         .await;
     }

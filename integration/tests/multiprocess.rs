@@ -166,3 +166,68 @@ async fn hundred_thousand_keys_split_into_many_regions() {
     }
     assert_eq!(start, "", "the regions tile the key space: {regions:?}");
 }
+
+/// The README's walkthrough as written: kill -9 the node that leads the region, and the
+/// very next write, sent once to another node, succeeds (the node retries it on the new
+/// leader), and a read shows it. A retry with the answer's `Idempotency-Key` changes
+/// nothing.
+#[tokio::test]
+async fn a_write_right_after_the_leader_is_killed_succeeds_once() {
+    let mut cluster = ProcessCluster::start(3);
+    let http = tinykv::security::http_client_builder().build().unwrap();
+    for node in cluster.nodes().to_vec() {
+        cluster.wait_healthy(node.id, &http).await;
+    }
+    must_put(&http, &cluster, 1, "hello", "world").await;
+    let leader = leader_store(&http, &cluster).await;
+    cluster.kill_node(leader);
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+
+    let started = Instant::now();
+    let response = http
+        .put(format!("{}/v1/kv/hello", cluster.url(other)))
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let key = response.headers()["idempotency-key"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "the write failed after {:?}: {body}",
+        started.elapsed()
+    );
+    assert!(body.contains(r#""replayed":false"#), "{body}");
+
+    let third = (1..=3).find(|id| *id != leader && *id != other).unwrap();
+    let read = http
+        .get(format!("{}/v1/kv/hello", cluster.url(third)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.text().await.unwrap(), "still here");
+
+    // Someone else writes; the first write, retried with its key, does not undo it.
+    must_put(&http, &cluster, third, "hello", "later").await;
+    let retry = http
+        .put(format!("{}/v1/kv/hello", cluster.url(third)))
+        .header("Idempotency-Key", &key)
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    cluster.start_node(leader);
+    cluster.wait_healthy(leader, &http).await;
+    assert_eq!(
+        must_get(&http, &cluster, leader, "hello").await.as_deref(),
+        Some("later")
+    );
+}

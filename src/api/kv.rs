@@ -13,18 +13,37 @@
 //! [`super::request`] and executed by the node's [`KvService`](crate::service::KvService),
 //! which finds the region's leader wherever it is; a write is acknowledged only once it is
 //! committed and applied.
+//!
+//! **Exactly-once writes.** A `PUT` or `DELETE` may carry an `Idempotency-Key` header (1 to
+//! 128 visible ASCII characters); without one the node makes a key. Either way the answer
+//! names it in its own `Idempotency-Key` header. The region applies a key at most once per
+//! written key (for `api.idempotency_ttl_ms`): the node retries a write under it across
+//! leader changes until the request deadline, and a client may retry with it too. A
+//! request whose key was applied before answers `200` with `"replayed": true` (and the
+//! header `Idempotent-Replayed: true`) and changes nothing; one whose key was used for a
+//! different write to the same key is refused with 422 `idempotency_key_reused`. A write's
+//! error body says what became of it in `error.outcome`: `not_applied` or `unknown`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::body::BoxBody;
+use actix_web::http::header::HeaderValue;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
 
 use super::admin::display_key;
 use super::body::ReadBody;
+use super::error::error_body;
 use super::request::{parse_key_request, parse_scan_request, Encoding};
 use super::ApiState;
 use crate::error::{Error, Result};
 use crate::service::ScanPage;
+
+/// The request header naming a write's request id, and the answer's header naming it back.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The answer's header saying a write had been applied before.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
 
 /// `PUT /v1/kv/{key}`.
 pub async fn put(
@@ -33,11 +52,13 @@ pub async fn put(
     body: ReadBody,
 ) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
-    state
+    let session = state.service.new_session(idempotency_key(&req)?);
+    let id = session.request_id.clone();
+    let result = state
         .service
-        .put(request.cf, request.key, body.0.into())
-        .await?;
-    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+        .put(request.cf, request.key, body.0.into(), session)
+        .await;
+    write_response(result, &id)
 }
 
 /// `GET /v1/kv/{key}`.
@@ -54,8 +75,73 @@ pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRes
 /// `DELETE /v1/kv/{key}`.
 pub async fn delete(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
-    state.service.delete(request.cf, request.key).await?;
-    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+    let session = state.service.new_session(idempotency_key(&req)?);
+    let id = session.request_id.clone();
+    let result = state.service.delete(request.cf, request.key, session).await;
+    write_response(result, &id)
+}
+
+/// The request's `Idempotency-Key`, if it has one: 1 to 128 visible ASCII characters,
+/// given once; anything else is a 400 `invalid_idempotency_key`.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<Vec<u8>>> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        Error::bad_request(
+            "invalid_idempotency_key",
+            format!("the Idempotency-Key header {why}"),
+        )
+    };
+    if values.next().is_some() {
+        return Err(invalid("is given more than once"));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(invalid(&format!(
+            "must have 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"
+        )));
+    }
+    if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(invalid(
+            "may hold only visible ASCII characters (no spaces)",
+        ));
+    }
+    Ok(Some(bytes.to_vec()))
+}
+
+/// Longest `Idempotency-Key` a client may send.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = tinykv_actors::session::MAX_REQUEST_ID_BYTES;
+
+/// The answer to a write under request id `id`: `200 {"ok":true,"replayed":...}`, or
+/// the error with what became of the write (`error.outcome`) and the id to retry with
+/// (`error.idempotency_key`); both name the id in the `Idempotency-Key` header.
+fn write_response(result: Result<bool>, id: &[u8]) -> Result<HttpResponse> {
+    let id = String::from_utf8_lossy(id).into_owned();
+    match result {
+        Ok(replayed) => {
+            let mut response = HttpResponse::Ok();
+            response.insert_header((IDEMPOTENCY_KEY, id.as_str()));
+            if replayed {
+                response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+            }
+            Ok(response.json(json!({ "ok": true, "replayed": replayed })))
+        }
+        Err(err) => {
+            let mut body = error_body(&err);
+            body["error"]["outcome"] = json!(err.write_outcome());
+            body["error"]["idempotency_key"] = json!(id);
+            let mut response = err.error_response();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(
+                    actix_web::http::header::HeaderName::from_static("idempotency-key"),
+                    value,
+                );
+            }
+            Ok(response.set_body(BoxBody::new(body.to_string())))
+        }
+    }
 }
 
 /// One pair of a scan response.

@@ -22,7 +22,7 @@ use super::*;
 use crate::api::admission;
 use crate::config::StoreAddress;
 use crate::forward::HttpForwarder;
-use crate::service::{Forwarder, KvOp, KvOutcome, ServiceTimeouts};
+use crate::service::{write_session, Forwarder, KvOp, KvOutcome, ServiceTimeouts};
 use crate::Error;
 
 /// A network that loses everything: a one-store cluster never needs it.
@@ -62,6 +62,7 @@ impl SingleStore {
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(3),
+            write_ttl: Duration::from_secs(60),
         };
         let forwarder: Arc<dyn Forwarder> =
             Arc::new(HttpForwarder::new(addresses.clone(), timeouts.attempt, None).unwrap());
@@ -230,7 +231,10 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
             .set_payload("hello")
     );
     assert_eq!(status, StatusCode::OK, "{body:?}");
-    assert_eq!(json(&body), serde_json::json!({ "ok": true }));
+    assert_eq!(
+        json(&body),
+        serde_json::json!({ "ok": true, "replayed": false })
+    );
     let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/a%2Fb"));
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
     // An unescaped slash is the same key.
@@ -302,6 +306,106 @@ async fn a_client_puts_gets_scans_and_deletes_byte_keys() {
         serde_json::json!({ "status": "ok", "store_id": 1 })
     );
 
+    drop(app);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_write_is_named_by_its_idempotency_key_and_applies_once() {
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let put = |key: &'static str, value: &'static str| {
+        test::TestRequest::put()
+            .uri("/v1/kv/k")
+            .insert_header(("Idempotency-Key", key))
+            .set_payload(value)
+    };
+    // Without a key the node makes one and names it.
+    let response = test::call_service(
+        &app,
+        test::TestRequest::put()
+            .uri("/v1/kv/k")
+            .set_payload("v0")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let made = response
+        .headers()
+        .get("idempotency-key")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(made.starts_with("tkv-1-"), "{made}");
+
+    let response = test::call_service(&app, put("order-1", "v1").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("idempotency-key").unwrap(),
+        "order-1"
+    );
+    assert!(response.headers().get("idempotent-replayed").is_none());
+    let (_, body) = call!(&app, put("order-2", "v2"));
+    assert_eq!(json(&body)["replayed"], false);
+
+    // The first write again: recognised, nothing changes.
+    let response = test::call_service(&app, put("order-1", "v1").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+    let body = test::read_body(response).await;
+    assert_eq!(
+        json(&body),
+        serde_json::json!({ "ok": true, "replayed": true })
+    );
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/k"));
+    assert_eq!(&body[..], b"v2");
+
+    // The key for another write to the same key: 422, nothing changes.
+    let (status, body) = call!(&app, put("order-1", "v3"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = &json(&body)["error"];
+    assert_eq!(error["code"], "idempotency_key_reused");
+    assert_eq!(error["outcome"], "not_applied");
+    assert_eq!(error["idempotency_key"], "order-1");
+    let (status, _) = call!(
+        &app,
+        test::TestRequest::delete()
+            .uri("/v1/kv/k")
+            .insert_header(("Idempotency-Key", "order-1"))
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/k"));
+    assert_eq!(&body[..], b"v2");
+
+    // Malformed keys are refused before anything happens.
+    let long = "x".repeat(129);
+    for bad in [long.as_str(), "has space", "tab\there", "é"] {
+        let request = test::TestRequest::put()
+            .uri("/v1/kv/k")
+            .insert_header((
+                "Idempotency-Key",
+                actix_web::http::header::HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
+            ))
+            .set_payload("bad");
+        let (status, body) = call!(&app, request);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(error_code(&body), "invalid_idempotency_key", "{bad:?}");
+    }
+    let twice = test::TestRequest::put()
+        .uri("/v1/kv/k")
+        .append_header(("Idempotency-Key", "a"))
+        .append_header(("Idempotency-Key", "b"))
+        .set_payload("bad");
+    let (status, body) = call!(&app, twice);
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_idempotency_key")
+    );
+    let (_, body) = call!(&app, test::TestRequest::get().uri("/v1/kv/k"));
+    assert_eq!(&body[..], b"v2");
     drop(app);
     node.stop().await;
 }
@@ -570,6 +674,7 @@ async fn a_forwarded_request_executes_on_the_target_node() {
         cf: Cf::Default,
         key: b"k".to_vec(),
         value: b"v".to_vec(),
+        session: write_session(0, None, Duration::from_secs(60)),
     };
     // The store may still be electing itself: retry what is retryable, as KvService does.
     let mut outcome = forwarder.forward(1, put.clone()).await;
@@ -582,7 +687,12 @@ async fn a_forwarded_request_executes_on_the_target_node() {
             _ => break,
         }
     }
-    assert_eq!(outcome.unwrap(), KvOutcome::Written);
+    assert_eq!(outcome.unwrap(), KvOutcome::Written { replayed: false });
+    assert_eq!(
+        forwarder.forward(1, put.clone()).await.unwrap(),
+        KvOutcome::Written { replayed: true },
+        "the same request again is a replay"
+    );
     let get = |key: &[u8]| KvOp::Get {
         cf: Cf::Default,
         key: key.to_vec(),
@@ -866,7 +976,12 @@ async fn a_store_without_the_region_reaches_the_store_that_has_it() {
 
     let service = &empty.state.service;
     service
-        .put(Cf::Default, b"k".to_vec(), b"v".to_vec())
+        .put(
+            Cf::Default,
+            b"k".to_vec(),
+            b"v".to_vec(),
+            service.new_session(None),
+        )
         .await
         .unwrap();
     assert_eq!(
