@@ -16,6 +16,8 @@
 #   make bench   benchmark a fresh 3-node cluster against a 3-member etcd, plaintext and TLS
 #                (BENCH_DURATION=20s per workload; wrk cross-check) and write
 #                docs/benchmarks.md; see .ci/bench.sh
+#   make bench-failover  kill -9 the leader under 64 writers, TinyKV-rs and etcd side by
+#                side; the Failover section of docs/benchmarks.md (see .ci/failover.sh)
 #   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
 #                checked for linearizability; artifacts in chaos-out/
 #   make clean-data  delete the local cluster's data
@@ -31,7 +33,7 @@ NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build certs run run-tls join restart stop status test bench chaos clean-data
+.PHONY: build certs run run-tls join restart stop status test bench bench-failover chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server --bin tinykv-ctl
@@ -130,6 +132,11 @@ test:
 # its own ports and a temp dir, so it runs beside `make run`. Not part of `make test`.
 bench:
 	BENCH_DURATION=$(BENCH_DURATION) CARGO="$(CARGO)" bash .ci/bench.sh
+
+# Kill -9 the leader under 64 writers, TinyKV-rs and etcd side by side: errors, longest
+# gap without a successful write, tail latency; the Failover section of docs/benchmarks.md.
+bench-failover:
+	CARGO="$(CARGO)" bash .ci/failover.sh
 
 # Chaos against real processes, checked for linearizability (README, "Chaos testing"); exits
 # non-zero unless the verdict is PASS. Release binaries: a long run needs the throughput.

@@ -137,6 +137,7 @@ async fn run(options: &RunOptions) -> Result<ExitCode, String> {
         results: summaries(&outcome.recorder, outcome.elapsed),
         error_samples,
         other_errors,
+        longest_gap_ms: outcome.longest_gap.as_secs_f64() * 1000.0,
     };
 
     print!("{}", render_table(&report));

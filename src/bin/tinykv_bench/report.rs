@@ -9,12 +9,14 @@
 //!
 //! A finished run becomes a [`Report`]: the run's parameters and, per operation kind and
 //! overall, count, errors, misses (reads of absent keys), throughput and latency
-//! percentiles in milliseconds. It prints as a text table ([`render_table`]), serializes
+//! percentiles in milliseconds, and the longest time in which no operation succeeded (a
+//! cluster-wide pause, or a failover, shows there; recorders keep each success's
+//! completion time for it). It prints as a text table ([`render_table`]), serializes
 //! to the `--json` file, and two of them become the markdown comparison of
 //! `tinykv-bench compare` ([`compare_markdown`]).
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -124,6 +126,8 @@ impl ErrorLog {
 pub struct Recorder {
     ops: [OpRecorder; 2],
     errors: ErrorLog,
+    /// When each success completed.
+    completions: Vec<Instant>,
 }
 
 impl Recorder {
@@ -139,6 +143,7 @@ impl Recorder {
         if missing {
             recorder.misses += 1;
         }
+        self.completions.push(Instant::now());
     }
 
     /// Records a failure of `op`.
@@ -158,6 +163,26 @@ impl Recorder {
             mine.merge(theirs);
         }
         self.errors.merge(&other.errors);
+        self.completions.extend_from_slice(&other.completions);
+    }
+
+    /// The longest time within `[from, to]` in which no operation succeeded.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .completions
+            .iter()
+            .copied()
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        times.sort_unstable();
+        std::iter::once(from)
+            .chain(times)
+            .chain(std::iter::once(to))
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1].saturating_duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Every operation kind together.
@@ -289,6 +314,10 @@ pub struct Report {
     pub error_samples: Vec<ErrorSample>,
     /// Errors whose message is not among the samples.
     pub other_errors: u64,
+    /// The longest time in the measured window in which no operation succeeded, ms (0 in
+    /// results of older versions).
+    #[serde(default)]
+    pub longest_gap_ms: f64,
 }
 
 impl Report {
@@ -353,6 +382,11 @@ pub fn render_table(report: &Report) -> String {
             fmt_ms(r.max_ms)
         );
     }
+    let _ = writeln!(
+        out,
+        "longest time without a successful operation: {} ms",
+        fmt_ms(report.longest_gap_ms)
+    );
     out
 }
 
@@ -454,7 +488,28 @@ mod tests {
             results: summaries(recorder, Duration::from_secs(secs)),
             error_samples,
             other_errors,
+            longest_gap_ms: 0.0,
         }
+    }
+
+    #[test]
+    fn the_longest_gap_counts_from_the_window_edges() {
+        let mut recorder = Recorder::new();
+        let from = Instant::now();
+        recorder.success(OpKind::Write, Duration::from_millis(1), false);
+        let mut other = Recorder::new();
+        std::thread::sleep(Duration::from_millis(30));
+        other.success(OpKind::Write, Duration::from_millis(1), false);
+        recorder.merge(&other);
+        let to = Instant::now() + Duration::from_millis(5);
+        let gap = recorder.longest_gap(from, to);
+        assert!(gap >= Duration::from_millis(30), "{gap:?}");
+        assert!(
+            gap < to - from,
+            "the two successes split the window: {gap:?}"
+        );
+        // Nothing succeeded: the whole window is one gap.
+        assert_eq!(Recorder::new().longest_gap(from, to), to - from);
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //!   for a free client counts too (no coordinated omission). The first `warmup·R`
 //!   operations are not recorded; then `duration·R` (or `--ops`) are.
 //!
+//! A request that got no answer at all (connection refused or reset: a node killed, say)
+//! is sent again to the next endpoint, and the client stays there, as a client of a
+//! replicated store does, until it succeeds, fails with an answer, or `--timeout` passes;
+//! its latency includes that. A TinyKV-rs write carries an `Idempotency-Key`, so its copies
+//! apply once; an etcd put has none and may apply twice, which changes nothing here (the
+//! same value to the same key).
+//!
 //! Throughput is successful measured operations divided by the measured time, from the
 //! start of measuring to the last measured completion. A progress bar on stderr (hidden
 //! when stderr is not a terminal, or with `--quiet`) shows the phase, the operations and
@@ -28,8 +35,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Plan, Stop};
 use crate::report::Recorder;
-use crate::target::{ReadOutcome, Target};
+use crate::target::{ReadOutcome, Target, NO_ANSWER};
 use crate::workload::{client_rng, KeySpace, OpKind, OpMix, ValuePool};
+
+/// Pause before a request is sent again to the next endpoint.
+const FAILOVER_PAUSE: Duration = Duration::from_millis(10);
 
 /// Attempts per key during the preload.
 const PRELOAD_ATTEMPTS: usize = 3;
@@ -49,7 +59,11 @@ pub struct Shared {
     pub values: ValuePool,
     /// Random seed of the run.
     pub seed: u64,
+    /// How long one operation may keep failing over to other endpoints.
+    pub failover_budget: Duration,
     counters: Counters,
+    /// Numbers the writes' idempotency keys.
+    writes: AtomicU64,
 }
 
 /// Live counts for the progress bar.
@@ -75,7 +89,9 @@ impl Shared {
             keys: KeySpace::new(&plan.key_prefix, plan.keys),
             values: ValuePool::new(plan.value_size, plan.seed),
             seed: plan.seed,
+            failover_budget: plan.timeout,
             counters: Counters::default(),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -83,24 +99,47 @@ impl Shared {
         &self.endpoints[client % self.endpoints.len()]
     }
 
-    /// Runs one random operation; returns its kind and outcome (`Ok(true)` for a read of
-    /// an absent key).
+    /// Runs one random operation through endpoint `*endpoint` (an index, modulo the
+    /// endpoints), moving it on to the next endpoint while requests get no answer; returns
+    /// the operation's kind and outcome (`Ok(true)` for a read of an absent key).
     async fn random_op(
         &self,
-        endpoint: &str,
+        endpoint: &mut usize,
         rng: &mut rand::rngs::StdRng,
     ) -> (OpKind, Result<bool, String>) {
         let op = self.mix.next(rng);
         let key = self.keys.random_key(rng);
-        let result = match op {
-            OpKind::Read => self
-                .target
-                .get(endpoint, &key)
-                .await
-                .map(|found| found == ReadOutcome::Missing),
-            OpKind::Write => {
-                let value = self.values.value(rng);
-                self.target.put(endpoint, &key, value).await.map(|_| false)
+        let value = (op == OpKind::Write).then(|| self.values.value(rng));
+        let idempotency_key = format!(
+            "bench-{}-{}",
+            self.seed,
+            self.writes.fetch_add(1, Ordering::Relaxed)
+        );
+        let started = Instant::now();
+        let result = loop {
+            let url = &self.endpoints[*endpoint % self.endpoints.len()];
+            let result = match &value {
+                None => self
+                    .target
+                    .get(url, &key)
+                    .await
+                    .map(|found| found == ReadOutcome::Missing),
+                Some(value) => self
+                    .target
+                    .put(url, &key, value.clone(), Some(&idempotency_key))
+                    .await
+                    .map(|_| false),
+            };
+            match &result {
+                Err(message)
+                    if message.starts_with(NO_ANSWER)
+                        && self.endpoints.len() > 1
+                        && started.elapsed() < self.failover_budget =>
+                {
+                    *endpoint += 1;
+                    tokio::time::sleep(FAILOVER_PAUSE).await;
+                }
+                _ => break result,
             }
         };
         self.counters.done.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +157,8 @@ pub struct Outcome {
     pub recorder: Recorder,
     /// Measured time.
     pub elapsed: Duration,
+    /// The longest time in the measured window in which no operation succeeded.
+    pub longest_gap: Duration,
 }
 
 /// How the preload went.
@@ -153,7 +194,7 @@ pub async fn preload(shared: &Arc<Shared>, clients: usize, progress: bool) -> Pr
                     let mut last = Err(String::new());
                     for _ in 0..PRELOAD_ATTEMPTS {
                         let value = shared.values.value(&mut rng);
-                        last = shared.target.put(&endpoint, &key, value).await;
+                        last = shared.target.put(&endpoint, &key, value, None).await;
                         if last.is_ok() {
                             break;
                         }
@@ -202,11 +243,14 @@ pub async fn run(shared: Arc<Shared>, plan: &Plan) -> Outcome {
     ticker.abort();
     let _ = ticker.await;
     bar.finish_and_clear();
-    let elapsed = match last_done {
-        Some(last) => last.saturating_duration_since(measure_start),
-        None => Instant::now().saturating_duration_since(measure_start),
-    };
-    Outcome { recorder, elapsed }
+    let end = last_done.unwrap_or_else(Instant::now);
+    let elapsed = end.saturating_duration_since(measure_start);
+    let longest_gap = recorder.longest_gap(measure_start, end);
+    Outcome {
+        recorder,
+        elapsed,
+        longest_gap,
+    }
 }
 
 type Phase = (Recorder, Instant, Option<Instant>);
@@ -232,7 +276,7 @@ async fn closed_loop(shared: &Arc<Shared>, plan: &Plan, start: Instant) -> Phase
         .map(|client| {
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
-                let endpoint = shared.endpoint(client).to_string();
+                let mut endpoint = client;
                 let mut rng = client_rng(shared.seed, client as u64);
                 let mut recorder = Recorder::new();
                 let mut last_done = None;
@@ -250,7 +294,7 @@ async fn closed_loop(shared: &Arc<Shared>, plan: &Plan, start: Instant) -> Phase
                             break;
                         }
                     }
-                    let (op, result) = shared.random_op(&endpoint, &mut rng).await;
+                    let (op, result) = shared.random_op(&mut endpoint, &mut rng).await;
                     if measured {
                         let finished = Instant::now();
                         record(&mut recorder, op, result, finished - began);
@@ -283,7 +327,7 @@ async fn fixed_rate(shared: &Arc<Shared>, plan: &Plan, start: Instant, rate: f64
         .map(|client| {
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
-                let endpoint = shared.endpoint(client).to_string();
+                let mut endpoint = client;
                 let mut rng = client_rng(shared.seed, client as u64);
                 let mut recorder = Recorder::new();
                 let mut last_done = None;
@@ -291,7 +335,7 @@ async fn fixed_rate(shared: &Arc<Shared>, plan: &Plan, start: Instant, rate: f64
                 while k < end {
                     let at = scheduled(k);
                     tokio::time::sleep_until(at.into()).await;
-                    let (op, result) = shared.random_op(&endpoint, &mut rng).await;
+                    let (op, result) = shared.random_op(&mut endpoint, &mut rng).await;
                     if k >= first {
                         let finished = Instant::now();
                         record(

@@ -84,6 +84,10 @@ const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// How the message of a request that got no answer at all begins (connection refused,
+/// reset, timed out): the client may try another endpoint.
+pub const NO_ANSWER: &str = "no answer: ";
+
 /// Longest part of an error body quoted in an error message.
 const MAX_ERROR_BODY: usize = 200;
 
@@ -129,10 +133,23 @@ impl Target {
         }
     }
 
-    /// Writes `value` under `key` through `endpoint`.
-    pub async fn put(&self, endpoint: &str, key: &str, value: Bytes) -> Result<(), String> {
+    /// Writes `value` under `key` through `endpoint`; a TinyKV-rs write names
+    /// `idempotency_key`, if given, so that its copies apply once.
+    pub async fn put(
+        &self,
+        endpoint: &str,
+        key: &str,
+        value: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), String> {
         let request = match self.kind {
-            TargetKind::Tinykv => self.tinykv(self.http.put(tinykv_url(endpoint, key)).body(value)),
+            TargetKind::Tinykv => {
+                let mut request = self.http.put(tinykv_url(endpoint, key)).body(value);
+                if let Some(idempotency_key) = idempotency_key {
+                    request = request.header("Idempotency-Key", idempotency_key);
+                }
+                self.tinykv(request)
+            }
             TargetKind::Etcd => self
                 .http
                 .post(format!("{endpoint}/v3/kv/put"))
@@ -188,7 +205,7 @@ async fn exchange(
     let response = request
         .send()
         .await
-        .map_err(|e| error_chain(&e.without_url()))?;
+        .map_err(|e| format!("{NO_ANSWER}{}", error_chain(&e.without_url())))?;
     let status = response.status();
     let body = response
         .bytes()
