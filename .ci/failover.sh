@@ -123,9 +123,13 @@ run() {
   local endpoints
   endpoints=$(IFS=,; echo "${ENDPOINTS[*]}")
   log "$system: $FAILOVER_CLIENTS writers for ${FAILOVER_DURATION}s, kill -9 the leader at ${FAILOVER_KILL_AT}s, restart it at ${FAILOVER_RESTART_AT}s"
-  "$BENCH" --target "$system" --endpoints "$endpoints" --clients "$FAILOVER_CLIENTS" \
-    --workload write --duration "${FAILOVER_DURATION}s" --warmup 0s --timeout 15s --quiet \
-    --json "$WORK/$system.json" > "$WORK/$system.txt" 2> "$WORK/$system.err" &
+  # Timed (wall, user, system seconds), for the load generator's own share of the CPU.
+  (
+    TIMEFORMAT='%3R %3U %3S'
+    { time "$BENCH" --target "$system" --endpoints "$endpoints" --clients "$FAILOVER_CLIENTS" \
+        --workload write --duration "${FAILOVER_DURATION}s" --warmup 0s --timeout 15s --quiet \
+        --json "$WORK/$system.json" > "$WORK/$system.txt" 2> "$WORK/$system.err"; } 2> "$WORK/$system.time"
+  ) &
   local bench=$!
   sleep "$FAILOVER_KILL_AT"
   leader=$("leader_$system")
@@ -159,9 +163,10 @@ fi
 
 row() {
   local system=$1 name=$2 json="$WORK/$1.json"
-  printf '| %s | %s | %s | %.0f | %.0f | %.1f | %.1f | %.0f |\n' "$name" "$(field "$json" count)" \
+  printf '| %s | %s | %s | %.0f | %.0f | %.1f | %.1f | %.0f | %s |\n' "$name" "$(field "$json" count)" \
     "$(field "$json" errors)" "$(field "$json" throughput)" "$(gap "$json")" \
-    "$(field "$json" p99_ms)" "$(field "$json" p999_ms)" "$(field "$json" max_ms)"
+    "$(field "$json" p99_ms)" "$(field "$json" p999_ms)" "$(field "$json" max_ms)" \
+    "$(awk -v n="$(nproc)" '{ printf "%.0f%%", 100 * ($2 + $3) / ($1 * n) }' "$WORK/$1.time")"
 }
 # errors SYSTEM NAME: the distinct errors its clients saw, as tinykv-bench listed them.
 errors() {
@@ -187,11 +192,12 @@ with SIGKILL, at ${FAILOVER_RESTART_AT} s it is started again over its data. A r
 no answer is sent again to the next node by the client (a TinyKV-rs write with its
 \`Idempotency-Key\`, so it applies once). Errors are what the clients saw after that; the
 longest gap is the longest time in which no write succeeded; latencies are over the whole
-run. TinyKV-rs elects a new leader after an election timeout of 10 to 20 ticks of 100 ms
+run. The load generator (tinykv-bench) shares the machine's $(nproc) cores with the nodes;
+its own share of the machine's CPU is in the last column. TinyKV-rs elects a new leader after an election timeout of 10 to 20 ticks of 100 ms
 (\`raftstore\` defaults), etcd after its \`--election-timeout\` of 1 s.
 
-| system | writes | errors | writes/s | longest gap, ms | p99 ms | p99.9 ms | max ms |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| system | writes | errors | writes/s | longest gap, ms | p99 ms | p99.9 ms | max ms | load generator's CPU share |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
   row tinykv TinyKV-rs
   if [ "$BENCH_SKIP_ETCD" != 1 ]; then row etcd "etcd $ETCD_VERSION"; fi

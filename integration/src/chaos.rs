@@ -11,10 +11,10 @@
 //!   recorded with its invocation and completion times and an outcome (see
 //!   [`classify`]): `ok`; `fail` when it certainly did not execute (a 4xx, a 503, or a
 //!   connection that could not be made); `info` when a write's fate is unknown (a 504
-//!   `timeout`, a 500, a timeout or a connection lost after sending). A write carries an
-//!   `Idempotency-Key` and, while its outcome is unknown, is sent again with it to the
-//!   next node (up to [`WRITE_ATTEMPTS`] times), as a careful client would: the key makes
-//!   it one write however many copies arrive, so it stays one operation, `ok` if any
+//!   `timeout`, a 500, a timeout or a connection lost after sending). An operation that
+//!   got no answer or a 5xx is sent again to the next node (up to [`ATTEMPTS`] times), as
+//!   a careful client would, a write with the same `Idempotency-Key`: the key makes it
+//!   one write however many copies arrive, so it stays one operation, `ok` if any
 //!   attempt succeeded, `info` if one may have applied it, `fail` only if none could. Since
 //!   every value is unique, a `fail`ed write (a 503 among them) whose value a read ever saw
 //!   would make the history not linearizable: the check proves 503 means "not applied".
@@ -35,7 +35,7 @@
 //! line (also [`ChaosOutcome::line`]):
 //!
 //! ```text
-//! chaos: PASS seed=7 ops=21225 ok=19880 fail=1345 unknown=0 node_retried_ok=151 client_retried_ok=17 faults=18
+//! chaos: PASS seed=7 ops=27734 ok=27734 fail=0 unknown=0 node_retried_ok=49 client_retried_ok=3527 faults=18
 //! ```
 //!
 //! `unknown` counts the writes whose outcome stayed unknown; `node_retried_ok` the writes
@@ -386,32 +386,36 @@ pub fn classify_transport_error(is_write: bool, error: &reqwest::Error) -> Class
     }
 }
 
-/// Most attempts of one write: the first, and retries under its `Idempotency-Key` on
-/// other nodes while its outcome is unknown.
-pub const WRITE_ATTEMPTS: usize = 3;
+/// Most attempts of one operation: the first, and retries on the next nodes.
+pub const ATTEMPTS: usize = 3;
 
 /// Executes `command` on `key` through `node`, recording it in the history as one
-/// operation; returns how it counted. A write whose attempt ends unknown (no answer, 504,
-/// 500) is sent again, with the same `Idempotency-Key`, to the next node, up to
-/// [`WRITE_ATTEMPTS`] times: the key makes it one write however many copies arrive, so
-/// it stays one operation. It counts `fail` only if every attempt certainly did nothing.
+/// operation; returns how it counted. An attempt that did not succeed for a reason
+/// another node may not share (no answer, a 503 or 5xx: that node could not reach the
+/// leader, or went away) is sent again to the next node, up to [`ATTEMPTS`] times, a
+/// write with the same `Idempotency-Key`: the key makes it one write however many copies
+/// arrive, so it stays one operation. A write counts `fail` only if every attempt
+/// certainly did nothing, `info` if one may have applied it.
 async fn execute(ctx: &Ctx, client: u64, node: u64, key: &str, command: Command) -> Classified {
     let id = ctx.recorder.invoke(client, node, key, command.clone());
-    let is_write = command.is_write();
     let idempotency_key = format!("chaos-{}-op{id}", ctx.config.seed);
     let mut maybe_applied = None;
     let mut classified = Classified::Fail("no attempt".into());
-    for attempt in 0..if is_write { WRITE_ATTEMPTS } else { 1 } {
+    for attempt in 0..ATTEMPTS {
         let target = (node - 1 + attempt as u64) % ctx.config.nodes + 1;
-        classified = attempt_once(ctx, target, key, &command, &idempotency_key).await;
+        let again;
+        (classified, again) = attempt_once(ctx, target, key, &command, &idempotency_key).await;
         match &classified {
             Classified::Info(why) => maybe_applied = Some(why.clone()),
-            Classified::Written if attempt > 0 => {
-                ctx.client_retried_ok
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Classified::Fail(_) if again => {}
+            Classified::Fail(_) => break,
+            _ => {
+                if attempt > 0 {
+                    ctx.client_retried_ok
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 break;
             }
-            _ => break,
         }
     }
     if let (Classified::Fail(why), Some(earlier)) = (&classified, maybe_applied) {
@@ -427,14 +431,15 @@ async fn execute(ctx: &Ctx, client: u64, node: u64, key: &str, command: Command)
     classified
 }
 
-/// Sends `command` on `key` to `node` once.
+/// Sends `command` on `key` to `node` once; answers how it counted and whether another
+/// node may do better (no answer, or a 5xx).
 async fn attempt_once(
     ctx: &Ctx,
     node: u64,
     key: &str,
     command: &Command,
     idempotency_key: &str,
-) -> Classified {
+) -> (Classified, bool) {
     let url = format!("{}/v1/kv/{key}", ctx.url(node));
     let is_write = command.is_write();
     let mut request = match command {
@@ -452,13 +457,13 @@ async fn attempt_once(
         Ok(response) => {
             let status = response.status().as_u16();
             match response.bytes().await {
-                Ok(body) => classify(is_write, status, &body),
+                Ok(body) => (classify(is_write, status, &body), status >= 500),
                 // The status says it happened; only the body was lost.
-                Err(_) if is_write && (200..300).contains(&status) => Classified::Written,
-                Err(e) => classify_transport_error(is_write, &e),
+                Err(_) if is_write && (200..300).contains(&status) => (Classified::Written, false),
+                Err(e) => (classify_transport_error(is_write, &e), true),
             }
         }
-        Err(e) => classify_transport_error(is_write, &e),
+        Err(e) => (classify_transport_error(is_write, &e), true),
     }
 }
 
