@@ -271,7 +271,7 @@ impl KvService {
     }
 
     /// A session for a new write: `request_id` if the client chose one, else a fresh id
-    /// made of this store's id and 128 random bits; issued now, remembered for the
+    /// made of this store's id and 64 random bits; issued now, remembered for the
     /// service's `write_ttl`.
     pub fn new_session(&self, request_id: Option<Vec<u8>>) -> WriteSession {
         write_session(self.store_id(), request_id, self.timeouts.write_ttl)
@@ -371,10 +371,16 @@ impl KvService {
                     self.forwarder.forward(target, op.clone()).await
                 }
             };
+            // An attempt times out on its own after `timeouts.attempt`; one started closer
+            // to the deadline than that is cut short at the deadline.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = tokio::time::timeout(remaining.max(MIN_ATTEMPT), attempt)
-                .await
-                .unwrap_or(Err(Error::Store(StoreError::Timeout)));
+            let result = if remaining >= self.timeouts.attempt {
+                attempt.await
+            } else {
+                tokio::time::timeout(remaining.max(MIN_ATTEMPT), attempt)
+                    .await
+                    .unwrap_or(Err(Error::Store(StoreError::Timeout)))
+            };
             let err = match result {
                 Ok(outcome) => {
                     if attempts > 1 {
@@ -495,11 +501,12 @@ impl KvService {
 const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
 /// A session for a new write made on store `store_id`: `request_id` if the client chose
-/// one, else a fresh id of the store's id and 128 random bits; issued now, remembered for
-/// `ttl`.
+/// one, else a fresh id of the store's id and 64 random bits (ids are scoped to the key
+/// they write, so two writes of one key within the TTL collide with odds of 2^-64);
+/// issued now, remembered for `ttl`.
 pub fn write_session(store_id: u64, request_id: Option<Vec<u8>>, ttl: Duration) -> WriteSession {
     let request_id = request_id
-        .unwrap_or_else(|| format!("tkv-{store_id}-{:032x}", rand::random::<u128>()).into_bytes());
+        .unwrap_or_else(|| format!("{store_id}.{:016x}", rand::random::<u64>()).into_bytes());
     WriteSession {
         request_id,
         issued_ms: unix_ms(),
@@ -569,9 +576,7 @@ pub fn cf_name(cf: Cf) -> &'static str {
         Cf::Default => tinykv_actors::engine::CF_DEFAULT,
         Cf::Lock => tinykv_actors::engine::CF_LOCK,
         Cf::Write => tinykv_actors::engine::CF_WRITE,
-        Cf::Raft | Cf::Meta | Cf::Session => {
-            unreachable!("internal keyspaces are not client column families")
-        }
+        Cf::Raft | Cf::Meta => unreachable!("internal keyspaces are not client column families"),
     }
 }
 

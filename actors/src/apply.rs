@@ -102,6 +102,9 @@ impl ApplyFsm {
             self.forwarded
                 .extend(msg.forwarded.into_iter().map(|p| (p.uuid.clone(), p)));
         }
+        if let Some(last) = msg.entries.last() {
+            self.sessions.begin_batch(last.index);
+        }
         let mut proposals = msg.proposals;
         proposals.sort_by_key(|p| p.index);
         let mut proposals = proposals.into_iter().peekable();
@@ -136,6 +139,7 @@ impl ApplyFsm {
             respond_error(p.callback, &Error::StaleCommand, self.applied_term);
         }
         let written_bytes = mutations.iter().map(|m| m.size() as u64).sum();
+        mutations.extend(self.sessions.journal_mutations(self.region.id));
         mutations.push(Mutation::put_msg(
             Cf::Meta,
             keys::apply_state_key(self.region.id),
@@ -362,9 +366,12 @@ impl ApplyFsm {
                 .collect(),
         };
         left.end_key = key.clone();
-        self.sessions.split_off(key);
+        let mut right_sessions = self.sessions.split_off(key);
         mutations.push(region_state_mutation(&left));
         mutations.extend(initial_region_mutations(&right));
+        mutations.extend(
+            right_sessions.checkpoint_mutations(right.id, crate::peer_storage::RAFT_INIT_LOG_INDEX),
+        );
         self.region = left.clone();
         results.push(ExecResult::Split {
             left: left.clone(),
@@ -471,18 +478,12 @@ impl ApplyFsm {
             .filter_map(|r| r.session.as_ref().map(|s| s.issued_ms))
             .max()
         {
-            self.sessions.expire(now_ms, mutations);
+            self.sessions.expire(now_ms);
         }
         let mut responses = Vec::with_capacity(cmd.requests.len());
         for (req, mutation) in cmd.requests.iter().zip(staged) {
             let outcome = match (&req.session, util::request_key(req)) {
-                (Some(session), Some(key)) => match self.sessions.outcome_of(key, session, req) {
-                    Some(earlier) => earlier,
-                    None => {
-                        self.sessions.record(key, session, req, mutations);
-                        WriteOutcome::Applied
-                    }
-                },
+                (Some(session), Some(key)) => self.sessions.decide(key, session, req),
                 _ => WriteOutcome::Applied,
             };
             if outcome == WriteOutcome::Applied {

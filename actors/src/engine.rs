@@ -6,9 +6,8 @@
 //!
 //! - `default`, `lock`, `write`: the column families a client's request names (`cf`);
 //! - `raft`: raft log entries and each region's `RaftLocalState`;
-//! - `meta`: `RaftApplyState`, `RegionLocalState`, the `StoreIdent` and the id allocator;
-//! - `session`: the outcomes of recent client writes, for exactly-once application (see
-//!   [`crate::session`]), keyed so that a region's records lie in its own key range.
+//! - `meta`: `RaftApplyState`, `RegionLocalState`, the `StoreIdent`, the id allocator and
+//!   the regions' session journals (see [`crate::session`]).
 //!
 //! Writes through [`Engine::write`] say whether they must be fsynced. fjall's own default
 //! is to buffer, which is what applied data wants (it can be replayed from the raft log);
@@ -46,8 +45,6 @@ pub enum Cf {
     Raft,
     /// Apply state, region state and store-wide metadata.
     Meta,
-    /// Outcomes of recent client writes (see [`crate::session`]).
-    Session,
 }
 
 impl Cf {
@@ -144,7 +141,6 @@ struct Inner {
     write: Keyspace,
     raft: Keyspace,
     meta: Keyspace,
-    session: Keyspace,
     db: Database,
     /// Set by [`Engine::fail_writes`].
     #[cfg(test)]
@@ -195,7 +191,6 @@ impl Engine {
                 write: ks(CF_WRITE)?,
                 raft: ks("raft")?,
                 meta: ks("meta")?,
-                session: ks("session")?,
                 db,
                 path,
                 #[cfg(test)]
@@ -225,7 +220,6 @@ impl Engine {
             Cf::Write => &self.inner.write,
             Cf::Raft => &self.inner.raft,
             Cf::Meta => &self.inner.meta,
-            Cf::Session => &self.inner.session,
         }
     }
 

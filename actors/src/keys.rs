@@ -12,16 +12,17 @@
 //! | meta | `0x03` region_id `0x01` | `RegionLocalState` |
 //! | meta | `0x04` `ident` | `StoreIdent` |
 //! | meta | `0x04` `next_id` | the id allocator's high-water mark |
+//! | meta | `0x05` region_id `0x01` apply_index | a session journal entry ([`crate::session`]) |
 //!
 //! In the client column families, the keys from byte `0xFF` on are reserved for the
 //! cluster's own metadata (the placement driver's records, see [`RESERVED_KEYS_START`]).
 //!
-//! The `session` keyspace holds the outcomes of recent client writes (see
-//! [`crate::session`]) under [`session_key`]: the written key in an order-preserving,
-//! self-delimiting encoding ([`encode_ordered`]), then the request id. Because the encoding
-//! keeps order and no encoded key is a prefix of another, every record of a key in
-//! `[start, end)` lies in `[encode(start), encode(end))` ([`session_range`]): a region's
-//! records move with its range through splits and snapshots, like its data.
+//! A region's session records (the outcomes of recent client writes, see
+//! [`crate::session`]) are keyed by [`session_key`]: the written key in an
+//! order-preserving, self-delimiting encoding ([`encode_ordered`]), then the request id.
+//! Because the encoding keeps order and no encoded key is a prefix of another, every
+//! record of a key in `[start, end)` lies in `[encode(start), encode(end))`
+//! ([`session_range`]): the records of a key range are one range of record keys.
 
 /// Where the reserved keys begin: every key of a client column family from here on
 /// belongs to the cluster's metadata, which the placement driver keeps in the region
@@ -39,11 +40,13 @@ const RAFT_PREFIX: u8 = 0x01;
 const APPLY_STATE_PREFIX: u8 = 0x02;
 const REGION_STATE_PREFIX: u8 = 0x03;
 const STORE_PREFIX: u8 = 0x04;
+const SESSION_JOURNAL_PREFIX: u8 = 0x05;
 
 const RAFT_LOG_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const REGION_STATE_SUFFIX: u8 = 0x01;
+const SESSION_JOURNAL_SUFFIX: u8 = 0x01;
 
 /// Key of the store's identity in the meta keyspace.
 pub const STORE_IDENT_KEY: &[u8] = &[STORE_PREFIX, b'i', b'd', b'e', b'n', b't'];
@@ -92,6 +95,34 @@ pub fn apply_state_key(region_id: u64) -> Vec<u8> {
 /// Key of the `RegionLocalState` of `region_id`.
 pub fn region_state_key(region_id: u64) -> Vec<u8> {
     region_key(REGION_STATE_PREFIX, region_id, REGION_STATE_SUFFIX)
+}
+
+/// Key of the session journal entry of `region_id` written at apply index `index`.
+pub fn session_journal_key(region_id: u64, index: u64) -> Vec<u8> {
+    let mut key = region_key(SESSION_JOURNAL_PREFIX, region_id, SESSION_JOURNAL_SUFFIX);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The apply index of a key made by [`session_journal_key`] (0 for a key too short to be
+/// one).
+pub fn session_journal_index(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| key[at..].try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The range holding every session journal entry of `region_id`.
+pub fn session_journal_range(region_id: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        session_journal_key(region_id, 0),
+        region_key(
+            SESSION_JOURNAL_PREFIX,
+            region_id,
+            SESSION_JOURNAL_SUFFIX + 1,
+        ),
+    )
 }
 
 /// Prefix shared by every `RegionLocalState` key; scanning it lists the store's regions.
@@ -176,15 +207,6 @@ pub fn session_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
         encode_ordered(end, &mut encoded_end);
     }
     (encoded_start, encoded_end)
-}
-
-/// Where `cf`'s keys belonging to the key range `[start, end)` lie: the range itself in
-/// the client column families, its [`session_range`] in the session keyspace.
-pub fn cf_range(cf: crate::engine::Cf, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    match cf {
-        crate::engine::Cf::Session => session_range(start, end),
-        _ => (start.to_vec(), end.to_vec()),
-    }
 }
 
 #[cfg(test)]

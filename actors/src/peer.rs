@@ -1553,7 +1553,7 @@ impl PeerFsm {
         self.apply.do_send(ResetApply {
             region: verified.region.clone(),
             apply_state: *self.raft.store().apply_state(),
-            sessions: verified.sessions(),
+            sessions: verified.sessions.clone(),
         });
         self.report_route(ctx);
         Some(mutations)

@@ -96,16 +96,22 @@ pub fn tombstone(region: &metapb::Region) -> Vec<Mutation> {
     ]
 }
 
-/// The mutations that delete `region`'s data, in every column family clients write and
-/// in its session records.
+/// The mutations that delete `region`'s data, in every column family clients write, and
+/// its session journal.
 pub fn data_removal(region: &metapb::Region) -> Vec<Mutation> {
+    let (start, end) = keys::session_journal_range(region.id);
     Cf::DATA
         .into_iter()
-        .chain([Cf::Session])
-        .map(|cf| {
-            let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
-            Mutation::DeleteRange { cf, start, end }
+        .map(|cf| Mutation::DeleteRange {
+            cf,
+            start: region.start_key.clone(),
+            end: region.end_key.clone(),
         })
+        .chain([Mutation::DeleteRange {
+            cf: Cf::Meta,
+            start,
+            end,
+        }])
         .collect()
 }
 

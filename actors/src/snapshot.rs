@@ -30,16 +30,18 @@ use tinykv_proto::raft_serverpb::{
 use crate::engine::{Cf, Engine, Mutation, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::session::{self, SessionTable};
+use crate::session::SessionTable;
 use crate::validation;
 
-/// The keyspaces a snapshot carries, and their names in it.
-const CF_NAMES: [(Cf, &str); 4] = [
+/// The column families a snapshot carries, and their names in it.
+const CF_NAMES: [(Cf, &str); 3] = [
     (Cf::Default, CF_DEFAULT),
     (Cf::Lock, CF_LOCK),
     (Cf::Write, CF_WRITE),
-    (Cf::Session, "session"),
 ];
+
+/// The name of the snapshot's section of session records.
+const SESSION_SECTION: &str = "session";
 
 fn checksum(pairs: &[KeyValue]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -77,16 +79,22 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<eraftpb::Snapshot> {
     let mut data = Vec::new();
     let mut cf_files = Vec::new();
     let mut file_size = 0u64;
-    for (cf, name) in CF_NAMES {
+    let sections = CF_NAMES
+        .into_iter()
+        .map(|(cf, name)| (Some(cf), name))
+        .chain([(None, SESSION_SECTION)]);
+    for (cf, name) in sections {
         let mut pairs = Vec::new();
-        let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
-        snap.scan(cf, &start, &end, |k, v| {
-            pairs.push(KeyValue {
-                key: k.to_vec(),
-                value: v.to_vec(),
-            });
-            true
-        })?;
+        match cf {
+            Some(cf) => snap.scan(cf, &region.start_key, &region.end_key, |k, v| {
+                pairs.push(KeyValue {
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                });
+                true
+            })?,
+            None => pairs = SessionTable::load_at(&snap, &region)?.pairs(),
+        }
         file_size += pairs
             .iter()
             .map(|kv| (kv.key.len() + kv.value.len()) as u64)
@@ -125,6 +133,8 @@ pub struct VerifiedSnapshot {
     pub term: u64,
     /// The pairs of each column family.
     pub pairs: Vec<(Cf, Vec<KeyValue>)>,
+    /// The region's session records.
+    pub sessions: SessionTable,
 }
 
 /// Decodes a snapshot's payload and checks its per-column-family counts and checksums.
@@ -136,12 +146,8 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
     let files = payload.meta.map(|m| m.cf_files).unwrap_or_default();
     let mut data = payload.data.into_iter();
     let mut pairs = Vec::with_capacity(files.len());
+    let mut sessions = None;
     for file in &files {
-        let cf = CF_NAMES
-            .iter()
-            .find(|(_, name)| *name == file.cf)
-            .map(|(cf, _)| *cf)
-            .ok_or_else(|| Error::Codec(format!("snapshot names unknown cf {:?}", file.cf)))?;
         let section: Vec<KeyValue> = data.by_ref().take(file.size as usize).collect();
         if section.len() as u64 != file.size || checksum(&section) != file.checksum {
             return Err(Error::Codec(format!(
@@ -149,6 +155,30 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
                 region.id, file.cf
             )));
         }
+        if file.cf == SESSION_SECTION {
+            if sessions.is_some() {
+                return Err(Error::Codec(format!(
+                    "snapshot of region {} lists its session records twice",
+                    region.id
+                )));
+            }
+            let (start, end) = keys::session_range(&region.start_key, &region.end_key);
+            let table = SessionTable::from_pairs(&section, snapshot.get_metadata().index)
+                .filter(|_| section.iter().all(|kv| keys::in_range(&kv.key, &start, &end)))
+                .ok_or_else(|| {
+                    Error::Codec(format!(
+                        "snapshot of region {} holds a malformed session record or one outside its range",
+                        region.id
+                    ))
+                })?;
+            sessions = Some(table);
+            continue;
+        }
+        let cf = CF_NAMES
+            .iter()
+            .find(|(_, name)| *name == file.cf)
+            .map(|(cf, _)| *cf)
+            .ok_or_else(|| Error::Codec(format!("snapshot names unknown cf {:?}", file.cf)))?;
         if pairs.iter().any(|(seen, _)| *seen == cf) {
             return Err(Error::Codec(format!(
                 "snapshot of region {} lists cf {} twice",
@@ -157,7 +187,6 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
         }
         // Written as they are: every pair must be one the engine can store, inside the
         // region (a pair outside it would overwrite another region's data).
-        let (start, end) = keys::cf_range(cf, &region.start_key, &region.end_key);
         for kv in &section {
             validation::check_key(&kv.key)
                 .map_err(|e| Error::Codec(format!("snapshot of region {}: {e}", region.id)))?;
@@ -168,15 +197,9 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
                     kv.value.len()
                 )));
             }
-            if !keys::in_range(&kv.key, &start, &end) {
+            if !keys::in_range(&kv.key, &region.start_key, &region.end_key) {
                 return Err(Error::Codec(format!(
                     "snapshot of region {} holds key {:?} outside its range",
-                    region.id, kv.key
-                )));
-            }
-            if cf == Cf::Session && !session::is_record(&kv.key, &kv.value) {
-                return Err(Error::Codec(format!(
-                    "snapshot of region {} holds a malformed session record {:?}",
                     region.id, kv.key
                 )));
             }
@@ -194,6 +217,7 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
         index: metadata.index,
         term: metadata.term,
         pairs,
+        sessions: sessions.unwrap_or_default(),
     })
 }
 
@@ -244,16 +268,6 @@ pub fn verify_for(
 }
 
 impl VerifiedSnapshot {
-    /// The region's session table as of the snapshot.
-    pub fn sessions(&self) -> SessionTable {
-        self.pairs
-            .iter()
-            .find(|(cf, _)| *cf == Cf::Session)
-            .map_or_else(SessionTable::default, |(_, pairs)| {
-                SessionTable::from_pairs(pairs)
-            })
-    }
-
     /// The mutations that replace the peer's state with the snapshot: clear `old_region`'s
     /// and the new region's ranges and the whole raft log, write the pairs and the new raft,
     /// apply and region state. `hard_state` is the raft hard state to persist with it.
@@ -270,10 +284,19 @@ impl VerifiedSnapshot {
         }
         for (cf, _) in CF_NAMES {
             for (start, end) in &ranges {
-                let (start, end) = keys::cf_range(cf, start, end);
-                mutations.push(Mutation::DeleteRange { cf, start, end });
+                mutations.push(Mutation::DeleteRange {
+                    cf,
+                    start: start.to_vec(),
+                    end: end.to_vec(),
+                });
             }
         }
+        // The session records, as a checkpoint replacing the region's whole journal.
+        mutations.extend(
+            self.sessions
+                .clone()
+                .checkpoint_mutations(region_id, self.index),
+        );
         mutations.push(Mutation::DeleteRange {
             cf: Cf::Raft,
             start: keys::raft_log_key(region_id, 0),
@@ -370,7 +393,7 @@ mod tests {
         .unwrap();
         // Session records of keys in the range travel; those of keys outside stay.
         let mut table = SessionTable::default();
-        let mut records = Vec::new();
+        table.begin_batch(5);
         for key in [&b"a"[..], b"c", b"l\xff\xff", b"m"] {
             let session = tinykv_proto::raft_cmdpb::WriteSession {
                 request_id: b"id".to_vec(),
@@ -378,9 +401,9 @@ mod tests {
                 ttl_ms: 1_000,
             };
             let request = tinykv_proto::raft_cmdpb::Request::default();
-            table.record(key, &session, &request, &mut records);
+            table.decide(key, &session, &request);
         }
-        src.write(&records, true).unwrap();
+        src.write(&table.journal_mutations(1), true).unwrap();
         let snap = generate(&src, 1).unwrap();
         assert_eq!(snap.get_metadata().index, 5);
         assert_eq!(snap.get_metadata().term, 5);
@@ -415,7 +438,7 @@ mod tests {
             Some(b"other region".to_vec())
         );
         assert_eq!((raft_state.last_index, apply_state.applied_index), (5, 5));
-        let carried = verified.sessions();
+        let carried = verified.sessions.clone();
         assert_eq!(carried.len(), 2, "the records of c and l\\xff\\xff");
         assert_eq!(
             carried,

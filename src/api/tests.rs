@@ -336,7 +336,7 @@ async fn a_write_is_named_by_its_idempotency_key_and_applies_once() {
         .unwrap()
         .to_str()
         .unwrap();
-    assert!(made.starts_with("tkv-1-"), "{made}");
+    assert!(made.starts_with("1.") && made.len() == 18, "{made}");
 
     let response = test::call_service(&app, put("order-1", "v1").to_request()).await;
     assert_eq!(response.status(), StatusCode::OK);
