@@ -602,8 +602,13 @@ mod tests {
         assert!(json.contains(r#""target":"tinykv""#));
 
         let table = render_table(&ours);
-        assert_eq!(table.lines().count(), 4, "{table}");
+        assert_eq!(table.lines().count(), 5, "{table}");
         assert!(table.lines().nth(3).unwrap().starts_with("all"));
+        assert!(table
+            .lines()
+            .nth(4)
+            .unwrap()
+            .starts_with("longest time without a successful operation"));
 
         let mut slow = Recorder::new();
         for ms in 1..=100 {
