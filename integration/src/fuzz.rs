@@ -18,7 +18,7 @@ use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, CompactLogRequest, DeleteRequest,
     GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest, SplitRequest,
-    TransferLeaderRequest,
+    TransferLeaderRequest, WriteSession,
 };
 use tinykv_proto::raft_serverpb::RaftMessage;
 
@@ -164,7 +164,35 @@ impl Fuzzer {
             Ok(CmdType::Snap) if filled => request.snap = Some(SnapRequest {}),
             _ => {}
         }
+        if self.chance(0.5) {
+            request.session = Some(self.session());
+        }
         request
+    }
+
+    /// A write session: sometimes sane, sometimes with an empty or overlong id, a TTL
+    /// beyond the limit, a time of 0 or far away; ids from a small set, so that some
+    /// repeat.
+    pub fn session(&mut self) -> WriteSession {
+        let request_id = match self.rng.gen_range(0..4) {
+            0 => Vec::new(),
+            1 => self.raw(tinykv_actors::session::MAX_REQUEST_ID_BYTES + 1),
+            _ => format!("id-{}", self.rng.gen_range(0..4)).into_bytes(),
+        };
+        let issued_ms = match self.rng.gen_range(0..3) {
+            0 => 0,
+            1 => u64::MAX,
+            _ => self.rng.gen_range(1..1_000_000),
+        };
+        let ttl_ms = match self.rng.gen_range(0..3) {
+            0 => u64::MAX,
+            _ => self.rng.gen_range(0..10_000),
+        };
+        WriteSession {
+            request_id,
+            issued_ms,
+            ttl_ms,
+        }
     }
 
     /// An admin request of any type, its fields filled at random.
