@@ -536,7 +536,7 @@ fn write_outcome(response: &CmdResponse) -> Result<KvOutcome> {
 }
 
 /// Whether a write's outcome says it had been applied before.
-fn written(outcome: KvOutcome) -> Result<bool> {
+pub(crate) fn written(outcome: KvOutcome) -> Result<bool> {
     match outcome {
         KvOutcome::Written { replayed } => Ok(replayed),
         other => Err(unexpected(other)),

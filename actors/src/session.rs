@@ -44,7 +44,7 @@
 //! copy arriving later than that applies again. The node gives every write the same TTL,
 //! `api.idempotency_ttl_ms`, far longer than any retry the node itself makes.
 
-use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tinykv_proto::metapb;
@@ -137,12 +137,6 @@ enum JournalOp {
     Drop(RecordKey),
 }
 
-/// Whether `pair` is a well-formed session record (a parsable key and value); snapshots
-/// are checked with it before they are written.
-pub fn is_record(key: &[u8], value: &[u8]) -> bool {
-    keys::parse_session_key(key).is_some() && Record::decode(value).is_some()
-}
-
 /// A fingerprint of what a write does, apart from its key (which is part of the record's
 /// key): the operation, the column family and the value.
 pub fn fingerprint(request: &Request) -> u64 {
@@ -218,25 +212,19 @@ impl SessionTable {
     /// without a range yet. A damaged journal is an error: the region's state cannot be
     /// trusted.
     pub fn load(engine: &Engine, region: &metapb::Region) -> Result<SessionTable> {
-        let mut entries = Vec::new();
-        if !region.peers.is_empty() {
-            let (start, end) = keys::session_journal_range(region.id);
-            engine.scan(Cf::Meta, &start, &end, |key, value| {
-                entries.push((keys::session_journal_index(key), value.to_vec()));
-                true
-            })?;
-        }
-        SessionTable::replay(region, &entries)
+        SessionTable::load_at(&engine.snapshot(), region)
     }
 
     /// [`SessionTable::load`], from an engine snapshot.
     pub fn load_at(snapshot: &EngineSnapshot, region: &metapb::Region) -> Result<SessionTable> {
         let mut entries = Vec::new();
-        let (start, end) = keys::session_journal_range(region.id);
-        snapshot.scan(Cf::Meta, &start, &end, |key, value| {
-            entries.push((keys::session_journal_index(key), value.to_vec()));
-            true
-        })?;
+        if !region.peers.is_empty() {
+            let (start, end) = keys::session_journal_range(region.id);
+            snapshot.scan(Cf::Meta, &start, &end, |key, value| {
+                entries.push((keys::session_journal_index(key), value.to_vec()));
+                true
+            })?;
+        }
         SessionTable::replay(region, &entries)
     }
 
@@ -362,23 +350,14 @@ impl SessionTable {
             expires_ms: session.issued_ms.saturating_add(session.ttl_ms),
             fingerprint,
         };
-        let home = self.batch_index;
-        match self.records.entry(session_key.clone()) {
-            hash_map::Entry::Occupied(earlier) => {
-                return if earlier.get().record.fingerprint == fingerprint {
-                    WriteOutcome::Replayed
-                } else {
-                    WriteOutcome::RequestIdReused
-                };
-            }
-            hash_map::Entry::Vacant(slot) => {
-                slot.insert(Stored { record, home });
-            }
+        if let Some(earlier) = self.records.get(&session_key) {
+            return if earlier.record.fingerprint == fingerprint {
+                WriteOutcome::Replayed
+            } else {
+                WriteOutcome::RequestIdReused
+            };
         }
-        self.key_bytes += session_key.len();
-        self.by_expiry
-            .insert((record.expires_ms, session_key.clone()));
-        self.entries.entry(home).or_default().live += 1;
+        self.insert(session_key.clone(), record);
         self.pending.push(JournalOp::Put(session_key, record));
         while self.records.len() > MAX_RECORDS || self.key_bytes > MAX_RECORD_BYTES {
             self.drop_first();
@@ -423,23 +402,29 @@ impl SessionTable {
     }
 
     /// Mutations that replace region `region_id`'s journal with a checkpoint of this
-    /// table at apply index `index` (a split's new region, a snapshot, a journal grown too
-    /// long).
+    /// table at apply index `index` (a split's new region, a journal grown too long), and
+    /// the table's bookkeeping made to match.
     pub fn checkpoint_mutations(&mut self, region_id: u64, index: u64) -> Vec<Mutation> {
         self.pending.clear();
-        self.entries.clear();
-        self.journal_ops = 0;
         for stored in self.records.values_mut() {
             stored.home = index;
         }
-        self.journal_ops = self.records.len();
-        self.entries.insert(
+        let count = self.records.len();
+        self.entries = BTreeMap::from([(
             index,
             EntryStats {
-                live: self.records.len(),
-                ops: self.records.len(),
+                live: count,
+                ops: count,
             },
-        );
+        )]);
+        self.journal_ops = count;
+        self.checkpoint_write(region_id, index)
+    }
+
+    /// The mutations of [`SessionTable::checkpoint_mutations`] alone, for a table whose
+    /// bookkeeping already says it is checkpointed at `index` (a snapshot's, see
+    /// [`SessionTable::from_pairs`]).
+    pub fn checkpoint_write(&self, region_id: u64, index: u64) -> Vec<Mutation> {
         let ops: Vec<JournalOp> = self
             .records
             .iter()
@@ -650,7 +635,8 @@ mod tests {
             "a refused or replayed write records nothing"
         );
         let pairs = table.pairs();
-        assert!(is_record(&pairs[0].key, &pairs[0].value));
+        assert!(keys::parse_session_key(&pairs[0].key).is_some());
+        assert!(Record::decode(&pairs[0].value).is_some());
         assert_eq!(SessionTable::from_pairs(&pairs, 9), Some(table.clone()));
         // The id is scoped to the key it wrote.
         assert_eq!(

@@ -292,11 +292,7 @@ impl VerifiedSnapshot {
             }
         }
         // The session records, as a checkpoint replacing the region's whole journal.
-        mutations.extend(
-            self.sessions
-                .clone()
-                .checkpoint_mutations(region_id, self.index),
-        );
+        mutations.extend(self.sessions.checkpoint_write(region_id, self.index));
         mutations.push(Mutation::DeleteRange {
             cf: Cf::Raft,
             start: keys::raft_log_key(region_id, 0),

@@ -291,7 +291,7 @@ struct Ctx {
     faults: Mutex<usize>,
     /// The clients' token, once authentication is on.
     client_token: std::sync::OnceLock<String>,
-    /// Writes that succeeded on a client retry (after an attempt with an unknown outcome).
+    /// Operations that succeeded on a client retry, on another node.
     client_retried_ok: std::sync::atomic::AtomicU64,
 }
 
@@ -979,11 +979,15 @@ async fn writes_retried_to_success(ctx: &Ctx, node: u64) -> u64 {
         return 0;
     };
     let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|line| line.starts_with("tinykv_requests_retried_total"))
-        .filter(|line| line.contains(r#"result="succeeded""#))
-        .filter(|line| line.contains(r#"op="put""#) || line.contains(r#"op="delete""#))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    ["op=\"put\"", "op=\"delete\""]
+        .into_iter()
+        .map(|op| {
+            crate::rest::sum_samples(
+                &text,
+                "tinykv_requests_retried_total",
+                &[op, "result=\"succeeded\""],
+            )
+        })
         .sum::<f64>() as u64
 }
 

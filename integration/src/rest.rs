@@ -113,6 +113,12 @@ pub async fn metric(http: &reqwest::Client, url: &str, metric: &str, labels: &[&
         .text()
         .await
         .unwrap();
+    sum_samples(&text, metric, labels)
+}
+
+/// The sum of the samples of `metric` in the Prometheus text `text` whose labels include
+/// every one of `labels` (such as `op="put"`).
+pub fn sum_samples(text: &str, metric: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(metric))
         .filter(|line| labels.iter().all(|label| line.contains(label)))

@@ -109,24 +109,22 @@ impl Shared {
     ) -> (OpKind, Result<bool, String>) {
         let op = self.mix.next(rng);
         let key = self.keys.random_key(rng);
-        let value = (op == OpKind::Write).then(|| self.values.value(rng));
-        let idempotency_key = format!(
-            "bench-{}-{}",
-            self.seed,
-            self.writes.fetch_add(1, Ordering::Relaxed)
-        );
+        let write = (op == OpKind::Write).then(|| {
+            let id = self.writes.fetch_add(1, Ordering::Relaxed);
+            (self.values.value(rng), format!("bench-{}-{id}", self.seed))
+        });
         let started = Instant::now();
         let result = loop {
             let url = &self.endpoints[*endpoint % self.endpoints.len()];
-            let result = match &value {
+            let result = match &write {
                 None => self
                     .target
                     .get(url, &key)
                     .await
                     .map(|found| found == ReadOutcome::Missing),
-                Some(value) => self
+                Some((value, idempotency_key)) => self
                     .target
-                    .put(url, &key, value.clone(), Some(&idempotency_key))
+                    .put(url, &key, value.clone(), Some(idempotency_key))
                     .await
                     .map(|_| false),
             };
