@@ -160,7 +160,13 @@ impl Node {
                 .with_tls(tls.clone())
                 .with_faults(faults.clone()),
         );
-        let started = start_store_on(threads, config.raftstore.clone(), engine, transport).await;
+        // The placement driver's meta region never sleeps: its leadership must fail over
+        // without anyone waking it.
+        let raftstore = tinykv_actors::RaftStoreConfig {
+            awake_from_key: Some(crate::placement::META_REGION_START.to_vec()),
+            ..config.raftstore.clone()
+        };
+        let started = start_store_on(threads, raftstore, engine, transport).await;
         let store = match started {
             Ok(store) => store,
             Err(e) => {

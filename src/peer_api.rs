@@ -481,11 +481,10 @@ fn parse_cf(name: &str) -> Result<Cf> {
 }
 
 fn written(outcome: Result<KvOutcome>) -> Result<WriteOutcome> {
-    match outcome? {
-        KvOutcome::Written { replayed: false } => Ok(WriteOutcome::Applied),
-        KvOutcome::Written { replayed: true } => Ok(WriteOutcome::Replayed),
-        other => Err(unexpected(other)),
-    }
+    Ok(match crate::service::written(outcome?)? {
+        false => WriteOutcome::Applied,
+        true => WriteOutcome::Replayed,
+    })
 }
 
 fn unexpected(outcome: KvOutcome) -> Error {
@@ -602,6 +601,7 @@ mod tests {
                     used_size: None,
                 },
                 regions: vec![],
+                full: true,
                 auth_version: 0,
             })
         };

@@ -54,6 +54,14 @@ pub struct RaftStoreConfig {
     /// else for an election timeout after they last heard from the leader. Assumes the
     /// nodes' clocks run at rates within 20% of each other. Off by default.
     pub lease_reads: bool,
+    /// Lets a region with nothing to do sleep: no ticks and no heartbeats until a message
+    /// or a request wakes it (see `hibernate.rs`). On by default.
+    pub hibernate_regions: bool,
+    /// Regions holding any key at or after this one never sleep. Not read from the config
+    /// file: the node sets it to the start of the placement driver's meta region, whose
+    /// leadership must fail over without anyone waking it.
+    #[serde(skip)]
+    pub awake_from_key: Option<Vec<u8>>,
 }
 
 impl Default for RaftStoreConfig {
@@ -75,6 +83,8 @@ impl Default for RaftStoreConfig {
             raft_write_batch_bytes: 4 * 1024 * 1024,
             apply_write_batch_bytes: 4 * 1024 * 1024,
             lease_reads: false,
+            hibernate_regions: true,
+            awake_from_key: None,
         }
     }
 }
@@ -96,6 +106,15 @@ impl RaftStoreConfig {
     /// The raft tick interval.
     pub fn base_tick(&self) -> Duration {
         Duration::from_millis(self.raft_base_tick_ms)
+    }
+
+    /// Whether `region` may sleep (hibernate) when it has nothing to do.
+    pub fn may_hibernate(&self, region: &tinykv_proto::metapb::Region) -> bool {
+        self.hibernate_regions
+            && self
+                .awake_from_key
+                .as_ref()
+                .is_none_or(|key| !region.end_key.is_empty() && region.end_key <= *key)
     }
 
     /// How long a follower waits for a leader before campaigning (the lower bound).

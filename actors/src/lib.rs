@@ -26,6 +26,7 @@ pub mod config;
 pub mod containment;
 pub mod engine;
 pub mod error;
+pub mod hibernate;
 pub mod id_alloc;
 mod inbound;
 pub mod keys;

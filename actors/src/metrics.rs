@@ -20,6 +20,9 @@
 //!   load mean group commit is not grouping; long writes mean a slow disk.
 //! - **Regions and leaders** this store holds ([`STORE_REGIONS`], [`STORE_LEADERS`], by
 //!   store id), kept up to date by the Router as peers report their region and leader.
+//! - **Hibernation**: peers asleep now ([`HIBERNATING_PEERS`]; see `hibernate.rs`). On an
+//!   idle store nearly all of them should be; a region that never sleeps costs a timer
+//!   and, on its leader, heartbeats.
 //! - **Snapshots** ([`SNAPSHOTS`], by event `generate`, `apply`, `send`, `receive` and
 //!   result `ok` / `failed`): snapshots are the expensive way to catch a follower up, so
 //!   their rate and failures matter.
@@ -37,8 +40,8 @@ use std::time::Instant;
 
 use prometheus::{
     exponential_buckets, register_histogram, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge_vec, Histogram, HistogramVec, IntCounter,
-    IntCounterVec, IntGaugeVec,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Histogram, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use raft::eraftpb::MessageType;
 use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest};
@@ -194,6 +197,15 @@ pub static PEER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Peers of this process that sleep (hibernate) now.
+pub static HIBERNATING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tinykv_raft_hibernating_peers",
+        "Region peers asleep: no ticks and no heartbeats until a message or request wakes them."
+    )
+    .expect("metric registers once")
+});
+
 /// The kinds of [`PROPOSALS`].
 pub const PROPOSAL_KINDS: [&str; 4] = ["write", "read_index", "admin", "conf_change"];
 /// The reasons of [`PROPOSALS_DROPPED`].
@@ -245,6 +257,7 @@ pub fn register_all() {
     LazyLock::force(&SNAPSHOTS);
     LazyLock::force(&MESSAGES_REFUSED);
     LazyLock::force(&PEER_RESTARTS);
+    LazyLock::force(&HIBERNATING_PEERS);
 }
 
 /// The kind a command is counted under in [`PROPOSALS`]: `conf_change` for a membership

@@ -376,6 +376,45 @@ pub struct RegionRoute {
     pub leader: Option<metapb::Peer>,
 }
 
+/// What a region's leader tells the placement driver about the region: the PeerFsm hands
+/// it to the Router whenever it changes, and the node's heartbeat sends the changed ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderReport {
+    /// The region (range, epoch, peers).
+    pub region: metapb::Region,
+    /// The leader: this store's peer.
+    pub leader: metapb::Peer,
+    /// Peers lagging behind the log the leader keeps.
+    pub pending_peers: Vec<metapb::Peer>,
+    /// The region's size as last measured.
+    pub approximate_size: Option<u64>,
+}
+
+/// A leader's report changed (PeerFsm → Router).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LeaderReportChanged(pub LeaderReport);
+
+/// Asks the Router for the leader reports of the regions this store leads: those changed
+/// since the last call, or all of them (`all`).
+#[derive(Message, Debug)]
+#[rtype(result = "LeaderReports")]
+pub struct TakeLeaderReports {
+    /// Every report, not only the changed ones.
+    pub all: bool,
+}
+
+/// The Router's answer to [`TakeLeaderReports`].
+#[derive(Debug, Clone, Default)]
+pub struct LeaderReports {
+    /// The reports.
+    pub reports: Vec<LeaderReport>,
+    /// How many region peers the store holds.
+    pub region_count: usize,
+    /// The sizes of all the regions led here, summed (those never measured count 0).
+    pub used_size: u64,
+}
+
 /// A PeerFsm registers with the Router, or reports a new region shape or leader. The
 /// PeerFsm sends it when it starts and whenever its region or leader changes, so the
 /// Router never learns of a peer from anyone else and cannot see its reports out of order.
@@ -425,7 +464,21 @@ pub struct PeerStatus {
     /// On the leader: peers that lag behind the log it keeps (need or receive a
     /// snapshot). Empty on a follower.
     pub pending_peers: Vec<metapb::Peer>,
+    /// The peer sleeps (hibernates): no ticks, no heartbeats.
+    pub hibernating: bool,
 }
+
+/// Wakes a sleeping peer (see `hibernate.rs`); nothing if it is awake.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WakeUp;
+
+/// Asks the Router to wake every local peer whose region's leader, as last reported, is
+/// on one of these stores: the placement driver reports them down, and a sleeping
+/// follower would not notice its leader is gone until someone needed the region.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "usize")]
+pub struct WakeRegionsLedBy(pub Vec<u64>);
 
 /// Asks a PeerFsm for its [`PeerStatus`].
 #[derive(Message)]

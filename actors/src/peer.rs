@@ -2,9 +2,11 @@
 //!
 //! The PeerFsm turns events into raft progress and raft progress into work for others:
 //!
-//! - **Inputs**: ticks (a timer every `raft_base_tick_ms`), raft messages from other
-//!   stores, client commands, [`Persisted`] from the raft-log writer and [`Applied`] from
-//!   the apply path.
+//! - **Inputs**: ticks (one timer every `raft_base_tick_ms`, which also drives log GC and
+//!   the size check), raft messages from other stores, client commands, [`Persisted`]
+//!   from the raft-log writer and [`Applied`] from the apply path.
+//! - **Sleep**: a region with nothing to do hibernates (see [`crate::hibernate`]): its
+//!   timer stops until a message or a command wakes it.
 //! - **Ready**: after handling inputs, the peer takes raft-rs's `Ready` once (a scheduled
 //!   [`HandleReady`] notification coalesces the inputs that arrived together). Messages a
 //!   leader may send before persisting go out at once; new entries and the hard state go to
@@ -34,7 +36,7 @@ use tinykv_proto::raft_cmdpb::{
     RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
     SplitRequest, TransferLeaderResponse,
 };
-use tinykv_proto::raft_serverpb::RaftMessage;
+use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use tracing::{debug, error, info, warn};
 
 use crate::alive::AliveToken;
@@ -43,6 +45,7 @@ use crate::batch_writer::{RaftLogGcWriter, RaftLogWriter};
 use crate::config::RaftStoreConfig;
 use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
+use crate::hibernate::{self, FollowerView, Hibernation};
 use crate::id_alloc::IdAllocator;
 use crate::inbound;
 use crate::keys;
@@ -191,6 +194,17 @@ pub struct PeerFsm {
     pub campaign_on_start: bool,
     /// Followers raft is sending a snapshot to, and since when (leader only).
     snapshot_waits: HashMap<u64, Instant>,
+    /// Whether the peer sleeps, and the leader's round of asking its followers.
+    hibernation: Hibernation,
+    /// The last report handed to the Router for the placement driver (leader only).
+    last_report: Option<LeaderReport>,
+    /// The tick timer, while awake.
+    tick_timer: Option<SpawnHandle>,
+    /// Ticks since the peer started, for the log GC and size check intervals.
+    ticks: u64,
+    /// The number of the last `Ready` handed to the raft-log writer and not yet reported
+    /// persisted.
+    unpersisted_ready: Option<u64>,
     span: tracing::Span,
 }
 
@@ -264,6 +278,11 @@ impl PeerFsm {
             checking_size: false,
             campaign_on_start: false,
             snapshot_waits: HashMap::new(),
+            hibernation: Hibernation::default(),
+            last_report: None,
+            tick_timer: None,
+            ticks: 0,
+            unpersisted_ready: None,
             span,
         })
     }
@@ -367,6 +386,7 @@ impl PeerFsm {
             mut request,
             callback,
         } = cmd;
+        self.wake(false, ctx);
         if let Err(e) = self.check_command(&mut request) {
             metrics::proposal_dropped("refused");
             respond_error(callback, &e, self.term());
@@ -636,6 +656,7 @@ impl PeerFsm {
 
     fn on_split_check(&mut self, outcome: split_check::Outcome, ctx: &mut Context<Self>) {
         self.approximate_size = Some(outcome.size);
+        self.report_leadership();
         let Some(split_key) = outcome.split_key else {
             return;
         };
@@ -1098,6 +1119,249 @@ impl PeerFsm {
         self.pending_reads = kept;
     }
 
+    // ---- ticks and hibernation -------------------------------------------------------
+
+    /// Starts the tick timer, unless it runs.
+    fn start_ticking(&mut self, ctx: &mut Context<Self>) {
+        if self.tick_timer.is_none() {
+            let handle = ctx.run_interval(self.ctx.cfg.base_tick(), |peer, ctx| {
+                let _enter = peer.span.clone().entered();
+                peer.on_tick(ctx);
+            });
+            self.tick_timer = Some(handle);
+        }
+    }
+
+    /// One base tick: raft's clock, reads waiting too long, and every so many ticks the
+    /// leader's log GC and size check; a quiet leader asks its followers to sleep instead.
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.expire_follower_reads();
+        if self.try_hibernate(ctx) {
+            return;
+        }
+        self.ticks += 1;
+        if self.raft.tick() {
+            self.schedule_ready(ctx);
+        }
+        let cfg = &self.ctx.cfg;
+        let every = |ms: u64| (ms / cfg.raft_base_tick_ms).max(1);
+        let (gc_every, split_every) = (
+            every(cfg.raft_log_gc_tick_ms),
+            every(cfg.split_check_tick_ms),
+        );
+        if self.ticks.is_multiple_of(gc_every) {
+            self.on_log_gc_tick(ctx);
+            self.report_leadership();
+        }
+        if self.ticks.is_multiple_of(split_every) {
+            self.on_split_check_tick(ctx);
+        }
+    }
+
+    /// Leader, on a tick: if the region is quiet, opens a round asking the followers to
+    /// sleep and skips this tick (no heartbeat, which would wake a follower that already
+    /// agreed); the next tick closes an unfinished round and ticks as usual, so a round
+    /// that keeps failing costs followers every other heartbeat, far within their election
+    /// timeout. Returns whether the tick was skipped (or the peer fell asleep).
+    fn try_hibernate(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.is_leader() || !self.ctx.cfg.may_hibernate(self.region()) {
+            return false;
+        }
+        if self.hibernation.round_is_open() {
+            self.hibernation.cancel_round();
+            return false;
+        }
+        if !self.is_quiet() || !self.leader_is_quiet(ctx) {
+            return false;
+        }
+        // What the placement driver knows must be current before the region goes quiet:
+        // a follower may have caught up since the last report.
+        self.report_leadership();
+        let followers = self.followers();
+        let (term, last_index) = (self.term(), self.raft.raft.raft_log.last_index());
+        for id in self
+            .hibernation
+            .ask(term, last_index, &followers, Instant::now())
+        {
+            self.send_hibernation_message(id, ExtraMessageType::MsgHibernateRequest);
+        }
+        self.sleep_if_agreed(ctx);
+        true
+    }
+
+    /// The voters of the region other than this peer.
+    fn followers(&self) -> Vec<u64> {
+        let voters = self.raft.raft.prs().conf().voters().ids();
+        voters.iter().filter(|&id| id != self.peer.id).collect()
+    }
+
+    /// Leader: sleeps if the open round has the agreement it needs.
+    fn sleep_if_agreed(&mut self, ctx: &mut Context<Self>) {
+        let followers = self.followers();
+        let timeout = self.ctx.cfg.election_timeout();
+        if self
+            .hibernation
+            .leader_may_sleep(&followers, Instant::now(), timeout)
+        {
+            self.sleep(ctx);
+        }
+    }
+
+    /// Nothing is in flight on this peer, in either role: the whole log is committed and
+    /// applied, and no proposal, read, forwarded write, unpersisted `Ready`, snapshot or
+    /// removal check waits.
+    fn is_quiet(&self) -> bool {
+        let log = &self.raft.raft.raft_log;
+        let storage = self.raft.store();
+        let base_tick = self.ctx.cfg.base_tick();
+        storage.is_initialized()
+            && !self.destroyed
+            && log.committed == log.last_index()
+            && storage.applied_index() == log.committed
+            && self.unpersisted_ready.is_none()
+            && self.proposals.is_empty()
+            && self.forwarded.is_empty()
+            && self.pending_reads.is_empty()
+            && self.write_batch.is_empty()
+            && self.persisting_snapshot.is_none()
+            && !self.generating_snapshot
+            && !self.verifying_snapshot
+            && self
+                .stale_check
+                .as_ref()
+                .is_none_or(|c| !c.is_running(base_tick))
+            && !self.ready_scheduled
+            && !self.raft.has_ready()
+    }
+
+    /// The leader's own conditions for sleeping: no leadership transfer, membership
+    /// change or snapshot under way, and the region's size known and measured since it
+    /// last grew by an eighth of the split size (a size check is started if not, and the
+    /// leader sleeps once it is done).
+    fn leader_is_quiet(&mut self, ctx: &mut Context<Self>) -> bool {
+        let raft = &self.raft.raft;
+        if raft.lead_transferee.is_some()
+            || raft.has_pending_conf()
+            || !self.snapshot_waits.is_empty()
+            || self.checking_size
+        {
+            return false;
+        }
+        let split_size = self.ctx.cfg.region_split_size;
+        if self.approximate_size.is_none() || self.size_diff_hint >= split_size / 8 {
+            self.on_split_check_tick(ctx);
+            return false;
+        }
+        true
+    }
+
+    /// Stops the tick timer.
+    fn sleep(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.tick_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if !self.hibernation.is_asleep() {
+            metrics::HIBERNATING_PEERS.inc();
+            debug!(term = self.term(), "hibernating");
+        }
+        self.hibernation.sleep(Instant::now());
+    }
+
+    /// Wakes a sleeping peer: its timer starts again. A leader sends every follower a
+    /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
+    /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
+    /// it, wakes the leader.
+    fn wake(&mut self, by_leader: bool, ctx: &mut Context<Self>) {
+        let Some(slept) = self
+            .hibernation
+            .wake(Instant::now(), self.ctx.cfg.base_tick())
+        else {
+            return;
+        };
+        metrics::HIBERNATING_PEERS.dec();
+        debug!(slept_ticks = slept, "waking up");
+        self.start_ticking(ctx);
+        if self.is_leader() {
+            self.raft.ping();
+        } else {
+            let raft = &mut self.raft.raft;
+            let timeout = raft.election_timeout();
+            raft.election_elapsed =
+                hibernate::caught_up_election_elapsed(raft.election_elapsed, slept, timeout);
+            let leader = raft.leader_id;
+            if !by_leader && leader != raft::INVALID_ID {
+                self.send_hibernation_message(leader, ExtraMessageType::MsgRegionWakeUp);
+            }
+        }
+        self.schedule_ready(ctx);
+    }
+
+    /// A hibernation message from member peer `from`: a leader's request to sleep, a
+    /// follower's agreement, or a follower's wake-up call. Other extra messages are
+    /// ignored. Requests and agreements do not wake a sleeping peer.
+    fn on_hibernation_message(
+        &mut self,
+        from: metapb::Peer,
+        extra: &ExtraMessage,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.region().peers.contains(&from) {
+            return;
+        }
+        match extra.r#type() {
+            ExtraMessageType::MsgHibernateRequest => {
+                let log = &self.raft.raft.raft_log;
+                let view = FollowerView {
+                    term: self.term(),
+                    leader_id: self.raft.raft.leader_id,
+                    last_index: log.last_index(),
+                    committed: log.committed,
+                    applied: self.raft.store().applied_index(),
+                    quiet: !self.is_leader() && self.is_quiet(),
+                };
+                let agrees = self.ctx.cfg.may_hibernate(self.region())
+                    && hibernate::follower_agrees(&view, from.id, extra.term, extra.index);
+                if agrees {
+                    self.send_hibernation_message(from.id, ExtraMessageType::MsgHibernateResponse);
+                    self.sleep(ctx);
+                }
+            }
+            ExtraMessageType::MsgHibernateResponse
+                if self.is_leader() && !self.hibernation.is_asleep() =>
+            {
+                self.hibernation
+                    .on_agreement(from.id, extra.term, extra.index);
+                self.sleep_if_agreed(ctx);
+            }
+            ExtraMessageType::MsgRegionWakeUp => self.wake(false, ctx),
+            _ => {}
+        }
+    }
+
+    /// Sends a hibernation message of `kind` to peer `to`, naming this peer's term and
+    /// last log index.
+    fn send_hibernation_message(&self, to: u64, kind: ExtraMessageType) {
+        let Some(to_peer) = self.peer_cache.get(&to).copied() else {
+            return;
+        };
+        self.ctx.transport.send(RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.peer),
+            to_peer: Some(to_peer),
+            region_epoch: self.region().region_epoch,
+            extra_msg: Some(ExtraMessage {
+                r#type: kind as i32,
+                term: self.term(),
+                index: self.raft.raft.raft_log.last_index(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
     // ---- raft messages --------------------------------------------------------------
 
     fn on_raft_message(&mut self, msg: RaftMessage, ctx: &mut Context<Self>) {
@@ -1164,7 +1428,13 @@ impl PeerFsm {
             metrics::message_refused("wrong_store");
             return;
         }
+        self.hibernation.heard_from(from.id, Instant::now());
+        if let Some(extra) = &msg.extra_msg {
+            self.on_hibernation_message(from, extra, ctx);
+            return;
+        }
         let Some(inner) = &msg.message else { return };
+        self.wake(from.id == self.raft.raft.leader_id, ctx);
         let message: eraftpb::Message = match to_raft(inner) {
             Ok(m) => m,
             Err(e) => {
@@ -1490,19 +1760,29 @@ impl PeerFsm {
         let number = ready.number();
         let must_sync = ready.must_sync();
         let persisted_msgs = ready.take_persisted_messages();
-        if !persisted_msgs.is_empty() {
-            self.unpersisted_msgs.push_back((number, persisted_msgs));
+        if mutations.is_empty() && !must_sync && self.unpersisted_ready.is_none() {
+            // Nothing to write and nothing written before it still in flight (a heartbeat
+            // and its answer): durable already, so its messages go out without a round
+            // trip through the raft-log writer.
+            self.raft.advance_append_async(ready);
+            self.raft.on_persist_ready(number);
+            self.send_messages(persisted_msgs);
+        } else {
+            if !persisted_msgs.is_empty() {
+                self.unpersisted_msgs.push_back((number, persisted_msgs));
+            }
+            self.raft.advance_append_async(ready);
+            self.unpersisted_ready = Some(number);
+            self.ctx.log_writer.do_send(WriteTask {
+                region_id: self.region_id,
+                ready_number: number,
+                mutations,
+                must_sync,
+                last_index,
+                notify: Some(ctx.address().recipient()),
+                flushed: None,
+            });
         }
-        self.raft.advance_append_async(ready);
-        self.ctx.log_writer.do_send(WriteTask {
-            region_id: self.region_id,
-            ready_number: number,
-            mutations,
-            must_sync,
-            last_index,
-            notify: Some(ctx.address().recipient()),
-            flushed: None,
-        });
         self.apply_committed(committed);
         self.issue_reads();
         self.serve_reads();
@@ -1607,6 +1887,10 @@ impl PeerFsm {
 
     fn on_soft_state_change(&mut self, ctx: &Context<Self>) {
         let leader = self.raft.raft.leader_id;
+        let leading = self.is_leader();
+        if leading != self.hibernation.is_leading() {
+            self.hibernation.on_leadership(leading, Instant::now());
+        }
         if !self.is_leader() {
             self.lease_until = None;
             self.fail_reads_without_index();
@@ -1621,7 +1905,9 @@ impl PeerFsm {
         }
     }
 
-    fn report_route(&self, ctx: &Context<Self>) {
+    /// Tells the Router the region's shape and leader, then (as leader) the report for the
+    /// placement driver.
+    fn report_route(&mut self, ctx: &Context<Self>) {
         self.ctx.router.do_send(RegionChanged {
             route: RegionRoute {
                 region: self.region().clone(),
@@ -1629,6 +1915,27 @@ impl PeerFsm {
             },
             peer: ctx.address(),
         });
+        self.last_report = None;
+        self.report_leadership();
+    }
+
+    /// Leader: hands the Router this region's report for the placement driver if it
+    /// changed since the last one (the node's heartbeat sends only changed reports).
+    fn report_leadership(&mut self) {
+        if !self.is_leader() {
+            self.last_report = None;
+            return;
+        }
+        let report = LeaderReport {
+            region: self.region().clone(),
+            leader: self.peer,
+            pending_peers: self.pending_peers(),
+            approximate_size: self.approximate_size,
+        };
+        if self.last_report.as_ref() != Some(&report) {
+            self.last_report = Some(report.clone());
+            self.ctx.router.do_send(LeaderReportChanged(report));
+        }
     }
 
     fn on_persisted(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
@@ -1636,6 +1943,12 @@ impl PeerFsm {
             self.raft.mut_store().on_persisted(index);
         }
         self.raft.on_persist_ready(msg.ready_number);
+        if self
+            .unpersisted_ready
+            .is_some_and(|n| n <= msg.ready_number)
+        {
+            self.unpersisted_ready = None;
+        }
         if let Some((number, index)) = self.persisting_snapshot {
             if number <= msg.ready_number {
                 self.persisting_snapshot = None;
@@ -1808,6 +2121,7 @@ impl PeerFsm {
                 .map_or(0, |t| t.index),
             approximate_size: self.approximate_size,
             pending_peers: self.pending_peers(),
+            hibernating: self.hibernation.is_asleep(),
         }
     }
 
@@ -1868,23 +2182,7 @@ impl Actor for PeerFsm {
         self.apply.do_send(AttachPeer(ctx.address().recipient()));
         let _enter = self.span.clone().entered();
         debug!(region = ?self.region(), "peer started");
-        ctx.run_interval(self.ctx.cfg.base_tick(), |peer, ctx| {
-            let _enter = peer.span.clone().entered();
-            peer.expire_follower_reads();
-            if peer.raft.tick() {
-                peer.schedule_ready(ctx);
-            }
-        });
-        let gc_tick = std::time::Duration::from_millis(self.ctx.cfg.raft_log_gc_tick_ms);
-        ctx.run_interval(gc_tick, |peer, ctx| {
-            let _enter = peer.span.clone().entered();
-            peer.on_log_gc_tick(ctx);
-        });
-        let split_tick = std::time::Duration::from_millis(self.ctx.cfg.split_check_tick_ms);
-        ctx.run_interval(split_tick, |peer, ctx| {
-            let _enter = peer.span.clone().entered();
-            peer.on_split_check_tick(ctx);
-        });
+        self.start_ticking(ctx);
         self.maybe_campaign();
         if self.campaign_on_start && !self.is_leader() {
             let _ = self.raft.campaign();
@@ -1894,6 +2192,9 @@ impl Actor for PeerFsm {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if self.hibernation.is_asleep() {
+            metrics::HIBERNATING_PEERS.dec();
+        }
         self.fail_all(&Error::Stopped);
     }
 }
@@ -1958,6 +2259,17 @@ impl Handler<QueryPeerStatus> for PeerFsm {
 
     fn handle(&mut self, _: QueryPeerStatus, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+impl Handler<WakeUp> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: WakeUp, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        if !self.destroyed {
+            self.wake(false, ctx);
+        }
     }
 }
 

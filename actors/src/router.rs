@@ -14,7 +14,7 @@
 //! [`RegionChanged`], so the index follows splits and leader changes without the Router
 //! reading the engine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use actix::dev::SendError;
 use actix::prelude::*;
@@ -40,6 +40,11 @@ pub struct Router {
     routes: HashMap<u64, RegionRoute>,
     /// Start key → region id, for initialized regions.
     ranges: BTreeMap<Vec<u8>, u64>,
+    /// How many routes name a leader on this store.
+    leading: usize,
+    /// The reports of the regions led here, and those changed since last taken.
+    reports: HashMap<u64, LeaderReport>,
+    changed_reports: HashSet<u64>,
     store: Option<Addr<Store>>,
     _token: AliveToken,
 }
@@ -52,6 +57,9 @@ impl Router {
             peers: HashMap::new(),
             routes: HashMap::new(),
             ranges: BTreeMap::new(),
+            leading: 0,
+            reports: HashMap::new(),
+            changed_reports: HashSet::new(),
             store: None,
             _token: token,
         }
@@ -59,26 +67,42 @@ impl Router {
 
     fn update_route(&mut self, route: RegionRoute) {
         let id = route.region.id;
-        if let Some(old) = self.routes.get(&id) {
-            if self.ranges.get(&old.region.start_key) == Some(&id) {
-                self.ranges.remove(&old.region.start_key);
-            }
-        }
+        self.remove_route(id);
         if is_initialized(&route.region) {
             self.ranges.insert(route.region.start_key.clone(), id);
+        }
+        if self.led_here(&route) {
+            self.leading += 1;
+        } else {
+            self.reports.remove(&id);
+            self.changed_reports.remove(&id);
         }
         self.routes.insert(id, route);
         self.update_gauges();
     }
 
-    /// Sets the store's region and leader gauges from the routes.
+    /// Removes the route of `region_id` from the range index and the leader count.
+    fn remove_route(&mut self, region_id: u64) -> Option<RegionRoute> {
+        let old = self.routes.remove(&region_id)?;
+        if self.ranges.get(&old.region.start_key) == Some(&region_id) {
+            self.ranges.remove(&old.region.start_key);
+        }
+        if self.led_here(&old) {
+            self.leading -= 1;
+        }
+        Some(old)
+    }
+
+    fn led_here(&self, route: &RegionRoute) -> bool {
+        route
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.store_id == self.store_id)
+    }
+
+    /// Sets the store's region and leader gauges.
     fn update_gauges(&self) {
-        let leaders = self.routes.values().filter(|r| {
-            r.leader
-                .as_ref()
-                .is_some_and(|l| l.store_id == self.store_id)
-        });
-        crate::metrics::set_store_counts(self.store_id, self.routes.len(), leaders.count());
+        crate::metrics::set_store_counts(self.store_id, self.routes.len(), self.leading);
     }
 
     /// The PeerFsm of `region_id` if it is still running. A stopped one (destroyed, its
@@ -93,11 +117,9 @@ impl Router {
 
     fn forget(&mut self, region_id: u64) {
         self.peers.remove(&region_id);
-        if let Some(old) = self.routes.remove(&region_id) {
-            if self.ranges.get(&old.region.start_key) == Some(&region_id) {
-                self.ranges.remove(&old.region.start_key);
-            }
-        }
+        self.remove_route(region_id);
+        self.reports.remove(&region_id);
+        self.changed_reports.remove(&region_id);
         self.update_gauges();
     }
 
@@ -358,6 +380,65 @@ impl Handler<ListRegions> for Router {
                 .cmp(&(b.region.start_key.as_slice(), b.region.id))
         });
         MessageResult(routes)
+    }
+}
+
+impl Handler<LeaderReportChanged> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaderReportChanged, _: &mut Self::Context) {
+        let id = msg.0.region.id;
+        // Only while the route (sent before it, by the same peer) names this store.
+        if self.routes.get(&id).is_some_and(|r| self.led_here(r)) {
+            self.reports.insert(id, msg.0);
+            self.changed_reports.insert(id);
+        }
+    }
+}
+
+impl Handler<TakeLeaderReports> for Router {
+    type Result = MessageResult<TakeLeaderReports>;
+
+    fn handle(&mut self, msg: TakeLeaderReports, _: &mut Self::Context) -> Self::Result {
+        let changed = std::mem::take(&mut self.changed_reports);
+        let mut reports: Vec<LeaderReport> = if msg.all {
+            self.reports.values().cloned().collect()
+        } else {
+            changed
+                .iter()
+                .filter_map(|id| self.reports.get(id).cloned())
+                .collect()
+        };
+        reports.sort_by_key(|r| r.region.id);
+        let used_size = self
+            .reports
+            .values()
+            .filter_map(|r| r.approximate_size)
+            .sum();
+        MessageResult(LeaderReports {
+            reports,
+            region_count: self.routes.len(),
+            used_size,
+        })
+    }
+}
+
+impl Handler<WakeRegionsLedBy> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, msg: WakeRegionsLedBy, _: &mut Self::Context) -> usize {
+        let mut woken = 0;
+        for (id, route) in &self.routes {
+            let led_there = route
+                .leader
+                .as_ref()
+                .is_some_and(|l| msg.0.contains(&l.store_id));
+            if let Some(peer) = self.peers.get(id).filter(|_| led_there) {
+                let _ = peer.try_send(WakeUp);
+                woken += 1;
+            }
+        }
+        woken
     }
 }
 

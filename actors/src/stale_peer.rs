@@ -158,6 +158,7 @@ pub fn answer(
             nonce,
             region: region.cloned(),
             is_tombstone: tombstone,
+            ..Default::default()
         }),
         ..Default::default()
     })

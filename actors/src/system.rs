@@ -138,6 +138,24 @@ impl StoreRouter {
             .map_err(|_| Error::Stopped)
     }
 
+    /// The placement driver's reports of the regions this store leads: those changed
+    /// since the last call, or all of them (`all`).
+    pub async fn leader_reports(&self, all: bool) -> Result<LeaderReports> {
+        self.router
+            .send(TakeLeaderReports { all })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Wakes every local peer whose region's leader is on one of `stores` (see
+    /// [`WakeRegionsLedBy`]); returns how many were asked.
+    pub async fn wake_regions_led_by(&self, stores: Vec<u64>) -> Result<usize> {
+        self.router
+            .send(WakeRegionsLedBy(stores))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// The status of the local peer of `region_id`.
     pub async fn region_status(&self, region_id: u64) -> Result<Option<PeerStatus>> {
         self.router

@@ -92,6 +92,9 @@ pub struct RegionInfo {
     /// Bytes of keys and values in the region as of the local peer's last size check
     /// (absent until one ran).
     pub approximate_size: Option<u64>,
+    /// Whether the local peer sleeps (hibernates: no ticks, no heartbeats until a message
+    /// or request wakes it).
+    pub hibernating: Option<bool>,
 }
 
 /// A region epoch.
@@ -141,6 +144,7 @@ impl RegionInfo {
             last_index: None,
             truncated_index: None,
             approximate_size: None,
+            hibernating: None,
         }
     }
 }
@@ -165,6 +169,7 @@ pub fn region_info(route: &RegionRoute, status: Option<&PeerStatus>) -> RegionIn
         last_index: status.map(|s| s.last_index),
         truncated_index: status.map(|s| s.truncated_index),
         approximate_size: status.and_then(|s| s.approximate_size),
+        hibernating: status.map(|s| s.hibernating),
         ..RegionInfo::from_region(region)
     }
 }
@@ -561,12 +566,14 @@ mod tests {
             truncated_index: 5,
             approximate_size: Some(4096),
             pending_peers: vec![],
+            hibernating: true,
         };
         let info = region_info(&route, Some(&status));
         assert_eq!(info.leader.as_ref().map(|l| l.store_id), Some(2));
         assert_eq!((info.term, info.applied_index), (Some(6), Some(8)));
         assert_eq!((info.end_key.as_str(), info.epoch.version), ("m", 2));
         assert_eq!(info.approximate_size, Some(4096));
+        assert_eq!(info.hibernating, Some(true));
         assert!(region_info(&route, None).leader.is_none());
     }
 }

@@ -150,16 +150,56 @@ impl Coordinator {
                 return Ok(self.dispatch(region_id, now_ms));
             }
         }
+        if self.schedule_if_due(now_ms, alloc) && self.operators.contains_key(&region_id) {
+            return Ok(self.dispatch(region_id, now_ms));
+        }
+        Ok(None)
+    }
+
+    /// Runs [`Coordinator::schedule`] if `balance_interval_ms` passed since it last ran;
+    /// returns whether it ran. Called on every store heartbeat too: leaders report a
+    /// region only when it changed, so a quiet cluster sends no region heartbeats at all.
+    pub fn schedule_if_due(&mut self, now_ms: u64, alloc: &mut dyn AllocId) -> bool {
         let due = self
             .last_schedule_ms
             .is_none_or(|last| now_ms >= last.saturating_add(self.config.balance_interval_ms));
         if due {
             self.schedule(now_ms, alloc);
-            if self.operators.contains_key(&region_id) {
-                return Ok(self.dispatch(region_id, now_ms));
+        }
+        due
+    }
+
+    /// The steps to take now for the operators of regions led from `store_id` (as last
+    /// reported), other than those in `answered`: a leader reports a region only when it
+    /// changed, so an operator made for a quiet region is handed out on its leader's store
+    /// heartbeat. Each comes with the region as the PD knows it, whose epoch the command
+    /// carries.
+    pub fn answers_for_store(
+        &mut self,
+        store_id: u64,
+        answered: &std::collections::HashSet<u64>,
+        now_ms: u64,
+    ) -> Vec<(RegionInfo, HeartbeatAnswer)> {
+        let led: Vec<u64> = self
+            .operators
+            .keys()
+            .copied()
+            .filter(|id| !answered.contains(id))
+            .filter(|id| {
+                self.cluster
+                    .region(*id)
+                    .is_some_and(|r| r.leader_store_id() == Some(store_id))
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for region_id in led {
+            if let Some(answer) = self.dispatch(region_id, now_ms) {
+                if let Some(region) = self.cluster.region(region_id) {
+                    answers.push((region.clone(), answer));
+                }
             }
         }
-        Ok(None)
+        answers
     }
 
     /// Runs the periodic work now: drops timed-out operators and those whose region is

@@ -1,11 +1,16 @@
 //! A node's side of placement: report to the PD, and carry out what it answers.
 //!
 //! Every `pd.heartbeat_interval_ms` the node sends one [`HeartbeatBatch`]: its store
-//! (addresses, how many peers it holds) and a report for every region its peer leads
-//! (range, epoch, peers, the peers lagging behind, the size last measured). The PD
-//! answers with [`RegionCommand`]s for some of those regions and with its list of stores,
-//! which refreshes the node's address book: that is how every node learns where a store
-//! that joined later listens.
+//! (addresses, how many peers it holds) and a report for each region its peer leads
+//! (range, epoch, peers, the peers lagging behind, the size last measured) that changed
+//! since the last heartbeat the PD answered. Every region it leads is reported when the
+//! PD asks for it (a new PD leadership), after a heartbeat that got no answer, and every
+//! [`FULL_REPORT_EVERY`] heartbeats: with ten thousand quiet regions, a heartbeat stays
+//! small. The PD answers with [`RegionCommand`]s for regions the node leads and with its
+//! list of stores, which refreshes the node's address book: that is how every node learns
+//! where a store that joined later listens. It also names the stores it has not heard
+//! from: the node wakes its sleeping peers of regions led from there, so that they elect
+//! another leader (see `tinykv_actors::hibernate`).
 //! The node also reports the version of the authentication state it enforces, and takes
 //! the PD's newer one from the answer (see [`crate::auth::cache`]).
 //!
@@ -41,6 +46,9 @@ use crate::error::{Error, Result};
 /// How long a command from the PD may take before the node stops waiting for it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Every this many heartbeats, the node reports every region it leads.
+pub const FULL_REPORT_EVERY: u64 = 60;
+
 /// Starts the heartbeat loop of the node at `own` (its store id resolved), which also
 /// keeps `auth` current.
 pub fn spawn_heartbeats(
@@ -56,16 +64,34 @@ pub fn spawn_heartbeats(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_tombstone = false;
-        loop {
+        let mut full = true;
+        for beat in 1u64.. {
             ticker.tick().await;
-            let sent = heartbeat_once(&store, &client, &own, auth.version(), interval * 3);
+            full |= beat % FULL_REPORT_EVERY == 0;
+            let sent = heartbeat_once(&store, &client, &own, auth.version(), full, interval * 3);
             let reply = match sent.await {
                 Ok(reply) => reply,
                 Err(e) => {
                     tracing::debug!(store = own.id, "heartbeat not delivered: {e}");
+                    // The changed reports it carried are lost: send them all next time.
+                    full = true;
                     continue;
                 }
             };
+            full = reply.full_report_wanted;
+            if !reply.unreachable_stores.is_empty() {
+                match store
+                    .wake_regions_led_by(reply.unreachable_stores.clone())
+                    .await
+                {
+                    Ok(0) | Err(_) => {}
+                    Ok(woken) => tracing::info!(
+                        stores = ?reply.unreachable_stores,
+                        woken,
+                        "woke the regions led from stores the PD cannot reach"
+                    ),
+                }
+            }
             for record in &reply.stores {
                 if addresses.get(record.id).as_ref() != Some(&record.address()) {
                     tracing::info!(store = record.id, raft_addr = %record.raft_addr, "learnt a store's address");
@@ -96,45 +122,35 @@ async fn heartbeat_once(
     client: &PdClient,
     own: &StoreAddress,
     auth_version: u64,
+    full: bool,
     timeout: Duration,
 ) -> Result<HeartbeatReply> {
-    let mut batch = collect(store, own).await?;
+    let mut batch = collect(store, own, full).await?;
     batch.auth_version = auth_version;
     let answer = client.call(&PdRequest::Heartbeat(batch), timeout).await?;
     serde_json::from_value(answer)
         .map_err(|e| Error::Io(format!("the PD answered a heartbeat with garbage: {e}")))
 }
 
-/// The store's report and one report per region its peer leads.
-async fn collect(store: &StoreRouter, own: &StoreAddress) -> Result<HeartbeatBatch> {
-    let routes = store.regions().await?;
-    let led = routes
+/// The store's report and one report per region its peer leads (`full`) or per such
+/// region whose report changed since the last call.
+async fn collect(store: &StoreRouter, own: &StoreAddress, full: bool) -> Result<HeartbeatBatch> {
+    let led = store.leader_reports(full).await?;
+    let regions = led
+        .reports
         .iter()
-        .filter(|r| r.leader.as_ref().is_some_and(|l| l.store_id == own.id));
-    let mut regions = Vec::new();
-    for route in led {
-        let Some(status) = store.region_status(route.region.id).await? else {
-            continue;
-        };
-        if status.leader_id == status.peer.id {
-            regions.push(RegionReport::new(
-                &status.region,
-                &status.peer,
-                &status.pending_peers,
-                status.approximate_size,
-            ));
-        }
-    }
-    let used_size = regions.iter().filter_map(|r| r.approximate_size).sum();
+        .map(|r| RegionReport::new(&r.region, &r.leader, &r.pending_peers, r.approximate_size))
+        .collect();
     Ok(HeartbeatBatch {
         store: StoreReport {
             store_id: own.id,
             raft_addr: own.raft_addr.clone(),
             http_addr: own.http_addr.clone(),
-            region_count: routes.len() as u64,
-            used_size: Some(used_size),
+            region_count: led.region_count as u64,
+            used_size: Some(led.used_size),
         },
         regions,
+        full,
         auth_version: 0,
     })
 }

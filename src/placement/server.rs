@@ -55,7 +55,7 @@ use crate::admin::AdminService;
 use crate::auth::AuthSet;
 use crate::config::{PdConfig, StoreAddress};
 use crate::error::{Error, Result};
-use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError};
+use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError, StoreHealth};
 use crate::security::Tls;
 use crate::service::cf_name;
 
@@ -120,6 +120,9 @@ struct Leadership {
     poisoned: bool,
     /// Authentication's state, as recorded.
     auth: AuthSet,
+    /// Stores that sent a full report (every region they lead) in this leadership; the
+    /// others are asked for one.
+    fully_reported: BTreeSet<u64>,
 }
 
 impl PdServer {
@@ -292,6 +295,7 @@ impl PdServer {
             unrecorded_stores,
             poisoned: false,
             auth: records.auth,
+            fully_reported: BTreeSet::new(),
         })
     }
 
@@ -499,7 +503,9 @@ impl PdServer {
                 .on_store_heartbeat(report.heartbeat(), now)?;
             let wanted = leadership.coordinator.cluster().region_count() + batch.regions.len() + 4;
             leadership.ids.fill(wanted)?;
+            let mut answered = std::collections::HashSet::new();
             for region in &batch.regions {
+                answered.insert(region.id);
                 let answer = leadership.coordinator.on_region_heartbeat(
                     region.heartbeat(),
                     now,
@@ -511,14 +517,54 @@ impl PdServer {
                     Err(e) => tracing::debug!(region = region.id, "heartbeat refused: {e}"),
                 }
             }
+            // Leaders report only the regions that changed: the periodic scheduling and
+            // the operators of quiet regions ride on the store's heartbeat.
+            leadership
+                .coordinator
+                .schedule_if_due(now, &mut leadership.ids);
+            let quiet = leadership
+                .coordinator
+                .answers_for_store(report.store_id, &answered, now);
+            for (region, answer) in quiet {
+                let epoch = region.epoch();
+                commands.push(RegionCommand::for_epoch(
+                    region.id(),
+                    epoch.conf_ver,
+                    epoch.version,
+                    answer,
+                ));
+            }
+            if batch.full {
+                leadership.fully_reported.insert(report.store_id);
+            }
         }
         self.bury_drained_stores(leadership, now).await?;
         let store_state = leadership.stores[&report.store_id].state.clone();
+        let unreachable_stores = leadership
+            .stores
+            .keys()
+            .copied()
+            .filter(|id| *id != report.store_id)
+            .filter(|id| {
+                let health = crate::pd::store_health(
+                    leadership.coordinator.cluster(),
+                    leadership.coordinator.config(),
+                    *id,
+                    now,
+                );
+                matches!(
+                    health,
+                    StoreHealth::Disconnected | StoreHealth::Down | StoreHealth::Tombstone
+                )
+            })
+            .collect();
         Ok(HeartbeatReply {
             commands,
             stores: leadership.stores.values().cloned().collect(),
             store_state,
             auth: (leadership.auth.version > batch.auth_version).then(|| leadership.auth.clone()),
+            full_report_wanted: !leadership.fully_reported.contains(&report.store_id),
+            unreachable_stores,
         })
     }
 

@@ -100,13 +100,17 @@ pub enum AuthChange {
     },
 }
 
-/// One node's heartbeat: its store and every region it leads.
+/// One node's heartbeat: its store and the regions it leads whose report changed since
+/// the last heartbeat the PD answered (every region it leads when `full`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatBatch {
     /// The store's report.
     pub store: StoreReport,
-    /// One report per region the store leads.
+    /// One report per region the store leads (or per changed one).
     pub regions: Vec<RegionReport>,
+    /// `regions` holds every region the store leads, not only the changed ones.
+    #[serde(default)]
+    pub full: bool,
     /// The version of the authentication state the node enforces.
     #[serde(default)]
     pub auth_version: u64,
@@ -274,6 +278,17 @@ pub struct RegionCommand {
 impl RegionCommand {
     /// The command carrying out `answer` for the region of `report`.
     pub fn new(report: &RegionReport, answer: HeartbeatAnswer) -> RegionCommand {
+        RegionCommand::for_epoch(report.id, report.conf_ver, report.version, answer)
+    }
+
+    /// The command carrying out `answer` for region `region_id` at epoch (`conf_ver`,
+    /// `version`).
+    pub fn for_epoch(
+        region_id: u64,
+        conf_ver: u64,
+        version: u64,
+        answer: HeartbeatAnswer,
+    ) -> RegionCommand {
         use tinykv_proto::eraftpb::ConfChangeType;
         let action = match answer {
             HeartbeatAnswer::ChangePeer { change_type, peer } => match change_type {
@@ -289,9 +304,9 @@ impl RegionCommand {
             },
         };
         RegionCommand {
-            region_id: report.id,
-            conf_ver: report.conf_ver,
-            version: report.version,
+            region_id,
+            conf_ver,
+            version,
             action,
         }
     }
@@ -309,6 +324,15 @@ pub struct HeartbeatReply {
     /// Authentication's state, when it is newer than the node's `auth_version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::auth::AuthSet>,
+    /// The PD has no full report from this node in its current leadership: the next
+    /// heartbeat should carry every region the node leads.
+    #[serde(default)]
+    pub full_report_wanted: bool,
+    /// Stores the PD has not heard from for longer than `max_store_disconnect_time_ms`
+    /// (or counts down or removed): the node wakes its sleeping peers of regions led from
+    /// them, so that they elect another leader.
+    #[serde(default)]
+    pub unreachable_stores: Vec<u64>,
 }
 
 /// The PD's answer to a join.
@@ -350,6 +374,7 @@ mod tests {
                 used_size: None,
             },
             regions: vec![report.clone()],
+            full: true,
             auth_version: 0,
         });
         let json = serde_json::to_string(&request).unwrap();
