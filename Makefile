@@ -18,6 +18,8 @@
 #                docs/benchmarks.md; see .ci/bench.sh
 #   make bench-failover  kill -9 the leader under 64 writers, TinyKV-rs and etcd side by
 #                side; the Failover section of docs/benchmarks.md (see .ci/failover.sh)
+#   make bench-scale  1, 1,000 and 10,000 regions: idle CPU, memory, restart time, write
+#                throughput; the Scale section of docs/benchmarks.md (see .ci/scale.sh)
 #   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
 #                checked for linearizability; artifacts in chaos-out/
 #   make clean-data  delete the local cluster's data
@@ -33,7 +35,7 @@ NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build certs run run-tls join restart stop status test bench bench-failover chaos clean-data
+.PHONY: build certs run run-tls join restart stop status test bench bench-failover bench-scale chaos clean-data
 
 build:
 	$(CARGO) build --release --bin tinykv-server --bin tinykv-ctl
@@ -137,6 +139,12 @@ bench:
 # gap without a successful write, tail latency; the Failover section of docs/benchmarks.md.
 bench-failover:
 	CARGO="$(CARGO)" bash .ci/failover.sh
+
+# What a region costs: 1, 1,000 and 10,000 regions on a 3-node cluster, idle CPU and RSS
+# per node, restart-to-serving time, write throughput over all regions (SCALE_REGIONS
+# overrides the counts); the Scale section of docs/benchmarks.md.
+bench-scale:
+	CARGO="$(CARGO)" bash .ci/scale.sh
 
 # Chaos against real processes, checked for linearizability (README, "Chaos testing"); exits
 # non-zero unless the verdict is PASS. Release binaries: a long run needs the throughput.

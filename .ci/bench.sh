@@ -756,6 +756,10 @@ EOF
 if [ -f "$BENCH_OUT" ] && grep -q '<!-- failover:begin -->' "$BENCH_OUT"; then
   { echo; sed -n '/<!-- failover:begin -->/,/<!-- failover:end -->/p' "$BENCH_OUT"; } >> "$BENCH_OUT.tmp"
 fi
+# So is the scale section (`make bench-scale`, .ci/scale.sh).
+if [ -f "$BENCH_OUT" ] && grep -q '<!-- scale:begin -->' "$BENCH_OUT"; then
+  { echo; sed -n '/<!-- scale:begin -->/,/<!-- scale:end -->/p' "$BENCH_OUT"; } >> "$BENCH_OUT.tmp"
+fi
 mv "$BENCH_OUT.tmp" "$BENCH_OUT"
 
 OK=1

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# `make bench-scale`: what a region costs, at rest and under load; writes the "Scale"
+# section of docs/benchmarks.md.
+#
+# For each region count N in SCALE_REGIONS (1 1000 10000), on a fresh 3-node cluster of
+# the release build on loopback (3 replicas of every region):
+#   1. splits the key space of SCALE_KEYS keys (tinykv-bench's `bench-NNNNNN`) into N
+#      regions with the admin split API, one split after another, and times it;
+#   2. lets the cluster settle, then measures each node's CPU over SCALE_IDLE seconds of
+#      idleness (from /proc: user + system time) and its resident memory, and counts the
+#      peers asleep (`tinykv_raft_hibernating_peers`);
+#   3. kills node 2 with SIGKILL, starts it again over its data and times until it serves:
+#      `/health` answers and a read through it of a key in each of SCALE_PROBES regions
+#      spread over the key space succeeds;
+#   4. runs tinykv-bench's write-only workload (64 clients, keys uniform over the whole
+#      key space, so over all N regions) for SCALE_LOAD seconds against the three nodes.
+#
+# Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
+# SCALE_PROBES (50), BENCH_OUT (docs/benchmarks.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO=${CARGO:-cargo}
+SCALE_REGIONS=${SCALE_REGIONS:-"1 1000 10000"}
+SCALE_KEYS=${SCALE_KEYS:-100000}
+SCALE_IDLE=${SCALE_IDLE:-30}
+SCALE_LOAD=${SCALE_LOAD:-20}
+SCALE_PROBES=${SCALE_PROBES:-50}
+BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
+SERVER=target/release/tinykv-server
+BENCH=target/release/tinykv-bench
+HTTP=(18081 18082 18083)
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'scale: %s\n' "$*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinykv-scale.XXXXXX")
+declare -A PID CMD
+stop_all() {
+  local n
+  for n in "${!PID[@]}"; do kill -9 "${PID[$n]}" 2>/dev/null || true; done
+  for n in "${!PID[@]}"; do wait "${PID[$n]}" 2>/dev/null || true; done
+  PID=()
+}
+trap 'stop_all; echo "scale: logs kept in $WORK" >&2' EXIT
+
+wait_for() {
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+now_ms() { date +%s%3N; }
+start() { bash -c "exec ${CMD[$1]}" >> "$WORK/node$1.log" 2>&1 & PID[$1]=$!; }
+url() { echo "http://127.0.0.1:${HTTP[$(($1 - 1))]}"; }
+width=$(( ${#SCALE_KEYS} - 1 ))
+[ "$width" -ge 1 ] || width=1
+key() { printf 'bench-%0*d' "$width" "$1"; }
+
+log "building the release binaries"
+$CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
+
+start_cluster() {
+  local dir=$1 n conf
+  for n in 1 2 3; do
+    conf="$dir/node$n.toml"
+    mkdir -p "$dir"
+    sed -e "s#^data_dir = .*#data_dir = \"$dir/node$n\"#" \
+        -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
+        -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
+        "configs/node$n.toml" > "$conf"
+    CMD[$n]="$SERVER --config $conf"
+    start "$n"
+  done
+  for n in 1 2 3; do
+    wait_for 60 curl -fsS "$(url "$n")/health" || die "node $n did not become healthy"
+    wait_for 60 curl -fsS -X PUT --data-binary ready "$(url "$n")/v1/kv/bench-ready" || die "node $n takes no writes"
+  done
+}
+
+# The id of the region holding KEY, as node 1 sees it.
+region_of() {
+  curl -fsS "$(url 1)/v1/admin/regions" | python3 -c '
+import json, sys, urllib.parse
+key = sys.argv[1].encode()
+for r in json.load(sys.stdin)["regions"]:
+    start = urllib.parse.unquote_to_bytes(r["start_key"])
+    end = urllib.parse.unquote_to_bytes(r["end_key"])
+    if start <= key and (not end or key < end):
+        print(r["id"]); break' "$1"
+}
+
+# split_into N: N regions over the bench keys (plus the ones below and above them); the
+# splits go from the last key down, so each one cuts the same region.
+split_into() {
+  local n=$1 i id
+  [ "$n" -gt 1 ] || return 0
+  id=$(region_of "$(key $((SCALE_KEYS - 1)))")
+  for ((i = n - 1; i >= 1; i--)); do
+    curl -fsS -X POST -H 'content-type: application/json' \
+      -d "{\"key\":\"$(key $((i * SCALE_KEYS / n)))\"}" \
+      "$(url 1)/v1/admin/regions/$id/split" > /dev/null || die "split $i failed"
+  done
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+asleep() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_raft_hibernating_peers / { print $2 }'; }
+
+# serves N: node 2 answers /health and a read of a key in each probed region.
+serves() {
+  local n=$1 i
+  curl -fsS "$(url 2)/health" > /dev/null || return 1
+  for ((i = 0; i < SCALE_PROBES; i++)); do
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$(url 2)/v1/kv/$(key $((i * SCALE_KEYS / SCALE_PROBES)))")
+    [ "$code" = 200 ] || [ "$code" = 404 ] || return 1
+  done
+}
+
+ROWS=()
+for n in $SCALE_REGIONS; do
+  dir="$WORK/n$n"
+  log "$n regions: starting a fresh cluster"
+  start_cluster "$dir"
+  t0=$(now_ms)
+  split_into "$n"
+  split_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f", ms / 1000 }')
+  log "$n regions: made in ${split_s}s; settling"
+  sleep 10
+  declare -A before
+  for i in 1 2 3; do before[$i]=$(cpu_ticks "${PID[$i]}"); done
+  sleep "$SCALE_IDLE"
+  cpu=() rss=() sleeping=()
+  for i in 1 2 3; do
+    cpu+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "${PID[$i]}")" -v hz="$CLK_TCK" -v s="$SCALE_IDLE" \
+      'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')")
+    rss+=("$(rss_mib "${PID[$i]}")")
+    sleeping+=("$(asleep "$i")")
+  done
+  log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}"
+
+  kill -9 "${PID[2]}"; wait "${PID[2]}" 2>/dev/null || true
+  t0=$(now_ms)
+  start 2
+  wait_for 120 serves "$n" || die "node 2 did not serve again within 120 s"
+  restart_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f", ms / 1000 }')
+  log "$n regions: node 2 serves again after ${restart_s}s"
+
+  endpoints="$(url 1),$(url 2),$(url 3)"
+  "$BENCH" --endpoints "$endpoints" --workload write --keys "$SCALE_KEYS" --clients 64 \
+    --duration "${SCALE_LOAD}s" --warmup 3s --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" \
+    || die "tinykv-bench failed (see $dir/bench.err)"
+  ops=$(awk '/"op": "all"/ { all = 1 } all && /"throughput"/ { gsub(/[^0-9.]/, "", $2); printf "%.0f", $2; exit }' "$dir/bench.json")
+  p999=$(awk '/"op": "all"/ { all = 1 } all && /"p999_ms"/ { gsub(/[^0-9.]/, "", $2); print $2; exit }' "$dir/bench.json")
+  log "$n regions: $ops writes/s, p99.9 ${p999} ms"
+  ROWS+=("| $n | $split_s | ${cpu[0]} / ${cpu[1]} / ${cpu[2]} | ${rss[0]} / ${rss[1]} / ${rss[2]} | ${sleeping[0]} / ${sleeping[1]} / ${sleeping[2]} | $restart_s | $ops | $p999 |")
+  stop_all
+done
+
+section() {
+  cat <<EOF
+<!-- scale:begin -->
+## Scale: many regions at rest and under load
+
+Generated by \`make bench-scale\` (\`.ci/scale.sh\`) on $(date -u '+%Y-%m-%d %H:%M UTC'),
+commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) cores
+($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo).
+A fresh 3-node cluster of the release build per row, every region with 3 replicas, split
+with the admin API over ${SCALE_KEYS} keys. Idle CPU is each node's user + system time over
+${SCALE_IDLE} s with no client, in % of one core; RSS after that; "asleep" counts the peers
+hibernating at the end. Restart: node 2 killed with SIGKILL and started again, until it
+answers \`/health\` and reads of keys in ${SCALE_PROBES} regions spread over the key space.
+Writes: tinykv-bench, write-only, 64 clients, keys uniform over all regions, ${SCALE_LOAD} s.
+
+| regions | splits, s | idle CPU per node, % | RSS per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms |
+|---:|---:|---|---|---|---:|---:|---:|
+EOF
+  printf '%s\n' "${ROWS[@]}"
+  echo '<!-- scale:end -->'
+}
+section > "$WORK/section.md"
+if [ -f "$BENCH_OUT" ] && grep -q '<!-- scale:begin -->' "$BENCH_OUT"; then
+  awk -v f="$WORK/section.md" '/<!-- scale:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+    /<!-- scale:end -->/ { skip = 0; next } !skip' "$BENCH_OUT" > "$WORK/out.md"
+  mv "$WORK/out.md" "$BENCH_OUT"
+else
+  { echo; cat "$WORK/section.md"; } >> "$BENCH_OUT"
+fi
+cat "$WORK/section.md"
+log "wrote the scale section of $BENCH_OUT"
