@@ -48,9 +48,9 @@ pub struct Hibernation {
     /// Leader: the round asked, as (term, last index), and the followers that agreed.
     round: Option<(u64, u64)>,
     agreed: HashSet<u64>,
-    /// Leader: when each follower was last heard from, and when leadership began.
+    /// Leader: when each follower was last heard from.
     last_heard: HashMap<u64, Instant>,
-    leading_since: Option<Instant>,
+    leading: bool,
 }
 
 impl Hibernation {
@@ -61,7 +61,7 @@ impl Hibernation {
 
     /// Whether the peer leads (as last told by [`Hibernation::on_leadership`]).
     pub fn is_leading(&self) -> bool {
-        self.leading_since.is_some()
+        self.leading
     }
 
     /// Leader: whether a round of asking is open (opened on the last tick).
@@ -84,9 +84,9 @@ impl Hibernation {
         Some((slept.as_nanos() / base_tick.as_nanos().max(1)) as usize)
     }
 
-    /// The peer became leader (or stopped being one: `false`) at `now`.
-    pub fn on_leadership(&mut self, leading: bool, now: Instant) {
-        self.leading_since = leading.then_some(now);
+    /// The peer became leader (or stopped being one: `false`).
+    pub fn on_leadership(&mut self, leading: bool) {
+        self.leading = leading;
         self.last_heard.clear();
         self.round = None;
         self.agreed.clear();
@@ -94,7 +94,7 @@ impl Hibernation {
 
     /// A message from peer `from` arrived at `now`.
     pub fn heard_from(&mut self, from: u64, now: Instant) {
-        if self.leading_since.is_some() {
+        if self.leading {
             self.last_heard.insert(from, now);
         }
     }
@@ -252,7 +252,7 @@ mod tests {
     fn the_leader_sleeps_once_every_follower_agreed_to_the_same_round() {
         let now = Instant::now();
         let mut h = Hibernation::default();
-        h.on_leadership(true, now);
+        h.on_leadership(true);
         let followers = [2, 3];
         assert!(
             !h.leader_may_sleep(&followers, now, TIMEOUT),
@@ -281,7 +281,7 @@ mod tests {
     fn a_down_follower_does_not_keep_the_region_awake_but_a_quorum_must_agree() {
         let start = Instant::now();
         let mut h = Hibernation::default();
-        h.on_leadership(true, start);
+        h.on_leadership(true);
         let followers = [2, 3];
         h.heard_from(2, start);
         h.ask(5, 10, &followers, start);
@@ -296,12 +296,12 @@ mod tests {
         // With both followers down, no quorum agreed: the leader stays awake (and
         // check-quorum makes it step down).
         let mut alone = Hibernation::default();
-        alone.on_leadership(true, start);
+        alone.on_leadership(true);
         alone.ask(5, 10, &followers, start);
         assert!(!alone.leader_may_sleep(&followers, later, TIMEOUT));
         // A follower just added counts as heard from when first asked.
         let mut grown = Hibernation::default();
-        grown.on_leadership(true, start);
+        grown.on_leadership(true);
         grown.ask(5, 10, &[2], start);
         grown.on_agreement(2, 5, 10);
         assert!(grown.leader_may_sleep(&[2], later, TIMEOUT));

@@ -203,6 +203,8 @@ pub static HIBERNATING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
         "tinykv_raft_hibernating_peers",
         "Region peers asleep: no ticks and no heartbeats until a message or request wakes them."
     )
+    // Registration fails only for a name registered twice; this LazyLock is its only
+    // registration, so it cannot.
     .expect("metric registers once")
 });
 

@@ -1889,7 +1889,7 @@ impl PeerFsm {
         let leader = self.raft.raft.leader_id;
         let leading = self.is_leader();
         if leading != self.hibernation.is_leading() {
-            self.hibernation.on_leadership(leading, Instant::now());
+            self.hibernation.on_leadership(leading);
         }
         if !self.is_leader() {
             self.lease_until = None;

@@ -429,11 +429,13 @@ impl Handler<WakeRegionsLedBy> for Router {
     fn handle(&mut self, msg: WakeRegionsLedBy, _: &mut Self::Context) -> usize {
         let mut woken = 0;
         for (id, route) in &self.routes {
-            let led_there = route
-                .leader
-                .as_ref()
-                .is_some_and(|l| msg.0.contains(&l.store_id));
-            if let Some(peer) = self.peers.get(id).filter(|_| led_there) {
+            let Some(leader) = &route.leader else {
+                continue;
+            };
+            if !msg.0.contains(&leader.store_id) {
+                continue;
+            }
+            if let Some(peer) = self.peers.get(id) {
                 let _ = peer.try_send(WakeUp);
                 woken += 1;
             }
