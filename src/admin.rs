@@ -31,12 +31,13 @@ use std::sync::{Arc, OnceLock};
 use futures::future::BoxFuture;
 use std::time::{Duration, Instant};
 
+use tinykv_actors::validation::MAX_BATCH_SPLIT;
 use tinykv_actors::{Error as StoreError, StoreRouter};
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, ChangePeerRequest, CmdType, RaftCmdRequest,
-    RaftCmdResponse, RaftRequestHeader, Request, SnapRequest, SplitRequest, TransferLeaderRequest,
+    RaftCmdResponse, RaftRequestHeader, Request, SnapRequest, TransferLeaderRequest,
 };
 
 use crate::address_book::AddressBook;
@@ -106,40 +107,64 @@ impl AdminService {
         self.directory.get()?.region_known(region_id).await
     }
 
-    /// Splits region `region_id` at `split_key`: the region keeps `[start, split_key)`
-    /// and a new region with fresh ids takes `[split_key, end)`, with a peer on each store
-    /// of the region. Returns both regions, left first.
-    pub async fn split(&self, region_id: u64, split_key: Vec<u8>) -> Result<Vec<metapb::Region>> {
-        if split_key.is_empty() {
+    /// Splits region `region_id` at `split_keys` (ascending, 1 to [`MAX_BATCH_SPLIT`]) in
+    /// one raft command: the region keeps `[start, first key)` and each key starts a new
+    /// region with fresh ids that ends at the next key (the last at the region's end), with
+    /// a peer on each store of the region. Returns the region and the new ones, in key
+    /// order.
+    pub async fn split(
+        &self,
+        region_id: u64,
+        split_keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<metapb::Region>> {
+        if split_keys.is_empty() || split_keys.len() > MAX_BATCH_SPLIT {
+            return Err(Error::bad_request(
+                "invalid_split_key",
+                format!(
+                    "a split names 1 to {MAX_BATCH_SPLIT} keys, not {}",
+                    split_keys.len()
+                ),
+            ));
+        }
+        if split_keys.iter().any(|k| k.is_empty()) {
             return Err(Error::bad_request(
                 "invalid_split_key",
                 "the split key must not be empty",
+            ));
+        }
+        if split_keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::bad_request(
+                "invalid_split_key",
+                "the split keys must be strictly ascending",
             ));
         }
         let ids = self.store.id_allocator();
         let deadline = self.deadline();
         let response = self
             .run(region_id, deadline, false, |region| {
-                check_split_key(region, &split_key)?;
-                let fresh = ids.alloc(1 + region.peers.len())?;
-                Ok(AdminRequest {
-                    cmd_type: AdminCmdType::Split as i32,
-                    split: Some(SplitRequest {
-                        split_key: split_key.clone(),
-                        new_region_id: fresh[0],
-                        new_peer_ids: fresh[1..].to_vec(),
-                    }),
-                    ..Default::default()
-                })
+                for key in &split_keys {
+                    check_split_key(region, key)?;
+                }
+                let fresh = ids.alloc(split_keys.len() * (1 + region.peers.len()))?;
+                Ok(tinykv_actors::util::split_request(
+                    split_keys.clone(),
+                    &fresh,
+                ))
             })
             .await?;
-        let regions = response.split.map(|s| s.regions).unwrap_or_default();
-        if regions.is_empty() {
+        let regions = match (response.split, response.batch_split) {
+            (Some(split), _) => split.regions,
+            (None, Some(batch)) => batch.regions,
+            (None, None) => vec![],
+        };
+        if regions.len() != split_keys.len() + 1 {
             return Err(Error::Io(format!(
-                "the split of region {region_id} was answered without regions"
+                "the split of region {region_id} was answered with {} regions, not {}",
+                regions.len(),
+                split_keys.len() + 1
             )));
         }
-        tracing::info!(region = region_id, regions = ?regions, "region split");
+        tracing::info!(region = region_id, regions = regions.len(), "region split");
         Ok(regions)
     }
 

@@ -26,9 +26,9 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::eraftpb::{Entry, EntryType};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse,
-    DeleteResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
-    SplitRequest, SplitResponse, WriteOutcome,
+    AdminCmdType, AdminRequest, AdminResponse, BatchSplitRequest, BatchSplitResponse,
+    ChangePeerResponse, CmdType, CompactLogResponse, DeleteResponse, PutResponse, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Response, SplitRequest, SplitResponse, WriteOutcome,
 };
 use tinykv_proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
@@ -313,16 +313,9 @@ impl ApplyFsm {
         })
     }
 
-    /// Splits the region at `split_key`: this region keeps `[start, split_key)`, a new
-    /// region gets `[split_key, end)` with the new peer ids matched to the current peers by
-    /// position; both bump their version. The new region starts from the initial raft and
-    /// apply state, written in the same batch as both region states.
-    fn apply_split(
-        &mut self,
-        request: &SplitRequest,
-        mutations: &mut Vec<Mutation>,
-        results: &mut Vec<ExecResult>,
-    ) -> Result<AdminResponse> {
+    /// Checks a split against the region as of this entry: the key lies strictly inside
+    /// it, there is one new peer id per peer, and no id is one the region already uses.
+    fn check_split(&self, request: &SplitRequest) -> Result<()> {
         let key = &request.split_key;
         util::check_key_in_region(key, &self.region)?;
         if key.as_slice() == self.region.start_key.as_slice() {
@@ -347,6 +340,21 @@ impl ApplyFsm {
                 "a split must give the new region and its peers fresh ids".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Cuts the region at the checked split's key: this region keeps `[start, key)`, a new
+    /// region gets `[key, end)` with the new peer ids matched to the current peers by
+    /// position; both bump their version. The new region starts from the initial raft and
+    /// apply state, written in the same batch as both region states. Returns the new
+    /// region.
+    fn split_off(
+        &mut self,
+        request: &SplitRequest,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> metapb::Region {
+        let key = &request.split_key;
         let mut left = self.region.clone();
         let epoch = left.region_epoch.get_or_insert_with(Default::default);
         epoch.version += 1;
@@ -374,14 +382,54 @@ impl ApplyFsm {
         );
         self.region = left.clone();
         results.push(ExecResult::Split {
-            left: left.clone(),
+            left,
             right: right.clone(),
         });
+        right
+    }
+
+    /// Splits the region at one key (see [`Self::split_off`]).
+    fn apply_split(
+        &mut self,
+        request: &SplitRequest,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        self.check_split(request)?;
+        let right = self.split_off(request, mutations, results);
         Ok(AdminResponse {
             cmd_type: AdminCmdType::Split as i32,
             split: Some(SplitResponse {
-                regions: vec![left, right],
+                regions: vec![self.region.clone(), right],
             }),
+            ..Default::default()
+        })
+    }
+
+    /// Splits the region at several keys, ascending (checked when the command was
+    /// validated): every split is checked against the region first, so a bad one changes
+    /// nothing, then they are cut from the last key down, each from what the previous one
+    /// left. The region's version grows by one per split.
+    fn apply_batch_split(
+        &mut self,
+        request: &BatchSplitRequest,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        for split in &request.requests {
+            self.check_split(split)?;
+        }
+        let mut regions: Vec<metapb::Region> = request
+            .requests
+            .iter()
+            .rev()
+            .map(|split| self.split_off(split, mutations, results))
+            .collect();
+        regions.push(self.region.clone());
+        regions.reverse();
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            batch_split: Some(BatchSplitResponse { regions }),
             ..Default::default()
         })
     }
@@ -400,6 +448,10 @@ impl ApplyFsm {
             AdminCmdType::Split => {
                 let request = admin.split.clone().unwrap_or_default();
                 self.apply_split(&request, mutations, results)
+            }
+            AdminCmdType::BatchSplit => {
+                let request = admin.batch_split.clone().unwrap_or_default();
+                self.apply_batch_split(&request, mutations, results)
             }
             AdminCmdType::CompactLog => {
                 let req = admin.compact_log.unwrap_or_default();

@@ -34,7 +34,7 @@ use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, GetResponse,
     RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
-    SplitRequest, TransferLeaderResponse,
+    TransferLeaderResponse,
 };
 use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use tracing::{debug, error, info, warn};
@@ -397,7 +397,9 @@ impl PeerFsm {
                 AdminCmdType::TransferLeader => self.transfer_leader(&request, callback),
                 AdminCmdType::CompactLog => self.propose_write(request, callback),
                 AdminCmdType::ChangePeer => self.propose_conf_change(request, callback),
-                AdminCmdType::Split => self.propose_split(request, callback),
+                AdminCmdType::Split | AdminCmdType::BatchSplit => {
+                    self.propose_split(request, callback)
+                }
                 other => respond_error(
                     callback,
                     &Error::InvalidRequest(format!("admin command {other:?} is not supported")),
@@ -657,34 +659,30 @@ impl PeerFsm {
     fn on_split_check(&mut self, outcome: split_check::Outcome, ctx: &mut Context<Self>) {
         self.approximate_size = Some(outcome.size);
         self.report_leadership();
-        let Some(split_key) = outcome.split_key else {
-            return;
-        };
-        if !self.is_leader()
+        if outcome.split_keys.is_empty()
+            || !self.is_leader()
             || outcome.region_version != self.region().region_epoch.map_or(0, |e| e.version)
         {
             return;
         }
-        let ids = match self.ctx.ids.alloc(1 + self.region().peers.len()) {
+        let peers = self.region().peers.len();
+        let ids = match self.ctx.ids.alloc(outcome.split_keys.len() * (1 + peers)) {
             Ok(ids) => ids,
             Err(e) => return warn!("cannot allocate ids for a split: {e}"),
         };
-        info!(size = outcome.size, key = ?String::from_utf8_lossy(&split_key), "splitting region by size");
+        info!(
+            size = outcome.size,
+            keys = outcome.split_keys.len(),
+            first = ?String::from_utf8_lossy(&outcome.split_keys[0]),
+            "splitting region by size"
+        );
         let request = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: self.region_id,
                 region_epoch: self.region().region_epoch,
                 ..Default::default()
             }),
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::Split as i32,
-                split: Some(SplitRequest {
-                    split_key,
-                    new_region_id: ids[0],
-                    new_peer_ids: ids[1..].to_vec(),
-                }),
-                ..Default::default()
-            }),
+            admin_request: Some(util::split_request(outcome.split_keys, &ids)),
             ..Default::default()
         };
         let (callback, _) = tokio::sync::oneshot::channel();
@@ -806,21 +804,26 @@ impl PeerFsm {
         self.region().peers.iter().find(|p| p.id == other).cloned()
     }
 
+    /// Proposes a split or a batch split whose keys all lie strictly inside the region
+    /// (their order and ids were checked with the command).
     fn propose_split(&mut self, request: RaftCmdRequest, callback: Callback) {
-        let key = request
-            .admin_request
-            .as_ref()
-            .and_then(|a| a.split.as_ref())
-            .map(|s| s.split_key.clone())
-            .unwrap_or_default();
-        let checked = util::check_key_in_region(&key, self.region()).and_then(|_| {
-            if key.is_empty() || key == self.region().start_key {
-                Err(Error::InvalidRequest(
+        let admin = request.admin_request.as_ref();
+        let keys: Vec<&[u8]> = match admin.and_then(|a| a.batch_split.as_ref()) {
+            Some(batch) => batch.requests.iter().map(|s| &s.split_key[..]).collect(),
+            None => admin
+                .and_then(|a| a.split.as_ref())
+                .map(|s| vec![&s.split_key[..]])
+                .unwrap_or_default(),
+        };
+        let region = self.region();
+        let checked = keys.iter().try_for_each(|key| {
+            util::check_key_in_region(key, region)?;
+            if key.is_empty() || *key == region.start_key.as_slice() {
+                return Err(Error::InvalidRequest(
                     "split key must lie strictly inside the region".into(),
-                ))
-            } else {
-                Ok(())
+                ));
             }
+            Ok(())
         });
         match checked {
             Ok(()) => self.propose_write(request, callback),
@@ -966,6 +969,10 @@ impl PeerFsm {
     /// can: one heartbeat round confirms leadership for all of them. A leader asks once it
     /// has committed an entry of its term; a follower asks its leader through raft.
     fn issue_reads(&mut self) {
+        let unasked = |r: &PendingRead| r.batch.is_none() && r.read_index.is_none();
+        if !self.pending_reads.iter().any(unasked) {
+            return;
+        }
         if self.is_leader() {
             if !self.committed_in_current_term() {
                 return;
@@ -976,8 +983,7 @@ impl PeerFsm {
         let batch = self.next_read_id;
         let mut any = false;
         let now = Instant::now();
-        let unasked = |r: &&mut PendingRead| r.batch.is_none() && r.read_index.is_none();
-        for read in self.pending_reads.iter_mut().filter(unasked) {
+        for read in self.pending_reads.iter_mut().filter(|r| unasked(r)) {
             read.batch = Some((batch, now));
             any = true;
         }

@@ -290,10 +290,13 @@ impl PeerStorage {
     }
 
     /// Records apply progress reported by the ApplyFsm and drops cached entries that are
-    /// both applied and on disk.
+    /// both applied and on disk, but the last of them: the term of the entry a region
+    /// applied last is the one asked for most (the previous entry of the next append a
+    /// caught-up follower gets, the commit of a leader serving a read), and an engine read
+    /// for each would cost more than the entry.
     pub fn set_apply_state(&mut self, state: RaftApplyState) {
         self.apply_state = state;
-        let keep_from = self.apply_state.applied_index.min(self.persisted_index) + 1;
+        let keep_from = self.apply_state.applied_index.min(self.persisted_index);
         while self.cache.front().is_some_and(|e| e.index < keep_from) {
             self.cache.pop_front();
         }
@@ -602,9 +605,10 @@ mod tests {
         muts.push(s.raft_state_mutation());
         engine.write(&muts, true).unwrap();
         s.on_persisted(5);
-        // Entry 4 is applied and persisted, so it leaves the cache and is read from disk.
+        // Both entries are applied and persisted: entry 4 leaves the cache and is read
+        // from disk, entry 5 (the last applied) stays.
         s.set_apply_state(RaftApplyState {
-            applied_index: 4,
+            applied_index: 5,
             truncated_state: Some(RaftTruncatedState { index: 3, term: 3 }),
         });
         assert_eq!(s.cache.len(), 1);

@@ -1,10 +1,13 @@
 //! Measuring a region and choosing where to split it.
 //!
 //! A region's size is the bytes of the keys and values in its range, in all three client
-//! column families. If it exceeds the maximum size, the split key is the first key of the
-//! `default` column family at which the running total of that column family exceeds the
-//! split size, so the left part holds about `split_size` bytes. The scan stops early once
-//! both the split key is known and the maximum is exceeded. Runs on a blocking thread.
+//! column families. If it exceeds the maximum size, the split keys are the keys of the
+//! `default` column family at which the running total of that column family passes each
+//! multiple of the split size, so every part but the last holds about `split_size` bytes:
+//! a region that grew far past the maximum (a bulk load) is cut into all its pieces by one
+//! batch split, not halved again and again. At most [`MAX_SPLIT_KEYS`] keys are chosen;
+//! the scan stops early once they are known and the maximum is exceeded. Runs on a
+//! blocking thread.
 
 use tinykv_proto::metapb;
 
@@ -16,14 +19,17 @@ use crate::error::Result;
 pub struct Outcome {
     /// Bytes of data in the region (a lower bound if the scan stopped early).
     pub size: u64,
-    /// Where to split, if the region is too big.
-    pub split_key: Option<Vec<u8>>,
+    /// Where to split, ascending; empty unless the region is too big.
+    pub split_keys: Vec<Vec<u8>>,
     /// The region version the check ran against; a split proposal for another version is
     /// stale.
     pub region_version: u64,
 }
 
-/// Measures `region` and picks a split key if it exceeds `max_size`.
+/// Most split keys one check chooses (what is left splits at the next check).
+pub const MAX_SPLIT_KEYS: usize = 64;
+
+/// Measures `region` and picks split keys if it exceeds `max_size`.
 pub fn check(
     engine: &Engine,
     region: &metapb::Region,
@@ -32,13 +38,15 @@ pub fn check(
 ) -> Result<Outcome> {
     let (start, end) = (region.start_key.as_slice(), region.end_key.as_slice());
     let mut size = 0u64;
-    let mut candidate = None;
+    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    let mut next_cut = split_size;
     engine.scan(Cf::Default, start, end, |k, v| {
         size += (k.len() + v.len()) as u64;
-        if candidate.is_none() && size > split_size && k != start {
-            candidate = Some(k.to_vec());
+        if candidates.len() < MAX_SPLIT_KEYS && size > next_cut && k != start {
+            candidates.push(k.to_vec());
+            next_cut = size.saturating_add(split_size);
         }
-        !(candidate.is_some() && size > max_size)
+        !(candidates.len() == MAX_SPLIT_KEYS && size > max_size)
     })?;
     for cf in [Cf::Lock, Cf::Write] {
         if size > max_size {
@@ -49,10 +57,12 @@ pub fn check(
             size <= max_size
         })?;
     }
-    let split_key = if size > max_size { candidate } else { None };
+    if size <= max_size {
+        candidates.clear();
+    }
     Ok(Outcome {
         size,
-        split_key,
+        split_keys: candidates,
         region_version: region.region_epoch.map_or(0, |e| e.version),
     })
 }
@@ -84,10 +94,15 @@ mod tests {
             .collect();
         engine.write(&puts, false).unwrap();
         let small = check(&engine, &region, 200, 50).unwrap();
-        assert_eq!((small.size, small.split_key), (100, None));
+        assert_eq!((small.size, small.split_keys), (100, vec![]));
         let big = check(&engine, &region, 90, 50).unwrap();
         // The running total passes 50 bytes at the sixth pair.
-        assert_eq!(big.split_key, Some(b"k5".to_vec()));
+        assert_eq!(big.split_keys, vec![b"k5".to_vec()]);
         assert_eq!(big.region_version, 3);
+        // Far past the maximum: a cut after every 25 bytes, at the third, sixth and ninth
+        // pair (the first pair is the region's start and never a split key).
+        let huge = check(&engine, &region, 40, 25).unwrap();
+        let expected: Vec<Vec<u8>> = vec![b"k2".to_vec(), b"k5".to_vec(), b"k8".to_vec()];
+        assert_eq!(huge.split_keys, expected);
     }
 }

@@ -6,7 +6,9 @@
 
 use raft::eraftpb::{self, MessageType};
 use tinykv_proto::metapb;
-use tinykv_proto::raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, Request};
+use tinykv_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, CmdType, RaftCmdRequest, Request, SplitRequest,
+};
 use tinykv_proto::raft_serverpb::RaftMessage;
 
 use crate::error::{Error, Result};
@@ -46,6 +48,34 @@ pub fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
     }
 }
 
+/// The admin request that splits a region at `keys` (ascending, at least one), with
+/// fresh `ids`: `keys.len()` runs of one new region id and then one new peer id per peer
+/// of the region. One key makes TinyKV's `Split`, more a `BatchSplit`.
+pub fn split_request(keys: Vec<Vec<u8>>, ids: &[u64]) -> AdminRequest {
+    let per_split = ids.len() / keys.len().max(1);
+    let mut splits: Vec<SplitRequest> = keys
+        .into_iter()
+        .zip(ids.chunks(per_split.max(1)))
+        .map(|(split_key, fresh)| SplitRequest {
+            split_key,
+            new_region_id: fresh[0],
+            new_peer_ids: fresh[1..].to_vec(),
+        })
+        .collect();
+    if splits.len() == 1 {
+        return AdminRequest {
+            cmd_type: AdminCmdType::Split as i32,
+            split: splits.pop(),
+            ..Default::default()
+        };
+    }
+    AdminRequest {
+        cmd_type: AdminCmdType::BatchSplit as i32,
+        batch_split: Some(BatchSplitRequest { requests: splits }),
+        ..Default::default()
+    }
+}
+
 /// Checks the command's epoch against `region`: normal requests compare the version (the
 /// range may have changed), ChangePeer compares conf_ver, Split and TransferLeader compare
 /// both, CompactLog neither.
@@ -55,7 +85,9 @@ pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Resu
         Some(admin) => match admin.cmd_type() {
             AdminCmdType::CompactLog | AdminCmdType::InvalidAdmin => (false, false),
             AdminCmdType::ChangePeer => (false, true),
-            AdminCmdType::Split | AdminCmdType::TransferLeader => (true, true),
+            AdminCmdType::Split | AdminCmdType::BatchSplit | AdminCmdType::TransferLeader => {
+                (true, true)
+            }
         },
     };
     if !check_ver && !check_conf_ver {

@@ -32,14 +32,17 @@
 //! - A command holds at least one request, or an admin request, never both.
 //! - A split names a split key that is a valid key and, in the reserved range, only the
 //!   range's very start (where the meta region begins); a new region id and one new peer
-//!   id per peer, all non-zero and distinct.
+//!   id per peer, all non-zero and distinct. A batch split holds 1 to [`MAX_BATCH_SPLIT`]
+//!   such splits, with strictly ascending keys and no id used twice.
 //! - A membership change names a peer with a non-zero id and store.
 //! - A log compaction names a non-zero index and term; when it applies, the index must lie
 //!   below the compaction's own entry (checked by the ApplyFsm).
 
 use std::collections::HashSet;
 
-use tinykv_proto::raft_cmdpb::{AdminCmdType, AdminRequest, CmdType, RaftCmdRequest, Request};
+use tinykv_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, CmdType, RaftCmdRequest, Request, SplitRequest,
+};
 
 use crate::engine::Cf;
 use crate::error::{Error, Result};
@@ -52,6 +55,10 @@ pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
 
 /// Largest value a command may write.
 pub const MAX_VALUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Most splits one `BatchSplit` command may hold: each creates a peer on every store of the
+/// region when it applies.
+pub const MAX_BATCH_SPLIT: usize = 1_000;
 
 /// Whether `cmd` is a write of the cluster's metadata (its header is marked `metadata`).
 pub fn is_metadata(cmd: &RaftCmdRequest) -> bool {
@@ -154,18 +161,29 @@ pub fn check_admin(admin: &AdminRequest) -> Result<()> {
                 .split
                 .as_ref()
                 .ok_or_else(|| invalid("a Split without its request"))?;
-            check_split_key(&split.split_key)?;
-            let mut ids = HashSet::new();
-            if split.new_region_id == 0 {
-                return Err(invalid("a split's new region id is 0"));
+            check_split(split, &mut HashSet::new())
+        }
+        AdminCmdType::BatchSplit => {
+            let requests = admin
+                .batch_split
+                .as_ref()
+                .map(|b| b.requests.as_slice())
+                .unwrap_or_default();
+            if requests.is_empty() || requests.len() > MAX_BATCH_SPLIT {
+                return Err(invalid(format!(
+                    "a BatchSplit holds {} splits, not 1 to {MAX_BATCH_SPLIT}",
+                    requests.len()
+                )));
             }
-            for &id in &split.new_peer_ids {
-                if id == 0 || !ids.insert(id) {
-                    return Err(invalid(format!(
-                        "a split's new peer ids {:?} hold 0 or a repeated id",
-                        split.new_peer_ids
-                    )));
-                }
+            let mut ids = HashSet::new();
+            for split in requests {
+                check_split(split, &mut ids)?;
+            }
+            if requests
+                .windows(2)
+                .any(|w| w[0].split_key >= w[1].split_key)
+            {
+                return Err(invalid("a BatchSplit's keys are not strictly ascending"));
             }
             Ok(())
         }
@@ -222,6 +240,22 @@ fn check_written_key(key: &[u8], metadata: bool) -> Result<()> {
     }
 }
 
+/// Checks one split: a valid split key, a new region id and new peer ids that are non-zero
+/// and not in `ids` (the ids other splits of the same command use), which gains them.
+fn check_split(split: &SplitRequest, ids: &mut HashSet<u64>) -> Result<()> {
+    check_split_key(&split.split_key)?;
+    let fresh = std::iter::once(&split.new_region_id).chain(&split.new_peer_ids);
+    for &id in fresh {
+        if id == 0 || !ids.insert(id) {
+            return Err(invalid(format!(
+                "a split's new region id {} and peer ids {:?} hold 0 or a repeated id",
+                split.new_region_id, split.new_peer_ids
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a split key: a valid key, and in the reserved range only the range's start.
 pub fn check_split_key(key: &[u8]) -> Result<()> {
     check_key(key)?;
@@ -245,8 +279,8 @@ fn invalid(message: impl Into<String>) -> Error {
 mod tests {
     use tinykv_proto::metapb;
     use tinykv_proto::raft_cmdpb::{
-        ChangePeerRequest, CompactLogRequest, DeleteRequest, GetRequest, PutRequest,
-        RaftRequestHeader, SplitRequest,
+        BatchSplitRequest, ChangePeerRequest, CompactLogRequest, DeleteRequest, GetRequest,
+        PutRequest, RaftRequestHeader,
     };
 
     use super::*;
@@ -429,5 +463,37 @@ mod tests {
             ..Default::default()
         };
         assert!(check_command(&mixed).is_err());
+    }
+
+    #[test]
+    fn a_batch_split_holds_ascending_keys_and_never_reuses_an_id() {
+        let one = |key: &[u8], first_id: u64| SplitRequest {
+            split_key: key.to_vec(),
+            new_region_id: first_id,
+            new_peer_ids: vec![first_id + 1, first_id + 2],
+        };
+        let batch = |requests: Vec<SplitRequest>| AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            batch_split: Some(BatchSplitRequest { requests }),
+            ..Default::default()
+        };
+        assert!(check_admin(&batch(vec![one(b"a", 10), one(b"b", 20)])).is_ok());
+        let too_many = (0..=MAX_BATCH_SPLIT as u64)
+            .map(|i| one(format!("k{i:05}").as_bytes(), 10 + 3 * i))
+            .collect();
+        for bad in [
+            batch(vec![]),
+            batch(too_many),
+            batch(vec![one(b"b", 10), one(b"a", 20)]),
+            batch(vec![one(b"a", 10), one(b"a", 20)]),
+            batch(vec![one(b"a", 10), one(b"b", 12)]),
+            batch(vec![one(b"a", 10), one(b"", 20)]),
+            AdminRequest {
+                cmd_type: AdminCmdType::BatchSplit as i32,
+                ..Default::default()
+            },
+        ] {
+            assert!(check_admin(&bad).is_err(), "{bad:?}");
+        }
     }
 }

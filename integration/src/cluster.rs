@@ -464,6 +464,27 @@ impl Cluster {
         assert!(removed, "could not remove {peer:?} from region {region_id}");
     }
 
+    /// Splits region `region_id` at `keys` (ascending) in one command, with fresh ids,
+    /// retrying with the leader's current epoch until the region ends at the first key;
+    /// panics after 10 s.
+    pub async fn must_split(&self, region_id: u64, keys: &[&[u8]]) {
+        let owned: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let split = self
+            .admin_until(
+                region_id,
+                Duration::from_secs(10),
+                |region| {
+                    let ids: Vec<u64> = (0..owned.len() * (1 + region.peers.len()))
+                        .map(|_| self.alloc_id())
+                        .collect();
+                    tinykv_actors::util::split_request(owned.clone(), &ids)
+                },
+                |_, region| region.end_key == owned[0],
+            )
+            .await;
+        assert!(split, "could not split region {region_id} at {keys:?}");
+    }
+
     /// A fresh peer id, from store 1's allocator (any running store's will do).
     pub fn alloc_id(&self) -> u64 {
         let handle = self.stores.values().next().expect("a running store");

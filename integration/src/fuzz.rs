@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use tinykv_proto::eraftpb;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, CompactLogRequest, DeleteRequest,
-    GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest, SplitRequest,
-    TransferLeaderRequest, WriteSession,
+    AdminCmdType, AdminRequest, BatchSplitRequest, ChangePeerRequest, CmdType, CompactLogRequest,
+    DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+    SplitRequest, TransferLeaderRequest, WriteSession,
 };
 use tinykv_proto::raft_serverpb::RaftMessage;
 
@@ -197,7 +197,7 @@ impl Fuzzer {
 
     /// An admin request of any type, its fields filled at random.
     pub fn admin(&mut self) -> AdminRequest {
-        let cmd_type = [0, 1, 3, 4, 10, 99][self.rng.gen_range(0..6)];
+        let cmd_type = [0, 1, 3, 4, 10, 11, 99][self.rng.gen_range(0..7)];
         let mut admin = AdminRequest {
             cmd_type,
             ..Default::default()
@@ -220,17 +220,26 @@ impl Fuzzer {
                     peer: self.chance(0.9).then(|| self.peer()),
                 })
             }
-            Ok(AdminCmdType::Split) => {
-                let count = self.rng.gen_range(0..5);
-                admin.split = Some(SplitRequest {
-                    split_key: self.bytes(),
-                    new_region_id: self.number(),
-                    new_peer_ids: (0..count).map(|_| self.number()).collect(),
+            Ok(AdminCmdType::Split) => admin.split = Some(self.split()),
+            Ok(AdminCmdType::BatchSplit) => {
+                let count = self.rng.gen_range(0..4);
+                admin.batch_split = Some(BatchSplitRequest {
+                    requests: (0..count).map(|_| self.split()).collect(),
                 })
             }
             _ => {}
         }
         admin
+    }
+
+    /// A random split: any key, any ids.
+    fn split(&mut self) -> SplitRequest {
+        let count = self.rng.gen_range(0..5);
+        SplitRequest {
+            split_key: self.bytes(),
+            new_region_id: self.number(),
+            new_peer_ids: (0..count).map(|_| self.number()).collect(),
+        }
     }
 
     /// A command for region `region_id`: a random header (term, metadata mark, epoch,

@@ -19,7 +19,9 @@
 //! wherever the region's leader is (any node accepts them):
 //!
 //! - `POST /v1/admin/regions/{id}/split` with `{"key": "..."}`: splits the region at the
-//!   key; answers `{"regions": [left, right]}`;
+//!   key; answers `{"regions": [left, right]}`. With `{"keys": ["...", ...]}` (strictly
+//!   ascending, at most 1,000) it splits at every key in one raft command and answers the
+//!   region and the new ones in key order;
 //! - `POST /v1/admin/regions/{id}/peers` with `{"store_id": N}`: adds a peer on that
 //!   store; answers the region;
 //! - `DELETE /v1/admin/regions/{id}/peers/{peer_id}`: removes that peer; answers the
@@ -355,12 +357,14 @@ async fn probe_health(
     }
 }
 
-/// The body of `POST /v1/admin/regions/{id}/split`.
+/// The body of `POST /v1/admin/regions/{id}/split`: one key or a list of them.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SplitBody {
     /// The split key, percent-encoded.
-    pub key: String,
+    pub key: Option<String>,
+    /// Split keys, percent-encoded and strictly ascending.
+    pub keys: Option<Vec<String>>,
 }
 
 /// The body of `POST /v1/admin/regions/{id}/peers`.
@@ -379,6 +383,34 @@ pub struct TransferLeaderBody {
     pub peer_id: u64,
 }
 
+/// The split keys a split body names, decoded: exactly one of `key` and `keys`, none of
+/// them reserved (their order and count are the admin service's to check).
+fn split_keys(body: SplitBody) -> Result<Vec<Vec<u8>>> {
+    let encoded = match (body.key, body.keys) {
+        (Some(key), None) => vec![key],
+        (None, Some(keys)) => keys,
+        _ => {
+            return Err(Error::bad_request(
+                "bad_json",
+                "the body names either \"key\" or \"keys\"",
+            ))
+        }
+    };
+    encoded
+        .iter()
+        .map(|key| {
+            let key = super::request::percent_decode(key, "the split key")?;
+            if crate::placement::is_reserved_key(&key) {
+                return Err(Error::bad_request(
+                    "reserved_key",
+                    "the split key starts with byte 0xFF: the reserved keys are the cluster's own",
+                ));
+            }
+            Ok(key)
+        })
+        .collect()
+}
+
 /// `POST /v1/admin/regions/{id}/split`.
 pub async fn split_region(
     req: HttpRequest,
@@ -387,14 +419,8 @@ pub async fn split_region(
 ) -> Result<HttpResponse> {
     let id = path_number(&req, "id")?;
     let body: SplitBody = parse_body(body)?;
-    let key = super::request::percent_decode(&body.key, "the split key")?;
-    if crate::placement::is_reserved_key(&key) {
-        return Err(Error::bad_request(
-            "reserved_key",
-            "the split key starts with byte 0xFF: the reserved keys are the cluster's own",
-        ));
-    }
-    let regions = state.admin.split(id, key).await?;
+    let keys = split_keys(body)?;
+    let regions = state.admin.split(id, keys).await?;
     let regions: Vec<RegionInfo> = regions.iter().map(RegionInfo::from_region).collect();
     Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
 }
@@ -485,9 +511,22 @@ mod tests {
         assert_eq!(
             parse::<SplitBody>(r#"{"key": "user%2F42"}"#).unwrap(),
             SplitBody {
-                key: "user%2F42".into()
+                key: Some("user%2F42".into()),
+                keys: None,
             }
         );
+        let keys = |body: &str| split_keys(parse::<SplitBody>(body).unwrap());
+        assert_eq!(
+            keys(r#"{"keys": ["a", "b%20c"]}"#).unwrap(),
+            [&b"a"[..], b"b c"]
+        );
+        for (body, code) in [
+            ("{}", "bad_json"),
+            (r#"{"key": "a", "keys": ["b"]}"#, "bad_json"),
+            (r#"{"keys": ["a", "%FFx"]}"#, "reserved_key"),
+        ] {
+            assert_eq!(keys(body).unwrap_err().code(), code, "{body}");
+        }
         assert_eq!(
             parse::<AddPeerBody>(r#"{"store_id": 3}"#).unwrap(),
             AddPeerBody { store_id: 3 }
@@ -500,7 +539,6 @@ mod tests {
             ("", "empty"),
             ("{", "EOF"),
             (r#"["a"]"#, "got [\"a\"]"),
-            ("{}", "missing field `key`"),
             (r#"{"key": 5}"#, "invalid type"),
             (r#"{"key": "a", "at": "b"}"#, "unknown field `at`"),
         ] {

@@ -889,11 +889,14 @@ async fn the_admin_service_checks_its_input_against_the_leader() {
         (err.code(), err.status()),
         ("unknown_store", StatusCode::BAD_REQUEST)
     );
-    let err = admin.split(1, Vec::new()).await.unwrap_err();
-    assert_eq!(
-        (err.code(), err.status()),
-        ("invalid_split_key", StatusCode::BAD_REQUEST)
-    );
+    for keys in [vec![], vec![vec![]], vec![b"b".to_vec(), b"a".to_vec()]] {
+        let err = admin.split(1, keys.clone()).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.status()),
+            ("invalid_split_key", StatusCode::BAD_REQUEST),
+            "{keys:?}"
+        );
+    }
     let err = admin.remove_peer(1, 2).await.unwrap_err();
     assert_eq!(
         (err.code(), err.status()),

@@ -203,7 +203,7 @@ impl PdServer {
             );
             self.inner
                 .admin
-                .split(region.id, META_REGION_START.to_vec())
+                .split(region.id, vec![META_REGION_START.to_vec()])
                 .await?;
             split_issued = true;
         }
