@@ -16,7 +16,7 @@
 //! [`crate::forward::error_to_wire`]). Keys are checked as the client API checks them
 //! (empty, too long, reserved), and a scan stops where the reserved keys begin.
 //!
-//! `raft-cmd` takes the admin operations of the admin API (split, membership change,
+//! `raft-cmd` takes the admin operations of the admin API (split and batch split, membership change,
 //! leader transfer) and read probes, nothing else ([`check_forwarded_command`]): writes
 //! travel as raw operations, log compaction is the leader's own business, and the
 //! placement driver's writes are proposed on its own store only. If the local store gives
@@ -422,7 +422,10 @@ pub fn check_forwarded_command(request: &RaftCmdRequest) -> Result<()> {
         .map_err(|e| Error::bad_request("invalid_request", e.to_string()))?;
     match &request.admin_request {
         Some(admin) => match admin.cmd_type() {
-            AdminCmdType::Split | AdminCmdType::ChangePeer | AdminCmdType::TransferLeader => Ok(()),
+            AdminCmdType::Split
+            | AdminCmdType::BatchSplit
+            | AdminCmdType::ChangePeer
+            | AdminCmdType::TransferLeader => Ok(()),
             _ => refuse("a log compaction"),
         },
         None if tinykv_actors::util::is_read_only(request) => Ok(()),
@@ -579,6 +582,15 @@ mod tests {
             ..Default::default()
         };
         assert!(check_forwarded_command(&compact).is_err());
+        // Splits, one key or many, are the admin API's and travel to the leader's node.
+        let batch_split = RaftCmdRequest {
+            admin_request: Some(tinykv_actors::util::split_request(
+                vec![b"a".to_vec(), b"b".to_vec()],
+                &[10, 11, 12, 20, 21, 22],
+            )),
+            ..Default::default()
+        };
+        assert!(check_forwarded_command(&batch_split).is_ok());
         let pinned = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 term: 4,

@@ -1981,6 +1981,7 @@ impl PeerFsm {
         let first_before = self.raft.store().first_log_index();
         self.raft.mut_store().set_apply_state(msg.apply_state);
         self.size_diff_hint += msg.written_bytes;
+        let mut splits = 0usize;
         for result in msg.results {
             match result {
                 ExecResult::CompactLog { index } => {
@@ -1994,7 +1995,10 @@ impl PeerFsm {
                     }
                 }
                 ExecResult::Split { left, right } => {
-                    info!(left = ?left, right = ?right, "region split");
+                    // A batch split yields one result per new region: one line each at
+                    // debug, the region's new shape at info once they are all done.
+                    debug!(left = ?left, right = ?right, "region split");
+                    splits += 1;
                     self.approximate_size = None;
                     self.raft.mut_store().set_region(left);
                     self.report_route(ctx);
@@ -2004,6 +2008,9 @@ impl PeerFsm {
                     });
                 }
             }
+        }
+        if splits > 0 {
+            info!(splits, region = ?self.region(), "region split");
         }
         self.raft.advance_apply_to(applied);
         self.serve_reads();

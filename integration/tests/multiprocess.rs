@@ -231,3 +231,66 @@ async fn a_write_right_after_the_leader_is_killed_succeeds_once() {
         Some("later")
     );
 }
+
+/// A batch split through the REST API of a node that does not lead the region: the
+/// command travels to the leader's node (through the node-to-node API) and the region is
+/// cut at every key at once; then a second batch through the node that led it first.
+#[tokio::test]
+async fn a_batch_split_through_any_node_cuts_the_region_at_every_key() {
+    let cluster = ProcessCluster::start(3);
+    let http = tinykv::security::http_client_builder().build().unwrap();
+    for node in cluster.nodes().to_vec() {
+        cluster.wait_healthy(node.id, &http).await;
+    }
+    let leader = leader_store(&http, &cluster).await;
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let split = |node: u64, keys: Vec<String>| {
+        let http = http.clone();
+        let url = format!("{}/v1/admin/regions/1/split", cluster.url(node));
+        async move {
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "keys": keys }).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["regions"].as_array().unwrap().len()
+        }
+    };
+    // Region 1 keeps ["", k050); 50 keys from k050 on start a region each.
+    let keys = |from: usize| (from..from + 50).map(|i| format!("k{i:03}")).collect();
+    assert_eq!(split(other, keys(50)).await, 51);
+    assert_eq!(
+        split(leader, keys(0).into_iter().skip(1).collect()).await,
+        50
+    );
+    // The new regions' peers start once the splits applied on each node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in 1..=3 {
+        loop {
+            let regions = region_map(&http, &cluster, node).await;
+            if regions.len() >= 101 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} holds {} regions",
+                regions.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for i in [0, 1, 49, 50, 99, 120] {
+        let key = format!("k{i:03}");
+        must_put(&http, &cluster, other, &key, "v").await;
+        assert_eq!(
+            must_get(&http, &cluster, leader, &key).await.as_deref(),
+            Some("v")
+        );
+    }
+}
