@@ -1,0 +1,330 @@
+//! Raft messages in and out: stepping inbound messages (verifying snapshots off the
+//! actor's thread first, checking whether a stale sender's peer is gone), sending
+//! raft's outbound messages through the transport, and generating snapshots.
+
+use super::*;
+
+impl PeerFsm {
+    pub(super) fn on_snapshot_generated(&mut self, result: Result<eraftpb::Snapshot>) {
+        self.generating_snapshot = false;
+        match result {
+            Ok(snapshot) => {
+                metrics::snapshot("generate", true);
+                debug!(index = snapshot.get_metadata().index, "snapshot generated");
+                self.raft.store().set_generated_snapshot(snapshot);
+            }
+            Err(e) => {
+                metrics::snapshot("generate", false);
+                warn!("snapshot generation failed: {e}");
+            }
+        }
+    }
+
+    pub(super) fn maybe_generate_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if !self.raft.store().take_snapshot_request() || self.generating_snapshot {
+            return;
+        }
+        self.generating_snapshot = true;
+        let engine = self.ctx.engine.clone();
+        let token = self.ctx.token.clone();
+        let region_id = self.region_id;
+        let task = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            snapshot::generate(&engine, region_id)
+        });
+        ctx.spawn(task.into_actor(self).map(|joined, peer, ctx| {
+            let _enter = peer.span.clone().entered();
+            let result = joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string())));
+            peer.on_snapshot_generated(result);
+            peer.schedule_ready(ctx);
+        }));
+    }
+
+    pub(super) fn on_raft_message(&mut self, msg: RaftMessage, ctx: &mut Context<Self>) {
+        let Some(to) = msg.to_peer else { return };
+        if to.store_id != self.ctx.store_id {
+            debug!(to = ?to, "dropping raft message for another store");
+            return;
+        }
+        if stale_peer::is_check(&msg) {
+            // Another store's peer asks how this store sees the region.
+            let region = self.region();
+            let view = (!region.peers.is_empty()).then_some(region);
+            if let Some(answer) = stale_peer::answer(&msg, view, false) {
+                self.ctx.transport.send(answer);
+            }
+            return;
+        }
+        if stale_peer::is_answer(&msg) {
+            self.on_stale_check_answer(&msg, ctx);
+            return;
+        }
+        let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
+        let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+        if to.id != self.peer.id && !msg.is_tombstone && their_conf_ver > my_conf_ver {
+            // A newer membership may have another peer of the region on this store: this
+            // one would then have been removed without learning it (a store holds one peer
+            // per region). Peer ids say nothing about age: each store allocates from its
+            // own id space.
+            self.check_stale(
+                "a newer peer of the region on this store was addressed",
+                &msg,
+            );
+            return;
+        }
+        if !msg.dropped_proposals.is_empty() {
+            if to.id == self.peer.id {
+                self.on_dropped_proposals(msg.dropped_proposals);
+            }
+            return;
+        }
+        if msg.is_tombstone {
+            let initialized = self.raft.store().is_initialized();
+            if to.id == self.peer.id && their_conf_ver > my_conf_ver && initialized {
+                self.check_stale("told it was removed from the region", &msg);
+            }
+            return;
+        }
+        // A stale sender is answered even when it addresses an earlier peer of this
+        // store, long replaced.
+        if self.raft.store().is_initialized() {
+            if let Some(tombstone) = util::tombstone_for_stale_sender(&msg, self.region()) {
+                self.ctx.transport.send(tombstone);
+                return;
+            }
+        }
+        let Some(from) = msg.from_peer else { return };
+        if to.id != self.peer.id {
+            debug!(to = ?to, "dropping raft message for an earlier peer of this store");
+            return;
+        }
+        let known = self.region().peers.iter().find(|p| p.id == from.id);
+        if known.is_some_and(|p| p.store_id != from.store_id) {
+            warn!(from = ?from, "dropping a raft message from a member peer on the wrong store");
+            metrics::message_refused("wrong_store");
+            return;
+        }
+        self.hibernation.heard_from(from.id, Instant::now());
+        if let Some(extra) = &msg.extra_msg {
+            self.on_hibernation_message(from, extra, ctx);
+            return;
+        }
+        let Some(inner) = &msg.message else { return };
+        self.wake(from.id == self.raft.raft.leader_id, ctx);
+        let message: eraftpb::Message = match to_raft(inner) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("dropping undecodable raft message: {e}");
+                return;
+            }
+        };
+        let log = inbound::LocalLog {
+            last_index: self.raft.raft.raft_log.last_index(),
+            leader_id: self.raft.raft.leader_id,
+        };
+        if let Err(why) = inbound::check_message(&message, &from, &to, &log) {
+            warn!(from = ?from, kind = ?message.get_msg_type(), "dropping a raft message raft could not take: {why}");
+            metrics::message_refused("malformed");
+            return;
+        }
+        self.peer_cache.insert(from.id, from);
+        if message.get_msg_type() == eraftpb::MessageType::MsgSnapshot {
+            self.verify_snapshot_then_step(message, ctx);
+            return;
+        }
+        // A leader not handing its leadership over always takes a forwarded write (there
+        // is no limit on uncommitted entries); only otherwise may raft drop it, and only
+        // then are the writes named, to tell the follower.
+        let may_drop = !self.is_leader() || self.raft.raft.lead_transferee.is_some();
+        let forwarded = (may_drop
+            && message.get_msg_type() == eraftpb::MessageType::MsgPropose
+            && message.from != self.peer.id)
+            .then(|| inbound::check_forwarded_proposal(&message).unwrap_or_default());
+        if let Err(e) = self.step(message, ctx) {
+            debug!("raft rejected message: {e}");
+            if let Some(uuids) = forwarded {
+                self.notify_dropped_proposals(from, uuids);
+            }
+        }
+    }
+
+    /// Steps `message` into raft. raft-rs asserts its peers' promises instead of checking
+    /// them; [`inbound::check_message`] refuses every message known to break one, and if
+    /// one still makes raft panic, the panic is contained here: raft's in-memory state
+    /// may be half-updated, so the peer restarts from its state on disk (see
+    /// [`PeerFsm::restart`]), like a crash of this one peer, instead of the whole node.
+    pub(super) fn step(
+        &mut self,
+        message: eraftpb::Message,
+        ctx: &mut Context<Self>,
+    ) -> raft::Result<()> {
+        let (kind, from) = (message.get_msg_type(), message.from);
+        let raft = &mut self.raft;
+        #[cfg(test)]
+        let must_panic = std::mem::take(&mut self.panic_on_next_step);
+        #[cfg(not(test))]
+        let must_panic = false;
+        let stepped = crate::containment::contain(|| {
+            if must_panic {
+                panic!("raft asserts on a message (injected by a test)");
+            }
+            raft.step(message)
+        });
+        match stepped {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = crate::containment::panic_message(panic.as_ref());
+                error!(?kind, from, "raft panicked on a message: {what}");
+                self.restart(ctx);
+                Ok(())
+            }
+        }
+    }
+
+    /// Verifies a snapshot from the leader before raft sees it, off the actor's thread
+    /// (it decodes and checksums the whole region): its data (counts, checksums, every
+    /// key inside its range), that it is for this peer of this region and not older than
+    /// the region this peer holds, and (asking the Router) that no other local region
+    /// overlaps its range. Only then is it stepped; otherwise it is dropped, and raft
+    /// sends another one if it was real.
+    pub(super) fn verify_snapshot_then_step(
+        &mut self,
+        message: eraftpb::Message,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.verifying_snapshot {
+            debug!("a snapshot is being verified already; dropping another");
+            return;
+        }
+        self.verifying_snapshot = true;
+        let (region_id, peer, token) = (self.region_id, self.peer, self.ctx.token.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            let verified = snapshot::verify_for(message.get_snapshot(), region_id, &peer);
+            (message, verified)
+        });
+        ctx.spawn(task.into_actor(self).then(|joined, peer, _| {
+            let verified = match joined {
+                Ok((message, Ok(verified))) => peer.check_snapshot_epoch(message, verified),
+                Ok((_, Err(e))) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let router = peer.ctx.router.clone();
+            async move {
+                let (message, verified) = verified?;
+                let range = CheckSnapshotRange {
+                    region_id: verified.region.id,
+                    start_key: verified.region.start_key.clone(),
+                    end_key: verified.region.end_key.clone(),
+                };
+                match router.send(range).await {
+                    Ok(true) => Ok((message, verified)),
+                    Ok(false) => Err("its range overlaps another local region".to_string()),
+                    Err(_) => Err("the router is gone".to_string()),
+                }
+            }
+            .into_actor(peer)
+            .map(|checked, peer, ctx| {
+                peer.verifying_snapshot = false;
+                if peer.destroyed {
+                    return;
+                }
+                let _enter = peer.span.clone().entered();
+                match checked {
+                    Ok((message, verified)) => {
+                        peer.verified_snapshot = Some(verified);
+                        if let Err(e) = peer.step(message, ctx) {
+                            debug!("raft rejected a snapshot: {e}");
+                        }
+                        peer.schedule_ready(ctx);
+                    }
+                    Err(why) => {
+                        metrics::snapshot("receive", false);
+                        warn!("dropping a snapshot that failed verification: {why}");
+                    }
+                }
+            })
+        }));
+    }
+
+    /// Refuses a snapshot of an older region than the one this (initialized) peer holds.
+    pub(super) fn check_snapshot_epoch(
+        &self,
+        message: eraftpb::Message,
+        verified: snapshot::VerifiedSnapshot,
+    ) -> std::result::Result<(eraftpb::Message, snapshot::VerifiedSnapshot), String> {
+        let (mine, theirs) = (
+            self.region().region_epoch.unwrap_or_default(),
+            verified.region.region_epoch.unwrap_or_default(),
+        );
+        if self.raft.store().is_initialized()
+            && (theirs.version < mine.version || theirs.conf_ver < mine.conf_ver)
+        {
+            return Err(format!(
+                "its region epoch {theirs:?} is older than this peer's {mine:?}"
+            ));
+        }
+        Ok((message, verified))
+    }
+
+    /// Starts making sure that this peer was removed from its region, as `msg` claims
+    /// (see [`stale_peer`]); it destroys itself only once another store confirms.
+    pub(super) fn check_stale(&mut self, reason: &str, msg: &RaftMessage) {
+        let base_tick = self.ctx.cfg.base_tick();
+        if self
+            .stale_check
+            .as_ref()
+            .is_some_and(|c| c.is_running(base_tick))
+        {
+            return;
+        }
+        info!(reason, from = ?msg.from_peer, "asking the other stores whether this peer was removed");
+        let (check, questions) = StaleCheck::start(self.region(), &self.peer, msg.from_peer);
+        self.stale_check = Some(check);
+        for question in questions {
+            self.ctx.transport.send(question);
+        }
+    }
+
+    pub(super) fn on_stale_check_answer(&mut self, answer: &RaftMessage, ctx: &mut Context<Self>) {
+        let confirmed = self
+            .stale_check
+            .as_ref()
+            .is_some_and(|check| check.confirms(answer, self.region(), &self.peer));
+        if confirmed {
+            let by = answer.from_peer.map_or(0, |p| p.store_id);
+            info!(
+                confirmed_by = by,
+                "another store confirms that this peer was removed"
+            );
+            self.stale_check = None;
+            self.destroy("removed from the region (confirmed by another store)", ctx);
+        }
+    }
+
+    pub(super) fn send_messages(&mut self, messages: Vec<eraftpb::Message>) {
+        for m in messages {
+            let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
+                warn!(to = m.to, "no address for peer, dropping message");
+                continue;
+            };
+            let region = self.region();
+            let mut out = RaftMessage {
+                region_id: self.region_id,
+                from_peer: Some(self.peer),
+                to_peer: Some(to_peer),
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            };
+            if util::is_initial_msg(&m) {
+                out.start_key = region.start_key.clone();
+                out.end_key = region.end_key.clone();
+            }
+            out.message = Some(from_raft(&m));
+            metrics::message_sent(m.get_msg_type());
+            self.ctx.transport.send(out);
+        }
+    }
+
+    // ---- ready ----------------------------------------------------------------------
+}

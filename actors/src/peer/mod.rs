@@ -1,0 +1,703 @@
+//! PeerFsm: one actor per region peer, owning its raft-rs `RawNode`.
+//!
+//! The PeerFsm turns events into raft progress and raft progress into work for others:
+//!
+//! - **Inputs**: ticks (one timer every `raft_base_tick_ms`, which also drives log GC and
+//!   the size check), raft messages from other stores, client commands, [`Persisted`]
+//!   from the raft-log writer and [`Applied`] from the apply path.
+//! - **Sleep**: a region with nothing to do hibernates (see [`crate::hibernate`]): its
+//!   timer stops until a message or a command wakes it.
+//! - **Ready**: after handling inputs, the peer takes raft-rs's `Ready` once (a scheduled
+//!   [`HandleReady`] notification coalesces the inputs that arrived together). Messages a
+//!   leader may send before persisting go out at once; new entries and the hard state go to
+//!   the raft-log writer as a [`WriteTask`] (raft-rs's async-ready protocol); messages that
+//!   must wait for durability (a follower's append responses, votes) are held until the
+//!   writer reports [`Persisted`]; committed entries go to the ApplyFsm with the proposals
+//!   they answer.
+//! - **Writes**: a command is checked (store, leadership, term, epoch, key range),
+//!   encoded, and proposed; its callback waits as a [`Proposal`] keyed by (index, term).
+//! - **Reads**: read-only commands use raft's ReadIndex: the leader confirms it is still
+//!   leader with a heartbeat round, learns the commit index at that moment, and serves the
+//!   read from the engine once its state machine has applied that index. Reads never touch
+//!   the log.
+//!
+//! The code is split by concern, each an `impl PeerFsm` block of its own: `proposals`
+//! (writes and admin commands), `reads`, `messages` (raft messages in and out,
+//! snapshots), `ready` (raft's `Ready`, and what the ApplyFsm reports applied),
+//! `ticks` (the timer, log GC, size checks) and `sleep` (hibernation). This file holds
+//! the actor's state, its message handlers and its lifecycle: creation, destruction, and
+//! the restart from disk after raft panicked on a message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use prost::Message as _;
+use raft::eraftpb::{self, ConfChange, ConfChangeType};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
+use tinykv_proto::convert::{from_raft, to_raft};
+use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, GetResponse,
+    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
+    TransferLeaderResponse,
+};
+use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use tracing::{debug, error, info, warn};
+
+use crate::alive::AliveToken;
+use crate::apply::{ApplyFsm, AttachPeer};
+use crate::batch_writer::{RaftLogGcWriter, RaftLogWriter};
+use crate::config::RaftStoreConfig;
+use crate::engine::{Cf, Engine, Mutation};
+use crate::error::{Error, Result};
+use crate::hibernate::{self, FollowerView, Hibernation};
+use crate::id_alloc::IdAllocator;
+use crate::inbound;
+use crate::keys;
+use crate::metrics;
+use crate::msg::*;
+use crate::peer_storage::{self, PeerStorage};
+use crate::proposal_batch::ProposalBatch;
+use crate::router::Router;
+use crate::slog_bridge::raft_logger;
+use crate::snapshot;
+use crate::split_check;
+use crate::stale_peer::{self, StaleCheck};
+use crate::transport::Transport;
+use crate::util;
+use crate::validation;
+
+mod messages;
+mod proposals;
+mod reads;
+mod ready;
+mod sleep;
+mod ticks;
+
+use reads::PendingRead;
+
+/// Everything a PeerFsm needs from its store.
+#[derive(Clone)]
+pub struct PeerContext {
+    /// This store's id.
+    pub store_id: u64,
+    /// Raftstore settings.
+    pub cfg: Arc<RaftStoreConfig>,
+    /// The store's engine.
+    pub engine: Engine,
+    /// Outbound raft messages.
+    pub transport: Arc<dyn Transport>,
+    /// The store's router.
+    pub router: Addr<Router>,
+    /// The store's raft-log writer.
+    pub log_writer: Addr<RaftLogWriter>,
+    /// The store's deleter of compacted log entries.
+    pub log_gc: Addr<RaftLogGcWriter>,
+    /// Ids for the regions and peers splits create.
+    pub ids: Arc<dyn IdAllocator>,
+    /// Keeps the store from counting as stopped while this peer lives.
+    pub token: AliveToken,
+}
+
+/// Most compacted log entries deleted one key at a time; a longer run is range-deleted.
+pub(super) const MAX_POINT_DELETES: u64 = 100_000;
+
+/// A batch of client writes is proposed at once when its keys and values reach this
+/// size, without waiting for the next ready.
+pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Internal notification: take and handle raft's `Ready`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct HandleReady;
+
+/// The actor; see the module documentation.
+pub struct PeerFsm {
+    ctx: PeerContext,
+    peer: metapb::Peer,
+    region_id: u64,
+    raft: RawNode<PeerStorage>,
+    apply: Addr<ApplyFsm>,
+    proposals: VecDeque<Proposal>,
+    /// Writes forwarded to the leader, not yet handed to the ApplyFsm.
+    forwarded: Vec<ForwardedProposal>,
+    /// Client writes waiting to be proposed together at the next ready.
+    write_batch: ProposalBatch,
+    /// With `lease_reads`: until when this leader may serve reads without a heartbeat
+    /// round.
+    lease_until: Option<Instant>,
+    /// When the last leader transfer began; rounds started before do not renew the lease.
+    lease_fence: Instant,
+    pending_reads: VecDeque<PendingRead>,
+    next_read_id: u64,
+    /// Messages of `Ready`s that may only be sent once that `Ready` is durable.
+    unpersisted_msgs: VecDeque<(u64, Vec<eraftpb::Message>)>,
+    peer_cache: HashMap<u64, metapb::Peer>,
+    ready_scheduled: bool,
+    reported_leader: Option<u64>,
+    /// Highest log index handed to the ApplyFsm.
+    sent_to_apply: u64,
+    /// The `Ready` number and index of a snapshot being persisted: once it is durable,
+    /// raft's applied index jumps to the snapshot's.
+    persisting_snapshot: Option<(u64, u64)>,
+    /// A snapshot is being generated on a blocking thread.
+    generating_snapshot: bool,
+    /// The peer destroyed itself, or stopped to restart from disk, and only waits to
+    /// stop.
+    destroyed: bool,
+    /// A snapshot from the leader is being verified before raft sees it.
+    verifying_snapshot: bool,
+    /// The last snapshot that passed verification, kept for when raft hands it back to
+    /// be persisted.
+    verified_snapshot: Option<snapshot::VerifiedSnapshot>,
+    /// A check, in flight, of whether this peer was removed from its region.
+    stale_check: Option<StaleCheck>,
+    /// Tests: the next message stepped makes raft "panic".
+    #[cfg(test)]
+    panic_on_next_step: bool,
+    /// The (term, index) of the last CompactLog this peer proposed as leader; another is
+    /// proposed only once it applied or the term changed.
+    compact_proposed: Option<(u64, u64)>,
+    /// Approximate bytes of the entries in the raft log, for the size limit of log GC:
+    /// grows with every appended entry and shrinks in proportion to what a compaction
+    /// removes. It starts at zero after a restart, as TiKV's does, so the count limit
+    /// bounds a log the hint does not know about.
+    log_size_hint: u64,
+    /// Every raft log entry below this index has been handed to the RaftLogGcWriter for
+    /// deletion (unknown until this peer's first compaction).
+    log_deleted_below: Option<u64>,
+    /// Bytes written since the last size check.
+    size_diff_hint: u64,
+    /// Region size found by the last size check.
+    approximate_size: Option<u64>,
+    /// A size check is running on a blocking thread.
+    checking_size: bool,
+    /// Campaign as soon as the peer starts (a split's new region whose parent led).
+    pub campaign_on_start: bool,
+    /// Followers raft is sending a snapshot to, and since when (leader only).
+    snapshot_waits: HashMap<u64, Instant>,
+    /// Whether the peer sleeps, and the leader's round of asking its followers.
+    hibernation: Hibernation,
+    /// The last report handed to the Router for the placement driver (leader only).
+    last_report: Option<LeaderReport>,
+    /// The tick timer, while awake.
+    tick_timer: Option<SpawnHandle>,
+    /// Ticks since the peer started, for the log GC and size check intervals.
+    ticks: u64,
+    /// The number of the last `Ready` handed to the raft-log writer and not yet reported
+    /// persisted.
+    unpersisted_ready: Option<u64>,
+    span: tracing::Span,
+}
+
+impl PeerFsm {
+    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm.
+    pub fn new(
+        ctx: PeerContext,
+        peer: metapb::Peer,
+        storage: PeerStorage,
+        apply: Addr<ApplyFsm>,
+    ) -> Result<PeerFsm> {
+        let region_id = storage.region().id;
+        let span = tracing::info_span!(
+            "peer",
+            store = ctx.store_id,
+            region = region_id,
+            peer = peer.id
+        );
+        let cfg = &ctx.cfg;
+        let raft_cfg = raft::Config {
+            id: peer.id,
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied: storage.applied_index(),
+            max_size_per_msg: cfg.raft_max_size_per_msg,
+            max_inflight_msgs: cfg.raft_max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
+        let peer_cache = storage.region().peers.iter().map(|p| (p.id, *p)).collect();
+        let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
+            .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
+        Ok(PeerFsm {
+            ctx,
+            peer,
+            region_id,
+            raft,
+            apply,
+            proposals: VecDeque::new(),
+            forwarded: Vec::new(),
+            write_batch: ProposalBatch::default(),
+            lease_until: None,
+            lease_fence: Instant::now(),
+            pending_reads: VecDeque::new(),
+            // Random, so that the ids of a restarted peer do not meet ones the leader may
+            // still hold from before the restart.
+            next_read_id: rand::random::<u32>() as u64,
+            unpersisted_msgs: VecDeque::new(),
+            peer_cache,
+            ready_scheduled: false,
+            reported_leader: None,
+            sent_to_apply: 0,
+            persisting_snapshot: None,
+            generating_snapshot: false,
+            destroyed: false,
+            verifying_snapshot: false,
+            verified_snapshot: None,
+            stale_check: None,
+            #[cfg(test)]
+            panic_on_next_step: false,
+            compact_proposed: None,
+            log_size_hint: 0,
+            log_deleted_below: None,
+            size_diff_hint: 0,
+            approximate_size: None,
+            checking_size: false,
+            campaign_on_start: false,
+            snapshot_waits: HashMap::new(),
+            hibernation: Hibernation::default(),
+            last_report: None,
+            tick_timer: None,
+            ticks: 0,
+            unpersisted_ready: None,
+            span,
+        })
+    }
+
+    pub(super) fn region(&self) -> &metapb::Region {
+        self.raft.store().region()
+    }
+
+    pub(super) fn term(&self) -> u64 {
+        self.raft.raft.term
+    }
+
+    pub(super) fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    pub(super) fn leader_peer(&self) -> Option<metapb::Peer> {
+        let id = self.raft.raft.leader_id;
+        (id != raft::INVALID_ID)
+            .then(|| self.peer_cache.get(&id).cloned())
+            .flatten()
+    }
+
+    pub(super) fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id,
+            leader: self.leader_peer(),
+        }
+    }
+
+    pub(super) fn schedule_ready(&mut self, ctx: &mut Context<Self>) {
+        if !self.ready_scheduled {
+            self.ready_scheduled = true;
+            ctx.notify(HandleReady);
+        }
+    }
+
+    /// A single-peer region elects itself at once instead of waiting out a timeout.
+    pub(super) fn maybe_campaign(&mut self) {
+        let region = self.region();
+        if region.peers.len() == 1 && region.peers[0].id == self.peer.id && !self.is_leader() {
+            let _ = self.raft.campaign();
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------
+
+    /// Removes this peer for good: its raft log and raft state go through the raft-log
+    /// writer and its data, apply state and a tombstone region state through the apply
+    /// writer, each queued behind this peer's earlier writes so none lands afterwards.
+    pub(super) fn destroy(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        info!(reason, "destroying peer");
+        let region = self.region().clone();
+        let id = self.region_id;
+        // Two writes destroy a peer: its raft log and state through the RaftLogWriter
+        // (behind the peer's earlier appends), its data through the ApplyWriter (behind
+        // its earlier applies). Each carries the tombstone, so a crash between them never
+        // leaves a live region state without its raft state.
+        let mut raft_mutations = peer_storage::raft_state_removal(id);
+        raft_mutations.extend(peer_storage::tombstone(&region));
+        self.ctx.log_writer.do_send(WriteTask {
+            region_id: id,
+            ready_number: 0,
+            mutations: raft_mutations,
+            must_sync: true,
+            last_index: None,
+            notify: None,
+            flushed: None,
+        });
+        let mut mutations = peer_storage::tombstone(&region);
+        if !region.peers.is_empty() || region.region_epoch.is_some() {
+            mutations.extend(peer_storage::data_removal(&region));
+        }
+        self.apply.do_send(DestroyApply { mutations });
+        self.ctx.router.do_send(PeerDestroyed {
+            region_id: id,
+            peer: ctx.address(),
+        });
+        self.fail_all(&Error::RegionNotFound(id));
+        ctx.stop();
+    }
+
+    /// Stops this peer without touching its data, to start again from its state on disk,
+    /// after raft-rs panicked on a message: its in-memory state can no longer be trusted.
+    /// No `Ready` of that state is taken, so what is on disk (and what was sent) comes
+    /// from sound states only: to raft this is a crash of one peer. The Store starts the
+    /// peer again once every write it and its ApplyFsm queued has landed.
+    pub(super) fn restart(&mut self, ctx: &mut Context<Self>) {
+        if self.destroyed {
+            return;
+        }
+        self.destroyed = true;
+        error!("restarting this peer from its state on disk");
+        metrics::peer_restarted();
+        self.fail_all(&Error::Stopped);
+        let (log_flushed, log_written) = tokio::sync::oneshot::channel();
+        self.ctx.log_writer.do_send(WriteTask {
+            region_id: self.region_id,
+            ready_number: 0,
+            mutations: Vec::new(),
+            must_sync: false,
+            last_index: None,
+            notify: None,
+            flushed: Some(log_flushed),
+        });
+        let (apply_flushed, apply_written) = tokio::sync::oneshot::channel();
+        self.apply.do_send(StopApply {
+            flushed: apply_flushed,
+        });
+        self.ctx.router.do_send(RestartPeer {
+            region_id: self.region_id,
+            peer: ctx.address(),
+            flushed: Box::pin(async move {
+                let _ = log_written.await;
+                let _ = apply_written.await;
+            }),
+        });
+        ctx.stop();
+    }
+
+    pub(super) fn status(&self) -> PeerStatus {
+        let storage = self.raft.store();
+        PeerStatus {
+            region: storage.region().clone(),
+            peer: self.peer,
+            leader_id: self.raft.raft.leader_id,
+            term: self.term(),
+            commit_index: self.raft.raft.raft_log.committed,
+            applied_index: storage.applied_index(),
+            last_index: self.raft.raft.raft_log.last_index(),
+            truncated_index: storage
+                .apply_state()
+                .truncated_state
+                .as_ref()
+                .map_or(0, |t| t.index),
+            approximate_size: self.approximate_size,
+            pending_peers: self.pending_peers(),
+            hibernating: self.hibernation.is_asleep(),
+        }
+    }
+
+    /// On a leader: the peers that lag behind the log this peer still keeps (they need a
+    /// snapshot, or are being sent one). Empty on a follower.
+    pub(super) fn pending_peers(&self) -> Vec<metapb::Peer> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let truncated = self
+            .raft
+            .store()
+            .apply_state()
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.index);
+        let region = self.raft.store().region();
+        self.raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, progress)| {
+                **id != self.peer.id
+                    && (progress.matched < truncated || progress.state == ProgressState::Snapshot)
+            })
+            .filter_map(|(id, _)| region.peers.iter().find(|p| p.id == *id).copied())
+            .collect()
+    }
+
+    /// Answers everything waiting on this peer, which is stopping or destroyed: reads
+    /// with `err` (nothing happened), proposals (its own and those forwarded to the leader
+    /// but not yet handed to the ApplyFsm) with [`Error::Timeout`], because a
+    /// proposed command may still be committed and applied by the other peers: a client
+    /// that retried it could apply it twice.
+    pub(super) fn fail_all(&mut self, err: &Error) {
+        let term = self.term();
+        for p in self.proposals.drain(..) {
+            respond_error(p.callback, &Error::Timeout, term);
+        }
+        for p in self.forwarded.drain(..) {
+            respond_error(p.callback, &Error::Timeout, term);
+        }
+        // Batched writes were never proposed.
+        if let Some((_, callback)) = self.write_batch.take() {
+            respond_error(callback, err, term);
+        }
+        for r in self.pending_reads.drain(..) {
+            respond_error(r.callback, err, term);
+        }
+    }
+}
+
+impl Actor for PeerFsm {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.apply.do_send(AttachPeer(ctx.address().recipient()));
+        let _enter = self.span.clone().entered();
+        debug!(region = ?self.region(), "peer started");
+        self.start_ticking(ctx);
+        self.maybe_campaign();
+        if self.campaign_on_start && !self.is_leader() {
+            let _ = self.raft.campaign();
+        }
+        self.report_route(ctx);
+        self.schedule_ready(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.hibernation.is_asleep() {
+            metrics::HIBERNATING_PEERS.dec();
+        }
+        self.fail_all(&Error::Stopped);
+    }
+}
+
+impl Handler<HandleReady> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: HandleReady, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.ready_scheduled = false;
+        if self.destroyed {
+            return;
+        }
+        self.handle_ready(ctx);
+    }
+}
+
+impl Handler<RaftCommand> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, cmd: RaftCommand, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_command(cmd, ctx);
+    }
+}
+
+impl Handler<InboundRaftMessage> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: InboundRaftMessage, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        if self.destroyed {
+            return;
+        }
+        self.on_raft_message(msg.0, ctx);
+        if !self.destroyed {
+            self.schedule_ready(ctx);
+        }
+    }
+}
+
+impl Handler<Persisted> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persisted, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_persisted(msg, ctx);
+    }
+}
+
+impl Handler<Applied> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_applied(msg, ctx);
+    }
+}
+
+impl Handler<QueryPeerStatus> for PeerFsm {
+    type Result = MessageResult<QueryPeerStatus>;
+
+    fn handle(&mut self, _: QueryPeerStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<WakeUp> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: WakeUp, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        if !self.destroyed {
+            self.wake(false, ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.apply.do_send(Stop);
+        ctx.stop();
+    }
+}
+
+/// Tests: makes raft "panic" on the next message this peer steps.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicOnNextStep;
+
+#[cfg(test)]
+impl Handler<PanicOnNextStep> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicOnNextStep, _: &mut Self::Context) {
+        self.panic_on_next_step = true;
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tinykv_proto::eraftpb::{Message as RaftMsg, MessageType};
+    use tinykv_proto::metapb::Peer;
+    use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, PutRequest, RaftCmdRequest, Request};
+    use tinykv_proto::raft_serverpb::RaftMessage;
+
+    use super::PanicOnNextStep;
+    use crate::bootstrap::ensure_bootstrapped;
+    use crate::msg::PeerOf;
+    use crate::{start_store, Engine, RaftStoreConfig, Transport};
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send(&self, _: RaftMessage) {}
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn command(request: Request) -> RaftCmdRequest {
+        RaftCmdRequest {
+            requests: vec![request],
+            ..Default::default()
+        }
+    }
+
+    /// A panic inside raft-rs while stepping a message costs the peer a restart from its
+    /// state on disk, not the node: the region comes back with its data and takes writes.
+    #[actix_rt::test]
+    async fn a_peer_whose_raft_panics_restarts_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
+        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
+            .await
+            .unwrap();
+        let router = store.router();
+        let put = |key: &[u8]| {
+            command(Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: "default".into(),
+                    key: key.to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            })
+        };
+        let response = router
+            .key_command(b"k".to_vec(), put(b"k"), T)
+            .await
+            .unwrap();
+        assert!(response.err().is_none());
+        let before = crate::metrics::PEER_RESTARTS.get();
+
+        let peer = router.router_addr().send(PeerOf(1)).await.unwrap().unwrap();
+        peer.send(PanicOnNextStep).await.unwrap();
+        let vote = RaftMsg {
+            msg_type: MessageType::MsgRequestPreVote as i32,
+            from: 9,
+            to: 1,
+            term: 50,
+            ..Default::default()
+        };
+        router.deliver(RaftMessage {
+            region_id: 1,
+            from_peer: Some(Peer { id: 9, store_id: 2 }),
+            to_peer: Some(Peer { id: 1, store_id: 1 }),
+            message: Some(vote),
+            ..Default::default()
+        });
+
+        // The old peer stops, and a new one takes its place once its writes have landed.
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let restarted = router.router_addr().send(PeerOf(1)).await.unwrap();
+            if restarted.is_some_and(|p| p != peer) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the peer did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(crate::metrics::PEER_RESTARTS.get(), before + 1);
+        let get = command(Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: "default".into(),
+                key: b"k".to_vec(),
+            }),
+            ..Default::default()
+        });
+        let mut value = None;
+        for _ in 0..200 {
+            if let Ok(response) = router.key_command(b"k".to_vec(), get.clone(), T).await {
+                if response.err().is_none() {
+                    value = response.response.responses[0].get.clone().map(|g| g.value);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(value.as_deref(), Some(&b"v"[..]));
+        let response = router
+            .key_command(b"k2".to_vec(), put(b"k2"), T)
+            .await
+            .unwrap();
+        assert!(response.err().is_none(), "{:?}", response.err());
+        store.shutdown().await;
+    }
+}

@@ -1,0 +1,209 @@
+//! Hibernation glue: when a region may sleep, asking its followers, stopping the timer,
+//! and waking (see [`crate::hibernate`] for the rules themselves).
+
+use super::*;
+
+impl PeerFsm {
+    /// Leader, on a tick: if the region is quiet, opens a round asking the followers to
+    /// sleep and skips this tick (no heartbeat, which would wake a follower that already
+    /// agreed); the next tick closes an unfinished round and ticks as usual, so a round
+    /// that keeps failing costs followers every other heartbeat, far within their election
+    /// timeout. Returns whether the tick was skipped (or the peer fell asleep).
+    pub(super) fn try_hibernate(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.is_leader() || !self.ctx.cfg.may_hibernate(self.region()) {
+            return false;
+        }
+        if self.hibernation.round_is_open() {
+            self.hibernation.cancel_round();
+            return false;
+        }
+        if !self.is_quiet() || !self.leader_is_quiet(ctx) {
+            return false;
+        }
+        // What the placement driver knows must be current before the region goes quiet:
+        // a follower may have caught up since the last report.
+        self.report_leadership();
+        let followers = self.followers();
+        let (term, last_index) = (self.term(), self.raft.raft.raft_log.last_index());
+        for id in self
+            .hibernation
+            .ask(term, last_index, &followers, Instant::now())
+        {
+            self.send_hibernation_message(id, ExtraMessageType::MsgHibernateRequest);
+        }
+        self.sleep_if_agreed(ctx);
+        true
+    }
+
+    /// The voters of the region other than this peer.
+    pub(super) fn followers(&self) -> Vec<u64> {
+        let voters = self.raft.raft.prs().conf().voters().ids();
+        voters.iter().filter(|&id| id != self.peer.id).collect()
+    }
+
+    /// Leader: sleeps if the open round has the agreement it needs.
+    pub(super) fn sleep_if_agreed(&mut self, ctx: &mut Context<Self>) {
+        let followers = self.followers();
+        let timeout = self.ctx.cfg.election_timeout();
+        if self
+            .hibernation
+            .leader_may_sleep(&followers, Instant::now(), timeout)
+        {
+            self.sleep(ctx);
+        }
+    }
+
+    /// Nothing is in flight on this peer, in either role: the whole log is committed and
+    /// applied, and no proposal, read, forwarded write, unpersisted `Ready`, snapshot or
+    /// removal check waits.
+    pub(super) fn is_quiet(&self) -> bool {
+        let log = &self.raft.raft.raft_log;
+        let storage = self.raft.store();
+        let base_tick = self.ctx.cfg.base_tick();
+        storage.is_initialized()
+            && !self.destroyed
+            && log.committed == log.last_index()
+            && storage.applied_index() == log.committed
+            && self.unpersisted_ready.is_none()
+            && self.proposals.is_empty()
+            && self.forwarded.is_empty()
+            && self.pending_reads.is_empty()
+            && self.write_batch.is_empty()
+            && self.persisting_snapshot.is_none()
+            && !self.generating_snapshot
+            && !self.verifying_snapshot
+            && self
+                .stale_check
+                .as_ref()
+                .is_none_or(|c| !c.is_running(base_tick))
+            && !self.ready_scheduled
+            && !self.raft.has_ready()
+    }
+
+    /// The leader's own conditions for sleeping: no leadership transfer, membership
+    /// change or snapshot under way, and the region's size known and measured since it
+    /// last grew by an eighth of the split size (a size check is started if not, and the
+    /// leader sleeps once it is done).
+    pub(super) fn leader_is_quiet(&mut self, ctx: &mut Context<Self>) -> bool {
+        let raft = &self.raft.raft;
+        if raft.lead_transferee.is_some()
+            || raft.has_pending_conf()
+            || !self.snapshot_waits.is_empty()
+            || self.checking_size
+        {
+            return false;
+        }
+        let split_size = self.ctx.cfg.region_split_size;
+        if self.approximate_size.is_none() || self.size_diff_hint >= split_size / 8 {
+            self.on_split_check_tick(ctx);
+            return false;
+        }
+        true
+    }
+
+    /// Stops the tick timer.
+    pub(super) fn sleep(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.tick_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if !self.hibernation.is_asleep() {
+            metrics::HIBERNATING_PEERS.inc();
+            debug!(term = self.term(), "hibernating");
+        }
+        self.hibernation.sleep(Instant::now());
+    }
+
+    /// Wakes a sleeping peer: its timer starts again. A leader sends every follower a
+    /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
+    /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
+    /// it, wakes the leader.
+    pub(super) fn wake(&mut self, by_leader: bool, ctx: &mut Context<Self>) {
+        let Some(slept) = self
+            .hibernation
+            .wake(Instant::now(), self.ctx.cfg.base_tick())
+        else {
+            return;
+        };
+        metrics::HIBERNATING_PEERS.dec();
+        debug!(slept_ticks = slept, "waking up");
+        self.start_ticking(ctx);
+        if self.is_leader() {
+            self.raft.ping();
+        } else {
+            let raft = &mut self.raft.raft;
+            let timeout = raft.election_timeout();
+            raft.election_elapsed =
+                hibernate::caught_up_election_elapsed(raft.election_elapsed, slept, timeout);
+            let leader = raft.leader_id;
+            if !by_leader && leader != raft::INVALID_ID {
+                self.send_hibernation_message(leader, ExtraMessageType::MsgRegionWakeUp);
+            }
+        }
+        self.schedule_ready(ctx);
+    }
+
+    /// A hibernation message from member peer `from`: a leader's request to sleep, a
+    /// follower's agreement, or a follower's wake-up call. Other extra messages are
+    /// ignored. Requests and agreements do not wake a sleeping peer.
+    pub(super) fn on_hibernation_message(
+        &mut self,
+        from: metapb::Peer,
+        extra: &ExtraMessage,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.region().peers.contains(&from) {
+            return;
+        }
+        match extra.r#type() {
+            ExtraMessageType::MsgHibernateRequest => {
+                let log = &self.raft.raft.raft_log;
+                let view = FollowerView {
+                    term: self.term(),
+                    leader_id: self.raft.raft.leader_id,
+                    last_index: log.last_index(),
+                    committed: log.committed,
+                    applied: self.raft.store().applied_index(),
+                    quiet: !self.is_leader() && self.is_quiet(),
+                };
+                let agrees = self.ctx.cfg.may_hibernate(self.region())
+                    && hibernate::follower_agrees(&view, from.id, extra.term, extra.index);
+                if agrees {
+                    self.send_hibernation_message(from.id, ExtraMessageType::MsgHibernateResponse);
+                    self.sleep(ctx);
+                }
+            }
+            ExtraMessageType::MsgHibernateResponse
+                if self.is_leader() && !self.hibernation.is_asleep() =>
+            {
+                self.hibernation
+                    .on_agreement(from.id, extra.term, extra.index);
+                self.sleep_if_agreed(ctx);
+            }
+            ExtraMessageType::MsgRegionWakeUp => self.wake(false, ctx),
+            _ => {}
+        }
+    }
+
+    /// Sends a hibernation message of `kind` to peer `to`, naming this peer's term and
+    /// last log index.
+    pub(super) fn send_hibernation_message(&self, to: u64, kind: ExtraMessageType) {
+        let Some(to_peer) = self.peer_cache.get(&to).copied() else {
+            return;
+        };
+        self.ctx.transport.send(RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.peer),
+            to_peer: Some(to_peer),
+            region_epoch: self.region().region_epoch,
+            extra_msg: Some(ExtraMessage {
+                r#type: kind as i32,
+                term: self.term(),
+                index: self.raft.raft.raft_log.last_index(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    // ---- raft messages --------------------------------------------------------------
+}
