@@ -31,30 +31,9 @@ TINYKV_HTTP=(18081 18082 18083)
 ETCD_CLIENT=(12379 22379 32379)
 ETCD_PEER=(12380 22380 32380)
 
-log() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf 'failover: %s\n' "$*" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinykv-failover.XXXXXX")
-declare -A PID CMD
-stop_all() {
-  local n
-  for n in "${!PID[@]}"; do kill -9 "${PID[$n]}" 2>/dev/null || true; done
-  for n in "${!PID[@]}"; do wait "${PID[$n]}" 2>/dev/null || true; done
-  PID=()
-}
-trap 'stop_all; echo "failover: logs kept in $WORK" >&2' EXIT
-
-wait_for() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
-# start N: starts node N with the command recorded in CMD[N].
-start() { bash -c "exec ${CMD[$1]}" >> "$WORK/node$1.log" 2>&1 & PID[$1]=$!; }
+NAME=failover
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 log "building the release binaries"
 $CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
@@ -67,16 +46,11 @@ if [ "$BENCH_SKIP_ETCD" != 1 ] && ! command -v etcd >/dev/null 2>&1; then
 fi
 
 start_tinykv() {
-  local n conf
+  local n
   ENDPOINTS=()
   for n in 1 2 3; do
-    conf="$WORK/tinykv/node$n.toml"
-    mkdir -p "$WORK/tinykv"
-    sed -e "s#^data_dir = .*#data_dir = \"$WORK/tinykv/node$n\"#" \
-        -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
-        -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
-        "configs/node$n.toml" > "$conf"
-    CMD[$n]="$SERVER --config $conf"
+    tinykv_config "$n" "$WORK/tinykv"
+    CMD[$n]="$SERVER --config $WORK/tinykv/node$n.toml"
     start "$n"
     ENDPOINTS+=("http://127.0.0.1:${TINYKV_HTTP[$((n-1))]}")
   done

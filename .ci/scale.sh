@@ -32,30 +32,11 @@ BENCH=target/release/tinykv-bench
 HTTP=(18081 18082 18083)
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf 'scale: %s\n' "$*" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinykv-scale.XXXXXX")
-declare -A PID CMD
-stop_all() {
-  local n
-  for n in "${!PID[@]}"; do kill -9 "${PID[$n]}" 2>/dev/null || true; done
-  for n in "${!PID[@]}"; do wait "${PID[$n]}" 2>/dev/null || true; done
-  PID=()
-}
-trap 'stop_all; echo "scale: logs kept in $WORK" >&2' EXIT
-
-wait_for() {
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.1
-  done
-}
+NAME=scale
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 now_ms() { date +%s%3N; }
-start() { bash -c "exec ${CMD[$1]}" >> "$WORK/node$1.log" 2>&1 & PID[$1]=$!; }
 url() { echo "http://127.0.0.1:${HTTP[$(($1 - 1))]}"; }
 width=$(( ${#SCALE_KEYS} - 1 ))
 [ "$width" -ge 1 ] || width=1
@@ -65,15 +46,10 @@ log "building the release binaries"
 $CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
 
 start_cluster() {
-  local dir=$1 n conf
+  local dir=$1 n
   for n in 1 2 3; do
-    conf="$dir/node$n.toml"
-    mkdir -p "$dir"
-    sed -e "s#^data_dir = .*#data_dir = \"$dir/node$n\"#" \
-        -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
-        -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
-        "configs/node$n.toml" > "$conf"
-    CMD[$n]="$SERVER --config $conf"
+    tinykv_config "$n" "$dir"
+    CMD[$n]="$SERVER --config $dir/node$n.toml"
     start "$n"
   done
   for n in 1 2 3; do
