@@ -232,8 +232,23 @@ impl PeerFsm {
             return;
         }
         self.ticks += 1;
-        if self.raft.tick() {
-            self.schedule_ready(ctx);
+        if self.applying_snapshot() {
+            // raft's log starts after the snapshot, but raft has not applied it yet: an
+            // election timing out now would make raft look for membership changes in the
+            // entries the snapshot replaced, which it treats as fatal. The election clock
+            // waits until the snapshot is applied (its write is on its way to disk).
+            return;
+        }
+        let raft = &mut self.raft;
+        match crate::containment::contain(|| raft.tick()) {
+            Ok(true) => self.schedule_ready(ctx),
+            Ok(false) => {}
+            Err(panic) => {
+                let what = crate::containment::panic_message(panic.as_ref());
+                error!("raft panicked on a tick: {what}");
+                self.restart(ctx);
+                return;
+            }
         }
         let cfg = &self.ctx.cfg;
         let every = |ms: u64| (ms / cfg.raft_base_tick_ms).max(1);
@@ -248,5 +263,12 @@ impl PeerFsm {
         if self.ticks.is_multiple_of(split_every) {
             self.on_split_check_tick(ctx);
         }
+    }
+
+    /// Whether a snapshot this peer accepted is not applied yet: raft's log begins after
+    /// the snapshot while raft's applied index is still below it.
+    pub(super) fn applying_snapshot(&self) -> bool {
+        let log = &self.raft.raft.raft_log;
+        self.persisting_snapshot.is_some() || log.applied + 1 < log.first_index()
     }
 }
