@@ -16,12 +16,12 @@
 //! [`crate::forward::error_to_wire`]). Keys are checked as the client API checks them
 //! (empty, too long, reserved), and a scan stops where the reserved keys begin.
 //!
-//! `raft-cmd` takes the admin operations of the admin API (split and batch split, membership change,
-//! leader transfer) and read probes, nothing else ([`check_forwarded_command`]): writes
-//! travel as raw operations, log compaction is the leader's own business, and the
-//! placement driver's writes are proposed on its own store only. If the local store gives
-//! no answer at all, the reply is an error: 504 when the attempt timed out (the command may
-//! still apply), 503 when the store is stopping.
+//! `raft-cmd` takes the admin operations of the admin API (split and batch split,
+//! membership change, leader transfer) and read probes, nothing else
+//! ([`check_forwarded_command`]): writes travel as raw operations, log compaction is the
+//! leader's own business, and the placement driver's writes are proposed on its own store
+//! only. If the local store gives no answer at all, the reply is an error: 504 when the
+//! attempt timed out (the command may still apply), 503 when the store is stopping.
 //!
 //! With TLS, the peer listener passes on the store the caller's certificate names, and
 //! the placement driver's requests are held to it ([`authorize_pd_request`]): a

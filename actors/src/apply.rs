@@ -316,13 +316,7 @@ impl ApplyFsm {
     /// Checks a split against the region as of this entry: the key lies strictly inside
     /// it, there is one new peer id per peer, and no id is one the region already uses.
     fn check_split(&self, request: &SplitRequest) -> Result<()> {
-        let key = &request.split_key;
-        util::check_key_in_region(key, &self.region)?;
-        if key.as_slice() == self.region.start_key.as_slice() {
-            return Err(Error::InvalidRequest(
-                "split key equals the region's start key".into(),
-            ));
-        }
+        util::check_split_key_in_region(&request.split_key, &self.region)?;
         if request.new_peer_ids.len() != self.region.peers.len() {
             return Err(Error::InvalidRequest(format!(
                 "split names {} new peers for {} peers",

@@ -48,6 +48,18 @@ pub fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
     }
 }
 
+/// Checks that a split at `key` leaves both parts of `region` non-empty: the key lies
+/// inside the region and is not its start key (so not empty either).
+pub fn check_split_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
+    check_key_in_region(key, region)?;
+    if key == region.start_key.as_slice() {
+        return Err(Error::InvalidRequest(
+            "split key must lie strictly inside the region".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The admin request that splits a region at `keys` (ascending, at least one), with
 /// fresh `ids`: `keys.len()` runs of one new region id and then one new peer id per peer
 /// of the region. One key makes TinyKV's `Split`, more a `BatchSplit`.
@@ -218,6 +230,17 @@ mod tests {
             Err(Error::KeyNotInRegion { .. })
         ));
         assert!(check_key_in_region(b"a", &r).is_err());
+        // A split key must leave both parts non-empty, also in a region from the start.
+        assert!(check_split_key_in_region(b"c", &r).is_ok());
+        for key in [&b"b"[..], b"a", b"m"] {
+            assert!(check_split_key_in_region(key, &r).is_err(), "{key:?}");
+        }
+        let first = metapb::Region {
+            start_key: vec![],
+            ..r
+        };
+        assert!(check_split_key_in_region(b"", &first).is_err());
+        assert!(check_split_key_in_region(b"a", &first).is_ok());
     }
 
     #[test]

@@ -150,35 +150,29 @@ impl PeerFsm {
 
     /// Steps `message` into raft. raft-rs asserts its peers' promises instead of checking
     /// them; [`inbound::check_message`] refuses every message known to break one, and if
-    /// one still makes raft panic, the panic is contained here: raft's in-memory state
-    /// may be half-updated, so the peer restarts from its state on disk (see
-    /// [`PeerFsm::restart`]), like a crash of this one peer, instead of the whole node.
+    /// one still makes raft panic, the panic is contained and the peer restarts from its
+    /// state on disk (see [`PeerFsm::contain_raft`]).
     pub(super) fn step(
         &mut self,
         message: eraftpb::Message,
         ctx: &mut Context<Self>,
     ) -> raft::Result<()> {
         let (kind, from) = (message.get_msg_type(), message.from);
-        let raft = &mut self.raft;
         #[cfg(test)]
         let must_panic = std::mem::take(&mut self.panic_on_next_step);
         #[cfg(not(test))]
         let must_panic = false;
-        let stepped = crate::containment::contain(|| {
-            if must_panic {
-                panic!("raft asserts on a message (injected by a test)");
-            }
-            raft.step(message)
-        });
-        match stepped {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = crate::containment::panic_message(panic.as_ref());
-                error!(?kind, from, "raft panicked on a message: {what}");
-                self.restart(ctx);
-                Ok(())
-            }
-        }
+        let stepped = self.contain_raft(
+            || format!("a {kind:?} message from {from}"),
+            ctx,
+            |raft| {
+                if must_panic {
+                    panic!("raft asserts on a message (injected by a test)");
+                }
+                raft.step(message)
+            },
+        );
+        stepped.unwrap_or(Ok(()))
     }
 
     /// Verifies a snapshot from the leader before raft sees it, off the actor's thread

@@ -353,8 +353,31 @@ impl PeerFsm {
         ctx.stop();
     }
 
+    /// Runs `f` on raft, containing a panic: raft's in-memory state may then be
+    /// half-updated, so the peer restarts from its state on disk (see [`Self::restart`]),
+    /// like a crash of this one peer, instead of the whole node. `None` after a panic;
+    /// `what` names what raft was given, for the log.
+    pub(super) fn contain_raft<T>(
+        &mut self,
+        what: impl FnOnce() -> String,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut RawNode<PeerStorage>) -> T,
+    ) -> Option<T> {
+        let raft = &mut self.raft;
+        match crate::containment::contain(|| f(raft)) {
+            Ok(result) => Some(result),
+            Err(panic) => {
+                let message = crate::containment::panic_message(panic.as_ref());
+                error!("raft panicked on {}: {message}", what());
+                self.restart(ctx);
+                None
+            }
+        }
+    }
+
     /// Stops this peer without touching its data, to start again from its state on disk,
-    /// after raft-rs panicked on a message: its in-memory state can no longer be trusted.
+    /// after raft-rs panicked on a message or a tick: its in-memory state can no longer be
+    /// trusted.
     /// No `Ready` of that state is taken, so what is on disk (and what was sent) comes
     /// from sound states only: to raft this is a crash of one peer. The Store starts the
     /// peer again once every write it and its ApplyFsm queued has landed.

@@ -255,15 +255,9 @@ impl PeerFsm {
                 .unwrap_or_default(),
         };
         let region = self.region();
-        let checked = keys.iter().try_for_each(|key| {
-            util::check_key_in_region(key, region)?;
-            if key.is_empty() || *key == region.start_key.as_slice() {
-                return Err(Error::InvalidRequest(
-                    "split key must lie strictly inside the region".into(),
-                ));
-            }
-            Ok(())
-        });
+        let checked = keys
+            .iter()
+            .try_for_each(|key| util::check_split_key_in_region(key, region));
         match checked {
             Ok(()) => self.propose_write(request, callback),
             Err(e) => respond_error(callback, &e, self.term()),

@@ -238,7 +238,9 @@ impl PeerFsm {
             .front()
             .is_some_and(|(n, _)| *n <= msg.ready_number)
         {
-            let (_, messages) = self.unpersisted_msgs.pop_front().unwrap();
+            let Some((_, messages)) = self.unpersisted_msgs.pop_front() else {
+                break;
+            };
             self.send_messages(messages);
         }
         self.schedule_ready(ctx);

@@ -239,16 +239,10 @@ impl PeerFsm {
             // waits until the snapshot is applied (its write is on its way to disk).
             return;
         }
-        let raft = &mut self.raft;
-        match crate::containment::contain(|| raft.tick()) {
-            Ok(true) => self.schedule_ready(ctx),
-            Ok(false) => {}
-            Err(panic) => {
-                let what = crate::containment::panic_message(panic.as_ref());
-                error!("raft panicked on a tick: {what}");
-                self.restart(ctx);
-                return;
-            }
+        match self.contain_raft(|| "a tick".to_string(), ctx, |raft| raft.tick()) {
+            Some(true) => self.schedule_ready(ctx),
+            Some(false) => {}
+            None => return,
         }
         let cfg = &self.ctx.cfg;
         let every = |ms: u64| (ms / cfg.raft_base_tick_ms).max(1);
