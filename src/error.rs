@@ -173,6 +173,7 @@ impl Error {
                 StoreError::Timeout => "timeout",
                 StoreError::Stopped => "unavailable",
                 StoreError::InvalidRequest(_) => "invalid_request",
+                StoreError::MergeTargetChanged(_) => "merge_target_changed",
                 StoreError::ServerIsBusy(_) => "overloaded",
                 StoreError::Engine(_) | StoreError::Codec(_) | StoreError::Corruption(_) => {
                     "internal"
@@ -209,6 +210,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Store(e) => match e {
                 StoreError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+                StoreError::MergeTargetChanged(_) => StatusCode::CONFLICT,
                 StoreError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

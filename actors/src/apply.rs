@@ -17,7 +17,8 @@
 //! PeerFsm. Because data and apply state land in the same atomic batch, a restart resumes
 //! exactly after the last applied entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use actix::prelude::*;
 use prost::Message as _;
@@ -27,24 +28,31 @@ use raft::eraftpb::{Entry, EntryType};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, BatchSplitRequest, BatchSplitResponse,
-    ChangePeerResponse, CmdType, CompactLogResponse, DeleteResponse, PutResponse, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Response, SplitRequest, SplitResponse, WriteOutcome,
+    ChangePeerResponse, CmdType, CommitMergeRequest, CommitMergeResponse, CompactLogResponse,
+    DeleteResponse, PrepareMergeRequest, PrepareMergeResponse, PutResponse, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Response, RollbackMergeRequest, RollbackMergeResponse,
+    SplitRequest, SplitResponse, WriteOutcome,
 };
 use tinykv_proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
+    MergeState, PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
 };
 use tracing::warn;
 
 use crate::alive::AliveToken;
 use crate::batch_writer::ApplyWriter;
 use crate::bootstrap::initial_region_mutations;
-use crate::engine::{Cf, Mutation};
+use crate::engine::{Cf, Engine, Mutation};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
+use crate::peer_storage;
+use crate::router::Router;
 use crate::session::SessionTable;
 use crate::util;
 use crate::validation;
+
+/// How often a merge target waiting for its local source looks again.
+const SOURCE_POLL: Duration = Duration::from_millis(50);
 
 /// The actor; see the module documentation.
 pub struct ApplyFsm {
@@ -58,20 +66,46 @@ pub struct ApplyFsm {
     forwarded: HashMap<Vec<u8>, ForwardedProposal>,
     /// The outcomes of recent client writes to the region.
     sessions: SessionTable,
+    /// Set while this region is a merge's source (PrepareMerge applied): it takes no
+    /// writes, splits or membership changes, only its RollbackMerge.
+    merge_state: Option<MergeState>,
+    /// Merge target: the committed entries from a CommitMerge on, held until this
+    /// store's peer of the source has applied its PrepareMerge.
+    paused: Option<Apply>,
+    /// The CommitMerge being held waits for this.
+    waiting_for: Option<CatchUpLogs>,
+    /// Set by a CommitMerge whose source is not ready: hold it.
+    hold: bool,
+    /// Sources merged into this region by this ApplyFsm whose record may not be written
+    /// yet (the engine holds the others).
+    merged_here: HashSet<u64>,
+    engine: Engine,
+    router: Addr<Router>,
     span: tracing::Span,
     _token: AliveToken,
 }
 
+/// What the ApplyFsm works with besides its region's own state.
+pub struct ApplyContext {
+    /// The store's apply writer.
+    pub writer: Addr<ApplyWriter>,
+    /// The store's engine, to read a merge source's state.
+    pub engine: Engine,
+    /// The store's router, to nudge a merge source.
+    pub router: Addr<Router>,
+    /// Keeps the store from counting as stopped while this actor lives.
+    pub token: AliveToken,
+}
+
 impl ApplyFsm {
     /// The apply side of `region`'s peer, resuming after `apply_state` with the region's
-    /// `sessions` as of that state.
+    /// `sessions` and `merge_state` as of that state.
     pub fn new(
         store_id: u64,
         peer_id: u64,
         region: metapb::Region,
-        (apply_state, sessions): (RaftApplyState, SessionTable),
-        writer: Addr<ApplyWriter>,
-        token: AliveToken,
+        (apply_state, sessions, merge_state): (RaftApplyState, SessionTable, Option<MergeState>),
+        context: ApplyContext,
     ) -> ApplyFsm {
         let span = tracing::info_span!(
             "apply",
@@ -83,40 +117,71 @@ impl ApplyFsm {
             region,
             apply_state,
             applied_term: 0,
-            writer,
+            writer: context.writer,
             peer: None,
             forwarded: HashMap::new(),
             sessions,
+            merge_state,
+            paused: None,
+            waiting_for: None,
+            hold: false,
+            merged_here: HashSet::new(),
+            engine: context.engine,
+            router: context.router,
             span,
-            _token: token,
+            _token: context.token,
         }
     }
 
-    fn apply(&mut self, msg: Apply) {
+    /// Applies `msg`'s entries in order, or holds them behind a CommitMerge that waits
+    /// for its source; returns whether the ApplyFsm is holding entries.
+    fn apply(&mut self, msg: Apply) -> bool {
         let Some(peer) = self.peer.clone() else {
             warn!("apply before the peer attached; dropping");
-            return;
+            return false;
         };
         if !msg.forwarded.is_empty() || !self.forwarded.is_empty() {
             self.forwarded.retain(|_, p| !p.callback.is_closed());
             self.forwarded
                 .extend(msg.forwarded.into_iter().map(|p| (p.uuid.clone(), p)));
         }
-        if let Some(last) = msg.entries.last() {
-            self.sessions.begin_batch(last.index);
+        if let Some(paused) = &mut self.paused {
+            paused.entries.extend(msg.entries);
+            paused.proposals.extend(msg.proposals);
+            return true;
         }
+        let Some(last_index) = msg.entries.last().map(|e| e.index) else {
+            return false;
+        };
+        self.sessions.begin_batch(last_index);
         let mut proposals = msg.proposals;
         proposals.sort_by_key(|p| p.index);
         let mut proposals = proposals.into_iter().peekable();
         let mut mutations: Vec<Mutation> = Vec::new();
         let mut responses = Vec::new();
         let mut results = Vec::new();
-        for entry in msg.entries {
+        let mut entries = msg.entries.into_iter();
+        while let Some(entry) = entries.next() {
             if entry.index <= self.apply_state.applied_index {
                 continue;
             }
             let mut uuid = Vec::new();
             let response = self.apply_entry(&entry, &mut mutations, &mut results, &mut uuid);
+            if std::mem::take(&mut self.hold) {
+                // A CommitMerge whose source is not ready: it and everything after it
+                // wait, with the proposals they may answer.
+                let mut held = vec![entry];
+                held.extend(entries);
+                self.paused = Some(Apply {
+                    entries: held,
+                    proposals: proposals.by_ref().collect(),
+                    forwarded: Vec::new(),
+                });
+                // The session journal of what did apply is written at the index of the
+                // last applied entry, not of the batch's last.
+                self.sessions.move_batch(self.apply_state.applied_index);
+                break;
+            }
             self.apply_state.applied_index = entry.index;
             self.applied_term = entry.term;
             if let Some(p) = (!uuid.is_empty())
@@ -135,8 +200,10 @@ impl ApplyFsm {
                 }
             }
         }
-        for p in proposals {
-            respond_error(p.callback, &Error::StaleCommand, self.applied_term);
+        if self.paused.is_none() {
+            for p in proposals {
+                respond_error(p.callback, &Error::StaleCommand, self.applied_term);
+            }
         }
         let written_bytes = mutations.iter().map(|m| m.size() as u64).sum();
         mutations.extend(self.sessions.journal_mutations(self.region.id));
@@ -156,6 +223,29 @@ impl ApplyFsm {
                 written_bytes,
             },
             notify: peer,
+        });
+        self.paused.is_some()
+    }
+
+    /// Tries the held entries again (the source may be ready now), nudging the source's
+    /// peer if it still is not; returns whether entries are still held.
+    fn retry_paused(&mut self) -> bool {
+        let Some(held) = self.paused.take() else {
+            return false;
+        };
+        self.apply(held)
+    }
+
+    /// While entries are held: nudge the source and look again after a moment.
+    fn wait_for_source(&mut self, ctx: &mut Context<Self>) {
+        if let Some(wait) = &self.waiting_for {
+            self.router.do_send(wait.clone());
+        }
+        ctx.run_later(SOURCE_POLL, |fsm, ctx| {
+            let _enter = fsm.span.clone().entered();
+            if fsm.retry_paused() {
+                fsm.wait_for_source(ctx);
+            }
         });
     }
 
@@ -184,7 +274,7 @@ impl ApplyFsm {
                     let applied =
                         validation::check_command(&cmd).and_then(|()| match &cmd.admin_request {
                             Some(admin) => self
-                                .apply_admin(&cmd, admin, entry.index, mutations, results)
+                                .apply_admin(&cmd, admin, entry, mutations, results)
                                 .map(|admin_response| RaftCmdResponse {
                                     admin_response: Some(admin_response),
                                     ..response_with(entry.term, Vec::new())
@@ -235,6 +325,9 @@ impl ApplyFsm {
         let cmd = RaftCmdRequest::decode(change.context.as_ref())?;
         validation::check_command(&cmd)?;
         util::check_region_epoch(&cmd, &self.region)?;
+        if self.merge_state.is_some() {
+            return Err(self.merging());
+        }
         let request = cmd
             .admin_request
             .and_then(|a| a.change_peer)
@@ -428,17 +521,34 @@ impl ApplyFsm {
         })
     }
 
-    /// Applies the admin command `cmd` of the entry at `index`.
+    /// Applies the admin command `cmd` of `entry`.
     fn apply_admin(
         &mut self,
         cmd: &RaftCmdRequest,
         admin: &AdminRequest,
-        index: u64,
+        entry: &Entry,
         mutations: &mut Vec<Mutation>,
         results: &mut Vec<ExecResult>,
     ) -> Result<AdminResponse> {
+        let index = entry.index;
         util::check_region_epoch(cmd, &self.region)?;
+        if self.merge_state.is_some() && admin.cmd_type() != AdminCmdType::RollbackMerge {
+            return Err(self.merging());
+        }
         match admin.cmd_type() {
+            AdminCmdType::PrepareMerge => {
+                let request = admin.prepare_merge.clone().unwrap_or_default();
+                self.apply_prepare_merge(&request, entry, mutations, results)
+            }
+            AdminCmdType::CommitMerge => {
+                let request = admin.commit_merge.clone().unwrap_or_default();
+                let expected = cmd.header.as_ref().and_then(|h| h.region_epoch);
+                self.apply_commit_merge(&request, expected, mutations, results)
+            }
+            AdminCmdType::RollbackMerge => {
+                let request = admin.rollback_merge.unwrap_or_default();
+                self.apply_rollback_merge(&request, mutations, results)
+            }
             AdminCmdType::Split => {
                 let request = admin.split.clone().unwrap_or_default();
                 self.apply_split(&request, mutations, results)
@@ -486,6 +596,9 @@ impl ApplyFsm {
         mutations: &mut Vec<Mutation>,
     ) -> Result<Vec<Response>> {
         util::check_region_epoch(cmd, &self.region)?;
+        if self.merge_state.is_some() {
+            return Err(self.merging());
+        }
         // Validate everything first so that a command applies entirely or not at all.
         let mut staged = Vec::with_capacity(cmd.requests.len());
         for req in &cmd.requests {
@@ -550,6 +663,180 @@ impl ApplyFsm {
     }
 }
 
+/// Merges: the source's PrepareMerge and RollbackMerge, the target's CommitMerge.
+impl ApplyFsm {
+    /// The refusal of a command to a frozen merge source: nothing was done; the client
+    /// retries once the merge is over.
+    fn merging(&self) -> Error {
+        Error::ServerIsBusy(format!("region {} is merging", self.region.id))
+    }
+
+    /// Freezes this region as a merge's source: the target must be its neighbour with
+    /// peers on the same stores; both parts of the epoch grow, so that commands proposed
+    /// before fail their epoch check, and the state records the entry and the target.
+    fn apply_prepare_merge(
+        &mut self,
+        request: &PrepareMergeRequest,
+        entry: &Entry,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        let target = request.target.clone().unwrap_or_default();
+        util::check_merge_pair(&self.region, &target)?;
+        let mut region = self.region.clone();
+        let epoch = region.region_epoch.get_or_insert_with(Default::default);
+        epoch.version += 1;
+        epoch.conf_ver += 1;
+        let state = MergeState {
+            commit: entry.index,
+            commit_term: entry.term,
+            target: Some(target),
+        };
+        mutations.push(Mutation::put_msg(
+            Cf::Meta,
+            keys::region_state_key(region.id),
+            &RegionLocalState {
+                state: PeerState::Merging as i32,
+                region: Some(region.clone()),
+                merge_state: Some(state.clone()),
+            },
+        ));
+        tracing::info!(target = ?state.target.as_ref().map(|t| t.id), index = entry.index, "prepared to merge");
+        self.region = region.clone();
+        self.merge_state = Some(state.clone());
+        results.push(ExecResult::PrepareMerge { region, state });
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::PrepareMerge as i32,
+            prepare_merge: Some(PrepareMergeResponse {}),
+            ..Default::default()
+        })
+    }
+
+    /// Thaws this merge source: its target refused the merge for good. The version grows
+    /// again, so nothing proposed while it was frozen applies.
+    fn apply_rollback_merge(
+        &mut self,
+        request: &RollbackMergeRequest,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        match &self.merge_state {
+            Some(state) if state.commit == request.commit => {}
+            _ => {
+                return Err(Error::InvalidRequest(format!(
+                    "region {} has no merge prepared at index {} to roll back",
+                    self.region.id, request.commit
+                )))
+            }
+        }
+        let epoch = self
+            .region
+            .region_epoch
+            .get_or_insert_with(Default::default);
+        epoch.version += 1;
+        self.merge_state = None;
+        mutations.push(region_state_mutation(&self.region));
+        tracing::info!("merge rolled back");
+        results.push(ExecResult::RollbackMerge {
+            region: self.region.clone(),
+        });
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::RollbackMerge as i32,
+            rollback_merge: Some(RollbackMergeResponse {}),
+            ..Default::default()
+        })
+    }
+
+    /// Whether `source` was merged into this region already (a CommitMerge repeated, or
+    /// one this replica learnt of from a snapshot).
+    fn has_merged(&self, source: u64) -> Result<bool> {
+        Ok(self.merged_here.contains(&source)
+            || self
+                .engine
+                .get(Cf::Meta, &keys::merged_source_key(self.region.id, source))?
+                .is_some())
+    }
+
+    /// Absorbs the source region. Deterministic on every replica: a source merged
+    /// already is acknowledged again; a target whose epoch moved past the one the merge
+    /// was prepared against refuses ([`Error::MergeTargetChanged`]). Otherwise the
+    /// source's peer on this store must have applied its PrepareMerge: until it has, the
+    /// ApplyFsm holds this entry and those after it (`waiting_for`), and the source's peer
+    /// is told to catch up. Then the source's data simply becomes this region's (one
+    /// engine holds both), its sessions join this region's, its peer here is tombstoned,
+    /// and a record of the merge is kept for replicas that get a snapshot instead.
+    fn apply_commit_merge(
+        &mut self,
+        request: &CommitMergeRequest,
+        expected: Option<metapb::RegionEpoch>,
+        mutations: &mut Vec<Mutation>,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<AdminResponse> {
+        let response = AdminResponse {
+            cmd_type: AdminCmdType::CommitMerge as i32,
+            commit_merge: Some(CommitMergeResponse {}),
+            ..Default::default()
+        };
+        let source = request.source.clone().unwrap_or_default();
+        if self.has_merged(source.id)? {
+            return Ok(response);
+        }
+        util::check_merge_target_epoch(&self.region, expected)?;
+        util::check_merge_pair(&source, &self.region)?;
+        let local: Option<RegionLocalState> = self
+            .engine
+            .get_msg(Cf::Meta, &keys::region_state_key(source.id))?;
+        let ready = local.as_ref().is_some_and(|state| {
+            state.state() == PeerState::Merging
+                && state.region.as_ref() == Some(&source)
+                && state.merge_state.as_ref().is_some_and(|m| {
+                    m.commit == request.commit
+                        && m.target.as_ref().map(|t| t.id) == Some(self.region.id)
+                })
+        });
+        if !ready {
+            if self.waiting_for.is_none() {
+                tracing::info!(
+                    source = source.id,
+                    "the merge waits for this store's peer of the source to apply its PrepareMerge"
+                );
+            }
+            self.waiting_for = Some(CatchUpLogs {
+                region_id: source.id,
+                commit: request.commit,
+                commit_term: request.commit_term,
+            });
+            self.hold = true;
+            return Ok(response);
+        }
+        self.waiting_for = None;
+        let sessions = SessionTable::load(&self.engine, &source)?;
+        let merged = util::merged_region(&source, &self.region);
+        self.sessions.absorb(sessions);
+        let (journal_start, journal_end) = keys::session_journal_range(source.id);
+        mutations.push(Mutation::DeleteRange {
+            cf: Cf::Meta,
+            start: journal_start,
+            end: journal_end,
+        });
+        mutations.extend(peer_storage::tombstone(&source));
+        mutations.push(Mutation::put_msg(
+            Cf::Meta,
+            keys::merged_source_key(self.region.id, source.id),
+            &source,
+        ));
+        mutations.push(region_state_mutation(&merged));
+        tracing::info!(source = source.id, region = ?merged, "merged");
+        self.merged_here.insert(source.id);
+        self.region = merged.clone();
+        results.push(ExecResult::CommitMerge {
+            region: merged,
+            source,
+        });
+        Ok(response)
+    }
+}
+
 impl ApplyFsm {
     /// Queues the last task of this ApplyFsm at the apply writer, behind every earlier
     /// one: `mutations`, then `responses` answered (nothing if no peer ever attached, so
@@ -580,6 +867,7 @@ fn region_state_mutation(region: &metapb::Region) -> Mutation {
         &RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
+            merge_state: None,
         },
     )
 }
@@ -638,9 +926,12 @@ impl Handler<DropForwarded> for ApplyFsm {
 impl Handler<Apply> for ApplyFsm {
     type Result = ();
 
-    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         let _enter = self.span.clone().entered();
-        self.apply(msg);
+        let was_paused = self.paused.is_some();
+        if self.apply(msg) && !was_paused {
+            self.wait_for_source(ctx);
+        }
     }
 }
 
@@ -676,6 +967,15 @@ impl Handler<ResetApply> for ApplyFsm {
     type Result = ();
 
     fn handle(&mut self, msg: ResetApply, _: &mut Self::Context) {
+        // A snapshot replaces everything held: its entries are older than it.
+        if let Some(held) = self.paused.take() {
+            for p in held.proposals {
+                respond_error(p.callback, &Error::StaleCommand, self.applied_term);
+            }
+        }
+        self.waiting_for = None;
+        self.hold = false;
+        self.merge_state = None;
         self.region = msg.region;
         self.apply_state = msg.apply_state;
         self.sessions = msg.sessions;

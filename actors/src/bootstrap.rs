@@ -62,6 +62,7 @@ pub fn initial_region_mutations(region: &metapb::Region) -> Vec<Mutation> {
             &RegionLocalState {
                 state: PeerState::Normal as i32,
                 region: Some(region.clone()),
+                merge_state: None,
             },
         ),
         Mutation::put_msg(

@@ -76,6 +76,11 @@ pub enum Error {
     /// A request that the raftstore refuses, with the reason.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A CommitMerge found its target past the epoch its PrepareMerge named: it did not
+    /// apply, and no CommitMerge of that PrepareMerge ever will, so the source may roll
+    /// back.
+    #[error("merge target changed: {0}")]
+    MergeTargetChanged(String),
     /// Data on disk contradicts what this store expects (wrong cluster, missing state).
     #[error("corrupted or foreign data: {0}")]
     Corruption(String),
@@ -212,6 +217,9 @@ impl Error {
         let prefixed = |prefix: &str| message.strip_prefix(prefix).map(str::to_string);
         if let Some(reason) = prefixed("invalid request: ") {
             return Error::InvalidRequest(reason);
+        }
+        if let Some(reason) = prefixed("merge target changed: ") {
+            return Error::MergeTargetChanged(reason);
         }
         if let Some(reason) = prefixed("codec error: ") {
             return Error::Codec(reason);

@@ -40,7 +40,7 @@ use std::collections::HashSet;
 use prost::Message as _;
 use raft::eraftpb::{EntryType, Message, MessageType};
 use tinykv_proto::metapb;
-use tinykv_proto::raft_cmdpb::RaftRequestHeader;
+use tinykv_proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftRequestHeader};
 
 /// What the receiving peer knows of its own raft state, for [`check_message`].
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +223,8 @@ struct ForwardedCommand {
     admin_request: Option<Vec<u8>>,
 }
 
-/// Checks the entries of a `MsgPropose` a follower forwarded: client writes only, each
+/// Checks the entries of a `MsgPropose` a follower forwarded: client writes (or a
+/// merge's CommitMerge) only, each
 /// with the uuid the follower waits on, none naming a term, an admin command or the
 /// cluster's metadata (only the leader's own store proposes those). Returns the uuids,
 /// for the follower to be told if they are not taken.
@@ -243,9 +244,19 @@ pub fn check_forwarded_proposal(msg: &Message) -> Result<Vec<Vec<u8>>, String> {
         let cmd = ForwardedCommand::decode(entry.get_data())
             .map_err(|e| format!("a forwarded proposal does not decode: {e}"))?;
         let header = cmd.header.unwrap_or_default();
-        if cmd.admin_request.is_some() || header.metadata || header.term != 0 {
+        let admin_allowed = match &cmd.admin_request {
+            None => true,
+            // A merge source's leader asks the target's peer on its store, which forwards.
+            Some(bytes) => {
+                <AdminRequest as prost::Message>::decode(bytes.as_slice()).is_ok_and(|admin| {
+                    admin.cmd_type() == AdminCmdType::CommitMerge
+                        && crate::validation::check_admin(&admin).is_ok()
+                })
+            }
+        };
+        if !admin_allowed || header.metadata || header.term != 0 {
             return Err(
-                "a forwarded proposal may only hold client writes (no admin command, term or metadata)"
+                "a forwarded proposal may only hold client writes or a CommitMerge (no other admin command, term or metadata)"
                     .into(),
             );
         }

@@ -41,12 +41,14 @@ const APPLY_STATE_PREFIX: u8 = 0x02;
 const REGION_STATE_PREFIX: u8 = 0x03;
 const STORE_PREFIX: u8 = 0x04;
 const SESSION_JOURNAL_PREFIX: u8 = 0x05;
+const MERGED_SOURCE_PREFIX: u8 = 0x06;
 
 const RAFT_LOG_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const REGION_STATE_SUFFIX: u8 = 0x01;
 const SESSION_JOURNAL_SUFFIX: u8 = 0x01;
+const MERGED_SOURCE_SUFFIX: u8 = 0x01;
 
 /// Key of the store's identity in the meta keyspace.
 pub const STORE_IDENT_KEY: &[u8] = &[STORE_PREFIX, b'i', b'd', b'e', b'n', b't'];
@@ -122,6 +124,22 @@ pub fn session_journal_range(region_id: u64) -> (Vec<u8>, Vec<u8>) {
             region_id,
             SESSION_JOURNAL_SUFFIX + 1,
         ),
+    )
+}
+
+/// Key of the record that region `source` was merged into region `target` (the source
+/// as its PrepareMerge left it).
+pub fn merged_source_key(target: u64, source: u64) -> Vec<u8> {
+    let mut key = region_key(MERGED_SOURCE_PREFIX, target, MERGED_SOURCE_SUFFIX);
+    key.extend_from_slice(&source.to_be_bytes());
+    key
+}
+
+/// The range holding every record of a region merged into `target`.
+pub fn merged_source_range(target: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        region_key(MERGED_SOURCE_PREFIX, target, MERGED_SOURCE_SUFFIX),
+        region_key(MERGED_SOURCE_PREFIX, target, MERGED_SOURCE_SUFFIX + 1),
     )
 }
 

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use raft::eraftpb::Entry;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, RaftResponseHeader};
-use tinykv_proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use tinykv_proto::raft_serverpb::{MergeState, RaftApplyState, RaftMessage};
 use tokio::sync::oneshot;
 
 use crate::engine::{Cf, EngineSnapshot, Mutation};
@@ -295,6 +295,56 @@ pub enum ExecResult {
         /// The new region, starting at the split key.
         right: metapb::Region,
     },
+    /// This region (a merge's source) applied PrepareMerge: it is frozen as `region`.
+    PrepareMerge {
+        /// The region after PrepareMerge (epoch bumped).
+        region: metapb::Region,
+        /// What the PrepareMerge recorded.
+        state: MergeState,
+    },
+    /// This region (a merge's target) absorbed `source`: its peer here must go, its
+    /// data staying where it is, now this region's.
+    CommitMerge {
+        /// The region after the merge.
+        region: metapb::Region,
+        /// The source, as its PrepareMerge left it.
+        source: metapb::Region,
+    },
+    /// This region's merge was rolled back: it takes commands again.
+    RollbackMerge {
+        /// The region after the rollback (version bumped).
+        region: metapb::Region,
+    },
+}
+
+/// A merge target's ApplyFsm waits for this store's peer of the source to apply up to
+/// its PrepareMerge: the source peer commits up to that entry, which it holds (the
+/// source's leader proposed the CommitMerge only once every peer had it), even if no
+/// leader is left to tell it (ApplyFsm → Router → PeerFsm).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct CatchUpLogs {
+    /// The source region.
+    pub region_id: u64,
+    /// Index of the source's PrepareMerge entry.
+    pub commit: u64,
+    /// Its term.
+    pub commit_term: u64,
+}
+
+/// The source of a merge was absorbed by `target` on this store (its CommitMerge
+/// applied, or a snapshot of the target covers it): its peer destroys itself, keeping
+/// the data, which is the target's now (PeerFsm → Router → PeerFsm).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct MergedAway {
+    /// The source region.
+    pub region_id: u64,
+    /// The region that absorbed it.
+    pub target: u64,
+    /// The source's version when it was merged: a peer of the region at a newer one is
+    /// not what was merged.
+    pub version: u64,
 }
 
 /// Deletion of compacted raft log entries, for the log GC actor.
@@ -343,7 +393,9 @@ pub struct RestartPeer {
 
 /// Asks the Router whether a snapshot of region `region_id` covering `[start_key,
 /// end_key)` may be applied: no other local region may overlap that range, or applying
-/// it would overwrite that region's data. Answers `true` if none does.
+/// it would overwrite that region's data, except the sources of merges into this region
+/// (the snapshot holds what they had, and more). Answers `true` if it may; the sources
+/// it overlaps are then told they were merged away.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct CheckSnapshotRange {
@@ -353,6 +405,8 @@ pub struct CheckSnapshotRange {
     pub start_key: Vec<u8>,
     /// The snapshot's end key (empty: unbounded).
     pub end_key: Vec<u8>,
+    /// The regions the snapshot's region absorbed, by id, with their version then.
+    pub merged_sources: Vec<(u64, u64)>,
 }
 
 /// Resets an ApplyFsm after its peer applied a snapshot.
@@ -374,6 +428,8 @@ pub struct RegionRoute {
     pub region: metapb::Region,
     /// The leader as last reported by the local peer.
     pub leader: Option<metapb::Peer>,
+    /// While the region is a merge's source: the target's id.
+    pub merge_target: Option<u64>,
 }
 
 /// What a region's leader tells the placement driver about the region: the PeerFsm hands

@@ -26,7 +26,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use tinykv_proto::convert::{from_raft, to_raft};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+    MergeState, PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
 };
 
 use crate::engine::{Cf, Engine, Mutation};
@@ -87,6 +87,7 @@ pub fn tombstone(region: &metapb::Region) -> Vec<Mutation> {
             &RegionLocalState {
                 state: PeerState::Tombstone as i32,
                 region: Some(region.clone()),
+                merge_state: None,
             },
         ),
         Mutation::Delete {
@@ -113,6 +114,16 @@ pub fn data_removal(region: &metapb::Region) -> Vec<Mutation> {
             end,
         }])
         .collect()
+}
+
+/// The merge `region_id`'s peer on this store prepared as a source, if its region state
+/// says it is merging.
+pub fn load_merge_state(engine: &Engine, region_id: u64) -> Result<Option<MergeState>> {
+    let state: Option<RegionLocalState> =
+        engine.get_msg(Cf::Meta, &keys::region_state_key(region_id))?;
+    Ok(state
+        .filter(|s| s.state() == PeerState::Merging)
+        .and_then(|s| s.merge_state))
 }
 
 /// Whether a region has been given its range and peers (as opposed to a placeholder for a

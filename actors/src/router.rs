@@ -208,20 +208,60 @@ impl Handler<CheckSnapshotRange> for Router {
     type Result = bool;
 
     fn handle(&mut self, msg: CheckSnapshotRange, _: &mut Self::Context) -> bool {
-        let overlapping = self.routes.values().find(|route| {
-            let r = &route.region;
-            r.id != msg.region_id
-                && is_initialized(r)
-                && ranges_overlap(&r.start_key, &r.end_key, &msg.start_key, &msg.end_key)
-        });
-        if let Some(route) = overlapping {
+        let overlapping: Vec<&RegionRoute> = self
+            .routes
+            .values()
+            .filter(|route| {
+                let r = &route.region;
+                r.id != msg.region_id
+                    && is_initialized(r)
+                    && ranges_overlap(&r.start_key, &r.end_key, &msg.start_key, &msg.end_key)
+            })
+            .collect();
+        // A merge source this region absorbed (the snapshot records it, or the local
+        // peer is frozen for a merge into this region and the snapshot covers its
+        // range): the snapshot holds its data, and its peer here goes.
+        let absorbed_by_snapshot = |route: &RegionRoute| {
+            let version = route.region.region_epoch.map_or(0, |e| e.version);
+            route.merge_target == Some(msg.region_id)
+                || msg
+                    .merged_sources
+                    .iter()
+                    .any(|&(id, merged_at)| id == route.region.id && version <= merged_at)
+        };
+        let (absorbed, others): (Vec<&RegionRoute>, Vec<&RegionRoute>) = overlapping
+            .into_iter()
+            .partition(|r| absorbed_by_snapshot(r));
+        if let Some(route) = others.first() {
             tracing::warn!(
                 region = msg.region_id,
                 overlaps = route.region.id,
                 "refusing a snapshot whose range overlaps another local region"
             );
+            return false;
         }
-        overlapping.is_none()
+        for route in absorbed {
+            let Some(peer) = self.peers.get(&route.region.id) else {
+                continue;
+            };
+            tracing::info!(
+                region = msg.region_id,
+                source = route.region.id,
+                "a snapshot covers a merge source: its peer goes"
+            );
+            let version = msg
+                .merged_sources
+                .iter()
+                .find(|(id, _)| *id == route.region.id)
+                .map(|(_, merged_at)| *merged_at);
+            peer.do_send(MergedAway {
+                region_id: route.region.id,
+                target: msg.region_id,
+                version: version
+                    .unwrap_or_else(|| route.region.region_epoch.map_or(0, |e| e.version)),
+            });
+        }
+        true
     }
 }
 
@@ -230,6 +270,26 @@ impl Handler<CheckSnapshotRange> for Router {
 fn ranges_overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
     let before = |end: &[u8], start: &[u8]| !end.is_empty() && end <= start;
     !before(a_end, b_start) && !before(b_end, a_start)
+}
+
+impl Handler<CatchUpLogs> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUpLogs, _: &mut Self::Context) {
+        if let Some(peer) = self.live_peer(msg.region_id) {
+            peer.do_send(msg);
+        }
+    }
+}
+
+impl Handler<MergedAway> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: MergedAway, _: &mut Self::Context) {
+        if let Some(peer) = self.live_peer(msg.region_id) {
+            peer.do_send(msg);
+        }
+    }
 }
 
 impl Handler<CreateSplitPeer> for Router {

@@ -302,6 +302,18 @@ impl SessionTable {
         self.batch_index = index;
     }
 
+    /// Moves the batch begun with [`SessionTable::begin_batch`] to end at apply index
+    /// `index` instead (the apply stopped early, before a merge whose source is not
+    /// ready): its records and journal entry are at `index`.
+    pub fn move_batch(&mut self, index: u64) {
+        let old = std::mem::replace(&mut self.batch_index, index);
+        if old != index {
+            for stored in self.records.values_mut().filter(|s| s.home == old) {
+                stored.home = index;
+            }
+        }
+    }
+
     /// Hands the records of keys from `split_key` on to the region split off at it: they
     /// leave this table (without a journal operation: loading keeps only a region's own
     /// range) and come back as the new region's table, to be written with
@@ -321,6 +333,19 @@ impl SessionTable {
             right.insert(key, stored.record);
         }
         right
+    }
+
+    /// Takes in the records of a region merged into this one, as puts of the current
+    /// batch, so that they are journaled under this region with the batch. A write
+    /// applied in the source stays applied at most once in the merged region.
+    pub fn absorb(&mut self, source: SessionTable) {
+        for (key, stored) in source.records {
+            self.insert(key.clone(), stored.record);
+            self.pending.push(JournalOp::Put(key, stored.record));
+        }
+        while self.records.len() > MAX_RECORDS || self.key_bytes > MAX_RECORD_BYTES {
+            self.drop_first();
+        }
     }
 
     /// Drops the records that expired before `now_ms`. Called before a command's writes

@@ -106,11 +106,27 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<eraftpb::Snapshot> {
         });
         data.extend(pairs);
     }
+    let mut merged_sources = Vec::new();
+    let (start, end) = keys::merged_source_range(region_id);
+    let mut undecodable = None;
+    snap.scan(Cf::Meta, &start, &end, |_, value| {
+        match <metapb::Region as prost::Message>::decode(value) {
+            Ok(source) => merged_sources.push(source),
+            Err(e) => undecodable = Some(e),
+        }
+        undecodable.is_none()
+    })?;
+    if let Some(e) = undecodable {
+        return Err(Error::Corruption(format!(
+            "region {region_id}: an undecodable record of a merged region: {e}"
+        )));
+    }
     let payload = RaftSnapshotData {
         region: Some(region.clone()),
         file_size,
         data,
         meta: Some(SnapshotMeta { cf_files }),
+        merged_sources,
     };
     let mut snapshot = eraftpb::Snapshot {
         data: prost::Message::encode_to_vec(&payload).into(),
@@ -135,6 +151,8 @@ pub struct VerifiedSnapshot {
     pub pairs: Vec<(Cf, Vec<KeyValue>)>,
     /// The region's session records.
     pub sessions: SessionTable,
+    /// The regions merged into this one (as their PrepareMerge left them).
+    pub merged_sources: Vec<metapb::Region>,
 }
 
 /// Decodes a snapshot's payload and checks its per-column-family counts and checksums.
@@ -211,6 +229,16 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
             "snapshot carries pairs beyond its cf files".into(),
         ));
     }
+    let merged_sources = payload.merged_sources;
+    if merged_sources
+        .iter()
+        .any(|source| source.id == 0 || source.id == region.id)
+    {
+        return Err(Error::Codec(format!(
+            "snapshot of region {} names a merged region without an id, or itself",
+            region.id
+        )));
+    }
     let metadata = snapshot.get_metadata();
     Ok(VerifiedSnapshot {
         region,
@@ -218,6 +246,7 @@ pub fn verify(snapshot: &eraftpb::Snapshot) -> Result<VerifiedSnapshot> {
         term: metadata.term,
         pairs,
         sessions: sessions.unwrap_or_default(),
+        merged_sources,
     })
 }
 
@@ -338,8 +367,18 @@ impl VerifiedSnapshot {
             &RegionLocalState {
                 state: PeerState::Normal as i32,
                 region: Some(self.region.clone()),
+                merge_state: None,
             },
         ));
+        // What the region absorbed: a CommitMerge of one of these, applied after the
+        // snapshot, is acknowledged as done, as on the replicas that applied it.
+        for source in &self.merged_sources {
+            mutations.push(Mutation::put_msg(
+                Cf::Meta,
+                keys::merged_source_key(region_id, source.id),
+                source,
+            ));
+        }
         (mutations, raft_state, apply_state)
     }
 }

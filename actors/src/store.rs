@@ -20,7 +20,7 @@ use tinykv_proto::metapb;
 use tinykv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use tracing::{debug, error, info, warn};
 
-use crate::apply::ApplyFsm;
+use crate::apply::{ApplyContext, ApplyFsm};
 use crate::batch_writer::ApplyWriter;
 use crate::engine::{Cf, Engine};
 use crate::error::{Error, Result};
@@ -150,21 +150,25 @@ impl Store {
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
         let apply_state = *storage.apply_state();
         let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
+        let merge_state = peer_storage::load_merge_state(&self.peer_ctx.engine, region.id)?;
         let slot = region.id as usize;
         let peer_arbiter = &self.peer_arbiters[slot % self.peer_arbiters.len()];
         let apply_arbiter = &self.apply_arbiters[slot % self.apply_arbiters.len()];
 
-        let writer = self.apply_writer.clone();
-        let token = self.peer_ctx.token.clone();
+        let context = ApplyContext {
+            writer: self.apply_writer.clone(),
+            engine: self.peer_ctx.engine.clone(),
+            router: self.peer_ctx.router.clone(),
+            token: self.peer_ctx.token.clone(),
+        };
         let (peer_id, apply_region) = (peer.id, region.clone());
         let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
             ApplyFsm::new(
                 store_id,
                 peer_id,
                 apply_region,
-                (apply_state, sessions),
-                writer,
-                token,
+                (apply_state, sessions, merge_state),
+                context,
             )
         });
         let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
@@ -470,6 +474,7 @@ mod tests {
             &RegionLocalState {
                 state: PeerState::Tombstone as i32,
                 region: Some(region(9, b"", b"", &[2, 3])),
+                merge_state: None,
             },
         ));
         engine.write(&muts, true).unwrap();
@@ -483,10 +488,12 @@ mod tests {
         let no_region = RegionLocalState {
             state: PeerState::Normal as i32,
             region: None,
+            merge_state: None,
         };
         let other_id = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region(8, b"", b"", &[1])),
+            merge_state: None,
         };
         let cases: Vec<(Mutation, &str)> = vec![
             (

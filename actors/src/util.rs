@@ -95,11 +95,17 @@ pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Resu
     let (check_ver, check_conf_ver) = match &cmd.admin_request {
         None => (true, false),
         Some(admin) => match admin.cmd_type() {
-            AdminCmdType::CompactLog | AdminCmdType::InvalidAdmin => (false, false),
+            // A CommitMerge names the target's epoch of its PrepareMerge; it is compared
+            // by `check_merge_target_epoch`. A RollbackMerge names its PrepareMerge.
+            AdminCmdType::CompactLog
+            | AdminCmdType::InvalidAdmin
+            | AdminCmdType::CommitMerge
+            | AdminCmdType::RollbackMerge => (false, false),
             AdminCmdType::ChangePeer => (false, true),
-            AdminCmdType::Split | AdminCmdType::BatchSplit | AdminCmdType::TransferLeader => {
-                (true, true)
-            }
+            AdminCmdType::Split
+            | AdminCmdType::BatchSplit
+            | AdminCmdType::TransferLeader
+            | AdminCmdType::PrepareMerge => (true, true),
         },
     };
     if !check_ver && !check_conf_ver {
@@ -121,6 +127,92 @@ pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Resu
         });
     }
     Ok(())
+}
+
+/// The admin request that freezes a region to merge it into `target` (as the proposer
+/// sees it now: its epoch must still hold when the merge commits).
+pub fn prepare_merge_request(target: metapb::Region) -> AdminRequest {
+    AdminRequest {
+        cmd_type: AdminCmdType::PrepareMerge as i32,
+        prepare_merge: Some(tinykv_proto::raft_cmdpb::PrepareMergeRequest {
+            target: Some(target),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Checks that `source` may merge into `target`: distinct regions, adjacent (one ends
+/// where the other starts), with peers on the same stores.
+pub fn check_merge_pair(source: &metapb::Region, target: &metapb::Region) -> Result<()> {
+    if source.id == target.id {
+        return Err(Error::InvalidRequest(
+            "a region cannot merge into itself".into(),
+        ));
+    }
+    let adjacent = (!source.end_key.is_empty() && source.end_key == target.start_key)
+        || (!target.end_key.is_empty() && target.end_key == source.start_key);
+    if !adjacent {
+        return Err(Error::InvalidRequest(format!(
+            "regions {} and {} are not neighbours",
+            source.id, target.id
+        )));
+    }
+    let stores = |r: &metapb::Region| {
+        let mut ids: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    if stores(source) != stores(target) {
+        return Err(Error::InvalidRequest(format!(
+            "regions {} and {} do not have their peers on the same stores",
+            source.id, target.id
+        )));
+    }
+    Ok(())
+}
+
+/// The target region once it absorbed `source` (a neighbour, see [`check_merge_pair`]):
+/// its range covers both, its version is past both regions' versions, its membership is
+/// the target's.
+pub fn merged_region(source: &metapb::Region, target: &metapb::Region) -> metapb::Region {
+    let mut merged = target.clone();
+    if !source.end_key.is_empty() && source.end_key == target.start_key {
+        merged.start_key = source.start_key.clone();
+    } else {
+        merged.end_key = source.end_key.clone();
+    }
+    let source_version = source.region_epoch.map_or(0, |e| e.version);
+    let epoch = merged.region_epoch.get_or_insert_with(Default::default);
+    epoch.version = epoch.version.max(source_version) + 1;
+    merged
+}
+
+/// Compares a merge target's `current` epoch with the `expected` one its PrepareMerge
+/// named. `Ok` if equal. [`Error::MergeTargetChanged`] if the target moved past it
+/// (either part newer, neither older): epochs only grow, so no CommitMerge at or after
+/// this point of the target's log can ever apply, and the source may roll back.
+/// `EpochNotMatch` otherwise (this peer of the target has not caught up yet).
+pub fn check_merge_target_epoch(
+    target: &metapb::Region,
+    expected: Option<metapb::RegionEpoch>,
+) -> Result<()> {
+    let current = target.region_epoch.unwrap_or_default();
+    let expected = expected.unwrap_or_default();
+    if current == expected {
+        return Ok(());
+    }
+    let message = format!(
+        "merge target {} is at (conf_ver {}, version {}), the merge was prepared against (conf_ver {}, version {})",
+        target.id, current.conf_ver, current.version, expected.conf_ver, expected.version
+    );
+    if current.conf_ver >= expected.conf_ver && current.version >= expected.version {
+        Err(Error::MergeTargetChanged(message))
+    } else {
+        Err(Error::EpochNotMatch {
+            message,
+            current_regions: vec![target.clone()],
+        })
+    }
 }
 
 /// Whether a raft message may create a peer on a store that does not know the region: a

@@ -40,6 +40,7 @@
 
 use std::collections::HashSet;
 
+use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, CmdType, RaftCmdRequest, Request, SplitRequest,
 };
@@ -207,8 +208,57 @@ pub fn check_admin(admin: &AdminRequest) -> Result<()> {
             Some(peer) if peer.id != 0 => Ok(()),
             _ => Err(invalid("a TransferLeader needs a target peer")),
         },
+        AdminCmdType::PrepareMerge => {
+            match admin.prepare_merge.as_ref().and_then(|p| p.target.as_ref()) {
+                Some(target) => check_merge_region(target, "target"),
+                None => Err(invalid("a PrepareMerge needs its target region")),
+            }
+        }
+        AdminCmdType::CommitMerge => {
+            let commit = admin
+                .commit_merge
+                .as_ref()
+                .ok_or_else(|| invalid("a CommitMerge without its request"))?;
+            if commit.commit == 0 || commit.commit_term == 0 {
+                return Err(invalid(
+                    "a CommitMerge needs a non-zero commit index and term",
+                ));
+            }
+            match &commit.source {
+                Some(source) => check_merge_region(source, "source"),
+                None => Err(invalid("a CommitMerge needs its source region")),
+            }
+        }
+        AdminCmdType::RollbackMerge => match &admin.rollback_merge {
+            Some(r) if r.commit > 0 => Ok(()),
+            _ => Err(invalid(
+                "a RollbackMerge needs the index of its PrepareMerge",
+            )),
+        },
         AdminCmdType::InvalidAdmin => Err(invalid("an admin request of type InvalidAdmin")),
     }
+}
+
+/// Checks the region a merge command names: an id, an epoch, and peers with ids on
+/// distinct stores.
+fn check_merge_region(region: &metapb::Region, what: &str) -> Result<()> {
+    let mut stores = HashSet::new();
+    let sane = region.id != 0
+        && region.region_epoch.is_some()
+        && !region.peers.is_empty()
+        && region
+            .peers
+            .iter()
+            .all(|p| p.id != 0 && p.store_id != 0 && stores.insert(p.store_id));
+    if !sane {
+        return Err(invalid(format!(
+            "the merge {what} needs an id, an epoch and peers on distinct stores"
+        )));
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return Err(invalid(format!("the merge {what}'s range is empty")));
+    }
+    Ok(())
 }
 
 /// Checks a key a command reads: 1 to [`MAX_KEY_BYTES`] bytes.
@@ -277,7 +327,6 @@ fn invalid(message: impl Into<String>) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use tinykv_proto::metapb;
     use tinykv_proto::raft_cmdpb::{
         BatchSplitRequest, ChangePeerRequest, CompactLogRequest, DeleteRequest, GetRequest,
         PutRequest, RaftRequestHeader,

@@ -485,6 +485,81 @@ impl Cluster {
         assert!(split, "could not split region {region_id} at {keys:?}");
     }
 
+    /// Merges region `source` into its neighbour `target`: proposes PrepareMerge at the
+    /// source's leader (naming the target as its leader sees it now) until the target's
+    /// leader covers both ranges, failing after 20 s.
+    pub async fn must_merge(&self, source: u64, target: u64) {
+        self.leader_of(source).await;
+        let before = self
+            .leader_region(source)
+            .await
+            .map(|(_, region)| region)
+            .expect("the source has a leader");
+        assert!(
+            self.try_merge_until(source, target, Duration::from_secs(20), |region| {
+                covers(region, &before)
+            })
+            .await,
+            "could not merge region {source} into {target}"
+        );
+    }
+
+    /// Proposes PrepareMerge of `source` into `target` (with the target's current epoch)
+    /// once; the source's leader answers whether it took it.
+    pub async fn try_prepare_merge(
+        &self,
+        source: u64,
+        target: &metapb::Region,
+    ) -> std::result::Result<(), tinykv_actors::Error> {
+        let Some((leader, region)) = self.leader_region(source).await else {
+            return Err(tinykv_actors::Error::RegionNotFound(source));
+        };
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: source,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(tinykv_actors::util::prepare_merge_request(target.clone())),
+            ..Default::default()
+        };
+        let Some(handle) = self.stores.get(&leader.store_id) else {
+            return Err(tinykv_actors::Error::Stopped);
+        };
+        match handle
+            .router()
+            .command(request, Duration::from_secs(5))
+            .await
+        {
+            Ok(response) => response.err().map_or(Ok(()), Err),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Proposes the merge of `source` into `target` every 200 ms until the target's
+    /// leader reports a region for which `done` holds, or `timeout` passes.
+    pub async fn try_merge_until(
+        &self,
+        source: u64,
+        target: u64,
+        timeout: Duration,
+        done: impl Fn(&metapb::Region) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((_, region)) = self.leader_region(target).await {
+                if done(&region) {
+                    return true;
+                }
+                let _ = self.try_prepare_merge(source, &region).await;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// A fresh peer id, from store 1's allocator (any running store's will do).
     pub fn alloc_id(&self) -> u64 {
         let handle = self.stores.values().next().expect("a running store");
@@ -690,4 +765,11 @@ impl ClusterClient {
             }
         }
     }
+}
+
+/// Whether `outer`'s range holds all of `inner`'s.
+pub fn covers(outer: &metapb::Region, inner: &metapb::Region) -> bool {
+    outer.start_key <= inner.start_key
+        && (outer.end_key.is_empty()
+            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
 }

@@ -592,6 +592,7 @@ mod tests {
         let route = RegionRoute {
             region: region.clone(),
             leader: None,
+            merge_target: None,
         };
         let status = PeerStatus {
             region,

@@ -24,6 +24,11 @@ impl PeerFsm {
         if !self.raft.store().take_snapshot_request() || self.generating_snapshot {
             return;
         }
+        if self.is_merging() {
+            // A frozen source's followers hold its log (no compaction while frozen); a
+            // snapshot would not carry the frozen state. raft asks again later.
+            return;
+        }
         self.generating_snapshot = true;
         let engine = self.ctx.engine.clone();
         let token = self.ctx.token.clone();
@@ -210,6 +215,11 @@ impl PeerFsm {
                     region_id: verified.region.id,
                     start_key: verified.region.start_key.clone(),
                     end_key: verified.region.end_key.clone(),
+                    merged_sources: verified
+                        .merged_sources
+                        .iter()
+                        .map(|s| (s.id, s.region_epoch.map_or(0, |e| e.version)))
+                        .collect(),
                 };
                 match router.send(range).await {
                     Ok(true) => Ok((message, verified)),

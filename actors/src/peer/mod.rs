@@ -39,11 +39,11 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use tinykv_proto::convert::{from_raft, to_raft};
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, GetResponse,
-    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Response, SnapResponse,
-    TransferLeaderResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CommitMergeRequest, CommitMergeResponse,
+    CompactLogRequest, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
+    RaftResponseHeader, Response, RollbackMergeRequest, SnapResponse, TransferLeaderResponse,
 };
-use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, MergeState, RaftMessage};
 use tracing::{debug, error, info, warn};
 
 use crate::alive::AliveToken;
@@ -69,6 +69,7 @@ use crate::transport::Transport;
 use crate::util;
 use crate::validation;
 
+mod merge;
 mod messages;
 mod proposals;
 mod reads;
@@ -180,6 +181,10 @@ pub struct PeerFsm {
     snapshot_waits: HashMap<u64, Instant>,
     /// Whether the peer sleeps, and the leader's round of asking its followers.
     hibernation: Hibernation,
+    /// Set while this region is a frozen merge source (see `merge`).
+    merge_state: Option<MergeState>,
+    /// Source leader: the tick its CommitMerge request went out, while unanswered.
+    commit_merge_asked: Option<u64>,
     /// The last report handed to the Router for the placement driver (leader only).
     last_report: Option<LeaderReport>,
     /// The tick timer, while awake.
@@ -224,6 +229,7 @@ impl PeerFsm {
             .validate()
             .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
         let peer_cache = storage.region().peers.iter().map(|p| (p.id, *p)).collect();
+        let merge_state = peer_storage::load_merge_state(&ctx.engine, region_id)?;
         let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
             .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
         Ok(PeerFsm {
@@ -263,6 +269,8 @@ impl PeerFsm {
             campaign_on_start: false,
             snapshot_waits: HashMap::new(),
             hibernation: Hibernation::default(),
+            merge_state,
+            commit_merge_asked: None,
             last_report: None,
             tick_timer: None,
             ticks: 0,
@@ -318,6 +326,16 @@ impl PeerFsm {
     /// writer and its data, apply state and a tombstone region state through the apply
     /// writer, each queued behind this peer's earlier writes so none lands afterwards.
     pub(super) fn destroy(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.destroy_peer(reason, true, ctx);
+    }
+
+    /// Removes this peer of a merge source absorbed by its target here: like
+    /// [`Self::destroy`], but the data stays, for it is the target's now.
+    pub(super) fn destroy_merged(&mut self, ctx: &mut Context<Self>) {
+        self.destroy_peer("merged into its target", false, ctx);
+    }
+
+    fn destroy_peer(&mut self, reason: &str, remove_data: bool, ctx: &mut Context<Self>) {
         if self.destroyed {
             return;
         }
@@ -341,7 +359,7 @@ impl PeerFsm {
             flushed: None,
         });
         let mut mutations = peer_storage::tombstone(&region);
-        if !region.peers.is_empty() || region.region_epoch.is_some() {
+        if remove_data && (!region.peers.is_empty() || region.region_epoch.is_some()) {
             mutations.extend(peer_storage::data_removal(&region));
         }
         self.apply.do_send(DestroyApply { mutations });
@@ -561,6 +579,37 @@ impl Handler<Applied> for PeerFsm {
     fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
         let _enter = self.span.clone().entered();
         self.on_applied(msg, ctx);
+    }
+}
+
+impl Handler<CatchUpLogs> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUpLogs, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        if !self.destroyed {
+            self.on_catch_up_logs(msg, ctx);
+        }
+    }
+}
+
+impl Handler<MergedAway> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: MergedAway, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        self.on_merged_away(msg, ctx);
+    }
+}
+
+impl Handler<merge::CommitMergeAnswer> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: merge::CommitMergeAnswer, ctx: &mut Self::Context) {
+        let _enter = self.span.clone().entered();
+        if !self.destroyed {
+            self.on_commit_merge_answer(msg, ctx);
+        }
     }
 }
 

@@ -63,6 +63,22 @@ impl PeerFsm {
             callback,
         } = cmd;
         self.wake(false, ctx);
+        let admin_type = request.admin_request.as_ref().map(|a| a.cmd_type());
+        if self.is_merging() {
+            // Frozen: nothing is proposed but the merge's own commands (which the peer
+            // makes itself, not through here).
+            metrics::proposal_dropped("refused");
+            respond_error(callback, &self.merging_error(), self.term());
+            return;
+        }
+        if admin_type == Some(AdminCmdType::CommitMerge) {
+            if let Err(e) = validation::check_command(&request) {
+                return respond_error(callback, &e, self.term());
+            }
+            self.on_commit_merge(request, callback);
+            self.schedule_ready(ctx);
+            return;
+        }
         if let Err(e) = self.check_command(&mut request) {
             metrics::proposal_dropped("refused");
             respond_error(callback, &e, self.term());
@@ -76,6 +92,7 @@ impl PeerFsm {
                 AdminCmdType::Split | AdminCmdType::BatchSplit => {
                     self.propose_split(request, callback)
                 }
+                AdminCmdType::PrepareMerge => self.propose_prepare_merge(request, callback),
                 other => respond_error(
                     callback,
                     &Error::InvalidRequest(format!("admin command {other:?} is not supported")),
@@ -264,6 +281,30 @@ impl PeerFsm {
         }
     }
 
+    /// Proposes freezing this region to merge it into its neighbour: the target must be
+    /// adjacent with peers on the same stores (checked again when it applies), and
+    /// every follower must be there to hold the log until the merge completes.
+    pub(super) fn propose_prepare_merge(&mut self, request: RaftCmdRequest, callback: Callback) {
+        let target = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.prepare_merge.as_ref())
+            .and_then(|p| p.target.clone())
+            .unwrap_or_default();
+        if let Err(e) = util::check_merge_pair(self.region(), &target) {
+            return respond_error(callback, &e, self.term());
+        }
+        let lagging = self.pending_peers();
+        if !lagging.is_empty() {
+            let e = Error::ServerIsBusy(format!(
+                "region {} has peers catching up ({lagging:?}); merge it later",
+                self.region_id
+            ));
+            return respond_error(callback, &e, self.term());
+        }
+        self.propose_write(request, callback);
+    }
+
     pub(super) fn propose_write(&mut self, request: RaftCmdRequest, callback: Callback) {
         let last_before = self.raft.raft.raft_log.last_index();
         let accepted = self.raft.propose(vec![], request.encode_to_vec()).is_ok();
@@ -299,12 +340,15 @@ impl PeerFsm {
     }
 
     /// Whether this follower may forward `request` to its leader through raft: a client
-    /// write (no admin command), with a leader heard from within the election timeout.
+    /// write (no admin command) or a merge's CommitMerge, with a leader heard from within
+    /// the election timeout.
     pub(super) fn can_forward_write(&self, request: &RaftCmdRequest) -> bool {
         let raft = &self.raft.raft;
-        request.admin_request.is_none()
-            && !request.requests.is_empty()
-            && !util::is_read_only(request)
+        let forwardable = match &request.admin_request {
+            None => !request.requests.is_empty() && !util::is_read_only(request),
+            Some(admin) => admin.cmd_type() == AdminCmdType::CommitMerge,
+        };
+        forwardable
             && raft.leader_id != raft::INVALID_ID
             && raft.state == StateRole::Follower
             && raft.election_elapsed < raft.election_timeout()

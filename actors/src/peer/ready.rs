@@ -137,6 +137,17 @@ impl PeerFsm {
             apply_state: *self.raft.store().apply_state(),
             sessions: verified.sessions.clone(),
         });
+        // A snapshot's region is never frozen; and the sources it absorbed are gone
+        // here too if their peers still wait for a CommitMerge this peer skipped.
+        self.merge_state = None;
+        self.commit_merge_asked = None;
+        for source in &verified.merged_sources {
+            self.ctx.router.do_send(MergedAway {
+                region_id: source.id,
+                target: self.region_id,
+                version: source.region_epoch.map_or(0, |e| e.version),
+            });
+        }
         self.report_route(ctx);
         Some(mutations)
     }
@@ -190,6 +201,11 @@ impl PeerFsm {
             route: RegionRoute {
                 region: self.region().clone(),
                 leader: self.leader_peer(),
+                merge_target: self
+                    .merge_state
+                    .as_ref()
+                    .and_then(|s| s.target.as_ref())
+                    .map(|t| t.id),
             },
             peer: ctx.address(),
         });
@@ -281,6 +297,13 @@ impl PeerFsm {
                         campaign: self.is_leader(),
                     });
                 }
+                ExecResult::PrepareMerge { region, state } => {
+                    self.on_prepare_merge_applied(region, state, ctx)
+                }
+                ExecResult::CommitMerge { region, source } => {
+                    self.on_commit_merge_applied(region, source, ctx)
+                }
+                ExecResult::RollbackMerge { region } => self.on_rollback_merge_applied(region, ctx),
             }
         }
         if splits > 0 {

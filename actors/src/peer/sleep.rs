@@ -10,7 +10,7 @@ impl PeerFsm {
     /// that keeps failing costs followers every other heartbeat, far within their election
     /// timeout. Returns whether the tick was skipped (or the peer fell asleep).
     pub(super) fn try_hibernate(&mut self, ctx: &mut Context<Self>) -> bool {
-        if !self.is_leader() || !self.ctx.cfg.may_hibernate(self.region()) {
+        if !self.is_leader() || !self.ctx.cfg.may_hibernate(self.region()) || self.is_merging() {
             return false;
         }
         if self.hibernation.round_is_open() {

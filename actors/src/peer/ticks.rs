@@ -44,7 +44,7 @@ impl PeerFsm {
         let lag = self.raft.raft.raft_log.committed;
         let lag = lag.saturating_sub(self.raft.store().applied_index());
         metrics::COMMIT_APPLY_LAG.observe(lag as f64);
-        if !self.is_leader() {
+        if !self.is_leader() || self.is_merging() {
             return;
         }
         let storage = self.raft.store();
@@ -257,6 +257,7 @@ impl PeerFsm {
         if self.ticks.is_multiple_of(split_every) {
             self.on_split_check_tick(ctx);
         }
+        self.on_merge_tick(ctx);
     }
 
     /// Whether a snapshot this peer accepted is not applied yet: raft's log begins after

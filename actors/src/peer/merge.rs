@@ -1,0 +1,305 @@
+//! Merging: a source region hands its range to its neighbour, the target.
+//!
+//! 1. **PrepareMerge** (proposed to the source, by the placement driver or the admin
+//!    API) freezes the source once applied: both parts of its epoch grow, it takes no
+//!    more commands (writes, reads, splits, membership changes are answered "busy"), its
+//!    log is not compacted and no snapshot of it is made.
+//! 2. The source's leader waits until its own peer applied the PrepareMerge and every
+//!    follower's log holds it (raft's `matched`), then asks this store's peer of the
+//!    target for a **CommitMerge** naming the source, the PrepareMerge entry, and the
+//!    target's epoch the merge was prepared against. A target peer that does not lead
+//!    forwards it to its leader through raft, as it does client writes.
+//! 3. Each target peer's ApplyFsm applies the CommitMerge once this store's source peer
+//!    has applied the PrepareMerge (telling it to commit up to that entry, which it holds,
+//!    if it has not), then takes the source's range, data and sessions; the target's peer
+//!    then tells the source's peer it was merged away, and it destroys itself without
+//!    touching the data.
+//! 4. If the target's epoch moved past the one named (it split, or changed membership,
+//!    before the CommitMerge reached its log), the CommitMerge is refused with
+//!    `MergeTargetChanged` — and so would any later copy be, as epochs only grow — and
+//!    the source's leader proposes **RollbackMerge**, which thaws the source.
+//!
+//! A source merged already answers a repeated CommitMerge as done: the target records
+//! every source it absorbed, and its snapshots carry those records, so a target replica
+//! that skipped the CommitMerge through a snapshot still answers like the others.
+
+use super::*;
+
+/// How many base ticks a CommitMerge request may stay unanswered before the source's
+/// leader asks again.
+const COMMIT_MERGE_PATIENCE_TICKS: u64 = 50;
+
+/// The answer to this source leader's CommitMerge request (internal notification).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct CommitMergeAnswer {
+    /// The PrepareMerge the request was for.
+    pub commit: u64,
+    /// `None` if the target applied it (or had already).
+    pub error: Option<Error>,
+}
+
+impl PeerFsm {
+    /// Whether this peer is a frozen merge source.
+    pub(super) fn is_merging(&self) -> bool {
+        self.merge_state.is_some()
+    }
+
+    /// The refusal of a command while frozen: nothing was done; retry after the merge.
+    pub(super) fn merging_error(&self) -> Error {
+        Error::ServerIsBusy(format!("region {} is merging", self.region_id))
+    }
+
+    /// Source leader, every tick: once the PrepareMerge is applied here and held by every
+    /// follower, asks the target's peer on this store to commit the merge (one request
+    /// at a time).
+    pub(super) fn on_merge_tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(state) = self.merge_state.clone() else {
+            return;
+        };
+        if !self.is_leader() || self.raft.store().applied_index() < state.commit {
+            return;
+        }
+        if let Some(asked_at) = self.commit_merge_asked {
+            if self.ticks < asked_at + COMMIT_MERGE_PATIENCE_TICKS {
+                return;
+            }
+        }
+        let all_hold_it = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .all(|(_, progress)| progress.matched >= state.commit);
+        if !all_hold_it {
+            return;
+        }
+        let Some(target) = state.target.clone() else {
+            return;
+        };
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: target.id,
+                region_epoch: target.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CommitMerge as i32,
+                commit_merge: Some(CommitMergeRequest {
+                    source: Some(self.region().clone()),
+                    commit: state.commit,
+                    commit_term: state.commit_term,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (callback, answer) = tokio::sync::oneshot::channel();
+        self.commit_merge_asked = Some(self.ticks);
+        debug!(target = target.id, "asking the target to commit the merge");
+        self.ctx.router.do_send(RaftCommand { request, callback });
+        let commit = state.commit;
+        let me = ctx.address();
+        actix::spawn(async move {
+            let error = match answer.await {
+                Ok(response) => response.err(),
+                Err(_) => Some(Error::Stopped),
+            };
+            me.do_send(CommitMergeAnswer { commit, error });
+        });
+    }
+
+    /// The target answered this source leader's CommitMerge request.
+    pub(super) fn on_commit_merge_answer(
+        &mut self,
+        msg: CommitMergeAnswer,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.merge_state.as_ref().map(|s| s.commit) != Some(msg.commit) {
+            return;
+        }
+        self.commit_merge_asked = None;
+        match msg.error {
+            None => debug!("the target committed the merge"),
+            Some(Error::MergeTargetChanged(reason)) => {
+                warn!("rolling the merge back: {reason}");
+                self.propose_rollback_merge(msg.commit, ctx);
+            }
+            Some(e) => debug!("the target did not commit the merge yet: {e}"),
+        }
+    }
+
+    /// Source leader: proposes thawing the region. The next tick asks the target again
+    /// if the rollback does not apply (the entry can only apply while still frozen).
+    fn propose_rollback_merge(&mut self, commit: u64, ctx: &mut Context<Self>) {
+        if !self.is_leader() {
+            return;
+        }
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                region_epoch: self.region().region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::RollbackMerge as i32,
+                rollback_merge: Some(RollbackMergeRequest { commit }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (callback, _) = tokio::sync::oneshot::channel();
+        self.propose_write(request, callback);
+        self.schedule_ready(ctx);
+    }
+
+    /// Target: a CommitMerge request, from a source leader on this store or forwarded.
+    /// A source merged already is answered done at once; otherwise the target's epoch
+    /// must be the one the merge was prepared against (see
+    /// [`util::check_merge_target_epoch`]), then the command is proposed or forwarded to
+    /// the leader like a write.
+    pub(super) fn on_commit_merge(&mut self, mut request: RaftCmdRequest, callback: Callback) {
+        let source = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.commit_merge.as_ref())
+            .and_then(|c| c.source.as_ref())
+            .map_or(0, |s| s.id);
+        match self
+            .ctx
+            .engine
+            .get(Cf::Meta, &keys::merged_source_key(self.region_id, source))
+        {
+            Ok(Some(_)) => return respond(callback, self.merge_done_response()),
+            Ok(None) => {}
+            Err(e) => return respond_error(callback, &e, self.term()),
+        }
+        let checked = self.check_command(&mut request).and_then(|()| {
+            let expected = request.header.as_ref().and_then(|h| h.region_epoch);
+            util::check_merge_target_epoch(self.region(), expected)
+        });
+        if let Err(e) = checked {
+            return respond_error(callback, &e, self.term());
+        }
+        if self.is_leader() {
+            self.propose_write(request, callback);
+        } else {
+            self.forward_write(request, callback);
+        }
+    }
+
+    fn merge_done_response(&self) -> CmdResponse {
+        CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: self.term(),
+                    ..Default::default()
+                }),
+                admin_response: Some(AdminResponse {
+                    cmd_type: AdminCmdType::CommitMerge as i32,
+                    commit_merge: Some(CommitMergeResponse {}),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            snapshot: None,
+        }
+    }
+
+    /// Source: a target on this store waits for this peer to apply its PrepareMerge.
+    /// Every peer's log holds that entry (the CommitMerge was only asked for then), so it
+    /// may be committed here even if no leader is left to say so.
+    pub(super) fn on_catch_up_logs(&mut self, msg: CatchUpLogs, ctx: &mut Context<Self>) {
+        self.wake(false, ctx);
+        let log = &mut self.raft.raft.raft_log;
+        if log.committed >= msg.commit {
+            return;
+        }
+        if log.last_index() >= msg.commit && log.term(msg.commit).ok() == Some(msg.commit_term) {
+            info!(
+                commit = msg.commit,
+                "committing up to the PrepareMerge for the merge target"
+            );
+            log.commit_to(msg.commit);
+            self.schedule_ready(ctx);
+        } else {
+            debug!(
+                commit = msg.commit,
+                "the PrepareMerge the target waits for is not in this peer's log yet"
+            );
+        }
+    }
+
+    /// Applied PrepareMerge: this peer is frozen as `region`.
+    pub(super) fn on_prepare_merge_applied(
+        &mut self,
+        region: metapb::Region,
+        state: MergeState,
+        ctx: &mut Context<Self>,
+    ) {
+        info!(target = ?state.target.as_ref().map(|t| t.id), "frozen for a merge");
+        self.merge_state = Some(state);
+        self.commit_merge_asked = None;
+        self.raft.mut_store().set_region(region);
+        // Reads waiting here are answered "not leader": the client tries again and
+        // finds the region busy until the merge is over.
+        self.fail_reads_where(|_| true);
+        self.report_route(ctx);
+    }
+
+    /// Applied CommitMerge: this region now holds `source`'s range; the source's peer on
+    /// this store goes, leaving the data.
+    pub(super) fn on_commit_merge_applied(
+        &mut self,
+        region: metapb::Region,
+        source: metapb::Region,
+        ctx: &mut Context<Self>,
+    ) {
+        self.approximate_size = None;
+        self.raft.mut_store().set_region(region);
+        self.report_route(ctx);
+        self.ctx.router.do_send(MergedAway {
+            region_id: source.id,
+            target: self.region_id,
+            version: source.region_epoch.map_or(0, |e| e.version),
+        });
+    }
+
+    /// Applied RollbackMerge: the region takes commands again.
+    pub(super) fn on_rollback_merge_applied(
+        &mut self,
+        region: metapb::Region,
+        ctx: &mut Context<Self>,
+    ) {
+        self.merge_state = None;
+        self.commit_merge_asked = None;
+        self.raft.mut_store().set_region(region);
+        self.report_route(ctx);
+    }
+
+    /// This source was absorbed by its target on this store (frozen, or still behind
+    /// its PrepareMerge when a snapshot of the target says it was merged at a version
+    /// this peer has not passed): the peer goes, and its data stays (it is the target's
+    /// now, or the snapshot's).
+    pub(super) fn on_merged_away(&mut self, msg: MergedAway, ctx: &mut Context<Self>) {
+        let version = self.region().region_epoch.map_or(0, |e| e.version);
+        let target = self
+            .merge_state
+            .as_ref()
+            .and_then(|s| s.target.as_ref())
+            .map(|t| t.id);
+        if target.is_some_and(|t| t != msg.target) || version > msg.version {
+            warn!(
+                target = msg.target,
+                version = msg.version,
+                "ignoring a merge notice for another state of this region"
+            );
+            return;
+        }
+        self.destroy_merged(ctx);
+    }
+}
+
+fn respond(callback: Callback, response: CmdResponse) {
+    let _ = callback.send(response);
+}
