@@ -1,4 +1,5 @@
-//! AdminService: splitting a region, changing its peers and moving its leadership.
+//! AdminService: splitting and merging regions, changing their peers and moving their
+//! leadership.
 //!
 //! An admin operation must reach the region's leader, wherever it is, and must carry the
 //! region's current epoch: a split or a leader transfer names the epoch's `conf_ver` and
@@ -166,6 +167,116 @@ impl AdminService {
         }
         tracing::info!(region = region_id, regions = regions.len(), "region split");
         Ok(regions)
+    }
+
+    /// Merges region `source` into its neighbour `target` (see `tinykv_actors`' merge):
+    /// freezes the source with a PrepareMerge naming the target as its leader sees it
+    /// now, then waits until the target's leader covers both ranges, and returns that
+    /// region. Refused, changing nothing, if the regions are not neighbours or do not
+    /// have their peers on the same stores (400). If the target changes before the merge
+    /// commits (a split, a membership change), the source rolls back and this is a 409
+    /// `merge_target_changed`; a merge still under way at the deadline is a 504: it may
+    /// yet complete.
+    pub async fn merge(&self, source: u64, target: u64) -> Result<metapb::Region> {
+        if source == target {
+            return Err(Error::bad_request(
+                "invalid_merge",
+                "a region cannot merge into itself",
+            ));
+        }
+        let deadline = self.deadline();
+        let target_region = self.region_view(target, deadline).await?;
+        let mut prepared = None;
+        self.run(source, deadline, false, |region| {
+            tinykv_actors::util::check_merge_pair(region, &target_region)
+                .map_err(|e| Error::bad_request("invalid_merge", e.to_string()))?;
+            prepared = Some(region.clone());
+            Ok(tinykv_actors::util::prepare_merge_request(
+                target_region.clone(),
+            ))
+        })
+        .await?;
+        let Some(prepared) = prepared else {
+            return Err(Error::Io("a merge was prepared without its source".into()));
+        };
+        // PrepareMerge bumped the source's version once; a rollback bumps it again.
+        let frozen_version = prepared.region_epoch.map_or(0, |e| e.version) + 1;
+        tracing::info!(source, target, "merge prepared");
+        loop {
+            // Each look is short: the frozen source answers busy until the merge is over.
+            let look = deadline.min(Instant::now() + TRANSFER_RETRY_INTERVAL);
+            if let Ok(region) = self.region_view(target, look).await {
+                if covers(&region, &prepared) {
+                    tracing::info!(source, target, "regions merged");
+                    return Ok(region);
+                }
+            }
+            let look = deadline.min(Instant::now() + LEADERSHIP_POLL_INTERVAL);
+            if let Ok(region) = self.region_view(source, look).await {
+                if region.region_epoch.map_or(0, |e| e.version) > frozen_version {
+                    return Err(Error::Store(StoreError::MergeTargetChanged(format!(
+                        "region {target} changed before region {source} could merge into it; the merge was rolled back"
+                    ))));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Store(StoreError::Timeout));
+            }
+            tokio::time::sleep(LEADERSHIP_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Region `region_id` as its leader sees it: every store is asked in turn (following
+    /// leader hints), round after round with backoff while the answers are retryable (no
+    /// leader yet, a frozen merge source), until `deadline`. A region no store holds and
+    /// the placement driver does not know is a 404.
+    async fn region_view(&self, region_id: u64, deadline: Instant) -> Result<metapb::Region> {
+        let local = self.store.store_id();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let mut stores = vec![local];
+            stores.extend(
+                self.addresses
+                    .all()
+                    .into_iter()
+                    .map(|s| s.id)
+                    .filter(|&id| id != local),
+            );
+            let mut last = Error::Store(StoreError::RegionNotFound(region_id));
+            let mut held_somewhere = false;
+            let mut next = 0;
+            while next < stores.len() {
+                match self.leader_view(stores[next], region_id).await {
+                    Ok(region) => return Ok(region),
+                    Err(Error::Store(StoreError::NotLeader {
+                        leader: Some(leader),
+                        ..
+                    })) if stores[next] != leader.store_id
+                        && !stores[..next].contains(&leader.store_id) =>
+                    {
+                        held_somewhere = true;
+                        stores.retain(|&s| s != leader.store_id);
+                        stores.insert(next, leader.store_id);
+                    }
+                    Err(e) => {
+                        held_somewhere |= !matches!(e, Error::Store(StoreError::RegionNotFound(_)));
+                        if !e.is_retryable() {
+                            return Err(e);
+                        }
+                        last = e;
+                        next += 1;
+                    }
+                }
+            }
+            if !held_somewhere && self.region_known(region_id).await == Some(false) {
+                return Err(region_not_found(region_id));
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// Adds a peer with a fresh id on store `store_id` to region `region_id`; returns the
@@ -415,6 +526,13 @@ impl AdminService {
             None => Ok(response),
         }
     }
+}
+
+/// Whether `outer`'s range holds all of `inner`'s.
+fn covers(outer: &metapb::Region, inner: &metapb::Region) -> bool {
+    outer.start_key <= inner.start_key
+        && (outer.end_key.is_empty()
+            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
 }
 
 /// Where an admin operation's pursuit of a region's leader stands.

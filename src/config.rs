@@ -260,6 +260,14 @@ pub struct PdConfig {
     pub leader_balance_tolerance: u64,
     /// The balancers run at most once per this interval.
     pub balance_interval_ms: u64,
+    /// Neighbouring regions merge when together they hold at most this many bytes (their
+    /// sizes as last measured); 0 turns merging off. Must be below
+    /// `raftstore.region_split_size`, or merged regions would split again; unset, it is
+    /// a fifth of it (TiKV's 20 MiB for 96 MiB).
+    pub max_merge_region_size: Option<u64>,
+    /// Regions merge only once the PD has known both for this long (a region just split
+    /// is small by nature).
+    pub split_merge_interval_ms: u64,
 }
 
 impl Default for PdConfig {
@@ -276,11 +284,24 @@ impl Default for PdConfig {
             max_replica_operators: scheduler.max_replica_operators,
             leader_balance_tolerance: scheduler.leader_balance_tolerance,
             balance_interval_ms: scheduler.balance_interval_ms,
+            max_merge_region_size: None,
+            split_merge_interval_ms: scheduler.split_merge_interval_ms,
         }
     }
 }
 
 impl PdConfig {
+    /// These settings with the merge size limit resolved against the raftstore's split
+    /// size (a fifth of it when unset).
+    pub fn resolved(&self, region_split_size: u64) -> PdConfig {
+        PdConfig {
+            max_merge_region_size: Some(
+                self.max_merge_region_size.unwrap_or(region_split_size / 5),
+            ),
+            ..self.clone()
+        }
+    }
+
     /// The scheduler settings among these.
     pub fn scheduler(&self) -> crate::pd::SchedulerConfig {
         crate::pd::SchedulerConfig {
@@ -291,6 +312,10 @@ impl PdConfig {
             max_replica_operators: self.max_replica_operators,
             leader_balance_tolerance: self.leader_balance_tolerance,
             balance_interval_ms: self.balance_interval_ms,
+            max_merge_region_size: self
+                .max_merge_region_size
+                .unwrap_or(crate::pd::SchedulerConfig::default().max_merge_region_size),
+            split_merge_interval_ms: self.split_merge_interval_ms,
         }
     }
 
@@ -653,6 +678,15 @@ impl Config {
             if value == 0 {
                 return Err(Error::Config(format!("pd.{key} must be greater than 0")));
             }
+        }
+        if let Some(size) = pd
+            .max_merge_region_size
+            .filter(|&size| size > 0 && size >= self.raftstore.region_split_size)
+        {
+            return Err(Error::Config(format!(
+                "pd.max_merge_region_size ({size}) must be below raftstore.region_split_size ({}): merged regions would split again",
+                self.raftstore.region_split_size
+            )));
         }
         if pd.max_store_disconnect_time_ms < 2 * pd.heartbeat_interval_ms {
             return Err(Error::Config(

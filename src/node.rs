@@ -211,7 +211,7 @@ impl Node {
             .cloned()
             .collect();
         let setup = PdSetup {
-            config: config.pd.clone(),
+            config: config.pd.resolved(config.raftstore.region_split_size),
             cluster_id: config.node.cluster_id,
             initial_stores,
             timeout: timeouts.attempt,

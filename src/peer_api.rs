@@ -425,7 +425,13 @@ pub fn check_forwarded_command(request: &RaftCmdRequest) -> Result<()> {
             AdminCmdType::Split
             | AdminCmdType::BatchSplit
             | AdminCmdType::ChangePeer
-            | AdminCmdType::TransferLeader => Ok(()),
+            | AdminCmdType::TransferLeader
+            | AdminCmdType::PrepareMerge => Ok(()),
+            // A CommitMerge or RollbackMerge is only ever made by a merge source's own
+            // leader, on its store.
+            AdminCmdType::CommitMerge | AdminCmdType::RollbackMerge => {
+                refuse("a merge's commit or rollback")
+            }
             _ => refuse("a log compaction"),
         },
         None if tinykv_actors::util::is_read_only(request) => Ok(()),

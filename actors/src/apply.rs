@@ -205,7 +205,7 @@ impl ApplyFsm {
                 respond_error(p.callback, &Error::StaleCommand, self.applied_term);
             }
         }
-        let written_bytes = mutations.iter().map(|m| m.size() as u64).sum();
+        let written_bytes = mutations.iter().map(size_hint).sum();
         mutations.extend(self.sessions.journal_mutations(self.region.id));
         mutations.push(Mutation::put_msg(
             Cf::Meta,
@@ -857,6 +857,19 @@ impl ApplyFsm {
             },
             notify: peer,
         });
+    }
+}
+
+/// What a deleted pair is counted as in the size hint: its value's size is not known,
+/// and a region emptied by deletes must be measured again (to be merged).
+const DELETED_VALUE_HINT: u64 = 256;
+
+/// How much a mutation changes the region's size, for the hint that schedules the next
+/// size check: a put's key and value, a delete's key and a typical value.
+fn size_hint(mutation: &Mutation) -> u64 {
+    match mutation {
+        Mutation::Delete { .. } => mutation.size() as u64 + DELETED_VALUE_HINT,
+        _ => mutation.size() as u64,
     }
 }
 

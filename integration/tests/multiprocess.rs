@@ -294,3 +294,105 @@ async fn a_batch_split_through_any_node_cuts_the_region_at_every_key() {
         );
     }
 }
+
+/// The admin API merges two neighbours through a node that leads neither, answering the
+/// merged region, and refuses merges that break the rules (400, nothing frozen).
+#[tokio::test]
+async fn a_merge_through_any_node_absorbs_the_neighbour_and_bad_merges_are_refused() {
+    let cluster = ProcessCluster::start(3);
+    let http = tinykv::security::http_client_builder().build().unwrap();
+    for node in cluster.nodes().to_vec() {
+        cluster.wait_healthy(node.id, &http).await;
+    }
+    let leader = leader_store(&http, &cluster).await;
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let post = |node: u64, path: String, body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{}{path}", cluster.url(node));
+        async move {
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    for i in 0..30 {
+        must_put(&http, &cluster, other, &format!("k{i:03}"), "v").await;
+    }
+    let (status, body) = post(
+        leader,
+        "/v1/admin/regions/1/split".into(),
+        serde_json::json!({ "keys": ["k010", "k020"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<u64> = body["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    let (middle, last) = (ids[1], ids[2]);
+
+    // Not neighbours, into itself, to a region that does not exist: refused.
+    let merge = |source: u64, target: u64| {
+        post(
+            other,
+            format!("/v1/admin/regions/{source}/merge"),
+            serde_json::json!({ "target": target }),
+        )
+    };
+    let (status, body) = merge(1, last).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_merge")),
+        "{body}"
+    );
+    let (status, body) = merge(1, 1).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_merge")),
+        "{body}"
+    );
+    let (status, body) = post(
+        other,
+        "/v1/admin/regions/1/merge".into(),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_json")),
+        "{body}"
+    );
+    must_put(&http, &cluster, other, "k015", "still-writable").await;
+
+    // The middle region merges into the first, through a node that may lead neither.
+    let (status, body) = merge(middle, 1).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["start_key"].as_str(), body["end_key"].as_str()),
+        (Some(""), Some("k020")),
+        "{body}"
+    );
+    for i in [0, 12, 15, 25] {
+        let key = format!("k{i:03}");
+        let expected = if i == 15 { "still-writable" } else { "v" };
+        assert_eq!(
+            must_get(&http, &cluster, leader, &key).await.as_deref(),
+            Some(expected)
+        );
+    }
+    must_put(&http, &cluster, leader, "k011", "after").await;
+    assert_eq!(
+        must_get(&http, &cluster, other, "k011").await.as_deref(),
+        Some("after")
+    );
+}

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use tinykv_integration::process::{ctl_binary, ProcessCluster};
-use tinykv_integration::rest::{get_json, must_put};
+use tinykv_integration::rest::{get_json, must_get, must_put};
 
 const SMALL_REGIONS: &str =
     "region_max_size = 65536\nregion_split_size = 49152\nsplit_check_tick_ms = 200\n";
@@ -357,4 +357,111 @@ async fn a_store_taken_offline_is_drained_and_becomes_a_tombstone() {
     let (code, _, stderr) = ctl(&["store", "offline", "4"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("store_tombstone"), "{stderr}");
+}
+
+/// Deletes `key` through node `id`, retrying until it is acknowledged.
+async fn must_delete(http: &reqwest::Client, cluster: &ProcessCluster, id: u64, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http
+            .delete(format!("{}/v1/kv/{key}", cluster.url(id)))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() || r.status() == 404 => return,
+            Ok(r) => assert!(
+                r.status().is_server_error() && Instant::now() < deadline,
+                "delete {key} on node {id}: {}",
+                r.status()
+            ),
+            Err(e) => assert!(Instant::now() < deadline, "delete {key} on node {id}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 16: deleting data shrinks the region count again. Regions split as the keys
+/// arrive; once they are deleted, the placement driver merges the emptied neighbours
+/// (each pair once both have been known for a second) until one data region is left
+/// beside the meta region, and the data written afterwards lands in it.
+#[tokio::test]
+async fn regions_emptied_by_deletes_merge_back_into_one() {
+    const MERGING_PD: &str = "[pd]\nheartbeat_interval_ms = 200\nbalance_interval_ms = 200\n\
+        max_store_disconnect_time_ms = 1000\nmax_store_down_time_ms = 4000\n\
+        max_merge_region_size = 16384\nsplit_merge_interval_ms = 1000\n";
+    const COUNT: u64 = 3;
+    let cluster = ProcessCluster::start_with_raftstore_and_config(COUNT, SMALL_REGIONS, MERGING_PD);
+    let http = tinykv::security::http_client_builder().build().unwrap();
+    for id in 1..=COUNT {
+        cluster.wait_healthy(id, &http).await;
+    }
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key{i:05}")).collect();
+    futures::stream::iter(keys.iter().enumerate())
+        .map(|(i, key)| {
+            let (http, cluster) = (&http, &cluster);
+            async move {
+                must_put(
+                    http,
+                    cluster,
+                    1 + i as u64 % COUNT,
+                    key,
+                    &value_of(i as u64),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<()>()
+        .await;
+    let live: Vec<u64> = (1..=COUNT).collect();
+    let count_regions = || async { led_regions(&http, &cluster, &live).await.map(|r| r.len()) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let split = loop {
+        if let Some(n) = count_regions().await.filter(|n| *n >= 6) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the keys never split into regions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    futures::stream::iter(keys.iter().enumerate())
+        .map(|(i, key)| {
+            let (http, cluster) = (&http, &cluster);
+            async move { must_delete(http, cluster, 1 + i as u64 % COUNT, key).await }
+        })
+        .buffer_unordered(32)
+        .collect::<()>()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // One data region and the meta region.
+        if count_regions().await == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{split} regions did not merge back (now {:?})",
+            count_regions().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ops = get_json(&http, &format!("{}/v1/admin/operators", cluster.url(1))).await;
+    assert!(
+        ops.to_string().contains("merge-region"),
+        "the PD's merges show in its history: {ops}"
+    );
+    for (i, key) in keys.iter().enumerate().step_by(97) {
+        assert_eq!(
+            must_get(&http, &cluster, 1 + i as u64 % COUNT, key).await,
+            None
+        );
+    }
+    must_put(&http, &cluster, 2, "after-merge", "v").await;
+    assert_eq!(
+        must_get(&http, &cluster, 3, "after-merge").await.as_deref(),
+        Some("v")
+    );
 }

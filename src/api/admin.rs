@@ -22,6 +22,11 @@
 //!   key; answers `{"regions": [left, right]}`. With `{"keys": ["...", ...]}` (strictly
 //!   ascending, at most 1,000) it splits at every key in one raft command and answers the
 //!   region and the new ones in key order;
+//! - `POST /v1/admin/regions/{id}/merge` with `{"target": N}`: merges the region into its
+//!   neighbour N (both with peers on the same stores); answers the merged region once the
+//!   target covers both. 400 `invalid_merge` if they are not neighbours on the same
+//!   stores, 409 `merge_target_changed` if the target changed first (the merge was rolled
+//!   back), 504 if it is still under way at the deadline;
 //! - `POST /v1/admin/regions/{id}/peers` with `{"store_id": N}`: adds a peer on that
 //!   store; answers the region;
 //! - `DELETE /v1/admin/regions/{id}/peers/{peer_id}`: removes that peer; answers the
@@ -367,6 +372,14 @@ pub struct SplitBody {
     pub keys: Option<Vec<String>>,
 }
 
+/// The body of `POST /v1/admin/regions/{id}/merge`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The neighbour to merge into.
+    pub target: u64,
+}
+
 /// The body of `POST /v1/admin/regions/{id}/peers`.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -423,6 +436,18 @@ pub async fn split_region(
     let regions = state.admin.split(id, keys).await?;
     let regions: Vec<RegionInfo> = regions.iter().map(RegionInfo::from_region).collect();
     Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
+}
+
+/// `POST /v1/admin/regions/{id}/merge`.
+pub async fn merge_region(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: Body,
+) -> Result<HttpResponse> {
+    let id = path_number(&req, "id")?;
+    let body: MergeBody = parse_body(body)?;
+    let region = state.admin.merge(id, body.target).await?;
+    Ok(HttpResponse::Ok().json(RegionInfo::from_region(&region)))
 }
 
 /// `POST /v1/admin/regions/{id}/peers`.

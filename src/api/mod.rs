@@ -149,6 +149,11 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .default_service(post()),
                     )
                     .service(
+                        web::resource("/regions/{id}/merge")
+                            .post(admin::merge_region)
+                            .default_service(post()),
+                    )
+                    .service(
                         web::resource("/regions/{id}/peers")
                             .post(admin::add_peer)
                             .default_service(post()),

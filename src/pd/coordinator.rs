@@ -12,7 +12,7 @@
 //! Operators created for other regions are handed out when those regions heartbeat.
 //! Ended operators are kept in a short history (outcome and time) for the admin API.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -22,8 +22,8 @@ use super::operator::{
 };
 use super::region::{RegionHeartbeat, RegionInfo};
 use super::scheduler::{
-    balance_leader, balance_region, check_replicas, store_health, ScheduleContext, SchedulerConfig,
-    StoreHealth,
+    balance_leader, balance_region, check_merge, check_replicas, store_health, ScheduleContext,
+    SchedulerConfig, StoreHealth,
 };
 use super::PdError;
 
@@ -77,6 +77,8 @@ pub struct Coordinator {
     history: VecDeque<EndedOperatorView>,
     counts: OperatorCounts,
     last_schedule_ms: Option<u64>,
+    /// When this PD leadership first heard of each region, for `split_merge_interval_ms`.
+    first_seen_ms: HashMap<u64, u64>,
 }
 
 impl Coordinator {
@@ -89,6 +91,7 @@ impl Coordinator {
             history: VecDeque::new(),
             counts: OperatorCounts::default(),
             last_schedule_ms: None,
+            first_seen_ms: HashMap::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Coordinator {
     ) -> Result<Option<HeartbeatAnswer>, PdError> {
         let region_id = heartbeat.region.id;
         self.cluster.handle_region_heartbeat(heartbeat)?;
+        self.first_seen_ms.entry(region_id).or_insert(now_ms);
         if self.operators.contains_key(&region_id) {
             let answer = self.dispatch(region_id, now_ms);
             if self.operators.contains_key(&region_id) {
@@ -232,6 +236,10 @@ impl Coordinator {
         }
         let mut created: Vec<u64> = new_ops.iter().map(Operator::region_id).collect();
         for op in new_ops {
+            self.insert(op);
+        }
+        if let Some(op) = self.check_merges(now_ms) {
+            created.push(op.region_id());
             self.insert(op);
         }
         for balancer in [Balancer::Region, Balancer::Leader] {
@@ -357,7 +365,7 @@ impl Coordinator {
             let target = match *step {
                 Step::AddPeer { store_id, .. } => store_id,
                 Step::TransferLeader { to_store, .. } => to_store,
-                Step::RemovePeer { .. } => return None,
+                Step::RemovePeer { .. } | Step::Merge { .. } => return None,
             };
             let health = store_health(&self.cluster, &self.config, target, now_ms);
             (health != StoreHealth::Healthy).then(|| format!("target store {target} is {health:?}"))
@@ -395,6 +403,23 @@ impl Coordinator {
             .values()
             .filter(|op| kinds.contains(&op.kind()))
             .count()
+    }
+
+    /// One merge at a time: the first region, in key order, that may merge into a
+    /// neighbour (see [`check_merge`]).
+    fn check_merges(&mut self, now_ms: u64) -> Option<Operator> {
+        let known: std::collections::HashSet<u64> =
+            self.cluster.regions().map(RegionInfo::id).collect();
+        self.first_seen_ms.retain(|id, _| known.contains(id));
+        if self.config.max_merge_region_size == 0 || self.count_kind(&[OperatorKind::Merge]) > 0 {
+            return None;
+        }
+        let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms)
+            .with_operators(self.operators.values());
+        let seen = |id: u64| self.first_seen_ms.get(&id).copied();
+        self.cluster
+            .regions_in_key_order()
+            .find_map(|region| check_merge(&ctx, region, &seen))
     }
 
     fn replica_operator_count(&self) -> usize {

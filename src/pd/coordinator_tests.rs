@@ -424,6 +424,9 @@ impl Sim {
                 assert!(region.peers.contains(&peer) && self.alive.contains(&peer.store_id));
                 *leader = peer;
             }
+            HeartbeatAnswer::Merge { target } => {
+                panic!("region {region_id} told to merge into {target}: the simulation's regions are never small and old enough")
+            }
         }
     }
 

@@ -43,6 +43,8 @@ pub mod region;
 pub mod scheduler;
 
 #[cfg(test)]
+mod merge_tests;
+#[cfg(test)]
 mod test_util;
 
 pub use cluster::{
@@ -57,6 +59,6 @@ pub use operator::{
 };
 pub use region::{RegionHeartbeat, RegionInfo, RegionTree};
 pub use scheduler::{
-    balance_leader, balance_region, check_replicas, store_health, ScheduleContext, SchedulerConfig,
-    StoreHealth, StoreLoad,
+    balance_leader, balance_region, check_merge, check_replicas, store_health, ScheduleContext,
+    SchedulerConfig, StoreHealth, StoreLoad,
 };

@@ -49,6 +49,8 @@ pub enum OperatorKind {
     Balance,
     /// Requested by an operator through the admin API.
     Admin,
+    /// Merges a small region into a small neighbour.
+    Merge,
 }
 
 /// One change to a region's membership or leadership.
@@ -75,6 +77,16 @@ pub enum Step {
         /// The store of the peer that should lead.
         to_store: u64,
     },
+    /// Merge the region into its neighbour `target` (peers on the same stores). The
+    /// region freezes (PrepareMerge bumps its version and conf_ver) and then disappears
+    /// when the target absorbs it, which ends the operator; a rollback leaves it to time
+    /// out.
+    Merge {
+        /// The neighbour to merge into.
+        target: u64,
+        /// The region's version when the merge was planned.
+        version: u64,
+    },
 }
 
 impl Step {
@@ -86,11 +98,12 @@ impl Step {
                 .is_some_and(|p| p.id == peer_id && !region.is_pending(p.id)),
             Step::RemovePeer { store_id } => region.peer_on_store(store_id).is_none(),
             Step::TransferLeader { to_store, .. } => region.leader_store_id() == Some(to_store),
+            Step::Merge { .. } => false,
         }
     }
 
     /// Whether the step's effect shows in the region, even if not finished (an added peer
-    /// that is still pending has taken effect).
+    /// that is still pending has taken effect, a merge source is frozen).
     pub fn has_taken_effect(&self, region: &RegionInfo) -> bool {
         match *self {
             Step::AddPeer { store_id, peer_id } => region
@@ -98,10 +111,12 @@ impl Step {
                 .is_some_and(|p| p.id == peer_id),
             Step::RemovePeer { store_id } => region.peer_on_store(store_id).is_none(),
             Step::TransferLeader { to_store, .. } => region.leader_store_id() == Some(to_store),
+            Step::Merge { version, .. } => region.epoch().version > version,
         }
     }
 
-    /// Whether the step changes the membership (and so bumps `conf_ver` by one).
+    /// Whether the step bumps `conf_ver` by one (a membership change, or a merge's
+    /// PrepareMerge).
     pub fn changes_membership(&self) -> bool {
         !matches!(self, Step::TransferLeader { .. })
     }
@@ -122,6 +137,7 @@ impl Step {
                 .peer_on_store(to_store)
                 .is_none()
                 .then(|| format!("store {to_store} no longer holds a peer to lead")),
+            Step::Merge { .. } => None,
         }
     }
 
@@ -151,6 +167,9 @@ impl Step {
                 .peer_on_store(to_store)
                 .filter(|peer| !region.is_pending(peer.id))
                 .map(|peer| HeartbeatAnswer::TransferLeader { peer: *peer }),
+            Step::Merge { target, .. } => {
+                (!self.has_taken_effect(region)).then_some(HeartbeatAnswer::Merge { target })
+            }
         }
     }
 }
@@ -170,6 +189,12 @@ pub enum HeartbeatAnswer {
     TransferLeader {
         /// The peer that should lead.
         peer: Peer,
+    },
+    /// Merge the region into its neighbour `target` (whose peers are on the same
+    /// stores; the leader's store holds one and knows the target's range and epoch).
+    Merge {
+        /// The neighbour to merge into.
+        target: u64,
     },
 }
 

@@ -46,6 +46,12 @@ pub struct SchedulerConfig {
     pub leader_balance_tolerance: u64,
     /// The balancers run at most once per this interval when driven by heartbeats.
     pub balance_interval_ms: u64,
+    /// A region whose size is at most this (and known) merges into a neighbour as small;
+    /// 0 turns merging off.
+    pub max_merge_region_size: u64,
+    /// Regions merge only once the PD has known both for this long, so that a region
+    /// just split (small by nature) is not merged straight back.
+    pub split_merge_interval_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -58,8 +64,73 @@ impl Default for SchedulerConfig {
             max_replica_operators: 64,
             leader_balance_tolerance: 1,
             balance_interval_ms: 1000,
+            max_merge_region_size: 20 * 1024 * 1024,
+            split_merge_interval_ms: 60 * 60 * 1000,
         }
     }
+}
+
+/// The merge to make for `region`, if it is small and so is a neighbour (TiKV PD's merge
+/// checker): both sizes known and at most `max_merge_region_size` together, both known to
+/// the PD for `split_merge_interval_ms` (`known_since` gives when each was first seen),
+/// both led, with no peer pending, no operator in flight, and peers on the same stores;
+/// neither may hold the reserved keys (the PD's own records live there). The region
+/// merges into its right neighbour if that one qualifies, else into its left one.
+pub fn check_merge(
+    ctx: &ScheduleContext<'_>,
+    region: &RegionInfo,
+    known_since: &dyn Fn(u64) -> Option<u64>,
+) -> Option<Operator> {
+    let limit = ctx.config.max_merge_region_size;
+    if limit == 0 {
+        return None;
+    }
+    let fit = |r: &RegionInfo| {
+        r.approximate_size.is_some_and(|size| size <= limit)
+            && r.leader.is_some()
+            && r.pending_peers.is_empty()
+            && !ctx.is_busy(r.id())
+            && !holds_reserved_keys(r)
+            && known_since(r.id()).is_some_and(|since| {
+                ctx.now_ms.saturating_sub(since) >= ctx.config.split_merge_interval_ms
+            })
+    };
+    if !fit(region) {
+        return None;
+    }
+    let stores = |r: &RegionInfo| {
+        let mut ids: Vec<u64> = r.peers().iter().map(|p| p.store_id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let right = (!region.region.end_key.is_empty())
+        .then(|| ctx.cluster.region_by_key(&region.region.end_key))
+        .flatten();
+    let left = (!region.region.start_key.is_empty())
+        .then(|| {
+            ctx.cluster
+                .regions_in_key_order()
+                .find(|r| r.region.end_key == region.region.start_key)
+        })
+        .flatten();
+    let target = [right, left].into_iter().flatten().find(|t| {
+        fit(t)
+            && stores(t) == stores(region)
+            && region.approximate_size.unwrap_or(0) + t.approximate_size.unwrap_or(0) <= limit
+    })?;
+    let steps = vec![Step::Merge {
+        target: target.id(),
+        version: region.epoch().version,
+    }];
+    Some(ctx.operator(region, OperatorKind::Merge, "merge-region", steps))
+}
+
+/// Whether a region's range reaches the reserved keys (from byte 0xFF on).
+fn holds_reserved_keys(region: &RegionInfo) -> bool {
+    let end = &region.region.end_key;
+    end.is_empty()
+        || end.as_slice() > tinykv_actors::keys::RESERVED_KEYS_START
+        || tinykv_actors::keys::is_reserved_key(&region.region.start_key)
 }
 
 /// How fit a store is to hold peers.
@@ -195,6 +266,13 @@ impl<'a> ScheduleContext<'a> {
                     } => {
                         self.loads.entry(from_store).or_default().leader_count -= 1;
                         self.loads.entry(to_store).or_default().leader_count += 1;
+                    }
+                    Step::Merge { target, .. } => {
+                        // The target absorbs the region: it is busy too.
+                        self.busy_regions.insert(target);
+                        for peer in region.peers() {
+                            self.loads.entry(peer.store_id).or_default().region_count -= 1;
+                        }
                     }
                 }
             }

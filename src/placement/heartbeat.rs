@@ -168,7 +168,16 @@ fn execute(store: &StoreRouter, command: RegionCommand, busy: &Arc<Mutex<HashSet
     }
     let (store, busy) = (store.clone(), busy.clone());
     tokio::spawn(async move {
-        let request = admin_command(&command);
+        let request = match admin_command(&store, &command).await {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::debug!(region = region_id, action = ?command.action, "cannot carry out the PD's command: {e}");
+                busy.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&region_id);
+                return;
+            }
+        };
         match store.command(request, COMMAND_TIMEOUT).await {
             Ok(response) => match response.err() {
                 None => {
@@ -186,14 +195,22 @@ fn execute(store: &StoreRouter, command: RegionCommand, busy: &Arc<Mutex<HashSet
     });
 }
 
-/// The admin command carrying out `command`, for the epoch it names.
-fn admin_command(command: &RegionCommand) -> RaftCmdRequest {
+/// The admin command carrying out `command`, for the epoch it names. A merge names the
+/// target as this store's peer of it knows it: a target that changed since makes the
+/// merge roll back, changing nothing.
+async fn admin_command(store: &StoreRouter, command: &RegionCommand) -> Result<RaftCmdRequest> {
     let admin = match command.action {
         RegionAction::AddPeer { peer } => change_peer(ConfChangeType::AddNode, peer.into()),
         RegionAction::RemovePeer { peer } => change_peer(ConfChangeType::RemoveNode, peer.into()),
         RegionAction::TransferLeader { peer } => transfer_leader_request(peer.into()),
+        RegionAction::Merge { target } => {
+            let Some(status) = store.region_status(target).await? else {
+                return Err(Error::Store(tinykv_actors::Error::RegionNotFound(target)));
+            };
+            tinykv_actors::util::prepare_merge_request(status.region)
+        }
     };
-    RaftCmdRequest {
+    Ok(RaftCmdRequest {
         header: Some(RaftRequestHeader {
             region_id: command.region_id,
             region_epoch: Some(metapb::RegionEpoch {
@@ -204,5 +221,5 @@ fn admin_command(command: &RegionCommand) -> RaftCmdRequest {
         }),
         admin_request: Some(admin),
         ..Default::default()
-    }
+    })
 }

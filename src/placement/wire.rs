@@ -260,6 +260,11 @@ pub enum RegionAction {
         /// The peer that should lead.
         peer: PeerReport,
     },
+    /// Merge the region into its neighbour (as the node's own peer of it knows it).
+    Merge {
+        /// The neighbouring region's id.
+        target: u64,
+    },
 }
 
 /// One order for one region, valid for the epoch it names.
@@ -302,6 +307,7 @@ impl RegionCommand {
             HeartbeatAnswer::TransferLeader { peer } => RegionAction::TransferLeader {
                 peer: (&peer).into(),
             },
+            HeartbeatAnswer::Merge { target } => RegionAction::Merge { target },
         };
         RegionCommand {
             region_id,
