@@ -268,6 +268,8 @@ pub struct PdConfig {
     /// Regions merge only once the PD has known both for this long (a region just split
     /// is small by nature).
     pub split_merge_interval_ms: u64,
+    /// At most this many merges at a time.
+    pub max_merge_operators: usize,
 }
 
 impl Default for PdConfig {
@@ -286,6 +288,7 @@ impl Default for PdConfig {
             balance_interval_ms: scheduler.balance_interval_ms,
             max_merge_region_size: None,
             split_merge_interval_ms: scheduler.split_merge_interval_ms,
+            max_merge_operators: scheduler.max_merge_operators,
         }
     }
 }
@@ -316,6 +319,7 @@ impl PdConfig {
                 .max_merge_region_size
                 .unwrap_or(crate::pd::SchedulerConfig::default().max_merge_region_size),
             split_merge_interval_ms: self.split_merge_interval_ms,
+            max_merge_operators: self.max_merge_operators,
         }
     }
 
@@ -672,6 +676,7 @@ impl Config {
             ("operator_timeout_ms", pd.operator_timeout_ms),
             ("max_balance_operators", pd.max_balance_operators as u64),
             ("max_replica_operators", pd.max_replica_operators as u64),
+            ("max_merge_operators", pd.max_merge_operators as u64),
             ("balance_interval_ms", pd.balance_interval_ms),
         ];
         for (key, value) in positive {

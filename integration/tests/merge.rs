@@ -492,3 +492,62 @@ async fn merges_that_break_the_rules_are_refused_and_change_nothing() {
     }
     cluster.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_source_whose_target_merged_away_first_rolls_back() {
+    tinykv_integration::init_test_logging();
+    let (cluster, left, right) = two_regions().await;
+    cluster.must_split(right.id, &[&key(30)]).await;
+    let last = cluster.region_for_key(&key(30)).await;
+    cluster.leader_of(last.id).await;
+    for region in [left.id, right.id, last.id] {
+        lead_from_store_1(&cluster, region).await;
+    }
+    // The left region prepares to merge into the middle one but cannot go on: store 3
+    // does not get its PrepareMerge.
+    cluster.network().add_filter(DropRegion {
+        region_id: left.id,
+        store: 3,
+    });
+    let middle = cluster.leader_region(right.id).await.unwrap().1;
+    let source_before = cluster.leader_region(left.id).await.unwrap().1;
+    cluster
+        .try_prepare_merge(left.id, &middle)
+        .await
+        .expect("PrepareMerge applies on stores 1 and 2");
+    // Meanwhile the middle region merges into the last one and is gone.
+    cluster.must_merge(right.id, last.id).await;
+    cluster.network().clear_filters();
+    // The left region's leader finds its target gone past the epoch it prepared against
+    // and thaws it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = cluster.leader_of(left.id).await;
+        if cluster
+            .put_on(leader.store_id, &key(5), b"thawed")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the source did not roll back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let source = cluster.leader_region(left.id).await.unwrap().1;
+    assert_eq!(
+        source.region_epoch.unwrap().version,
+        source_before.region_epoch.unwrap().version + 2
+    );
+    assert_eq!(source.end_key, key(20));
+    let absorbed = cluster.leader_region(last.id).await.unwrap().1;
+    assert_eq!(absorbed.start_key, key(20));
+    for store in cluster.store_ids() {
+        cluster
+            .wait_engine_value(store, Cf::Default, &key(5), Some(b"thawed"))
+            .await;
+        cluster
+            .wait_engine_value(store, Cf::Default, &key(25), Some(b"v"))
+            .await;
+    }
+    cluster.shutdown().await;
+}

@@ -238,7 +238,7 @@ impl Coordinator {
         for op in new_ops {
             self.insert(op);
         }
-        if let Some(op) = self.check_merges(now_ms) {
+        for op in self.check_merges(now_ms) {
             created.push(op.region_id());
             self.insert(op);
         }
@@ -405,21 +405,33 @@ impl Coordinator {
             .count()
     }
 
-    /// One merge at a time: the first region, in key order, that may merge into a
-    /// neighbour (see [`check_merge`]).
-    fn check_merges(&mut self, now_ms: u64) -> Option<Operator> {
+    /// Merges of disjoint pairs, up to `max_merge_operators` in flight: regions in key
+    /// order that may merge into a neighbour (see [`check_merge`]); a pair being merged is
+    /// busy for the next.
+    fn check_merges(&mut self, now_ms: u64) -> Vec<Operator> {
         let known: std::collections::HashSet<u64> =
             self.cluster.regions().map(RegionInfo::id).collect();
         self.first_seen_ms.retain(|id, _| known.contains(id));
-        if self.config.max_merge_region_size == 0 || self.count_kind(&[OperatorKind::Merge]) > 0 {
-            return None;
+        let room = self
+            .config
+            .max_merge_operators
+            .saturating_sub(self.count_kind(&[OperatorKind::Merge]));
+        if self.config.max_merge_region_size == 0 || room == 0 {
+            return Vec::new();
         }
-        let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms)
-            .with_operators(self.operators.values());
+        let mut made: Vec<Operator> = Vec::new();
         let seen = |id: u64| self.first_seen_ms.get(&id).copied();
-        self.cluster
-            .regions_in_key_order()
-            .find_map(|region| check_merge(&ctx, region, &seen))
+        for region in self.cluster.regions_in_key_order() {
+            if made.len() >= room {
+                break;
+            }
+            let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms)
+                .with_operators(self.operators.values().chain(made.iter()));
+            if let Some(op) = check_merge(&ctx, region, &seen) {
+                made.push(op);
+            }
+        }
+        made
     }
 
     fn replica_operator_count(&self) -> usize {

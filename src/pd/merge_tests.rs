@@ -77,9 +77,21 @@ fn three_small() -> Vec<RegionInfo> {
 }
 
 #[test]
-fn small_old_neighbours_on_the_same_stores_merge_one_pair_at_a_time() {
+fn small_old_neighbours_on_the_same_stores_merge_in_disjoint_pairs() {
+    // 10 into 11; 12's neighbours are 11 (busy) and the meta region: not now.
     let (_, ops) = schedule_at(&three_small(), 2_000);
     assert_eq!(merges(&ops), vec![(10, 11)]);
+    // Five regions: 10 into 11 and 12 into 14 at once.
+    let five = vec![
+        sized(10, b"", b"d", &[1, 2, 3], 1, 2),
+        sized(11, b"d", b"g", &[2, 3, 1], 1, 2),
+        sized(12, b"g", b"m", &[3, 1, 2], 1, 2),
+        sized(14, b"m", b"p", &[1, 2, 3], 1, 2),
+        sized(15, b"p", b"\xff", &[2, 3, 1], 9, 2),
+        sized(13, b"\xff", b"", &[3, 1, 2], 0, 2),
+    ];
+    let (_, ops) = schedule_at(&five, 2_000);
+    assert_eq!(merges(&ops), vec![(10, 11), (12, 14)]);
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub struct SchedulerConfig {
     /// Regions merge only once the PD has known both for this long, so that a region
     /// just split (small by nature) is not merged straight back.
     pub split_merge_interval_ms: u64,
+    /// At most this many merges in flight (of disjoint pairs).
+    pub max_merge_operators: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +68,7 @@ impl Default for SchedulerConfig {
             balance_interval_ms: 1000,
             max_merge_region_size: 20 * 1024 * 1024,
             split_merge_interval_ms: 60 * 60 * 1000,
+            max_merge_operators: 8,
         }
     }
 }

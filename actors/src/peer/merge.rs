@@ -119,13 +119,41 @@ impl PeerFsm {
             return;
         }
         self.commit_merge_asked = None;
-        match msg.error {
-            None => debug!("the target committed the merge"),
-            Some(Error::MergeTargetChanged(reason)) => {
-                warn!("rolling the merge back: {reason}");
-                self.propose_rollback_merge(msg.commit, ctx);
+        let refusal = match msg.error {
+            None => return debug!("the target committed the merge"),
+            Some(Error::MergeTargetChanged(reason)) => reason,
+            Some(Error::RegionNotFound(_)) => match self.target_gone_past_prepare() {
+                Some(reason) => reason,
+                None => return debug!("the target has no peer on this store yet"),
+            },
+            Some(e) => return debug!("the target did not commit the merge yet: {e}"),
+        };
+        warn!("rolling the merge back: {refusal}");
+        self.propose_rollback_merge(msg.commit, ctx);
+    }
+
+    /// Why the target can never commit this merge, if its peer on this store is gone
+    /// after moving past the epoch the merge was prepared against (removed from this
+    /// store, or merged into another region itself): it then applied every entry before
+    /// that change here, so a CommitMerge among them would have merged this peer away;
+    /// and none after it can apply. A target peer destroyed without that (a stale
+    /// replica's tombstone keeps its old epoch) proves nothing.
+    fn target_gone_past_prepare(&self) -> Option<String> {
+        let target = self.merge_state.as_ref()?.target.as_ref()?;
+        let state: RegionLocalState = self
+            .ctx
+            .engine
+            .get_msg(Cf::Meta, &keys::region_state_key(target.id))
+            .ok()??;
+        if state.state() != PeerState::Tombstone {
+            return None;
+        }
+        let gone = state.region?;
+        match util::check_merge_target_epoch(&gone, target.region_epoch) {
+            Err(Error::MergeTargetChanged(reason)) => {
+                Some(format!("its peer here is gone: {reason}"))
             }
-            Some(e) => debug!("the target did not commit the merge yet: {e}"),
+            _ => None,
         }
     }
 

@@ -43,7 +43,9 @@ use tinykv_proto::raft_cmdpb::{
     CompactLogRequest, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
     RaftResponseHeader, Response, RollbackMergeRequest, SnapResponse, TransferLeaderResponse,
 };
-use tinykv_proto::raft_serverpb::{ExtraMessage, ExtraMessageType, MergeState, RaftMessage};
+use tinykv_proto::raft_serverpb::{
+    ExtraMessage, ExtraMessageType, MergeState, PeerState, RaftMessage, RegionLocalState,
+};
 use tracing::{debug, error, info, warn};
 
 use crate::alive::AliveToken;

@@ -147,7 +147,11 @@ impl PeerFsm {
     /// check, measures it off-thread and splits it if it exceeds `region_max_size`.
     pub(super) fn on_split_check_tick(&mut self, ctx: &mut Context<Self>) {
         let cfg = &self.ctx.cfg;
-        if !self.is_leader() || self.checking_size || !self.raft.store().is_initialized() {
+        if !self.is_leader()
+            || self.checking_size
+            || !self.raft.store().is_initialized()
+            || self.is_merging()
+        {
             return;
         }
         if self.approximate_size.is_some() && self.size_diff_hint < cfg.region_split_size / 8 {
