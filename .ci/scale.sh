@@ -13,10 +13,13 @@
 #      `/health` answers and a read through it of a key in each of SCALE_PROBES regions
 #      spread over the key space succeeds;
 #   4. runs tinykv-bench's write-only workload (64 clients, keys uniform over the whole
-#      key space, so over all N regions) for SCALE_LOAD seconds against the three nodes.
+#      key space, so over all N regions) for SCALE_LOAD seconds against the three nodes;
+#   5. for N up to SCALE_MERGE: restarts the cluster with the PD's split-merge interval
+#      at 1 s (it is an hour by default, so nothing merges during 1-4) and times until
+#      the placement driver has merged the N small regions back into one data region.
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
-# SCALE_PROBES (50), BENCH_OUT (docs/benchmarks.md).
+# SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,7 @@ SCALE_KEYS=${SCALE_KEYS:-100000}
 SCALE_IDLE=${SCALE_IDLE:-30}
 SCALE_LOAD=${SCALE_LOAD:-20}
 SCALE_PROBES=${SCALE_PROBES:-50}
+SCALE_MERGE=${SCALE_MERGE:-1000}
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 SERVER=target/release/tinykv-server
 BENCH=target/release/tinykv-bench
@@ -45,11 +49,14 @@ key() { printf 'bench-%0*d' "$width" "$1"; }
 log "building the release binaries"
 $CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
 
+# start_cluster DIR [ENV...]: the three nodes over DIR, with the environment settings
+# ENV (TINYKV__SECTION__KEY=value) if any.
 start_cluster() {
   local dir=$1 n
+  shift
   for n in 1 2 3; do
     tinykv_config "$n" "$dir"
-    CMD[$n]="$SERVER --config $dir/node$n.toml"
+    CMD[$n]="env $* $SERVER --config $dir/node$n.toml"
     start "$n"
   done
   for n in 1 2 3; do
@@ -88,6 +95,13 @@ split_into() {
       | python3 -c 'import json, sys; print(json.load(sys.stdin)["regions"][-1]["id"])') \
       || die "the split of keys $i.. failed"
   done
+}
+
+# The number of regions the placement driver knows (the meta region included).
+pd_regions() {
+  curl -fsS "$(url 1)/v1/admin/cluster/regions" | python3 -c '
+import json, sys
+print(len(json.load(sys.stdin)["regions"]))'
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -141,7 +155,17 @@ for n in $SCALE_REGIONS; do
   ops=$(awk '/"op": "all"/ { all = 1 } all && /"throughput"/ { gsub(/[^0-9.]/, "", $2); printf "%.0f", $2; exit }' "$dir/bench.json")
   p999=$(awk '/"op": "all"/ { all = 1 } all && /"p999_ms"/ { gsub(/[^0-9.]/, "", $2); print $2; exit }' "$dir/bench.json")
   log "$n regions: $ops writes/s, p99.9 ${p999} ms"
-  ROWS+=("| $n | $split_s | ${cpu[0]} / ${cpu[1]} / ${cpu[2]} | ${rss[0]} / ${rss[1]} / ${rss[2]} | ${sleeping[0]} / ${sleeping[1]} / ${sleeping[2]} | $restart_s | $ops | $p999 |")
+  merge_s=-
+  if [ "$n" -gt 1 ] && [ "$n" -le "$SCALE_MERGE" ]; then
+    stop_all
+    start_cluster "$dir" TINYKV__PD__SPLIT_MERGE_INTERVAL_MS=1000
+    t0=$(now_ms)
+    # One data region and the meta region.
+    wait_for 1800 test "$(pd_regions)" = 2 || die "the $n regions did not merge back within 30 min"
+    merge_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f", ms / 1000 }')
+    log "$n regions: merged back into one in ${merge_s}s"
+  fi
+  ROWS+=("| $n | $split_s | ${cpu[0]} / ${cpu[1]} / ${cpu[2]} | ${rss[0]} / ${rss[1]} / ${rss[2]} | ${sleeping[0]} / ${sleeping[1]} / ${sleeping[2]} | $restart_s | $ops | $p999 | $merge_s |")
   stop_all
 done
 
@@ -159,9 +183,12 @@ ${SCALE_IDLE} s with no client, in % of one core; RSS after that; "asleep" count
 hibernating at the end. Restart: node 2 killed with SIGKILL and started again, until it
 answers \`/health\` and reads of keys in ${SCALE_PROBES} regions spread over the key space.
 Writes: tinykv-bench, write-only, 64 clients, keys uniform over all regions, ${SCALE_LOAD} s.
+Merge back: the cluster restarted with \`pd.split_merge_interval_ms\` at 1 s, until the
+placement driver has merged the regions (holding the keys just written, far below
+\`pd.max_merge_region_size\` together) back into one; up to ${SCALE_MERGE} regions.
 
-| regions | splits, s | idle CPU per node, % | RSS per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms |
-|---:|---:|---|---|---|---:|---:|---:|
+| regions | splits, s | idle CPU per node, % | RSS per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms | merge back, s |
+|---:|---:|---|---|---|---:|---:|---:|---:|
 EOF
   printf '%s\n' "${ROWS[@]}"
   echo '<!-- scale:end -->'

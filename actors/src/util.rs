@@ -142,7 +142,8 @@ pub fn prepare_merge_request(target: metapb::Region) -> AdminRequest {
 }
 
 /// Checks that `source` may merge into `target`: distinct regions, adjacent (one ends
-/// where the other starts), with peers on the same stores.
+/// where the other starts), neither the region of the reserved keys, with peers on the
+/// same stores.
 pub fn check_merge_pair(source: &metapb::Region, target: &metapb::Region) -> Result<()> {
     if source.id == target.id {
         return Err(Error::InvalidRequest(
@@ -162,6 +163,14 @@ pub fn check_merge_pair(source: &metapb::Region, target: &metapb::Region) -> Res
         ids.sort_unstable();
         ids
     };
+    // The placement driver's meta region starts at the reserved keys; it must keep its
+    // range and id.
+    if keys::is_reserved_key(&source.start_key) || keys::is_reserved_key(&target.start_key) {
+        return Err(Error::InvalidRequest(format!(
+            "regions {} and {}: the region of the reserved keys (the cluster's metadata, from byte 0xFF on) never merges",
+            source.id, target.id
+        )));
+    }
     if stores(source) != stores(target) {
         return Err(Error::InvalidRequest(format!(
             "regions {} and {} do not have their peers on the same stores",

@@ -22,7 +22,8 @@
 //!   with SIGKILL and restart it over its data a little later; pause one with SIGSTOP and
 //!   resume it with SIGCONT; partition one from all others through the fault endpoint
 //!   (`POST /v1/admin/faults/partition` on every node) and heal it; transfer the
-//!   leadership of a random region to another of its peers; split a region at a random
+//!   leadership of a random region to another of its peers; merge a random region into its
+//!   right neighbour; split a region at a random
 //!   key. At most a minority of the nodes is down, paused or partitioned at once (one
 //!   task per node of that minority injects those, one more moves leaders and splits).
 //!
@@ -144,20 +145,23 @@ pub enum FaultKind {
     TransferLeader,
     /// Split a region at a random key.
     Split,
+    /// Merge a random region into its right neighbour.
+    Merge,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::TransferLeader,
         FaultKind::Split,
+        FaultKind::Merge,
     ];
 
     /// The name used on the command line: `kill`, `pause`, `partition`,
-    /// `transfer-leader`, `split`.
+    /// `transfer-leader`, `split`, `merge`.
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill",
@@ -165,6 +169,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::Split => "split",
+            FaultKind::Merge => "merge",
         }
     }
 
@@ -203,7 +208,7 @@ impl FromStr for FaultKind {
             .find(|kind| kind.name() == name)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {name:?}; expected some of kill, pause, partition, transfer-leader, split, all, none"
+                    "unknown fault {name:?}; expected some of kill, pause, partition, transfer-leader, split, merge, all, none"
                 )
             })
     }
@@ -626,7 +631,9 @@ async fn disable_node(ctx: &Ctx, rng: &mut StdRng, kind: FaultKind, deadline: In
                 .remove(&node);
             apply_partitions(ctx).await;
         }
-        FaultKind::TransferLeader | FaultKind::Split => unreachable!("not a node fault"),
+        FaultKind::TransferLeader | FaultKind::Split | FaultKind::Merge => {
+            unreachable!("not a node fault")
+        }
     }
     ctx.out_now
         .lock()
@@ -703,6 +710,37 @@ async fn split(ctx: &Ctx, rng: &mut StdRng) {
     ));
 }
 
+/// Merges a random region into the region after it (the data regions only: the last one
+/// borders the placement driver's meta region, which never merges).
+async fn merge(ctx: &Ctx, rng: &mut StdRng) {
+    let Some(node) = ctx.healthy_node(rng) else {
+        return;
+    };
+    let regions = regions(ctx, node).await;
+    let bound = |r: &Value, field: &str| r[field].as_str().unwrap_or_default().to_string();
+    let pairs: Vec<(u64, u64)> = regions
+        .iter()
+        .filter_map(|source| {
+            let end = bound(source, "end_key");
+            let target = regions.iter().find(|t| bound(t, "start_key") == end)?;
+            let reserved = end.is_empty() || end.to_ascii_uppercase().starts_with("%FF");
+            (!reserved).then_some((source["id"].as_u64()?, target["id"].as_u64()?))
+        })
+        .collect();
+    let Some(&(source, target)) = pairs.choose(rng) else {
+        return;
+    };
+    ctx.count_fault();
+    let via = ctx.healthy_node(rng).unwrap_or(node);
+    let path = format!("/v1/admin/regions/{source}/merge");
+    let body = json!({ "target": target });
+    let result = admin(ctx, reqwest::Method::POST, via, &path, Some(body)).await;
+    ctx.log(format!(
+        "merge region {source} into {target} (via node {via}): {}",
+        brief(&result)
+    ));
+}
+
 /// A short text for an admin answer.
 fn brief(result: &Result<(u16, Value), String>) -> String {
     match result {
@@ -735,7 +773,7 @@ async fn node_nemesis(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
     }
 }
 
-/// A nemesis task that moves leaders and splits regions until `deadline`.
+/// A nemesis task that moves leaders, splits and merges regions until `deadline`.
 async fn region_nemesis(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
     let kinds: Vec<FaultKind> = ctx
         .config
@@ -755,6 +793,7 @@ async fn region_nemesis(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
         }
         match *kinds.choose(&mut rng).expect("not empty") {
             FaultKind::TransferLeader => transfer_leader(&ctx, &mut rng).await,
+            FaultKind::Merge => merge(&ctx, &mut rng).await,
             _ => split(&ctx, &mut rng).await,
         }
     }

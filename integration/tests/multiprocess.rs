@@ -361,6 +361,23 @@ async fn a_merge_through_any_node_absorbs_the_neighbour_and_bad_merges_are_refus
         (400, Some("invalid_merge")),
         "{body}"
     );
+    // The placement driver's meta region (from byte 0xFF on) never merges.
+    let listed = get_json(&http, &format!("{}/v1/admin/regions", cluster.url(other))).await;
+    let meta = listed["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["start_key"].as_str().unwrap().eq_ignore_ascii_case("%FF"))
+        .and_then(|r| r["id"].as_u64())
+        .unwrap_or_else(|| panic!("no meta region in {listed}"));
+    for (source, target) in [(last, meta), (meta, last)] {
+        let (status, body) = merge(source, target).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_merge")),
+            "{body}"
+        );
+    }
     let (status, body) = post(
         other,
         "/v1/admin/regions/1/merge".into(),

@@ -50,7 +50,7 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to inject: a comma-separated list of kill, pause, partition,
-    /// transfer-leader, split; or all, or none.
+    /// transfer-leader, split, merge; or all, or none.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Directory for the artifacts (history.jsonl, faults.log, verdict.txt, diagrams).
