@@ -551,3 +551,48 @@ async fn a_source_whose_target_merged_away_first_rolls_back() {
     }
     cluster.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_source_that_cannot_reach_a_follower_gives_the_merge_up() {
+    tinykv_integration::init_test_logging();
+    let (cluster, left, right) = two_regions().await;
+    lead_from_store_1(&cluster, left.id).await;
+    lead_from_store_1(&cluster, right.id).await;
+    cluster
+        .network()
+        .add_filter(PartitionFilter::isolate(3, cluster.store_ids()));
+    let target = cluster.leader_region(left.id).await.unwrap().1;
+    let source_before = cluster.leader_region(right.id).await.unwrap().1;
+    cluster
+        .try_prepare_merge(right.id, &target)
+        .await
+        .expect("PrepareMerge applies on stores 1 and 2");
+    // Store 3 stays cut off: after ten election timeouts the leader that appended the
+    // PrepareMerge, never having asked for the CommitMerge, rolls it back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if cluster.put_on(1, &key(25), b"thawed").await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the source stayed frozen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let source = cluster.leader_region(right.id).await.unwrap().1;
+    assert_eq!(
+        source.region_epoch.unwrap().version,
+        source_before.region_epoch.unwrap().version + 2
+    );
+    let unmerged = cluster.leader_region(left.id).await.unwrap().1;
+    assert_eq!(unmerged.region_epoch, target.region_epoch);
+    // Store 3 comes back and catches up with both the PrepareMerge and its rollback.
+    cluster.network().clear_filters();
+    cluster
+        .wait_engine_value(3, Cf::Default, &key(25), Some(b"thawed"))
+        .await;
+    cluster.must_merge(right.id, left.id).await;
+    let merged = cluster.region_for_key(&key(25)).await;
+    for store in cluster.store_ids() {
+        wait_merged_on(&cluster, store, left.id, &merged, right.id).await;
+    }
+    cluster.shutdown().await;
+}

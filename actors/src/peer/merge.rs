@@ -29,6 +29,10 @@ use super::*;
 /// leader asks again.
 const COMMIT_MERGE_PATIENCE_TICKS: u64 = 50;
 
+/// How many election timeouts a source's leader waits for every follower to hold the
+/// PrepareMerge before it gives the merge up (see [`PeerFsm::on_merge_tick`]).
+const MERGE_PATIENCE_ELECTION_TIMEOUTS: u64 = 10;
+
 /// The answer to this source leader's CommitMerge request (internal notification).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -51,8 +55,15 @@ impl PeerFsm {
     }
 
     /// Source leader, every tick: once the PrepareMerge is applied here and held by every
-    /// follower, asks the target's peer on this store to commit the merge (one request
-    /// at a time).
+    /// follower (and nothing after it waits to apply, such as a RollbackMerge), asks the
+    /// target's peer on this store to commit the merge (one request at a time).
+    ///
+    /// A follower that never gets the PrepareMerge (its store is down) would keep the
+    /// source frozen. So the leader that appended the PrepareMerge, still leading in that
+    /// term and never having asked for the CommitMerge, gives the merge up after
+    /// [`MERGE_PATIENCE_ELECTION_TIMEOUTS`]: nobody else can have asked for it (a leader
+    /// of an earlier term did not know the entry, none of a later one exists yet), so no
+    /// CommitMerge of it exists and a RollbackMerge is safe.
     pub(super) fn on_merge_tick(&mut self, ctx: &mut Context<Self>) {
         let Some(state) = self.merge_state.clone() else {
             return;
@@ -60,6 +71,7 @@ impl PeerFsm {
         if !self.is_leader() || self.raft.store().applied_index() < state.commit {
             return;
         }
+        let frozen_since = *self.merge_frozen_since.get_or_insert(self.ticks);
         if let Some(asked_at) = self.commit_merge_asked {
             if self.ticks < asked_at + COMMIT_MERGE_PATIENCE_TICKS {
                 return;
@@ -71,7 +83,23 @@ impl PeerFsm {
             .prs()
             .iter()
             .all(|(_, progress)| progress.matched >= state.commit);
-        if !all_hold_it {
+        let all_applied = self.raft.store().applied_index() == self.raft.raft.raft_log.last_index();
+        if !all_hold_it || !all_applied {
+            let patience =
+                MERGE_PATIENCE_ELECTION_TIMEOUTS * self.ctx.cfg.raft_election_timeout_ticks as u64;
+            let term = self.term();
+            if state.commit_term == term
+                && self.commit_merge_asked_in != Some(term)
+                && self.ticks >= frozen_since + patience
+            {
+                warn!(
+                    "rolling the merge back: a follower still lacks the PrepareMerge after {patience} ticks"
+                );
+                // Throttled like a request: the rollback applies, or the next try comes
+                // after the same patience.
+                self.commit_merge_asked = Some(self.ticks);
+                self.propose_rollback_merge(state.commit, ctx);
+            }
             return;
         }
         let Some(target) = state.target.clone() else {
@@ -96,6 +124,7 @@ impl PeerFsm {
         };
         let (callback, answer) = tokio::sync::oneshot::channel();
         self.commit_merge_asked = Some(self.ticks);
+        self.commit_merge_asked_in = Some(self.term());
         debug!(target = target.id, "asking the target to commit the merge");
         self.ctx.router.do_send(RaftCommand { request, callback });
         let commit = state.commit;
@@ -268,6 +297,8 @@ impl PeerFsm {
         info!(target = ?state.target.as_ref().map(|t| t.id), "frozen for a merge");
         self.merge_state = Some(state);
         self.commit_merge_asked = None;
+        self.commit_merge_asked_in = None;
+        self.merge_frozen_since = None;
         self.raft.mut_store().set_region(region);
         // Reads waiting here are answered "not leader": the client tries again and
         // finds the region busy until the merge is over.
@@ -301,6 +332,7 @@ impl PeerFsm {
     ) {
         self.merge_state = None;
         self.commit_merge_asked = None;
+        self.merge_frozen_since = None;
         self.raft.mut_store().set_region(region);
         self.report_route(ctx);
     }

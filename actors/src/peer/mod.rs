@@ -185,8 +185,13 @@ pub struct PeerFsm {
     hibernation: Hibernation,
     /// Set while this region is a frozen merge source (see `merge`).
     merge_state: Option<MergeState>,
-    /// Source leader: the tick its CommitMerge request went out, while unanswered.
+    /// Source leader: the tick its CommitMerge request (or RollbackMerge) went out, while
+    /// unanswered.
     commit_merge_asked: Option<u64>,
+    /// Source leader: the term in which it asked for the CommitMerge, if it did.
+    commit_merge_asked_in: Option<u64>,
+    /// Source leader: the tick it first found the PrepareMerge applied.
+    merge_frozen_since: Option<u64>,
     /// The last report handed to the Router for the placement driver (leader only).
     last_report: Option<LeaderReport>,
     /// The tick timer, while awake.
@@ -273,6 +278,8 @@ impl PeerFsm {
             hibernation: Hibernation::default(),
             merge_state,
             commit_merge_asked: None,
+            commit_merge_asked_in: None,
+            merge_frozen_since: None,
             last_report: None,
             tick_timer: None,
             ticks: 0,

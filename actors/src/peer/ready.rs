@@ -141,6 +141,7 @@ impl PeerFsm {
         // here too if their peers still wait for a CommitMerge this peer skipped.
         self.merge_state = None;
         self.commit_merge_asked = None;
+        self.merge_frozen_since = None;
         for source in &verified.merged_sources {
             self.ctx.router.do_send(MergedAway {
                 region_id: source.id,
