@@ -97,11 +97,18 @@ split_into() {
   done
 }
 
-# The number of regions the placement driver knows (the meta region included).
-pd_regions() {
-  curl -fsS "$(url 1)/v1/admin/cluster/regions" | python3 -c '
+# The number of regions node N holds a peer of (the meta region included).
+local_regions() {
+  curl -fsS "$(url "$1")/v1/admin/regions" | python3 -c '
 import json, sys
 print(len(json.load(sys.stdin)["regions"]))'
+}
+
+# Whether every node holds one data region beside the meta region (a node starts with
+# every region it held, so this cannot pass before the merges).
+merged_back() {
+  local n
+  for n in 1 2 3; do [ "$(local_regions "$n")" = 2 ] || return 1; done
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -161,7 +168,7 @@ for n in $SCALE_REGIONS; do
     start_cluster "$dir" TINYKV__PD__SPLIT_MERGE_INTERVAL_MS=1000
     t0=$(now_ms)
     # One data region and the meta region.
-    wait_for 1800 test "$(pd_regions)" = 2 || die "the $n regions did not merge back within 30 min"
+    wait_for 1800 merged_back || die "the $n regions did not merge back within 30 min"
     merge_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f", ms / 1000 }')
     log "$n regions: merged back into one in ${merge_s}s"
   fi

@@ -231,17 +231,9 @@ impl AdminService {
     /// leader yet, a frozen merge source), until `deadline`. A region no store holds and
     /// the placement driver does not know is a 404.
     async fn region_view(&self, region_id: u64, deadline: Instant) -> Result<metapb::Region> {
-        let local = self.store.store_id();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let mut stores = vec![local];
-            stores.extend(
-                self.addresses
-                    .all()
-                    .into_iter()
-                    .map(|s| s.id)
-                    .filter(|&id| id != local),
-            );
+            let mut stores = self.stores_local_first();
             let mut last = Error::Store(StoreError::RegionNotFound(region_id));
             let mut held_somewhere = false;
             let mut next = 0;
@@ -396,14 +388,7 @@ impl AdminService {
         mut build: impl FnMut(&metapb::Region) -> Result<AdminRequest>,
     ) -> Result<AdminResponse> {
         let local = self.store.store_id();
-        let mut stores = vec![local];
-        stores.extend(
-            self.addresses
-                .all()
-                .into_iter()
-                .map(|s| s.id)
-                .filter(|&id| id != local),
-        );
+        let stores = self.stores_local_first();
         let mut pursuit = Pursuit {
             region_id,
             local,
@@ -462,6 +447,20 @@ impl AdminService {
                 Err(err) => pursuit.recover(err, repeatable).await?,
             }
         }
+    }
+
+    /// Every store of the address book, this node's first.
+    fn stores_local_first(&self) -> Vec<u64> {
+        let local = self.store.store_id();
+        let mut stores = vec![local];
+        stores.extend(
+            self.addresses
+                .all()
+                .into_iter()
+                .map(|s| s.id)
+                .filter(|&id| id != local),
+        );
+        stores
     }
 
     /// The region as its leader on store `store_id` sees it; an error if that store holds

@@ -64,6 +64,31 @@ pub async fn must_get(
     }
 }
 
+/// POSTs `body` as JSON to `url`; returns the status and the answer parsed as JSON
+/// (panics, showing the body, if it is not).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let parsed = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "POST {url}: {status} with a body that is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, parsed)
+}
+
 /// GETs `url` and parses the answer as JSON.
 /// GETs `url` and parses the body as JSON (panics, showing the body, if it is not).
 pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {

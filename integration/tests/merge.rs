@@ -90,6 +90,34 @@ async fn wait_merged_on(
     }
 }
 
+/// Waits until the merge source `before` takes a write again (`key` = "thawed"), failing
+/// after 30 s, and checks that it was rolled back: same range, version grown twice
+/// (PrepareMerge, RollbackMerge).
+async fn wait_rolled_back(cluster: &Cluster, before: &metapb::Region, key: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.leader_of(before.id).await;
+        if cluster
+            .put_on(leader.store_id, key, b"thawed")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the source did not roll back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let source = cluster.leader_region(before.id).await.unwrap().1;
+    assert_eq!(
+        source.region_epoch.unwrap().version,
+        before.region_epoch.unwrap().version + 2
+    );
+    assert_eq!(
+        (&source.start_key, &source.end_key),
+        (&before.start_key, &before.end_key)
+    );
+}
+
 /// Every store holds `value` for every key of k000..k039.
 async fn assert_every_store_holds(cluster: &Cluster, value: &[u8]) {
     for store in cluster.store_ids() {
@@ -318,28 +346,7 @@ async fn a_target_that_split_first_refuses_the_merge_and_the_source_rolls_back()
         .expect("PrepareMerge applies");
     // The target refuses, the source thaws: its version grew twice (prepare, rollback),
     // and it takes writes again.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let leader = cluster.leader_of(left.id).await;
-        if cluster
-            .put_on(leader.store_id, &key(5), b"thawed")
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the source did not roll back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let source = cluster.leader_region(left.id).await.unwrap().1;
-    assert_eq!(
-        source.region_epoch.unwrap().version,
-        source_before.region_epoch.unwrap().version + 2
-    );
-    assert_eq!(
-        (&source.start_key, &source.end_key),
-        (&left.start_key, &left.end_key)
-    );
+    wait_rolled_back(&cluster, &source_before, &key(5)).await;
     let target = cluster.leader_region(right.id).await.unwrap().1;
     assert_eq!(
         target.start_key,
@@ -449,7 +456,32 @@ async fn a_target_replica_that_gets_a_snapshot_instead_of_the_commit_drops_the_s
             .await
             .expect("write through the leader");
     }
-    cluster.wait_log_bounded(left.id, 30).await;
+    // The leader compacts its log past what store 3 holds: store 3 needs a snapshot.
+    let behind = cluster
+        .region_statuses(left.id)
+        .await
+        .into_iter()
+        .find(|s| s.peer.store_id == 3)
+        .map(|s| s.last_index)
+        .expect("store 3's peer of the target");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = cluster.leader_of(left.id).await;
+        let compacted = cluster
+            .region_statuses(left.id)
+            .await
+            .into_iter()
+            .find(|s| s.peer == leader)
+            .is_some_and(|s| s.truncated_index > behind);
+        if compacted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted past store 3"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.network().clear_filters();
     let merged = cluster.region_for_key(&key(0)).await;
     wait_merged_on(&cluster, 3, left.id, &merged, right.id).await;
@@ -520,25 +552,7 @@ async fn a_source_whose_target_merged_away_first_rolls_back() {
     cluster.network().clear_filters();
     // The left region's leader finds its target gone past the epoch it prepared against
     // and thaws it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let leader = cluster.leader_of(left.id).await;
-        if cluster
-            .put_on(leader.store_id, &key(5), b"thawed")
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the source did not roll back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let source = cluster.leader_region(left.id).await.unwrap().1;
-    assert_eq!(
-        source.region_epoch.unwrap().version,
-        source_before.region_epoch.unwrap().version + 2
-    );
-    assert_eq!(source.end_key, key(20));
+    wait_rolled_back(&cluster, &source_before, &key(5)).await;
     let absorbed = cluster.leader_region(last.id).await.unwrap().1;
     assert_eq!(absorbed.start_key, key(20));
     for store in cluster.store_ids() {
@@ -569,19 +583,7 @@ async fn a_source_that_cannot_reach_a_follower_gives_the_merge_up() {
         .expect("PrepareMerge applies on stores 1 and 2");
     // Store 3 stays cut off: after ten election timeouts the leader that appended the
     // PrepareMerge, never having asked for the CommitMerge, rolls it back.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if cluster.put_on(1, &key(25), b"thawed").await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the source stayed frozen");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let source = cluster.leader_region(right.id).await.unwrap().1;
-    assert_eq!(
-        source.region_epoch.unwrap().version,
-        source_before.region_epoch.unwrap().version + 2
-    );
+    wait_rolled_back(&cluster, &source_before, &key(25)).await;
     let unmerged = cluster.leader_region(left.id).await.unwrap().1;
     assert_eq!(unmerged.region_epoch, target.region_epoch);
     // Store 3 comes back and catches up with both the PrepareMerge and its rollback.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use tinykv_integration::process::ProcessCluster;
-use tinykv_integration::rest::{get_json, must_get, must_put, region_map};
+use tinykv_integration::rest::{get_json, must_get, must_put, post_json, region_map};
 
 /// The store id of region 1's leader, as the nodes report it.
 async fn leader_store(http: &reqwest::Client, cluster: &ProcessCluster) -> u64 {
@@ -248,16 +248,7 @@ async fn a_batch_split_through_any_node_cuts_the_region_at_every_key() {
         let http = http.clone();
         let url = format!("{}/v1/admin/regions/1/split", cluster.url(node));
         async move {
-            let response = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(serde_json::json!({ "keys": keys }).to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body: serde_json::Value =
-                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            let (status, body) = post_json(&http, &url, &serde_json::json!({ "keys": keys })).await;
             assert_eq!(status, 200, "{body}");
             body["regions"].as_array().unwrap().len()
         }
@@ -309,19 +300,7 @@ async fn a_merge_through_any_node_absorbs_the_neighbour_and_bad_merges_are_refus
     let post = |node: u64, path: String, body: serde_json::Value| {
         let http = http.clone();
         let url = format!("{}{path}", cluster.url(node));
-        async move {
-            let response = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: serde_json::Value =
-                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-            (status, body)
-        }
+        async move { post_json(&http, &url, &body).await }
     };
     for i in 0..30 {
         must_put(&http, &cluster, other, &format!("k{i:03}"), "v").await;

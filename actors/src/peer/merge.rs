@@ -192,19 +192,11 @@ impl PeerFsm {
         if !self.is_leader() {
             return;
         }
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id,
-                region_epoch: self.region().region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::RollbackMerge as i32,
-                rollback_merge: Some(RollbackMergeRequest { commit }),
-                ..Default::default()
-            }),
+        let request = self.own_admin_command(AdminRequest {
+            cmd_type: AdminCmdType::RollbackMerge as i32,
+            rollback_merge: Some(RollbackMergeRequest { commit }),
             ..Default::default()
-        };
+        });
         let (callback, _) = tokio::sync::oneshot::channel();
         self.propose_write(request, callback);
         self.schedule_ready(ctx);
@@ -317,6 +309,9 @@ impl PeerFsm {
         self.approximate_size = None;
         self.raft.mut_store().set_region(region);
         self.report_route(ctx);
+        // Measured at once, so that the placement driver can consider the merged region
+        // for its next merge without waiting for a size-check tick.
+        self.on_split_check_tick(ctx);
         self.ctx.router.do_send(MergedAway {
             region_id: source.id,
             target: self.region_id,

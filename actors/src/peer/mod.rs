@@ -321,6 +321,20 @@ impl PeerFsm {
         }
     }
 
+    /// A command this peer proposes itself (a log compaction, a split by size, a merge's
+    /// rollback), for its region as it is now.
+    pub(super) fn own_admin_command(&self, admin: AdminRequest) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                region_epoch: self.region().region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(admin),
+            ..Default::default()
+        }
+    }
+
     /// A single-peer region elects itself at once instead of waiting out a timeout.
     pub(super) fn maybe_campaign(&mut self) {
         let region = self.region();

@@ -77,22 +77,14 @@ impl PeerFsm {
         let Ok(term) = self.raft.raft.raft_log.term(compact) else {
             return;
         };
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id,
-                region_epoch: self.region().region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::CompactLog as i32,
-                compact_log: Some(CompactLogRequest {
-                    compact_index: compact,
-                    compact_term: term,
-                }),
-                ..Default::default()
+        let request = self.own_admin_command(AdminRequest {
+            cmd_type: AdminCmdType::CompactLog as i32,
+            compact_log: Some(CompactLogRequest {
+                compact_index: compact,
+                compact_term: term,
             }),
             ..Default::default()
-        };
+        });
         let (callback, _) = tokio::sync::oneshot::channel();
         debug!(compact, first, applied, "proposing log compaction");
         self.compact_proposed = Some((self.term(), compact));
@@ -200,15 +192,7 @@ impl PeerFsm {
             first = ?String::from_utf8_lossy(&outcome.split_keys[0]),
             "splitting region by size"
         );
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id,
-                region_epoch: self.region().region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(util::split_request(outcome.split_keys, &ids)),
-            ..Default::default()
-        };
+        let request = self.own_admin_command(util::split_request(outcome.split_keys, &ids));
         let (callback, _) = tokio::sync::oneshot::channel();
         self.propose_split(request, callback);
         self.schedule_ready(ctx);
