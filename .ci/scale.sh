@@ -15,8 +15,9 @@
 #   4. runs tinykv-bench's write-only workload (64 clients, keys uniform over the whole
 #      key space, so over all N regions) for SCALE_LOAD seconds against the three nodes;
 #   5. for N up to SCALE_MERGE: restarts the cluster with the PD's split-merge interval
-#      at 1 s (it is an hour by default, so nothing merges during 1-4) and times until
-#      the placement driver has merged the N small regions back into one data region.
+#      at 1 s (it is an hour by default, so nothing merges during 1-4) and its merge
+#      size limit at 16 MiB (above the data written, below the 32 MiB split size), and
+#      times until the placement driver has merged the N regions back into one.
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
 # SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md).
@@ -165,7 +166,8 @@ for n in $SCALE_REGIONS; do
   merge_s=-
   if [ "$n" -gt 1 ] && [ "$n" -le "$SCALE_MERGE" ]; then
     stop_all
-    start_cluster "$dir" TINYKV__PD__SPLIT_MERGE_INTERVAL_MS=1000
+    start_cluster "$dir" TINYKV__PD__SPLIT_MERGE_INTERVAL_MS=1000 \
+      TINYKV__PD__MAX_MERGE_REGION_SIZE=$((16 << 20))
     t0=$(now_ms)
     # One data region and the meta region.
     wait_for 1800 merged_back || die "the $n regions did not merge back within 30 min"
@@ -190,9 +192,9 @@ ${SCALE_IDLE} s with no client, in % of one core; RSS after that; "asleep" count
 hibernating at the end. Restart: node 2 killed with SIGKILL and started again, until it
 answers \`/health\` and reads of keys in ${SCALE_PROBES} regions spread over the key space.
 Writes: tinykv-bench, write-only, 64 clients, keys uniform over all regions, ${SCALE_LOAD} s.
-Merge back: the cluster restarted with \`pd.split_merge_interval_ms\` at 1 s, until the
-placement driver has merged the regions (holding the keys just written, far below
-\`pd.max_merge_region_size\` together) back into one; up to ${SCALE_MERGE} regions.
+Merge back: the cluster restarted with \`pd.split_merge_interval_ms\` at 1 s and
+\`pd.max_merge_region_size\` at 16 MiB (more than the keys just written), until the
+placement driver has merged the regions back into one; up to ${SCALE_MERGE} regions.
 
 | regions | splits, s | idle CPU per node, % | RSS per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms | merge back, s |
 |---:|---:|---|---|---|---:|---:|---:|---:|

@@ -757,6 +757,53 @@ impl ApplyFsm {
                 .is_some())
     }
 
+    /// Refuses a CommitMerge whose source can never be ready here, instead of holding
+    /// this region's entries for good: a genuine one names a source whose peer on this
+    /// store holds the PrepareMerge (the source's leader asked only then), so that peer
+    /// exists and, while not yet frozen, has not applied that far. This guards against a
+    /// command a faulty peer forwarded; a genuine CommitMerge never meets it, on any
+    /// replica.
+    fn check_source_can_become_ready(
+        &self,
+        source: &metapb::Region,
+        local: Option<&RegionLocalState>,
+        commit: u64,
+    ) -> Result<()> {
+        let bogus = |why: &str| {
+            Err(Error::InvalidRequest(format!(
+                "a CommitMerge of region {} whose peer on this store {why}",
+                source.id
+            )))
+        };
+        let Some(local) = local else {
+            return bogus("does not exist");
+        };
+        match local.state() {
+            PeerState::Tombstone => bogus("is gone"),
+            PeerState::Merging => {
+                let into = local
+                    .merge_state
+                    .as_ref()
+                    .and_then(|m| m.target.as_ref())
+                    .map(|t| t.id);
+                if into != Some(self.region.id) {
+                    return bogus("is merging into another region");
+                }
+                Ok(())
+            }
+            PeerState::Normal => {
+                let applied = self
+                    .engine
+                    .get_msg::<RaftApplyState>(Cf::Meta, &keys::apply_state_key(source.id))?
+                    .map_or(0, |s| s.applied_index);
+                if applied >= commit {
+                    return bogus("applied past that index without freezing");
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Absorbs the source region. Deterministic on every replica: a source merged
     /// already is acknowledged again; a target whose epoch moved past the one the merge
     /// was prepared against refuses ([`Error::MergeTargetChanged`]). Otherwise the
@@ -795,6 +842,7 @@ impl ApplyFsm {
                 })
         });
         if !ready {
+            self.check_source_can_become_ready(&source, local.as_ref(), request.commit)?;
             if self.waiting_for.is_none() {
                 tracing::info!(
                     source = source.id,

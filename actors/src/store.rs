@@ -249,6 +249,14 @@ pub(crate) fn regions_to_load(
     let mut regions = Vec::new();
     for (region_id, state) in states {
         if state.state() == PeerState::Tombstone {
+            // A peer destroyed by another region's write (a merge's target tombstones its
+            // source) may have stopped before its own raft state was removed.
+            if engine
+                .get(Cf::Raft, &keys::raft_state_key(region_id))?
+                .is_some()
+            {
+                engine.write(&peer_storage::raft_state_removal(region_id), true)?;
+            }
             continue;
         }
         let Some(region) = state.region.clone() else {

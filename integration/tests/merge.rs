@@ -598,3 +598,58 @@ async fn a_source_that_cannot_reach_a_follower_gives_the_merge_up() {
     }
     cluster.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_commit_merge_for_a_source_that_cannot_be_ready_is_refused_and_the_target_goes_on() {
+    use tinykv_proto::raft_cmdpb::{
+        AdminCmdType, AdminRequest, CommitMergeRequest, RaftCmdRequest, RaftRequestHeader,
+    };
+    tinykv_integration::init_test_logging();
+    let (cluster, left, right) = two_regions().await;
+    let (leader, target) = cluster.leader_region(left.id).await.unwrap();
+    let applied = cluster
+        .region_statuses(right.id)
+        .await
+        .iter()
+        .map(|s| s.applied_index)
+        .min()
+        .unwrap();
+    // A CommitMerge no source leader asked for: one naming a region no store holds, and
+    // one naming the real neighbour, which is not frozen and applied past the index.
+    let ghost = metapb::Region {
+        id: 999_999,
+        ..right.clone()
+    };
+    for (source, commit) in [(ghost, 7), (right.clone(), applied)] {
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: target.id,
+                region_epoch: target.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CommitMerge as i32,
+                commit_merge: Some(CommitMergeRequest {
+                    source: Some(source),
+                    commit,
+                    commit_term: 5,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = cluster.command_on(leader.store_id, request).await;
+        assert!(matches!(err, Some(Error::InvalidRequest(_))), "{err:?}");
+    }
+    // Nothing changed, and both regions take writes (the target holds nothing back).
+    let now = cluster.leader_region(left.id).await.unwrap().1;
+    assert_eq!(now, target);
+    cluster.client().must_put(&key(3), b"w").await;
+    cluster.client().must_put(&key(23), b"w").await;
+    for store in cluster.store_ids() {
+        cluster
+            .wait_engine_value(store, Cf::Default, &key(3), Some(b"w"))
+            .await;
+    }
+    cluster.shutdown().await;
+}
