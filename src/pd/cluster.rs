@@ -431,6 +431,12 @@ impl ClusterInfo {
         self.tree.search(key).and_then(|id| self.regions.get(&id))
     }
 
+    /// The region whose range ends exactly at `key`, if any (its right neighbour starts
+    /// there).
+    pub fn region_ending_at(&self, key: &[u8]) -> Option<&RegionInfo> {
+        self.tree.ending_at(key).and_then(|id| self.regions.get(&id))
+    }
+
     /// Every region, by id.
     pub fn regions(&self) -> impl Iterator<Item = &RegionInfo> + '_ {
         self.regions.values()

@@ -421,13 +421,16 @@ impl Coordinator {
         }
         let mut made: Vec<Operator> = Vec::new();
         let seen = |id: u64| self.first_seen_ms.get(&id).copied();
+        // One context for the whole pass (building one costs a walk over the stores and
+        // the operators), told of each merge as it is made.
+        let mut ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms)
+            .with_operators(self.operators.values());
         for region in self.cluster.regions_in_key_order() {
             if made.len() >= room {
                 break;
             }
-            let ctx = ScheduleContext::new(&self.cluster, &self.config, now_ms)
-                .with_operators(self.operators.values().chain(made.iter()));
             if let Some(op) = check_merge(&ctx, region, &seen) {
+                ctx = ctx.with_operators([&op]);
                 made.push(op);
             }
         }

@@ -201,6 +201,16 @@ impl RegionTree {
         (end.is_empty() || key < end.as_slice()).then_some(*id)
     }
 
+    /// The region whose range ends exactly at `key` (the left neighbour of the region
+    /// starting there), if one is indexed.
+    pub fn ending_at(&self, key: &[u8]) -> Option<u64> {
+        let (_, (end, id)) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
+            .next_back()?;
+        (end.as_slice() == key).then_some(*id)
+    }
+
     /// The ids of the indexed regions overlapping `[start, end)`, in key order.
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<u64> {
         let mut ids = Vec::new();

@@ -110,11 +110,7 @@ pub fn check_merge(
         .then(|| ctx.cluster.region_by_key(&region.region.end_key))
         .flatten();
     let left = (!region.region.start_key.is_empty())
-        .then(|| {
-            ctx.cluster
-                .regions_in_key_order()
-                .find(|r| r.region.end_key == region.region.start_key)
-        })
+        .then(|| ctx.cluster.region_ending_at(&region.region.start_key))
         .flatten();
     let target = [right, left].into_iter().flatten().find(|t| {
         fit(t)
