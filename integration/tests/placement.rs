@@ -448,11 +448,8 @@ async fn regions_emptied_by_deletes_merge_back_into_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ops = get_json(&http, &format!("{}/v1/admin/operators", cluster.url(1))).await;
-    assert!(
-        ops.to_string().contains("merge-region"),
-        "the PD's merges show in its history: {ops}"
-    );
+    // Nothing but merges takes regions away; the PD's operator history is not asked
+    // for, as a change of PD leadership (which starts an empty one) may come between.
     for (i, key) in keys.iter().enumerate().step_by(97) {
         assert_eq!(
             must_get(&http, &cluster, 1 + i as u64 % COUNT, key).await,

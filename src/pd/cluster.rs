@@ -434,7 +434,9 @@ impl ClusterInfo {
     /// The region whose range ends exactly at `key`, if any (its right neighbour starts
     /// there).
     pub fn region_ending_at(&self, key: &[u8]) -> Option<&RegionInfo> {
-        self.tree.ending_at(key).and_then(|id| self.regions.get(&id))
+        self.tree
+            .ending_at(key)
+            .and_then(|id| self.regions.get(&id))
     }
 
     /// Every region, by id.
