@@ -409,14 +409,24 @@ impl Coordinator {
     /// order that may merge into a neighbour (see [`check_merge`]); a pair being merged is
     /// busy for the next.
     fn check_merges(&mut self, now_ms: u64) -> Vec<Operator> {
-        let known: std::collections::HashSet<u64> =
-            self.cluster.regions().map(RegionInfo::id).collect();
-        self.first_seen_ms.retain(|id, _| known.contains(id));
+        if self.first_seen_ms.len() > 2 * self.cluster.region_count() + 64 {
+            // Regions merged or split away: forget them now and then, not every pass.
+            let known: std::collections::HashSet<u64> =
+                self.cluster.regions().map(RegionInfo::id).collect();
+            self.first_seen_ms.retain(|id, _| known.contains(id));
+        }
         let room = self
             .config
             .max_merge_operators
             .saturating_sub(self.count_kind(&[OperatorKind::Merge]));
         if self.config.max_merge_region_size == 0 || room == 0 {
+            return Vec::new();
+        }
+        // Nothing is old enough to merge (a young cluster or PD leadership): skip the pass.
+        let oldest = self.first_seen_ms.values().min().copied();
+        if oldest
+            .is_none_or(|since| now_ms.saturating_sub(since) < self.config.split_merge_interval_ms)
+        {
             return Vec::new();
         }
         let mut made: Vec<Operator> = Vec::new();
