@@ -206,7 +206,7 @@ impl AdminService {
             // Each look is short: the frozen source answers busy until the merge is over.
             let look = deadline.min(Instant::now() + TRANSFER_RETRY_INTERVAL);
             if let Ok(region) = self.region_view(target, look).await {
-                if covers(&region, &prepared) {
+                if tinykv_actors::util::covers(&region, &prepared) {
                     tracing::info!(source, target, "regions merged");
                     return Ok(region);
                 }
@@ -525,13 +525,6 @@ impl AdminService {
             None => Ok(response),
         }
     }
-}
-
-/// Whether `outer`'s range holds all of `inner`'s.
-fn covers(outer: &metapb::Region, inner: &metapb::Region) -> bool {
-    outer.start_key <= inner.start_key
-        && (outer.end_key.is_empty()
-            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
 }
 
 /// Where an admin operation's pursuit of a region's leader stands.

@@ -162,16 +162,17 @@ impl Store {
             token: self.peer_ctx.token.clone(),
         };
         let (peer_id, apply_region) = (peer.id, region.clone());
+        let apply_merge_state = merge_state.clone();
         let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
             ApplyFsm::new(
                 store_id,
                 peer_id,
                 apply_region,
-                (apply_state, sessions, merge_state),
+                (apply_state, sessions, apply_merge_state),
                 context,
             )
         });
-        let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply)?;
+        let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply, merge_state)?;
         fsm.campaign_on_start = campaign;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());

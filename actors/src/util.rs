@@ -129,6 +129,14 @@ pub fn check_region_epoch(cmd: &RaftCmdRequest, region: &metapb::Region) -> Resu
     Ok(())
 }
 
+/// Whether `outer`'s range holds all of `inner`'s (a merge target that absorbed the
+/// source covers it).
+pub fn covers(outer: &metapb::Region, inner: &metapb::Region) -> bool {
+    outer.start_key <= inner.start_key
+        && (outer.end_key.is_empty()
+            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
+}
+
 /// The admin request that freezes a region to merge it into `target` (as the proposer
 /// sees it now: its epoch must still hold when the merge commits).
 pub fn prepare_merge_request(target: metapb::Region) -> AdminRequest {

@@ -767,9 +767,4 @@ impl ClusterClient {
     }
 }
 
-/// Whether `outer`'s range holds all of `inner`'s.
-pub fn covers(outer: &metapb::Region, inner: &metapb::Region) -> bool {
-    outer.start_key <= inner.start_key
-        && (outer.end_key.is_empty()
-            || (!inner.end_key.is_empty() && inner.end_key <= outer.end_key))
-}
+pub use tinykv_actors::util::covers;

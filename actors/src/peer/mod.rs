@@ -205,12 +205,15 @@ pub struct PeerFsm {
 }
 
 impl PeerFsm {
-    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm.
+    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm;
+    /// `merge_state` is what its region state records if the region is a frozen merge
+    /// source.
     pub fn new(
         ctx: PeerContext,
         peer: metapb::Peer,
         storage: PeerStorage,
         apply: Addr<ApplyFsm>,
+        merge_state: Option<MergeState>,
     ) -> Result<PeerFsm> {
         let region_id = storage.region().id;
         let span = tracing::info_span!(
@@ -236,7 +239,6 @@ impl PeerFsm {
             .validate()
             .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
         let peer_cache = storage.region().peers.iter().map(|p| (p.id, *p)).collect();
-        let merge_state = peer_storage::load_merge_state(&ctx.engine, region_id)?;
         let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
             .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
         Ok(PeerFsm {
