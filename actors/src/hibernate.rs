@@ -32,6 +32,20 @@
 //! lease is measured in wall-clock time and so expires during sleep as it would awake,
 //! and check-quorum resumes with the leader's ticks: sleeping weakens no guarantee.
 //!
+//! **Restarting.** A store that starts over its data starts the peers of regions that
+//! may sleep asleep: none of them ticks or campaigns until a message or a request wakes
+//! it. A restarted follower has no leader to hear from yet, and were all of them awake,
+//! ten thousand regions would time out together and campaign at once, waking every
+//! region on every other store too: an election storm that keeps the whole cluster busy
+//! (and its heartbeats late, which causes more elections) for minutes. Asleep, a region
+//! costs nothing until it is used: a message from its leader wakes it as a follower of
+//! that leader; a request wakes it with its election clock run out (the store was down
+//! for an unknown time), so it campaigns on its next tick, which wakes the other peers;
+//! a live leader then keeps its leadership (pre-vote fails against it) and its
+//! heartbeat makes the restarted peer its follower, and a dead one is replaced. A region
+//! whose leader was on the restarted store is led again when first used, or when the
+//! placement driver, having found the store silent, has the other stores wake it.
+//!
 //! [`MsgRegionWakeUp`]: tinykv_proto::raft_serverpb::ExtraMessageType
 
 use std::collections::{HashMap, HashSet};
@@ -45,6 +59,9 @@ pub const DOWN_AFTER_ELECTION_TIMEOUTS: u32 = 2;
 #[derive(Debug, Default)]
 pub struct Hibernation {
     asleep_since: Option<Instant>,
+    /// Asleep since its store started: how long it went without news of its leader is
+    /// unknown (the store was down before), so it wakes as after a long sleep.
+    asleep_since_start: bool,
     /// Leader: the round asked, as (term, last index), and the followers that agreed.
     round: Option<(u64, u64)>,
     agreed: HashSet<u64>,
@@ -76,10 +93,20 @@ impl Hibernation {
         self.agreed.clear();
     }
 
+    /// The peer, loaded from disk as its store starts, begins asleep at `now`; when it
+    /// wakes it counts as having slept longer than any election timeout.
+    pub fn sleep_from_start(&mut self, now: Instant) {
+        self.sleep(now);
+        self.asleep_since_start = true;
+    }
+
     /// The peer wakes at `now`; the whole ticks of `base_tick` it slept, or `None` if it
     /// was awake.
     pub fn wake(&mut self, now: Instant, base_tick: Duration) -> Option<usize> {
         let since = self.asleep_since.take()?;
+        if std::mem::take(&mut self.asleep_since_start) {
+            return Some(usize::MAX);
+        }
         let slept = now.saturating_duration_since(since);
         Some((slept.as_nanos() / base_tick.as_nanos().max(1)) as usize)
     }
@@ -322,6 +349,20 @@ mod tests {
         assert_eq!(h.wake(start + TICK * 7 + TICK / 2, TICK), Some(7));
         assert!(!h.is_asleep());
         assert_eq!(h.wake(start + TICK * 9, TICK), None);
+    }
+
+    #[test]
+    fn a_peer_asleep_since_its_store_started_wakes_with_its_election_clock_run_out() {
+        let start = Instant::now();
+        let mut h = Hibernation::default();
+        h.sleep_from_start(start);
+        assert!(h.is_asleep());
+        // Woken at once, it still counts as having slept past any timeout ...
+        let slept = h.wake(start, TICK).unwrap();
+        assert_eq!(caught_up_election_elapsed(0, slept, 10), 9);
+        // ... but only that once: a later sleep is measured again.
+        h.sleep(start + TICK);
+        assert_eq!(h.wake(start + TICK * 3, TICK), Some(2));
     }
 
     #[test]

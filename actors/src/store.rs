@@ -12,6 +12,12 @@
 //! live region state that no longer lists this store is the one crash window of a peer's
 //! removal: the removal was applied (the new region state written) but the store stopped
 //! before the peer destroyed itself. Loading finishes that destruction instead of refusing.
+//!
+//! Loaded peers start asleep (see [`crate::hibernate`], "Restarting"). Those that voted for
+//! themselves in their last term may have led their region when the store went down, and
+//! if so their region has no leader now: the Store wakes them, [`RESTART_WAKES_PER_TICK`]
+//! per raft tick, so that such regions elect a leader within seconds of the restart
+//! without all campaigning at once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,10 +32,15 @@ use crate::engine::{Cf, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
-use crate::peer::{PeerContext, PeerFsm};
+use crate::peer::{PeerContext, PeerFsm, PeerStart};
 use crate::peer_storage::{self, PeerStorage};
 use crate::session::SessionTable;
 use crate::util;
+
+/// How many restarted peers that may have led their region the Store wakes per raft tick
+/// (see the module documentation): a thousand elections a second at the default tick,
+/// which two cores serve without their heartbeats falling behind.
+pub const RESTART_WAKES_PER_TICK: usize = 100;
 
 /// Starts a peer for every live region on disk; answers their addresses.
 #[derive(Message)]
@@ -46,6 +57,8 @@ pub struct Store {
     /// Regions whose peer stopped to restart from disk, waiting for its writes to land;
     /// messages for them are dropped meanwhile.
     restarting: HashSet<u64>,
+    /// Restarted peers that may have led their region, still to wake.
+    to_wake: Vec<Addr<PeerFsm>>,
 }
 
 impl Store {
@@ -63,6 +76,7 @@ impl Store {
             apply_arbiters,
             peers: HashMap::new(),
             restarting: HashSet::new(),
+            to_wake: Vec::new(),
         }
     }
 
@@ -121,7 +135,9 @@ impl Store {
             Some(s) => {
                 let region = s.region.unwrap_or_default();
                 if region.peers.contains(&to) {
-                    return self.spawn_peer(region, to, false).map(Some);
+                    return self
+                        .spawn_peer(region, to, PeerStart::Follow)
+                        .map(|(addr, _)| Some(addr));
                 }
                 return Ok(None);
             }
@@ -136,18 +152,25 @@ impl Store {
             peer = to.id,
             "creating peer from a raft message"
         );
-        self.spawn_peer(placeholder, to, false).map(Some)
+        self.spawn_peer(placeholder, to, PeerStart::Follow)
+            .map(|(addr, _)| Some(addr))
     }
 
-    /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`.
+    /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`; answers the
+    /// PeerFsm's address and whether the peer's last vote, on disk, was for itself.
     fn spawn_peer(
         &mut self,
         region: metapb::Region,
         peer: metapb::Peer,
-        campaign: bool,
-    ) -> Result<Addr<PeerFsm>> {
+        start: PeerStart,
+    ) -> Result<(Addr<PeerFsm>, bool)> {
         let store_id = self.store_id();
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
+        let voted_for_itself = storage
+            .raft_state()
+            .hard_state
+            .as_ref()
+            .is_some_and(|hs| hs.vote == peer.id);
         let apply_state = *storage.apply_state();
         let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
         let merge_state = peer_storage::load_merge_state(&self.peer_ctx.engine, region.id)?;
@@ -173,10 +196,24 @@ impl Store {
             )
         });
         let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply, merge_state)?;
-        fsm.campaign_on_start = campaign;
+        fsm.start = start;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());
-        Ok(addr)
+        Ok((addr, voted_for_itself))
+    }
+
+    /// Wakes the next [`RESTART_WAKES_PER_TICK`] restarted peers that may have led, and
+    /// the rest on later ticks.
+    fn wake_restarted_peers(&mut self, ctx: &mut Context<Self>) {
+        let now = self.to_wake.len().min(RESTART_WAKES_PER_TICK);
+        for peer in self.to_wake.drain(..now) {
+            peer.do_send(WakeUp);
+        }
+        if !self.to_wake.is_empty() {
+            ctx.run_later(self.peer_ctx.cfg.base_tick(), |store, ctx| {
+                store.wake_restarted_peers(ctx)
+            });
+        }
     }
 }
 
@@ -191,11 +228,16 @@ impl Actor for Store {
 impl Handler<LoadPeers> for Store {
     type Result = Result<Vec<Addr<PeerFsm>>>;
 
-    fn handle(&mut self, _: LoadPeers, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: LoadPeers, ctx: &mut Self::Context) -> Self::Result {
         let mut peers = Vec::new();
         for (region, peer) in regions_to_load(&self.peer_ctx.engine, self.store_id())? {
-            peers.push(self.spawn_peer(region, peer, false)?);
+            let (addr, voted_for_itself) = self.spawn_peer(region, peer, PeerStart::Restart)?;
+            if voted_for_itself {
+                self.to_wake.push(addr.clone());
+            }
+            peers.push(addr);
         }
+        self.wake_restarted_peers(ctx);
         info!(
             store = self.store_id(),
             peers = peers.len(),
@@ -393,7 +435,7 @@ impl Store {
             return Ok(());
         };
         info!(region = region_id, "peer restarted from its state on disk");
-        self.spawn_peer(region, peer, false).map(|_| ())
+        self.spawn_peer(region, peer, PeerStart::Follow).map(|_| ())
     }
 }
 
@@ -405,9 +447,14 @@ impl Handler<CreateSplitPeer> for Store {
             // Already created from its region state by a message of a faster store.
             return;
         }
-        let created = self
-            .own_peer(&msg.region)
-            .and_then(|peer| self.spawn_peer(msg.region.clone(), peer, msg.campaign));
+        let created = self.own_peer(&msg.region).and_then(|peer| {
+            let start = if msg.campaign {
+                PeerStart::Campaign
+            } else {
+                PeerStart::Follow
+            };
+            self.spawn_peer(msg.region.clone(), peer, start)
+        });
         if let Err(e) = created {
             warn!(
                 region = msg.region.id,

@@ -1,11 +1,14 @@
 //! Hibernation: an idle region sleeps (no ticks, no messages), wakes on a request within a
 //! round trip, and a sleeping region whose leader died or was cut off elects another
-//! leader once someone needs it, losing nothing.
+//! leader once someone needs it, losing nothing. A restarted store's peers start asleep:
+//! a follower's restart costs no message and no election, and a restarted leader's
+//! regions elect a leader without waiting for a request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{Cf, RaftStoreConfig};
 use tinykv_integration::cluster::Cluster;
 use tinykv_integration::network::{Filter, PartitionFilter, Verdict};
@@ -168,6 +171,160 @@ async fn a_sleeping_leader_cut_off_is_replaced_and_serves_nothing_stale() {
     cluster
         .wait_engine_value(old.store_id, Cf::Default, b"k", Some(b"v2"))
         .await;
+    wait_asleep(&cluster, 3).await;
+    cluster.shutdown().await;
+}
+
+/// Polls region 1's statuses on `stores` running stores until `done` holds for them,
+/// failing after 10 s with `what`.
+async fn wait_statuses(
+    cluster: &Cluster,
+    stores: usize,
+    what: &str,
+    done: impl Fn(&[PeerStatus]) -> bool,
+) -> Vec<PeerStatus> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses = cluster.region_statuses(1).await;
+        if statuses.len() == stores && done(&statuses) {
+            return statuses;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            statuses
+                .iter()
+                .map(|s| (s.peer.store_id, s.term, s.leader_id, s.hibernating))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_election() {
+    tinykv_integration::init_test_logging();
+    let mut cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    // Hand leadership to another peer: every follower's last vote is then for the leader
+    // (a peer that voted for itself may have led, and its store wakes it on restart).
+    let first = cluster.leader_of(1).await;
+    let statuses = cluster.region_statuses(1).await;
+    let target = statuses
+        .iter()
+        .map(|s| s.peer)
+        .find(|p| *p != first)
+        .expect("a follower");
+    cluster.must_transfer_leader(1, target).await;
+    wait_asleep(&cluster, 3).await;
+    let leader = cluster.leader_of(1).await;
+    let terms = wait_statuses(&cluster, 3, "terms", |_| true)
+        .await
+        .iter()
+        .map(|s| (s.peer.store_id, s.term))
+        .collect::<Vec<_>>();
+    let follower = cluster
+        .store_ids()
+        .into_iter()
+        .find(|s| *s != leader.store_id)
+        .unwrap();
+
+    // The follower's store restarts: its peer starts asleep and stays silent.
+    cluster.stop_store(follower).await;
+    let counter = Counter::default();
+    cluster.network().add_filter(counter.clone());
+    cluster.start_store(follower).await;
+    let election = RaftStoreConfig::for_tests().election_timeout();
+    tokio::time::sleep(election * 2).await;
+    assert_eq!(
+        counter.count(),
+        0,
+        "a restarted sleeping follower sent messages"
+    );
+    let statuses = wait_statuses(&cluster, 3, "statuses", |_| true).await;
+    assert!(
+        statuses.iter().all(|s| s.hibernating),
+        "a peer woke without a request"
+    );
+    let mut now: Vec<(u64, u64)> = statuses.iter().map(|s| (s.peer.store_id, s.term)).collect();
+    let mut before = terms.clone();
+    now.sort_unstable();
+    before.sort_unstable();
+    assert_eq!(now, before, "a term changed while the region slept");
+
+    // A read through the restarted follower wakes it. Knowing no leader yet, it refuses
+    // the first (NotLeader, no hint) and wakes the other peers; the leader's heartbeat
+    // reaches it within a round trip, so a client's retry is served, with no election.
+    let started = tokio::time::Instant::now();
+    let value = loop {
+        match cluster.read_on(follower, b"k").await {
+            Ok(value) => break value,
+            Err(tinykv_actors::Error::NotLeader { leader: None, .. })
+                if started.elapsed() < election =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            Err(e) => panic!("a read through the restarted follower: {e:?}"),
+        }
+    };
+    assert_eq!(value.as_deref(), Some(&b"v1"[..]));
+    assert!(
+        started.elapsed() < election,
+        "waking took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(cluster.leader_of(1).await, leader);
+    let statuses = cluster.region_statuses(1).await;
+    let term = terms.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        statuses.iter().all(|s| s.term == term),
+        "the read cost an election: {:?}",
+        statuses.iter().map(|s| s.term).collect::<Vec<_>>()
+    );
+    wait_asleep(&cluster, 3).await;
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_restarted_leader_store_has_its_sleeping_regions_elect_a_leader_without_a_request() {
+    tinykv_integration::init_test_logging();
+    let mut cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    wait_asleep(&cluster, 3).await;
+    let old = cluster.leader_of(1).await;
+    let old_term = cluster
+        .region_statuses(1)
+        .await
+        .iter()
+        .map(|s| s.term)
+        .max()
+        .unwrap();
+
+    // The leader's store goes down and comes back. Nobody asks for the region, yet the
+    // restarted peer, which voted for itself, is woken by its store and the region
+    // elects a leader of a newer term that all three peers follow.
+    cluster.stop_store(old.store_id).await;
+    cluster.start_store(old.store_id).await;
+    let statuses = wait_statuses(&cluster, 3, "no leader after the restart", |all| {
+        let leader = all[0].leader_id;
+        leader != 0
+            && all
+                .iter()
+                .all(|s| s.term > old_term && s.leader_id == leader)
+            && all.iter().any(|s| s.peer.id == leader)
+    })
+    .await;
+    assert!(statuses.iter().all(|s| s.term > old_term));
+    assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v1"[..]));
+    client.must_put(b"k", b"v2").await;
+    for store in cluster.store_ids() {
+        cluster
+            .wait_engine_value(store, Cf::Default, b"k", Some(b"v2"))
+            .await;
+    }
+    // And, idle again, the region falls back asleep.
     wait_asleep(&cluster, 3).await;
     cluster.shutdown().await;
 }

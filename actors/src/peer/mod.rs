@@ -177,8 +177,8 @@ pub struct PeerFsm {
     approximate_size: Option<u64>,
     /// A size check is running on a blocking thread.
     checking_size: bool,
-    /// Campaign as soon as the peer starts (a split's new region whose parent led).
-    pub campaign_on_start: bool,
+    /// How the peer begins when its actor starts.
+    pub start: PeerStart,
     /// Followers raft is sending a snapshot to, and since when (leader only).
     snapshot_waits: HashMap<u64, Instant>,
     /// Whether the peer sleeps, and the leader's round of asking its followers.
@@ -202,6 +202,19 @@ pub struct PeerFsm {
     /// persisted.
     unpersisted_ready: Option<u64>,
     span: tracing::Span,
+}
+
+/// How a new peer begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerStart {
+    /// Ticking, as a follower waiting to hear from its leader: a peer created for a raft
+    /// message or a membership change, or a split's new region whose parent followed.
+    Follow,
+    /// Campaigning at once: a split's new region whose parent led.
+    Campaign,
+    /// Loaded from disk as its store starts: asleep if its region may sleep (see
+    /// [`crate::hibernate`], "Restarting"), else as [`PeerStart::Follow`].
+    Restart,
 }
 
 impl PeerFsm {
@@ -275,7 +288,7 @@ impl PeerFsm {
             size_diff_hint: 0,
             approximate_size: None,
             checking_size: false,
-            campaign_on_start: false,
+            start: PeerStart::Follow,
             snapshot_waits: HashMap::new(),
             hibernation: Hibernation::default(),
             merge_state,
@@ -535,9 +548,11 @@ impl Actor for PeerFsm {
         self.apply.do_send(AttachPeer(ctx.address().recipient()));
         let _enter = self.span.clone().entered();
         debug!(region = ?self.region(), "peer started");
-        self.start_ticking(ctx);
+        if !(self.start == PeerStart::Restart && self.sleep_from_start()) {
+            self.start_ticking(ctx);
+        }
         self.maybe_campaign();
-        if self.campaign_on_start && !self.is_leader() {
+        if self.start == PeerStart::Campaign && !self.is_leader() {
             let _ = self.raft.campaign();
         }
         self.report_route(ctx);

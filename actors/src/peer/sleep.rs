@@ -113,10 +113,25 @@ impl PeerFsm {
         self.hibernation.sleep(Instant::now());
     }
 
+    /// A peer loaded from disk as its store starts: sleeps from the start if its region
+    /// may sleep, has other voters to elect a leader with, and is not a merge source
+    /// (whose ticks drive the merge). Returns whether it sleeps.
+    pub(super) fn sleep_from_start(&mut self) -> bool {
+        let may_sleep = self.ctx.cfg.may_hibernate(self.region())
+            && self.raft.store().is_initialized()
+            && !self.followers().is_empty()
+            && !self.is_merging();
+        if may_sleep {
+            metrics::HIBERNATING_PEERS.inc();
+            self.hibernation.sleep_from_start(Instant::now());
+        }
+        may_sleep
+    }
+
     /// Wakes a sleeping peer: its timer starts again. A leader sends every follower a
     /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
     /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
-    /// it, wakes the leader.
+    /// it, wakes the leader, or every other voter if it knows no leader.
     pub(super) fn wake(&mut self, by_leader: bool, ctx: &mut Context<Self>) {
         let Some(slept) = self
             .hibernation
@@ -135,8 +150,17 @@ impl PeerFsm {
             raft.election_elapsed =
                 hibernate::caught_up_election_elapsed(raft.election_elapsed, slept, timeout);
             let leader = raft.leader_id;
-            if !by_leader && leader != raft::INVALID_ID {
+            if by_leader {
+                // Its leader is awake and talking to it.
+            } else if leader != raft::INVALID_ID {
                 self.send_hibernation_message(leader, ExtraMessageType::MsgRegionWakeUp);
+            } else {
+                // No leader known (the store just restarted): wake every other voter, so
+                // that a live leader answers with a heartbeat within one round trip, and
+                // a dead one's followers start counting towards an election.
+                for id in self.followers() {
+                    self.send_hibernation_message(id, ExtraMessageType::MsgRegionWakeUp);
+                }
             }
         }
         self.schedule_ready(ctx);
