@@ -529,9 +529,11 @@ pub struct PeerStatus {
 #[rtype(result = "()")]
 pub struct WakeUp;
 
-/// Asks the Router to wake every local peer whose region's leader, as last reported, is
-/// on one of these stores: the placement driver reports them down, and a sleeping
-/// follower would not notice its leader is gone until someone needed the region.
+/// Asks the Router to wake the local peers whose region's leader, as last reported, is on
+/// one of these stores (at most [`crate::router::WAKES_PER_REQUEST`] of them per request,
+/// the next ones on the next request): the placement driver reports the stores down, and
+/// a sleeping follower would not notice its leader is gone until someone needed the
+/// region. Answers how many were woken.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "usize")]
 pub struct WakeRegionsLedBy(pub Vec<u64>);

@@ -13,6 +13,12 @@
 //! PeerFsms register themselves and report their region's shape and leader with
 //! [`RegionChanged`], so the index follows splits and leader changes without the Router
 //! reading the engine.
+//!
+//! When the placement driver names stores it cannot reach, the Router wakes the local
+//! peers of regions led from there ([`WakeRegionsLedBy`]), at most
+//! [`WAKES_PER_REQUEST`] per request, taking up where the last request stopped: the node
+//! asks on every heartbeat while the store stays silent, so thousands of sleeping regions
+//! elect new leaders over a few seconds instead of all at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -27,6 +33,9 @@ use crate::msg::*;
 use crate::peer::PeerFsm;
 use crate::peer_storage::is_initialized;
 use crate::store::Store;
+
+/// At most this many peers are woken per [`WakeRegionsLedBy`] request.
+pub const WAKES_PER_REQUEST: usize = 500;
 
 /// Tells the Router where messages for unknown regions go.
 #[derive(Message)]
@@ -46,6 +55,8 @@ pub struct Router {
     reports: HashMap<u64, LeaderReport>,
     changed_reports: HashSet<u64>,
     store: Option<Addr<Store>>,
+    /// The last region woken by a [`WakeRegionsLedBy`] request; the next one starts after.
+    wake_cursor: u64,
     _token: AliveToken,
 }
 
@@ -61,6 +72,7 @@ impl Router {
             reports: HashMap::new(),
             changed_reports: HashSet::new(),
             store: None,
+            wake_cursor: 0,
             _token: token,
         }
     }
@@ -487,20 +499,32 @@ impl Handler<WakeRegionsLedBy> for Router {
     type Result = usize;
 
     fn handle(&mut self, msg: WakeRegionsLedBy, _: &mut Self::Context) -> usize {
-        let mut woken = 0;
-        for (id, route) in &self.routes {
-            let Some(leader) = &route.leader else {
-                continue;
-            };
-            if !msg.0.contains(&leader.store_id) {
-                continue;
-            }
-            if let Some(peer) = self.peers.get(id) {
-                let _ = peer.try_send(WakeUp);
-                woken += 1;
-            }
+        let mut led: Vec<u64> = self
+            .routes
+            .iter()
+            .filter(|(id, route)| {
+                route
+                    .leader
+                    .is_some_and(|leader| msg.0.contains(&leader.store_id))
+                    && self.peers.contains_key(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        led.sort_unstable();
+        let after = led.partition_point(|id| *id <= self.wake_cursor);
+        let chosen: Vec<u64> = led[after..]
+            .iter()
+            .chain(&led[..after])
+            .take(WAKES_PER_REQUEST)
+            .copied()
+            .collect();
+        for id in &chosen {
+            let _ = self.peers[id].try_send(WakeUp);
         }
-        woken
+        if let Some(last) = chosen.last() {
+            self.wake_cursor = *last;
+        }
+        chosen.len()
     }
 }
 
