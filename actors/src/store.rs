@@ -15,9 +15,10 @@
 //!
 //! Loaded peers start asleep (see [`crate::hibernate`], "Restarting"). Those that voted for
 //! themselves in their last term may have led their region when the store went down, and
-//! if so their region has no leader now: the Store wakes them, [`RESTART_WAKES_PER_TICK`]
-//! per raft tick, so that such regions elect a leader within seconds of the restart
-//! without all campaigning at once.
+//! if so their region has no leader now; those that voted for nobody may belong to a
+//! region that never elected one (a freshly bootstrapped cluster). The Store wakes them,
+//! [`RESTART_WAKES_PER_TICK`] per raft tick, so that such regions elect a leader within
+//! seconds of the restart without all campaigning at once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -37,10 +38,13 @@ use crate::peer_storage::{self, PeerStorage};
 use crate::session::SessionTable;
 use crate::util;
 
-/// How many restarted peers that may have led their region the Store wakes per raft tick
+/// How many restarted peers whose region may have no leader the Store wakes per raft tick
 /// (see the module documentation): a thousand elections a second at the default tick,
 /// which two cores serve without their heartbeats falling behind.
 pub const RESTART_WAKES_PER_TICK: usize = 100;
+
+/// How often the Store samples the engine's memory for the metrics.
+const ENGINE_MEMORY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts a peer for every live region on disk; answers their addresses.
 #[derive(Message)]
@@ -57,7 +61,7 @@ pub struct Store {
     /// Regions whose peer stopped to restart from disk, waiting for its writes to land;
     /// messages for them are dropped meanwhile.
     restarting: HashSet<u64>,
-    /// Restarted peers that may have led their region, still to wake.
+    /// Restarted peers whose region may have no leader, still to wake.
     to_wake: Vec<Addr<PeerFsm>>,
 }
 
@@ -157,7 +161,8 @@ impl Store {
     }
 
     /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`; answers the
-    /// PeerFsm's address and whether the peer's last vote, on disk, was for itself.
+    /// PeerFsm's address and whether its region may have no leader: the peer's last vote,
+    /// on disk, was for itself or for nobody.
     fn spawn_peer(
         &mut self,
         region: metapb::Region,
@@ -166,11 +171,13 @@ impl Store {
     ) -> Result<(Addr<PeerFsm>, bool)> {
         let store_id = self.store_id();
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
-        let voted_for_itself = storage
+        // A peer that voted for itself in its last term may have led; one that voted for
+        // nobody may belong to a region that never elected a leader (a fresh bootstrap).
+        let may_be_leaderless = storage
             .raft_state()
             .hard_state
             .as_ref()
-            .is_some_and(|hs| hs.vote == peer.id);
+            .is_none_or(|hs| hs.vote == peer.id || hs.vote == 0);
         let apply_state = *storage.apply_state();
         let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
         let merge_state = peer_storage::load_merge_state(&self.peer_ctx.engine, region.id)?;
@@ -199,11 +206,21 @@ impl Store {
         fsm.start = start;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());
-        Ok((addr, voted_for_itself))
+        Ok((addr, may_be_leaderless))
     }
 
-    /// Wakes the next [`RESTART_WAKES_PER_TICK`] restarted peers that may have led, and
-    /// the rest on later ticks.
+    /// Sets the engine memory gauges ([`crate::metrics::ENGINE_MEMORY`]).
+    fn sample_engine_memory(&self) {
+        let engine = &self.peer_ctx.engine;
+        crate::metrics::set_engine_memory(
+            self.store_id(),
+            engine.write_buffer_bytes(),
+            engine.block_cache_bytes(),
+        );
+    }
+
+    /// Wakes the next [`RESTART_WAKES_PER_TICK`] restarted peers whose region may have no
+    /// leader, and the rest on later ticks.
     fn wake_restarted_peers(&mut self, ctx: &mut Context<Self>) {
         let now = self.to_wake.len().min(RESTART_WAKES_PER_TICK);
         for peer in self.to_wake.drain(..now) {
@@ -222,6 +239,10 @@ impl Actor for Store {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.sample_engine_memory();
+        ctx.run_interval(ENGINE_MEMORY_INTERVAL, |store, _| {
+            store.sample_engine_memory()
+        });
     }
 }
 
@@ -231,8 +252,8 @@ impl Handler<LoadPeers> for Store {
     fn handle(&mut self, _: LoadPeers, ctx: &mut Self::Context) -> Self::Result {
         let mut peers = Vec::new();
         for (region, peer) in regions_to_load(&self.peer_ctx.engine, self.store_id())? {
-            let (addr, voted_for_itself) = self.spawn_peer(region, peer, PeerStart::Restart)?;
-            if voted_for_itself {
+            let (addr, may_be_leaderless) = self.spawn_peer(region, peer, PeerStart::Restart)?;
+            if may_be_leaderless {
                 self.to_wake.push(addr.clone());
             }
             peers.push(addr);
