@@ -313,6 +313,12 @@ impl PeerStorage {
         }
     }
 
+    /// Gives back the memory the entry cache holds beyond its entries (a sleeping region
+    /// keeps one, the last applied).
+    pub fn shrink_cache(&mut self) {
+        self.cache.shrink_to_fit();
+    }
+
     /// The raft state, including appends not yet on disk.
     pub fn raft_state(&self) -> &RaftLocalState {
         &self.raft_state

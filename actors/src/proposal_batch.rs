@@ -22,7 +22,8 @@ use crate::msg::{Callback, CmdResponse};
 /// Writes waiting to be proposed together; see the module documentation.
 #[derive(Default)]
 pub struct ProposalBatch {
-    request: Option<RaftCmdRequest>,
+    /// Boxed: a PeerFsm holds a batch whether or not it leads, and a command is large.
+    request: Option<Box<RaftCmdRequest>>,
     /// Each client's callback, and how many of the batch's requests are its own.
     callbacks: Vec<(Callback, usize)>,
     bytes: usize,
@@ -60,7 +61,7 @@ impl ProposalBatch {
         let count = request.requests.len();
         match &mut self.request {
             Some(batch) => batch.requests.extend(request.requests),
-            None => self.request = Some(request),
+            None => self.request = Some(Box::new(request)),
         }
         self.callbacks.push((callback, count));
     }
@@ -79,7 +80,7 @@ impl ProposalBatch {
     /// callback of a batch of several writes answers each client through [`fan_out`],
     /// which this spawns on the current runtime.
     pub fn take(&mut self) -> Option<(RaftCmdRequest, Callback)> {
-        let request = self.request.take()?;
+        let request = *self.request.take()?;
         self.bytes = 0;
         let mut callbacks = std::mem::take(&mut self.callbacks);
         if callbacks.len() == 1 {

@@ -287,7 +287,7 @@ impl PeerFsm {
         ctx: &mut Context<Self>,
     ) {
         info!(target = ?state.target.as_ref().map(|t| t.id), "frozen for a merge");
-        self.merge_state = Some(state);
+        self.merge_state = Some(Box::new(state));
         self.commit_merge_asked = None;
         self.commit_merge_asked_in = None;
         self.merge_frozen_since = None;

@@ -236,7 +236,7 @@ impl PeerFsm {
                 let _enter = peer.span.clone().entered();
                 match checked {
                     Ok((message, verified)) => {
-                        peer.verified_snapshot = Some(verified);
+                        peer.verified_snapshot = Some(Box::new(verified));
                         if let Err(e) = peer.step(message, ctx) {
                             debug!("raft rejected a snapshot: {e}");
                         }

@@ -154,7 +154,7 @@ pub struct PeerFsm {
     verifying_snapshot: bool,
     /// The last snapshot that passed verification, kept for when raft hands it back to
     /// be persisted.
-    verified_snapshot: Option<snapshot::VerifiedSnapshot>,
+    verified_snapshot: Option<Box<snapshot::VerifiedSnapshot>>,
     /// A check, in flight, of whether this peer was removed from its region.
     stale_check: Option<StaleCheck>,
     /// Tests: the next message stepped makes raft "panic".
@@ -184,7 +184,7 @@ pub struct PeerFsm {
     /// Whether the peer sleeps, and the leader's round of asking its followers.
     hibernation: Hibernation,
     /// Set while this region is a frozen merge source (see `merge`).
-    merge_state: Option<MergeState>,
+    merge_state: Option<Box<MergeState>>,
     /// Source leader: the tick its CommitMerge request (or RollbackMerge) went out, while
     /// unanswered.
     commit_merge_asked: Option<u64>,
@@ -193,7 +193,7 @@ pub struct PeerFsm {
     /// Source leader: the tick it first found the PrepareMerge applied.
     merge_frozen_since: Option<u64>,
     /// The last report handed to the Router for the placement driver (leader only).
-    last_report: Option<LeaderReport>,
+    last_report: Option<Box<LeaderReport>>,
     /// The tick timer, while awake.
     tick_timer: Option<SpawnHandle>,
     /// Ticks since the peer started, for the log GC and size check intervals.
@@ -252,8 +252,12 @@ impl PeerFsm {
             .validate()
             .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
         let peer_cache = storage.region().peers.iter().map(|p| (p.id, *p)).collect();
-        let raft = RawNode::new(&raft_cfg, storage, &raft_logger())
+        let mut raft = RawNode::new(&raft_cfg, storage, &raft_logger())
             .map_err(|e| Error::Corruption(format!("region {region_id}: {e}")))?;
+        // raft-rs gives every peer's progress a buffer of `max_inflight_msgs` indexes (2 KiB
+        // each, three per region) that only a leader sending appends uses; it is allocated
+        // again on first use. At ten thousand regions that is 60 MiB a store.
+        raft.raft.maybe_free_inflight_buffers();
         Ok(PeerFsm {
             ctx,
             peer,
@@ -291,7 +295,7 @@ impl PeerFsm {
             start: PeerStart::Follow,
             snapshot_waits: HashMap::new(),
             hibernation: Hibernation::default(),
-            merge_state,
+            merge_state: merge_state.map(Box::new),
             commit_merge_asked: None,
             commit_merge_asked_in: None,
             merge_frozen_since: None,

@@ -110,7 +110,7 @@ impl PeerFsm {
             .take()
             .filter(|v| (v.index, v.term) == (metadata.index, metadata.term))
         {
-            Some(verified) => verified,
+            Some(verified) => *verified,
             None => match snapshot::verify_for(snap, self.region_id, &self.peer) {
                 Ok(verified) => verified,
                 Err(e) => {
@@ -227,8 +227,8 @@ impl PeerFsm {
             pending_peers: self.pending_peers(),
             approximate_size: self.approximate_size,
         };
-        if self.last_report.as_ref() != Some(&report) {
-            self.last_report = Some(report.clone());
+        if self.last_report.as_deref() != Some(&report) {
+            self.last_report = Some(Box::new(report.clone()));
             self.ctx.router.do_send(LeaderReportChanged(report));
         }
     }

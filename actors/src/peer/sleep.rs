@@ -101,16 +101,32 @@ impl PeerFsm {
         true
     }
 
-    /// Stops the tick timer.
+    /// Stops the tick timer and frees the memory a quiet peer does not need: raft's
+    /// in-flight append buffers (a leader allocates them again on its next append) and the
+    /// spare room of the log buffers, which a burst of writes grew. Ten thousand sleeping
+    /// regions are most of a store's memory.
     pub(super) fn sleep(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.tick_timer.take() {
             ctx.cancel_future(timer);
         }
+        self.free_spare_memory();
         if !self.hibernation.is_asleep() {
             metrics::HIBERNATING_PEERS.inc();
             debug!(term = self.term(), "hibernating");
         }
         self.hibernation.sleep(Instant::now());
+    }
+
+    /// See [`PeerFsm::sleep`]; also called as a peer is built.
+    pub(super) fn free_spare_memory(&mut self) {
+        let raft = &mut self.raft.raft;
+        raft.maybe_free_inflight_buffers();
+        raft.raft_log.unstable.entries.shrink_to_fit();
+        raft.msgs.shrink_to_fit();
+        self.raft.mut_store().shrink_cache();
+        self.proposals.shrink_to_fit();
+        self.pending_reads.shrink_to_fit();
+        self.unpersisted_msgs.shrink_to_fit();
     }
 
     /// A peer loaded from disk as its store starts: sleeps from the start if its region
