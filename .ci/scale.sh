@@ -114,6 +114,10 @@ merged_back() {
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+# The engine's memtables and block cache on node N, in MiB (tinykv_engine_memory_bytes).
+engine_mib() {
+  curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_engine_memory_bytes/ { sum += $2 } END { printf "%.0f", sum / 1048576 }'
+}
 asleep() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_raft_hibernating_peers / { print $2 }'; }
 
 # serves N: node 2 answers /health and a read of a key in each probed region.
@@ -144,7 +148,7 @@ for n in $SCALE_REGIONS; do
   for i in 1 2 3; do
     cpu+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "${PID[$i]}")" -v hz="$CLK_TCK" -v s="$SCALE_IDLE" \
       'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')")
-    rss+=("$(rss_mib "${PID[$i]}")")
+    rss+=("$(rss_mib "${PID[$i]}") ($(engine_mib "$i"))")
     sleeping+=("$(asleep "$i")")
   done
   log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}"
@@ -188,7 +192,8 @@ commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) co
 ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo).
 A fresh 3-node cluster of the release build per row, every region with 3 replicas, split
 with the admin API over ${SCALE_KEYS} keys (batch splits of 1,000 keys, one after another). Idle CPU is each node's user + system time over
-${SCALE_IDLE} s with no client, in % of one core; RSS after that; "asleep" counts the peers
+${SCALE_IDLE} s with no client, in % of one core; RSS after that, and in brackets the part of
+it that is the engine's memtables and block cache (\`tinykv_engine_memory_bytes\`); "asleep" counts the peers
 hibernating at the end. Restart: node 2 killed with SIGKILL and started again, until it
 answers \`/health\` and reads of keys in ${SCALE_PROBES} regions spread over the key space.
 Writes: tinykv-bench, write-only, 64 clients, keys uniform over all regions, ${SCALE_LOAD} s.
@@ -196,7 +201,7 @@ Merge back: the cluster restarted with \`pd.split_merge_interval_ms\` at 1 s and
 \`pd.max_merge_region_size\` at 16 MiB (more than the keys just written), until the
 placement driver has merged the regions back into one; up to ${SCALE_MERGE} regions.
 
-| regions | splits, s | idle CPU per node, % | RSS per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms | merge back, s |
+| regions | splits, s | idle CPU per node, % | RSS (engine caches) per node, MiB | peers asleep per node | restart to serving, s | writes/s | write p99.9 ms | merge back, s |
 |---:|---:|---|---|---|---:|---:|---:|---:|
 EOF
   printf '%s\n' "${ROWS[@]}"

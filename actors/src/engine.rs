@@ -208,6 +208,16 @@ impl Engine {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Bytes held in memtables (written, not yet flushed to tables).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.inner.db.write_buffer_size()
+    }
+
+    /// Bytes the block cache holds.
+    pub fn block_cache_bytes(&self) -> u64 {
+        self.inner.db.cache_size()
+    }
+
     /// The directory of this database.
     pub fn path(&self) -> &Path {
         &self.inner.path

@@ -20,6 +20,10 @@
 //!   load mean group commit is not grouping; long writes mean a slow disk.
 //! - **Regions and leaders** this store holds ([`STORE_REGIONS`], [`STORE_LEADERS`], by
 //!   store id), kept up to date by the Router as peers report their region and leader.
+//! - **Engine memory** ([`ENGINE_MEMORY`], by store and part: `write_buffer`, the bytes in
+//!   fjall's memtables, and `block_cache`, the bytes its block cache holds), sampled by
+//!   the Store every few seconds: the part of a node's memory that is the engine's
+//!   caches rather than the raftstore's own.
 //! - **Hibernation**: peers asleep now ([`HIBERNATING_PEERS`]; see `hibernate.rs`). On an
 //!   idle store nearly all of them should be; a region that never sleeps costs a timer
 //!   and, on its leader, heartbeats.
@@ -166,6 +170,16 @@ pub static STORE_LEADERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// The engine's memory by store and part (`write_buffer`, `block_cache`), in bytes.
+pub static ENGINE_MEMORY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tinykv_engine_memory_bytes",
+        "Memory held by the engine: memtables (write_buffer) and block cache (block_cache).",
+        &["store", "part"]
+    )
+    .expect("metric registers once")
+});
+
 /// Snapshot events (`generate`, `apply`, `send`, `receive`) by result (`ok`, `failed`).
 pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -256,6 +270,7 @@ pub fn register_all() {
     LazyLock::force(&BATCH_WRITE_DURATION);
     LazyLock::force(&STORE_REGIONS);
     LazyLock::force(&STORE_LEADERS);
+    LazyLock::force(&ENGINE_MEMORY);
     LazyLock::force(&SNAPSHOTS);
     LazyLock::force(&MESSAGES_REFUSED);
     LazyLock::force(&PEER_RESTARTS);
@@ -360,6 +375,16 @@ pub fn set_store_counts(store_id: u64, regions: usize, leaders: usize) {
         .set(leaders as i64);
 }
 
+/// Sets the engine memory gauges of store `store_id`.
+pub fn set_engine_memory(store_id: u64, write_buffer: u64, block_cache: u64) {
+    let store = store_id.to_string();
+    for (part, bytes) in [("write_buffer", write_buffer), ("block_cache", block_cache)] {
+        ENGINE_MEMORY
+            .with_label_values(&[store.as_str(), part])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tinykv_proto::raft_cmdpb::{AdminRequest, CmdType, Request};
@@ -406,6 +431,7 @@ mod tests {
         snapshot("generate", false);
         message_sent(MessageType::MsgAppend);
         set_store_counts(77, 3, 2);
+        set_engine_memory(77, 1024, 2048);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&prometheus::gather())
             .unwrap();
@@ -414,6 +440,8 @@ mod tests {
             "tinykv_raft_messages_sent_total{type=\"append\"}",
             "tinykv_store_regions{store=\"77\"} 3",
             "tinykv_store_leaders{store=\"77\"} 2",
+            "tinykv_engine_memory_bytes{part=\"write_buffer\",store=\"77\"} 1024",
+            "tinykv_engine_memory_bytes{part=\"block_cache\",store=\"77\"} 2048",
             "tinykv_raft_ready_handled_total",
             "tinykv_raft_propose_apply_duration_seconds_bucket",
             "tinykv_raft_commit_apply_lag_entries_bucket",
