@@ -499,7 +499,7 @@ impl Handler<WakeRegionsLedBy> for Router {
     type Result = usize;
 
     fn handle(&mut self, msg: WakeRegionsLedBy, _: &mut Self::Context) -> usize {
-        let mut led: Vec<u64> = self
+        let led: Vec<u64> = self
             .routes
             .iter()
             .filter(|(id, route)| {
@@ -510,14 +510,7 @@ impl Handler<WakeRegionsLedBy> for Router {
             })
             .map(|(id, _)| *id)
             .collect();
-        led.sort_unstable();
-        let after = led.partition_point(|id| *id <= self.wake_cursor);
-        let chosen: Vec<u64> = led[after..]
-            .iter()
-            .chain(&led[..after])
-            .take(WAKES_PER_REQUEST)
-            .copied()
-            .collect();
+        let chosen = next_wakes(led, self.wake_cursor, WAKES_PER_REQUEST);
         for id in &chosen {
             let _ = self.peers[id].try_send(WakeUp);
         }
@@ -561,9 +554,36 @@ impl Handler<Stop> for Router {
     }
 }
 
+/// Up to `limit` of the regions `led`, in id order starting after `cursor` and wrapping
+/// around: successive requests with the last one chosen as the cursor go through all of
+/// them before any comes twice.
+fn next_wakes(mut led: Vec<u64>, cursor: u64, limit: usize) -> Vec<u64> {
+    led.sort_unstable();
+    let after = led.partition_point(|id| *id <= cursor);
+    led[after..]
+        .iter()
+        .chain(&led[..after])
+        .take(limit)
+        .copied()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ranges_overlap;
+    use super::{next_wakes, ranges_overlap};
+
+    #[test]
+    fn wakes_go_round_all_regions_a_bounded_number_at_a_time() {
+        let led = vec![9, 2, 7, 4, 5];
+        assert_eq!(next_wakes(led.clone(), 0, 2), vec![2, 4]);
+        assert_eq!(next_wakes(led.clone(), 4, 2), vec![5, 7]);
+        // Past the end it wraps around, and never takes one region twice in a request.
+        assert_eq!(next_wakes(led.clone(), 7, 2), vec![9, 2]);
+        assert_eq!(next_wakes(led.clone(), 9, 10), vec![2, 4, 5, 7, 9]);
+        // A cursor region gone since (merged away, led elsewhere now) does not matter.
+        assert_eq!(next_wakes(led, 6, 1), vec![7]);
+        assert!(next_wakes(Vec::new(), 3, 5).is_empty());
+    }
 
     #[test]
     fn ranges_overlap_unless_one_ends_before_the_other_starts() {
