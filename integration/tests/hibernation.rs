@@ -2,7 +2,8 @@
 //! round trip, and a sleeping region whose leader died or was cut off elects another
 //! leader once someone needs it, losing nothing. A restarted store's peers start asleep:
 //! a follower's restart costs no message and no election, and a restarted leader's
-//! regions elect a leader without waiting for a request.
+//! regions elect a leader without waiting for a request. A region sleeps only with its
+//! log compacted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -326,5 +327,32 @@ async fn a_restarted_leader_store_has_its_sleeping_regions_elect_a_leader_withou
     }
     // And, idle again, the region falls back asleep.
     wait_asleep(&cluster, 3).await;
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_region_falls_asleep_only_with_its_log_compacted() {
+    tinykv_integration::init_test_logging();
+    // The periodic log GC never comes round during the test: only the leader's check
+    // before it sleeps can compact the log.
+    let cfg = RaftStoreConfig {
+        raft_log_gc_count_limit: 5,
+        raft_log_gc_tick_ms: 600_000,
+        ..RaftStoreConfig::for_tests()
+    };
+    let cluster = Cluster::start(3, cfg).await;
+    let client = cluster.client();
+    for i in 0..30 {
+        client.must_put(format!("k{i:02}").as_bytes(), b"v").await;
+    }
+    wait_asleep(&cluster, 3).await;
+    for s in cluster.region_statuses(1).await {
+        assert!(
+            s.applied_index - s.truncated_index <= 5,
+            "store {} sleeps with {} applied entries in its log",
+            s.peer.store_id,
+            s.applied_index - s.truncated_index
+        );
+    }
     cluster.shutdown().await;
 }

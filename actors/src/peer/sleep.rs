@@ -81,9 +81,11 @@ impl PeerFsm {
     }
 
     /// The leader's own conditions for sleeping: no leadership transfer, membership
-    /// change or snapshot under way, and the region's size known and measured since it
-    /// last grew by an eighth of the split size (a size check is started if not, and the
-    /// leader sleeps once it is done).
+    /// change or snapshot under way, the log compacted as far as its limits ask (a
+    /// compaction is proposed if not: a region that slept with a long log would keep it,
+    /// on disk and to replay at a restart, until woken), and the region's size known and
+    /// measured since it last grew by an eighth of the split size (a size check is started
+    /// if not, and the leader sleeps once it is done).
     pub(super) fn leader_is_quiet(&mut self, ctx: &mut Context<Self>) -> bool {
         let raft = &self.raft.raft;
         if raft.lead_transferee.is_some()
@@ -91,6 +93,10 @@ impl PeerFsm {
             || !self.snapshot_waits.is_empty()
             || self.checking_size
         {
+            return false;
+        }
+        if self.log_gc_due() {
+            self.on_log_gc_tick(ctx);
             return false;
         }
         let split_size = self.ctx.cfg.region_split_size;

@@ -44,7 +44,7 @@ impl PeerFsm {
         let lag = self.raft.raft.raft_log.committed;
         let lag = lag.saturating_sub(self.raft.store().applied_index());
         metrics::COMMIT_APPLY_LAG.observe(lag as f64);
-        if !self.is_leader() || self.is_merging() {
+        if !self.is_leader() || self.is_merging() || !self.log_gc_due() {
             return;
         }
         let storage = self.raft.store();
@@ -52,9 +52,6 @@ impl PeerFsm {
         let first = storage.first_log_index();
         let limit = self.ctx.cfg.raft_log_gc_count_limit;
         let over_size = self.log_size_hint >= self.ctx.cfg.raft_log_gc_size_limit;
-        if applied < first || (applied - first < limit && !over_size) {
-            return;
-        }
         let min_match = self
             .raft
             .raft
@@ -90,6 +87,15 @@ impl PeerFsm {
         self.compact_proposed = Some((self.term(), compact));
         self.propose_write(request, callback);
         self.schedule_ready(ctx);
+    }
+
+    /// Whether the log holds enough applied entries (`raft_log_gc_count_limit`) or bytes
+    /// (`raft_log_gc_size_limit`) to compact.
+    pub(super) fn log_gc_due(&self) -> bool {
+        let storage = self.raft.store();
+        let (applied, first) = (storage.applied_index(), storage.first_log_index());
+        let over_size = self.log_size_hint >= self.ctx.cfg.raft_log_gc_size_limit;
+        applied >= first && (applied - first >= self.ctx.cfg.raft_log_gc_count_limit || over_size)
     }
 
     /// Hands the deletion of the log entries up to `compacted` to the RaftLogGcWriter.
