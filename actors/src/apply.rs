@@ -68,10 +68,10 @@ pub struct ApplyFsm {
     sessions: SessionTable,
     /// Set while this region is a merge's source (PrepareMerge applied): it takes no
     /// writes, splits or membership changes, only its RollbackMerge.
-    merge_state: Option<MergeState>,
+    merge_state: Option<Box<MergeState>>,
     /// Merge target: the committed entries from a CommitMerge on, held until this
     /// store's peer of the source has applied its PrepareMerge.
-    paused: Option<Apply>,
+    paused: Option<Box<Apply>>,
     /// The CommitMerge being held waits for this.
     waiting_for: Option<CatchUpLogs>,
     /// Set by a CommitMerge whose source is not ready: hold it.
@@ -99,20 +99,14 @@ pub struct ApplyContext {
 
 impl ApplyFsm {
     /// The apply side of `region`'s peer, resuming after `apply_state` with the region's
-    /// `sessions` and `merge_state` as of that state.
+    /// `sessions` and `merge_state` as of that state. `span` is the peer's (see
+    /// [`crate::peer::peer_span`]): its PeerFsm and ApplyFsm log under one span.
     pub fn new(
-        store_id: u64,
-        peer_id: u64,
+        span: tracing::Span,
         region: metapb::Region,
         (apply_state, sessions, merge_state): (RaftApplyState, SessionTable, Option<MergeState>),
         context: ApplyContext,
     ) -> ApplyFsm {
-        let span = tracing::info_span!(
-            "apply",
-            store = store_id,
-            region = region.id,
-            peer = peer_id
-        );
         ApplyFsm {
             region,
             apply_state,
@@ -121,7 +115,7 @@ impl ApplyFsm {
             peer: None,
             forwarded: HashMap::new(),
             sessions,
-            merge_state,
+            merge_state: merge_state.map(Box::new),
             paused: None,
             waiting_for: None,
             hold: false,
@@ -172,11 +166,11 @@ impl ApplyFsm {
                 // wait, with the proposals they may answer.
                 let mut held = vec![entry];
                 held.extend(entries);
-                self.paused = Some(Apply {
+                self.paused = Some(Box::new(Apply {
                     entries: held,
                     proposals: proposals.by_ref().collect(),
                     forwarded: Vec::new(),
-                });
+                }));
                 // The session journal of what did apply is written at the index of the
                 // last applied entry, not of the batch's last.
                 self.sessions.move_batch(self.apply_state.applied_index);
@@ -233,7 +227,7 @@ impl ApplyFsm {
         let Some(held) = self.paused.take() else {
             return false;
         };
-        self.apply(held)
+        self.apply(*held)
     }
 
     /// While entries are held: nudge the source and look again after a moment.
@@ -703,7 +697,7 @@ impl ApplyFsm {
         ));
         tracing::info!(target = ?state.target.as_ref().map(|t| t.id), index = entry.index, "prepared to merge");
         self.region = region.clone();
-        self.merge_state = Some(state.clone());
+        self.merge_state = Some(Box::new(state.clone()));
         results.push(ExecResult::PrepareMerge { region, state });
         Ok(AdminResponse {
             cmd_type: AdminCmdType::PrepareMerge as i32,
@@ -720,7 +714,7 @@ impl ApplyFsm {
         mutations: &mut Vec<Mutation>,
         results: &mut Vec<ExecResult>,
     ) -> Result<AdminResponse> {
-        match &self.merge_state {
+        match self.merge_state.as_deref() {
             Some(state) if state.commit == request.commit => {}
             _ => {
                 return Err(Error::InvalidRequest(format!(

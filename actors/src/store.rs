@@ -191,18 +191,24 @@ impl Store {
             router: self.peer_ctx.router.clone(),
             token: self.peer_ctx.token.clone(),
         };
-        let (peer_id, apply_region) = (peer.id, region.clone());
+        let span = crate::peer::peer_span(store_id, region.id, peer.id);
+        let (apply_span, apply_region) = (span.clone(), region.clone());
         let apply_merge_state = merge_state.clone();
         let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
             ApplyFsm::new(
-                store_id,
-                peer_id,
+                apply_span,
                 apply_region,
                 (apply_state, sessions, apply_merge_state),
                 context,
             )
         });
-        let mut fsm = PeerFsm::new(self.peer_ctx.clone(), peer, storage, apply, merge_state)?;
+        let mut fsm = PeerFsm::new(
+            self.peer_ctx.clone(),
+            (peer, span),
+            storage,
+            apply,
+            merge_state,
+        )?;
         fsm.start = start;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());

@@ -204,6 +204,12 @@ pub struct PeerFsm {
     span: tracing::Span,
 }
 
+/// The `tracing` span a peer's PeerFsm and ApplyFsm log under: one per peer, since each
+/// costs memory in the subscriber's registry for as long as the peer lives.
+pub fn peer_span(store_id: u64, region_id: u64, peer_id: u64) -> tracing::Span {
+    tracing::info_span!("peer", store = store_id, region = region_id, peer = peer_id)
+}
+
 /// How a new peer begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerStart {
@@ -223,18 +229,12 @@ impl PeerFsm {
     /// source.
     pub fn new(
         ctx: PeerContext,
-        peer: metapb::Peer,
+        (peer, span): (metapb::Peer, tracing::Span),
         storage: PeerStorage,
         apply: Addr<ApplyFsm>,
         merge_state: Option<MergeState>,
     ) -> Result<PeerFsm> {
         let region_id = storage.region().id;
-        let span = tracing::info_span!(
-            "peer",
-            store = ctx.store_id,
-            region = region_id,
-            peer = peer.id
-        );
         let cfg = &ctx.cfg;
         let raft_cfg = raft::Config {
             id: peer.id,
