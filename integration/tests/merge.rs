@@ -48,7 +48,8 @@ async fn lead_from_store_1(cluster: &Cluster, region_id: u64) {
 }
 
 /// Waits until store `store` holds a peer of `region_id` covering `range` and no peer of
-/// `gone`, with the source's state on disk a tombstone.
+/// `gone`, with the source's state on disk a tombstone (a destroyed peer's tombstone
+/// reaches the disk through the writers a moment after the peer stopped).
 async fn wait_merged_on(
     cluster: &Cluster,
     store: u64,
@@ -67,24 +68,22 @@ async fn wait_merged_on(
             .await
             .iter()
             .any(|s| s.peer.store_id == store);
-        if merged && !source_left {
-            let state: Option<RegionLocalState> = cluster
-                .engine(store)
-                .and_then(|e| {
-                    e.get_msg(Cf::Meta, &tinykv_actors::keys::region_state_key(gone))
-                        .ok()
-                })
-                .flatten();
-            assert_eq!(
-                state.map(|s| s.state()),
-                Some(PeerState::Tombstone),
-                "store {store}: the merged region {gone} is a tombstone"
-            );
+        let state: Option<RegionLocalState> = cluster
+            .engine(store)
+            .and_then(|e| {
+                e.get_msg(Cf::Meta, &tinykv_actors::keys::region_state_key(gone))
+                    .ok()
+            })
+            .flatten();
+        let state = state.map(|s| s.state());
+        if merged && !source_left && state == Some(PeerState::Tombstone) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "store {store} did not finish merging {gone} into {region_id}"
+            "store {store} did not finish merging {gone} into {region_id} \
+             (target covers the range: {merged}, source peer running: {source_left}, \
+             source state on disk: {state:?})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
