@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{Cf, RaftStoreConfig};
-use tinykv_integration::cluster::Cluster;
+use tinykv_integration::cluster::{Cluster, ClusterClient};
 use tinykv_integration::network::{Filter, PartitionFilter, Verdict};
 use tinykv_proto::raft_serverpb::RaftMessage;
 
@@ -30,6 +30,16 @@ impl Counter {
     fn count(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// A 3-store cluster whose region 1 took `k` = `v1` and fell asleep on every store.
+async fn asleep_cluster() -> (Cluster, ClusterClient) {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    client.must_put(b"k", b"v1").await;
+    wait_asleep(&cluster, 3).await;
+    (cluster, client)
 }
 
 /// Waits until every running store's peer of region 1 sleeps.
@@ -54,11 +64,7 @@ async fn wait_asleep(cluster: &Cluster, stores: usize) {
 
 #[actix_rt::test]
 async fn an_idle_region_sleeps_silently_and_a_request_wakes_it() {
-    tinykv_integration::init_test_logging();
-    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
-    let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    wait_asleep(&cluster, 3).await;
+    let (cluster, client) = asleep_cluster().await;
     let terms: Vec<u64> = cluster
         .region_statuses(1)
         .await
@@ -112,11 +118,7 @@ async fn an_idle_region_sleeps_silently_and_a_request_wakes_it() {
 
 #[actix_rt::test]
 async fn a_sleeping_regions_dead_leader_is_replaced_when_a_request_comes() {
-    tinykv_integration::init_test_logging();
-    let mut cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
-    let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    wait_asleep(&cluster, 3).await;
+    let (mut cluster, client) = asleep_cluster().await;
     let old = cluster.leader_of(1).await;
     cluster.stop_store(old.store_id).await;
 
@@ -138,11 +140,7 @@ async fn a_sleeping_regions_dead_leader_is_replaced_when_a_request_comes() {
 
 #[actix_rt::test]
 async fn a_sleeping_leader_cut_off_is_replaced_and_serves_nothing_stale() {
-    tinykv_integration::init_test_logging();
-    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
-    let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    wait_asleep(&cluster, 3).await;
+    let (cluster, _client) = asleep_cluster().await;
     let old = cluster.leader_of(1).await;
     let all = cluster.store_ids();
     cluster
@@ -289,11 +287,7 @@ async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_elect
 
 #[actix_rt::test]
 async fn a_restarted_leader_store_has_its_sleeping_regions_elect_a_leader_without_a_request() {
-    tinykv_integration::init_test_logging();
-    let mut cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
-    let client = cluster.client();
-    client.must_put(b"k", b"v1").await;
-    wait_asleep(&cluster, 3).await;
+    let (mut cluster, client) = asleep_cluster().await;
     let old = cluster.leader_of(1).await;
     let old_term = cluster
         .region_statuses(1)
