@@ -12,6 +12,9 @@
 //! live region state that no longer lists this store is the one crash window of a peer's
 //! removal: the removal was applied (the new region state written) but the store stopped
 //! before the peer destroyed itself. Loading finishes that destruction instead of refusing.
+//! A merge source whose target, on this store, already absorbed it (the target's newer
+//! epoch covers its range: a snapshot of the merged target landed) is the same window of a
+//! merged-away source; loading tombstones it and keeps its data, which is the target's.
 //!
 //! Loaded peers start asleep (see [`crate::hibernate`], "Restarting"). Those that voted for
 //! themselves in their last term may have led their region when the store went down, and
@@ -316,8 +319,17 @@ pub(crate) fn regions_to_load(
     if let Some(e) = failure {
         return Err(e);
     }
+    let live: HashMap<u64, metapb::Region> = states
+        .iter()
+        .filter(|(_, s)| s.state() != PeerState::Tombstone)
+        .filter_map(|(id, s)| Some((*id, s.region.clone()?)))
+        .collect();
     let mut regions = Vec::new();
     for (region_id, state) in states {
+        if let Some(source) = absorbed_source(&state, &live) {
+            finish_merged_away(engine, store_id, source)?;
+            continue;
+        }
         if state.state() == PeerState::Tombstone {
             // A peer destroyed by another region's write (a merge's target tombstones its
             // source) may have stopped before its own raft state was removed.
@@ -350,6 +362,40 @@ pub(crate) fn regions_to_load(
         }
     }
     Ok(regions)
+}
+
+/// The region of a merge source (`state` frozen by its PrepareMerge) whose target, live
+/// on this store among `live`, has absorbed it: the target's epoch is newer than the one
+/// the merge was prepared against and its range covers the source's. That is the crash
+/// window of a source merged away through a snapshot of its target: the target's
+/// snapshot landed, the source's peer stopped, but its tombstone had not reached the disk.
+fn absorbed_source(
+    state: &RegionLocalState,
+    live: &HashMap<u64, metapb::Region>,
+) -> Option<metapb::Region> {
+    if state.state() != PeerState::Merging {
+        return None;
+    }
+    let source = state.region.as_ref()?;
+    let prepared = state.merge_state.as_ref()?.target.as_ref()?;
+    let target = live.get(&prepared.id)?;
+    let version = |r: &metapb::Region| r.region_epoch.map_or(0, |e| e.version);
+    (version(target) > version(prepared) && util::covers(target, source)).then(|| source.clone())
+}
+
+/// Completes the destruction of this store's peer of merge source `source`, which its
+/// target absorbed before the store stopped (see [`absorbed_source`]): its raft log and
+/// state go and a tombstone is written, in one synced batch; its data stays, being the
+/// target's now.
+fn finish_merged_away(engine: &Engine, store_id: u64, source: metapb::Region) -> Result<()> {
+    warn!(
+        store = store_id,
+        region = source.id,
+        "the merge source was absorbed by its target before the node stopped: destroying the stale peer"
+    );
+    let mut mutations = peer_storage::raft_state_removal(source.id);
+    mutations.extend(peer_storage::tombstone(&source));
+    engine.write(&mutations, true)
 }
 
 /// Completes the destruction of this store's peer of `region`, whose removal was applied

@@ -154,6 +154,14 @@ impl Cluster {
         }
     }
 
+    /// Opens stopped store `id`'s engine for `f`, closing it again before returning: to
+    /// put its disk in a state a crash could have left.
+    pub fn with_stopped_engine<T>(&self, id: u64, f: impl FnOnce(&Engine) -> T) -> T {
+        assert!(!self.stores.contains_key(&id), "store {id} is running");
+        let engine = Engine::open(self.dirs[&id].path().join("db")).expect("open engine");
+        f(&engine)
+    }
+
     /// Stops and restarts every store.
     pub async fn restart_all(&mut self) {
         for id in self.store_ids() {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinykv::service::{KvOp, KvOutcome};
+use tinykv_actors::engine::Mutation;
 use tinykv_actors::{Cf, Error, RaftStoreConfig};
 use tinykv_integration::cluster::{covers, Cluster};
 use tinykv_integration::network::{Filter, PartitionFilter, Verdict};
@@ -418,8 +419,11 @@ impl Filter for DropRegion {
     }
 }
 
-#[actix_rt::test]
-async fn a_target_replica_that_gets_a_snapshot_instead_of_the_commit_drops_the_source() {
+/// Two regions led from store 1, left (k000..k020) and right (k020..), merged right into
+/// left while store 3's peer of the target hears nothing: store 3's source is frozen, and
+/// the CommitMerge reaches store 3 only later, as a snapshot (see
+/// [`write_until_store_3_needs_a_snapshot`]). Answers the cluster, left and right.
+async fn merge_with_store_3_cut_off_from_the_target() -> (Cluster, metapb::Region, metapb::Region) {
     tinykv_integration::init_test_logging();
     let cfg = RaftStoreConfig {
         raft_log_gc_count_limit: 10,
@@ -446,6 +450,11 @@ async fn a_target_replica_that_gets_a_snapshot_instead_of_the_commit_drops_the_s
         store: 3,
     });
     cluster.must_merge(right.id, left.id).await;
+    (cluster, left, right)
+}
+
+/// Writes through the target's leader until it compacted its log past what store 3 holds.
+async fn write_until_store_3_needs_a_snapshot(cluster: &Cluster, left: &metapb::Region) {
     // Written through the leader: store 3's target peer, cut off, would hold writes
     // sent to it until they time out.
     for i in 0..40 {
@@ -481,10 +490,107 @@ async fn a_target_replica_that_gets_a_snapshot_instead_of_the_commit_drops_the_s
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_rt::test]
+async fn a_target_replica_that_gets_a_snapshot_instead_of_the_commit_drops_the_source() {
+    let (cluster, left, right) = merge_with_store_3_cut_off_from_the_target().await;
+    write_until_store_3_needs_a_snapshot(&cluster, &left).await;
     cluster.network().clear_filters();
     let merged = cluster.region_for_key(&key(0)).await;
     wait_merged_on(&cluster, 3, left.id, &merged, right.id).await;
     assert_every_store_holds(&cluster, b"merged").await;
+    cluster.shutdown().await;
+}
+
+/// What store `store` keeps on disk of region `region_id`'s peer: its region, raft and
+/// apply states and its raft log, as (keyspace, key, value).
+fn peer_keys(cluster: &Cluster, store: u64, region_id: u64) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
+    use tinykv_actors::keys;
+    let engine = cluster.engine(store).expect("a running store");
+    let mut saved = Vec::new();
+    for (cf, key) in [
+        (Cf::Meta, keys::region_state_key(region_id)),
+        (Cf::Meta, keys::apply_state_key(region_id)),
+        (Cf::Raft, keys::raft_state_key(region_id)),
+    ] {
+        if let Some(value) = engine.get(cf, &key).expect("engine read") {
+            saved.push((cf, key, value));
+        }
+    }
+    let (start, end) = (
+        keys::raft_log_key(region_id, 0),
+        keys::raft_log_key(region_id, u64::MAX),
+    );
+    engine
+        .scan(Cf::Raft, &start, &end, |key, value| {
+            saved.push((Cf::Raft, key.to_vec(), value.to_vec()));
+            true
+        })
+        .expect("engine scan");
+    saved
+}
+
+#[actix_rt::test]
+async fn a_store_that_crashed_before_its_merged_away_source_was_tombstoned_restarts_whole() {
+    let (mut cluster, left, right) = merge_with_store_3_cut_off_from_the_target().await;
+    // Store 3's source, frozen by its PrepareMerge, as its disk holds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let frozen = loop {
+        let saved = peer_keys(&cluster, 3, right.id);
+        let state = saved
+            .first()
+            .and_then(|(_, _, v)| <RegionLocalState as prost::Message>::decode(&v[..]).ok());
+        if state.is_some_and(|s| s.state() == PeerState::Merging) {
+            break saved;
+        }
+        assert!(Instant::now() < deadline, "store 3's source never froze");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    write_until_store_3_needs_a_snapshot(&cluster, &left).await;
+    cluster.network().clear_filters();
+    let merged = cluster.region_for_key(&key(0)).await;
+    wait_merged_on(&cluster, 3, left.id, &merged, right.id).await;
+
+    // The crash: store 3 stopped after the target's snapshot landed but before the
+    // source's destruction did. Its disk holds the target, covering the source's range,
+    // and the source, frozen, with its raft state and log.
+    cluster.stop_store(3).await;
+    cluster.with_stopped_engine(3, |engine| {
+        let restore: Vec<Mutation> = frozen
+            .iter()
+            .map(|(cf, key, value)| Mutation::Put {
+                cf: *cf,
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        engine
+            .write(&restore, true)
+            .expect("restore the frozen source");
+    });
+    cluster.start_store(3).await;
+
+    // Store 3 comes back whole: it finishes the source's destruction without touching
+    // the data, which is the target's, and serves the merged values.
+    wait_merged_on(&cluster, 3, left.id, &merged, right.id).await;
+    assert_every_store_holds(&cluster, b"merged").await;
+    for i in [0, 20, 39] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match cluster.read_on(3, &key(i)).await {
+                Ok(value) => {
+                    assert_eq!(value.as_deref(), Some(&b"merged"[..]), "key {i} on store 3");
+                    break;
+                }
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "store 3 does not serve key {i}: {e:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     cluster.shutdown().await;
 }
 
