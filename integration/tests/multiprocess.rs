@@ -340,15 +340,23 @@ async fn a_merge_through_any_node_absorbs_the_neighbour_and_bad_merges_are_refus
         (400, Some("invalid_merge")),
         "{body}"
     );
-    // The placement driver's meta region (from byte 0xFF on) never merges.
-    let listed = get_json(&http, &format!("{}/v1/admin/regions", cluster.url(other))).await;
-    let meta = listed["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["start_key"].as_str().unwrap().eq_ignore_ascii_case("%FF"))
-        .and_then(|r| r["id"].as_u64())
-        .unwrap_or_else(|| panic!("no meta region in {listed}"));
+    // The placement driver's meta region (from byte 0xFF on) never merges. The first PD
+    // leadership splits it off when it takes over, which may come after the first writes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let meta = loop {
+        let listed = get_json(&http, &format!("{}/v1/admin/regions", cluster.url(other))).await;
+        let meta = listed["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["start_key"].as_str().unwrap().eq_ignore_ascii_case("%FF"))
+            .and_then(|r| r["id"].as_u64());
+        if let Some(meta) = meta {
+            break meta;
+        }
+        assert!(Instant::now() < deadline, "no meta region in {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for (source, target) in [(last, meta), (meta, last)] {
         let (status, body) = merge(source, target).await;
         assert_eq!(
