@@ -142,9 +142,7 @@ impl Store {
             Some(s) => {
                 let region = s.region.unwrap_or_default();
                 if region.peers.contains(&to) {
-                    return self
-                        .spawn_peer(region, to, PeerStart::Follow)
-                        .map(|(addr, _)| Some(addr));
+                    return self.spawn_peer(region, to, PeerStart::Follow).map(Some);
                 }
                 return Ok(None);
             }
@@ -160,27 +158,28 @@ impl Store {
             "creating peer from a raft message"
         );
         self.spawn_peer(placeholder, to, PeerStart::Follow)
-            .map(|(addr, _)| Some(addr))
+            .map(Some)
     }
 
-    /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`; answers the
-    /// PeerFsm's address and whether its region may have no leader: the peer's last vote,
-    /// on disk, was for itself or for nobody.
+    /// Starts the PeerFsm and ApplyFsm of this store's `peer` of `region`. A peer loaded
+    /// at start ([`PeerStart::Restart`]) whose region may have no leader (its last vote, on
+    /// disk, was for itself or for nobody) is queued to be woken.
     fn spawn_peer(
         &mut self,
         region: metapb::Region,
         peer: metapb::Peer,
         start: PeerStart,
-    ) -> Result<(Addr<PeerFsm>, bool)> {
+    ) -> Result<Addr<PeerFsm>> {
         let store_id = self.store_id();
         let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
         // A peer that voted for itself in its last term may have led; one that voted for
         // nobody may belong to a region that never elected a leader (a fresh bootstrap).
-        let may_be_leaderless = storage
-            .raft_state()
-            .hard_state
-            .as_ref()
-            .is_none_or(|hs| hs.vote == peer.id || hs.vote == 0);
+        let to_wake = start == PeerStart::Restart
+            && storage
+                .raft_state()
+                .hard_state
+                .as_ref()
+                .is_none_or(|hs| hs.vote == peer.id || hs.vote == 0);
         let apply_state = *storage.apply_state();
         let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
         let merge_state = peer_storage::load_merge_state(&self.peer_ctx.engine, region.id)?;
@@ -215,7 +214,10 @@ impl Store {
         fsm.start = start;
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());
-        Ok((addr, may_be_leaderless))
+        if to_wake {
+            self.to_wake.push(addr.clone());
+        }
+        Ok(addr)
     }
 
     /// Sets the engine memory gauges ([`crate::metrics::ENGINE_MEMORY`]).
@@ -261,11 +263,7 @@ impl Handler<LoadPeers> for Store {
     fn handle(&mut self, _: LoadPeers, ctx: &mut Self::Context) -> Self::Result {
         let mut peers = Vec::new();
         for (region, peer) in regions_to_load(&self.peer_ctx.engine, self.store_id())? {
-            let (addr, may_be_leaderless) = self.spawn_peer(region, peer, PeerStart::Restart)?;
-            if may_be_leaderless {
-                self.to_wake.push(addr.clone());
-            }
-            peers.push(addr);
+            peers.push(self.spawn_peer(region, peer, PeerStart::Restart)?);
         }
         self.wake_restarted_peers(ctx);
         info!(

@@ -42,23 +42,42 @@ async fn asleep_cluster() -> (Cluster, ClusterClient) {
     (cluster, client)
 }
 
-/// Waits until every running store's peer of region 1 sleeps.
+/// Waits (up to 20 s) until every running store's peer of region 1 sleeps.
 async fn wait_asleep(cluster: &Cluster, stores: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    wait_statuses(
+        cluster,
+        stores,
+        Duration::from_secs(20),
+        "region 1 did not fall asleep",
+        |all| all.iter().all(|s| s.hibernating),
+    )
+    .await;
+}
+
+/// Polls region 1's statuses on `stores` running stores until `done` holds for them,
+/// failing after `within` with `what`.
+async fn wait_statuses(
+    cluster: &Cluster,
+    stores: usize,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[PeerStatus]) -> bool,
+) -> Vec<PeerStatus> {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let statuses = cluster.region_statuses(1).await;
-        if statuses.len() == stores && statuses.iter().all(|s| s.hibernating) {
-            return;
+        if statuses.len() == stores && done(&statuses) {
+            return statuses;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "region 1 did not fall asleep: {:?}",
+            "{what}: {:?}",
             statuses
                 .iter()
-                .map(|s| (s.peer.store_id, s.hibernating))
+                .map(|s| (s.peer.store_id, s.term, s.leader_id, s.hibernating))
                 .collect::<Vec<_>>()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -174,32 +193,6 @@ async fn a_sleeping_leader_cut_off_is_replaced_and_serves_nothing_stale() {
     cluster.shutdown().await;
 }
 
-/// Polls region 1's statuses on `stores` running stores until `done` holds for them,
-/// failing after 10 s with `what`.
-async fn wait_statuses(
-    cluster: &Cluster,
-    stores: usize,
-    what: &str,
-    done: impl Fn(&[PeerStatus]) -> bool,
-) -> Vec<PeerStatus> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let statuses = cluster.region_statuses(1).await;
-        if statuses.len() == stores && done(&statuses) {
-            return statuses;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {:?}",
-            statuses
-                .iter()
-                .map(|s| (s.peer.store_id, s.term, s.leader_id, s.hibernating))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[actix_rt::test]
 async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_election() {
     tinykv_integration::init_test_logging();
@@ -218,7 +211,7 @@ async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_elect
     cluster.must_transfer_leader(1, target).await;
     wait_asleep(&cluster, 3).await;
     let leader = cluster.leader_of(1).await;
-    let terms = wait_statuses(&cluster, 3, "terms", |_| true)
+    let terms = wait_statuses(&cluster, 3, Duration::from_secs(10), "terms", |_| true)
         .await
         .iter()
         .map(|s| (s.peer.store_id, s.term))
@@ -241,7 +234,7 @@ async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_elect
         0,
         "a restarted sleeping follower sent messages"
     );
-    let statuses = wait_statuses(&cluster, 3, "statuses", |_| true).await;
+    let statuses = wait_statuses(&cluster, 3, Duration::from_secs(10), "statuses", |_| true).await;
     assert!(
         statuses.iter().all(|s| s.hibernating),
         "a peer woke without a request"
@@ -302,14 +295,20 @@ async fn a_restarted_leader_store_has_its_sleeping_regions_elect_a_leader_withou
     // elects a leader of a newer term that all three peers follow.
     cluster.stop_store(old.store_id).await;
     cluster.start_store(old.store_id).await;
-    let statuses = wait_statuses(&cluster, 3, "no leader after the restart", |all| {
-        let leader = all[0].leader_id;
-        leader != 0
-            && all
-                .iter()
-                .all(|s| s.term > old_term && s.leader_id == leader)
-            && all.iter().any(|s| s.peer.id == leader)
-    })
+    let statuses = wait_statuses(
+        &cluster,
+        3,
+        Duration::from_secs(10),
+        "no leader after the restart",
+        |all| {
+            let leader = all[0].leader_id;
+            leader != 0
+                && all
+                    .iter()
+                    .all(|s| s.term > old_term && s.leader_id == leader)
+                && all.iter().any(|s| s.peer.id == leader)
+        },
+    )
     .await;
     assert!(statuses.iter().all(|s| s.term > old_term));
     assert_eq!(client.must_get(b"k").await.as_deref(), Some(&b"v1"[..]));

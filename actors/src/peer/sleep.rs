@@ -96,7 +96,7 @@ impl PeerFsm {
             return false;
         }
         if self.log_gc_due() {
-            self.on_log_gc_tick(ctx);
+            self.propose_log_compaction(ctx);
             return false;
         }
         let split_size = self.ctx.cfg.region_split_size;
@@ -123,7 +123,7 @@ impl PeerFsm {
         self.hibernation.sleep(Instant::now());
     }
 
-    /// See [`PeerFsm::sleep`]; also called as a peer is built.
+    /// What [`PeerFsm::sleep`] frees.
     pub(super) fn free_spare_memory(&mut self) {
         let raft = &mut self.raft.raft;
         raft.maybe_free_inflight_buffers();

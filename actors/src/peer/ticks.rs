@@ -34,16 +34,22 @@ impl PeerFsm {
         }
     }
 
-    /// Leader only: proposes compacting the log once enough applied entries sit in it
-    /// (`raft_log_gc_count_limit`) or the log holds too many bytes
-    /// (`raft_log_gc_size_limit`). The compaction point is the lowest index every follower
-    /// has, unless a follower lags so far that keeping the log for it would exceed a
-    /// limit: then it compacts up to the applied index and the follower gets a snapshot.
+    /// The log-GC tick: samples the commit-to-apply lag, checks snapshots in flight, and
+    /// compacts the log if it is due ([`PeerFsm::propose_log_compaction`]).
     pub(super) fn on_log_gc_tick(&mut self, ctx: &mut Context<Self>) {
         self.check_snapshot_progress();
         let lag = self.raft.raft.raft_log.committed;
         let lag = lag.saturating_sub(self.raft.store().applied_index());
         metrics::COMMIT_APPLY_LAG.observe(lag as f64);
+        self.propose_log_compaction(ctx);
+    }
+
+    /// Leader only: proposes compacting the log once enough applied entries sit in it
+    /// (`raft_log_gc_count_limit`) or the log holds too many bytes
+    /// (`raft_log_gc_size_limit`). The compaction point is the lowest index every follower
+    /// has, unless a follower lags so far that keeping the log for it would exceed a
+    /// limit: then it compacts up to the applied index and the follower gets a snapshot.
+    pub(super) fn propose_log_compaction(&mut self, ctx: &mut Context<Self>) {
         if !self.is_leader() || self.is_merging() || !self.log_gc_due() {
             return;
         }
