@@ -88,7 +88,7 @@ impl Store {
     }
 
     fn store_id(&self) -> u64 {
-        self.peer_ctx.store_id
+        self.peer_ctx.env.store_id
     }
 
     /// This store's peer of an initialized `region`.
@@ -117,6 +117,7 @@ impl Store {
         };
         let state: Option<RegionLocalState> = self
             .peer_ctx
+            .env
             .engine
             .get_msg(Cf::Meta, &keys::region_state_key(msg.region_id))?;
         let their_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
@@ -134,7 +135,7 @@ impl Store {
                     // still campaigns (see `util::tombstone_for_stale_sender`).
                     if let Some(tombstone) = util::tombstone_for_stale_sender(msg, &region) {
                         debug!(region = msg.region_id, to = ?tombstone.to_peer, "telling a removed peer it is gone");
-                        self.peer_ctx.transport.send(tombstone);
+                        self.peer_ctx.env.transport.send(tombstone);
                     }
                     return Ok(None);
                 }
@@ -171,7 +172,7 @@ impl Store {
         start: PeerStart,
     ) -> Result<Addr<PeerFsm>> {
         let store_id = self.store_id();
-        let storage = PeerStorage::new(self.peer_ctx.engine.clone(), region.clone())?;
+        let storage = PeerStorage::new(self.peer_ctx.env.engine.clone(), region.clone())?;
         // A peer that voted for itself in its last term may have led; one that voted for
         // nobody may belong to a region that never elected a leader (a fresh bootstrap).
         let to_wake = start == PeerStart::Restart
@@ -181,17 +182,17 @@ impl Store {
                 .as_ref()
                 .is_none_or(|hs| hs.vote == peer.id || hs.vote == 0);
         let apply_state = *storage.apply_state();
-        let sessions = SessionTable::load(&self.peer_ctx.engine, &region)?;
-        let merge_state = peer_storage::load_merge_state(&self.peer_ctx.engine, region.id)?;
+        let sessions = SessionTable::load(&self.peer_ctx.env.engine, &region)?;
+        let merge_state = peer_storage::load_merge_state(&self.peer_ctx.env.engine, region.id)?;
         let slot = region.id as usize;
         let peer_arbiter = &self.peer_arbiters[slot % self.peer_arbiters.len()];
         let apply_arbiter = &self.apply_arbiters[slot % self.apply_arbiters.len()];
 
         let context = ApplyContext {
             writer: self.apply_writer.clone(),
-            engine: self.peer_ctx.engine.clone(),
+            engine: self.peer_ctx.env.engine.clone(),
             router: self.peer_ctx.router.clone(),
-            token: self.peer_ctx.token.clone(),
+            token: self.peer_ctx.env.token.clone(),
         };
         let span = crate::peer::peer_span(store_id, region.id, peer.id);
         let (apply_span, apply_region) = (span.clone(), region.clone());
@@ -211,7 +212,7 @@ impl Store {
             apply,
             merge_state,
         )?;
-        fsm.start = start;
+        fsm.set_start(start);
         let addr = PeerFsm::start_in_arbiter(peer_arbiter, move |_| fsm);
         self.peers.insert(region.id, addr.clone());
         if to_wake {
@@ -222,7 +223,7 @@ impl Store {
 
     /// Sets the engine memory gauges ([`crate::metrics::ENGINE_MEMORY`]).
     fn sample_engine_memory(&self) {
-        let engine = &self.peer_ctx.engine;
+        let engine = &self.peer_ctx.env.engine;
         crate::metrics::set_engine_memory(
             self.store_id(),
             engine.write_buffer_bytes(),
@@ -238,7 +239,7 @@ impl Store {
             peer.do_send(WakeUp);
         }
         if !self.to_wake.is_empty() {
-            ctx.run_later(self.peer_ctx.cfg.base_tick(), |store, ctx| {
+            ctx.run_later(self.peer_ctx.env.cfg.base_tick(), |store, ctx| {
                 store.wake_restarted_peers(ctx)
             });
         }
@@ -262,7 +263,7 @@ impl Handler<LoadPeers> for Store {
 
     fn handle(&mut self, _: LoadPeers, ctx: &mut Self::Context) -> Self::Result {
         let mut peers = Vec::new();
-        for (region, peer) in regions_to_load(&self.peer_ctx.engine, self.store_id())? {
+        for (region, peer) in regions_to_load(&self.peer_ctx.env.engine, self.store_id())? {
             peers.push(self.spawn_peer(region, peer, PeerStart::Restart)?);
         }
         self.wake_restarted_peers(ctx);
@@ -443,6 +444,7 @@ impl Store {
     fn answer_stale_check(&self, question: &RaftMessage) {
         let state: Option<RegionLocalState> = match self
             .peer_ctx
+            .env
             .engine
             .get_msg(Cf::Meta, &keys::region_state_key(question.region_id))
         {
@@ -460,7 +462,7 @@ impl Store {
             .and_then(|s| s.region);
         let answer = crate::stale_peer::answer(question, tombstone.as_ref(), tombstone.is_some());
         if let Some(answer) = answer {
-            self.peer_ctx.transport.send(answer);
+            self.peer_ctx.env.transport.send(answer);
         }
     }
 }
@@ -489,6 +491,7 @@ impl Store {
     fn start_from_disk(&mut self, region_id: u64) -> Result<()> {
         let state: Option<RegionLocalState> = self
             .peer_ctx
+            .env
             .engine
             .get_msg(Cf::Meta, &keys::region_state_key(region_id))?;
         let Some(region) = state

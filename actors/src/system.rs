@@ -45,7 +45,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id_alloc::{IdAllocator, StoreIdAllocator};
 use crate::msg::*;
-use crate::peer::PeerContext;
+use crate::peer::{PeerContext, PeerEnv};
 use crate::router::{Router, SetStore};
 use crate::store::{LoadPeers, Store};
 use crate::transport::Transport;
@@ -276,15 +276,17 @@ pub async fn start_store_on(
     let router = Router::start_in_arbiter(raft_home, move |_| Router::new(store_id, t));
 
     let peer_ctx = PeerContext {
-        store_id,
-        cfg: cfg.clone(),
-        engine: engine.clone(),
-        transport,
+        env: PeerEnv {
+            store_id,
+            cfg: cfg.clone(),
+            engine: engine.clone(),
+            transport,
+            ids: ids.clone(),
+            token,
+        },
         router: router.clone(),
         log_writer,
         log_gc,
-        ids: ids.clone(),
-        token,
     };
     let raft_home = raft_home.clone();
     let store = Store::start_in_arbiter(&raft_home, move |_| {

@@ -43,7 +43,7 @@ pub(super) struct CommitMergeAnswer {
     pub error: Option<Error>,
 }
 
-impl PeerFsm {
+impl Peer {
     /// Whether this peer is a frozen merge source.
     pub(super) fn is_merging(&self) -> bool {
         self.merge_state.is_some()
@@ -64,7 +64,7 @@ impl PeerFsm {
     /// [`MERGE_PATIENCE_ELECTION_TIMEOUTS`]: nobody else can have asked for it (a leader
     /// of an earlier term did not know the entry, none of a later one exists yet), so no
     /// CommitMerge of it exists and a RollbackMerge is safe.
-    pub(super) fn on_merge_tick(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn on_merge_tick(&mut self) {
         let Some(state) = self.merge_state.clone() else {
             return;
         };
@@ -86,7 +86,7 @@ impl PeerFsm {
         let all_applied = self.raft.store().applied_index() == self.raft.raft.raft_log.last_index();
         if !all_hold_it || !all_applied {
             let patience =
-                MERGE_PATIENCE_ELECTION_TIMEOUTS * self.ctx.cfg.raft_election_timeout_ticks as u64;
+                MERGE_PATIENCE_ELECTION_TIMEOUTS * self.env.cfg.raft_election_timeout_ticks as u64;
             let term = self.term();
             if state.commit_term == term
                 && self.commit_merge_asked_in != Some(term)
@@ -98,7 +98,7 @@ impl PeerFsm {
                 // Throttled like a request: the rollback applies, or the next try comes
                 // after the same patience.
                 self.commit_merge_asked = Some(self.ticks);
-                self.propose_rollback_merge(state.commit, ctx);
+                self.propose_rollback_merge(state.commit);
             }
             return;
         }
@@ -122,28 +122,18 @@ impl PeerFsm {
             }),
             ..Default::default()
         };
-        let (callback, answer) = tokio::sync::oneshot::channel();
         self.commit_merge_asked = Some(self.ticks);
         self.commit_merge_asked_in = Some(self.term());
         debug!(target = target.id, "asking the target to commit the merge");
-        self.ctx.router.do_send(RaftCommand { request, callback });
         let commit = state.commit;
-        let me = ctx.address();
-        actix::spawn(async move {
-            let error = match answer.await {
-                Ok(response) => response.err(),
-                Err(_) => Some(Error::Stopped),
-            };
-            me.do_send(CommitMergeAnswer { commit, error });
+        self.outbox.push(Effect::AskCommitMerge {
+            request: Box::new(request),
+            commit,
         });
     }
 
     /// The target answered this source leader's CommitMerge request.
-    pub(super) fn on_commit_merge_answer(
-        &mut self,
-        msg: CommitMergeAnswer,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn on_commit_merge_answer(&mut self, msg: CommitMergeAnswer) {
         if self.merge_state.as_ref().map(|s| s.commit) != Some(msg.commit) {
             return;
         }
@@ -158,7 +148,7 @@ impl PeerFsm {
             Some(e) => return debug!("the target did not commit the merge yet: {e}"),
         };
         warn!("rolling the merge back: {refusal}");
-        self.propose_rollback_merge(msg.commit, ctx);
+        self.propose_rollback_merge(msg.commit);
     }
 
     /// Why the target can never commit this merge, if its peer on this store is gone
@@ -170,7 +160,7 @@ impl PeerFsm {
     fn target_gone_past_prepare(&self) -> Option<String> {
         let target = self.merge_state.as_ref()?.target.as_ref()?;
         let state: RegionLocalState = self
-            .ctx
+            .env
             .engine
             .get_msg(Cf::Meta, &keys::region_state_key(target.id))
             .ok()??;
@@ -188,7 +178,7 @@ impl PeerFsm {
 
     /// Source leader: proposes thawing the region. The next tick asks the target again
     /// if the rollback does not apply (the entry can only apply while still frozen).
-    fn propose_rollback_merge(&mut self, commit: u64, ctx: &mut Context<Self>) {
+    fn propose_rollback_merge(&mut self, commit: u64) {
         if !self.is_leader() {
             return;
         }
@@ -199,7 +189,7 @@ impl PeerFsm {
         });
         let (callback, _) = tokio::sync::oneshot::channel();
         self.propose_write(request, callback);
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
     /// Target: a CommitMerge request, from a source leader on this store or forwarded.
@@ -215,7 +205,7 @@ impl PeerFsm {
             .and_then(|c| c.source.as_ref())
             .map_or(0, |s| s.id);
         match self
-            .ctx
+            .env
             .engine
             .get(Cf::Meta, &keys::merged_source_key(self.region_id, source))
         {
@@ -258,8 +248,8 @@ impl PeerFsm {
     /// Source: a target on this store waits for this peer to apply its PrepareMerge.
     /// Every peer's log holds that entry (the CommitMerge was only asked for then), so it
     /// may be committed here even if no leader is left to say so.
-    pub(super) fn on_catch_up_logs(&mut self, msg: CatchUpLogs, ctx: &mut Context<Self>) {
-        self.wake(false, ctx);
+    pub(super) fn on_catch_up_logs(&mut self, msg: CatchUpLogs) {
+        self.wake(false);
         let log = &mut self.raft.raft.raft_log;
         if log.committed >= msg.commit {
             return;
@@ -270,7 +260,7 @@ impl PeerFsm {
                 "committing up to the PrepareMerge for the merge target"
             );
             log.commit_to(msg.commit);
-            self.schedule_ready(ctx);
+            self.schedule_ready();
         } else {
             debug!(
                 commit = msg.commit,
@@ -280,12 +270,7 @@ impl PeerFsm {
     }
 
     /// Applied PrepareMerge: this peer is frozen as `region`.
-    pub(super) fn on_prepare_merge_applied(
-        &mut self,
-        region: metapb::Region,
-        state: MergeState,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn on_prepare_merge_applied(&mut self, region: metapb::Region, state: MergeState) {
         info!(target = ?state.target.as_ref().map(|t| t.id), "frozen for a merge");
         self.merge_state = Some(Box::new(state));
         self.commit_merge_asked = None;
@@ -295,7 +280,7 @@ impl PeerFsm {
         // Reads waiting here are answered "not leader": the client tries again and
         // finds the region busy until the merge is over.
         self.fail_reads_where(|_| true);
-        self.report_route(ctx);
+        self.report_route();
     }
 
     /// Applied CommitMerge: this region now holds `source`'s range; the source's peer on
@@ -304,39 +289,35 @@ impl PeerFsm {
         &mut self,
         region: metapb::Region,
         source: metapb::Region,
-        ctx: &mut Context<Self>,
     ) {
         self.approximate_size = None;
         self.raft.mut_store().set_region(region);
-        self.report_route(ctx);
+        self.report_route();
         // Measured at once, so that the placement driver can consider the merged region
         // for its next merge without waiting for a size-check tick.
-        self.on_split_check_tick(ctx);
-        self.ctx.router.do_send(MergedAway {
-            region_id: source.id,
-            target: self.region_id,
-            version: source.region_epoch.map_or(0, |e| e.version),
-        });
+        self.on_split_check_tick();
+        self.outbox
+            .push(Effect::Route(ToRouter::MergedAway(MergedAway {
+                region_id: source.id,
+                target: self.region_id,
+                version: source.region_epoch.map_or(0, |e| e.version),
+            })));
     }
 
     /// Applied RollbackMerge: the region takes commands again.
-    pub(super) fn on_rollback_merge_applied(
-        &mut self,
-        region: metapb::Region,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn on_rollback_merge_applied(&mut self, region: metapb::Region) {
         self.merge_state = None;
         self.commit_merge_asked = None;
         self.merge_frozen_since = None;
         self.raft.mut_store().set_region(region);
-        self.report_route(ctx);
+        self.report_route();
     }
 
     /// This source was absorbed by its target on this store (frozen, or still behind
     /// its PrepareMerge when a snapshot of the target says it was merged at a version
     /// this peer has not passed): the peer goes, and its data stays (it is the target's
     /// now, or the snapshot's).
-    pub(super) fn on_merged_away(&mut self, msg: MergedAway, ctx: &mut Context<Self>) {
+    pub(super) fn on_merged_away(&mut self, msg: MergedAway) {
         let version = self.region().region_epoch.map_or(0, |e| e.version);
         let target = self
             .merge_state
@@ -351,7 +332,7 @@ impl PeerFsm {
             );
             return;
         }
-        self.destroy_merged(ctx);
+        self.destroy_merged();
     }
 }
 

@@ -4,9 +4,12 @@
 
 use super::*;
 
-impl PeerFsm {
-    pub(super) fn on_snapshot_generated(&mut self, result: Result<eraftpb::Snapshot>) {
+impl Peer {
+    /// The snapshot of [`Effect::GenerateSnapshot`] is made (or failed): raft may send
+    /// it.
+    pub fn on_snapshot_generated(&mut self, result: Result<eraftpb::Snapshot>) {
         self.generating_snapshot = false;
+        self.schedule_ready();
         match result {
             Ok(snapshot) => {
                 metrics::snapshot("generate", true);
@@ -20,7 +23,7 @@ impl PeerFsm {
         }
     }
 
-    pub(super) fn maybe_generate_snapshot(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn maybe_generate_snapshot(&mut self) {
         if !self.raft.store().take_snapshot_request() || self.generating_snapshot {
             return;
         }
@@ -30,24 +33,12 @@ impl PeerFsm {
             return;
         }
         self.generating_snapshot = true;
-        let engine = self.ctx.engine.clone();
-        let token = self.ctx.token.clone();
-        let region_id = self.region_id;
-        let task = tokio::task::spawn_blocking(move || {
-            let _token = token;
-            snapshot::generate(&engine, region_id)
-        });
-        ctx.spawn(task.into_actor(self).map(|joined, peer, ctx| {
-            let _enter = peer.span.clone().entered();
-            let result = joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string())));
-            peer.on_snapshot_generated(result);
-            peer.schedule_ready(ctx);
-        }));
+        self.outbox.push(Effect::GenerateSnapshot);
     }
 
-    pub(super) fn on_raft_message(&mut self, msg: RaftMessage, ctx: &mut Context<Self>) {
+    pub(super) fn on_raft_message(&mut self, msg: RaftMessage) {
         let Some(to) = msg.to_peer else { return };
-        if to.store_id != self.ctx.store_id {
+        if to.store_id != self.env.store_id {
             debug!(to = ?to, "dropping raft message for another store");
             return;
         }
@@ -56,12 +47,12 @@ impl PeerFsm {
             let region = self.region();
             let view = (!region.peers.is_empty()).then_some(region);
             if let Some(answer) = stale_peer::answer(&msg, view, false) {
-                self.ctx.transport.send(answer);
+                self.env.transport.send(answer);
             }
             return;
         }
         if stale_peer::is_answer(&msg) {
-            self.on_stale_check_answer(&msg, ctx);
+            self.on_stale_check_answer(&msg);
             return;
         }
         let my_conf_ver = self.region().region_epoch.map_or(0, |e| e.conf_ver);
@@ -94,7 +85,7 @@ impl PeerFsm {
         // store, long replaced.
         if self.raft.store().is_initialized() {
             if let Some(tombstone) = util::tombstone_for_stale_sender(&msg, self.region()) {
-                self.ctx.transport.send(tombstone);
+                self.env.transport.send(tombstone);
                 return;
             }
         }
@@ -111,11 +102,11 @@ impl PeerFsm {
         }
         self.hibernation.heard_from(from.id, Instant::now());
         if let Some(extra) = &msg.extra_msg {
-            self.on_hibernation_message(from, extra, ctx);
+            self.on_hibernation_message(from, extra);
             return;
         }
         let Some(inner) = &msg.message else { return };
-        self.wake(from.id == self.raft.raft.leader_id, ctx);
+        self.wake(from.id == self.raft.raft.leader_id);
         let message: eraftpb::Message = match to_raft(inner) {
             Ok(m) => m,
             Err(e) => {
@@ -134,7 +125,7 @@ impl PeerFsm {
         }
         self.peer_cache.insert(from.id, from);
         if message.get_msg_type() == eraftpb::MessageType::MsgSnapshot {
-            self.verify_snapshot_then_step(message, ctx);
+            self.verify_snapshot_then_step(message);
             return;
         }
         // A leader not handing its leadership over always takes a forwarded write (there
@@ -145,7 +136,7 @@ impl PeerFsm {
             && message.get_msg_type() == eraftpb::MessageType::MsgPropose
             && message.from != self.peer.id)
             .then(|| inbound::check_forwarded_proposal(&message).unwrap_or_default());
-        if let Err(e) = self.step(message, ctx) {
+        if let Err(e) = self.step(message) {
             debug!("raft rejected message: {e}");
             if let Some(uuids) = forwarded {
                 self.notify_dropped_proposals(from, uuids);
@@ -157,11 +148,7 @@ impl PeerFsm {
     /// them; [`inbound::check_message`] refuses every message known to break one, and if
     /// one still makes raft panic, the panic is contained and the peer restarts from its
     /// state on disk (see [`PeerFsm::contain_raft`]).
-    pub(super) fn step(
-        &mut self,
-        message: eraftpb::Message,
-        ctx: &mut Context<Self>,
-    ) -> raft::Result<()> {
+    pub(super) fn step(&mut self, message: eraftpb::Message) -> raft::Result<()> {
         let (kind, from) = (message.get_msg_type(), message.from);
         #[cfg(test)]
         let must_panic = std::mem::take(&mut self.panic_on_next_step);
@@ -169,7 +156,6 @@ impl PeerFsm {
         let must_panic = false;
         let stepped = self.contain_raft(
             || format!("a {kind:?} message from {from}"),
-            ctx,
             |raft| {
                 if must_panic {
                     panic!("raft asserts on a message (injected by a test)");
@@ -186,69 +172,38 @@ impl PeerFsm {
     /// the region this peer holds, and (asking the Router) that no other local region
     /// overlaps its range. Only then is it stepped; otherwise it is dropped, and raft
     /// sends another one if it was real.
-    pub(super) fn verify_snapshot_then_step(
-        &mut self,
-        message: eraftpb::Message,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn verify_snapshot_then_step(&mut self, message: eraftpb::Message) {
         if self.verifying_snapshot {
             debug!("a snapshot is being verified already; dropping another");
             return;
         }
         self.verifying_snapshot = true;
-        let (region_id, peer, token) = (self.region_id, self.peer, self.ctx.token.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let _token = token;
-            let verified = snapshot::verify_for(message.get_snapshot(), region_id, &peer);
-            (message, verified)
-        });
-        ctx.spawn(task.into_actor(self).then(|joined, peer, _| {
-            let verified = match joined {
-                Ok((message, Ok(verified))) => peer.check_snapshot_epoch(message, verified),
-                Ok((_, Err(e))) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let router = peer.ctx.router.clone();
-            async move {
-                let (message, verified) = verified?;
-                let range = CheckSnapshotRange {
-                    region_id: verified.region.id,
-                    start_key: verified.region.start_key.clone(),
-                    end_key: verified.region.end_key.clone(),
-                    merged_sources: verified
-                        .merged_sources
-                        .iter()
-                        .map(|s| (s.id, s.region_epoch.map_or(0, |e| e.version)))
-                        .collect(),
-                };
-                match router.send(range).await {
-                    Ok(true) => Ok((message, verified)),
-                    Ok(false) => Err("its range overlaps another local region".to_string()),
-                    Err(_) => Err("the router is gone".to_string()),
+        self.outbox.push(Effect::VerifySnapshot(Box::new(message)));
+    }
+
+    /// The verification of [`Effect::VerifySnapshot`] finished: a verified snapshot is
+    /// stepped, one that failed is dropped.
+    pub fn on_snapshot_verified(
+        &mut self,
+        checked: std::result::Result<(eraftpb::Message, snapshot::VerifiedSnapshot), String>,
+    ) {
+        self.verifying_snapshot = false;
+        if self.destroyed {
+            return;
+        }
+        match checked {
+            Ok((message, verified)) => {
+                self.verified_snapshot = Some(Box::new(verified));
+                if let Err(e) = self.step(message) {
+                    debug!("raft rejected a snapshot: {e}");
                 }
+                self.schedule_ready();
             }
-            .into_actor(peer)
-            .map(|checked, peer, ctx| {
-                peer.verifying_snapshot = false;
-                if peer.destroyed {
-                    return;
-                }
-                let _enter = peer.span.clone().entered();
-                match checked {
-                    Ok((message, verified)) => {
-                        peer.verified_snapshot = Some(Box::new(verified));
-                        if let Err(e) = peer.step(message, ctx) {
-                            debug!("raft rejected a snapshot: {e}");
-                        }
-                        peer.schedule_ready(ctx);
-                    }
-                    Err(why) => {
-                        metrics::snapshot("receive", false);
-                        warn!("dropping a snapshot that failed verification: {why}");
-                    }
-                }
-            })
-        }));
+            Err(why) => {
+                metrics::snapshot("receive", false);
+                warn!("dropping a snapshot that failed verification: {why}");
+            }
+        }
     }
 
     /// Refuses a snapshot of an older region than the one this (initialized) peer holds.
@@ -274,7 +229,7 @@ impl PeerFsm {
     /// Starts making sure that this peer was removed from its region, as `msg` claims
     /// (see [`stale_peer`]); it destroys itself only once another store confirms.
     pub(super) fn check_stale(&mut self, reason: &str, msg: &RaftMessage) {
-        let base_tick = self.ctx.cfg.base_tick();
+        let base_tick = self.env.cfg.base_tick();
         if self
             .stale_check
             .as_ref()
@@ -286,11 +241,11 @@ impl PeerFsm {
         let (check, questions) = StaleCheck::start(self.region(), &self.peer, msg.from_peer);
         self.stale_check = Some(check);
         for question in questions {
-            self.ctx.transport.send(question);
+            self.env.transport.send(question);
         }
     }
 
-    pub(super) fn on_stale_check_answer(&mut self, answer: &RaftMessage, ctx: &mut Context<Self>) {
+    pub(super) fn on_stale_check_answer(&mut self, answer: &RaftMessage) {
         let confirmed = self
             .stale_check
             .as_ref()
@@ -302,7 +257,7 @@ impl PeerFsm {
                 "another store confirms that this peer was removed"
             );
             self.stale_check = None;
-            self.destroy("removed from the region (confirmed by another store)", ctx);
+            self.destroy("removed from the region (confirmed by another store)");
         }
     }
 
@@ -326,7 +281,7 @@ impl PeerFsm {
             }
             out.message = Some(from_raft(&m));
             metrics::message_sent(m.get_msg_type());
-            self.ctx.transport.send(out);
+            self.env.transport.send(out);
         }
     }
 

@@ -21,12 +21,22 @@
 //!   read from the engine once its state machine has applied that index. Reads never touch
 //!   the log.
 //!
-//! The code is split by concern, each an `impl PeerFsm` block of its own: `proposals`
+//! **Core and shell.** All of this is the [`Peer`] core: a plain struct that owns the
+//! raft node, the proposals and the reads, and is driven by method calls. It never talks
+//! to an actor, a timer or a thread itself; it pushes [`Effect`]s (persist this `Ready`,
+//! hand these entries to the ApplyFsm, start ticking, verify this snapshot off-thread...)
+//! onto an outbox. The [`PeerFsm`] actor is the thin shell around it: it turns actor
+//! messages into core calls and carries the effects out. The core's unit tests (`tests`)
+//! drive three cores by hand instead, delivering every message, write and apply
+//! themselves, so each scenario is deterministic and needs no actor system.
+//!
+//! The core is split by concern, each an `impl Peer` block of its own: `proposals`
 //! (writes and admin commands), `reads`, `messages` (raft messages in and out,
 //! snapshots), `ready` (raft's `Ready`, and what the ApplyFsm reports applied),
-//! `ticks` (the timer, log GC, size checks) and `sleep` (hibernation). This file holds
-//! the actor's state, its message handlers and its lifecycle: creation, destruction, and
-//! the restart from disk after raft panicked on a message.
+//! `ticks` (the timer, log GC, size checks), `sleep` (hibernation) and `merge`. This
+//! file holds the core's state and lifecycle: creation, destruction, and the restart from
+//! disk after raft panicked on a message; `fsm` holds the shell, `effects` the outbox's
+//! vocabulary.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -71,33 +81,47 @@ use crate::transport::Transport;
 use crate::util;
 use crate::validation;
 
+mod effects;
+mod fsm;
 mod merge;
 mod messages;
 mod proposals;
 mod reads;
 mod ready;
 mod sleep;
+#[cfg(test)]
+mod tests;
 mod ticks;
 
+pub use effects::{Effect, ToApply, ToRouter};
+pub use fsm::PeerFsm;
 use reads::PendingRead;
 
-/// Everything a PeerFsm needs from its store.
+/// Everything a PeerFsm needs from its store: the core's [`PeerEnv`] and the actors its
+/// shell sends to.
 #[derive(Clone)]
 pub struct PeerContext {
-    /// This store's id.
-    pub store_id: u64,
-    /// Raftstore settings.
-    pub cfg: Arc<RaftStoreConfig>,
-    /// The store's engine.
-    pub engine: Engine,
-    /// Outbound raft messages.
-    pub transport: Arc<dyn Transport>,
+    /// What the core uses directly.
+    pub env: PeerEnv,
     /// The store's router.
     pub router: Addr<Router>,
     /// The store's raft-log writer.
     pub log_writer: Addr<RaftLogWriter>,
     /// The store's deleter of compacted log entries.
     pub log_gc: Addr<RaftLogGcWriter>,
+}
+
+/// What the [`Peer`] core uses directly: nothing in it is an actor.
+#[derive(Clone)]
+pub struct PeerEnv {
+    /// This store's id.
+    pub store_id: u64,
+    /// Raftstore settings.
+    pub cfg: Arc<RaftStoreConfig>,
+    /// The store's engine (read by the peer's storage and by reads).
+    pub engine: Engine,
+    /// Outbound raft messages.
+    pub transport: Arc<dyn Transport>,
     /// Ids for the regions and peers splits create.
     pub ids: Arc<dyn IdAllocator>,
     /// Keeps the store from counting as stopped while this peer lives.
@@ -111,18 +135,14 @@ pub(super) const MAX_POINT_DELETES: u64 = 100_000;
 /// size, without waiting for the next ready.
 pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// Internal notification: take and handle raft's `Ready`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct HandleReady;
-
-/// The actor; see the module documentation.
-pub struct PeerFsm {
-    ctx: PeerContext,
+/// The peer core; see the module documentation.
+pub struct Peer {
+    env: PeerEnv,
     peer: metapb::Peer,
     region_id: u64,
     raft: RawNode<PeerStorage>,
-    apply: Addr<ApplyFsm>,
+    /// What this peer wants done, in order, not yet taken by its driver.
+    outbox: Vec<Effect>,
     proposals: VecDeque<Proposal>,
     /// Writes forwarded to the leader, not yet handed to the ApplyFsm.
     forwarded: Vec<ForwardedProposal>,
@@ -194,8 +214,8 @@ pub struct PeerFsm {
     merge_frozen_since: Option<u64>,
     /// The last report handed to the Router for the placement driver (leader only).
     last_report: Option<Box<LeaderReport>>,
-    /// The tick timer, while awake.
-    tick_timer: Option<SpawnHandle>,
+    /// The tick timer runs (the peer is awake).
+    ticking: bool,
     /// Ticks since the peer started, for the log GC and size check intervals.
     ticks: u64,
     /// The number of the last `Ready` handed to the raft-log writer and not yet reported
@@ -223,19 +243,18 @@ pub enum PeerStart {
     Restart,
 }
 
-impl PeerFsm {
-    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm;
-    /// `merge_state` is what its region state records if the region is a frozen merge
-    /// source.
+impl Peer {
+    /// Builds the peer of `storage`'s region on this store; `merge_state` is what its
+    /// region state records if the region is a frozen merge source. Nothing happens until
+    /// [`Peer::on_start`].
     pub fn new(
-        ctx: PeerContext,
+        env: PeerEnv,
         (peer, span): (metapb::Peer, tracing::Span),
         storage: PeerStorage,
-        apply: Addr<ApplyFsm>,
         merge_state: Option<MergeState>,
-    ) -> Result<PeerFsm> {
+    ) -> Result<Peer> {
         let region_id = storage.region().id;
-        let cfg = &ctx.cfg;
+        let cfg = &env.cfg;
         let raft_cfg = raft::Config {
             id: peer.id,
             election_tick: cfg.raft_election_timeout_ticks,
@@ -258,12 +277,12 @@ impl PeerFsm {
         // each, three per region) that only a leader sending appends uses; it is allocated
         // again on first use. At ten thousand regions that is 60 MiB a store.
         raft.raft.maybe_free_inflight_buffers();
-        Ok(PeerFsm {
-            ctx,
+        Ok(Peer {
+            env,
             peer,
             region_id,
             raft,
-            apply,
+            outbox: Vec::new(),
             proposals: VecDeque::new(),
             forwarded: Vec::new(),
             write_batch: ProposalBatch::default(),
@@ -300,7 +319,7 @@ impl PeerFsm {
             commit_merge_asked_in: None,
             merge_frozen_since: None,
             last_report: None,
-            tick_timer: None,
+            ticking: false,
             ticks: 0,
             unpersisted_ready: None,
             span,
@@ -333,11 +352,73 @@ impl PeerFsm {
         }
     }
 
-    pub(super) fn schedule_ready(&mut self, ctx: &mut Context<Self>) {
+    /// The effects pushed since the last call, in order, for the driver to carry out.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The span this peer's log lines go under.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The peer destroyed itself or stopped to restart: it takes no more input.
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed
+    }
+
+    pub(super) fn schedule_ready(&mut self) {
         if !self.ready_scheduled {
             self.ready_scheduled = true;
-            ctx.notify(HandleReady);
+            self.outbox.push(Effect::ScheduleReady);
         }
+    }
+
+    /// Starts the peer: ticking unless it restarts asleep, campaigning if it is alone or
+    /// a split's new region whose parent led, and telling the Router its route.
+    pub fn on_start(&mut self) {
+        if !(self.start == PeerStart::Restart && self.sleep_from_start()) {
+            self.start_ticking();
+        }
+        self.maybe_campaign();
+        if self.start == PeerStart::Campaign && !self.is_leader() {
+            let _ = self.raft.campaign();
+        }
+        self.report_route();
+        self.schedule_ready();
+    }
+
+    /// The peer stopped: answers whatever still waits on it.
+    pub fn on_stop(&mut self) {
+        if self.hibernation.is_asleep() {
+            metrics::HIBERNATING_PEERS.dec();
+        }
+        self.fail_all(&Error::Stopped);
+    }
+
+    /// The scheduled [`Effect::ScheduleReady`] came due: handles raft's `Ready`.
+    pub fn on_ready_due(&mut self) {
+        self.ready_scheduled = false;
+        if !self.destroyed {
+            self.handle_ready();
+        }
+    }
+
+    /// A raft message from another store.
+    pub fn on_inbound_message(&mut self, msg: RaftMessage) {
+        if self.destroyed {
+            return;
+        }
+        self.on_raft_message(msg);
+        if !self.destroyed {
+            self.schedule_ready();
+        }
+    }
+
+    /// Tests: the next message stepped makes raft "panic".
+    #[cfg(test)]
+    pub(crate) fn panic_on_next_step(&mut self) {
+        self.panic_on_next_step = true;
     }
 
     /// A command this peer proposes itself (a log compaction, a split by size, a merge's
@@ -367,17 +448,17 @@ impl PeerFsm {
     /// Removes this peer for good: its raft log and raft state go through the raft-log
     /// writer and its data, apply state and a tombstone region state through the apply
     /// writer, each queued behind this peer's earlier writes so none lands afterwards.
-    pub(super) fn destroy(&mut self, reason: &str, ctx: &mut Context<Self>) {
-        self.destroy_peer(reason, true, ctx);
+    pub(super) fn destroy(&mut self, reason: &str) {
+        self.destroy_peer(reason, true);
     }
 
     /// Removes this peer of a merge source absorbed by its target here: like
     /// [`Self::destroy`], but the data stays, for it is the target's now.
-    pub(super) fn destroy_merged(&mut self, ctx: &mut Context<Self>) {
-        self.destroy_peer("merged into its target", false, ctx);
+    pub(super) fn destroy_merged(&mut self) {
+        self.destroy_peer("merged into its target", false);
     }
 
-    fn destroy_peer(&mut self, reason: &str, remove_data: bool, ctx: &mut Context<Self>) {
+    fn destroy_peer(&mut self, reason: &str, remove_data: bool) {
         if self.destroyed {
             return;
         }
@@ -391,7 +472,7 @@ impl PeerFsm {
         // leaves a live region state without its raft state.
         let mut raft_mutations = peer_storage::raft_state_removal(id);
         raft_mutations.extend(peer_storage::tombstone(&region));
-        self.ctx.log_writer.do_send(WriteTask {
+        self.outbox.push(Effect::WriteLog(WriteTask {
             region_id: id,
             ready_number: 0,
             mutations: raft_mutations,
@@ -399,18 +480,16 @@ impl PeerFsm {
             last_index: None,
             notify: None,
             flushed: None,
-        });
+        }));
         let mut mutations = peer_storage::tombstone(&region);
         if remove_data && (!region.peers.is_empty() || region.region_epoch.is_some()) {
             mutations.extend(peer_storage::data_removal(&region));
         }
-        self.apply.do_send(DestroyApply { mutations });
-        self.ctx.router.do_send(PeerDestroyed {
-            region_id: id,
-            peer: ctx.address(),
-        });
+        self.outbox
+            .push(Effect::Apply(ToApply::Destroy(DestroyApply { mutations })));
+        self.outbox.push(Effect::Route(ToRouter::Destroyed));
         self.fail_all(&Error::RegionNotFound(id));
-        ctx.stop();
+        self.outbox.push(Effect::Stop);
     }
 
     /// Runs `f` on raft, containing a panic: raft's in-memory state may then be
@@ -420,7 +499,6 @@ impl PeerFsm {
     pub(super) fn contain_raft<T>(
         &mut self,
         what: impl FnOnce() -> String,
-        ctx: &mut Context<Self>,
         f: impl FnOnce(&mut RawNode<PeerStorage>) -> T,
     ) -> Option<T> {
         let raft = &mut self.raft;
@@ -429,7 +507,7 @@ impl PeerFsm {
             Err(panic) => {
                 let message = crate::containment::panic_message(panic.as_ref());
                 error!("raft panicked on {}: {message}", what());
-                self.restart(ctx);
+                self.restart();
                 None
             }
         }
@@ -441,7 +519,7 @@ impl PeerFsm {
     /// No `Ready` of that state is taken, so what is on disk (and what was sent) comes
     /// from sound states only: to raft this is a crash of one peer. The Store starts the
     /// peer again once every write it and its ApplyFsm queued has landed.
-    pub(super) fn restart(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn restart(&mut self) {
         if self.destroyed {
             return;
         }
@@ -450,7 +528,7 @@ impl PeerFsm {
         metrics::peer_restarted();
         self.fail_all(&Error::Stopped);
         let (log_flushed, log_written) = tokio::sync::oneshot::channel();
-        self.ctx.log_writer.do_send(WriteTask {
+        self.outbox.push(Effect::WriteLog(WriteTask {
             region_id: self.region_id,
             ready_number: 0,
             mutations: Vec::new(),
@@ -458,20 +536,17 @@ impl PeerFsm {
             last_index: None,
             notify: None,
             flushed: Some(log_flushed),
-        });
+        }));
         let (apply_flushed, apply_written) = tokio::sync::oneshot::channel();
-        self.apply.do_send(StopApply {
+        self.outbox.push(Effect::Apply(ToApply::Stop(StopApply {
             flushed: apply_flushed,
-        });
-        self.ctx.router.do_send(RestartPeer {
-            region_id: self.region_id,
-            peer: ctx.address(),
-            flushed: Box::pin(async move {
+        })));
+        self.outbox
+            .push(Effect::Route(ToRouter::Restart(Box::pin(async move {
                 let _ = log_written.await;
                 let _ = apply_written.await;
-            }),
-        });
-        ctx.stop();
+            }))));
+        self.outbox.push(Effect::Stop);
     }
 
     pub(super) fn status(&self) -> PeerStatus {
@@ -541,279 +616,5 @@ impl PeerFsm {
         for r in self.pending_reads.drain(..) {
             respond_error(r.callback, err, term);
         }
-    }
-}
-
-impl Actor for PeerFsm {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
-        self.apply.do_send(AttachPeer(ctx.address().recipient()));
-        let _enter = self.span.clone().entered();
-        debug!(region = ?self.region(), "peer started");
-        if !(self.start == PeerStart::Restart && self.sleep_from_start()) {
-            self.start_ticking(ctx);
-        }
-        self.maybe_campaign();
-        if self.start == PeerStart::Campaign && !self.is_leader() {
-            let _ = self.raft.campaign();
-        }
-        self.report_route(ctx);
-        self.schedule_ready(ctx);
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        if self.hibernation.is_asleep() {
-            metrics::HIBERNATING_PEERS.dec();
-        }
-        self.fail_all(&Error::Stopped);
-    }
-}
-
-impl Handler<HandleReady> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, _: HandleReady, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        self.ready_scheduled = false;
-        if self.destroyed {
-            return;
-        }
-        self.handle_ready(ctx);
-    }
-}
-
-impl Handler<RaftCommand> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, cmd: RaftCommand, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        self.on_command(cmd, ctx);
-    }
-}
-
-impl Handler<InboundRaftMessage> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: InboundRaftMessage, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        if self.destroyed {
-            return;
-        }
-        self.on_raft_message(msg.0, ctx);
-        if !self.destroyed {
-            self.schedule_ready(ctx);
-        }
-    }
-}
-
-impl Handler<Persisted> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: Persisted, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        self.on_persisted(msg, ctx);
-    }
-}
-
-impl Handler<Applied> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        self.on_applied(msg, ctx);
-    }
-}
-
-impl Handler<CatchUpLogs> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: CatchUpLogs, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        if !self.destroyed {
-            self.on_catch_up_logs(msg, ctx);
-        }
-    }
-}
-
-impl Handler<MergedAway> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: MergedAway, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        self.on_merged_away(msg, ctx);
-    }
-}
-
-impl Handler<merge::CommitMergeAnswer> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, msg: merge::CommitMergeAnswer, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        if !self.destroyed {
-            self.on_commit_merge_answer(msg, ctx);
-        }
-    }
-}
-
-impl Handler<QueryPeerStatus> for PeerFsm {
-    type Result = MessageResult<QueryPeerStatus>;
-
-    fn handle(&mut self, _: QueryPeerStatus, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.status())
-    }
-}
-
-impl Handler<WakeUp> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, _: WakeUp, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
-        if !self.destroyed {
-            self.wake(false, ctx);
-        }
-    }
-}
-
-impl Handler<Stop> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        self.apply.do_send(Stop);
-        ctx.stop();
-    }
-}
-
-/// Tests: makes raft "panic" on the next message this peer steps.
-#[cfg(test)]
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PanicOnNextStep;
-
-#[cfg(test)]
-impl Handler<PanicOnNextStep> for PeerFsm {
-    type Result = ();
-
-    fn handle(&mut self, _: PanicOnNextStep, _: &mut Self::Context) {
-        self.panic_on_next_step = true;
-    }
-}
-
-#[cfg(test)]
-mod restart_tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use tinykv_proto::eraftpb::{Message as RaftMsg, MessageType};
-    use tinykv_proto::metapb::Peer;
-    use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, PutRequest, RaftCmdRequest, Request};
-    use tinykv_proto::raft_serverpb::RaftMessage;
-
-    use super::PanicOnNextStep;
-    use crate::bootstrap::ensure_bootstrapped;
-    use crate::msg::PeerOf;
-    use crate::{start_store, Engine, RaftStoreConfig, Transport};
-
-    struct NoNetwork;
-
-    impl Transport for NoNetwork {
-        fn send(&self, _: RaftMessage) {}
-    }
-
-    const T: Duration = Duration::from_secs(10);
-
-    fn command(request: Request) -> RaftCmdRequest {
-        RaftCmdRequest {
-            requests: vec![request],
-            ..Default::default()
-        }
-    }
-
-    /// A panic inside raft-rs while stepping a message costs the peer a restart from its
-    /// state on disk, not the node: the region comes back with its data and takes writes.
-    #[actix_rt::test]
-    async fn a_peer_whose_raft_panics_restarts_from_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path()).unwrap();
-        ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
-        let router = store.router();
-        let put = |key: &[u8]| {
-            command(Request {
-                cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest {
-                    cf: "default".into(),
-                    key: key.to_vec(),
-                    value: b"v".to_vec(),
-                }),
-                ..Default::default()
-            })
-        };
-        let response = router
-            .key_command(b"k".to_vec(), put(b"k"), T)
-            .await
-            .unwrap();
-        assert!(response.err().is_none());
-        let before = crate::metrics::PEER_RESTARTS.get();
-
-        let peer = router.router_addr().send(PeerOf(1)).await.unwrap().unwrap();
-        peer.send(PanicOnNextStep).await.unwrap();
-        let vote = RaftMsg {
-            msg_type: MessageType::MsgRequestPreVote as i32,
-            from: 9,
-            to: 1,
-            term: 50,
-            ..Default::default()
-        };
-        router.deliver(RaftMessage {
-            region_id: 1,
-            from_peer: Some(Peer { id: 9, store_id: 2 }),
-            to_peer: Some(Peer { id: 1, store_id: 1 }),
-            message: Some(vote),
-            ..Default::default()
-        });
-
-        // The old peer stops, and a new one takes its place once its writes have landed.
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            let restarted = router.router_addr().send(PeerOf(1)).await.unwrap();
-            if restarted.is_some_and(|p| p != peer) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the peer did not come back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(crate::metrics::PEER_RESTARTS.get(), before + 1);
-        let get = command(Request {
-            cmd_type: CmdType::Get as i32,
-            get: Some(GetRequest {
-                cf: "default".into(),
-                key: b"k".to_vec(),
-            }),
-            ..Default::default()
-        });
-        let mut value = None;
-        for _ in 0..200 {
-            if let Ok(response) = router.key_command(b"k".to_vec(), get.clone(), T).await {
-                if response.err().is_none() {
-                    value = response.response.responses[0].get.clone().map(|g| g.value);
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(value.as_deref(), Some(&b"v"[..]));
-        let response = router
-            .key_command(b"k2".to_vec(), put(b"k2"), T)
-            .await
-            .unwrap();
-        assert!(response.err().is_none(), "{:?}", response.err());
-        store.shutdown().await;
     }
 }

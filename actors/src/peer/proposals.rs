@@ -5,15 +5,15 @@
 
 use super::*;
 
-impl PeerFsm {
+impl Peer {
     pub(super) fn check_command(&self, request: &mut RaftCmdRequest) -> Result<()> {
         validation::check_command(request)?;
         let header = request.header.get_or_insert_with(Default::default).clone();
         if let Some(peer) = &header.peer {
-            if peer.store_id != self.ctx.store_id {
+            if peer.store_id != self.env.store_id {
                 return Err(Error::StoreNotMatch {
                     request_store_id: peer.store_id,
-                    actual_store_id: self.ctx.store_id,
+                    actual_store_id: self.env.store_id,
                 });
             }
         }
@@ -57,12 +57,12 @@ impl PeerFsm {
         Ok(())
     }
 
-    pub(super) fn on_command(&mut self, cmd: RaftCommand, ctx: &mut Context<Self>) {
+    pub(super) fn on_command(&mut self, cmd: RaftCommand) {
         let RaftCommand {
             mut request,
             callback,
         } = cmd;
-        self.wake(false, ctx);
+        self.wake(false);
         let admin_type = request.admin_request.as_ref().map(|a| a.cmd_type());
         if self.is_merging() {
             // Frozen: nothing is proposed but the merge's own commands (which the peer
@@ -76,7 +76,7 @@ impl PeerFsm {
                 return respond_error(callback, &e, self.term());
             }
             self.on_commit_merge(request, callback);
-            self.schedule_ready(ctx);
+            self.schedule_ready();
             return;
         }
         if let Err(e) = self.check_command(&mut request) {
@@ -99,7 +99,7 @@ impl PeerFsm {
                     self.term(),
                 ),
             }
-            self.schedule_ready(ctx);
+            self.schedule_ready();
             return;
         }
         if request.requests.is_empty() {
@@ -125,7 +125,7 @@ impl PeerFsm {
         } else {
             self.forward_write(request, callback);
         }
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
     /// Proposes the writes batched since the last ready as one command: as leader, or
@@ -324,7 +324,7 @@ impl PeerFsm {
     /// as for any write whose answer is lost. The epoch was checked against this peer's
     /// view and is checked again when the entry applies.
     pub(super) fn forward_write(&mut self, mut request: RaftCmdRequest, callback: Callback) {
-        let uuid = util::unique_proposal_id(self.ctx.store_id);
+        let uuid = util::unique_proposal_id(self.env.store_id);
         request.header.get_or_insert_with(Default::default).uuid = uuid.clone();
         if self.raft.propose(vec![], request.encode_to_vec()).is_err() {
             metrics::proposal_dropped("dropped");
@@ -391,7 +391,7 @@ impl PeerFsm {
             count = uuids.len(),
             "forwarded proposals dropped"
         );
-        self.ctx.transport.send(RaftMessage {
+        self.env.transport.send(RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.peer),
             to_peer: Some(to),
@@ -409,10 +409,11 @@ impl PeerFsm {
         for p in self.forwarded.extract_if(.., |p| uuids.contains(&p.uuid)) {
             respond_error(p.callback, &err, term);
         }
-        self.apply.do_send(DropForwarded {
-            uuids: Some(uuids),
-            error: err,
-        });
+        self.outbox
+            .push(Effect::Apply(ToApply::DropForwarded(DropForwarded {
+                uuids: Some(uuids),
+                error: err,
+            })));
     }
 
     /// The leader changed: writes this peer proposed as leader, or forwarded to the old
@@ -433,10 +434,11 @@ impl PeerFsm {
         for p in self.forwarded.drain(..) {
             respond_error(p.callback, &Error::Timeout, term);
         }
-        self.apply.do_send(DropForwarded {
-            uuids: None,
-            error: Error::Timeout,
-        });
+        self.outbox
+            .push(Effect::Apply(ToApply::DropForwarded(DropForwarded {
+                uuids: None,
+                error: Error::Timeout,
+            })));
     }
 
     /// Entries from a new leader replace this peer's log from their first index on: a

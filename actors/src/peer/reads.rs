@@ -37,7 +37,7 @@ pub(super) fn read_batch(peer_id: u64, ctx: &[u8]) -> Option<u64> {
     (peer == peer_id).then_some(batch)
 }
 
-impl PeerFsm {
+impl Peer {
     pub(super) fn propose_read(&mut self, request: RaftCmdRequest, callback: Callback) {
         let read_index = self.lease_read_index();
         self.pending_reads.push_back(PendingRead {
@@ -59,7 +59,7 @@ impl PeerFsm {
     /// (a transfer's target campaigns at once, ignoring the followers' lease) and an entry
     /// of its term has committed.
     pub(super) fn lease_read_index(&self) -> Option<u64> {
-        let valid = self.ctx.cfg.lease_reads
+        let valid = self.env.cfg.lease_reads
             && self.is_leader()
             && self.raft.raft.lead_transferee.is_none()
             && self.lease_until.is_some_and(|until| Instant::now() < until)
@@ -72,14 +72,14 @@ impl PeerFsm {
     /// 4/5 of that from `asked_at` (the rest is margin for clock drift). Rounds started
     /// before the last leader transfer began do not count.
     pub(super) fn renew_lease(&mut self, asked_at: Instant) {
-        if !self.ctx.cfg.lease_reads
+        if !self.env.cfg.lease_reads
             || !self.is_leader()
             || self.raft.raft.lead_transferee.is_some()
             || asked_at <= self.lease_fence
         {
             return;
         }
-        let until = asked_at + self.ctx.cfg.election_timeout() * 4 / 5;
+        let until = asked_at + self.env.cfg.election_timeout() * 4 / 5;
         self.lease_until = Some(self.lease_until.map_or(until, |current| current.max(until)));
     }
 
@@ -173,7 +173,7 @@ impl PeerFsm {
     pub(super) fn execute_read(&self, request: &RaftCmdRequest) -> CmdResponse {
         let term = self.term();
         let region = self.region().clone();
-        let snapshot = self.ctx.engine.snapshot();
+        let snapshot = self.env.engine.snapshot();
         let region_snapshot = RegionSnapshot { region, snapshot };
         let mut responses = Vec::with_capacity(request.requests.len());
         let mut wants_snapshot = false;
@@ -232,7 +232,7 @@ impl PeerFsm {
         if self.is_leader() {
             return;
         }
-        let patience = self.ctx.cfg.election_timeout();
+        let patience = self.env.cfg.election_timeout();
         self.fail_reads_where(|r| {
             r.read_index.is_none() && r.batch.is_some_and(|(_, at)| at.elapsed() > patience)
         });

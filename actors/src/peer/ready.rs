@@ -5,8 +5,8 @@
 
 use super::*;
 
-impl PeerFsm {
-    pub(super) fn handle_ready(&mut self, ctx: &mut Context<Self>) {
+impl Peer {
+    pub(super) fn handle_ready(&mut self) {
         self.flush_writes();
         if !self.raft.has_ready() {
             return;
@@ -25,7 +25,7 @@ impl PeerFsm {
         let mut ready = self.raft.ready();
         metrics::READY_HANDLED.inc();
         if ready.ss().is_some() {
-            self.on_soft_state_change(ctx);
+            self.on_soft_state_change();
         }
         self.send_messages(ready.take_messages());
         let committed = ready.take_committed_entries();
@@ -35,9 +35,9 @@ impl PeerFsm {
 
         let mut mutations = Vec::new();
         if !ready.snapshot().is_empty() {
-            let Some(snapshot_mutations) = self.apply_snapshot(ready.snapshot(), ctx) else {
+            let Some(snapshot_mutations) = self.apply_snapshot(ready.snapshot()) else {
                 // Nothing of this ready is persisted: the peer starts again from disk.
-                self.restart(ctx);
+                self.restart();
                 return;
             };
             mutations.extend(snapshot_mutations);
@@ -75,22 +75,22 @@ impl PeerFsm {
             }
             self.raft.advance_append_async(ready);
             self.unpersisted_ready = Some(number);
-            self.ctx.log_writer.do_send(WriteTask {
+            self.outbox.push(Effect::PersistReady(WriteTask {
                 region_id: self.region_id,
                 ready_number: number,
                 mutations,
                 must_sync,
                 last_index,
-                notify: Some(ctx.address().recipient()),
+                notify: None,
                 flushed: None,
-            });
+            }));
         }
         self.apply_committed(committed);
         self.issue_reads();
         self.serve_reads();
-        self.maybe_generate_snapshot(ctx);
+        self.maybe_generate_snapshot();
         if self.raft.has_ready() {
-            self.schedule_ready(ctx);
+            self.schedule_ready();
         }
     }
 
@@ -99,11 +99,7 @@ impl PeerFsm {
     /// stepping them (see [`PeerFsm::verify_snapshot_then_step`]); one that it cannot find
     /// verified, and that fails verification now, is refused (`None`): accepting part of
     /// it would corrupt the region.
-    pub(super) fn apply_snapshot(
-        &mut self,
-        snap: &eraftpb::Snapshot,
-        ctx: &Context<Self>,
-    ) -> Option<Vec<Mutation>> {
+    pub(super) fn apply_snapshot(&mut self, snap: &eraftpb::Snapshot) -> Option<Vec<Mutation>> {
         let metadata = snap.get_metadata();
         let verified = match self
             .verified_snapshot
@@ -132,24 +128,25 @@ impl PeerFsm {
         self.sent_to_apply = verified.index;
         // The snapshot's write removes the whole log.
         self.log_deleted_below = Some(verified.index + 1);
-        self.apply.do_send(ResetApply {
+        self.outbox.push(Effect::Apply(ToApply::Reset(ResetApply {
             region: verified.region.clone(),
             apply_state: *self.raft.store().apply_state(),
             sessions: verified.sessions.clone(),
-        });
+        })));
         // A snapshot's region is never frozen; and the sources it absorbed are gone
         // here too if their peers still wait for a CommitMerge this peer skipped.
         self.merge_state = None;
         self.commit_merge_asked = None;
         self.merge_frozen_since = None;
         for source in &verified.merged_sources {
-            self.ctx.router.do_send(MergedAway {
-                region_id: source.id,
-                target: self.region_id,
-                version: source.region_epoch.map_or(0, |e| e.version),
-            });
+            self.outbox
+                .push(Effect::Route(ToRouter::MergedAway(MergedAway {
+                    region_id: source.id,
+                    target: self.region_id,
+                    version: source.region_epoch.map_or(0, |e| e.version),
+                })));
         }
-        self.report_route(ctx);
+        self.report_route();
         Some(mutations)
     }
 
@@ -168,14 +165,14 @@ impl PeerFsm {
         }
         self.proposals = waiting;
         self.sent_to_apply = self.sent_to_apply.max(last);
-        self.apply.do_send(Apply {
+        self.outbox.push(Effect::Apply(ToApply::Apply(Apply {
             entries,
             proposals: answered,
             forwarded: std::mem::take(&mut self.forwarded),
-        });
+        })));
     }
 
-    pub(super) fn on_soft_state_change(&mut self, ctx: &Context<Self>) {
+    pub(super) fn on_soft_state_change(&mut self) {
         let leader = self.raft.raft.leader_id;
         let leading = self.is_leader();
         if leading != self.hibernation.is_leading() {
@@ -191,25 +188,24 @@ impl PeerFsm {
             }
             self.reported_leader = Some(leader);
             debug!(leader, term = self.term(), "leader changed");
-            self.report_route(ctx);
+            self.report_route();
         }
     }
 
     /// Tells the Router the region's shape and leader, then (as leader) the report for the
     /// placement driver.
-    pub(super) fn report_route(&mut self, ctx: &Context<Self>) {
-        self.ctx.router.do_send(RegionChanged {
-            route: RegionRoute {
-                region: self.region().clone(),
-                leader: self.leader_peer(),
-                merge_target: self
-                    .merge_state
-                    .as_ref()
-                    .and_then(|s| s.target.as_ref())
-                    .map(|t| t.id),
-            },
-            peer: ctx.address(),
-        });
+    pub(super) fn report_route(&mut self) {
+        let route = RegionRoute {
+            region: self.region().clone(),
+            leader: self.leader_peer(),
+            merge_target: self
+                .merge_state
+                .as_ref()
+                .and_then(|s| s.target.as_ref())
+                .map(|t| t.id),
+        };
+        self.outbox
+            .push(Effect::Route(ToRouter::RegionChanged(route)));
         self.last_report = None;
         self.report_leadership();
     }
@@ -229,11 +225,12 @@ impl PeerFsm {
         };
         if self.last_report.as_deref() != Some(&report) {
             self.last_report = Some(Box::new(report.clone()));
-            self.ctx.router.do_send(LeaderReportChanged(report));
+            self.outbox
+                .push(Effect::Route(ToRouter::LeaderReport(report)));
         }
     }
 
-    pub(super) fn on_persisted(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+    pub(super) fn on_persisted(&mut self, msg: Persisted) {
         if let Some(index) = msg.last_index {
             self.raft.mut_store().on_persisted(index);
         }
@@ -260,10 +257,10 @@ impl PeerFsm {
             };
             self.send_messages(messages);
         }
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
-    pub(super) fn on_applied(&mut self, msg: Applied, ctx: &mut Context<Self>) {
+    pub(super) fn on_applied(&mut self, msg: Applied) {
         let applied = msg.apply_state.applied_index;
         if applied < self.raft.store().applied_index() {
             // Progress from before a snapshot was applied.
@@ -280,7 +277,7 @@ impl PeerFsm {
                     self.delete_compacted_entries(index);
                 }
                 ExecResult::ChangePeer { change, region } => {
-                    self.on_peers_changed(change, region, ctx);
+                    self.on_peers_changed(change, region);
                     if self.destroyed {
                         return;
                     }
@@ -292,19 +289,21 @@ impl PeerFsm {
                     splits += 1;
                     self.approximate_size = None;
                     self.raft.mut_store().set_region(left);
-                    self.report_route(ctx);
-                    self.ctx.router.do_send(CreateSplitPeer {
-                        region: right,
-                        campaign: self.is_leader(),
-                    });
+                    self.report_route();
+                    let campaign = self.is_leader();
+                    self.outbox
+                        .push(Effect::Route(ToRouter::CreateSplitPeer(CreateSplitPeer {
+                            region: right,
+                            campaign,
+                        })));
                 }
                 ExecResult::PrepareMerge { region, state } => {
-                    self.on_prepare_merge_applied(region, state, ctx)
+                    self.on_prepare_merge_applied(region, state)
                 }
                 ExecResult::CommitMerge { region, source } => {
-                    self.on_commit_merge_applied(region, source, ctx)
+                    self.on_commit_merge_applied(region, source)
                 }
-                ExecResult::RollbackMerge { region } => self.on_rollback_merge_applied(region, ctx),
+                ExecResult::RollbackMerge { region } => self.on_rollback_merge_applied(region),
             }
         }
         if splits > 0 {
@@ -312,15 +311,10 @@ impl PeerFsm {
         }
         self.raft.advance_apply_to(applied);
         self.serve_reads();
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
-    pub(super) fn on_peers_changed(
-        &mut self,
-        change: Option<ConfChange>,
-        region: metapb::Region,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn on_peers_changed(&mut self, change: Option<ConfChange>, region: metapb::Region) {
         if let Some(change) = change {
             if let Err(e) = self.raft.apply_conf_change(&change) {
                 warn!("raft refused an applied conf change: {e}");
@@ -332,9 +326,9 @@ impl PeerFsm {
         }
         let removed = !region.peers.iter().any(|p| p.id == self.peer.id);
         self.raft.mut_store().set_region(region);
-        self.report_route(ctx);
+        self.report_route();
         if removed {
-            self.destroy("removed from the region", ctx);
+            self.destroy("removed from the region");
         }
     }
 }

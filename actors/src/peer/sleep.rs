@@ -3,21 +3,21 @@
 
 use super::*;
 
-impl PeerFsm {
+impl Peer {
     /// Leader, on a tick: if the region is quiet, opens a round asking the followers to
     /// sleep and skips this tick (no heartbeat, which would wake a follower that already
     /// agreed); the next tick closes an unfinished round and ticks as usual, so a round
     /// that keeps failing costs followers every other heartbeat, far within their election
     /// timeout. Returns whether the tick was skipped (or the peer fell asleep).
-    pub(super) fn try_hibernate(&mut self, ctx: &mut Context<Self>) -> bool {
-        if !self.is_leader() || !self.ctx.cfg.may_hibernate(self.region()) || self.is_merging() {
+    pub(super) fn try_hibernate(&mut self) -> bool {
+        if !self.is_leader() || !self.env.cfg.may_hibernate(self.region()) || self.is_merging() {
             return false;
         }
         if self.hibernation.round_is_open() {
             self.hibernation.cancel_round();
             return false;
         }
-        if !self.is_quiet() || !self.leader_is_quiet(ctx) {
+        if !self.is_quiet() || !self.leader_is_quiet() {
             return false;
         }
         // What the placement driver knows must be current before the region goes quiet:
@@ -31,7 +31,7 @@ impl PeerFsm {
         {
             self.send_hibernation_message(id, ExtraMessageType::MsgHibernateRequest);
         }
-        self.sleep_if_agreed(ctx);
+        self.sleep_if_agreed();
         true
     }
 
@@ -42,14 +42,14 @@ impl PeerFsm {
     }
 
     /// Leader: sleeps if the open round has the agreement it needs.
-    pub(super) fn sleep_if_agreed(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn sleep_if_agreed(&mut self) {
         let followers = self.followers();
-        let timeout = self.ctx.cfg.election_timeout();
+        let timeout = self.env.cfg.election_timeout();
         if self
             .hibernation
             .leader_may_sleep(&followers, Instant::now(), timeout)
         {
-            self.sleep(ctx);
+            self.sleep();
         }
     }
 
@@ -59,7 +59,7 @@ impl PeerFsm {
     pub(super) fn is_quiet(&self) -> bool {
         let log = &self.raft.raft.raft_log;
         let storage = self.raft.store();
-        let base_tick = self.ctx.cfg.base_tick();
+        let base_tick = self.env.cfg.base_tick();
         storage.is_initialized()
             && !self.destroyed
             && log.committed == log.last_index()
@@ -86,7 +86,7 @@ impl PeerFsm {
     /// on disk and to replay at a restart, until woken), and the region's size known and
     /// measured since it last grew by an eighth of the split size (a size check is started
     /// if not, and the leader sleeps once it is done).
-    pub(super) fn leader_is_quiet(&mut self, ctx: &mut Context<Self>) -> bool {
+    pub(super) fn leader_is_quiet(&mut self) -> bool {
         let raft = &self.raft.raft;
         if raft.lead_transferee.is_some()
             || raft.has_pending_conf()
@@ -96,12 +96,12 @@ impl PeerFsm {
             return false;
         }
         if self.log_gc_due() {
-            self.propose_log_compaction(ctx);
+            self.propose_log_compaction();
             return false;
         }
-        let split_size = self.ctx.cfg.region_split_size;
+        let split_size = self.env.cfg.region_split_size;
         if self.approximate_size.is_none() || self.size_diff_hint >= split_size / 8 {
-            self.on_split_check_tick(ctx);
+            self.on_split_check_tick();
             return false;
         }
         true
@@ -111,9 +111,10 @@ impl PeerFsm {
     /// in-flight append buffers (a leader allocates them again on its next append) and the
     /// spare room of the log buffers, which a burst of writes grew. Ten thousand sleeping
     /// regions are most of a store's memory.
-    pub(super) fn sleep(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.tick_timer.take() {
-            ctx.cancel_future(timer);
+    pub(super) fn sleep(&mut self) {
+        if self.ticking {
+            self.ticking = false;
+            self.outbox.push(Effect::StopTicking);
         }
         self.free_spare_memory();
         if !self.hibernation.is_asleep() {
@@ -139,7 +140,7 @@ impl PeerFsm {
     /// may sleep, has other voters to elect a leader with, and is not a merge source
     /// (whose ticks drive the merge). Returns whether it sleeps.
     pub(super) fn sleep_from_start(&mut self) -> bool {
-        let may_sleep = self.ctx.cfg.may_hibernate(self.region())
+        let may_sleep = self.env.cfg.may_hibernate(self.region())
             && self.raft.store().is_initialized()
             && !self.followers().is_empty()
             && !self.is_merging();
@@ -154,16 +155,16 @@ impl PeerFsm {
     /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
     /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
     /// it, wakes the leader, or every other voter if it knows no leader.
-    pub(super) fn wake(&mut self, by_leader: bool, ctx: &mut Context<Self>) {
+    pub(super) fn wake(&mut self, by_leader: bool) {
         let Some(slept) = self
             .hibernation
-            .wake(Instant::now(), self.ctx.cfg.base_tick())
+            .wake(Instant::now(), self.env.cfg.base_tick())
         else {
             return;
         };
         metrics::HIBERNATING_PEERS.dec();
         debug!(slept_ticks = slept, "waking up");
-        self.start_ticking(ctx);
+        self.start_ticking();
         if self.is_leader() {
             self.raft.ping();
         } else {
@@ -185,18 +186,13 @@ impl PeerFsm {
                 }
             }
         }
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
     /// A hibernation message from member peer `from`: a leader's request to sleep, a
     /// follower's agreement, or a follower's wake-up call. Other extra messages are
     /// ignored. Requests and agreements do not wake a sleeping peer.
-    pub(super) fn on_hibernation_message(
-        &mut self,
-        from: metapb::Peer,
-        extra: &ExtraMessage,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn on_hibernation_message(&mut self, from: metapb::Peer, extra: &ExtraMessage) {
         if !self.region().peers.contains(&from) {
             return;
         }
@@ -211,11 +207,11 @@ impl PeerFsm {
                     applied: self.raft.store().applied_index(),
                     quiet: !self.is_leader() && self.is_quiet(),
                 };
-                let agrees = self.ctx.cfg.may_hibernate(self.region())
+                let agrees = self.env.cfg.may_hibernate(self.region())
                     && hibernate::follower_agrees(&view, from.id, extra.term, extra.index);
                 if agrees {
                     self.send_hibernation_message(from.id, ExtraMessageType::MsgHibernateResponse);
-                    self.sleep(ctx);
+                    self.sleep();
                 }
             }
             ExtraMessageType::MsgHibernateResponse
@@ -223,9 +219,9 @@ impl PeerFsm {
             {
                 self.hibernation
                     .on_agreement(from.id, extra.term, extra.index);
-                self.sleep_if_agreed(ctx);
+                self.sleep_if_agreed();
             }
-            ExtraMessageType::MsgRegionWakeUp => self.wake(false, ctx),
+            ExtraMessageType::MsgRegionWakeUp => self.wake(false),
             _ => {}
         }
     }
@@ -236,7 +232,7 @@ impl PeerFsm {
         let Some(to_peer) = self.peer_cache.get(&to).copied() else {
             return;
         };
-        self.ctx.transport.send(RaftMessage {
+        self.env.transport.send(RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.peer),
             to_peer: Some(to_peer),

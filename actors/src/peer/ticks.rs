@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl PeerFsm {
+impl Peer {
     /// raft-rs pauses a follower while a snapshot is on its way and only resumes when the
     /// follower answers; a snapshot lost in the network would pause it forever. A snapshot
     /// not acknowledged within a few election timeouts is reported failed, so raft sends a
@@ -13,7 +13,7 @@ impl PeerFsm {
             self.snapshot_waits.clear();
             return;
         }
-        let patience = self.ctx.cfg.election_timeout() * 4;
+        let patience = self.env.cfg.election_timeout() * 4;
         let now = Instant::now();
         let in_snapshot: Vec<u64> = self
             .raft
@@ -36,12 +36,12 @@ impl PeerFsm {
 
     /// The log-GC tick: samples the commit-to-apply lag, checks snapshots in flight, and
     /// compacts the log if it is due ([`PeerFsm::propose_log_compaction`]).
-    pub(super) fn on_log_gc_tick(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn on_log_gc_tick(&mut self) {
         self.check_snapshot_progress();
         let lag = self.raft.raft.raft_log.committed;
         let lag = lag.saturating_sub(self.raft.store().applied_index());
         metrics::COMMIT_APPLY_LAG.observe(lag as f64);
-        self.propose_log_compaction(ctx);
+        self.propose_log_compaction();
     }
 
     /// Leader only: proposes compacting the log once enough applied entries sit in it
@@ -49,15 +49,15 @@ impl PeerFsm {
     /// (`raft_log_gc_size_limit`). The compaction point is the lowest index every follower
     /// has, unless a follower lags so far that keeping the log for it would exceed a
     /// limit: then it compacts up to the applied index and the follower gets a snapshot.
-    pub(super) fn propose_log_compaction(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn propose_log_compaction(&mut self) {
         if !self.is_leader() || self.is_merging() || !self.log_gc_due() {
             return;
         }
         let storage = self.raft.store();
         let applied = storage.applied_index();
         let first = storage.first_log_index();
-        let limit = self.ctx.cfg.raft_log_gc_count_limit;
-        let over_size = self.log_size_hint >= self.ctx.cfg.raft_log_gc_size_limit;
+        let limit = self.env.cfg.raft_log_gc_count_limit;
+        let over_size = self.log_size_hint >= self.env.cfg.raft_log_gc_size_limit;
         let min_match = self
             .raft
             .raft
@@ -92,7 +92,7 @@ impl PeerFsm {
         debug!(compact, first, applied, "proposing log compaction");
         self.compact_proposed = Some((self.term(), compact));
         self.propose_write(request, callback);
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
     /// Whether the log holds enough applied entries (`raft_log_gc_count_limit`) or bytes
@@ -100,8 +100,8 @@ impl PeerFsm {
     pub(super) fn log_gc_due(&self) -> bool {
         let storage = self.raft.store();
         let (applied, first) = (storage.applied_index(), storage.first_log_index());
-        let over_size = self.log_size_hint >= self.ctx.cfg.raft_log_gc_size_limit;
-        applied >= first && (applied - first >= self.ctx.cfg.raft_log_gc_count_limit || over_size)
+        let over_size = self.log_size_hint >= self.env.cfg.raft_log_gc_size_limit;
+        applied >= first && (applied - first >= self.env.cfg.raft_log_gc_count_limit || over_size)
     }
 
     /// Hands the deletion of the log entries up to `compacted` to the RaftLogGcWriter.
@@ -128,10 +128,10 @@ impl PeerFsm {
             }],
         };
         self.log_deleted_below = Some(compacted + 1);
-        self.ctx.log_gc.do_send(LogGcTask {
+        self.outbox.push(Effect::DeleteLog(LogGcTask {
             region_id,
             mutations,
-        });
+        }));
     }
 
     /// Scales the log size hint down by the share of entries a compaction up to `compacted`
@@ -149,8 +149,8 @@ impl PeerFsm {
 
     /// Leader only: once the region grew by an eighth of the split size since the last
     /// check, measures it off-thread and splits it if it exceeds `region_max_size`.
-    pub(super) fn on_split_check_tick(&mut self, ctx: &mut Context<Self>) {
-        let cfg = &self.ctx.cfg;
+    pub(super) fn on_split_check_tick(&mut self) {
+        let cfg = &self.env.cfg;
         if !self.is_leader()
             || self.checking_size
             || !self.raft.store().is_initialized()
@@ -163,28 +163,25 @@ impl PeerFsm {
         }
         self.checking_size = true;
         self.size_diff_hint = 0;
-        let (engine, token) = (self.ctx.engine.clone(), self.ctx.token.clone());
+        let (max_size, split_size) = (cfg.region_max_size, cfg.region_split_size);
         let region = self.region().clone();
-        let (max, split) = (cfg.region_max_size, cfg.region_split_size);
-        let task = tokio::task::spawn_blocking(move || {
-            let _token = token;
-            split_check::check(&engine, &region, max, split)
+        self.outbox.push(Effect::CheckSize {
+            region,
+            max_size,
+            split_size,
         });
-        ctx.spawn(task.into_actor(self).map(|joined, peer, ctx| {
-            let _enter = peer.span.clone().entered();
-            peer.checking_size = false;
-            match joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string()))) {
-                Ok(outcome) => peer.on_split_check(outcome, ctx),
-                Err(e) => warn!("size check failed: {e}"),
-            }
-        }));
     }
 
-    pub(super) fn on_split_check(
-        &mut self,
-        outcome: split_check::Outcome,
-        ctx: &mut Context<Self>,
-    ) {
+    /// The size check of [`Effect::CheckSize`] finished.
+    pub fn on_split_check_done(&mut self, outcome: Result<split_check::Outcome>) {
+        self.checking_size = false;
+        match outcome {
+            Ok(outcome) => self.on_split_check(outcome),
+            Err(e) => warn!("size check failed: {e}"),
+        }
+    }
+
+    fn on_split_check(&mut self, outcome: split_check::Outcome) {
         self.approximate_size = Some(outcome.size);
         self.report_leadership();
         if outcome.split_keys.is_empty()
@@ -194,7 +191,7 @@ impl PeerFsm {
             return;
         }
         let peers = self.region().peers.len();
-        let ids = match self.ctx.ids.alloc(outcome.split_keys.len() * (1 + peers)) {
+        let ids = match self.env.ids.alloc(outcome.split_keys.len() * (1 + peers)) {
             Ok(ids) => ids,
             Err(e) => return warn!("cannot allocate ids for a split: {e}"),
         };
@@ -207,28 +204,26 @@ impl PeerFsm {
         let request = self.own_admin_command(util::split_request(outcome.split_keys, &ids));
         let (callback, _) = tokio::sync::oneshot::channel();
         self.propose_split(request, callback);
-        self.schedule_ready(ctx);
+        self.schedule_ready();
     }
 
     /// Starts the tick timer, unless it runs.
-    pub(super) fn start_ticking(&mut self, ctx: &mut Context<Self>) {
-        if self.tick_timer.is_none() {
-            let handle = ctx.run_interval(self.ctx.cfg.base_tick(), |peer, ctx| {
-                let _enter = peer.span.clone().entered();
-                peer.on_tick(ctx);
-            });
-            self.tick_timer = Some(handle);
+    pub(super) fn start_ticking(&mut self) {
+        if !self.ticking {
+            self.ticking = true;
+            self.outbox.push(Effect::StartTicking);
         }
     }
 
     /// One base tick: raft's clock, reads waiting too long, and every so many ticks the
     /// leader's log GC and size check; a quiet leader asks its followers to sleep instead.
-    pub(super) fn on_tick(&mut self, ctx: &mut Context<Self>) {
+    /// One base tick of the timer [`Effect::StartTicking`] started.
+    pub fn on_tick(&mut self) {
         if self.destroyed {
             return;
         }
         self.expire_follower_reads();
-        if self.try_hibernate(ctx) {
+        if self.try_hibernate() {
             return;
         }
         self.ticks += 1;
@@ -239,25 +234,25 @@ impl PeerFsm {
             // waits until the snapshot is applied (its write is on its way to disk).
             return;
         }
-        match self.contain_raft(|| "a tick".to_string(), ctx, |raft| raft.tick()) {
-            Some(true) => self.schedule_ready(ctx),
+        match self.contain_raft(|| "a tick".to_string(), |raft| raft.tick()) {
+            Some(true) => self.schedule_ready(),
             Some(false) => {}
             None => return,
         }
-        let cfg = &self.ctx.cfg;
+        let cfg = &self.env.cfg;
         let every = |ms: u64| (ms / cfg.raft_base_tick_ms).max(1);
         let (gc_every, split_every) = (
             every(cfg.raft_log_gc_tick_ms),
             every(cfg.split_check_tick_ms),
         );
         if self.ticks.is_multiple_of(gc_every) {
-            self.on_log_gc_tick(ctx);
+            self.on_log_gc_tick();
             self.report_leadership();
         }
         if self.ticks.is_multiple_of(split_every) {
-            self.on_split_check_tick(ctx);
+            self.on_split_check_tick();
         }
-        self.on_merge_tick(ctx);
+        self.on_merge_tick();
     }
 
     /// Whether a snapshot this peer accepted is not applied yet: raft's log begins after
