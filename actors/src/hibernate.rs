@@ -44,7 +44,10 @@
 //! a live leader then keeps its leadership (pre-vote fails against it) and its
 //! heartbeat makes the restarted peer its follower, and a dead one is replaced. A region
 //! whose leader was on the restarted store is led again when first used, or when the
-//! placement driver, having found the store silent, has the other stores wake it.
+//! placement driver, having found the store silent, has the other stores wake it. A
+//! restarted peer left asleep still checks once, without waking anyone, that it is a
+//! member of its region (see [`crate::msg::CheckMembership`]): one removed while its store
+//! was down would hear of it from nobody.
 //!
 //! [`MsgRegionWakeUp`]: tinykv_proto::raft_serverpb::ExtraMessageType
 

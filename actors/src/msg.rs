@@ -11,6 +11,7 @@
 //! | [`ApplyTask`] / [`Applied`] | ApplyFsm → ApplyWriter → PeerFsm (callbacks answered) |
 //! | [`RegionChanged`] | PeerFsm → Router (range index and leader hints) |
 //! | [`RestartPeer`] | PeerFsm → Router → Store (a peer restarts from disk) |
+//! | [`CheckMembership`] | Store (restart), Router (snapshot overlap) → PeerFsm |
 //!
 //! A command is answered exactly once through its [`Callback`]: with a response, or with a
 //! region error in the response header. A caller that gives up (times out) just drops the
@@ -528,6 +529,14 @@ pub struct PeerStatus {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct WakeUp;
+
+/// Asks a follower to make sure, with the other stores, that it is still a member of its
+/// region (see `stale_peer.rs`), without waking it: a peer asleep since its store
+/// restarted, or whose range blocks a snapshot of another region, may have been removed
+/// while nobody could tell it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CheckMembership;
 
 /// Asks the Router to wake the local peers whose region's leader, as last reported, is on
 /// one of these stores (at most [`crate::router::WAKES_PER_REQUEST`] of them per request,

@@ -136,15 +136,17 @@ impl Router {
     }
 
     /// Whether `[start, end)` intersects the range of any local initialized region.
-    fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
+    /// A local region overlapping the range from `start` to `end`, if any.
+    fn overlapping(&self, start: &[u8], end: &[u8]) -> Option<u64> {
         // The region starting at or before `start`, and any starting inside the range.
-        if self.find(start).is_some() {
-            return true;
+        if let Some(route) = self.find(start) {
+            return Some(route.region.id);
         }
         self.ranges
             .range(start.to_vec()..)
             .next()
-            .is_some_and(|(s, _)| end.is_empty() || s.as_slice() < end)
+            .filter(|(s, _)| end.is_empty() || s.as_slice() < end)
+            .map(|(_, id)| *id)
     }
 
     fn find(&self, key: &[u8]) -> Option<&RegionRoute> {
@@ -250,6 +252,14 @@ impl Handler<CheckSnapshotRange> for Router {
                 overlaps = route.region.id,
                 "refusing a snapshot whose range overlaps another local region"
             );
+            // The overlapping peer may be a removed one nobody told (asleep, or cut off
+            // when it was removed): it finds out, and goes, and raft sends the snapshot
+            // again later.
+            for route in others {
+                if let Some(peer) = self.peers.get(&route.region.id) {
+                    peer.do_send(CheckMembership);
+                }
+            }
             return false;
         }
         for route in absorbed {
@@ -421,11 +431,18 @@ impl Handler<InboundRaftMessage> for Router {
         for id in dead {
             self.forget(id);
         }
-        if self.overlaps(&msg.0.start_key, &msg.0.end_key) {
+        if let Some(local) = self.overlapping(&msg.0.start_key, &msg.0.end_key) {
             tracing::debug!(
                 region = msg.0.region_id,
+                overlaps = local,
                 "not creating a peer over a local region's range"
             );
+            // The local region may be a removed peer nobody told (it slept, or was cut
+            // off, when it was removed): it checks, and goes if so. Otherwise it has
+            // not applied the split yet, and the check changes nothing.
+            if let Some(peer) = self.peers.get(&local) {
+                peer.do_send(CheckMembership);
+            }
             return;
         }
         if let Some(store) = &self.store {

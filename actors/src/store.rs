@@ -21,7 +21,12 @@
 //! if so their region has no leader now; those that voted for nobody may belong to a
 //! region that never elected one (a freshly bootstrapped cluster). The Store wakes them,
 //! [`RESTART_WAKES_PER_TICK`] per raft tick, so that such regions elect a leader within
-//! seconds of the restart without all campaigning at once.
+//! seconds of the restart without all campaigning at once. The others stay asleep, and so
+//! would a peer removed from its region while the store was down: nobody sends a removed
+//! peer anything. The Store asks each of them, at the same pace and starting an election
+//! timeout after the load (once the node listens for the answers), to check with the
+//! other stores that it is still a member ([`CheckMembership`]); one that is not destroys
+//! itself. The check wakes nobody.
 
 use std::collections::{HashMap, HashSet};
 
@@ -66,6 +71,9 @@ pub struct Store {
     restarting: HashSet<u64>,
     /// Restarted peers whose region may have no leader, still to wake.
     to_wake: Vec<Addr<PeerFsm>>,
+    /// Restarted peers left asleep, still to ask whether they are members
+    /// ([`CheckMembership`]).
+    to_check: Vec<Addr<PeerFsm>>,
 }
 
 impl Store {
@@ -84,6 +92,7 @@ impl Store {
             peers: HashMap::new(),
             restarting: HashSet::new(),
             to_wake: Vec::new(),
+            to_check: Vec::new(),
         }
     }
 
@@ -217,6 +226,8 @@ impl Store {
         self.peers.insert(region.id, addr.clone());
         if to_wake {
             self.to_wake.push(addr.clone());
+        } else if start == PeerStart::Restart {
+            self.to_check.push(addr.clone());
         }
         Ok(addr)
     }
@@ -229,6 +240,20 @@ impl Store {
             engine.write_buffer_bytes(),
             engine.block_cache_bytes(),
         );
+    }
+
+    /// Asks the next [`RESTART_WAKES_PER_TICK`] restarted peers left asleep whether they
+    /// are still members, and the rest on later ticks.
+    fn check_restarted_peers(&mut self, ctx: &mut Context<Self>) {
+        let now = self.to_check.len().min(RESTART_WAKES_PER_TICK);
+        for peer in self.to_check.drain(..now) {
+            peer.do_send(CheckMembership);
+        }
+        if !self.to_check.is_empty() {
+            ctx.run_later(self.peer_ctx.env.cfg.base_tick(), |store, ctx| {
+                store.check_restarted_peers(ctx)
+            });
+        }
     }
 
     /// Wakes the next [`RESTART_WAKES_PER_TICK`] restarted peers whose region may have no
@@ -267,6 +292,10 @@ impl Handler<LoadPeers> for Store {
             peers.push(self.spawn_peer(region, peer, PeerStart::Restart)?);
         }
         self.wake_restarted_peers(ctx);
+        // Once the node listens: the answers come back over the network.
+        ctx.run_later(self.peer_ctx.env.cfg.election_timeout(), |store, ctx| {
+            store.check_restarted_peers(ctx)
+        });
         info!(
             store = self.store_id(),
             peers = peers.len(),

@@ -13,9 +13,9 @@ use tinykv_actors::msg::PeerStatus;
 use tinykv_actors::{Cf, RaftStoreConfig};
 use tinykv_integration::cluster::{Cluster, ClusterClient};
 use tinykv_integration::network::{Filter, PartitionFilter, Verdict};
-use tinykv_proto::raft_serverpb::RaftMessage;
+use tinykv_proto::raft_serverpb::{ExtraMessageType, RaftMessage};
 
-/// Counts every message sent on the simulated network, delivering all of them.
+/// Counts the messages sent on the simulated network, delivering all of them.
 #[derive(Clone, Default)]
 struct Counter(Arc<AtomicU64>);
 
@@ -23,6 +23,30 @@ impl Filter for Counter {
     fn check(&self, _: u64, _: u64, _: &RaftMessage) -> Verdict {
         self.0.fetch_add(1, Ordering::Relaxed);
         Verdict::Deliver
+    }
+}
+
+/// Like [`Counter`], leaving out membership checks (a restarted store's sleeping peers
+/// ask the other stores once whether they are still members: two questions and two
+/// answers each, which wake nobody) and counting those apart.
+#[derive(Clone, Default)]
+struct CounterBesidesChecks {
+    others: Counter,
+    checks: Counter,
+}
+
+impl Filter for CounterBesidesChecks {
+    fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> Verdict {
+        let kind = msg.extra_msg.as_ref().map(|e| e.r#type());
+        let is_check = matches!(
+            kind,
+            Some(ExtraMessageType::MsgCheckStalePeer | ExtraMessageType::MsgCheckStalePeerResponse)
+        );
+        if is_check {
+            self.checks.check(from, to, msg)
+        } else {
+            self.others.check(from, to, msg)
+        }
     }
 }
 
@@ -222,17 +246,23 @@ async fn a_restarted_follower_starts_asleep_and_a_read_through_it_costs_no_elect
         .find(|s| *s != leader.store_id)
         .unwrap();
 
-    // The follower's store restarts: its peer starts asleep and stays silent.
+    // The follower's store restarts: its peer starts asleep and stays silent but for one
+    // membership check.
     cluster.stop_store(follower).await;
-    let counter = Counter::default();
+    let counter = CounterBesidesChecks::default();
     cluster.network().add_filter(counter.clone());
     cluster.start_store(follower).await;
     let election = RaftStoreConfig::for_tests().election_timeout();
-    tokio::time::sleep(election * 2).await;
+    tokio::time::sleep(election * 3).await;
     assert_eq!(
-        counter.count(),
+        counter.others.count(),
         0,
-        "a restarted sleeping follower sent messages"
+        "a restarted sleeping follower sent messages besides its membership check"
+    );
+    assert_eq!(
+        counter.checks.count(),
+        4,
+        "one membership check: a question to each other store and its answer"
     );
     let statuses = wait_statuses(&cluster, 3, Duration::from_secs(10), "statuses", |_| true).await;
     assert!(
@@ -347,5 +377,52 @@ async fn a_region_falls_asleep_only_with_its_log_compacted() {
             s.applied_index - s.truncated_index
         );
     }
+    cluster.shutdown().await;
+}
+
+/// A peer removed from its region while it slept cut off hears of it from nobody: the
+/// region's leader no longer sends it anything. When the range it still holds is in the
+/// way of another region's new replica on its store (the Router will not create a peer
+/// over a local region's range, nor accept a snapshot overlapping one), it is asked to
+/// check its membership, finds it was removed, goes, and the new replica arrives.
+#[actix_rt::test]
+async fn a_removed_peer_asleep_in_the_way_of_a_new_replica_goes() {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    let p1 = tinykv_proto::metapb::Peer { id: 1, store_id: 1 };
+    cluster.must_transfer_leader(1, p1).await;
+    client.must_put(b"k", b"v1").await;
+    wait_asleep(&cluster, 3).await;
+    cluster
+        .network()
+        .add_filter(PartitionFilter::isolate(3, [1, 2, 3]));
+    let p3 = tinykv_proto::metapb::Peer { id: 3, store_id: 3 };
+    cluster.must_remove_peer(1, p3).await;
+    client.must_put(b"z", b"vz").await;
+    cluster.must_split(1, &[b"m"]).await;
+    let right = cluster.region_for_key(b"z").await;
+    assert_ne!(right.id, 1);
+    cluster
+        .must_add_peer(
+            right.id,
+            tinykv_proto::metapb::Peer {
+                id: cluster.alloc_id(),
+                store_id: 3,
+            },
+        )
+        .await;
+    cluster.network().clear_filters();
+
+    // Store 3 still holds region 1 at its old, whole range, asleep: the right half's
+    // snapshot is refused until that peer is gone.
+    cluster
+        .wait_engine_value(3, Cf::Default, b"z", Some(b"vz"))
+        .await;
+    let stale = cluster.region_statuses(1).await;
+    assert!(
+        stale.iter().all(|s| s.peer.store_id != 3),
+        "store 3 still runs its removed peer of region 1"
+    );
     cluster.shutdown().await;
 }

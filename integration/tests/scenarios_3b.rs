@@ -167,6 +167,95 @@ async fn the_last_peer_cannot_be_removed() {
     cluster.shutdown().await;
 }
 
+/// A store whose peer was removed while the store was down comes back with that peer on
+/// disk, alive and asleep; it must still learn that it was removed and destroy itself, and
+/// must do so again if it crashed before its destruction reached the disk. Here store 3
+/// learns, destroys its peer, and then has its disk put back as it was before (the crash
+/// lost both writes of the destruction): after a restart it destroys the peer again.
+#[actix_rt::test]
+async fn a_removed_peer_whose_destruction_was_lost_in_a_crash_is_destroyed_again() {
+    use tinykv_actors::engine::Mutation;
+    use tinykv_actors::keys;
+    use tinykv_proto::raft_serverpb::{PeerState, RegionLocalState};
+
+    tinykv_integration::init_test_logging();
+    let mut cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let client = cluster.client();
+    cluster.must_transfer_leader(1, peer(1, 1)).await;
+    client.must_put(b"k1", b"v1").await;
+    cluster
+        .wait_engine_value(3, Cf::Default, b"k1", Some(b"v1"))
+        .await;
+
+    // Store 3's peer as its disk holds it while it is still a member.
+    cluster.stop_store(3).await;
+    let member = cluster.with_stopped_engine(3, |engine| {
+        let mut saved = Vec::new();
+        for (cf, key) in [
+            (Cf::Meta, keys::region_state_key(1)),
+            (Cf::Meta, keys::apply_state_key(1)),
+            (Cf::Raft, keys::raft_state_key(1)),
+            (Cf::Default, b"k1".to_vec()),
+        ] {
+            let value = engine.get(cf, &key).expect("read").expect("present");
+            saved.push(Mutation::Put { cf, key, value });
+        }
+        let (start, end) = (keys::raft_log_key(1, 0), keys::raft_log_key(1, u64::MAX));
+        engine
+            .scan(Cf::Raft, &start, &end, |key, value| {
+                saved.push(Mutation::Put {
+                    cf: Cf::Raft,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                });
+                true
+            })
+            .expect("scan");
+        saved
+    });
+    cluster.must_remove_peer(1, peer(3, 3)).await;
+    client.must_put(b"k2", b"v2").await;
+
+    let tombstoned = |cluster: &Cluster| {
+        let state: Option<RegionLocalState> = cluster
+            .engine(3)
+            .and_then(|e| e.get_msg(Cf::Meta, &keys::region_state_key(1)).ok())
+            .flatten();
+        state.is_some_and(|s| s.state() == PeerState::Tombstone)
+    };
+    for (round, then_crash) in [
+        ("after the removal", true),
+        ("after the lost destruction", false),
+    ] {
+        cluster.start_store(3).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !(tombstoned(&cluster) && cluster.engine_get(3, Cf::Default, b"k1").is_none()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store 3 kept its removed peer {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let running = cluster.region_statuses(1).await;
+        assert!(
+            running.iter().all(|s| s.peer.store_id != 3),
+            "store 3 still runs a peer of region 1 {round}"
+        );
+        if then_crash {
+            // The crash: neither write of the destruction reached the disk.
+            cluster.stop_store(3).await;
+            cluster.with_stopped_engine(3, |engine| engine.write(&member, true).expect("restore"));
+        }
+    }
+
+    // The region went on without store 3 throughout.
+    client.must_put(b"k3", b"v3").await;
+    assert_eq!(client.must_get(b"k2").await.as_deref(), Some(&b"v2"[..]));
+    let (_, region) = cluster.leader_region(1).await.expect("a leader");
+    assert!(region.peers.iter().all(|p| p.store_id != 3));
+    cluster.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn conf_change_recover() {
     GenericTest::new(1).crash().conf_change().run().await;

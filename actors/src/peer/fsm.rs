@@ -340,6 +340,14 @@ impl Handler<WakeUp> for PeerFsm {
     }
 }
 
+impl Handler<CheckMembership> for PeerFsm {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckMembership, ctx: &mut Self::Context) {
+        self.drive(ctx, Peer::on_membership_check);
+    }
+}
+
 impl Handler<Stop> for PeerFsm {
     type Result = ();
 

@@ -64,7 +64,7 @@ impl Peer {
             // own id space.
             self.check_stale(
                 "a newer peer of the region on this store was addressed",
-                &msg,
+                msg.from_peer,
             );
             return;
         }
@@ -77,7 +77,7 @@ impl Peer {
         if msg.is_tombstone {
             let initialized = self.raft.store().is_initialized();
             if to.id == self.peer.id && their_conf_ver > my_conf_ver && initialized {
-                self.check_stale("told it was removed from the region", &msg);
+                self.check_stale("told it was removed from the region", msg.from_peer);
             }
             return;
         }
@@ -228,7 +228,21 @@ impl Peer {
 
     /// Starts making sure that this peer was removed from its region, as `msg` claims
     /// (see [`stale_peer`]); it destroys itself only once another store confirms.
-    pub(super) fn check_stale(&mut self, reason: &str, msg: &RaftMessage) {
+    /// [`CheckMembership`]: a follower with a region asks the other stores whether it is
+    /// still a member, staying asleep if it sleeps. A leader knows it is one.
+    pub fn on_membership_check(&mut self) {
+        if self.destroyed || self.is_leader() || !self.raft.store().is_initialized() {
+            return;
+        }
+        let reason = if self.hibernation.is_asleep() {
+            "asleep with no word from a leader"
+        } else {
+            "asked to confirm its membership"
+        };
+        self.check_stale(reason, None);
+    }
+
+    pub(super) fn check_stale(&mut self, reason: &str, from: Option<metapb::Peer>) {
         let base_tick = self.env.cfg.base_tick();
         if self
             .stale_check
@@ -237,8 +251,8 @@ impl Peer {
         {
             return;
         }
-        info!(reason, from = ?msg.from_peer, "asking the other stores whether this peer was removed");
-        let (check, questions) = StaleCheck::start(self.region(), &self.peer, msg.from_peer);
+        info!(reason, from = ?from, "asking the other stores whether this peer was removed");
+        let (check, questions) = StaleCheck::start(self.region(), &self.peer, from);
         self.stale_check = Some(check);
         for question in questions {
             self.env.transport.send(question);
