@@ -371,6 +371,7 @@ impl Handler<PanicOnNextStep> for PeerFsm {
         self.peer.panic_on_next_step();
     }
 }
+
 #[cfg(test)]
 mod restart_tests {
     use std::sync::Arc;
@@ -378,12 +379,12 @@ mod restart_tests {
 
     use tinykv_proto::eraftpb::{Message as RaftMsg, MessageType};
     use tinykv_proto::metapb::Peer;
-    use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, PutRequest, RaftCmdRequest, Request};
     use tinykv_proto::raft_serverpb::RaftMessage;
 
     use super::PanicOnNextStep;
     use crate::bootstrap::ensure_bootstrapped;
     use crate::msg::PeerOf;
+    use crate::peer::tests::{get, put};
     use crate::{start_store, Engine, RaftStoreConfig, Transport};
 
     struct NoNetwork;
@@ -393,13 +394,6 @@ mod restart_tests {
     }
 
     const T: Duration = Duration::from_secs(10);
-
-    fn command(request: Request) -> RaftCmdRequest {
-        RaftCmdRequest {
-            requests: vec![request],
-            ..Default::default()
-        }
-    }
 
     /// A panic inside raft-rs while stepping a message costs the peer a restart from its
     /// state on disk, not the node: the region comes back with its data and takes writes.
@@ -412,17 +406,6 @@ mod restart_tests {
             .await
             .unwrap();
         let router = store.router();
-        let put = |key: &[u8]| {
-            command(Request {
-                cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest {
-                    cf: "default".into(),
-                    key: key.to_vec(),
-                    value: b"v".to_vec(),
-                }),
-                ..Default::default()
-            })
-        };
         let response = router
             .key_command(b"k".to_vec(), put(b"k"), T)
             .await
@@ -461,17 +444,10 @@ mod restart_tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(crate::metrics::PEER_RESTARTS.get(), before + 1);
-        let get = command(Request {
-            cmd_type: CmdType::Get as i32,
-            get: Some(GetRequest {
-                cf: "default".into(),
-                key: b"k".to_vec(),
-            }),
-            ..Default::default()
-        });
+        let read = get(b"k");
         let mut value = None;
         for _ in 0..200 {
-            if let Ok(response) = router.key_command(b"k".to_vec(), get.clone(), T).await {
+            if let Ok(response) = router.key_command(b"k".to_vec(), read.clone(), T).await {
                 if response.err().is_none() {
                     value = response.response.responses[0].get.clone().map(|g| g.value);
                     break;

@@ -372,7 +372,8 @@ fn command(request: Request) -> RaftCmdRequest {
     }
 }
 
-fn put(key: &[u8]) -> RaftCmdRequest {
+/// A put of `key` = `v` in region 1.
+pub(super) fn put(key: &[u8]) -> RaftCmdRequest {
     command(Request {
         cmd_type: CmdType::Put as i32,
         put: Some(PutRequest {
@@ -384,7 +385,8 @@ fn put(key: &[u8]) -> RaftCmdRequest {
     })
 }
 
-fn get(key: &[u8]) -> RaftCmdRequest {
+/// A get of `key` in region 1.
+pub(super) fn get(key: &[u8]) -> RaftCmdRequest {
     command(Request {
         cmd_type: CmdType::Get as i32,
         get: Some(GetRequest {
@@ -609,4 +611,34 @@ fn a_panic_in_raft_restarts_the_peer_without_persisting_anything() {
         ["write log", "stop apply", "route restart", "stop"],
         "no ready is persisted after the panic"
     );
+}
+
+/// A member asked to confirm its membership asks the other stores and, told it is one,
+/// stays: the check is harmless to a peer that was not removed, and wakes nobody.
+#[test]
+fn a_membership_check_of_a_member_asks_the_others_and_changes_nothing() {
+    let mut net = Net::new();
+    net.elect(1);
+    let term = net.node(1).peer.term();
+    net.node(3).peer.on_membership_check();
+    net.process(3);
+    let questions: Vec<u64> = net
+        .node(3)
+        .wire
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| stale_peer::is_check(m))
+        .filter_map(|m| m.to_peer.map(|p| p.store_id))
+        .collect();
+    assert_eq!(questions, [1, 2]);
+    net.run();
+    let node = net.node(3);
+    assert!(!node.peer.is_destroyed() && !node.stopped);
+    assert_eq!(node.peer.term(), term, "the check started no election");
+    // A leader knows it is a member and asks nobody.
+    net.node(1).peer.on_membership_check();
+    assert_eq!(net.sent(1, MessageType::MsgAppend), 0);
+    assert!(net.node(1).wire.0.lock().unwrap().is_empty());
 }
