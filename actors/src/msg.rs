@@ -530,10 +530,10 @@ pub struct PeerStatus {
 #[rtype(result = "()")]
 pub struct WakeUp;
 
-/// Asks a follower to make sure, with the other stores, that it is still a member of its
-/// region (see `stale_peer.rs`), without waking it: a peer asleep since its store
-/// restarted, or whose range blocks a snapshot of another region, may have been removed
-/// while nobody could tell it.
+/// Asks a sleeping follower to make sure, with the other stores, that it is still a
+/// member of its region (see `stale_peer.rs`), without waking it: a peer asleep since its
+/// store restarted, or whose range is in the way of another region's new replica, may
+/// have been removed while nobody could tell it. An awake peer ignores it.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct CheckMembership;

@@ -437,9 +437,9 @@ impl Handler<InboundRaftMessage> for Router {
                 overlaps = local,
                 "not creating a peer over a local region's range"
             );
-            // The local region may be a removed peer nobody told (it slept, or was cut
-            // off, when it was removed): it checks, and goes if so. Otherwise it has
-            // not applied the split yet, and the check changes nothing.
+            // The local region may be a removed peer nobody told (it slept when it was
+            // removed): if asleep, it checks, and goes if so. Awake, it has most likely
+            // not applied the split yet, and ignores this.
             if let Some(peer) = self.peers.get(&local) {
                 peer.do_send(CheckMembership);
             }

@@ -228,18 +228,20 @@ impl Peer {
 
     /// Starts making sure that this peer was removed from its region, as `msg` claims
     /// (see [`stale_peer`]); it destroys itself only once another store confirms.
-    /// [`CheckMembership`]: a follower with a region asks the other stores whether it is
-    /// still a member, staying asleep if it sleeps. A leader knows it is one.
+    /// [`CheckMembership`]: a sleeping follower with a region asks the other stores
+    /// whether it is still a member, and stays asleep. An awake peer needs no asking: a
+    /// leader knows it is a member, and a removed follower stops hearing from its leader,
+    /// campaigns, and is answered with a tombstone (a follower that is merely behind, e.g.
+    /// on a split its range is in the way of, catches up by itself).
     pub fn on_membership_check(&mut self) {
-        if self.destroyed || self.is_leader() || !self.raft.store().is_initialized() {
+        if self.destroyed
+            || self.is_leader()
+            || !self.hibernation.is_asleep()
+            || !self.raft.store().is_initialized()
+        {
             return;
         }
-        let reason = if self.hibernation.is_asleep() {
-            "asleep with no word from a leader"
-        } else {
-            "asked to confirm its membership"
-        };
-        self.check_stale(reason, None);
+        self.check_stale("asleep with no word from a leader", None);
     }
 
     pub(super) fn check_stale(&mut self, reason: &str, from: Option<metapb::Peer>) {

@@ -613,13 +613,23 @@ fn a_panic_in_raft_restarts_the_peer_without_persisting_anything() {
     );
 }
 
-/// A member asked to confirm its membership asks the other stores and, told it is one,
-/// stays: the check is harmless to a peer that was not removed, and wakes nobody.
+/// A sleeping member asked to confirm its membership asks the other stores and, told it
+/// is one, stays: the check is harmless to a peer that was not removed, and wakes nobody.
+/// Awake peers ignore the request.
 #[test]
-fn a_membership_check_of_a_member_asks_the_others_and_changes_nothing() {
+fn a_membership_check_of_a_sleeping_member_asks_the_others_and_changes_nothing() {
     let mut net = Net::new();
     net.elect(1);
     let term = net.node(1).peer.term();
+    net.node(3).peer.on_membership_check();
+    net.process(3);
+    assert!(
+        net.node(3).wire.0.lock().unwrap().is_empty(),
+        "awake, it asks nobody"
+    );
+    net.node(3).peer.sleep();
+    net.process(3);
+    assert!(!net.node(3).ticking);
     net.node(3).peer.on_membership_check();
     net.process(3);
     let questions: Vec<u64> = net
@@ -637,6 +647,10 @@ fn a_membership_check_of_a_member_asks_the_others_and_changes_nothing() {
     let node = net.node(3);
     assert!(!node.peer.is_destroyed() && !node.stopped);
     assert_eq!(node.peer.term(), term, "the check started no election");
+    assert!(
+        node.peer.hibernation.is_asleep() && !node.ticking,
+        "nobody was woken"
+    );
     // A leader knows it is a member and asks nobody.
     net.node(1).peer.on_membership_check();
     assert_eq!(net.sent(1, MessageType::MsgAppend), 0);
