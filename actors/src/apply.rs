@@ -16,6 +16,14 @@
 //! other regions' applies) and only then answers the callbacks and reports progress to the
 //! PeerFsm. Because data and apply state land in the same atomic batch, a restart resumes
 //! exactly after the last applied entry.
+//!
+//! **Parking.** A sleeping region applies nothing, so its ApplyFsm need not live: when
+//! the peer falls asleep its PeerFsm asks the ApplyFsm to [`Park`]. One holding nothing
+//! in flight (no forwarded write waiting, no merge state, no held entries) hands its small
+//! state back as a [`ParkedApply`] and stops; the PeerFsm starts a new one from it
+//! ([`ApplyFsm::unpark`]) with the next message for it. Nothing is read from disk: the
+//! state is the one in memory, and the ApplyWriter writes every region's tasks in the
+//! order they came, so the new ApplyFsm's writes land after the old one's.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -86,6 +94,7 @@ pub struct ApplyFsm {
 }
 
 /// What the ApplyFsm works with besides its region's own state.
+#[derive(Clone)]
 pub struct ApplyContext {
     /// The store's apply writer.
     pub writer: Addr<ApplyWriter>,
@@ -125,6 +134,37 @@ impl ApplyFsm {
             span,
             _token: context.token,
         }
+    }
+
+    /// The ApplyFsm of a region whose previous one parked with `parked`.
+    pub fn unpark(span: tracing::Span, parked: ParkedApply, context: ApplyContext) -> ApplyFsm {
+        let ParkedApply {
+            region,
+            apply_state,
+            applied_term,
+            sessions,
+            merged_here,
+        } = parked;
+        let mut fsm = ApplyFsm::new(span, region, (apply_state, sessions, None), context);
+        fsm.applied_term = applied_term;
+        fsm.merged_here = merged_here;
+        fsm
+    }
+
+    /// The state to park with, if nothing is in flight that only this actor holds.
+    fn parkable_state(&mut self) -> Option<ParkedApply> {
+        let busy = !self.forwarded.is_empty()
+            || self.merge_state.is_some()
+            || self.paused.is_some()
+            || self.waiting_for.is_some()
+            || self.hold;
+        (!busy).then(|| ParkedApply {
+            region: std::mem::take(&mut self.region),
+            apply_state: self.apply_state,
+            applied_term: self.applied_term,
+            sessions: std::mem::take(&mut self.sessions),
+            merged_here: std::mem::take(&mut self.merged_here),
+        })
     }
 
     /// Applies `msg`'s entries in order, or holds them behind a CommitMerge that waits
@@ -1035,6 +1075,37 @@ impl Handler<ResetApply> for ApplyFsm {
         self.apply_state = msg.apply_state;
         self.sessions = msg.sessions;
         self.applied_term = msg.apply_state.truncated_state.map_or(0, |t| t.term);
+    }
+}
+
+/// What a parked ApplyFsm leaves behind: everything a new one needs to go on where it
+/// stopped (see the module documentation).
+#[derive(Debug)]
+pub struct ParkedApply {
+    region: metapb::Region,
+    apply_state: RaftApplyState,
+    applied_term: u64,
+    sessions: SessionTable,
+    merged_here: HashSet<u64>,
+}
+
+/// The PeerFsm of a sleeping region asks its ApplyFsm to park: it answers with its
+/// state and stops, or, holding something in flight, answers `None` and goes on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Park(pub tokio::sync::oneshot::Sender<Option<Box<ParkedApply>>>);
+
+impl Handler<Park> for ApplyFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Park, ctx: &mut Self::Context) {
+        let parked = self.parkable_state();
+        let parking = parked.is_some();
+        // A PeerFsm gone meanwhile applies nothing again: the state can go with it.
+        let _ = msg.0.send(parked.map(Box::new));
+        if parking {
+            ctx.stop();
+        }
     }
 }
 

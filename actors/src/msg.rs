@@ -523,6 +523,8 @@ pub struct PeerStatus {
     pub pending_peers: Vec<metapb::Peer>,
     /// The peer sleeps (hibernates): no ticks, no heartbeats.
     pub hibernating: bool,
+    /// Its ApplyFsm is parked (stopped, its state kept by the PeerFsm) while it sleeps.
+    pub apply_parked: bool,
 }
 
 /// Wakes a sleeping peer (see `hibernate.rs`); nothing if it is awake.

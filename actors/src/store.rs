@@ -29,6 +29,7 @@
 //! itself. The check wakes nobody.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tinykv_proto::metapb;
@@ -41,7 +42,7 @@ use crate::engine::{Cf, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::*;
-use crate::peer::{PeerContext, PeerFsm, PeerStart};
+use crate::peer::{ApplyHome, PeerContext, PeerFsm, PeerStart};
 use crate::peer_storage::{self, PeerStorage};
 use crate::session::SessionTable;
 use crate::util;
@@ -62,9 +63,9 @@ pub struct LoadPeers;
 /// The actor; see the module documentation.
 pub struct Store {
     peer_ctx: PeerContext,
-    apply_writer: Addr<ApplyWriter>,
     peer_arbiters: Vec<ArbiterHandle>,
-    apply_arbiters: Vec<ArbiterHandle>,
+    /// One per apply arbiter: where a region's ApplyFsm runs, and with what.
+    apply_homes: Vec<Arc<ApplyHome>>,
     peers: HashMap<u64, Addr<PeerFsm>>,
     /// Regions whose peer stopped to restart from disk, waiting for its writes to land;
     /// messages for them are dropped meanwhile.
@@ -84,11 +85,25 @@ impl Store {
         peer_arbiters: Vec<ArbiterHandle>,
         apply_arbiters: Vec<ArbiterHandle>,
     ) -> Store {
+        let context = ApplyContext {
+            writer: apply_writer,
+            engine: peer_ctx.env.engine.clone(),
+            router: peer_ctx.router.clone(),
+            token: peer_ctx.env.token.clone(),
+        };
+        let apply_homes = apply_arbiters
+            .into_iter()
+            .map(|arbiter| {
+                Arc::new(ApplyHome {
+                    arbiter,
+                    context: context.clone(),
+                })
+            })
+            .collect();
         Store {
             peer_ctx,
-            apply_writer,
             peer_arbiters,
-            apply_arbiters,
+            apply_homes,
             peers: HashMap::new(),
             restarting: HashSet::new(),
             to_wake: Vec::new(),
@@ -195,18 +210,12 @@ impl Store {
         let merge_state = peer_storage::load_merge_state(&self.peer_ctx.env.engine, region.id)?;
         let slot = region.id as usize;
         let peer_arbiter = &self.peer_arbiters[slot % self.peer_arbiters.len()];
-        let apply_arbiter = &self.apply_arbiters[slot % self.apply_arbiters.len()];
-
-        let context = ApplyContext {
-            writer: self.apply_writer.clone(),
-            engine: self.peer_ctx.env.engine.clone(),
-            router: self.peer_ctx.router.clone(),
-            token: self.peer_ctx.env.token.clone(),
-        };
+        let apply_home = self.apply_homes[slot % self.apply_homes.len()].clone();
+        let context = apply_home.context.clone();
         let span = crate::peer::peer_span(store_id, region.id, peer.id);
         let (apply_span, apply_region) = (span.clone(), region.clone());
         let apply_merge_state = merge_state.clone();
-        let apply = ApplyFsm::start_in_arbiter(apply_arbiter, move |_| {
+        let apply = ApplyFsm::start_in_arbiter(&apply_home.arbiter, move |_| {
             ApplyFsm::new(
                 apply_span,
                 apply_region,
@@ -218,7 +227,7 @@ impl Store {
             self.peer_ctx.clone(),
             (peer, span),
             storage,
-            apply,
+            (apply, apply_home),
             merge_state,
         )?;
         fsm.set_start(start);

@@ -426,3 +426,38 @@ async fn a_removed_peer_asleep_in_the_way_of_a_new_replica_goes() {
     );
     cluster.shutdown().await;
 }
+
+/// A sleeping region's ApplyFsm parks (stops, its state kept by the PeerFsm), and a new
+/// one takes over from that state when the region is used again: writes and reads go on
+/// as before, round after round, and after a restart, whose peers start parked.
+#[actix_rt::test]
+async fn a_sleeping_regions_apply_actor_parks_and_a_new_one_takes_over_when_needed() {
+    let (mut cluster, client) = asleep_cluster().await;
+    let parked = |all: &[PeerStatus]| all.iter().all(|s| s.hibernating && s.apply_parked);
+    let within = Duration::from_secs(20);
+    wait_statuses(&cluster, 3, within, "the ApplyFsms did not park", parked).await;
+    for round in 0..3 {
+        let value = format!("v{round}");
+        client.must_put(b"k", value.as_bytes()).await;
+        assert_eq!(
+            client.must_get(b"k").await.as_deref(),
+            Some(value.as_bytes())
+        );
+        for id in 1..=3 {
+            cluster
+                .wait_engine_value(id, Cf::Default, b"k", Some(value.as_bytes()))
+                .await;
+        }
+        wait_statuses(&cluster, 3, within, "parked again", parked).await;
+    }
+    cluster.stop_store(2).await;
+    cluster.start_store(2).await;
+    wait_statuses(&cluster, 3, within, "parked after the restart", parked).await;
+    client.must_put(b"k", b"after").await;
+    for id in 1..=3 {
+        cluster
+            .wait_engine_value(id, Cf::Default, b"k", Some(b"after"))
+            .await;
+    }
+    cluster.shutdown().await;
+}

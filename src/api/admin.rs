@@ -631,6 +631,7 @@ mod tests {
             approximate_size: Some(4096),
             pending_peers: vec![],
             hibernating: true,
+            apply_parked: true,
         };
         let info = region_info(&route, Some(&status));
         assert_eq!(info.leader.as_ref().map(|l| l.store_id), Some(2));

@@ -36,6 +36,8 @@ pub enum Effect {
     StartTicking,
     /// Stop the tick timer (the peer sleeps).
     StopTicking,
+    /// The peer fell asleep (or starts asleep): its ApplyFsm may park until it is needed.
+    Asleep,
     /// Take raft's `Ready` soon: [`super::Peer::handle_ready`], once, after the inputs
     /// that are already queued.
     ScheduleReady,

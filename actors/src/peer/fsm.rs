@@ -19,8 +19,11 @@ struct HandleReady;
 
 /// The actor; see the module documentation.
 pub struct PeerFsm {
-    peer: Peer,
-    apply: Addr<ApplyFsm>,
+    pub(super) peer: Peer,
+    /// Its ApplyFsm, parked while the peer sleeps (see `apply_side`).
+    pub(super) apply: ApplySide,
+    /// Where a parked ApplyFsm is started again.
+    pub(super) apply_home: Arc<ApplyHome>,
     router: Addr<Router>,
     log_writer: Addr<RaftLogWriter>,
     log_gc: Addr<RaftLogGcWriter>,
@@ -29,14 +32,14 @@ pub struct PeerFsm {
 }
 
 impl PeerFsm {
-    /// Builds the peer of `storage`'s region on this store, beginning as `start`. `apply`
-    /// is its ApplyFsm; `merge_state` is what its region state records if the region is a
-    /// frozen merge source.
+    /// Builds the peer of `storage`'s region on this store. `apply` is its ApplyFsm, and
+    /// `apply_home` where it is started again after parking; `merge_state` is what its
+    /// region state records if the region is a frozen merge source.
     pub fn new(
         ctx: PeerContext,
         (peer, span): (metapb::Peer, tracing::Span),
         storage: PeerStorage,
-        apply: Addr<ApplyFsm>,
+        (apply, apply_home): (Addr<ApplyFsm>, Arc<ApplyHome>),
         merge_state: Option<MergeState>,
     ) -> Result<PeerFsm> {
         let PeerContext {
@@ -47,7 +50,8 @@ impl PeerFsm {
         } = ctx;
         Ok(PeerFsm {
             peer: Peer::new(env, (peer, span), storage, merge_state)?,
-            apply,
+            apply: ApplySide::Live(apply),
+            apply_home,
             router,
             log_writer,
             log_gc,
@@ -78,13 +82,8 @@ impl PeerFsm {
                 }
                 Effect::WriteLog(task) => self.log_writer.do_send(task),
                 Effect::DeleteLog(task) => self.log_gc.do_send(task),
-                Effect::Apply(msg) => match msg {
-                    ToApply::Apply(m) => self.apply.do_send(m),
-                    ToApply::Reset(m) => self.apply.do_send(m),
-                    ToApply::DropForwarded(m) => self.apply.do_send(m),
-                    ToApply::Destroy(m) => self.apply.do_send(m),
-                    ToApply::Stop(m) => self.apply.do_send(m),
-                },
+                Effect::Apply(msg) => self.send_to_apply(msg, ctx),
+                Effect::Asleep => self.park_apply(ctx),
                 Effect::Route(msg) => self.route(msg, ctx),
                 Effect::StartTicking => self.start_ticking(ctx),
                 Effect::StopTicking => {
@@ -236,7 +235,9 @@ impl Actor for PeerFsm {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
-        self.apply.do_send(AttachPeer(ctx.address().recipient()));
+        if let ApplySide::Live(apply) = &self.apply {
+            apply.do_send(AttachPeer(ctx.address().recipient()));
+        }
         self.drive(ctx, |peer| {
             debug!(region = ?peer.region(), "peer started");
             peer.on_start();
@@ -324,7 +325,9 @@ impl Handler<QueryPeerStatus> for PeerFsm {
     type Result = MessageResult<QueryPeerStatus>;
 
     fn handle(&mut self, _: QueryPeerStatus, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.peer.status())
+        let mut status = self.peer.status();
+        status.apply_parked = matches!(self.apply, ApplySide::Parked(_));
+        MessageResult(status)
     }
 }
 
@@ -352,7 +355,7 @@ impl Handler<Stop> for PeerFsm {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        self.apply.do_send(Stop);
+        self.stop_apply();
         ctx.stop();
     }
 }

@@ -81,6 +81,7 @@ use crate::transport::Transport;
 use crate::util;
 use crate::validation;
 
+mod apply_side;
 mod effects;
 mod fsm;
 mod merge;
@@ -93,6 +94,8 @@ mod sleep;
 mod tests;
 mod ticks;
 
+pub use apply_side::ApplyHome;
+use apply_side::ApplySide;
 pub use effects::{Effect, ToApply, ToRouter};
 pub use fsm::PeerFsm;
 use reads::PendingRead;
@@ -567,6 +570,7 @@ impl Peer {
             approximate_size: self.approximate_size,
             pending_peers: self.pending_peers(),
             hibernating: self.hibernation.is_asleep(),
+            apply_parked: false,
         }
     }
 

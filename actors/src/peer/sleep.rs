@@ -120,6 +120,7 @@ impl Peer {
         if !self.hibernation.is_asleep() {
             metrics::HIBERNATING_PEERS.inc();
             debug!(term = self.term(), "hibernating");
+            self.outbox.push(Effect::Asleep);
         }
         self.hibernation.sleep(Instant::now());
     }
@@ -147,6 +148,7 @@ impl Peer {
         if may_sleep {
             metrics::HIBERNATING_PEERS.inc();
             self.hibernation.sleep_from_start(Instant::now());
+            self.outbox.push(Effect::Asleep);
         }
         may_sleep
     }

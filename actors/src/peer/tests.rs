@@ -155,6 +155,7 @@ impl Net {
                     Effect::Apply(_) | Effect::Route(_) | Effect::AskCommitMerge { .. } => {}
                     Effect::StartTicking => node.ticking = true,
                     Effect::StopTicking => node.ticking = false,
+                    Effect::Asleep => {}
                     Effect::GenerateSnapshot => {
                         let snapshot = snapshot::generate(&node.engine, 1);
                         node.peer.on_snapshot_generated(snapshot);
@@ -339,6 +340,7 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::Route(_) => "route",
         Effect::StartTicking => "start ticking",
         Effect::StopTicking => "stop ticking",
+        Effect::Asleep => "asleep",
         Effect::ScheduleReady => "ready",
         Effect::GenerateSnapshot => "generate snapshot",
         Effect::VerifySnapshot(_) => "verify snapshot",

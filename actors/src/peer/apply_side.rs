@@ -1,0 +1,126 @@
+//! The PeerFsm's side of its ApplyFsm: live, parking, or parked.
+//!
+//! A sleeping region applies nothing, and at ten thousand regions an idle ApplyFsm per
+//! region is a good part of a store's memory. So when the core reports that the peer fell
+//! asleep ([`Effect::Asleep`]), the shell asks its ApplyFsm to [`Park`]: one with nothing in
+//! flight hands back its state (a [`ParkedApply`]: the region, the apply state, the
+//! sessions) and stops. The next message for the ApplyFsm starts a new one from that state
+//! on the same arbiter, introduces the PeerFsm to it, and delivers the message. Messages
+//! that come while the ApplyFsm decides wait in order and follow it, or its successor.
+//! A parked region costs its PeerFsm and this state, nothing else.
+
+use super::*;
+use crate::apply::{ApplyContext, Park, ParkedApply};
+
+/// Where a store's ApplyFsms live: the arbiter and context a parked one is started again
+/// with. One per apply arbiter, shared by its regions.
+pub struct ApplyHome {
+    /// The arbiter the region's ApplyFsm runs on.
+    pub arbiter: ArbiterHandle,
+    /// What every ApplyFsm works with.
+    pub context: ApplyContext,
+}
+
+/// The state of a peer's ApplyFsm, as its PeerFsm sees it.
+pub(super) enum ApplySide {
+    /// Running.
+    Live(Addr<ApplyFsm>),
+    /// Asked to park; messages for it wait here, in order, for its answer.
+    Parking {
+        apply: Addr<ApplyFsm>,
+        waiting: Vec<ToApply>,
+    },
+    /// Stopped, its state kept here.
+    Parked(Box<ParkedApply>),
+    /// Only while switching from one state to another.
+    Switching,
+}
+
+impl PeerFsm {
+    /// Hands `msg` to the ApplyFsm, starting it again if it is parked.
+    pub(super) fn send_to_apply(&mut self, msg: ToApply, ctx: &mut Context<Self>) {
+        match std::mem::replace(&mut self.apply, ApplySide::Switching) {
+            ApplySide::Live(apply) => {
+                deliver(&apply, msg);
+                self.apply = ApplySide::Live(apply);
+            }
+            ApplySide::Parking { apply, mut waiting } => {
+                waiting.push(msg);
+                self.apply = ApplySide::Parking { apply, waiting };
+            }
+            ApplySide::Parked(parked) => {
+                let apply = self.unpark(parked, ctx);
+                deliver(&apply, msg);
+                self.apply = ApplySide::Live(apply);
+            }
+            ApplySide::Switching => unreachable!("apply side left switching"),
+        }
+    }
+
+    /// The peer fell asleep: asks a running ApplyFsm to park.
+    pub(super) fn park_apply(&mut self, ctx: &mut Context<Self>) {
+        let ApplySide::Live(apply) = &self.apply else {
+            return;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        apply.do_send(Park(answer));
+        self.apply = ApplySide::Parking {
+            apply: apply.clone(),
+            waiting: Vec::new(),
+        };
+        ctx.spawn(answered.into_actor(self).map(|parked, fsm, ctx| {
+            // No answer: the ApplyFsm is gone (the peer is stopping); it stays as it was.
+            fsm.on_apply_parked(parked.ok().flatten(), ctx);
+        }));
+    }
+
+    /// The ApplyFsm answered [`Park`]: parked with its state, or still running.
+    fn on_apply_parked(&mut self, parked: Option<Box<ParkedApply>>, ctx: &mut Context<Self>) {
+        let ApplySide::Parking { apply, waiting } =
+            std::mem::replace(&mut self.apply, ApplySide::Switching)
+        else {
+            unreachable!("an answer to Park while not parking");
+        };
+        let apply = match parked {
+            Some(parked) if waiting.is_empty() => {
+                self.apply = ApplySide::Parked(parked);
+                return;
+            }
+            Some(parked) => self.unpark(parked, ctx),
+            None => apply,
+        };
+        for msg in waiting {
+            deliver(&apply, msg);
+        }
+        self.apply = ApplySide::Live(apply);
+    }
+
+    /// Starts an ApplyFsm from a parked one's state and introduces this PeerFsm to it.
+    fn unpark(&mut self, parked: Box<ParkedApply>, ctx: &mut Context<Self>) -> Addr<ApplyFsm> {
+        let home = self.apply_home.clone();
+        let span = self.peer.span().clone();
+        let apply = ApplyFsm::start_in_arbiter(&home.arbiter.clone(), move |_| {
+            ApplyFsm::unpark(span, *parked, home.context.clone())
+        });
+        apply.do_send(AttachPeer(ctx.address().recipient()));
+        apply
+    }
+
+    /// The store stops: stops a running ApplyFsm.
+    pub(super) fn stop_apply(&mut self) {
+        match &self.apply {
+            ApplySide::Live(apply) | ApplySide::Parking { apply, .. } => apply.do_send(Stop),
+            ApplySide::Parked(_) | ApplySide::Switching => {}
+        }
+    }
+}
+
+fn deliver(apply: &Addr<ApplyFsm>, msg: ToApply) {
+    match msg {
+        ToApply::Apply(m) => apply.do_send(m),
+        ToApply::Reset(m) => apply.do_send(m),
+        ToApply::DropForwarded(m) => apply.do_send(m),
+        ToApply::Destroy(m) => apply.do_send(m),
+        ToApply::Stop(m) => apply.do_send(m),
+    }
+}
