@@ -20,7 +20,8 @@
 #      times until the placement driver has merged the N regions back into one.
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
-# SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md).
+# SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md), and for
+# profiling SCALE_WRAP_NODE1, a command node 1 runs under (e.g. `heaptrack -o FILE`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +58,9 @@ start_cluster() {
   shift
   for n in 1 2 3; do
     tinykv_config "$n" "$dir"
-    CMD[$n]="env $* $SERVER --config $dir/node$n.toml"
+    local wrap=""
+    [ "$n" = 1 ] && wrap=${SCALE_WRAP_NODE1:-}
+    CMD[$n]="env $* $wrap $SERVER --config $dir/node$n.toml"
     start "$n"
   done
   for n in 1 2 3; do
@@ -119,6 +122,7 @@ engine_mib() {
   curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_engine_memory_bytes/ { sum += $2 } END { printf "%.0f", sum / 1048576 }'
 }
 asleep() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_raft_hibernating_peers / { print $2 }'; }
+leaders() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_store_leaders/ { print $2 }'; }
 
 # serves N: node 2 answers /health and a read of a key in each probed region.
 serves() {
@@ -144,14 +148,15 @@ for n in $SCALE_REGIONS; do
   declare -A before
   for i in 1 2 3; do before[$i]=$(cpu_ticks "${PID[$i]}"); done
   sleep "$SCALE_IDLE"
-  cpu=() rss=() sleeping=()
+  cpu=() rss=() sleeping=() leading=()
   for i in 1 2 3; do
     cpu+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "${PID[$i]}")" -v hz="$CLK_TCK" -v s="$SCALE_IDLE" \
       'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')")
     rss+=("$(rss_mib "${PID[$i]}") ($(engine_mib "$i"))")
     sleeping+=("$(asleep "$i")")
+    leading+=("$(leaders "$i")")
   done
-  log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}"
+  log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}, leaders ${leading[*]}"
 
   kill -9 "${PID[2]}"; wait "${PID[2]}" 2>/dev/null || true
   t0=$(now_ms)

@@ -6,7 +6,9 @@
 //! flight hands back its state (a [`ParkedApply`]: the region, the apply state, the
 //! sessions) and stops. The next message for the ApplyFsm starts a new one from that state
 //! on the same arbiter, introduces the PeerFsm to it, and delivers the message. Messages
-//! that come while the ApplyFsm decides wait in order and follow it, or its successor.
+//! that come while the ApplyFsm decides wait in order and follow it, or its successor;
+//! a PeerFsm that is to stop meanwhile (destroyed, or restarting) stops only once they
+//! are delivered, for they carry its tombstone or its restart's flush.
 //! A parked region costs its PeerFsm and this state, nothing else.
 
 use super::*;
@@ -81,18 +83,22 @@ impl PeerFsm {
         else {
             unreachable!("an answer to Park while not parking");
         };
-        let apply = match parked {
-            Some(parked) if waiting.is_empty() => {
-                self.apply = ApplySide::Parked(parked);
-                return;
+        self.apply = match parked {
+            Some(parked) if waiting.is_empty() => ApplySide::Parked(parked),
+            parked => {
+                let apply = match parked {
+                    Some(parked) => self.unpark(parked, ctx),
+                    None => apply,
+                };
+                for msg in waiting {
+                    deliver(&apply, msg);
+                }
+                ApplySide::Live(apply)
             }
-            Some(parked) => self.unpark(parked, ctx),
-            None => apply,
         };
-        for msg in waiting {
-            deliver(&apply, msg);
+        if self.stop_pending {
+            ctx.stop();
         }
-        self.apply = ApplySide::Live(apply);
     }
 
     /// Starts an ApplyFsm from a parked one's state and introduces this PeerFsm to it.

@@ -24,6 +24,9 @@ pub struct PeerFsm {
     pub(super) apply: ApplySide,
     /// Where a parked ApplyFsm is started again.
     pub(super) apply_home: Arc<ApplyHome>,
+    /// The core asked to stop while the ApplyFsm was deciding whether to park: the actor
+    /// stops once it answered and the messages waiting for it are delivered.
+    pub(super) stop_pending: bool,
     router: Addr<Router>,
     log_writer: Addr<RaftLogWriter>,
     log_gc: Addr<RaftLogGcWriter>,
@@ -52,6 +55,7 @@ impl PeerFsm {
             peer: Peer::new(env, (peer, span), storage, merge_state)?,
             apply: ApplySide::Live(apply),
             apply_home,
+            stop_pending: false,
             router,
             log_writer,
             log_gc,
@@ -102,8 +106,19 @@ impl PeerFsm {
                 Effect::AskCommitMerge { request, commit } => {
                     self.ask_commit_merge(*request, commit, ctx)
                 }
-                Effect::Stop => ctx.stop(),
+                Effect::Stop => self.stop(ctx),
             }
+        }
+    }
+
+    /// Stops the actor, but not while its ApplyFsm decides whether to park: the messages
+    /// waiting for that answer (a destroyed peer's tombstone and data removal, a restart's
+    /// flush) must reach it, or its successor, first.
+    fn stop(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.apply, ApplySide::Parking { .. }) {
+            self.stop_pending = true;
+        } else {
+            ctx.stop();
         }
     }
 

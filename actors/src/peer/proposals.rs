@@ -62,6 +62,10 @@ impl Peer {
             mut request,
             callback,
         } = cmd;
+        if self.destroyed {
+            // Stopping (its actor waits for its ApplyFsm): nothing is proposed.
+            return respond_error(callback, &Error::Stopped, self.term());
+        }
         self.wake(false);
         let admin_type = request.admin_request.as_ref().map(|a| a.cmd_type());
         if self.is_merging() {

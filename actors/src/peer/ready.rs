@@ -261,6 +261,9 @@ impl Peer {
     }
 
     pub(super) fn on_applied(&mut self, msg: Applied) {
+        if self.destroyed {
+            return;
+        }
         let applied = msg.apply_state.applied_index;
         if applied < self.raft.store().applied_index() {
             // Progress from before a snapshot was applied.
