@@ -68,7 +68,9 @@ pub struct Hibernation {
     /// Leader: the round asked, as (term, last index), and the followers that agreed.
     round: Option<(u64, u64)>,
     agreed: HashSet<u64>,
-    /// Leader: when each follower was last heard from.
+    /// Leader: when each follower was last heard from. Dropped while asleep (at ten
+    /// thousand regions such maps are megabytes): after waking, a follower counts as heard
+    /// from when the leader first asks it again.
     last_heard: HashMap<u64, Instant>,
     leading: bool,
 }
@@ -93,7 +95,8 @@ impl Hibernation {
     pub fn sleep(&mut self, now: Instant) {
         self.asleep_since.get_or_insert(now);
         self.round = None;
-        self.agreed.clear();
+        self.agreed = HashSet::new();
+        self.last_heard = HashMap::new();
     }
 
     /// The peer, loaded from disk as its store starts, begins asleep at `now`; when it

@@ -191,7 +191,7 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Raft messages from other stores dropped before raft saw them, by reason:
-/// `malformed` (they break a promise raft-rs relies on, see [`crate::inbound`]) or
+/// `malformed` (they break a promise raft-rs relies on, see `inbound.rs`) or
 /// `wrong_store` (a member peer's id on another store than the region records).
 pub static MESSAGES_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -38,7 +38,7 @@ pub enum Effect {
     StopTicking,
     /// The peer fell asleep (or starts asleep): its ApplyFsm may park until it is needed.
     Asleep,
-    /// Take raft's `Ready` soon: [`super::Peer::handle_ready`], once, after the inputs
+    /// Take raft's `Ready` soon: [`super::Peer::on_ready_due`], once, after the inputs
     /// that are already queued.
     ScheduleReady,
     /// Generate a snapshot of the region off-thread and hand it to
@@ -59,7 +59,7 @@ pub enum Effect {
         split_size: u64,
     },
     /// Send a CommitMerge request to the merge target through the Router and hand its
-    /// answer to [`super::Peer::on_commit_merge_answer`].
+    /// answer to `Peer::on_commit_merge_answer`.
     AskCommitMerge {
         /// The CommitMerge command for the target region.
         request: Box<tinykv_proto::raft_cmdpb::RaftCmdRequest>,

@@ -30,7 +30,7 @@ use super::*;
 const COMMIT_MERGE_PATIENCE_TICKS: u64 = 50;
 
 /// How many election timeouts a source's leader waits for every follower to hold the
-/// PrepareMerge before it gives the merge up (see [`PeerFsm::on_merge_tick`]).
+/// PrepareMerge before it gives the merge up (see [`Peer::on_merge_tick`]).
 const MERGE_PATIENCE_ELECTION_TIMEOUTS: u64 = 10;
 
 /// The answer to this source leader's CommitMerge request (internal notification).

@@ -147,7 +147,7 @@ impl Peer {
     /// Steps `message` into raft. raft-rs asserts its peers' promises instead of checking
     /// them; [`inbound::check_message`] refuses every message known to break one, and if
     /// one still makes raft panic, the panic is contained and the peer restarts from its
-    /// state on disk (see [`PeerFsm::contain_raft`]).
+    /// state on disk (see [`Peer::contain_raft`]).
     pub(super) fn step(&mut self, message: eraftpb::Message) -> raft::Result<()> {
         let (kind, from) = (message.get_msg_type(), message.from);
         #[cfg(test)]
@@ -207,7 +207,7 @@ impl Peer {
     }
 
     /// Refuses a snapshot of an older region than the one this (initialized) peer holds.
-    pub(super) fn check_snapshot_epoch(
+    pub fn check_snapshot_epoch(
         &self,
         message: eraftpb::Message,
         verified: snapshot::VerifiedSnapshot,
@@ -226,8 +226,6 @@ impl Peer {
         Ok((message, verified))
     }
 
-    /// Starts making sure that this peer was removed from its region, as `msg` claims
-    /// (see [`stale_peer`]); it destroys itself only once another store confirms.
     /// [`CheckMembership`]: a sleeping follower with a region asks the other stores
     /// whether it is still a member, and stays asleep. An awake peer needs no asking: a
     /// leader knows it is a member, and a removed follower stops hearing from its leader,
@@ -244,6 +242,9 @@ impl Peer {
         self.check_stale("asleep with no word from a leader", None);
     }
 
+    /// Starts making sure that this peer was removed from its region, as a message from
+    /// `from` (if any) claims (see [`stale_peer`]); it destroys itself only once another
+    /// store confirms.
     pub(super) fn check_stale(&mut self, reason: &str, from: Option<metapb::Peer>) {
         let base_tick = self.env.cfg.base_tick();
         if self

@@ -8,7 +8,7 @@
 //! - **Sleep**: a region with nothing to do hibernates (see [`crate::hibernate`]): its
 //!   timer stops until a message or a command wakes it.
 //! - **Ready**: after handling inputs, the peer takes raft-rs's `Ready` once (a scheduled
-//!   [`HandleReady`] notification coalesces the inputs that arrived together). Messages a
+//!   [`Effect::ScheduleReady`] coalesces the inputs that arrived together). Messages a
 //!   leader may send before persisting go out at once; new entries and the hard state go to
 //!   the raft-log writer as a [`WriteTask`] (raft-rs's async-ready protocol); messages that
 //!   must wait for durability (a follower's append responses, votes) are held until the

@@ -96,7 +96,7 @@ impl Peer {
 
     /// Replaces this peer's state with a snapshot from the leader; returns the mutations
     /// for the raft-log writer. raft only hands back snapshots this peer verified before
-    /// stepping them (see [`PeerFsm::verify_snapshot_then_step`]); one that it cannot find
+    /// stepping them (see [`Peer::verify_snapshot_then_step`]); one that it cannot find
     /// verified, and that fails verification now, is refused (`None`): accepting part of
     /// it would corrupt the region.
     pub(super) fn apply_snapshot(&mut self, snap: &eraftpb::Snapshot) -> Option<Vec<Mutation>> {

@@ -35,7 +35,7 @@ impl Peer {
     }
 
     /// The log-GC tick: samples the commit-to-apply lag, checks snapshots in flight, and
-    /// compacts the log if it is due ([`PeerFsm::propose_log_compaction`]).
+    /// compacts the log if it is due ([`Peer::propose_log_compaction`]).
     pub(super) fn on_log_gc_tick(&mut self) {
         self.check_snapshot_progress();
         let lag = self.raft.raft.raft_log.committed;
