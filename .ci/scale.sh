@@ -42,6 +42,14 @@ NAME=scale
 # shellcheck source=.ci/lib.sh
 . .ci/lib.sh
 
+# A node run under SCALE_WRAP_NODE1 is the wrapper's child, which stopping the wrapper
+# leaves running: stop_all stops it by its config file too.
+eval "lib_$(declare -f stop_all)"
+stop_all() {
+  lib_stop_all
+  [ -z "${SCALE_WRAP_NODE1:-}" ] || pkill -9 -f -- "$WORK/n[0-9]*/node1.toml" || true
+}
+
 now_ms() { date +%s%3N; }
 url() { echo "http://127.0.0.1:${HTTP[$(($1 - 1))]}"; }
 width=$(( ${#SCALE_KEYS} - 1 ))

@@ -132,9 +132,6 @@ impl Peer {
         raft.raft_log.unstable.entries.shrink_to_fit();
         raft.msgs.shrink_to_fit();
         self.raft.mut_store().shrink_cache();
-        // A leader's copy of its last report to the placement driver (the Router keeps
-        // the report itself): after waking it reports once more.
-        self.last_report = None;
         self.proposals.shrink_to_fit();
         self.pending_reads.shrink_to_fit();
         self.unpersisted_msgs.shrink_to_fit();
