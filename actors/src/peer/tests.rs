@@ -74,11 +74,21 @@ struct Net {
 }
 
 impl Net {
+    /// Regions never sleep: a tick is a tick.
     fn new() -> Net {
-        let cfg = Arc::new(RaftStoreConfig {
+        Net::with_config(RaftStoreConfig {
             hibernate_regions: false,
             ..RaftStoreConfig::for_tests()
-        });
+        })
+    }
+
+    /// Regions sleep when quiet, as in the node.
+    fn with_hibernation() -> Net {
+        Net::with_config(RaftStoreConfig::for_tests())
+    }
+
+    fn with_config(cfg: RaftStoreConfig) -> Net {
+        let cfg = Arc::new(cfg);
         let mut nodes = BTreeMap::new();
         for store in 1..=3 {
             let dir = tempfile::tempdir().unwrap();
@@ -657,4 +667,75 @@ fn a_membership_check_of_a_sleeping_member_asks_the_others_and_changes_nothing()
     net.node(1).peer.on_membership_check();
     assert_eq!(net.sent(1, MessageType::MsgAppend), 0);
     assert!(net.node(1).wire.0.lock().unwrap().is_empty());
+}
+
+/// Ticks every store (those whose timer runs) and settles, until `done` holds or `max`
+/// rounds pass; returns whether it held.
+fn tick_until(net: &mut Net, max: usize, done: impl Fn(&mut Net) -> bool) -> bool {
+    for _ in 0..max {
+        if done(net) {
+            return true;
+        }
+        for id in 1..=3 {
+            if net.node(id).ticking {
+                net.node(id).peer.on_tick();
+            }
+        }
+        net.run();
+    }
+    done(net)
+}
+
+fn all_asleep(net: &mut Net) -> bool {
+    (1..=3).all(|id| net.node(id).peer.hibernation.is_asleep() && !net.node(id).ticking)
+}
+
+/// A quiet region falls asleep once every follower agreed: the leader asks (measuring
+/// the region first), each follower answers, and all three stop their timers, in the
+/// same term, with the same leader.
+#[test]
+fn a_quiet_region_falls_asleep_once_every_follower_agrees() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    let term = net.node(1).peer.term();
+    assert!(
+        tick_until(&mut net, 200, all_asleep),
+        "the region did not fall asleep"
+    );
+    for id in 1..=3 {
+        let raft = &net.node(id).peer.raft.raft;
+        assert_eq!((raft.term, raft.leader_id), (term, 1), "store {id}");
+    }
+    // Asleep, nothing ticks and nothing is sent.
+    for id in 1..=3 {
+        assert!(net.node(id).wire.0.lock().unwrap().is_empty());
+    }
+}
+
+/// A command wakes a sleeping leader: it starts ticking, its heartbeat wakes the
+/// followers as followers of the same leader (no election), and the write commits.
+#[test]
+fn a_command_wakes_a_sleeping_region_without_an_election() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    let term = net.node(1).peer.term();
+    assert!(tick_until(&mut net, 200, all_asleep));
+    let mut answer = net.command(1, put(b"k"));
+    assert!(net.node(1).ticking, "the leader woke");
+    assert_eq!(
+        net.sent(1, MessageType::MsgHeartbeat),
+        2,
+        "a heartbeat to each follower"
+    );
+    net.run();
+    for id in 1..=3 {
+        let node = net.node(id);
+        assert!(
+            node.ticking && !node.peer.hibernation.is_asleep(),
+            "store {id} woke"
+        );
+        assert_eq!((node.peer.term(), node.peer.raft.raft.leader_id), (term, 1));
+    }
+    let response = answer_of(&mut answer).expect("the write committed");
+    assert!(response.err().is_none());
 }
