@@ -21,7 +21,9 @@
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
 # SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md), and for
-# profiling SCALE_WRAP_NODE1, a command node 1 runs under (e.g. `heaptrack -o FILE`).
+# profiling SCALE_WRAP, a command every node runs under, `{n}` standing for the node's
+# number (e.g. `heaptrack -o /tmp/heap-node{n}`); a profiled run stops after the idle
+# measurement (step 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,12 +44,12 @@ NAME=scale
 # shellcheck source=.ci/lib.sh
 . .ci/lib.sh
 
-# A node run under SCALE_WRAP_NODE1 is the wrapper's child, which stopping the wrapper
-# leaves running: stop_all stops it by its config file too.
+# A node run under SCALE_WRAP is the wrapper's child, which stopping the wrapper leaves
+# running: stop_all stops it by its config file too.
 eval "lib_$(declare -f stop_all)"
 stop_all() {
   lib_stop_all
-  [ -z "${SCALE_WRAP_NODE1:-}" ] || pkill -9 -f -- "$WORK/n[0-9]*/node1.toml" || true
+  [ -z "${SCALE_WRAP:-}" ] || pkill -9 -f -- "$WORK/n[0-9]*/node[1-3].toml" || true
 }
 
 now_ms() { date +%s%3N; }
@@ -66,8 +68,8 @@ start_cluster() {
   shift
   for n in 1 2 3; do
     tinykv_config "$n" "$dir"
-    local wrap=""
-    [ "$n" = 1 ] && wrap=${SCALE_WRAP_NODE1:-}
+    local wrap=${SCALE_WRAP:-}
+    wrap=${wrap//\{n\}/$n}
     CMD[$n]="env $* $wrap $SERVER --config $dir/node$n.toml"
     start "$n"
   done
@@ -166,6 +168,11 @@ for n in $SCALE_REGIONS; do
   done
   log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}, leaders ${leading[*]}"
 
+  if [ -n "${SCALE_WRAP:-}" ]; then
+    log "$n regions: profiled run, stopping here"
+    stop_all
+    continue
+  fi
   kill -9 "${PID[2]}"; wait "${PID[2]}" 2>/dev/null || true
   t0=$(now_ms)
   start 2
