@@ -133,6 +133,11 @@ engine_mib() {
 }
 asleep() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_raft_hibernating_peers / { print $2 }'; }
 leaders() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_store_leaders/ { print $2 }'; }
+backlog() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_router_inbound_queued_max / { print $2 }'; }
+pd_host() {
+  local n
+  for n in 1 2 3; do grep -q 'splitting the meta region' "$WORK/node$n.log" && echo "$n"; done | tail -1
+}
 
 # serves N: node 2 answers /health and a read of a key in each probed region.
 serves() {
@@ -158,15 +163,16 @@ for n in $SCALE_REGIONS; do
   declare -A before
   for i in 1 2 3; do before[$i]=$(cpu_ticks "${PID[$i]}"); done
   sleep "$SCALE_IDLE"
-  cpu=() rss=() sleeping=() leading=()
+  cpu=() rss=() sleeping=() leading=() queued=()
   for i in 1 2 3; do
     cpu+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "${PID[$i]}")" -v hz="$CLK_TCK" -v s="$SCALE_IDLE" \
       'BEGIN { printf "%.1f", 100 * (b - a) / hz / s }')")
     rss+=("$(rss_mib "${PID[$i]}") ($(engine_mib "$i"))")
     sleeping+=("$(asleep "$i")")
     leading+=("$(leaders "$i")")
+    queued+=("$(backlog "$i")")
   done
-  log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}, leaders ${leading[*]}"
+  log "$n regions: idle CPU ${cpu[*]} %, RSS ${rss[*]} MiB, asleep ${sleeping[*]}, leaders ${leading[*]}, most raft messages queued at the Router ${queued[*]}, PD on node $(pd_host)"
 
   if [ -n "${SCALE_WRAP:-}" ]; then
     log "$n regions: profiled run, stopping here"

@@ -24,6 +24,10 @@
 //!   fjall's memtables, and `block_cache`, the bytes its block cache holds), sampled by
 //!   the Store every few seconds: the part of a node's memory that is the engine's
 //!   caches rather than the raftstore's own.
+//! - **Router backlog**: raft messages from other stores waiting in the Router's mailbox
+//!   ([`ROUTER_INBOUND_QUEUED`], and its high-water mark [`ROUTER_INBOUND_QUEUED_MAX`]):
+//!   a Router that falls behind delays every region of the store, and its queue costs
+//!   memory (the mailbox holds up to `MAILBOX_CAPACITY` messages).
 //! - **Hibernation**: peers asleep now ([`HIBERNATING_PEERS`]; see `hibernate.rs`). On an
 //!   idle store nearly all of them should be; a region that never sleeps costs a timer
 //!   and, on its leader, heartbeats.
@@ -211,6 +215,33 @@ pub static PEER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Raft messages from other stores waiting in the Router's mailbox now.
+pub static ROUTER_INBOUND_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tinykv_router_inbound_queued",
+        "Raft messages from other stores in the Router's mailbox, not yet routed."
+    )
+    .expect("metric registers once")
+});
+
+/// The most raft messages from other stores ever waiting in the Router's mailbox at once.
+pub static ROUTER_INBOUND_QUEUED_MAX: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tinykv_router_inbound_queued_max",
+        "The most raft messages from other stores that waited in the Router's mailbox at once since the node started."
+    )
+    .expect("metric registers once")
+});
+
+/// A raft message from another store entered the Router's mailbox.
+pub fn router_inbound_queued() {
+    ROUTER_INBOUND_QUEUED.inc();
+    let queued = ROUTER_INBOUND_QUEUED.get();
+    if queued > ROUTER_INBOUND_QUEUED_MAX.get() {
+        ROUTER_INBOUND_QUEUED_MAX.set(queued);
+    }
+}
+
 /// Peers of this process that sleep (hibernate) now.
 pub static HIBERNATING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -275,6 +306,8 @@ pub fn register_all() {
     LazyLock::force(&MESSAGES_REFUSED);
     LazyLock::force(&PEER_RESTARTS);
     LazyLock::force(&HIBERNATING_PEERS);
+    LazyLock::force(&ROUTER_INBOUND_QUEUED);
+    LazyLock::force(&ROUTER_INBOUND_QUEUED_MAX);
 }
 
 /// The kind a command is counted under in [`PROPOSALS`]: `conf_change` for a membership

@@ -391,6 +391,7 @@ impl Handler<InboundRaftMessage> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: InboundRaftMessage, _: &mut Self::Context) {
+        crate::metrics::ROUTER_INBOUND_QUEUED.dec();
         if msg.0.to_peer.as_ref().map(|p| p.store_id) != Some(self.store_id) {
             tracing::debug!(
                 store = self.store_id,

@@ -119,7 +119,11 @@ impl StoreRouter {
 
     /// Delivers a raft message received from another store.
     pub fn deliver(&self, msg: RaftMessage) {
-        let _ = self.router.try_send(InboundRaftMessage(msg));
+        // Counted before it is queued, so that the Router never counts down first.
+        crate::metrics::router_inbound_queued();
+        if self.router.try_send(InboundRaftMessage(msg)).is_err() {
+            crate::metrics::ROUTER_INBOUND_QUEUED.dec();
+        }
     }
 
     /// The local region holding `key`, if any.
