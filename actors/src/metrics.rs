@@ -181,6 +181,8 @@ pub static ENGINE_MEMORY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "Memory held by the engine: memtables (write_buffer) and block cache (block_cache).",
         &["store", "part"]
     )
+    // Registration fails only for a name registered twice; this LazyLock is its only
+    // registration, so it cannot.
     .expect("metric registers once")
 });
 
@@ -221,6 +223,8 @@ pub static ROUTER_INBOUND_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
         "tinykv_router_inbound_queued",
         "Raft messages from other stores in the Router's mailbox, not yet routed."
     )
+    // Registration fails only for a name registered twice; this LazyLock is its only
+    // registration, so it cannot.
     .expect("metric registers once")
 });
 
@@ -230,6 +234,8 @@ pub static ROUTER_INBOUND_QUEUED_MAX: LazyLock<IntGauge> = LazyLock::new(|| {
         "tinykv_router_inbound_queued_max",
         "The most raft messages from other stores that waited in the Router's mailbox at once since the node started."
     )
+    // Registration fails only for a name registered twice; this LazyLock is its only
+    // registration, so it cannot.
     .expect("metric registers once")
 });
 

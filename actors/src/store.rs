@@ -251,30 +251,27 @@ impl Store {
         );
     }
 
-    /// Asks the next [`RESTART_WAKES_PER_TICK`] restarted peers left asleep whether they
-    /// are still members, and the rest on later ticks.
-    fn check_restarted_peers(&mut self, ctx: &mut Context<Self>) {
-        let now = self.to_check.len().min(RESTART_WAKES_PER_TICK);
-        for peer in self.to_check.drain(..now) {
-            peer.do_send(CheckMembership);
+    /// Sends `msg` to the next [`RESTART_WAKES_PER_TICK`] restarted peers of the queue
+    /// `queue` picks (those to wake, or those to ask whether they are members), and to the
+    /// rest on later ticks.
+    fn pace_restarted_peers<M>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        queue: fn(&mut Store) -> &mut Vec<Addr<PeerFsm>>,
+        msg: M,
+    ) where
+        M: Message + Copy + Send + 'static,
+        M::Result: Send,
+        PeerFsm: Handler<M>,
+    {
+        let peers = queue(self);
+        let now = peers.len().min(RESTART_WAKES_PER_TICK);
+        for peer in peers.drain(..now) {
+            peer.do_send(msg);
         }
-        if !self.to_check.is_empty() {
-            ctx.run_later(self.peer_ctx.env.cfg.base_tick(), |store, ctx| {
-                store.check_restarted_peers(ctx)
-            });
-        }
-    }
-
-    /// Wakes the next [`RESTART_WAKES_PER_TICK`] restarted peers whose region may have no
-    /// leader, and the rest on later ticks.
-    fn wake_restarted_peers(&mut self, ctx: &mut Context<Self>) {
-        let now = self.to_wake.len().min(RESTART_WAKES_PER_TICK);
-        for peer in self.to_wake.drain(..now) {
-            peer.do_send(WakeUp);
-        }
-        if !self.to_wake.is_empty() {
-            ctx.run_later(self.peer_ctx.env.cfg.base_tick(), |store, ctx| {
-                store.wake_restarted_peers(ctx)
+        if !queue(self).is_empty() {
+            ctx.run_later(self.peer_ctx.env.cfg.base_tick(), move |store, ctx| {
+                store.pace_restarted_peers(ctx, queue, msg)
             });
         }
     }
@@ -300,10 +297,10 @@ impl Handler<LoadPeers> for Store {
         for (region, peer) in regions_to_load(&self.peer_ctx.env.engine, self.store_id())? {
             peers.push(self.spawn_peer(region, peer, PeerStart::Restart)?);
         }
-        self.wake_restarted_peers(ctx);
+        self.pace_restarted_peers(ctx, |store| &mut store.to_wake, WakeUp);
         // Once the node listens: the answers come back over the network.
         ctx.run_later(self.peer_ctx.env.cfg.election_timeout(), |store, ctx| {
-            store.check_restarted_peers(ctx)
+            store.pace_restarted_peers(ctx, |store| &mut store.to_check, CheckMembership)
         });
         info!(
             store = self.store_id(),

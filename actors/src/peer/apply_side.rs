@@ -34,7 +34,8 @@ pub(super) enum ApplySide {
     },
     /// Stopped, its state kept here.
     Parked(Box<ParkedApply>),
-    /// Only while switching from one state to another.
+    /// Only inside [`PeerFsm::send_to_apply`] and [`PeerFsm::on_apply_parked`], while
+    /// they move the state out to build the next one; never seen outside them.
     Switching,
 }
 
@@ -55,6 +56,8 @@ impl PeerFsm {
                 deliver(&apply, msg);
                 self.apply = ApplySide::Live(apply);
             }
+            // Both functions that set `Switching` leave another state before returning, and
+            // nothing runs in between: it cannot be seen here.
             ApplySide::Switching => unreachable!("apply side left switching"),
         }
     }
@@ -78,10 +81,14 @@ impl PeerFsm {
 
     /// The ApplyFsm answered [`Park`]: parked with its state, or still running.
     fn on_apply_parked(&mut self, parked: Option<Box<ParkedApply>>, ctx: &mut Context<Self>) {
-        let ApplySide::Parking { apply, waiting } =
-            std::mem::replace(&mut self.apply, ApplySide::Switching)
-        else {
-            unreachable!("an answer to Park while not parking");
+        let (apply, waiting) = match std::mem::replace(&mut self.apply, ApplySide::Switching) {
+            ApplySide::Parking { apply, waiting } => (apply, waiting),
+            other => {
+                // Only one Park is ever in flight (it is asked only from `Live`), so this
+                // does not happen; if it did, the state stands.
+                self.apply = other;
+                return;
+            }
         };
         self.apply = match parked {
             Some(parked) if waiting.is_empty() => ApplySide::Parked(parked),
@@ -103,10 +110,10 @@ impl PeerFsm {
 
     /// Starts an ApplyFsm from a parked one's state and introduces this PeerFsm to it.
     fn unpark(&mut self, parked: Box<ParkedApply>, ctx: &mut Context<Self>) -> Addr<ApplyFsm> {
-        let home = self.apply_home.clone();
         let span = self.peer.span().clone();
-        let apply = ApplyFsm::start_in_arbiter(&home.arbiter.clone(), move |_| {
-            ApplyFsm::unpark(span, *parked, home.context.clone())
+        let context = self.apply_home.context.clone();
+        let apply = ApplyFsm::start_in_arbiter(&self.apply_home.arbiter, move |_| {
+            ApplyFsm::unpark(span, *parked, context)
         });
         apply.do_send(AttachPeer(ctx.address().recipient()));
         apply

@@ -34,9 +34,8 @@ pub enum Effect {
     Route(ToRouter),
     /// Start the tick timer: [`super::Peer::on_tick`] every base tick.
     StartTicking,
-    /// Stop the tick timer (the peer sleeps).
-    StopTicking,
-    /// The peer fell asleep (or starts asleep): its ApplyFsm may park until it is needed.
+    /// The peer fell asleep (or starts asleep): stop the tick timer, if it runs; the
+    /// ApplyFsm may park until it is needed.
     Asleep,
     /// Take raft's `Ready` soon: [`super::Peer::on_ready_due`], once, after the inputs
     /// that are already queued.

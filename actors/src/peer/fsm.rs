@@ -87,14 +87,14 @@ impl PeerFsm {
                 Effect::WriteLog(task) => self.log_writer.do_send(task),
                 Effect::DeleteLog(task) => self.log_gc.do_send(task),
                 Effect::Apply(msg) => self.send_to_apply(msg, ctx),
-                Effect::Asleep => self.park_apply(ctx),
-                Effect::Route(msg) => self.route(msg, ctx),
-                Effect::StartTicking => self.start_ticking(ctx),
-                Effect::StopTicking => {
+                Effect::Asleep => {
                     if let Some(timer) = self.tick_timer.take() {
                         ctx.cancel_future(timer);
                     }
+                    self.park_apply(ctx);
                 }
+                Effect::Route(msg) => self.route(msg, ctx),
+                Effect::StartTicking => self.start_ticking(ctx),
                 Effect::ScheduleReady => ctx.notify(HandleReady),
                 Effect::GenerateSnapshot => self.generate_snapshot(ctx),
                 Effect::VerifySnapshot(message) => self.verify_snapshot(*message, ctx),

@@ -217,8 +217,6 @@ pub struct Peer {
     merge_frozen_since: Option<u64>,
     /// The last report handed to the Router for the placement driver (leader only).
     last_report: Option<Box<LeaderReport>>,
-    /// The tick timer runs (the peer is awake).
-    ticking: bool,
     /// Ticks since the peer started, for the log GC and size check intervals.
     ticks: u64,
     /// The number of the last `Ready` handed to the raft-log writer and not yet reported
@@ -322,7 +320,6 @@ impl Peer {
             commit_merge_asked_in: None,
             merge_frozen_since: None,
             last_report: None,
-            ticking: false,
             ticks: 0,
             unpersisted_ready: None,
             span,

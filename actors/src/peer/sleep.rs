@@ -112,10 +112,6 @@ impl Peer {
     /// spare room of the log buffers, which a burst of writes grew. Ten thousand sleeping
     /// regions are most of a store's memory.
     pub(super) fn sleep(&mut self) {
-        if self.ticking {
-            self.ticking = false;
-            self.outbox.push(Effect::StopTicking);
-        }
         self.free_spare_memory();
         if !self.hibernation.is_asleep() {
             metrics::HIBERNATING_PEERS.inc();

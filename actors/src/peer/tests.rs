@@ -164,8 +164,7 @@ impl Net {
                     Effect::Apply(ToApply::Apply(apply)) => node.unapplied.push_back(apply),
                     Effect::Apply(_) | Effect::Route(_) | Effect::AskCommitMerge { .. } => {}
                     Effect::StartTicking => node.ticking = true,
-                    Effect::StopTicking => node.ticking = false,
-                    Effect::Asleep => {}
+                    Effect::Asleep => node.ticking = false,
                     Effect::GenerateSnapshot => {
                         let snapshot = snapshot::generate(&node.engine, 1);
                         node.peer.on_snapshot_generated(snapshot);
@@ -349,7 +348,6 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::Route(ToRouter::Destroyed) => "route destroyed",
         Effect::Route(_) => "route",
         Effect::StartTicking => "start ticking",
-        Effect::StopTicking => "stop ticking",
         Effect::Asleep => "asleep",
         Effect::ScheduleReady => "ready",
         Effect::GenerateSnapshot => "generate snapshot",

@@ -207,12 +207,10 @@ impl Peer {
         self.schedule_ready();
     }
 
-    /// Starts the tick timer, unless it runs.
+    /// Starts the tick timer: as the peer starts awake, and as it wakes. A peer ticks
+    /// exactly while it is awake, [`Effect::Asleep`] stopping the timer.
     pub(super) fn start_ticking(&mut self) {
-        if !self.ticking {
-            self.ticking = true;
-            self.outbox.push(Effect::StartTicking);
-        }
+        self.outbox.push(Effect::StartTicking);
     }
 
     /// One base tick: raft's clock, reads waiting too long, and every so many ticks the
