@@ -21,6 +21,7 @@
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
 # SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md), and for
+# experiments SCALE_ENV, settings every node starts with (`TINYKV__SECTION__KEY=value ...`), for
 # profiling SCALE_WRAP, a command every node runs under, `{n}` standing for the node's
 # number (e.g. `heaptrack -o /tmp/heap-node{n}`); a profiled run stops after the idle
 # measurement (step 2).
@@ -70,7 +71,7 @@ start_cluster() {
     tinykv_config "$n" "$dir"
     local wrap=${SCALE_WRAP:-}
     wrap=${wrap//\{n\}/$n}
-    CMD[$n]="env $* $wrap $SERVER --config $dir/node$n.toml"
+    CMD[$n]="env ${SCALE_ENV:-} $* $wrap $SERVER --config $dir/node$n.toml"
     start "$n"
   done
   for n in 1 2 3; do
@@ -134,6 +135,32 @@ engine_mib() {
 asleep() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_raft_hibernating_peers / { print $2 }'; }
 leaders() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_store_leaders/ { print $2 }'; }
 backlog() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_router_inbound_queued_max / { print $2 }'; }
+# per_write DIR OPS: what the three nodes did per write between DIR's metrics-before-N.txt
+# and metrics-after-N.txt (the write load, its warm-up included): raft messages sent by
+# type, readies handled, peers put to sleep and woken.
+per_write() {
+  python3 - "$1" "$2" "$SCALE_LOAD" <<'PY'
+import collections, re, sys
+d, ops, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) + 3
+def read(name):
+    out = collections.Counter()
+    for n in (1, 2, 3):
+        for line in open(f"{d}/{name}-{n}.txt"):
+            m = re.match(r'(tinykv_raft_(?:messages_sent_total|ready_handled_total|hibernation_transitions_total)(?:\{[^}]*\})?) ([0-9.e+]+)$', line)
+            if m:
+                out[m.group(1)] += float(m.group(2))
+    return out
+before, after = read("metrics-before"), read("metrics-after")
+writes = max(ops * secs, 1)
+parts = []
+for k in sorted(after):
+    v = (after[k] - before[k]) / writes
+    if v >= 0.05:
+        label = re.sub(r'tinykv_raft_|_total|type=|to=|"', '', k)
+        parts.append(f"{label} {v:.2f}")
+print(", ".join(parts))
+PY
+}
 pd_host() {
   local n
   for n in 1 2 3; do grep -q 'splitting the meta region' "$WORK/node$n.log" && echo "$n"; done | tail -1
@@ -187,12 +214,33 @@ for n in $SCALE_REGIONS; do
   log "$n regions: node 2 serves again after ${restart_s}s"
 
   endpoints="$(url 1),$(url 2),$(url 3)"
+  for i in 1 2 3; do
+    curl -fsS "$(url "$i")/metrics" > "$dir/metrics-before-$i.txt"
+    before[$i]=$(cpu_ticks "${PID[$i]}")
+  done
+  load_t0=$(now_ms)
   "$BENCH" --endpoints "$endpoints" --workload write --keys "$SCALE_KEYS" --clients 64 \
-    --duration "${SCALE_LOAD}s" --warmup 3s --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" \
-    || die "tinykv-bench failed (see $dir/bench.err)"
+    --duration "${SCALE_LOAD}s" --warmup 3s --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" &
+  bench_pid=$!
+  # The bench's own CPU, read just before it exits (it stays a zombie until waited for).
+  bench_ticks=0
+  while kill -0 "$bench_pid" 2> /dev/null && [ -r "/proc/$bench_pid/stat" ]; do
+    t=$(cpu_ticks "$bench_pid" 2> /dev/null) && bench_ticks=$t
+    sleep 0.2
+  done
+  wait "$bench_pid" || die "tinykv-bench failed (see $dir/bench.err)"
+  load_s=$(awk -v ms=$(($(now_ms) - load_t0)) 'BEGIN { print ms / 1000 }')
+  server_ticks=0
+  for i in 1 2 3; do server_ticks=$((server_ticks + $(cpu_ticks "${PID[$i]}") - before[$i])); done
   ops=$(awk '/"op": "all"/ { all = 1 } all && /"throughput"/ { gsub(/[^0-9.]/, "", $2); printf "%.0f", $2; exit }' "$dir/bench.json")
   p999=$(awk '/"op": "all"/ { all = 1 } all && /"p999_ms"/ { gsub(/[^0-9.]/, "", $2); print $2; exit }' "$dir/bench.json")
   log "$n regions: $ops writes/s, p99.9 ${p999} ms"
+  log "$n regions: CPU over the load (${load_s}s): servers $(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v s="$load_s" \
+    'BEGIN { printf "%.0f%% of one core", 100 * t / hz / s }'), tinykv-bench $(awk -v t="$bench_ticks" -v hz="$CLK_TCK" -v s="$load_s" \
+    'BEGIN { printf "%.0f%%", 100 * t / hz / s }'); servers' CPU per write $(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v ops="$ops" -v s="$SCALE_LOAD" \
+    'BEGIN { printf "%.0f us", 1e6 * t / hz / (ops * (s + 3)) }')"
+  for i in 1 2 3; do curl -fsS "$(url "$i")/metrics" > "$dir/metrics-after-$i.txt"; done
+  log "$n regions, per write during the load: $(per_write "$dir" "$ops")"
   merge_s=-
   if [ "$n" -gt 1 ] && [ "$n" -le "$SCALE_MERGE" ]; then
     stop_all

@@ -30,7 +30,8 @@
 //!   memory (the mailbox holds up to `MAILBOX_CAPACITY` messages).
 //! - **Hibernation**: peers asleep now ([`HIBERNATING_PEERS`]; see `hibernate.rs`). On an
 //!   idle store nearly all of them should be; a region that never sleeps costs a timer
-//!   and, on its leader, heartbeats.
+//!   and, on its leader, heartbeats. [`HIBERNATION_TRANSITIONS`] counts peers falling
+//!   asleep and waking: under load a high rate means regions sleep between writes.
 //! - **Snapshots** ([`SNAPSHOTS`], by event `generate`, `apply`, `send`, `receive` and
 //!   result `ok` / `failed`): snapshots are the expensive way to catch a follower up, so
 //!   their rate and failures matter.
@@ -89,7 +90,8 @@ pub static READY_HANDLED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Raft messages handed to the transport, by raft message type.
+/// Raft messages handed to the transport, by raft message type (and hibernation
+/// messages, by their own names: see [`hibernation_message_sent`]).
 pub static MESSAGES_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "tinykv_raft_messages_sent_total",
@@ -259,6 +261,17 @@ pub static HIBERNATING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Peers of this process put to sleep and woken, by the state entered (`asleep`,
+/// `awake`): a region that sleeps and wakes for every write pays for both.
+pub static HIBERNATION_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_raft_hibernation_transitions_total",
+        "Region peers that fell asleep or woke up, by the state entered.",
+        &["to"]
+    )
+    .expect("metric registers once")
+});
+
 /// The kinds of [`PROPOSALS`].
 pub const PROPOSAL_KINDS: [&str; 4] = ["write", "read_index", "admin", "conf_change"];
 /// The reasons of [`PROPOSALS_DROPPED`].
@@ -312,6 +325,7 @@ pub fn register_all() {
     LazyLock::force(&MESSAGES_REFUSED);
     LazyLock::force(&PEER_RESTARTS);
     LazyLock::force(&HIBERNATING_PEERS);
+    LazyLock::force(&HIBERNATION_TRANSITIONS);
     LazyLock::force(&ROUTER_INBOUND_QUEUED);
     LazyLock::force(&ROUTER_INBOUND_QUEUED_MAX);
 }
@@ -383,6 +397,17 @@ pub fn message_type(t: MessageType) -> &'static str {
         MessageType::MsgRequestPreVote => "request_pre_vote",
         MessageType::MsgRequestPreVoteResponse => "request_pre_vote_response",
     }
+}
+
+/// Counts one hibernation message (`hibernate_request`, `hibernate_response`,
+/// `region_wake_up`) handed to the transport, in [`MESSAGES_SENT`] beside raft's own.
+pub fn hibernation_message_sent(kind: &'static str) {
+    MESSAGES_SENT.with_label_values(&[kind]).inc();
+}
+
+/// Counts one peer entering `state` (`asleep` or `awake`).
+pub fn hibernation_transition(state: &'static str) {
+    HIBERNATION_TRANSITIONS.with_label_values(&[state]).inc();
 }
 
 /// Counts one raft message of type `t` handed to the transport.

@@ -352,7 +352,7 @@ impl Handler<WakeUp> for PeerFsm {
     fn handle(&mut self, _: WakeUp, ctx: &mut Self::Context) {
         self.drive(ctx, |peer| {
             if !peer.is_destroyed() {
-                peer.wake(false);
+                peer.wake(Wake::Announce);
             }
         });
     }

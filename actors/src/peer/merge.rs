@@ -249,7 +249,7 @@ impl Peer {
     /// Every peer's log holds that entry (the CommitMerge was only asked for then), so it
     /// may be committed here even if no leader is left to say so.
     pub(super) fn on_catch_up_logs(&mut self, msg: CatchUpLogs) {
-        self.wake(false);
+        self.wake(Wake::Announce);
         let log = &mut self.raft.raft.raft_log;
         if log.committed >= msg.commit {
             return;

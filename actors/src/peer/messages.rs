@@ -106,7 +106,11 @@ impl Peer {
             return;
         }
         let Some(inner) = &msg.message else { return };
-        self.wake(from.id == self.raft.raft.leader_id);
+        self.wake(if from.id == self.raft.raft.leader_id {
+            Wake::ByLeader
+        } else {
+            Wake::Deferred
+        });
         let message: eraftpb::Message = match to_raft(inner) {
             Ok(m) => m,
             Err(e) => {

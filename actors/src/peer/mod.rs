@@ -99,6 +99,7 @@ use apply_side::ApplySide;
 pub use effects::{Effect, ToApply, ToRouter};
 pub use fsm::PeerFsm;
 use reads::PendingRead;
+use sleep::Wake;
 
 /// Everything a PeerFsm needs from its store: the core's [`PeerEnv`] and the actors its
 /// shell sends to.
@@ -206,6 +207,9 @@ pub struct Peer {
     snapshot_waits: HashMap<u64, Instant>,
     /// Whether the peer sleeps, and the leader's round of asking its followers.
     hibernation: Hibernation,
+    /// Woken by a command or a message whose own traffic may tell the other peers: the
+    /// next ready checks that it did (see [`sleep::Wake::Deferred`]).
+    wake_unannounced: bool,
     /// Set while this region is a frozen merge source (see `merge`).
     merge_state: Option<Box<MergeState>>,
     /// Source leader: the tick its CommitMerge request (or RollbackMerge) went out, while
@@ -315,6 +319,7 @@ impl Peer {
             start: PeerStart::Follow,
             snapshot_waits: HashMap::new(),
             hibernation: Hibernation::default(),
+            wake_unannounced: false,
             merge_state: merge_state.map(Box::new),
             commit_merge_asked: None,
             commit_merge_asked_in: None,

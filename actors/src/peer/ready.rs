@@ -8,6 +8,7 @@ use super::*;
 impl Peer {
     pub(super) fn handle_ready(&mut self) {
         self.flush_writes();
+        self.announce_wake_unless_sent();
         if !self.raft.has_ready() {
             return;
         }
@@ -53,10 +54,18 @@ impl Peer {
         let last_index = entries.last().map(|e| e.index);
         let storage = self.raft.mut_store();
         storage.append(entries, &mut mutations);
+        // The commit index is persisted lazily: a hard state that moved only the commit
+        // waits for the next write that persists the raft state anyway (the commit index
+        // may be stale on disk; a restart raises it to the applied index, and the leader
+        // tells the rest). Most readies of a region written now and then are a commit and
+        // nothing else; this spares each one a raft-log write and its round trip.
+        let mut vote_or_term_changed = false;
         if let Some(hs) = ready.hs() {
+            let before = storage.raft_state().hard_state.unwrap_or_default();
+            vote_or_term_changed = hs.term != before.term || hs.vote != before.vote;
             storage.set_hard_state(hs);
         }
-        if !mutations.is_empty() || ready.hs().is_some() {
+        if !mutations.is_empty() || vote_or_term_changed {
             mutations.push(storage.raft_state_mutation());
         }
         let number = ready.number();

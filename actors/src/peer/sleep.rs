@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// What woke a sleeping peer, which decides how the others learn that it is awake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// A raft message from its leader: the leader is awake and talking to it.
+    ByLeader,
+    /// Anything else that must be announced at once: a leader pings every follower, a
+    /// follower tells its leader (or every voter, knowing no leader).
+    Announce,
+    /// A command, or a raft message from a peer other than its leader, that is handled
+    /// right after the wake-up and may send what announces it anyway: a leader's append
+    /// or heartbeat to every follower, a follower's forwarded proposal or read to its
+    /// leader (any raft message wakes its receiver). The next ready looks at what is about
+    /// to be sent and announces the wake-up only if that does not
+    /// ([`Peer::announce_wake_unless_sent`]). A region written now and then sleeps
+    /// between writes; this spares every write a round of heartbeats.
+    Deferred,
+}
+
 impl Peer {
     /// Leader, on a tick: if the region is quiet, opens a round asking the followers to
     /// sleep and skips this tick (no heartbeat, which would wake a follower that already
@@ -115,6 +133,7 @@ impl Peer {
         self.free_spare_memory();
         if !self.hibernation.is_asleep() {
             metrics::HIBERNATING_PEERS.inc();
+            metrics::hibernation_transition("asleep");
             debug!(term = self.term(), "hibernating");
             self.outbox.push(Effect::Asleep);
         }
@@ -153,7 +172,7 @@ impl Peer {
     /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
     /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
     /// it, wakes the leader, or every other voter if it knows no leader.
-    pub(super) fn wake(&mut self, by_leader: bool) {
+    pub(super) fn wake(&mut self, cause: Wake) {
         let Some(slept) = self
             .hibernation
             .wake(Instant::now(), self.env.cfg.base_tick())
@@ -161,30 +180,62 @@ impl Peer {
             return;
         };
         metrics::HIBERNATING_PEERS.dec();
-        debug!(slept_ticks = slept, "waking up");
+        metrics::hibernation_transition("awake");
+        debug!(slept_ticks = slept, ?cause, "waking up");
         self.start_ticking();
-        if self.is_leader() {
-            self.raft.ping();
-        } else {
+        if !self.is_leader() {
             let raft = &mut self.raft.raft;
             let timeout = raft.election_timeout();
             raft.election_elapsed =
                 hibernate::caught_up_election_elapsed(raft.election_elapsed, slept, timeout);
-            let leader = raft.leader_id;
-            if by_leader {
-                // Its leader is awake and talking to it.
-            } else if leader != raft::INVALID_ID {
-                self.send_hibernation_message(leader, ExtraMessageType::MsgRegionWakeUp);
-            } else {
-                // No leader known (the store just restarted): wake every other voter, so
-                // that a live leader answers with a heartbeat within one round trip, and
-                // a dead one's followers start counting towards an election.
-                for id in self.followers() {
-                    self.send_hibernation_message(id, ExtraMessageType::MsgRegionWakeUp);
-                }
-            }
+        }
+        match cause {
+            Wake::ByLeader => {}
+            Wake::Announce => self.announce_wake(),
+            Wake::Deferred => self.wake_unannounced = true,
         }
         self.schedule_ready();
+    }
+
+    /// Tells the other peers that this one is awake: a leader pings every follower,
+    /// which wakes them; a follower wakes its leader, or every other voter if it knows no
+    /// leader (the store just restarted), so that a live leader answers with a heartbeat
+    /// within one round trip and a dead one's followers start counting towards an
+    /// election.
+    fn announce_wake(&mut self) {
+        if self.is_leader() {
+            self.raft.ping();
+            return;
+        }
+        let leader = self.raft.raft.leader_id;
+        if leader != raft::INVALID_ID {
+            self.send_hibernation_message(leader, ExtraMessageType::MsgRegionWakeUp);
+        } else {
+            for id in self.followers() {
+                self.send_hibernation_message(id, ExtraMessageType::MsgRegionWakeUp);
+            }
+        }
+    }
+
+    /// After a [`Wake::Deferred`], before the ready's messages go out: announces the
+    /// wake-up unless they do it, that is unless a leader sends something to every
+    /// follower, or a follower to its known leader. A raft message wakes its receiver,
+    /// and a leader's resets its followers' election clocks as a heartbeat would.
+    pub(super) fn announce_wake_unless_sent(&mut self) {
+        if !std::mem::take(&mut self.wake_unannounced) {
+            return;
+        }
+        let msgs = &self.raft.raft.msgs;
+        let sent_to = |id: u64| msgs.iter().any(|m| m.to == id);
+        let announced = if self.is_leader() {
+            self.followers().into_iter().all(sent_to)
+        } else {
+            let leader = self.raft.raft.leader_id;
+            leader != raft::INVALID_ID && sent_to(leader)
+        };
+        if !announced {
+            self.announce_wake();
+        }
     }
 
     /// A hibernation message from member peer `from`: a leader's request to sleep, a
@@ -219,7 +270,7 @@ impl Peer {
                     .on_agreement(from.id, extra.term, extra.index);
                 self.sleep_if_agreed();
             }
-            ExtraMessageType::MsgRegionWakeUp => self.wake(false),
+            ExtraMessageType::MsgRegionWakeUp => self.wake(Wake::Announce),
             _ => {}
         }
     }
@@ -230,6 +281,11 @@ impl Peer {
         let Some(to_peer) = self.peer_cache.get(&to).copied() else {
             return;
         };
+        metrics::hibernation_message_sent(match kind {
+            ExtraMessageType::MsgHibernateRequest => "hibernate_request",
+            ExtraMessageType::MsgHibernateResponse => "hibernate_response",
+            _ => "region_wake_up",
+        });
         self.env.transport.send(RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.peer),

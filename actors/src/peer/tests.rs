@@ -710,8 +710,9 @@ fn a_quiet_region_falls_asleep_once_every_follower_agrees() {
     }
 }
 
-/// A command wakes a sleeping leader: it starts ticking, its heartbeat wakes the
-/// followers as followers of the same leader (no election), and the write commits.
+/// A write wakes a sleeping leader: it starts ticking, and the append of the write
+/// wakes the followers as followers of the same leader (no election, and no heartbeat
+/// round besides: the append already tells every follower), and the write commits.
 #[test]
 fn a_command_wakes_a_sleeping_region_without_an_election() {
     let mut net = Net::with_hibernation();
@@ -721,9 +722,14 @@ fn a_command_wakes_a_sleeping_region_without_an_election() {
     let mut answer = net.command(1, put(b"k"));
     assert!(net.node(1).ticking, "the leader woke");
     assert_eq!(
-        net.sent(1, MessageType::MsgHeartbeat),
+        net.sent(1, MessageType::MsgAppend),
         2,
-        "a heartbeat to each follower"
+        "the write to each follower"
+    );
+    assert_eq!(
+        net.sent(1, MessageType::MsgHeartbeat),
+        0,
+        "no heartbeat round"
     );
     net.run();
     for id in 1..=3 {
@@ -736,4 +742,114 @@ fn a_command_wakes_a_sleeping_region_without_an_election() {
     }
     let response = answer_of(&mut answer).expect("the write committed");
     assert!(response.err().is_none());
+}
+
+/// Hibernation messages of `kind` that `id` sent and the test has not delivered yet.
+fn sent_extra(net: &mut Net, id: u64, kind: ExtraMessageType) -> usize {
+    net.process(id);
+    let wire = net.node(id).wire.0.lock().unwrap();
+    wire.iter()
+        .filter(|m| m.extra_msg.as_ref().is_some_and(|e| e.r#type() == kind))
+        .count()
+}
+
+/// A command that sends nothing (refused) still announces the wake-up: a leader pings
+/// every follower, which wakes them; a follower wakes its leader, without which its
+/// election clock, one tick short of the timeout, would start an election.
+#[test]
+fn a_refused_command_that_wakes_a_peer_still_announces_it() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    assert!(tick_until(&mut net, 200, all_asleep));
+    let stale = || {
+        let mut request = put(b"k");
+        request.header.as_mut().unwrap().region_epoch = Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 0,
+        });
+        request
+    };
+    let mut refused = net.command(1, stale());
+    assert!(matches!(
+        answer_of(&mut refused).and_then(|r| r.err()),
+        Some(Error::EpochNotMatch { .. })
+    ));
+    assert_eq!(
+        net.sent(1, MessageType::MsgHeartbeat),
+        2,
+        "a ping to each follower"
+    );
+    net.run();
+    assert!(tick_until(&mut net, 200, all_asleep));
+
+    let mut refused = net.command(2, stale());
+    assert!(answer_of(&mut refused).is_some());
+    assert_eq!(
+        sent_extra(&mut net, 2, ExtraMessageType::MsgRegionWakeUp),
+        1
+    );
+    net.run();
+    assert!(!net.node(1).peer.hibernation.is_asleep(), "the leader woke");
+    let term = net.node(1).peer.term();
+    // The follower's next ticks find its leader talking to it: no election.
+    tick_until(&mut net, 3, |_| false);
+    assert_eq!(net.node(1).peer.term(), term);
+    assert!(net.node(1).peer.is_leader());
+}
+
+/// A follower woken by a write it forwards sends no wake-up message: the forwarded
+/// proposal wakes the leader, whose append wakes everyone.
+#[test]
+fn a_follower_woken_by_a_write_it_forwards_needs_no_wake_up_message() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    let term = net.node(1).peer.term();
+    assert!(tick_until(&mut net, 200, all_asleep));
+    let mut answer = net.command(2, put(b"k"));
+    assert_eq!(
+        sent_extra(&mut net, 2, ExtraMessageType::MsgRegionWakeUp),
+        0
+    );
+    assert_eq!(net.sent(2, MessageType::MsgPropose), 1);
+    net.run();
+    assert_eq!(net.node(1).peer.term(), term, "no election");
+    assert!((1..=3).all(|id| net.node(id).ticking), "all awake");
+    let response = answer_of(&mut answer).expect("answered when applied on store 2");
+    assert!(response.err().is_none());
+}
+
+/// A ready that moves only the commit index writes nothing: the commit index is
+/// persisted lazily, with the next write of the raft state. A write costs each store
+/// one raft-log write (its entry), not two.
+#[test]
+fn a_ready_that_only_moves_the_commit_index_writes_nothing() {
+    let mut net = Net::new();
+    net.elect(1);
+    for id in 1..=3 {
+        net.node(id).seen.clear();
+    }
+    let mut answer = net.command(1, put(b"k"));
+    net.run();
+    assert!(answer_of(&mut answer).is_some());
+    for id in 1..=3 {
+        let node = net.node(id);
+        let persisted = node.seen.iter().filter(|e| **e == "persist").count();
+        assert_eq!(persisted, 1, "store {id}: {:?}", node.seen);
+        let log = &node.peer.raft.raft.raft_log;
+        assert_eq!(log.committed, log.last_index(), "store {id} committed");
+        let on_disk: tinykv_proto::raft_serverpb::RaftLocalState = node
+            .engine
+            .get_msg(Cf::Raft, &keys::raft_state_key(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            on_disk.last_index,
+            log.last_index(),
+            "store {id}: the entry is durable"
+        );
+        assert!(
+            on_disk.hard_state.unwrap().commit < log.committed,
+            "store {id}: the commit index waits for the next write"
+        );
+    }
 }
