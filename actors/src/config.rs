@@ -57,6 +57,11 @@ pub struct RaftStoreConfig {
     /// Lets a region with nothing to do sleep: no ticks and no heartbeats until a message
     /// or a request wakes it (see `hibernate.rs`). On by default.
     pub hibernate_regions: bool,
+    /// How long a region sleeps before its ApplyFsm parks (stops, its state kept by the
+    /// PeerFsm; see `peer/apply_side.rs`). A region used every few seconds keeps its
+    /// ApplyFsm: parking it and starting it again for every write costs more than the
+    /// write's own apply. 10 s by default.
+    pub park_apply_after_ms: u64,
     /// Regions holding any key at or after this one never sleep. Not read from the config
     /// file: the node sets it to the start of the placement driver's meta region, whose
     /// leadership must fail over without anyone waking it.
@@ -84,6 +89,7 @@ impl Default for RaftStoreConfig {
             apply_write_batch_bytes: 4 * 1024 * 1024,
             lease_reads: false,
             hibernate_regions: true,
+            park_apply_after_ms: 10_000,
             awake_from_key: None,
         }
     }
@@ -99,6 +105,7 @@ impl RaftStoreConfig {
             raft_election_timeout_ticks: 20,
             raft_log_gc_tick_ms: 100,
             split_check_tick_ms: 100,
+            park_apply_after_ms: 200,
             ..Default::default()
         }
     }
@@ -106,6 +113,11 @@ impl RaftStoreConfig {
     /// The raft tick interval.
     pub fn base_tick(&self) -> Duration {
         Duration::from_millis(self.raft_base_tick_ms)
+    }
+
+    /// How long a region sleeps before its ApplyFsm parks.
+    pub fn park_apply_after(&self) -> Duration {
+        Duration::from_millis(self.park_apply_after_ms)
     }
 
     /// Whether `region` may sleep (hibernate) when it has nothing to do.

@@ -17,10 +17,16 @@
 //! dead store must not keep its regions awake on the others). A quorum must have agreed.
 //!
 //! **Waking.** Any raft message but these two, any command, or a wake-up from the node
-//! wakes a peer: its timer starts again. A woken leader sends a heartbeat to every
-//! follower at once, which wakes them too: a region is awake within one round trip. A
-//! woken follower tells its leader ([`MsgRegionWakeUp`]), so that the leader's heartbeats
-//! resume before the follower's election timeout runs out.
+//! wakes a peer: its timer starts again. A woken leader makes sure every follower hears
+//! from it at once, which wakes them too: a region is awake within one round trip. A
+//! woken follower makes sure its leader hears from it ([`MsgRegionWakeUp`]), so that the
+//! leader's heartbeats resume before the follower's election timeout runs out. Usually
+//! what woke the peer does that by itself: a write woken leader's append goes to every
+//! follower, a follower's forwarded write or read goes to its leader. So a peer woken by
+//! a command or by a follower's message announces itself (a leader's heartbeat round, a
+//! follower's wake-up message) only if the ready that follows sends no such message; a
+//! region written now and then sleeps between writes, and this spares each write a
+//! round of heartbeats.
 //!
 //! **Elections stay correct.** A follower's election clock does not run while it sleeps,
 //! so on waking it adds the ticks it slept ([`caught_up_election_elapsed`]), stopping one
@@ -39,10 +45,13 @@
 //! region on every other store too: an election storm that keeps the whole cluster busy
 //! (and its heartbeats late, which causes more elections) for minutes. Asleep, a region
 //! costs nothing until it is used: a message from its leader wakes it as a follower of
-//! that leader; a request wakes it with its election clock run out (the store was down
-//! for an unknown time), so it campaigns on its next tick, which wakes the other peers;
-//! a live leader then keeps its leadership (pre-vote fails against it) and its
-//! heartbeat makes the restarted peer its follower, and a dead one is replaced. A region
+//! that leader; a request wakes it knowing no leader (the store was down for an unknown
+//! time), so it campaigns at once, which wakes the other peers; a live leader then keeps
+//! its leadership (pre-vote fails against it) and its heartbeat makes the restarted peer
+//! its follower, and a dead one is replaced. If the restarted peer led the region, its
+//! followers, asked for their votes by the very peer they follow, know it leads no more
+//! and grant them without waiting for their election clocks: the region is led again
+//! within a few round trips of the first request. A region
 //! whose leader was on the restarted store is led again when first used, or when the
 //! placement driver, having found the store silent, has the other stores wake it. A
 //! restarted peer left asleep still checks once, without waking anyone, that it is a

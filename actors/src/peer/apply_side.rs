@@ -1,8 +1,11 @@
 //! The PeerFsm's side of its ApplyFsm: live, parking, or parked.
 //!
 //! A sleeping region applies nothing, and at ten thousand regions an idle ApplyFsm per
-//! region is a good part of a store's memory. So when the core reports that the peer fell
-//! asleep ([`Effect::Asleep`]), the shell asks its ApplyFsm to [`Park`]: one with nothing in
+//! region is a good part of a store's memory. So once the core reports that the peer fell
+//! asleep ([`Effect::Asleep`]) and it has slept for `raftstore.park_apply_after_ms` (a
+//! region written every few seconds sleeps between writes, and keeps its ApplyFsm), the
+//! shell asks its
+//! ApplyFsm to [`Park`]: one with nothing in
 //! flight hands back its state (a [`ParkedApply`]: the region, the apply state, the
 //! sessions) and stops. The next message for the ApplyFsm starts a new one from that state
 //! on the same arbiter, introduces the PeerFsm to it, and delivers the message. Messages

@@ -17,6 +17,22 @@ use super::*;
 #[rtype(result = "()")]
 struct HandleReady;
 
+/// The one timer a PeerFsm runs.
+enum PeerTimer {
+    /// Raft's tick, while the peer is awake.
+    Ticking(SpawnHandle),
+    /// The countdown to parking the ApplyFsm, while the peer sleeps.
+    ParkCountdown(SpawnHandle),
+}
+
+impl PeerTimer {
+    fn handle(&self) -> SpawnHandle {
+        match self {
+            PeerTimer::Ticking(h) | PeerTimer::ParkCountdown(h) => *h,
+        }
+    }
+}
+
 /// The actor; see the module documentation.
 pub struct PeerFsm {
     pub(super) peer: Peer,
@@ -30,8 +46,8 @@ pub struct PeerFsm {
     router: Addr<Router>,
     log_writer: Addr<RaftLogWriter>,
     log_gc: Addr<RaftLogGcWriter>,
-    /// The tick timer, while the core wants ticks.
-    tick_timer: Option<SpawnHandle>,
+    /// The tick timer while the peer is awake, the countdown to parking while it sleeps.
+    timer: Option<PeerTimer>,
 }
 
 impl PeerFsm {
@@ -59,7 +75,7 @@ impl PeerFsm {
             router,
             log_writer,
             log_gc,
-            tick_timer: None,
+            timer: None,
         })
     }
 
@@ -88,10 +104,15 @@ impl PeerFsm {
                 Effect::DeleteLog(task) => self.log_gc.do_send(task),
                 Effect::Apply(msg) => self.send_to_apply(msg, ctx),
                 Effect::Asleep => {
-                    if let Some(timer) = self.tick_timer.take() {
-                        ctx.cancel_future(timer);
+                    if let Some(timer) = self.timer.take() {
+                        ctx.cancel_future(timer.handle());
                     }
-                    self.park_apply(ctx);
+                    let after = self.peer.env.cfg.park_apply_after();
+                    let countdown = ctx.run_later(after, |fsm, ctx| {
+                        fsm.timer = None;
+                        fsm.park_apply(ctx);
+                    });
+                    self.timer = Some(PeerTimer::ParkCountdown(countdown));
                 }
                 Effect::Route(msg) => self.route(msg, ctx),
                 Effect::StartTicking => self.start_ticking(ctx),
@@ -145,12 +166,16 @@ impl PeerFsm {
     }
 
     fn start_ticking(&mut self, ctx: &mut Context<Self>) {
-        if self.tick_timer.is_none() {
+        if let Some(PeerTimer::ParkCountdown(countdown)) = self.timer {
+            ctx.cancel_future(countdown);
+            self.timer = None;
+        }
+        if self.timer.is_none() {
             let base_tick = self.peer.env.cfg.base_tick();
             let handle = ctx.run_interval(base_tick, |fsm, ctx| {
                 fsm.drive(ctx, Peer::on_tick);
             });
-            self.tick_timer = Some(handle);
+            self.timer = Some(PeerTimer::Ticking(handle));
         }
     }
 
@@ -352,7 +377,7 @@ impl Handler<WakeUp> for PeerFsm {
     fn handle(&mut self, _: WakeUp, ctx: &mut Self::Context) {
         self.drive(ctx, |peer| {
             if !peer.is_destroyed() {
-                peer.wake(Wake::Announce);
+                peer.wake_needing_leader();
             }
         });
     }

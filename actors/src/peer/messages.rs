@@ -132,6 +132,7 @@ impl Peer {
             self.verify_snapshot_then_step(message);
             return;
         }
+        self.forget_leader_asking_for_votes(&message);
         // A leader not handing its leadership over always takes a forwarded write (there
         // is no limit on uncommitted entries); only otherwise may raft drop it, and only
         // then are the writes named, to tell the follower.
@@ -145,6 +146,33 @@ impl Peer {
             if let Some(uuids) = forwarded {
                 self.notify_dropped_proposals(from, uuids);
             }
+        }
+    }
+
+    /// A follower asked for its vote, in a later term, by the very peer it follows: that
+    /// leader no longer leads (its store restarted, or it stepped down), so the lease that
+    /// makes a follower ignore candidates for an election timeout after hearing from its
+    /// leader protects nobody, and the follower forgets the leader before raft weighs the
+    /// request. Without this a leader's store restarting over sleeping regions waits,
+    /// region by region, for the followers' election clocks to run out before anyone is
+    /// elected. A candidate other than the leader still meets the lease; and a leader that
+    /// still held a lease would be asking for nothing (a leader never campaigns).
+    fn forget_leader_asking_for_votes(&mut self, message: &eraftpb::Message) {
+        let asks_for_vote = matches!(
+            message.get_msg_type(),
+            eraftpb::MessageType::MsgRequestPreVote | eraftpb::MessageType::MsgRequestVote
+        );
+        let raft = &mut self.raft.raft;
+        if asks_for_vote
+            && raft.state == StateRole::Follower
+            && message.from == raft.leader_id
+            && message.term > raft.term
+        {
+            debug!(
+                leader = raft.leader_id,
+                "the leader asks for votes: it leads no more"
+            );
+            raft.leader_id = raft::INVALID_ID;
         }
     }
 

@@ -66,7 +66,7 @@ impl Peer {
             // Stopping (its actor waits for its ApplyFsm): nothing is proposed.
             return respond_error(callback, &Error::Stopped, self.term());
         }
-        self.wake(Wake::Deferred);
+        self.wake_needing_leader();
         let admin_type = request.admin_request.as_ref().map(|a| a.cmd_type());
         if self.is_merging() {
             // Frozen: nothing is proposed but the merge's own commands (which the peer

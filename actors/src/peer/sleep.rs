@@ -172,12 +172,13 @@ impl Peer {
     /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
     /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
     /// it, wakes the leader, or every other voter if it knows no leader.
-    pub(super) fn wake(&mut self, cause: Wake) {
+    /// Returns whether the peer was asleep.
+    pub(super) fn wake(&mut self, cause: Wake) -> bool {
         let Some(slept) = self
             .hibernation
             .wake(Instant::now(), self.env.cfg.base_tick())
         else {
-            return;
+            return false;
         };
         metrics::HIBERNATING_PEERS.dec();
         metrics::hibernation_transition("awake");
@@ -195,6 +196,22 @@ impl Peer {
             Wake::Deferred => self.wake_unannounced = true,
         }
         self.schedule_ready();
+        true
+    }
+
+    /// Wakes the peer for something that needs a leader: a request, or its store's
+    /// wake-up of a restarted peer whose region may have none. Woken knowing no leader
+    /// (its store restarted), it campaigns at once rather than once its election clock
+    /// runs out, one to ten ticks later; its (pre-)vote requests announce the wake-up.
+    /// Pre-vote makes this harmless where a leader lives: the others, hearing from it,
+    /// ignore the pre-candidate, and the leader, woken by it, pings it into a follower.
+    pub(super) fn wake_needing_leader(&mut self) {
+        if self.wake(Wake::Deferred)
+            && !self.is_leader()
+            && self.raft.raft.leader_id == raft::INVALID_ID
+        {
+            let _ = self.raft.campaign();
+        }
     }
 
     /// Tells the other peers that this one is awake: a leader pings every follower,
@@ -227,11 +244,12 @@ impl Peer {
         }
         let msgs = &self.raft.raft.msgs;
         let sent_to = |id: u64| msgs.iter().any(|m| m.to == id);
-        let announced = if self.is_leader() {
+        let leader = self.raft.raft.leader_id;
+        let announced = if self.is_leader() || leader == raft::INVALID_ID {
+            // A leader's appends or heartbeats, a leaderless peer's (pre-)vote requests.
             self.followers().into_iter().all(sent_to)
         } else {
-            let leader = self.raft.raft.leader_id;
-            leader != raft::INVALID_ID && sent_to(leader)
+            sent_to(leader)
         };
         if !announced {
             self.announce_wake();
@@ -270,7 +288,9 @@ impl Peer {
                     .on_agreement(from.id, extra.term, extra.index);
                 self.sleep_if_agreed();
             }
-            ExtraMessageType::MsgRegionWakeUp => self.wake(Wake::Announce),
+            ExtraMessageType::MsgRegionWakeUp => {
+                self.wake(Wake::Announce);
+            }
             _ => {}
         }
     }

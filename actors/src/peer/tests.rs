@@ -71,6 +71,7 @@ struct Net {
     nodes: BTreeMap<u64, Node>,
     /// Store pairs (both directions) whose messages are dropped.
     cut: BTreeSet<(u64, u64)>,
+    cfg: Arc<RaftStoreConfig>,
 }
 
 impl Net {
@@ -94,22 +95,8 @@ impl Net {
             let dir = tempfile::tempdir().unwrap();
             let engine = Engine::open(dir.path()).unwrap();
             ensure_bootstrapped(&engine, 1, store, &[1, 2, 3]).unwrap();
-            let (region, me) = crate::store::regions_to_load(&engine, store)
-                .unwrap()
-                .remove(0);
             let wire = Arc::new(Wire::default());
-            let env = PeerEnv {
-                store_id: store,
-                cfg: cfg.clone(),
-                engine: engine.clone(),
-                transport: Arc::new(wire.clone()),
-                ids: Arc::new(CountingIds(Mutex::new(1000))),
-                token: alive_pair().0,
-            };
-            let storage = PeerStorage::new(engine.clone(), region).unwrap();
-            let span = peer_span(store, 1, me.id);
-            let mut peer = Peer::new(env, (me, span), storage, None).unwrap();
-            peer.on_start();
+            let peer = load_peer(&cfg, store, &engine, &wire, PeerStart::Follow);
             let node = Node {
                 peer,
                 engine,
@@ -128,9 +115,24 @@ impl Net {
         let mut net = Net {
             nodes,
             cut: BTreeSet::new(),
+            cfg,
         };
         net.run();
         net
+    }
+
+    /// Store `id` crashes and starts again over its engine: everything not durable is
+    /// lost (unpersisted writes, unapplied entries, undelivered messages), and its new
+    /// core starts as a restarted store's does.
+    fn restart(&mut self, id: u64) {
+        let cfg = self.cfg.clone();
+        let node = self.node(id);
+        node.unpersisted.clear();
+        node.unapplied.clear();
+        node.wire.0.lock().unwrap().clear();
+        node.peer = load_peer(&cfg, id, &node.engine, &node.wire, PeerStart::Restart);
+        node.ticking = false;
+        self.process(id);
     }
 
     fn node(&mut self, id: u64) -> &mut Node {
@@ -332,6 +334,33 @@ impl Net {
     fn last_index(&mut self, id: u64) -> u64 {
         self.node(id).peer.raft.raft.raft_log.last_index()
     }
+}
+
+/// Store `store`'s core of region 1, loaded from `engine` and started as `start` says.
+fn load_peer(
+    cfg: &Arc<RaftStoreConfig>,
+    store: u64,
+    engine: &Engine,
+    wire: &Arc<Wire>,
+    start: PeerStart,
+) -> Peer {
+    let (region, me) = crate::store::regions_to_load(engine, store)
+        .unwrap()
+        .remove(0);
+    let env = PeerEnv {
+        store_id: store,
+        cfg: cfg.clone(),
+        engine: engine.clone(),
+        transport: Arc::new(wire.clone()),
+        ids: Arc::new(CountingIds(Mutex::new(1000))),
+        token: alive_pair().0,
+    };
+    let storage = PeerStorage::new(engine.clone(), region).unwrap();
+    let span = peer_span(store, 1, me.id);
+    let mut peer = Peer::new(env, (me, span), storage, None).unwrap();
+    peer.start = start;
+    peer.on_start();
+    peer
 }
 
 fn effect_name(effect: &Effect) -> &'static str {
@@ -852,4 +881,72 @@ fn a_ready_that_only_moves_the_commit_index_writes_nothing() {
             "store {id}: the commit index waits for the next write"
         );
     }
+}
+
+/// The store of a sleeping region's leader restarts. A request through it wakes its
+/// peer, which knows no leader: it campaigns at once, and the followers, asked for their
+/// votes by the very peer they follow, grant them although they heard from it within an
+/// election timeout. The region is led again, and the request served, without a single
+/// tick: no election clock had to run out.
+#[test]
+fn a_restarted_leader_woken_by_a_request_is_elected_again_without_waiting() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    let mut answer = net.command(1, put(b"k"));
+    net.run();
+    assert!(answer_of(&mut answer).is_some());
+    let term = net.node(1).peer.term();
+    assert!(tick_until(&mut net, 200, all_asleep));
+
+    net.restart(1);
+    assert!(
+        net.node(1).peer.hibernation.is_asleep(),
+        "it restarts asleep"
+    );
+    let mut refused = net.command(1, get(b"k"));
+    assert!(
+        matches!(
+            answer_of(&mut refused).and_then(|r| r.err()),
+            Some(Error::NotLeader { leader: None, .. })
+        ),
+        "no leader yet"
+    );
+    assert_eq!(
+        net.sent(1, MessageType::MsgRequestPreVote),
+        2,
+        "it campaigns at once"
+    );
+    net.run();
+    assert!(net.node(1).peer.is_leader(), "elected again without a tick");
+    assert!(net.node(1).peer.term() > term);
+    let mut read = net.command(1, get(b"k"));
+    net.run();
+    let response = answer_of(&mut read).expect("the read is served");
+    assert!(response.err().is_none());
+}
+
+/// A follower woken by a request while its leader lives elsewhere campaigns too (it
+/// knows no leader), but only with a pre-vote: the others, hearing from their leader,
+/// ignore it, the leader pings it into a follower, and nobody's term moves.
+#[test]
+fn a_restarted_follower_woken_by_a_request_disturbs_no_live_leader() {
+    let mut net = Net::with_hibernation();
+    net.elect(1);
+    let term = net.node(1).peer.term();
+    assert!(tick_until(&mut net, 200, all_asleep));
+    net.restart(2);
+    let mut refused = net.command(2, get(b"k"));
+    assert!(matches!(
+        answer_of(&mut refused).and_then(|r| r.err()),
+        Some(Error::NotLeader { leader: None, .. })
+    ));
+    assert_eq!(net.sent(2, MessageType::MsgRequestPreVote), 2);
+    net.run();
+    for id in 1..=3 {
+        let raft = &net.node(id).peer.raft.raft;
+        assert_eq!((raft.term, raft.leader_id), (term, 1), "store {id}");
+    }
+    let mut read = net.command(2, get(b"k"));
+    net.run();
+    assert!(answer_of(&mut read).is_some_and(|r| r.err().is_none()));
 }
