@@ -9,7 +9,8 @@
 #   2. lets the cluster settle, then measures each node's CPU over SCALE_IDLE seconds of
 #      idleness (from /proc: user + system time) and its resident memory, and counts the
 #      peers asleep (`tinykv_raft_hibernating_peers`);
-#   3. kills node 2 with SIGKILL, starts it again over its data and times until it serves:
+#   3. kills the node leading the most regions (SCALE_RESTART) with SIGKILL, starts it
+#      again over its data and times until it serves:
 #      `/health` answers and a read through it of a key in each of SCALE_PROBES regions
 #      spread over the key space succeeds;
 #   4. runs tinykv-bench's write-only workload (64 clients, keys uniform over the whole
@@ -20,7 +21,9 @@
 #      times until the placement driver has merged the N regions back into one.
 #
 # Knobs: SCALE_REGIONS, SCALE_KEYS (100000), SCALE_IDLE (30), SCALE_LOAD (20),
-# SCALE_PROBES (50), SCALE_MERGE (1000), BENCH_OUT (docs/benchmarks.md), and for
+# SCALE_PROBES (50), SCALE_MERGE (1000), SCALE_RESTART (`leader`, the node leading the most
+# regions, the slowest to restart: one node usually leads nearly all of them; or a node's
+# number), BENCH_OUT (docs/benchmarks.md), and for
 # experiments SCALE_ENV, settings every node starts with (`TINYKV__SECTION__KEY=value ...`), for
 # profiling SCALE_WRAP, a command every node runs under, `{n}` standing for the node's
 # number (e.g. `heaptrack -o /tmp/heap-node{n}`); a profiled run stops after the idle
@@ -35,6 +38,7 @@ SCALE_IDLE=${SCALE_IDLE:-30}
 SCALE_LOAD=${SCALE_LOAD:-20}
 SCALE_PROBES=${SCALE_PROBES:-50}
 SCALE_MERGE=${SCALE_MERGE:-1000}
+SCALE_RESTART=${SCALE_RESTART:-leader}
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 SERVER=target/release/tinykv-server
 BENCH=target/release/tinykv-bench
@@ -166,13 +170,13 @@ pd_host() {
   for n in 1 2 3; do grep -q 'splitting the meta region' "$WORK/node$n.log" && echo "$n"; done | tail -1
 }
 
-# serves N: node 2 answers /health and a read of a key in each probed region.
+# serves N: the restarted node answers /health and a read of a key in each probed region.
 serves() {
   local n=$1 i
-  curl -fsS "$(url 2)/health" > /dev/null || return 1
+  curl -fsS "$(url "$RESTARTED")/health" > /dev/null || return 1
   for ((i = 0; i < SCALE_PROBES; i++)); do
     local code
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$(url 2)/v1/kv/$(key $((i * SCALE_KEYS / SCALE_PROBES)))")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$(url "$RESTARTED")/v1/kv/$(key $((i * SCALE_KEYS / SCALE_PROBES)))")
     [ "$code" = 200 ] || [ "$code" = 404 ] || return 1
   done
 }
@@ -206,12 +210,18 @@ for n in $SCALE_REGIONS; do
     stop_all
     continue
   fi
-  kill -9 "${PID[2]}"; wait "${PID[2]}" 2>/dev/null || true
+  r=$SCALE_RESTART
+  if [ "$r" = leader ]; then
+    r=1
+    for i in 2 3; do [ "${leading[$((i - 1))]}" -le "${leading[$((r - 1))]}" ] || r=$i; done
+  fi
+  RESTARTED=$r
+  kill -9 "${PID[$r]}"; wait "${PID[$r]}" 2>/dev/null || true
   t0=$(now_ms)
-  start 2
-  wait_for 120 serves "$n" || die "node 2 did not serve again within 120 s"
+  start "$r"
+  wait_for 120 serves "$n" || die "node $r did not serve again within 120 s"
   restart_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f", ms / 1000 }')
-  log "$n regions: node 2 serves again after ${restart_s}s"
+  log "$n regions: node $r serves again after ${restart_s}s"
 
   endpoints="$(url 1),$(url 2),$(url 3)"
   for i in 1 2 3; do
@@ -268,7 +278,7 @@ A fresh 3-node cluster of the release build per row, every region with 3 replica
 with the admin API over ${SCALE_KEYS} keys (batch splits of 1,000 keys, one after another). Idle CPU is each node's user + system time over
 ${SCALE_IDLE} s with no client, in % of one core; RSS after that, and in brackets the part of
 it that is the engine's memtables and block cache (\`tinykv_engine_memory_bytes\`); "asleep" counts the peers
-hibernating at the end. Restart: node 2 killed with SIGKILL and started again, until it
+hibernating at the end. Restart: the node leading the most regions (\`SCALE_RESTART=${SCALE_RESTART}\`) killed with SIGKILL and started again, until it
 answers \`/health\` and reads of keys in ${SCALE_PROBES} regions spread over the key space.
 Writes: tinykv-bench, write-only, 64 clients, keys uniform over all regions, ${SCALE_LOAD} s.
 Merge back: the cluster restarted with \`pd.split_merge_interval_ms\` at 1 s and

@@ -424,6 +424,16 @@ pub(super) fn put(key: &[u8]) -> RaftCmdRequest {
     })
 }
 
+/// A put in region 1 naming an epoch older than the region's (version 0).
+fn stale_put() -> RaftCmdRequest {
+    let mut request = put(b"k");
+    request.header.as_mut().unwrap().region_epoch = Some(metapb::RegionEpoch {
+        conf_ver: 1,
+        version: 0,
+    });
+    request
+}
+
 /// A get of `key` in region 1.
 pub(super) fn get(key: &[u8]) -> RaftCmdRequest {
     command(Request {
@@ -557,12 +567,7 @@ fn a_command_with_a_stale_epoch_is_refused_and_proposes_nothing() {
     let mut net = Net::new();
     net.elect(1);
     let last = net.last_index(1);
-    let mut request = put(b"k");
-    request.header.as_mut().unwrap().region_epoch = Some(metapb::RegionEpoch {
-        conf_ver: 1,
-        version: 0,
-    });
-    let mut refused = net.command(1, request);
+    let mut refused = net.command(1, stale_put());
     let response = answer_of(&mut refused).expect("refused at once");
     assert!(matches!(response.err(), Some(Error::EpochNotMatch { .. })));
     assert_eq!(net.last_index(1), last);
@@ -790,15 +795,7 @@ fn a_refused_command_that_wakes_a_peer_still_announces_it() {
     let mut net = Net::with_hibernation();
     net.elect(1);
     assert!(tick_until(&mut net, 200, all_asleep));
-    let stale = || {
-        let mut request = put(b"k");
-        request.header.as_mut().unwrap().region_epoch = Some(metapb::RegionEpoch {
-            conf_ver: 1,
-            version: 0,
-        });
-        request
-    };
-    let mut refused = net.command(1, stale());
+    let mut refused = net.command(1, stale_put());
     assert!(matches!(
         answer_of(&mut refused).and_then(|r| r.err()),
         Some(Error::EpochNotMatch { .. })
@@ -811,7 +808,7 @@ fn a_refused_command_that_wakes_a_peer_still_announces_it() {
     net.run();
     assert!(tick_until(&mut net, 200, all_asleep));
 
-    let mut refused = net.command(2, stale());
+    let mut refused = net.command(2, stale_put());
     assert!(answer_of(&mut refused).is_some());
     assert_eq!(
         sent_extra(&mut net, 2, ExtraMessageType::MsgRegionWakeUp),
