@@ -72,6 +72,8 @@ start_cluster() {
   local dir=$1 n
   shift
   for n in 1 2 3; do
+    # The node logs run on across clusters: what this one logged starts after this line.
+    LOG_FROM[$n]=$(cat "$WORK/node$n.log" 2> /dev/null | wc -l)
     tinykv_config "$n" "$dir"
     local wrap=${SCALE_WRAP:-}
     wrap=${wrap//\{n\}/$n}
@@ -167,7 +169,9 @@ PY
 }
 pd_host() {
   local n
-  for n in 1 2 3; do grep -q 'splitting the meta region' "$WORK/node$n.log" && echo "$n"; done | tail -1
+  for n in 1 2 3; do
+    tail -n +"$((LOG_FROM[n] + 1))" "$WORK/node$n.log" | grep -q 'splitting the meta region' && echo "$n"
+  done | tail -1
 }
 
 # serves N: the restarted node answers /health and a read of a key in each probed region.
