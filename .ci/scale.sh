@@ -73,7 +73,8 @@ start_cluster() {
   shift
   for n in 1 2 3; do
     # The node logs run on across clusters: what this one logged starts after this line.
-    LOG_FROM[$n]=$(cat "$WORK/node$n.log" 2> /dev/null | wc -l)
+    LOG_FROM[$n]=0
+    [ ! -f "$WORK/node$n.log" ] || LOG_FROM[$n]=$(wc -l < "$WORK/node$n.log")
     tinykv_config "$n" "$dir"
     local wrap=${SCALE_WRAP:-}
     wrap=${wrap//\{n\}/$n}
