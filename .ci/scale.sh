@@ -171,7 +171,8 @@ PY
 pd_host() {
   local n
   for n in 1 2 3; do
-    tail -n +"$((LOG_FROM[n] + 1))" "$WORK/node$n.log" | grep -q 'splitting the meta region' && echo "$n"
+    # grep reads to the end (no -q): under pipefail, tail cut off by an early exit fails.
+    [ "$(tail -n +"$((LOG_FROM[n] + 1))" "$WORK/node$n.log" | grep -c 'splitting the meta region')" = 0 ] || echo "$n"
   done | tail -1
 }
 

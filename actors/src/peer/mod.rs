@@ -219,8 +219,9 @@ pub struct Peer {
     commit_merge_asked_in: Option<u64>,
     /// Source leader: the tick it first found the PrepareMerge applied.
     merge_frozen_since: Option<u64>,
-    /// The last report handed to the Router for the placement driver (leader only).
-    last_report: Option<Box<LeaderReport>>,
+    /// A digest of the last report handed to the Router for the placement driver (leader
+    /// only): the report itself is a few hundred bytes, ten thousand leaders' megabytes.
+    last_report: Option<u64>,
     /// Ticks since the peer started, for the log GC and size check intervals.
     ticks: u64,
     /// The number of the last `Ready` handed to the raft-log writer and not yet reported

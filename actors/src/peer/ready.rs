@@ -232,8 +232,9 @@ impl Peer {
             pending_peers: self.pending_peers(),
             approximate_size: self.approximate_size,
         };
-        if self.last_report.as_deref() != Some(&report) {
-            self.last_report = Some(Box::new(report.clone()));
+        let digest = report_digest(&report);
+        if self.last_report != Some(digest) {
+            self.last_report = Some(digest);
             self.outbox
                 .push(Effect::Route(ToRouter::LeaderReport(report)));
         }
@@ -343,4 +344,20 @@ impl Peer {
             self.destroy("removed from the region");
         }
     }
+}
+
+/// A digest of `report`, to tell whether it changed: the region as encoded (every field
+/// of it, present and future), the leader, the lagging peers and the size. Two different
+/// reports share a digest with a chance of one in 2^64; the node's full report, every
+/// so many heartbeats, would then correct the placement driver's view.
+pub(super) fn report_digest(report: &LeaderReport) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    report.region.encode_to_vec().hash(&mut hasher);
+    (report.leader.id, report.leader.store_id).hash(&mut hasher);
+    for p in &report.pending_peers {
+        (p.id, p.store_id).hash(&mut hasher);
+    }
+    report.approximate_size.hash(&mut hasher);
+    hasher.finish()
 }

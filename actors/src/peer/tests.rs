@@ -947,3 +947,44 @@ fn a_restarted_follower_woken_by_a_request_disturbs_no_live_leader() {
     net.run();
     assert!(answer_of(&mut read).is_some_and(|r| r.err().is_none()));
 }
+
+/// A leader keeps only a digest of its last report for the placement driver; the digest
+/// must change with every part of the report the PD acts on.
+#[test]
+fn the_report_digest_changes_with_every_part_of_the_report() {
+    let peer = |id| metapb::Peer { id, store_id: id };
+    let report = LeaderReport {
+        region: metapb::Region {
+            id: 1,
+            start_key: b"a".to_vec(),
+            end_key: b"m".to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![peer(1), peer(2), peer(3)],
+        },
+        leader: peer(1),
+        pending_peers: Vec::new(),
+        approximate_size: Some(100),
+    };
+    let digest = ready::report_digest(&report);
+    assert_eq!(digest, ready::report_digest(&report.clone()));
+    let changes: [fn(&mut LeaderReport); 8] = [
+        |r| r.region.end_key = b"n".to_vec(),
+        |r| r.region.region_epoch.as_mut().unwrap().version = 2,
+        |r| r.region.region_epoch.as_mut().unwrap().conf_ver = 2,
+        |r| {
+            r.region.peers.pop();
+        },
+        |r| r.leader = metapb::Peer { id: 2, store_id: 2 },
+        |r| r.pending_peers.push(metapb::Peer { id: 3, store_id: 3 }),
+        |r| r.approximate_size = Some(101),
+        |r| r.approximate_size = None,
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        let mut changed = report.clone();
+        change(&mut changed);
+        assert_ne!(ready::report_digest(&changed), digest, "change {i}");
+    }
+}
