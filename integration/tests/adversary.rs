@@ -696,7 +696,14 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert!(started.elapsed() < Duration::from_secs(3), "at once");
+    // Not after chasing the region until the 10 s request deadline: every store and the
+    // PD answer at once that nobody holds it. (Half the deadline, not less: CI runs many
+    // clusters side by side on two cores, and this took over 3 s there once.)
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not at the deadline: {:?}",
+        started.elapsed()
+    );
     let mut request = b"GET /v1/kv/".to_vec();
     request.extend(vec![b'k'; 1024 * 1024]);
     request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
