@@ -39,6 +39,9 @@ SCALE_LOAD=${SCALE_LOAD:-20}
 SCALE_PROBES=${SCALE_PROBES:-50}
 SCALE_MERGE=${SCALE_MERGE:-1000}
 SCALE_RESTART=${SCALE_RESTART:-leader}
+# tinykv-bench's warm-up before it measures, in seconds: the per-write figures count the
+# writes of the warm-up too (at the measured rate), as the metrics and CPU time do.
+WARMUP=3
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 SERVER=target/release/tinykv-server
 BENCH=target/release/tinykv-bench
@@ -146,9 +149,9 @@ backlog() { curl -fsS "$(url "$1")/metrics" | awk '/^tinykv_router_inbound_queue
 # and metrics-after-N.txt (the write load, its warm-up included): raft messages sent by
 # type, readies handled, peers put to sleep and woken.
 per_write() {
-  python3 - "$1" "$2" "$SCALE_LOAD" <<'PY'
+  python3 - "$1" "$2" "$((SCALE_LOAD + WARMUP))" <<'PY'
 import collections, re, sys
-d, ops, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) + 3
+d, ops, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 def read(name):
     out = collections.Counter()
     for n in (1, 2, 3):
@@ -236,7 +239,7 @@ for n in $SCALE_REGIONS; do
   done
   load_t0=$(now_ms)
   "$BENCH" --endpoints "$endpoints" --workload write --keys "$SCALE_KEYS" --clients 64 \
-    --duration "${SCALE_LOAD}s" --warmup 3s --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" &
+    --duration "${SCALE_LOAD}s" --warmup "${WARMUP}s" --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" &
   bench_pid=$!
   # The bench's own CPU, read just before it exits (it stays a zombie until waited for).
   bench_ticks=0
@@ -253,8 +256,8 @@ for n in $SCALE_REGIONS; do
   log "$n regions: $ops writes/s, p99.9 ${p999} ms"
   log "$n regions: CPU over the load (${load_s}s): servers $(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v s="$load_s" \
     'BEGIN { printf "%.0f%% of one core", 100 * t / hz / s }'), tinykv-bench $(awk -v t="$bench_ticks" -v hz="$CLK_TCK" -v s="$load_s" \
-    'BEGIN { printf "%.0f%%", 100 * t / hz / s }'); servers' CPU per write $(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v ops="$ops" -v s="$SCALE_LOAD" \
-    'BEGIN { printf "%.0f us", 1e6 * t / hz / (ops * (s + 3)) }')"
+    'BEGIN { printf "%.0f%%", 100 * t / hz / s }'); servers' CPU per write $(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v ops="$ops" -v s="$((SCALE_LOAD + WARMUP))" \
+    'BEGIN { printf "%.0f us", 1e6 * t / hz / (ops * s) }')"
   for i in 1 2 3; do curl -fsS "$(url "$i")/metrics" > "$dir/metrics-after-$i.txt"; done
   log "$n regions, per write during the load: $(per_write "$dir" "$ops")"
   merge_s=-

@@ -54,6 +54,7 @@ use prometheus::{
 };
 use raft::eraftpb::MessageType;
 use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest};
+use tinykv_proto::raft_serverpb::ExtraMessageType;
 
 /// Histogram buckets for durations: 0.5 ms to about 16 s, doubling.
 pub fn duration_buckets() -> Vec<f64> {
@@ -269,6 +270,8 @@ pub static HIBERNATION_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "Region peers that fell asleep or woke up, by the state entered.",
         &["to"]
     )
+    // Registration fails only for a name registered twice; this LazyLock is its only
+    // registration, so it cannot.
     .expect("metric registers once")
 });
 
@@ -399,10 +402,24 @@ pub fn message_type(t: MessageType) -> &'static str {
     }
 }
 
-/// Counts one hibernation message (`hibernate_request`, `hibernate_response`,
-/// `region_wake_up`) handed to the transport, in [`MESSAGES_SENT`] beside raft's own.
-pub fn hibernation_message_sent(kind: &'static str) {
-    MESSAGES_SENT.with_label_values(&[kind]).inc();
+/// The label of an extra (non-raft) message type in [`MESSAGES_SENT`].
+pub fn extra_message_type(t: ExtraMessageType) -> &'static str {
+    match t {
+        ExtraMessageType::MsgExtraInvalid => "extra_invalid",
+        ExtraMessageType::MsgCheckStalePeer => "check_stale_peer",
+        ExtraMessageType::MsgCheckStalePeerResponse => "check_stale_peer_response",
+        ExtraMessageType::MsgHibernateRequest => "hibernate_request",
+        ExtraMessageType::MsgHibernateResponse => "hibernate_response",
+        ExtraMessageType::MsgRegionWakeUp => "region_wake_up",
+    }
+}
+
+/// Counts one hibernation message of type `t` handed to the transport, in
+/// [`MESSAGES_SENT`] beside raft's own.
+pub fn hibernation_message_sent(t: ExtraMessageType) {
+    MESSAGES_SENT
+        .with_label_values(&[extra_message_type(t)])
+        .inc();
 }
 
 /// Counts one peer entering `state` (`asleep` or `awake`).

@@ -54,24 +54,23 @@ impl Peer {
         let last_index = entries.last().map(|e| e.index);
         let storage = self.raft.mut_store();
         storage.append(entries, &mut mutations);
+        if let Some(hs) = ready.hs() {
+            storage.set_hard_state(hs);
+        }
         // The commit index is persisted lazily: a hard state that moved only the commit
         // waits for the next write that persists the raft state anyway (the commit index
         // may be stale on disk; a restart raises it to the applied index, and the leader
-        // tells the rest). Most readies of a region written now and then are a commit and
-        // nothing else; this spares each one a raft-log write and its round trip.
-        let mut vote_or_term_changed = false;
-        if let Some(hs) = ready.hs() {
-            let before = storage.raft_state().hard_state.unwrap_or_default();
-            vote_or_term_changed = hs.term != before.term || hs.vote != before.vote;
-            storage.set_hard_state(hs);
-        }
-        if !mutations.is_empty() || vote_or_term_changed {
+        // tells the rest). raft-rs's `must_sync` is set exactly when the term or vote
+        // changed or entries or a snapshot came. Most readies of a region written now and
+        // then are a commit and nothing else; this spares each one a raft-log write and
+        // its round trip.
+        let must_sync = ready.must_sync();
+        if !mutations.is_empty() || must_sync {
             mutations.push(storage.raft_state_mutation());
         }
         let number = ready.number();
-        let must_sync = ready.must_sync();
         let persisted_msgs = ready.take_persisted_messages();
-        if mutations.is_empty() && !must_sync && self.unpersisted_ready.is_none() {
+        if mutations.is_empty() && self.unpersisted_ready.is_none() {
             // Nothing to write and nothing written before it still in flight (a heartbeat
             // and its answer): durable already, so its messages go out without a round
             // trip through the raft-log writer.

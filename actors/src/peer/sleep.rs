@@ -168,11 +168,11 @@ impl Peer {
         may_sleep
     }
 
-    /// Wakes a sleeping peer: its timer starts again. A leader sends every follower a
-    /// heartbeat, which wakes them; a follower moves its election clock on by the ticks it
-    /// slept (see [`hibernate::caught_up_election_elapsed`]) and, unless its leader woke
-    /// it, wakes the leader, or every other voter if it knows no leader.
-    /// Returns whether the peer was asleep.
+    /// Wakes a sleeping peer: its timer starts again, and a follower moves its election
+    /// clock on by the ticks it slept (see [`hibernate::caught_up_election_elapsed`]).
+    /// `cause` decides how the others learn of it: not at all (its leader woke it), at
+    /// once ([`Peer::announce_wake`]), or by the next ready unless its own messages do
+    /// ([`Wake::Deferred`]). Returns whether the peer was asleep.
     pub(super) fn wake(&mut self, cause: Wake) -> bool {
         let Some(slept) = self
             .hibernation
@@ -301,11 +301,7 @@ impl Peer {
         let Some(to_peer) = self.peer_cache.get(&to).copied() else {
             return;
         };
-        metrics::hibernation_message_sent(match kind {
-            ExtraMessageType::MsgHibernateRequest => "hibernate_request",
-            ExtraMessageType::MsgHibernateResponse => "hibernate_response",
-            _ => "region_wake_up",
-        });
+        metrics::hibernation_message_sent(kind);
         self.env.transport.send(RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.peer),
