@@ -24,7 +24,8 @@
 # SCALE_PROBES (50), SCALE_MERGE (1000), SCALE_RESTART (`leader`, the node leading the most
 # regions, the slowest to restart: one node usually leads nearly all of them; or a node's
 # number), BENCH_OUT (docs/benchmarks.md), and for
-# experiments SCALE_ENV, settings every node starts with (`TINYKV__SECTION__KEY=value ...`), for
+# experiments SCALE_ENV, settings every node starts with (`TINYKV__SECTION__KEY=value ...`),
+# and SCALE_SERVER, another server binary to measure (an A/B of a build change), for
 # profiling SCALE_WRAP, a command every node runs under, `{n}` standing for the node's
 # number (e.g. `heaptrack -o /tmp/heap-node{n}`); a profiled run stops after the idle
 # measurement (step 2).
@@ -43,7 +44,7 @@ SCALE_RESTART=${SCALE_RESTART:-leader}
 # writes of the warm-up too (at the measured rate), as the metrics and CPU time do.
 WARMUP=3
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
-SERVER=target/release/tinykv-server
+SERVER=${SCALE_SERVER:-target/release/tinykv-server}
 BENCH=target/release/tinykv-bench
 HTTP=(18081 18082 18083)
 CLK_TCK=$(getconf CLK_TCK)
