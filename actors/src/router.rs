@@ -42,6 +42,17 @@ pub const WAKES_PER_REQUEST: usize = 500;
 #[rtype(result = "()")]
 pub struct SetStore(pub Addr<Store>);
 
+/// A led region's report as the Router keeps it until the placement driver takes it:
+/// only what the region's route does not already hold. The route's region is the report's
+/// (the peer updates its route before it reports on the region it names), and keeping a
+/// second copy of every led region cost a leader's node ~400 bytes a region.
+#[derive(Debug, Clone)]
+struct KeptReport {
+    leader: tinykv_proto::metapb::Peer,
+    pending_peers: Vec<tinykv_proto::metapb::Peer>,
+    approximate_size: Option<u64>,
+}
+
 /// The actor; see the module documentation.
 pub struct Router {
     store_id: u64,
@@ -51,8 +62,9 @@ pub struct Router {
     ranges: BTreeMap<Vec<u8>, u64>,
     /// How many routes name a leader on this store.
     leading: usize,
-    /// The reports of the regions led here, and those changed since last taken.
-    reports: HashMap<u64, LeaderReport>,
+    /// The reports of the regions led here (what their routes do not already say), and
+    /// those changed since last taken.
+    reports: HashMap<u64, KeptReport>,
     changed_reports: HashSet<u64>,
     store: Option<Addr<Store>>,
     /// The last region woken by a [`WakeRegionsLedBy`] request; the next one starts after.
@@ -477,12 +489,7 @@ impl Handler<LeaderReportChanged> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: LeaderReportChanged, _: &mut Self::Context) {
-        let id = msg.0.region.id;
-        // Only while the route (sent before it, by the same peer) names this store.
-        if self.routes.get(&id).is_some_and(|r| self.led_here(r)) {
-            self.reports.insert(id, msg.0);
-            self.changed_reports.insert(id);
-        }
+        self.keep_report(msg.0);
     }
 }
 
@@ -490,14 +497,45 @@ impl Handler<TakeLeaderReports> for Router {
     type Result = MessageResult<TakeLeaderReports>;
 
     fn handle(&mut self, msg: TakeLeaderReports, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.take_reports(msg.all))
+    }
+}
+
+impl Router {
+    /// Keeps a led region's new report, while its route (sent before it, by the same
+    /// peer) names this store.
+    fn keep_report(&mut self, report: LeaderReport) {
+        let LeaderReport {
+            region,
+            leader,
+            pending_peers,
+            approximate_size,
+        } = report;
+        if self
+            .routes
+            .get(&region.id)
+            .is_some_and(|r| self.led_here(r))
+        {
+            let kept = KeptReport {
+                leader,
+                pending_peers,
+                approximate_size,
+            };
+            self.reports.insert(region.id, kept);
+            self.changed_reports.insert(region.id);
+        }
+    }
+
+    /// The reports changed since the last take, or all of them.
+    fn take_reports(&mut self, all: bool) -> LeaderReports {
         let changed = std::mem::take(&mut self.changed_reports);
-        let mut reports: Vec<LeaderReport> = if msg.all {
-            self.reports.values().cloned().collect()
-        } else {
-            changed
-                .iter()
-                .filter_map(|id| self.reports.get(id).cloned())
+        let mut reports: Vec<LeaderReport> = if all {
+            self.reports
+                .keys()
+                .filter_map(|&id| self.report(id))
                 .collect()
+        } else {
+            changed.iter().filter_map(|&id| self.report(id)).collect()
         };
         reports.sort_by_key(|r| r.region.id);
         let used_size = self
@@ -505,10 +543,22 @@ impl Handler<TakeLeaderReports> for Router {
             .values()
             .filter_map(|r| r.approximate_size)
             .sum();
-        MessageResult(LeaderReports {
+        LeaderReports {
             reports,
             region_count: self.routes.len(),
             used_size,
+        }
+    }
+
+    /// The full report of led region `id`, from its route and what was kept of it.
+    fn report(&self, id: u64) -> Option<LeaderReport> {
+        let kept = self.reports.get(&id)?;
+        let route = self.routes.get(&id)?;
+        Some(LeaderReport {
+            region: route.region.clone(),
+            leader: kept.leader,
+            pending_peers: kept.pending_peers.clone(),
+            approximate_size: kept.approximate_size,
         })
     }
 }
@@ -588,7 +638,87 @@ fn next_wakes(mut led: Vec<u64>, cursor: u64, limit: usize) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{next_wakes, ranges_overlap};
+    use tinykv_proto::metapb;
+
+    use super::{next_wakes, ranges_overlap, Router};
+    use crate::msg::{LeaderReport, RegionRoute};
+
+    fn region(id: u64, version: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: format!("k{id}").into_bytes(),
+            end_key: format!("k{id}z").into_bytes(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: (1..=3)
+                .map(|s| metapb::Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                })
+                .collect(),
+        }
+    }
+
+    fn route(region: metapb::Region, leader_store: u64) -> RegionRoute {
+        let leader = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == leader_store)
+            .copied();
+        RegionRoute {
+            region,
+            leader,
+            merge_target: None,
+        }
+    }
+
+    fn report(region: metapb::Region, size: u64) -> LeaderReport {
+        LeaderReport {
+            leader: region.peers[0],
+            pending_peers: vec![region.peers[2]],
+            approximate_size: Some(size),
+            region,
+        }
+    }
+
+    #[test]
+    fn reports_are_rebuilt_from_the_routes_they_were_kept_beside() {
+        let (token, _watch) = crate::alive::alive_pair();
+        let mut router = Router::new(1, token);
+        router.update_route(route(region(5, 1), 1));
+        router.update_route(route(region(6, 1), 1));
+        router.keep_report(report(region(5, 1), 100));
+        router.keep_report(report(region(6, 1), 50));
+        // A region led elsewhere is not reported from here.
+        router.update_route(route(region(7, 1), 2));
+        router.keep_report(report(region(7, 1), 70));
+
+        let taken = router.take_reports(false);
+        assert_eq!(
+            taken.reports,
+            vec![report(region(5, 1), 100), report(region(6, 1), 50)]
+        );
+        assert_eq!((taken.region_count, taken.used_size), (3, 150));
+        assert!(
+            router.take_reports(false).reports.is_empty(),
+            "nothing changed since"
+        );
+
+        // The route moved on (a split): the full report names the region as it is now.
+        router.update_route(route(region(5, 2), 1));
+        let all = router.take_reports(true);
+        assert_eq!(all.reports[0].region, region(5, 2));
+        assert_eq!(all.reports[0].approximate_size, Some(100));
+        assert_eq!(all.reports.len(), 2);
+
+        // Leadership went to another store: the report goes with it.
+        router.update_route(route(region(6, 1), 3));
+        let all = router.take_reports(true);
+        assert_eq!(all.reports.len(), 1);
+        assert_eq!(all.used_size, 100);
+    }
 
     #[test]
     fn wakes_go_round_all_regions_a_bounded_number_at_a_time() {
