@@ -127,7 +127,7 @@ impl Peer {
             metrics::message_refused("malformed");
             return;
         }
-        self.peer_cache.insert(from.id, from);
+        self.peer_cache.insert(from);
         if message.get_msg_type() == eraftpb::MessageType::MsgSnapshot {
             self.verify_snapshot_then_step(message);
             return;
@@ -312,7 +312,7 @@ impl Peer {
 
     pub(super) fn send_messages(&mut self, messages: Vec<eraftpb::Message>) {
         for m in messages {
-            let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
+            let Some(to_peer) = self.peer_cache.get(m.to) else {
                 warn!(to = m.to, "no address for peer, dropping message");
                 continue;
             };

@@ -131,7 +131,7 @@ impl Peer {
         let mutations = self.raft.mut_store().apply_snapshot(&verified);
         metrics::snapshot("apply", true);
         for p in &verified.region.peers {
-            self.peer_cache.insert(p.id, *p);
+            self.peer_cache.insert(*p);
         }
         self.sent_to_apply = verified.index;
         // The snapshot's write removes the whole log.
@@ -334,7 +334,7 @@ impl Peer {
         }
         info!(peers = ?region.peers, epoch = ?region.region_epoch, "membership changed");
         for p in &region.peers {
-            self.peer_cache.insert(p.id, *p);
+            self.peer_cache.insert(*p);
         }
         let removed = !region.peers.iter().any(|p| p.id == self.peer.id);
         self.raft.mut_store().set_region(region);

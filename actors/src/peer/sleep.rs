@@ -298,7 +298,7 @@ impl Peer {
     /// Sends a hibernation message of `kind` to peer `to`, naming this peer's term and
     /// last log index.
     pub(super) fn send_hibernation_message(&self, to: u64, kind: ExtraMessageType) {
-        let Some(to_peer) = self.peer_cache.get(&to).copied() else {
+        let Some(to_peer) = self.peer_cache.get(to) else {
             return;
         };
         metrics::hibernation_message_sent(kind);
