@@ -154,7 +154,7 @@ impl GenericTest {
             }
             let client = cluster.client();
             for (cli, &count) in appended.iter().enumerate() {
-                check_appends(&client, cli, count).await;
+                check_appends(&cluster, &client, cli, count).await;
                 for j in 0..count {
                     client
                         .must_delete_cf(tinykv_actors::Cf::Default, key(cli, j).as_bytes())
@@ -229,7 +229,7 @@ async fn client_loop(cli: usize, client: ClusterClient, done: Arc<AtomicBool>) -
 }
 
 /// Every acknowledged append of `cli` is present exactly once, in order, and nothing else.
-async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
+async fn check_appends(cluster: &Cluster, client: &ClusterClient, cli: usize, count: usize) {
     let (start, end) = client_range(cli);
     let pairs = client.must_scan(&start, &end).await;
     let values: Vec<String> = pairs
@@ -237,6 +237,9 @@ async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         .collect();
     let expected: Vec<String> = (0..count).map(|j| value(cli, j)).collect();
+    if values != expected {
+        explain_mismatch(cluster, client, cli, count, &pairs).await;
+    }
     assert_eq!(
         values.len(),
         expected.len(),
@@ -249,6 +252,55 @@ async fn check_appends(client: &ClusterClient, cli: usize, count: usize) {
             "client {cli}: append {j} is missing, duplicated or out of order"
         );
     }
+}
+
+/// Logs what a failed final check needs to be understood: the keys missing from the scan,
+/// the region holding each and every peer's view of it, each running store's own copy of
+/// the key, and whether a second scan a moment later finds it (a stale read) or not (a
+/// lost write).
+async fn explain_mismatch(
+    cluster: &Cluster,
+    client: &ClusterClient,
+    cli: usize,
+    count: usize,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+) {
+    let scanned: std::collections::HashSet<&[u8]> =
+        pairs.iter().map(|(k, _)| k.as_slice()).collect();
+    let missing: Vec<usize> = (0..count)
+        .filter(|&j| !scanned.contains(key(cli, j).as_bytes()))
+        .collect();
+    tracing::error!(
+        cli,
+        count,
+        ?missing,
+        "final scan misses acknowledged appends"
+    );
+    for &j in &missing {
+        let k = key(cli, j);
+        let region = cluster.region_for_key(k.as_bytes()).await;
+        let on_stores: Vec<(u64, bool)> = cluster
+            .store_ids()
+            .into_iter()
+            .map(|id| {
+                let held = cluster
+                    .engine_get(id, tinykv_actors::Cf::Default, k.as_bytes())
+                    .is_some();
+                (id, held)
+            })
+            .collect();
+        let statuses = cluster.region_statuses(region.id).await;
+        tracing::error!(key = %k, ?region, ?on_stores, ?statuses, "missing append");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = client
+        .must_scan(&client_range(cli).0, &client_range(cli).1)
+        .await;
+    tracing::error!(
+        first = pairs.len(),
+        again = again.len(),
+        "the same scan two seconds later"
+    );
 }
 
 /// TinyKV's conf changer: every 0–200 ms, picks a random region and store; removes the
