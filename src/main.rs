@@ -117,4 +117,3 @@ fn install_panic_hook() {
         std::process::abort();
     }));
 }
-
