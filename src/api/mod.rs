@@ -6,6 +6,7 @@
 //!
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
 //!   [`request`];
+//! - [`txn`]: the timestamp oracle, `GET /v1/txn/ts`;
 //! - [`admin`]: views of regions and stores, and operations on regions (split, add or
 //!   remove a peer, transfer leadership) under `/v1/admin`, the placement driver's
 //!   views and store draining ([`placement`]), with [`faults`], fault
@@ -37,6 +38,7 @@ pub mod kv;
 pub mod openapi;
 pub mod placement;
 pub mod request;
+pub mod txn;
 pub mod ui;
 
 use actix_web::web;
@@ -109,6 +111,11 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .delete(kv::delete)
                             .default_service(error::method_not_allowed("GET, HEAD, PUT, DELETE")),
                     ),
+            )
+            .service(
+                web::resource("/v1/txn/ts")
+                    .get(txn::timestamps)
+                    .default_service(get()),
             )
             .service(
                 web::scope("/v1/admin")

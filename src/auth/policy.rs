@@ -9,7 +9,8 @@
 //! | `readwrite` | also write and delete keys |
 //! | `admin` | everything: the admin API (`/v1/admin`), authentication (`/v1/auth`) |
 //!
-//! A `read` or `readwrite` grant may carry a key prefix (as etcd's key permissions do):
+//! Any valid credential may take timestamps (`GET /v1/txn/ts`): they read and change no
+//! key. A `read` or `readwrite` grant may carry a key prefix (as etcd's key permissions do):
 //! then it reaches only keys that begin with it, and a scan only within it. `/health`,
 //! `/metrics`, `/v1/openapi.json` and the dashboard page itself need no credential
 //! (they show no data: the dashboard's own requests carry the user's token), so load

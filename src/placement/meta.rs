@@ -18,6 +18,9 @@
 //!   handed out in batches: the limit is raised (durably, by raft) before any id below it
 //!   is given away, and a new PD leader continues above the limit, so no id is ever
 //!   given twice, even across leader changes and restarts;
+//! - `\xFFpd/tso-limit`: the timestamp oracle's limit, milliseconds since the Unix
+//!   epoch: every timestamp handed out has a physical part below it, and a new PD leader
+//!   starts at it (see [`crate::placement::tso`]);
 //! - `\xFFpd/auth`: the [`AuthSet`], authentication's whole state (on or off, every token
 //!   digest and certificate user, a version), in one record so that every change is one
 //!   atomic write (see [`crate::auth`]).
@@ -46,6 +49,7 @@ const CLUSTER_KEY: &[u8] = b"\xffpd/cluster";
 const STORE_PREFIX: &[u8] = b"\xffpd/store/";
 const STORE_ID_LIMIT_KEY: &[u8] = b"\xffpd/store-id-limit";
 const AUTH_KEY: &[u8] = b"\xffpd/auth";
+const TSO_LIMIT_KEY: &[u8] = b"\xffpd/tso-limit";
 
 /// How many store ids the allocator reserves per durable write.
 pub const STORE_ID_BATCH: u64 = 16;
@@ -117,6 +121,8 @@ pub struct PdRecords {
     pub store_id_limit: u64,
     /// Authentication's state (off, version 0, until first changed).
     pub auth: AuthSet,
+    /// The timestamp oracle's limit (0: no timestamp was ever handed out).
+    pub tso_limit: u64,
 }
 
 /// A record that could not be read back: which one, and what is wrong with it.
@@ -139,6 +145,8 @@ pub enum RecordKind {
     StoreIdLimit,
     /// Authentication's state.
     Auth,
+    /// The timestamp oracle's limit.
+    TsoLimit,
     /// A key among the records that names none of them.
     Unknown,
 }
@@ -158,6 +166,9 @@ impl PdRecords {
                     .map_err(|e| e.to_string()),
                 RecordKind::StoreIdLimit => <[u8; 8]>::try_from(value.as_slice())
                     .map(|bytes| records.store_id_limit = u64::from_be_bytes(bytes))
+                    .map_err(|_| "expected 8 bytes".to_string()),
+                RecordKind::TsoLimit => <[u8; 8]>::try_from(value.as_slice())
+                    .map(|bytes| records.tso_limit = u64::from_be_bytes(bytes))
                     .map_err(|_| "expected 8 bytes".to_string()),
                 RecordKind::Store(id) => match serde_json::from_slice::<StoreRecord>(value) {
                     Ok(store) if store.id == id => {
@@ -194,6 +205,8 @@ fn record_kind(key: &[u8]) -> RecordKind {
         RecordKind::StoreIdLimit
     } else if key == AUTH_KEY {
         RecordKind::Auth
+    } else if key == TSO_LIMIT_KEY {
+        RecordKind::TsoLimit
     } else if let Some(id) = key.strip_prefix(STORE_PREFIX) {
         <[u8; 8]>::try_from(id)
             .map(|id| RecordKind::Store(u64::from_be_bytes(id)))
@@ -209,6 +222,7 @@ pub fn record_key(kind: RecordKind) -> Option<Vec<u8>> {
         RecordKind::Cluster => Some(CLUSTER_KEY.to_vec()),
         RecordKind::StoreIdLimit => Some(STORE_ID_LIMIT_KEY.to_vec()),
         RecordKind::Auth => Some(AUTH_KEY.to_vec()),
+        RecordKind::TsoLimit => Some(TSO_LIMIT_KEY.to_vec()),
         RecordKind::Store(id) => {
             let mut key = STORE_PREFIX.to_vec();
             key.extend_from_slice(&id.to_be_bytes());
@@ -233,6 +247,11 @@ pub fn store_entry(record: &StoreRecord) -> (Vec<u8>, Vec<u8>) {
 /// The key and value that record the store-id allocator's high-water mark.
 pub fn store_id_limit_entry(limit: u64) -> (Vec<u8>, Vec<u8>) {
     (STORE_ID_LIMIT_KEY.to_vec(), limit.to_be_bytes().to_vec())
+}
+
+/// The key and value that record the timestamp oracle's limit.
+pub fn tso_limit_entry(limit_ms: u64) -> (Vec<u8>, Vec<u8>) {
+    (TSO_LIMIT_KEY.to_vec(), limit_ms.to_be_bytes().to_vec())
 }
 
 /// The key and value that record authentication's state.
@@ -264,6 +283,7 @@ mod tests {
             cluster_entry(&cluster),
             store_entry(&store),
             store_id_limit_entry(32),
+            tso_limit_entry(1_700_000_000_000),
         ];
         pairs.sort();
         for (key, _) in &pairs {
@@ -275,6 +295,7 @@ mod tests {
         assert_eq!(records.cluster, Some(cluster));
         assert_eq!(records.stores[&7].state(), StoreState::Offline);
         assert_eq!(records.store_id_limit, 32);
+        assert_eq!(records.tso_limit, 1_700_000_000_000);
         assert!(!is_reserved_key(b"user-key"));
 
         // A damaged record is left out and named; the others are still read.
@@ -295,5 +316,12 @@ mod tests {
         assert!(kinds.contains(&RecordKind::Cluster) && kinds.contains(&RecordKind::Store(7)));
         assert!(damaged[0].problem.contains("is damaged"), "{damaged:?}");
         assert_eq!(record_key(RecordKind::Store(7)), Some(store_key));
+
+        // A limit that is not 8 bytes is damaged, and reads as none.
+        let (tso_key, _) = tso_limit_entry(5);
+        let (records, damaged) = PdRecords::decode(&[(tso_key.clone(), vec![1, 2, 3])]);
+        assert_eq!(records.tso_limit, 0);
+        assert_eq!(damaged[0].record, RecordKind::TsoLimit);
+        assert_eq!(record_key(RecordKind::TsoLimit), Some(tso_key));
     }
 }

@@ -14,6 +14,7 @@
 //!   out the PD's answers (add or remove a peer, transfer a leadership);
 //! - [`probe`]: asks the node at an address who it is, before a join or a store's move
 //!   is believed;
+//! - [`tso`]: the timestamp oracle, strictly increasing timestamps for transactions;
 //! - [`wire`]: the requests and answers; [`views`]: the admin API's JSON views.
 //!
 //! A new node joins with [`join`]: it asks any node named in `cluster.join` for a store
@@ -25,6 +26,7 @@ pub mod heartbeat;
 pub mod meta;
 pub mod probe;
 pub mod server;
+pub mod tso;
 pub mod views;
 pub mod wire;
 

@@ -38,18 +38,21 @@ use tinykv_actors::id_alloc::IdAllocator;
 use tinykv_actors::{Cf, StoreRouter};
 use tinykv_proto::metapb::{self, StoreState};
 use tinykv_proto::raft_cmdpb::{
-    CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+    CmdType, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
 };
 
 use super::auth_records;
 use super::meta::{
-    auth_entry, cluster_entry, store_entry, store_id_limit_entry, ClusterRecord, DamagedRecord,
-    PdRecords, RecordKind, StoreRecord, META_REGION_START, RECORDS_END, RECORDS_START,
-    STORE_ID_BATCH,
+    auth_entry, cluster_entry, store_entry, store_id_limit_entry, tso_limit_entry, ClusterRecord,
+    DamagedRecord, PdRecords, RecordKind, StoreRecord, META_REGION_START, RECORDS_END,
+    RECORDS_START, STORE_ID_BATCH,
 };
 use super::probe::Probe;
+use super::tso::{self, Take, TimestampOracle, Timestamps};
 use super::views;
-use super::wire::{HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand};
+use super::wire::{
+    HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand, TimestampsReply,
+};
 use crate::address_book::AddressBook;
 use crate::admin::AdminService;
 use crate::auth::AuthSet;
@@ -58,6 +61,10 @@ use crate::error::{Error, Result};
 use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError, StoreHealth};
 use crate::security::Tls;
 use crate::service::cf_name;
+
+/// How far past its own clock a leader that found the oracle's limit damaged resumes
+/// timestamps.
+const TSO_REPAIR_MARGIN_MS: u64 = 60_000;
 
 /// How many heartbeat intervals a leadership must last before it turns drained stores
 /// into tombstones.
@@ -123,6 +130,8 @@ struct Leadership {
     /// Stores that sent a full report (every region they lead) in this leadership; the
     /// others are asked for one.
     fully_reported: BTreeSet<u64>,
+    /// The timestamp oracle, resumed from the recorded limit.
+    tso: TimestampOracle,
 }
 
 impl PdServer {
@@ -243,6 +252,7 @@ impl PdServer {
                 stores: stores.into_iter().map(|s| (s.id, s)).collect(),
                 store_id_limit: limit,
                 auth: AuthSet::default(),
+                tso_limit: 0,
             };
         }
         let root = inner.setup.root_token_sha256.as_deref();
@@ -296,6 +306,7 @@ impl PdServer {
             poisoned: false,
             auth: records.auth,
             fully_reported: BTreeSet::new(),
+            tso: TimestampOracle::resume(records.tso_limit),
         })
     }
 
@@ -377,6 +388,18 @@ impl PdServer {
                     entries.push(auth_entry(&closed));
                     records.auth = closed;
                 }
+                RecordKind::TsoLimit => {
+                    // A limit only ever ran WINDOW_MS ahead of a leader's clock: this far
+                    // past this node's clock is past it unless the clocks are that far apart.
+                    let limit = now_ms() + TSO_REPAIR_MARGIN_MS;
+                    tracing::warn!(
+                        limit,
+                        "{}; timestamps resume a minute past this node's clock",
+                        record.problem
+                    );
+                    entries.push(tso_limit_entry(limit));
+                    records.tso_limit = limit;
+                }
                 RecordKind::Unknown => tracing::warn!("{}; left alone", record.problem),
             }
         }
@@ -418,6 +441,10 @@ impl PdServer {
                     max_down,
                 );
                 Ok(json!({ "store": store }))
+            }
+            PdRequest::Timestamps { count } => {
+                let batch = self.timestamps(leadership, count).await?;
+                Ok(serde_json::to_value(TimestampsReply::from(batch)).expect("replies serialize"))
             }
             PdRequest::Auth(change) => {
                 if let Some(next) = auth_records::apply(&leadership.auth, change)? {
@@ -740,6 +767,58 @@ impl PdServer {
     }
 
     /// Writes store records and keeps them in the leadership's copy.
+    /// Hands out `count` timestamps (see [`crate::placement::tso`]): the leadership is
+    /// confirmed first by a linearizable read of the meta region in its term (a lease
+    /// read, while the lease runs), so a leader deposed without knowing it gives out none
+    /// after its successor began; the limit is raised through raft when the batch comes
+    /// near it.
+    async fn timestamps(&self, leadership: &mut Leadership, count: u64) -> Result<Timestamps> {
+        if !(1..=tso::MAX_BATCH).contains(&count) {
+            return Err(Error::bad_request(
+                "invalid_count",
+                format!("count must be 1 to {}, not {count}", tso::MAX_BATCH),
+            ));
+        }
+        self.confirm_leadership(leadership).await?;
+        loop {
+            match leadership.tso.take(count, now_ms()) {
+                Take::Given(batch) => return Ok(batch),
+                Take::RaiseLimit(limit) => {
+                    self.write_logged(leadership, vec![tso_limit_entry(limit)])
+                        .await?;
+                    leadership.tso.limit_raised(limit);
+                }
+            }
+        }
+    }
+
+    /// Confirms that this node still leads the meta region in the leadership's term.
+    async fn confirm_leadership(&self, leadership: &mut Leadership) -> Result<()> {
+        let get = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: cf_name(Cf::Default).into(),
+                key: RECORDS_START.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let command = meta_command(leadership.region_id, leadership.term, vec![get]);
+        let answered = self
+            .inner
+            .store
+            .command(command, self.inner.setup.timeout)
+            .await;
+        let result = match answered {
+            Ok(response) => response.err().map_or(Ok(()), |e| Err(Error::Store(e))),
+            Err(e) => Err(e.into()),
+        };
+        if result.is_err() {
+            // Whoever leads now reloads the state first.
+            leadership.poisoned = true;
+        }
+        result
+    }
+
     async fn write_stores(
         &self,
         leadership: &mut Leadership,

@@ -65,6 +65,37 @@ pub enum PdRequest {
     /// Read or change authentication's state (`/v1/auth`): answered with the whole
     /// [`AuthSet`](crate::auth::AuthSet) as it is afterwards.
     Auth(AuthChange),
+    /// `count` consecutive timestamps from the timestamp oracle (`GET /v1/txn/ts`):
+    /// answered with a [`TimestampsReply`].
+    Timestamps {
+        /// How many (1 to [`MAX_BATCH`](crate::placement::tso::MAX_BATCH)).
+        count: u64,
+    },
+}
+
+/// The timestamp oracle's answer: `count` consecutive timestamps from `ts` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimestampsReply {
+    /// The first timestamp.
+    pub ts: u64,
+    /// How many: `ts` to `ts + count - 1` are this caller's.
+    pub count: u64,
+    /// The first timestamp's physical part: milliseconds since the Unix epoch.
+    pub physical_ms: u64,
+    /// The first timestamp's logical part.
+    pub logical: u64,
+}
+
+impl From<crate::placement::tso::Timestamps> for TimestampsReply {
+    fn from(batch: crate::placement::tso::Timestamps) -> TimestampsReply {
+        let (physical_ms, logical) = crate::placement::tso::split(batch.first);
+        TimestampsReply {
+            ts: batch.first,
+            count: batch.count,
+            physical_ms,
+            logical,
+        }
+    }
 }
 
 /// A change to authentication's state, or none ([`AuthChange::Show`]).
