@@ -139,6 +139,22 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The same error again, for each of several requests that one failure answers: a
+    /// `not_pd_leader` keeps its hint (the PD client follows it), anything else is
+    /// relayed with its status, code and message.
+    pub fn replicate(&self) -> Error {
+        match self {
+            Error::NotPdLeader { leader } => Error::NotPdLeader {
+                leader: leader.clone(),
+            },
+            other => Error::Relayed {
+                status: other.status().as_u16(),
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// A bad-request error with a stable code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Error {
         Error::BadRequest {

@@ -107,7 +107,12 @@ struct Inner {
     setup: PdSetup,
     probe: Probe,
     leadership: tokio::sync::Mutex<Option<Leadership>>,
+    /// Timestamp requests waiting to be served together (see [`PdServer::timestamps`]).
+    waiting_timestamps: std::sync::Mutex<Vec<WaitingTimestamps>>,
 }
+
+/// A timestamp request waiting for a batch: how many, and where the answer goes.
+type WaitingTimestamps = (u64, tokio::sync::oneshot::Sender<Result<Timestamps>>);
 
 /// The PD state of one leadership of the meta region.
 struct Leadership {
@@ -152,25 +157,105 @@ impl PdServer {
                 probe: Probe::new(setup.cluster_id, tls)?,
                 setup,
                 leadership: tokio::sync::Mutex::new(None),
+                waiting_timestamps: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
 
     /// Serves one request if this node leads the meta region.
     pub async fn handle(&self, request: PdRequest) -> Result<Value> {
+        if let PdRequest::Timestamps { count } = request {
+            let batch = self.timestamps(count).await?;
+            return Ok(
+                serde_json::to_value(TimestampsReply::from(batch)).expect("replies serialize")
+            );
+        }
         // Under the lock, so that two requests of a first leadership never both split.
         let mut guard = self.inner.leadership.lock().await;
-        let (region_id, term) = self.meta_leadership().await?;
-        if guard.as_ref().map(|l| (l.region_id, l.term)) != Some((region_id, term)) {
-            *guard = None;
-            *guard = Some(self.take_over(region_id, term).await?);
-        }
-        let leadership = guard.as_mut().expect("loaded above");
+        let leadership = self.current_leadership(&mut guard).await?;
         let result = self.dispatch(leadership, request).await;
         if leadership.poisoned {
             *guard = None;
         }
         result
+    }
+
+    /// The leadership this node holds now, loaded afresh if the term changed.
+    async fn current_leadership<'a>(
+        &self,
+        guard: &'a mut Option<Leadership>,
+    ) -> Result<&'a mut Leadership> {
+        let (region_id, term) = self.meta_leadership().await?;
+        if guard.as_ref().map(|l| (l.region_id, l.term)) != Some((region_id, term)) {
+            *guard = None;
+            *guard = Some(self.take_over(region_id, term).await?);
+        }
+        Ok(guard.as_mut().expect("loaded above"))
+    }
+
+    /// `count` timestamps. Requests that arrive while another batch is served wait
+    /// together: whichever takes the leadership lock next serves every waiting request
+    /// with one leadership check and one confirming read, so the oracle's rate is not
+    /// bounded by one read per request.
+    async fn timestamps(&self, count: u64) -> Result<Timestamps> {
+        if !(1..=tso::MAX_BATCH).contains(&count) {
+            return Err(Error::bad_request(
+                "invalid_count",
+                format!("count must be 1 to {}, not {count}", tso::MAX_BATCH),
+            ));
+        }
+        // A batch whose server was cancelled (its client went away) is dropped unanswered:
+        // its requests wait again, for the next batch.
+        loop {
+            let (answer, mut answered) = tokio::sync::oneshot::channel();
+            self.waiting().push((count, answer));
+            let mut guard = self.inner.leadership.lock().await;
+            match answered.try_recv() {
+                // An earlier holder of the lock served this request with its batch.
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            let waiting = std::mem::take(&mut *self.waiting());
+            let served: Result<Vec<Timestamps>> = async {
+                let leadership = self.current_leadership(&mut guard).await?;
+                self.confirm_leadership(leadership).await?;
+                let mut batches = Vec::with_capacity(waiting.len());
+                for (count, _) in &waiting {
+                    batches.push(self.take_timestamps(leadership, *count).await?);
+                }
+                Ok(batches)
+            }
+            .await;
+            if guard.as_ref().is_some_and(|l| l.poisoned) {
+                *guard = None;
+            }
+            // Answered before the lock is let go, so the next holder finds them answered.
+            match served {
+                Ok(batches) => {
+                    for ((_, answer), batch) in waiting.into_iter().zip(batches) {
+                        let _ = answer.send(Ok(batch));
+                    }
+                }
+                Err(e) => {
+                    for (_, answer) in waiting {
+                        let _ = answer.send(Err(e.replicate()));
+                    }
+                }
+            }
+            drop(guard);
+            if let Ok(result) = answered.await {
+                return result;
+            }
+        }
+    }
+
+    /// The timestamp requests waiting for a batch.
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<WaitingTimestamps>> {
+        self.inner
+            .waiting_timestamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The meta region's id and this node's term as its leader; splits the meta region
@@ -442,9 +527,9 @@ impl PdServer {
                 );
                 Ok(json!({ "store": store }))
             }
-            PdRequest::Timestamps { count } => {
-                let batch = self.timestamps(leadership, count).await?;
-                Ok(serde_json::to_value(TimestampsReply::from(batch)).expect("replies serialize"))
+            // Served in batches by `PdServer::timestamps`, never dispatched one by one.
+            PdRequest::Timestamps { .. } => {
+                Err(Error::Io("timestamp requests are served in batches".into()))
             }
             PdRequest::Auth(change) => {
                 if let Some(next) = auth_records::apply(&leadership.auth, change)? {
@@ -767,19 +852,10 @@ impl PdServer {
     }
 
     /// Writes store records and keeps them in the leadership's copy.
-    /// Hands out `count` timestamps (see [`crate::placement::tso`]): the leadership is
-    /// confirmed first by a linearizable read of the meta region in its term (a lease
-    /// read, while the lease runs), so a leader deposed without knowing it gives out none
-    /// after its successor began; the limit is raised through raft when the batch comes
-    /// near it.
-    async fn timestamps(&self, leadership: &mut Leadership, count: u64) -> Result<Timestamps> {
-        if !(1..=tso::MAX_BATCH).contains(&count) {
-            return Err(Error::bad_request(
-                "invalid_count",
-                format!("count must be 1 to {}, not {count}", tso::MAX_BATCH),
-            ));
-        }
-        self.confirm_leadership(leadership).await?;
+    /// Takes `count` timestamps from the leadership's oracle (see
+    /// [`crate::placement::tso`]), raising the recorded limit through raft first when the
+    /// batch comes near it. The caller has confirmed the leadership.
+    async fn take_timestamps(&self, leadership: &mut Leadership, count: u64) -> Result<Timestamps> {
         loop {
             match leadership.tso.take(count, now_ms()) {
                 Take::Given(batch) => return Ok(batch),
@@ -792,7 +868,9 @@ impl PdServer {
         }
     }
 
-    /// Confirms that this node still leads the meta region in the leadership's term.
+    /// Confirms, with a linearizable read of the meta region in the leadership's term (a
+    /// lease read while the lease runs), that this node still leads: a leader deposed
+    /// without knowing it then hands out no timestamp after its successor began.
     async fn confirm_leadership(&self, leadership: &mut Leadership) -> Result<()> {
         let get = Request {
             cmd_type: CmdType::Get as i32,
