@@ -33,7 +33,7 @@ use tracing_subscriber::EnvFilter;
 /// objects on many threads (messages cross from the transport to the PeerFsms, to the
 /// writers and back), where glibc's malloc spent about a seventh of the servers' CPU under
 /// load and kept freed memory in per-thread arenas; side by side, jemalloc took 18% less
-/// CPU per write with one region and 22 MiB less RSS on the node leading 10,000 regions
+/// CPU per write with one region and 22 MiB less RSS on the PD's node at 10,000 regions
 /// (docs/performance.md). Its background thread returns memory left unused for a few
 /// seconds to the system, large buffers included: sixteen concurrent 8 MiB writes leave a
 /// node at about 100 MB, as glibc did only with its mmap threshold pinned (without, 900).
