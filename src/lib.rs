@@ -17,6 +17,7 @@
 //! - [`placement`]: the placement driver embedded in the nodes: its records in the meta
 //!   region, the leader's server, the client, heartbeats and joining;
 //! - [`security`]: TLS for clients and peers, and which store a certificate names;
+//! - [`txn`]: transactions (Percolator): their key range, locks and commit records, MVCC;
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
@@ -38,5 +39,6 @@ pub mod security;
 pub mod service;
 mod snapshot_stream;
 pub mod transport;
+pub mod txn;
 
 pub use error::{Error, Result};

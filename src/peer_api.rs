@@ -55,11 +55,13 @@ use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest, WriteOutcome, Write
 
 use crate::api::error::error_body;
 use crate::api::request::check_key;
+use crate::api::request::is_reserved_key;
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH};
-use crate::placement::{is_reserved_key, PdClient, PdRequest, META_REGION_START, PD_PATH};
+use crate::placement::{PdClient, PdRequest, PD_PATH};
 use crate::service::{KvOp, KvOutcome, KvService};
+use crate::txn::keys::TXN_KEYS_START;
 
 /// Path of the identity endpoint.
 pub const IDENTITY_PATH: &str = "/internal/v1/identity";
@@ -295,12 +297,12 @@ impl PeerApi {
             Ok(_) if limit == 0 => Err(Error::bad_request("invalid_request", "scan limit is 0")),
             Ok(_) if is_reserved_key(&request.start_key) => Err(Error::bad_request(
                 "reserved_key",
-                "the scan starts among the reserved keys (from byte 0xFF on)",
+                "the scan starts among the reserved keys (from byte 0xFE on)",
             )),
             Ok(cf) => {
                 // The reserved keys are never shown: a scan ends where they begin.
                 let end = if request.end_key.is_empty() || is_reserved_key(&request.end_key) {
-                    META_REGION_START.to_vec()
+                    TXN_KEYS_START.to_vec()
                 } else {
                     request.end_key
                 };

@@ -12,9 +12,10 @@
 //! rules (empty key, key too long, unknown or repeated parameter, bad `cf`, bad `limit`)
 //! are tested without a server. Each rejection is a 400 with its own code.
 //!
-//! Keys from byte `0xFF` on are reserved: the placement driver keeps its records there
-//! (see [`crate::placement::meta`]). A key naming one is refused (`reserved_key`), and a
-//! scan stops where they begin.
+//! Keys from byte `0xFE` on are not the raw API's: transactions keep their versions,
+//! locks and commit records from `0xFE` (see [`crate::txn::keys`]) and the placement
+//! driver its records from `0xFF` (see [`crate::placement::meta`]). A key naming one is
+//! refused (`reserved_key`), and a scan stops where they begin.
 
 use std::collections::HashMap;
 
@@ -22,7 +23,7 @@ use tinykv_actors::Cf;
 
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::placement::{is_reserved_key, META_REGION_START};
+use crate::txn::keys::TXN_KEYS_START;
 
 /// Path prefix of single-key requests.
 pub const KEY_PATH_PREFIX: &str = "/v1/kv/";
@@ -121,7 +122,7 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
     }
     // The reserved keys are never shown: a scan ends where they begin.
     let end = if end.is_empty() || is_reserved_key(&end) {
-        META_REGION_START.to_vec()
+        TXN_KEYS_START.to_vec()
     } else {
         end
     };
@@ -226,10 +227,18 @@ pub fn check_key(key: &[u8], limits: &ApiConfig) -> Result<()> {
     Ok(())
 }
 
+/// Whether `key` lies beyond the raw API's keys: from `0xFE` on.
+pub fn is_reserved_key(key: &[u8]) -> bool {
+    key >= TXN_KEYS_START
+}
+
 fn reserved_key_error(what: &str) -> Error {
     Error::bad_request(
         "reserved_key",
-        format!("{what} starts with byte 0xFF: keys from 0xFF on are reserved for the cluster's metadata"),
+        format!(
+            "{what} starts with byte 0xFE or 0xFF: keys from 0xFE on are reserved for \
+             transactions (0xFE) and the cluster's metadata (0xFF)"
+        ),
     )
 }
 
@@ -331,9 +340,11 @@ mod tests {
         let err =
             parse_key_request("/v1/kv/%61%61%61%61%61%61%61%61%61", "", &limits()).unwrap_err();
         assert_eq!(err.code(), "key_too_large");
-        let err = parse_key_request("/v1/kv/%FFpd", "", &limits()).unwrap_err();
-        assert_eq!((err.code(), err.status().as_u16()), ("reserved_key", 400));
-        assert!(parse_key_request("/v1/kv/%FEpd", "", &limits()).is_ok());
+        for reserved in ["/v1/kv/%FFpd", "/v1/kv/%FE", "/v1/kv/%FE%00"] {
+            let err = parse_key_request(reserved, "", &limits()).unwrap_err();
+            assert_eq!((err.code(), err.status().as_u16()), ("reserved_key", 400));
+        }
+        assert!(parse_key_request("/v1/kv/%FD%FF", "", &limits()).is_ok());
     }
 
     #[test]
@@ -362,7 +373,7 @@ mod tests {
             ScanRequest {
                 cf: Cf::Default,
                 start: vec![],
-                end: vec![0xff],
+                end: vec![0xfe],
                 limit: 10,
                 encoding: Encoding::Utf8,
             }
@@ -374,7 +385,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             (scan.start.as_slice(), scan.end.as_slice()),
-            (&b"a/"[..], &[0xff][..])
+            (&b"a/"[..], &[0xfe][..]),
+            "a scan stops where the transactional keys begin"
         );
         assert_eq!(
             (scan.limit, scan.encoding, scan.cf),

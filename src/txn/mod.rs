@@ -1,0 +1,20 @@
+//! Transactions: Percolator over the `lock`, `write` and `default` column families.
+//!
+//! This is TiKV's (and TinyKV's project 4's) transaction model. Timestamps come from the
+//! placement driver's oracle ([`crate::placement::tso`]). A transaction reads as of its
+//! start timestamp and writes in two phases: prewrite locks every key it writes and
+//! stores the values under its start timestamp; commit replaces the locks with commit
+//! records at its commit timestamp, the primary key's first, which is the moment the
+//! whole transaction becomes visible.
+//!
+//! - [`keys`]: transactional keys live in their own range (`0xFE`), apart from the raw
+//!   API's keys, with the version in each stored key;
+//! - [`records`]: locks and commit records;
+//! - [`mvcc`]: one transaction's reads and writes over a snapshot.
+//!
+//! The commands (get, scan, prewrite, commit, check-txn-status, rollback, resolve-lock)
+//! and their REST endpoints build on these; until they land, nothing writes this range.
+
+pub mod keys;
+pub mod mvcc;
+pub mod records;
