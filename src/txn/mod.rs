@@ -10,11 +10,16 @@
 //! - [`keys`]: transactional keys live in their own range (`0xFE`), apart from the raw
 //!   API's keys, with the version in each stored key;
 //! - [`records`]: locks and commit records;
-//! - [`mvcc`]: one transaction's reads and writes over a snapshot.
+//! - [`mvcc`]: one transaction's reads and writes over a snapshot;
+//! - [`commands`]: get, scan, prewrite, commit, rollback, check-txn-status and
+//!   resolve-lock, each deciding on one snapshot and gathering its writes.
 //!
-//! The commands (get, scan, prewrite, commit, check-txn-status, rollback, resolve-lock)
-//! and their REST endpoints build on these; until they land, nothing writes this range.
+//! Proposing the commands' writes through raft (with latches) and their REST endpoints
+//! build on these; until they land, nothing writes this range.
 
+pub mod commands;
 pub mod keys;
 pub mod mvcc;
 pub mod records;
+#[cfg(test)]
+mod test_store;

@@ -103,6 +103,11 @@ impl<'a> MvccTxn<'a> {
         self.start_ts
     }
 
+    /// The snapshot the transaction reads.
+    pub fn snapshot(&self) -> &'a dyn SnapshotRead {
+        self.snapshot
+    }
+
     /// The writes gathered so far.
     pub fn mutations(&self) -> &[Mutation] {
         &self.mutations
@@ -264,7 +269,7 @@ impl<'a> MvccTxn<'a> {
 }
 
 /// A record of `key` that does not decode: the data cannot be trusted.
-fn corrupt(what: &str, key: &[u8]) -> Error {
+pub(super) fn corrupt(what: &str, key: &[u8]) -> Error {
     Error::Store(tinykv_actors::Error::Corruption(format!(
         "the {what} of transactional key {:?} is damaged",
         String::from_utf8_lossy(key)

@@ -1,62 +1,7 @@
 //! TinyKV's project 4A cases for the MVCC layer, over a real engine.
 
-use tinykv_actors::engine::EngineSnapshot;
-use tinykv_actors::Engine;
-
 use super::*;
-
-/// A store to write versions into and read them back from.
-struct Store {
-    _dir: tempfile::TempDir,
-    engine: Engine,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path().join("db")).unwrap();
-        Store { _dir: dir, engine }
-    }
-
-    fn snapshot(&self) -> EngineSnapshot {
-        self.engine.snapshot()
-    }
-
-    /// Writes what `build` gathers in a transaction started at `start_ts`.
-    fn write(&self, start_ts: u64, build: impl FnOnce(&mut MvccTxn)) {
-        let snapshot = self.snapshot();
-        let mut txn = MvccTxn::new(&snapshot, start_ts);
-        build(&mut txn);
-        self.engine.write(&txn.into_mutations(), false).unwrap();
-    }
-
-    /// A committed put of `value` at `key`, started at `start_ts`, committed at
-    /// `commit_ts`.
-    fn committed_put(&self, key: &[u8], value: &[u8], start_ts: u64, commit_ts: u64) {
-        self.write(start_ts, |txn| {
-            txn.put_value(key, value.to_vec());
-            txn.put_write(
-                key,
-                commit_ts,
-                &Write {
-                    start_ts,
-                    kind: WriteKind::Put,
-                },
-            );
-        });
-    }
-
-    fn committed(&self, key: &[u8], kind: WriteKind, start_ts: u64, commit_ts: u64) {
-        self.write(start_ts, |txn| {
-            txn.put_write(key, commit_ts, &Write { start_ts, kind })
-        });
-    }
-
-    fn value_at(&self, key: &[u8], ts: u64) -> Option<Vec<u8>> {
-        let snapshot = self.snapshot();
-        MvccTxn::new(&snapshot, ts).get_value(key).unwrap()
-    }
-}
+use crate::txn::test_store::Store;
 
 fn lock(primary: &[u8], ts: u64) -> Lock {
     Lock {
