@@ -59,18 +59,12 @@ impl RegionSnapshot {
         // The read was routed by `start`; if the region split before the read was served,
         // `start` may now belong to another region and the caller must retry there.
         self.check_key(start)?;
-        let lower = start.max(self.region.start_key.as_slice());
-        let upper = match (end.is_empty(), self.region.end_key.is_empty()) {
-            (true, _) => self.region.end_key.as_slice(),
-            (false, true) => end,
-            (false, false) => end.min(self.region.end_key.as_slice()),
-        };
         let mut pairs = Vec::new();
-        if limit == 0 || (!upper.is_empty() && lower >= upper) {
+        if limit == 0 {
             return Ok(pairs);
         }
         let mut bytes = 0usize;
-        self.snapshot.scan(cf, lower, upper, |k, v| {
+        self.visit(cf, start, end, |k, v| {
             bytes += k.len() + v.len();
             pairs.push((k.to_vec(), v.to_vec()));
             pairs.len() < limit && bytes < max_bytes
@@ -78,7 +72,30 @@ impl RegionSnapshot {
         Ok(pairs)
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    /// Visits the pairs of `cf` in `[start, end)` intersected with the region's range
+    /// (empty `end`: up to the region's end), in key order, until `f` returns false.
+    pub fn visit(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let lower = start.max(self.region.start_key.as_slice());
+        let upper = match (end.is_empty(), self.region.end_key.is_empty()) {
+            (true, _) => self.region.end_key.as_slice(),
+            (false, true) => end,
+            (false, false) => end.min(self.region.end_key.as_slice()),
+        };
+        if !upper.is_empty() && lower >= upper {
+            return Ok(());
+        }
+        self.snapshot.scan(cf, lower, upper, f)
+    }
+
+    /// Whether `key` lies in the region: an error naming the region's range if not (the
+    /// request was routed by a region that has split or merged since).
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
         if keys::in_range(key, &self.region.start_key, &self.region.end_key) {
             Ok(())
         } else {

@@ -1671,12 +1671,16 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
     );
     let (status, _) = call!(&app, test::TestRequest::get().uri("/v1/admin/cluster"));
     assert_eq!(status, StatusCode::OK);
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/v1/txn/ts"));
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let first_ts = json(&body)["ts"].as_u64().unwrap();
 
     let store_key = [&b"\xffpd/store/"[..], &1u64.to_be_bytes()].concat();
     let damage = [
         (b"\xffpd/cluster".to_vec(), b"not json".to_vec()),
         (store_key.clone(), b"{".to_vec()),
         (b"\xffpd/store-id-limit".to_vec(), b"short".to_vec()),
+        (b"\xffpd/tso-limit".to_vec(), b"short".to_vec()),
     ];
     let engine = node.store.engine().clone();
     let mutations: Vec<tinykv_actors::engine::Mutation> = damage
@@ -1725,6 +1729,28 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
         .unwrap()
         .unwrap();
     assert!(u64::from_be_bytes(limit.try_into().unwrap()) >= 1);
+
+    // The oracle's limit is unknown: timestamps resume a minute past the clock, above
+    // anything given before.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let answer = pd_server
+        .handle(crate::placement::PdRequest::Timestamps { count: 1 })
+        .await
+        .expect("timestamps despite the damage");
+    let ts = answer["ts"].as_u64().unwrap();
+    assert!(ts > first_ts);
+    assert!(
+        answer["physical_ms"].as_u64().unwrap() >= now_ms + 59_000,
+        "{answer}"
+    );
+    let tso_limit = engine
+        .get(Cf::Default, b"\xffpd/tso-limit")
+        .unwrap()
+        .unwrap();
+    assert!(u64::from_be_bytes(tso_limit.try_into().unwrap()) > ts >> 18);
 
     drop(app);
     node.stop().await;

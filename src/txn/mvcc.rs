@@ -53,9 +53,9 @@ impl SnapshotRead for EngineSnapshot {
     }
 }
 
-/// A region's snapshot reads only the region's keys: a key outside it is an error (the
-/// command was routed by a region that has split or merged since), and a scan stops at
-/// the region's bounds.
+/// A region's snapshot reads only the region's keys: a key, or a scan's start, outside
+/// it is an error (the command was routed by a region that has split or merged since),
+/// and a scan stops at the region's end.
 impl SnapshotRead for RegionSnapshot {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(RegionSnapshot::get(self, cf, key)?)
@@ -68,16 +68,8 @@ impl SnapshotRead for RegionSnapshot {
         end: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let lower = start.max(self.region.start_key.as_slice());
-        let upper = match (end.is_empty(), self.region.end_key.is_empty()) {
-            (true, _) => self.region.end_key.as_slice(),
-            (false, true) => end,
-            (false, false) => end.min(self.region.end_key.as_slice()),
-        };
-        if !upper.is_empty() && lower >= upper {
-            return Ok(());
-        }
-        Ok(self.snapshot.scan(cf, lower, upper, f)?)
+        self.check_key(start)?;
+        Ok(self.visit(cf, start, end, f)?)
     }
 }
 

@@ -129,6 +129,38 @@ fn current_and_most_recent_writes() {
 }
 
 #[test]
+fn a_region_snapshot_reads_only_its_region() {
+    let store = Store::new();
+    for key in [b"a", b"b", b"c"] {
+        store.committed_put(key, key, 10, 20);
+    }
+    let region = tinykv_proto::metapb::Region {
+        id: 7,
+        start_key: encode_key(b"b"),
+        end_key: encode_key(b"c"),
+        ..Default::default()
+    };
+    let snapshot = tinykv_actors::msg::RegionSnapshot {
+        region,
+        snapshot: store.snapshot(),
+    };
+    let txn = MvccTxn::new(&snapshot, 30);
+    assert_eq!(txn.get_value(b"b").unwrap().as_deref(), Some(&b"b"[..]));
+    for outside in [b"a", b"c"] {
+        let err = txn.get_value(outside).unwrap_err();
+        assert!(err.to_string().contains("not in region"), "{err}");
+    }
+    // A scan from inside stops at the region's end.
+    let mut seen = 0;
+    SnapshotRead::scan(&snapshot, Cf::Write, &encode_key(b"b"), b"", &mut |_, _| {
+        seen += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+}
+
+#[test]
 fn damaged_records_are_errors_not_answers() {
     let store = Store::new();
     store
