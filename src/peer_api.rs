@@ -54,14 +54,12 @@ use tinykv_proto::kvrpcpb::{
 use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest, WriteOutcome, WriteSession};
 
 use crate::api::error::error_body;
-use crate::api::request::check_key;
-use crate::api::request::is_reserved_key;
+use crate::api::request::{check_key, is_reserved_key, raw_scan_end};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH};
 use crate::placement::{PdClient, PdRequest, PD_PATH};
 use crate::service::{KvOp, KvOutcome, KvService};
-use crate::txn::keys::TXN_KEYS_START;
 
 /// Path of the identity endpoint.
 pub const IDENTITY_PATH: &str = "/internal/v1/identity";
@@ -300,12 +298,7 @@ impl PeerApi {
                 "the scan starts among the reserved keys (from byte 0xFE on)",
             )),
             Ok(cf) => {
-                // The reserved keys are never shown: a scan ends where they begin.
-                let end = if request.end_key.is_empty() || is_reserved_key(&request.end_key) {
-                    TXN_KEYS_START.to_vec()
-                } else {
-                    request.end_key
-                };
+                let end = raw_scan_end(request.end_key);
                 let ceiling = self.limits.max_scan_bytes;
                 let max_bytes = match request.max_bytes {
                     0 => ceiling,

@@ -186,11 +186,7 @@ struct JournalEntries(VecDeque<(u64, EntryStats)>);
 impl JournalEntries {
     /// The stats of entry `index`, added (empty) if the table tracks no such entry.
     fn at(&mut self, index: u64) -> &mut EntryStats {
-        let position = match self.0.back() {
-            Some(&(last, _)) if last < index => self.0.len(),
-            None => 0,
-            _ => self.0.partition_point(|&(i, _)| i < index),
-        };
+        let position = self.position(index);
         if self.0.get(position).is_none_or(|&(i, _)| i != index) {
             self.0.insert(position, (index, EntryStats::default()));
         }
@@ -199,11 +195,16 @@ impl JournalEntries {
 
     /// The stats of entry `index`, if tracked.
     fn get_mut(&mut self, index: u64) -> Option<&mut EntryStats> {
-        let position = self.0.partition_point(|&(i, _)| i < index);
+        let position = self.position(index);
         match self.0.get_mut(position) {
             Some((i, stats)) if *i == index => Some(stats),
             _ => None,
         }
+    }
+
+    /// Where entry `index` is, or would go.
+    fn position(&self, index: u64) -> usize {
+        self.0.partition_point(|&(i, _)| i < index)
     }
 
     /// Removes and returns the first entry, unless `keep` says to keep it.

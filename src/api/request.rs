@@ -120,12 +120,7 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
     if is_reserved_key(&start) {
         return Err(reserved_key_error("start"));
     }
-    // The reserved keys are never shown: a scan ends where they begin.
-    let end = if end.is_empty() || is_reserved_key(&end) {
-        TXN_KEYS_START.to_vec()
-    } else {
-        end
-    };
+    let end = raw_scan_end(end);
     let limit = match params.get("limit") {
         None => limits.default_scan_limit,
         Some(raw) => std::str::from_utf8(raw)
@@ -225,6 +220,16 @@ pub fn check_key(key: &[u8], limits: &ApiConfig) -> Result<()> {
         return Err(reserved_key_error("the key"));
     }
     Ok(())
+}
+
+/// Where a raw scan asked to end at `end` (empty: unbounded) stops: the reserved keys are
+/// never shown, so at the latest where they begin.
+pub fn raw_scan_end(end: Vec<u8>) -> Vec<u8> {
+    if end.is_empty() || is_reserved_key(&end) {
+        TXN_KEYS_START.to_vec()
+    } else {
+        end
+    }
 }
 
 /// Whether `key` lies beyond the raw API's keys: from `0xFE` on.

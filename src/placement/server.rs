@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tinykv_actors::id_alloc::IdAllocator;
+use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, StoreRouter};
 use tinykv_proto::metapb::{self, StoreState};
 use tinykv_proto::raft_cmdpb::{
@@ -851,7 +852,6 @@ impl PdServer {
         Ok(())
     }
 
-    /// Writes store records and keeps them in the leadership's copy.
     /// Takes `count` timestamps from the leadership's oracle (see
     /// [`crate::placement::tso`]), raising the recorded limit through raft first when the
     /// batch comes near it. The caller has confirmed the leadership.
@@ -881,15 +881,7 @@ impl PdServer {
             ..Default::default()
         };
         let command = meta_command(leadership.region_id, leadership.term, vec![get]);
-        let answered = self
-            .inner
-            .store
-            .command(command, self.inner.setup.timeout)
-            .await;
-        let result = match answered {
-            Ok(response) => response.err().map_or(Ok(()), |e| Err(Error::Store(e))),
-            Err(e) => Err(e.into()),
-        };
+        let result = self.send_meta(command).await.map(drop);
         if result.is_err() {
             // Whoever leads now reloads the state first.
             leadership.poisoned = true;
@@ -897,6 +889,7 @@ impl PdServer {
         result
     }
 
+    /// Writes store records and keeps them in the leadership's copy.
     async fn write_stores(
         &self,
         leadership: &mut Leadership,
@@ -948,6 +941,12 @@ impl PdServer {
         if let Some(header) = command.header.as_mut() {
             header.metadata = true;
         }
+        self.send_meta(command).await.map(drop)
+    }
+
+    /// Sends a command to the meta region and waits for its answer, an error answer
+    /// turned into an error.
+    async fn send_meta(&self, command: RaftCmdRequest) -> Result<CmdResponse> {
         let response = self
             .inner
             .store
@@ -955,7 +954,7 @@ impl PdServer {
             .await?;
         match response.err() {
             Some(err) => Err(Error::Store(err)),
-            None => Ok(()),
+            None => Ok(response),
         }
     }
 
@@ -967,16 +966,8 @@ impl PdServer {
             ..Default::default()
         };
         let response = self
-            .inner
-            .store
-            .command(
-                meta_command(region_id, term, vec![snap]),
-                self.inner.setup.timeout,
-            )
+            .send_meta(meta_command(region_id, term, vec![snap]))
             .await?;
-        if let Some(err) = response.err() {
-            return Err(Error::Store(err));
-        }
         let snapshot = response
             .snapshot
             .ok_or_else(|| Error::Io("the meta region's read came without a snapshot".into()))?;

@@ -110,7 +110,7 @@ impl TimestampOracle {
             logical = 0;
         }
         if physical + RAISE_MARGIN_MS >= self.limit {
-            return Take::RaiseLimit(physical.max(now_ms) + WINDOW_MS);
+            return Take::RaiseLimit(physical + WINDOW_MS);
         }
         self.physical = physical;
         self.logical = logical + count;

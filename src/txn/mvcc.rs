@@ -166,40 +166,18 @@ impl<'a> MvccTxn<'a> {
     /// The value of `key` visible at the start timestamp (see the module documentation).
     pub fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let (_, end) = versions_range(key);
-        let mut visible: Option<Option<u64>> = None;
-        let mut damaged = false;
-        self.snapshot.scan(
-            Cf::Write,
-            &encode_versioned(key, self.start_ts),
-            &end,
-            &mut |_, value| match Write::decode(value) {
-                Some(Write {
+        let newest =
+            self.find_write(key, &encode_versioned(key, self.start_ts), &end, &mut |w| {
+                matches!(w.kind, WriteKind::Put | WriteKind::Delete)
+            })?;
+        match newest {
+            Some((
+                Write {
                     kind: WriteKind::Put,
                     start_ts,
-                }) => {
-                    visible = Some(Some(start_ts));
-                    false
-                }
-                Some(Write {
-                    kind: WriteKind::Delete,
-                    ..
-                }) => {
-                    visible = Some(None);
-                    false
-                }
-                Some(_) => true,
-                None => {
-                    damaged = true;
-                    false
-                }
-            },
-        )?;
-        if damaged {
-            return Err(corrupt("write record", key));
-        }
-        match visible.flatten() {
-            None => Ok(None),
-            Some(start_ts) => {
+                },
+                _,
+            )) => {
                 let value = self
                     .snapshot
                     .get(Cf::Default, &encode_versioned(key, start_ts))?;
@@ -207,6 +185,7 @@ impl<'a> MvccTxn<'a> {
                     corrupt(&format!("value committed from {start_ts} (missing)"), key)
                 })
             }
+            _ => Ok(None),
         }
     }
 
