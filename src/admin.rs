@@ -664,6 +664,15 @@ fn probe(region_id: u64) -> RaftCmdRequest {
 /// A split key must leave both halves non-empty: strictly after the region's start and
 /// before its end.
 fn check_split_key(region: &metapb::Region, key: &[u8]) -> Result<()> {
+    if tinykv_actors::keys::split_point(key) != key {
+        return Err(Error::bad_request(
+            "invalid_split_key",
+            format!(
+                "split key \"{}\" falls between the versions of a transactional key",
+                key.escape_ascii()
+            ),
+        ));
+    }
     let after_start = key > region.start_key.as_slice();
     let before_end = region.end_key.is_empty() || key < region.end_key.as_slice();
     if after_start && before_end {

@@ -227,6 +227,24 @@ pub fn session_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (encoded_start, encoded_end)
 }
 
+/// Where a region holding `key` may split instead: a key of the transactional range
+/// (from byte `0xFE`, see the server's `txn::keys`) that carries a version after its
+/// encoded client key is cut back to that client key, so that no key's lock and versions
+/// ever lie in two regions (a read at a timestamp must find them all in one snapshot).
+/// Other keys are split points as they are.
+pub fn split_point(key: &[u8]) -> &[u8] {
+    match key.strip_prefix(TXN_KEYS_PREFIX) {
+        Some(encoded) => match decode_ordered(encoded) {
+            Some((_, rest)) => &key[..key.len() - rest.len()],
+            None => key,
+        },
+        None => key,
+    }
+}
+
+/// The first byte of the transactional key range.
+pub const TXN_KEYS_PREFIX: &[u8] = b"\xfe";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +339,18 @@ mod tests {
         assert!(in_range(b"a", b"a", b"b"));
         assert!(!in_range(b"b", b"a", b"b"));
         assert!(!in_range(b"", b"a", b""));
+    }
+
+    #[test]
+    fn a_versioned_transactional_key_splits_before_its_versions() {
+        let mut lock_key = TXN_KEYS_PREFIX.to_vec();
+        encode_ordered(b"account", &mut lock_key);
+        let mut versioned = lock_key.clone();
+        versioned.extend_from_slice(&[0x80; 8]);
+        assert_eq!(split_point(&versioned), lock_key.as_slice());
+        assert_eq!(split_point(&lock_key), lock_key.as_slice());
+        // Raw keys, and damaged transactional ones, are split points as they are.
+        assert_eq!(split_point(b"raw"), b"raw");
+        assert_eq!(split_point(b"\xfe\x01"), b"\xfe\x01");
     }
 }

@@ -5,7 +5,8 @@
 //! `default` column family at which the running total of that column family passes each
 //! multiple of the split size, so every part but the last holds about `split_size` bytes:
 //! a region that grew far past the maximum (a bulk load) is cut into all its pieces by one
-//! batch split, not halved again and again. At most [`MAX_SPLIT_KEYS`] keys are chosen;
+//! batch split, not halved again and again. A transactional key's versions are never
+//! split apart: the cut goes before the key's first version ([`keys::split_point`]). At most [`MAX_SPLIT_KEYS`] keys are chosen;
 //! the scan stops early once they are known and the maximum is exceeded. Runs on a
 //! blocking thread.
 
@@ -13,6 +14,7 @@ use tinykv_proto::metapb;
 
 use crate::engine::{Cf, Engine};
 use crate::error::Result;
+use crate::keys;
 
 /// What a size check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,11 @@ pub fn check(
     let mut next_cut = split_size;
     engine.scan(Cf::Default, start, end, |k, v| {
         size += (k.len() + v.len()) as u64;
-        if candidates.len() < MAX_SPLIT_KEYS && size > next_cut && k != start {
-            candidates.push(k.to_vec());
+        // A transactional key splits before all of its versions.
+        let point = keys::split_point(k);
+        let past_last = candidates.last().is_none_or(|last| point > last.as_slice());
+        if candidates.len() < MAX_SPLIT_KEYS && size > next_cut && point > start && past_last {
+            candidates.push(point.to_vec());
             next_cut = size.saturating_add(split_size);
         }
         !(candidates.len() == MAX_SPLIT_KEYS && size > max_size)

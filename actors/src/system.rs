@@ -71,6 +71,16 @@ impl StoreRouter {
         wait(rx, timeout).await
     }
 
+    /// Sends a command to the region named in its header and hands back the channel its
+    /// answer will come on, however long that takes. A proposal's answer always comes
+    /// once its entry applies or is overwritten, or the peer stops (the channel closes);
+    /// the transaction layer waits for it before it lets another command at the keys.
+    pub fn send_command(&self, request: RaftCmdRequest) -> Result<oneshot::Receiver<CmdResponse>> {
+        let (callback, rx) = oneshot::channel();
+        self.hand_over(RaftCommand { request, callback })?;
+        Ok(rx)
+    }
+
     /// Sends a command to the local region holding `key` and waits up to `timeout`.
     pub async fn key_command(
         &self,

@@ -256,6 +256,7 @@ impl Fuzzer {
             region_epoch: self.epoch(),
             term: if self.chance(0.2) { self.number() } else { 0 },
             metadata: self.chance(0.2),
+            leader_only: self.chance(0.2),
         };
         let count = self.rng.gen_range(0..4);
         RaftCmdRequest {

@@ -25,7 +25,7 @@
 use tinykv_actors::keys::{decode_ordered, encode_ordered};
 
 /// Where transactional keys begin (and raw client keys may not go).
-pub const TXN_KEYS_START: &[u8] = b"\xfe";
+pub const TXN_KEYS_START: &[u8] = tinykv_actors::keys::TXN_KEYS_PREFIX;
 
 /// Where they end: the placement driver's reserved range begins.
 pub const TXN_KEYS_END: &[u8] = tinykv_actors::keys::RESERVED_KEYS_START;

@@ -17,9 +17,13 @@ impl Peer {
                 });
             }
         }
+        // A command naming a term, or asking for the leader, is served by the leader
+        // itself: a follower's read or forwarded write would decide or propose outside
+        // the leadership the caller binds it to.
+        let leader_only = header.leader_only || header.term != 0;
         if !self.is_leader()
-            && !self.can_read_as_follower(request)
-            && !self.can_forward_write(request)
+            && (leader_only
+                || (!self.can_read_as_follower(request) && !self.can_forward_write(request)))
         {
             return Err(self.not_leader());
         }
