@@ -45,6 +45,21 @@ pub enum Error {
         /// What it conflicts with.
         message: String,
     },
+    /// A transaction could not commit because of another one's write or lock on `key`;
+    /// nothing of it was committed.
+    #[error("{message}")]
+    TxnConflict {
+        /// Stable error code: `write_conflict`, `key_locked` or `txn_aborted`.
+        code: &'static str,
+        /// The key in question (empty if none is known).
+        key: Vec<u8>,
+        /// What happened.
+        message: String,
+    },
+    /// A conditional write's condition (`If-Match`, `If-None-Match`) does not hold;
+    /// nothing was changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The request carries no credential the cluster knows, and needs one; nothing was
     /// changed.
     #[error("{0}")]
@@ -170,7 +185,8 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::NotFound => "not_found",
             Error::NoSuchResource { code, .. } => code,
-            Error::Conflict { code, .. } => code,
+            Error::Conflict { code, .. } | Error::TxnConflict { code, .. } => code,
+            Error::PreconditionFailed(_) => "precondition_failed",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Forbidden { code, .. } => code,
             Error::Unauthenticated(_) => "unauthenticated",
@@ -223,7 +239,8 @@ impl Error {
             Error::BodyTimeout(_) | Error::HeaderTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::TxnConflict { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Store(e) => match e {
                 StoreError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
                 StoreError::MergeTargetChanged(_) => StatusCode::CONFLICT,

@@ -6,6 +6,7 @@
 //! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint on its peer listener
 //! (`raft_addr`: node-to-node traffic never uses the client listener), which executes it on
 //! that node's store only (see [`crate::peer_api`]) and answers with the matching response.
+//! Transactional commands travel as `kvrpcpb::TxnRequest`s to `/internal/v1/txn`.
 //! Admin commands (splits, membership changes, leader transfers) travel the same way as
 //! whole `RaftCmdRequest`s to `/internal/v1/raft-cmd`, answered by the `RaftCmdResponse`
 //! with the command's own errors in its header; if that store's raftstore gives no answer
@@ -32,7 +33,7 @@ use tinykv_actors::Error as StoreError;
 use tinykv_proto::errorpb;
 use tinykv_proto::kvrpcpb::{
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
-    RawPutResponse, RawScanRequest, RawScanResponse,
+    RawPutResponse, RawScanRequest, RawScanResponse, TxnRequest, TxnResponse,
 };
 use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, WriteOutcome};
 
@@ -44,6 +45,9 @@ use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
 
 /// Content type of the internal endpoints' bodies.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// Path of the internal endpoint that executes transactional commands.
+pub const TXN_PATH: &str = "/internal/v1/txn";
 
 /// Path of the internal endpoint that executes raw raft commands.
 pub const RAFT_CMD_PATH: &str = "/internal/v1/raft-cmd";
@@ -141,6 +145,7 @@ impl HttpForwarder {
             maybe_delivered: true,
         };
         match op {
+            KvOp::Txn(request) => self.forward_txn(store_id, request).await,
             KvOp::Get { cf, key } => {
                 let request = RawGetRequest {
                     key,
@@ -224,6 +229,19 @@ impl HttpForwarder {
                 })
             }
         }
+    }
+
+    async fn forward_txn(self, store_id: u64, request: TxnRequest) -> Result<KvOutcome> {
+        let body = self
+            .call(store_id, TXN_PATH, request.encode_to_vec())
+            .await?;
+        let response = TxnResponse::decode(body).map_err(|e| Error::Forward {
+            store_id,
+            message: format!("undecodable response: {e}"),
+            maybe_delivered: true,
+        })?;
+        error_from_wire(store_id, response.region_error.as_ref(), &response.error)?;
+        Ok(KvOutcome::Txn(Box::new(response)))
     }
 
     async fn forward_raft_command(

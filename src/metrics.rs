@@ -93,6 +93,39 @@ pub fn request_retried(op: &str, result: &str) {
     REQUESTS_RETRIED.with_label_values(&[op, result]).inc();
 }
 
+/// Transactions that could not commit, by why (`write_conflict`, `locked`,
+/// `retryable`, `aborted`).
+pub static TXN_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_txn_conflicts_total",
+        "Transactions this node coordinated that ended without committing, by reason.",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one transaction that ended without committing, for `reason`.
+pub fn txn_conflict(reason: &str) {
+    TXN_CONFLICTS.with_label_values(&[reason]).inc();
+}
+
+/// Locks of other transactions that readers and writers of this node resolved, by
+/// outcome (`committed`, `rolled_back`).
+pub static TXN_LOCKS_RESOLVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_txn_locks_resolved_total",
+        "Locks in the way of a transactional read or write that this node resolved, by \
+         whether their transaction had committed or was rolled back.",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one lock resolved as `outcome`.
+pub fn txn_lock_resolved(outcome: &str) {
+    TXN_LOCKS_RESOLVED.with_label_values(&[outcome]).inc();
+}
+
 /// Why a connection is refused.
 pub const CONNECTION_REFUSALS: [&str; 3] = ["tls_handshake", "not_a_store", "identity_mismatch"];
 

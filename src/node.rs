@@ -264,7 +264,12 @@ impl Node {
             pd: pd.clone(),
             limits: config.api.clone(),
         }));
+        let txn = crate::txn::client::TxnClient::new(
+            service.clone(),
+            Arc::new(crate::placement::client::PdTimestamps(pd.clone())),
+        );
         let state = web::Data::new(ApiState {
+            txn,
             service,
             admin,
             pd,

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GET /internal/v1/identity` | none | JSON [`IdentityView`]: cluster, store (0 while joining), join token |
 //! | `POST /internal/v1/raw/{get,put,delete,scan}` | protobuf `kvrpcpb` raw request | the raw response |
+//! | `POST /internal/v1/txn` | protobuf `kvrpcpb::TxnRequest` | the `TxnResponse` |
 //! | `POST /internal/v1/raft-cmd` | protobuf `RaftCmdRequest` | the `RaftCmdResponse` |
 //! | `POST /internal/v1/pd` | JSON [`PdRequest`] | the placement driver's JSON answer |
 //!
@@ -49,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use tinykv_actors::Cf;
 use tinykv_proto::kvrpcpb::{
     KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
-    RawPutResponse, RawScanRequest, RawScanResponse,
+    RawPutResponse, RawScanRequest, RawScanResponse, TxnRequest, TxnResponse,
 };
 use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest, WriteOutcome, WriteSession};
 
@@ -57,7 +58,7 @@ use crate::api::error::error_body;
 use crate::api::request::{check_key, is_reserved_key, raw_scan_end};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH};
+use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH};
 use crate::placement::{PdClient, PdRequest, PD_PATH};
 use crate::service::{KvOp, KvOutcome, KvService};
 
@@ -168,7 +169,7 @@ async fn route(
     let method = request.method().clone();
     let allowed: &[Method] = match path.as_str() {
         IDENTITY_PATH => &[Method::GET],
-        RAFT_CMD_PATH | PD_PATH => &[Method::POST],
+        RAFT_CMD_PATH | PD_PATH | TXN_PATH => &[Method::POST],
         p if p.starts_with(RAW_PREFIX) && RAW_OPS.contains(&&p[RAW_PREFIX.len()..]) => {
             &[Method::POST]
         }
@@ -195,6 +196,7 @@ async fn route(
     };
     let (wanted, limit) = match path.as_str() {
         PD_PATH => ("application/json", PD_BODY_LIMIT),
+        TXN_PATH => (PROTOBUF_CONTENT_TYPE, txn_body_limit(&api.limits)),
         _ => (PROTOBUF_CONTENT_TYPE, body_limit(&api.limits)),
     };
     check_content_type(&request, wanted)?;
@@ -202,6 +204,7 @@ async fn route(
     match path.as_str() {
         PD_PATH => api.pd_request(body, caller).await,
         RAFT_CMD_PATH => api.raft_cmd(body).await,
+        TXN_PATH => Ok(protobuf(&api.txn(decode(body)?).await)),
         _ => api.raw(&path[RAW_PREFIX.len()..], body).await,
     }
 }
@@ -215,7 +218,24 @@ pub fn body_limit(limits: &ApiConfig) -> usize {
     limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
 }
 
+/// Largest body the transaction endpoint accepts: a transaction's writes (see
+/// [`crate::api::txn::max_txn_bytes`]) plus the message's own fields.
+pub fn txn_body_limit(limits: &ApiConfig) -> usize {
+    crate::api::txn::max_txn_bytes(limits) + 64 * 1024
+}
+
 impl PeerApi {
+    /// Executes a forwarded transactional command on the local store. Its keys are the
+    /// client's keys of the transactional range (stored from byte `0xFE`), so no raw key
+    /// check applies; the command checks its own request ([`crate::txn::wire`]).
+    async fn txn(&self, request: TxnRequest) -> TxnResponse {
+        match self.service.execute_local(KvOp::Txn(request)).await {
+            Ok(KvOutcome::Txn(response)) => *response,
+            Ok(other) => txn_error(&unexpected(other)),
+            Err(e) => txn_error(&e),
+        }
+    }
+
     async fn raw(&self, op: &str, body: Bytes) -> Result<Response<Full<Bytes>>> {
         Ok(match op {
             "get" => protobuf(&self.raw_get(decode(body)?).await),
@@ -533,6 +553,16 @@ fn respond_with(
         hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// A transactional command's failure as its wire answer.
+fn txn_error(error: &Error) -> TxnResponse {
+    let (region_error, error) = error_to_wire(error);
+    TxnResponse {
+        region_error,
+        error,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

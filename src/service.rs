@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, Error as StoreError, StoreRouter};
+use tinykv_proto::kvrpcpb::{TxnRequest, TxnResponse};
 use tinykv_proto::raft_cmdpb::{
     CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, Request, SnapRequest,
     WriteOutcome, WriteSession,
@@ -43,6 +44,7 @@ use tinykv_proto::raft_cmdpb::{
 
 use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
+use crate::txn::region::TxnExecutor;
 
 /// One key-value operation, as executed on one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +89,18 @@ pub enum KvOp {
         /// Most bytes of keys and values to return (at least one pair, whatever its size).
         max_bytes: usize,
     },
+    /// A transactional command, on the region holding its first key (see
+    /// [`crate::txn::region`]).
+    Txn(TxnRequest),
 }
 
 impl KvOp {
     fn is_write(&self) -> bool {
-        matches!(self, KvOp::Put { .. } | KvOp::Delete { .. })
+        match self {
+            KvOp::Put { .. } | KvOp::Delete { .. } => true,
+            KvOp::Txn(request) => crate::txn::wire::is_write(request),
+            KvOp::Get { .. } | KvOp::ScanRegion { .. } => false,
+        }
     }
 
     /// The operation's name in metrics.
@@ -101,6 +110,7 @@ impl KvOp {
             KvOp::Put { .. } => "put",
             KvOp::Delete { .. } => "delete",
             KvOp::ScanRegion { .. } => "scan",
+            KvOp::Txn(_) => "txn",
         }
     }
 
@@ -108,6 +118,8 @@ impl KvOp {
         match self {
             KvOp::Get { key, .. } | KvOp::Put { key, .. } | KvOp::Delete { key, .. } => key,
             KvOp::ScanRegion { start, .. } => start,
+            // Routed by the executor itself.
+            KvOp::Txn(_) => &[],
         }
     }
 }
@@ -130,6 +142,8 @@ pub enum KvOutcome {
         /// Where the next region starts.
         region_end: Vec<u8>,
     },
+    /// A transactional command's response.
+    Txn(Box<TxnResponse>),
 }
 
 /// One page of a scan.
@@ -210,6 +224,7 @@ impl OtherStores {
 #[derive(Clone)]
 pub struct KvService {
     store: StoreRouter,
+    txn: TxnExecutor,
     forwarder: Arc<dyn Forwarder>,
     timeouts: ServiceTimeouts,
     others: OtherStores,
@@ -225,6 +240,7 @@ impl KvService {
         timeouts: ServiceTimeouts,
     ) -> Self {
         KvService {
+            txn: TxnExecutor::new(store.clone()),
             store,
             forwarder,
             timeouts,
@@ -441,6 +457,10 @@ impl KvService {
 
     /// Executes `op` on the local store only.
     pub async fn execute_local(&self, op: KvOp) -> Result<KvOutcome> {
+        if let KvOp::Txn(request) = op {
+            let response = self.txn.execute(request, self.timeouts.attempt).await?;
+            return Ok(KvOutcome::Txn(Box::new(response)));
+        }
         let key = op.routing_key().to_vec();
         let (request, wants_snapshot) = match &op {
             KvOp::Put {
@@ -473,7 +493,7 @@ impl KvService {
                 }),
                 false,
             ),
-            KvOp::Get { .. } | KvOp::ScanRegion { .. } => (
+            KvOp::Get { .. } | KvOp::ScanRegion { .. } | KvOp::Txn(_) => (
                 command(Request {
                     cmd_type: CmdType::Snap as i32,
                     snap: Some(SnapRequest {}),

@@ -15,7 +15,8 @@
 //! - [`chaos`]: concurrent REST clients against real processes while a nemesis kills,
 //!   pauses and partitions nodes and moves leaders and splits regions, the history
 //!   checked for linearizability at the end;
-//! - [`fuzz`]: arbitrary commands, raft messages and JSON for the fuzz tests.
+//! - [`fuzz`]: arbitrary commands, raft messages and JSON for the fuzz tests;
+//! - [`txn`]: a timestamp oracle and transaction coordinators for the in-process cluster.
 
 pub mod chaos;
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod linearizability;
 pub mod network;
 pub mod process;
 pub mod rest;
+pub mod txn;
 
 pub use cluster::{Cluster, ClusterClient};
 pub use network::{Filter, SimNetwork, Verdict};

@@ -153,6 +153,8 @@ pub fn access_of(
             (Ok(key), &Method::PUT | &Method::DELETE) => RequestAccess::Write(key),
             _ => RequestAccess::Other,
         },
+        // A transaction's keys are in its body: it needs write access to every key.
+        "/v1/txn" | "/v1/txn/commit" => RequestAccess::Write(Vec::new()),
         p if p.starts_with("/v1/admin") || p.starts_with("/v1/auth") => RequestAccess::Admin,
         _ => RequestAccess::Other,
     }

@@ -53,6 +53,11 @@ pub fn error_body(err: &Error) -> serde_json::Value {
         error["leader_http_addr"] = json!(leader.http_addr);
         error["leader_raft_addr"] = json!(leader.raft_addr);
     }
+    if let Error::TxnConflict { key, .. } = err {
+        if !key.is_empty() {
+            error["key"] = json!(super::admin::display_key(key));
+        }
+    }
     json!({ "error": error })
 }
 

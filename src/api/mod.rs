@@ -67,6 +67,8 @@ pub struct ApiState {
     pub health_probe: crate::security::NodeHttp,
     /// The node's copy of the authentication state.
     pub auth: std::sync::Arc<crate::auth::AuthCache>,
+    /// Coordinates transactions.
+    pub txn: crate::txn::client::TxnClient,
 }
 
 /// Registers every route of the API, for `App::configure`.
@@ -79,6 +81,10 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
         };
         let admin_limit = BodyLimit {
             bytes: admin::ADMIN_BODY_LIMIT,
+            timeout: body_timeout,
+        };
+        let txn_limit = BodyLimit {
+            bytes: txn::txn_body_bytes(&state.limits),
             timeout: body_timeout,
         };
         let get = || error::method_not_allowed("GET");
@@ -116,6 +122,25 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                 web::resource("/v1/txn/ts")
                     .get(txn::timestamps)
                     .default_service(get()),
+            )
+            .service(
+                web::scope("/v1/txn")
+                    .app_data(txn_limit)
+                    .service(
+                        web::resource("")
+                            .post(txn::one_shot)
+                            .default_service(post()),
+                    )
+                    .service(
+                        web::resource("/begin")
+                            .post(txn::begin)
+                            .default_service(post()),
+                    )
+                    .service(
+                        web::resource("/commit")
+                            .post(txn::commit)
+                            .default_service(post()),
+                    ),
             )
             .service(
                 web::scope("/v1/admin")

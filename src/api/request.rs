@@ -29,10 +29,10 @@ use crate::txn::keys::TXN_KEYS_START;
 pub const KEY_PATH_PREFIX: &str = "/v1/kv/";
 
 /// Query parameters a single-key request accepts.
-pub const KEY_PARAMS: &[&str] = &["cf"];
+pub const KEY_PARAMS: &[&str] = &["cf", "ts"];
 
 /// Query parameters a scan accepts.
-pub const SCAN_PARAMS: &[&str] = &["cf", "start", "end", "limit", "encoding"];
+pub const SCAN_PARAMS: &[&str] = &["cf", "start", "end", "limit", "encoding", "ts"];
 
 /// A single-key request: which key of which column family.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,46 @@ pub struct KeyRequest {
     pub cf: Cf,
     /// The key.
     pub key: Vec<u8>,
+    /// For a read of the transactional keys: the timestamp to read at.
+    pub ts: Option<ReadTs>,
+}
+
+/// The `ts` of a read of the transactional keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadTs {
+    /// `ts=latest`: a fresh timestamp, so the read sees every transaction committed
+    /// before it was sent.
+    Latest,
+    /// `ts=N`: as of timestamp `N`.
+    At(u64),
+}
+
+/// The `ts` parameter, if given; with it, `cf` may not be (a transactional read has no
+/// column family).
+fn parse_ts(params: &HashMap<&'static str, Vec<u8>>) -> Result<Option<ReadTs>> {
+    let Some(raw) = params.get("ts") else {
+        return Ok(None);
+    };
+    if params.contains_key("cf") {
+        return Err(Error::bad_request(
+            "invalid_parameter",
+            "cf does not apply to a read at a timestamp (of the transactional keys)",
+        ));
+    }
+    if raw.as_slice() == b"latest" {
+        return Ok(Some(ReadTs::Latest));
+    }
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .filter(|&ts| ts > 0)
+        .map(|ts| Some(ReadTs::At(ts)))
+        .ok_or_else(|| {
+            Error::bad_request(
+                "invalid_ts",
+                "ts must be a timestamp (a positive integer) or latest",
+            )
+        })
 }
 
 /// How a scan's keys and values are written in JSON.
@@ -75,6 +115,9 @@ pub struct ScanRequest {
     pub limit: usize,
     /// How to write keys and values.
     pub encoding: Encoding,
+    /// For a scan of the transactional keys: the timestamp to read at. Its `end` is then
+    /// the client's end as given (empty: to the end).
+    pub ts: Option<ReadTs>,
 }
 
 /// Reads the key and column family of a request to `/v1/kv/{key}?cf=...`, given its raw
@@ -89,6 +132,7 @@ pub fn parse_key_request(
     let params = parse_query(raw_query, KEY_PARAMS)?;
     Ok(KeyRequest {
         cf: parse_cf(params.get("cf").map(Vec::as_slice))?,
+        ts: parse_ts(&params)?,
         key,
     })
 }
@@ -120,7 +164,8 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
     if is_reserved_key(&start) {
         return Err(reserved_key_error("start"));
     }
-    let end = raw_scan_end(end);
+    let ts = parse_ts(&params)?;
+    let end = if ts.is_some() { end } else { raw_scan_end(end) };
     let limit = match params.get("limit") {
         None => limits.default_scan_limit,
         Some(raw) => std::str::from_utf8(raw)
@@ -156,6 +201,7 @@ pub fn parse_scan_request(raw_query: &str, limits: &ApiConfig) -> Result<ScanReq
         end,
         limit,
         encoding,
+        ts,
     })
 }
 
@@ -381,8 +427,24 @@ mod tests {
                 end: vec![0xfe],
                 limit: 10,
                 encoding: Encoding::Utf8,
+                ts: None,
             }
         );
+        // At a timestamp, a scan of the transactional keys keeps its end as given.
+        let at = parse_scan_request("ts=42&end=k", &limits()).unwrap();
+        assert_eq!((at.ts, at.end), (Some(ReadTs::At(42)), b"k".to_vec()));
+        let latest = parse_scan_request("ts=latest", &limits()).unwrap();
+        assert_eq!((latest.ts, latest.end), (Some(ReadTs::Latest), vec![]));
+        for bad in ["ts=0", "ts=x", "ts=", "ts=1&cf=lock"] {
+            assert_eq!(
+                parse_scan_request(bad, &limits())
+                    .unwrap_err()
+                    .status()
+                    .as_u16(),
+                400,
+                "{bad}"
+            );
+        }
         let scan = parse_scan_request(
             "start=a%2F&end=%FF%FF&limit=100&encoding=base64&cf=write",
             &limits(),

@@ -107,11 +107,18 @@ impl SingleStore {
             None,
         )
         .unwrap();
+        let service = KvService::new(store.router(), forwarder, timeouts)
+            .with_address_book(addresses.clone());
+        let pd = Arc::new(pd);
+        let txn = crate::txn::client::TxnClient::new(
+            service.clone(),
+            Arc::new(crate::placement::client::PdTimestamps(pd.clone())),
+        );
         let state = web::Data::new(ApiState {
-            service: KvService::new(store.router(), forwarder, timeouts)
-                .with_address_book(addresses.clone()),
+            txn,
+            service,
             admin,
-            pd: Arc::new(pd),
+            pd,
             limits,
             addresses,
             health_probe: crate::api::admin::health_probe_client(None).unwrap(),

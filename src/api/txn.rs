@@ -1,4 +1,4 @@
-//! The transaction endpoints; for now the timestamp oracle.
+//! The transaction endpoints.
 //!
 //! - `GET /v1/txn/ts?count=N`: `N` consecutive timestamps (1 by default, at most
 //!   [`MAX_BATCH`]) from the placement driver's timestamp oracle, answered as
@@ -6,17 +6,55 @@
 //!   `ts + N - 1` are the caller's. Every timestamp is greater than every timestamp
 //!   answered before this request was sent, by any node, across PD leader changes (see
 //!   [`crate::placement::tso`]). Any node answers: it relays to the PD leader.
+//! - `POST /v1/txn`: a one-shot transaction, etcd's `txn`: `compare` conditions on keys,
+//!   then the `success` operations if all hold, else the `failure` ones, atomically
+//!   across regions (see [`OneShot`]). It never fails for a conflict: the node runs it
+//!   again at a new timestamp until its deadline.
+//! - `POST /v1/txn/begin`: a start timestamp for an interactive transaction, which reads
+//!   with `GET /v1/kv/{key}?ts=` and `GET /v1/kv?ts=`, then
+//! - `POST /v1/txn/commit`: commits its write set at that start timestamp; a key written
+//!   by another transaction since (or named in `lock` and written since) is a 409
+//!   `write_conflict` naming the key, and nothing is committed.
+//!
+//! Keys and values in these bodies are UTF-8 strings, or base64 with `"encoding":
+//! "base64"`. Transactional keys live apart from the raw API's (see [`crate::txn::keys`]):
+//! `PUT /v1/kv/{key}` without a condition writes a raw key, which no transaction sees.
 //!
 //! Taking timestamps reads and changes no key, so any valid credential may (see
-//! [`crate::auth::policy`]).
+//! [`crate::auth::policy`]); a transaction's keys are in its body, so it needs a
+//! `readwrite` grant without a key prefix.
+
+use std::collections::HashSet;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-use super::request::parse_query;
+use super::admin::parse_json;
+use super::body::ReadBody;
+use super::request::{check_key, parse_query, Encoding};
 use super::ApiState;
+use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::placement::tso::MAX_BATCH;
 use crate::placement::PdRequest;
+use crate::txn::commands::TxnWrite;
+use crate::txn::mvcc::Version;
+
+/// Most operations and compare conditions one transaction may hold.
+pub const MAX_TXN_OPS: usize = 1024;
+
+/// Most bytes of keys and values one transaction may write: what one raft command may
+/// carry, as for one value.
+pub fn max_txn_bytes(limits: &ApiConfig) -> usize {
+    limits.max_value_bytes
+}
+
+/// Largest body of the transaction endpoints: the writes, base64-encoded, and JSON.
+pub fn txn_body_bytes(limits: &ApiConfig) -> usize {
+    max_txn_bytes(limits) / 3 * 4 + 1024 * 1024
+}
 
 /// `GET /v1/txn/ts`.
 pub async fn timestamps(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
@@ -47,6 +85,397 @@ fn parse_count(query: &str) -> Result<u64> {
                 format!("count must be an integer from 1 to {MAX_BATCH}"),
             )
         })
+}
+
+/// A one-shot transaction's body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneShot {
+    /// Conditions that must all hold for `success` to run.
+    #[serde(default)]
+    pub compare: Vec<Compare>,
+    /// Operations run if every condition holds.
+    #[serde(default)]
+    pub success: Vec<Operation>,
+    /// Operations run otherwise.
+    #[serde(default)]
+    pub failure: Vec<Operation>,
+    /// `utf8` (the default) or `base64`, for every key and value of the body and answer.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+/// One condition on a key: exactly one of `version`, `value` and `exists`, compared
+/// with `op` (`==` by default; `!=`, `<`, `<=`, `>`, `>=`; `exists` takes `==`/`!=`).
+/// A key's version is the commit timestamp of its value; an absent key has version 0.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compare {
+    /// The key.
+    pub key: String,
+    /// The comparison.
+    #[serde(default)]
+    pub op: Option<String>,
+    /// Compare the key's version.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Compare the key's value (bytewise; an absent key fails every value condition).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Compare whether the key exists.
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+/// One operation of a transaction: `{"op": "get"|"put"|"delete", "key": .., "value": ..}`
+/// (`value` for `put` only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// `get`, `put` or `delete`.
+    pub op: String,
+    /// The key.
+    pub key: String,
+    /// A put's value.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// An interactive transaction's commit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// The start timestamp `POST /v1/txn/begin` gave.
+    pub start_ts: u64,
+    /// The writes: `put` and `delete` operations.
+    pub writes: Vec<Operation>,
+    /// Keys the transaction read and relies on: a write to one of them committed since
+    /// the start timestamp is a conflict too.
+    #[serde(default)]
+    pub lock: Vec<String>,
+    /// `utf8` (the default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+/// A checked operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Get(Vec<u8>),
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// A checked condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Condition {
+    key: Vec<u8>,
+    op: CompareOp,
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Version(u64),
+    Value(Vec<u8>),
+    Exists(bool),
+}
+
+impl CompareOp {
+    fn holds<T: Ord>(self, actual: T, wanted: T) -> bool {
+        match self {
+            CompareOp::Eq => actual == wanted,
+            CompareOp::Ne => actual != wanted,
+            CompareOp::Lt => actual < wanted,
+            CompareOp::Le => actual <= wanted,
+            CompareOp::Gt => actual > wanted,
+            CompareOp::Ge => actual >= wanted,
+        }
+    }
+}
+
+impl Condition {
+    /// Whether the condition holds for the key's version read (`None`: absent).
+    fn holds(&self, read: Option<&Version>) -> bool {
+        match &self.target {
+            Target::Version(wanted) => self.op.holds(read.map_or(0, |v| v.commit_ts), *wanted),
+            Target::Exists(wanted) => self.op.holds(read.is_some(), *wanted),
+            Target::Value(wanted) => {
+                read.is_some_and(|v| self.op.holds(v.value.as_slice(), wanted.as_slice()))
+            }
+        }
+    }
+}
+
+fn invalid_txn(message: impl Into<String>) -> Error {
+    Error::bad_request("invalid_txn", message)
+}
+
+/// The body's encoding.
+fn encoding_of(name: Option<&str>) -> Result<Encoding> {
+    match name {
+        None | Some("utf8") => Ok(Encoding::Utf8),
+        Some("base64") => Ok(Encoding::Base64),
+        Some(other) => Err(Error::bad_request(
+            "invalid_encoding",
+            format!("unknown encoding {other:?}: expected utf8 or base64"),
+        )),
+    }
+}
+
+fn decode(text: &str, encoding: Encoding, what: &str) -> Result<Vec<u8>> {
+    match encoding {
+        Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| invalid_txn(format!("{what} is not valid base64: {e}"))),
+    }
+}
+
+fn encode(bytes: &[u8], encoding: Encoding) -> Value {
+    match encoding {
+        Encoding::Base64 => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        Encoding::Utf8 => match std::str::from_utf8(bytes) {
+            Ok(text) => json!(text),
+            // Answered in base64 rather than failing a transaction that has committed.
+            Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+        },
+    }
+}
+
+fn checked_key(text: &str, encoding: Encoding, limits: &ApiConfig) -> Result<Vec<u8>> {
+    let key = decode(text, encoding, "a key")?;
+    check_key(&key, limits)?;
+    Ok(key)
+}
+
+fn checked_op(op: &Operation, encoding: Encoding, limits: &ApiConfig) -> Result<Op> {
+    let key = checked_key(&op.key, encoding, limits)?;
+    match (op.op.as_str(), &op.value) {
+        ("get", None) => Ok(Op::Get(key)),
+        ("delete", None) => Ok(Op::Delete(key)),
+        ("put", Some(value)) => Ok(Op::Put(key, decode(value, encoding, "a value")?)),
+        ("put", None) => Err(invalid_txn("a put needs a value")),
+        ("get" | "delete", Some(_)) => Err(invalid_txn(format!("a {} takes no value", op.op))),
+        (other, _) => Err(invalid_txn(format!(
+            "unknown operation {other:?}: expected get, put or delete"
+        ))),
+    }
+}
+
+fn checked_condition(
+    compare: &Compare,
+    encoding: Encoding,
+    limits: &ApiConfig,
+) -> Result<Condition> {
+    let key = checked_key(&compare.key, encoding, limits)?;
+    let op = match compare.op.as_deref().unwrap_or("==") {
+        "==" | "=" => CompareOp::Eq,
+        "!=" => CompareOp::Ne,
+        "<" => CompareOp::Lt,
+        "<=" => CompareOp::Le,
+        ">" => CompareOp::Gt,
+        ">=" => CompareOp::Ge,
+        other => return Err(invalid_txn(format!("unknown comparison {other:?}"))),
+    };
+    let target = match (&compare.version, &compare.value, &compare.exists) {
+        (Some(version), None, None) => Target::Version(*version),
+        (None, Some(value), None) => Target::Value(decode(value, encoding, "a value")?),
+        (None, None, Some(exists)) => {
+            if !matches!(op, CompareOp::Eq | CompareOp::Ne) {
+                return Err(invalid_txn("exists compares only with == or !="));
+            }
+            Target::Exists(*exists)
+        }
+        _ => {
+            return Err(invalid_txn(
+                "a condition names exactly one of version, value and exists",
+            ))
+        }
+    };
+    Ok(Condition { key, op, target })
+}
+
+/// The writes of `ops`, checked: each key written once, within the size limit.
+fn writes_of(ops: &[Op], limits: &ApiConfig) -> Result<Vec<TxnWrite>> {
+    let mut seen = HashSet::new();
+    let mut bytes = 0usize;
+    let mut writes = Vec::new();
+    for op in ops {
+        let write = match op {
+            Op::Get(_) => continue,
+            Op::Put(key, value) => TxnWrite::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            Op::Delete(key) => TxnWrite::Delete { key: key.clone() },
+        };
+        if !seen.insert(write.key().to_vec()) {
+            return Err(invalid_txn(format!(
+                "key {:?} is written twice",
+                String::from_utf8_lossy(write.key())
+            )));
+        }
+        bytes += write.key().len() + op_value_len(op);
+        writes.push(write);
+    }
+    if bytes > max_txn_bytes(limits) {
+        return Err(Error::TooLarge(format!(
+            "the transaction writes {bytes} bytes, more than the limit of {}",
+            max_txn_bytes(limits)
+        )));
+    }
+    Ok(writes)
+}
+
+fn op_value_len(op: &Op) -> usize {
+    match op {
+        Op::Put(_, value) => value.len(),
+        _ => 0,
+    }
+}
+
+fn check_count(count: usize) -> Result<()> {
+    if count > MAX_TXN_OPS {
+        return Err(invalid_txn(format!(
+            "a transaction holds at most {MAX_TXN_OPS} operations and conditions"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/txn`.
+pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<HttpResponse> {
+    let request: OneShot = parse_json(&body.0)?;
+    let limits = &state.limits;
+    let encoding = encoding_of(request.encoding.as_deref())?;
+    check_count(request.compare.len() + request.success.len() + request.failure.len())?;
+    let conditions = request
+        .compare
+        .iter()
+        .map(|c| checked_condition(c, encoding, limits))
+        .collect::<Result<Vec<_>>>()?;
+    let branch = |ops: &[Operation]| -> Result<Vec<Op>> {
+        ops.iter()
+            .map(|op| checked_op(op, encoding, limits))
+            .collect()
+    };
+    let (success, failure) = (branch(&request.success)?, branch(&request.failure)?);
+    let (success_writes, failure_writes) =
+        (writes_of(&success, limits)?, writes_of(&failure, limits)?);
+    let deadline = std::time::Instant::now() + state.service.timeouts().request;
+    loop {
+        let start_ts = state.txn.timestamp().await?;
+        let mut held = true;
+        for condition in &conditions {
+            let read = state.txn.get(&condition.key, start_ts).await?;
+            held &= condition.holds(read.as_ref());
+        }
+        let (ops, writes) = if held {
+            (&success, &success_writes)
+        } else {
+            (&failure, &failure_writes)
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        let mut read_keys = Vec::new();
+        for op in ops {
+            responses.push(match op {
+                Op::Get(key) => {
+                    let read = state.txn.get(key, start_ts).await?;
+                    read_keys.push(key.clone());
+                    json!({
+                        "op": "get",
+                        "key": encode(key, encoding),
+                        "value": read.as_ref().map(|v| encode(&v.value, encoding)),
+                        "version": read.as_ref().map(|v| v.commit_ts),
+                    })
+                }
+                Op::Put(key, _) => json!({ "op": "put", "key": encode(key, encoding) }),
+                Op::Delete(key) => json!({ "op": "delete", "key": encode(key, encoding) }),
+            });
+        }
+        let answer = |commit_ts: Option<u64>| {
+            HttpResponse::Ok().json(json!({
+                "succeeded": held,
+                "read_ts": start_ts,
+                "commit_ts": commit_ts,
+                "responses": responses,
+                "encoding": encoding.name(),
+            }))
+        };
+        if writes.is_empty() {
+            return Ok(answer(None));
+        }
+        // What the decision rests on is locked too, so a write to it since start_ts is a
+        // conflict: the transaction is serializable, not only snapshot-isolated.
+        let mut all = writes.clone();
+        let written: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
+        let relied: HashSet<Vec<u8>> = conditions
+            .iter()
+            .map(|c| c.key.clone())
+            .chain(read_keys)
+            .filter(|key| !written.contains(key))
+            .collect();
+        all.extend(relied.into_iter().map(|key| TxnWrite::Lock { key }));
+        match state.txn.commit(start_ts, all).await {
+            Ok(commit_ts) => return Ok(answer(Some(commit_ts))),
+            // Nothing was committed: decide again on a newer snapshot.
+            Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `POST /v1/txn/begin`.
+pub async fn begin(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let start_ts = state.txn.timestamp().await?;
+    Ok(HttpResponse::Ok().json(json!({ "start_ts": start_ts })))
+}
+
+/// `POST /v1/txn/commit`.
+pub async fn commit(state: web::Data<ApiState>, body: ReadBody) -> Result<HttpResponse> {
+    let request: CommitBody = parse_json(&body.0)?;
+    let limits = &state.limits;
+    let encoding = encoding_of(request.encoding.as_deref())?;
+    check_count(request.writes.len() + request.lock.len())?;
+    if request.start_ts == 0 {
+        return Err(invalid_txn(
+            "start_ts must be a timestamp from POST /v1/txn/begin",
+        ));
+    }
+    let ops = request
+        .writes
+        .iter()
+        .map(|op| checked_op(op, encoding, limits))
+        .collect::<Result<Vec<_>>>()?;
+    if ops.iter().any(|op| matches!(op, Op::Get(_))) {
+        return Err(invalid_txn(
+            "a commit's writes are put and delete operations",
+        ));
+    }
+    let mut writes = writes_of(&ops, limits)?;
+    if writes.is_empty() {
+        return Err(invalid_txn("a commit writes at least one key"));
+    }
+    let written: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
+    for text in &request.lock {
+        let key = checked_key(text, encoding, limits)?;
+        if !written.contains(&key) {
+            writes.push(TxnWrite::Lock { key });
+        }
+    }
+    let commit_ts = state.txn.commit(request.start_ts, writes).await?;
+    Ok(HttpResponse::Ok().json(json!({ "start_ts": request.start_ts, "commit_ts": commit_ts })))
 }
 
 #[cfg(test)]

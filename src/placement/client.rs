@@ -225,3 +225,26 @@ impl RegionDirectory for PdDirectory {
         })
     }
 }
+
+/// The PD leader's timestamp oracle, as the transaction coordinator takes timestamps.
+pub struct PdTimestamps(pub std::sync::Arc<PdClient>);
+
+impl crate::txn::client::TimestampSource for PdTimestamps {
+    fn timestamps(&self, count: u64) -> futures::future::BoxFuture<'static, Result<u64>> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            let reply = client
+                .call(
+                    &PdRequest::Timestamps { count },
+                    crate::api::placement::PD_REQUEST_TIMEOUT,
+                )
+                .await?;
+            let reply: super::wire::TimestampsReply = serde_json::from_value(reply)
+                .map_err(|e| Error::Io(format!("the PD answered timestamps garbled: {e}")))?;
+            if reply.count < count || reply.ts == 0 {
+                return Err(Error::Io("the PD answered too few timestamps".into()));
+            }
+            Ok(reply.ts)
+        })
+    }
+}

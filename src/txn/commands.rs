@@ -25,7 +25,7 @@
 use tinykv_actors::Cf;
 
 use super::keys::{decode_key, decode_versioned, encode_key, TXN_KEYS_END};
-use super::mvcc::MvccTxn;
+use super::mvcc::{MvccTxn, Version};
 use super::records::{Lock, Write, WriteKind};
 use crate::error::Result;
 use crate::placement::tso;
@@ -110,12 +110,17 @@ fn locked(key: &[u8], lock: &Lock) -> KeyError {
 
 /// The value of `key` at the transaction's start timestamp, or the lock in the way.
 pub fn get(txn: &MvccTxn, key: &[u8]) -> Result<std::result::Result<Option<Vec<u8>>, KeyError>> {
+    Ok(read(txn, key)?.map(|version| version.map(|v| v.value)))
+}
+
+/// The version of `key` at the transaction's start timestamp, or the lock in the way.
+pub fn read(txn: &MvccTxn, key: &[u8]) -> Result<std::result::Result<Option<Version>, KeyError>> {
     if let Some(lock) = txn.get_lock(key)? {
         if lock.ts <= txn.start_ts() {
             return Ok(Err(locked(key, &lock)));
         }
     }
-    Ok(Ok(txn.get_value(key)?))
+    Ok(Ok(txn.get_version(key)?))
 }
 
 /// Prewrites `writes` with `primary` as the primary key and a lock TTL of `ttl`
@@ -332,8 +337,8 @@ fn locked_keys(txn: &MvccTxn, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>> 
     Ok(keys)
 }
 
-/// One key of a [`scan`]: its value, or the lock in the way.
-pub type ScannedPair = (Vec<u8>, std::result::Result<Vec<u8>, KeyError>);
+/// One key of a [`scan`]: its version, or the lock in the way.
+pub type ScannedPair = (Vec<u8>, std::result::Result<Version, KeyError>);
 
 /// Up to `limit` keys from `start` (to `end`, exclusive; empty: to the end) and their
 /// values at the transaction's start timestamp, in key order. Keys deleted or not yet
@@ -360,8 +365,8 @@ pub fn scan(txn: &MvccTxn, start: &[u8], end: &[u8], limit: usize) -> Result<Vec
             .flatten()
             .min();
         let Some(key) = next else { break };
-        match get(txn, &key)? {
-            Ok(Some(value)) => pairs.push((key.clone(), Ok(value))),
+        match read(txn, &key)? {
+            Ok(Some(version)) => pairs.push((key.clone(), Ok(version))),
             Ok(None) => {}
             Err(error) => pairs.push((key.clone(), Err(error))),
         }

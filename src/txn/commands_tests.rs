@@ -399,7 +399,7 @@ fn a_scan_answers_the_visible_keys_in_order_up_to_its_limit() {
                 .map(|(k, v)| {
                     (
                         String::from_utf8(k).unwrap(),
-                        String::from_utf8(v.unwrap()).unwrap(),
+                        String::from_utf8(v.unwrap().value).unwrap(),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -443,11 +443,15 @@ fn a_scan_answers_a_lock_in_its_way_for_that_key() {
     store.locked(b"b", b"b", 50, WriteKind::Put);
     let scanned = store.read(100, |txn| scan(txn, b"", b"", 10).unwrap());
     assert_eq!(scanned.len(), 2);
-    assert_eq!(scanned[0], (b"a".to_vec(), Ok(b"1".to_vec())));
+    let a = Version {
+        value: b"1".to_vec(),
+        commit_ts: 20,
+    };
+    assert_eq!(scanned[0], (b"a".to_vec(), Ok(a.clone())));
     assert!(matches!(&scanned[1], (key, Err(KeyError::Locked { lock_ts: 50, .. })) if key == b"b"));
     // A lock of a transaction started after the scan's timestamp is not in its way.
     let before = store.read(40, |txn| scan(txn, b"", b"", 10).unwrap());
-    assert_eq!(before, vec![(b"a".to_vec(), Ok(b"1".to_vec()))]);
+    assert_eq!(before, vec![(b"a".to_vec(), Ok(a))]);
     // Lock keys are found from their own column family too.
     assert!(store
         .pairs(Cf::Lock)

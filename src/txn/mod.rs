@@ -17,9 +17,13 @@
 //! Proposing the commands' writes through raft (with latches) and their REST endpoints
 //! build on these; until they land, nothing writes this range.
 
+pub mod client;
 pub mod commands;
 pub mod keys;
+pub mod latches;
 pub mod mvcc;
 pub mod records;
+pub mod region;
 #[cfg(test)]
 mod test_store;
+pub mod wire;

@@ -73,6 +73,15 @@ impl SnapshotRead for RegionSnapshot {
     }
 }
 
+/// One committed version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The value.
+    pub value: Vec<u8>,
+    /// When it was committed: the key's version as clients see it.
+    pub commit_ts: u64,
+}
+
 /// One transaction's view of a snapshot, and the writes it decided on.
 pub struct MvccTxn<'a> {
     snapshot: &'a dyn SnapshotRead,
@@ -165,6 +174,12 @@ impl<'a> MvccTxn<'a> {
 
     /// The value of `key` visible at the start timestamp (see the module documentation).
     pub fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_version(key)?.map(|version| version.value))
+    }
+
+    /// The version of `key` visible at the start timestamp: its value and when it was
+    /// committed.
+    pub fn get_version(&self, key: &[u8]) -> Result<Option<Version>> {
         let (_, end) = versions_range(key);
         let newest =
             self.find_write(key, &encode_versioned(key, self.start_ts), &end, &mut |w| {
@@ -176,14 +191,15 @@ impl<'a> MvccTxn<'a> {
                     kind: WriteKind::Put,
                     start_ts,
                 },
-                _,
+                commit_ts,
             )) => {
                 let value = self
                     .snapshot
-                    .get(Cf::Default, &encode_versioned(key, start_ts))?;
-                value.map(Some).ok_or_else(|| {
-                    corrupt(&format!("value committed from {start_ts} (missing)"), key)
-                })
+                    .get(Cf::Default, &encode_versioned(key, start_ts))?
+                    .ok_or_else(|| {
+                        corrupt(&format!("value committed from {start_ts} (missing)"), key)
+                    })?;
+                Ok(Some(Version { value, commit_ts }))
             }
             _ => Ok(None),
         }

@@ -1,0 +1,410 @@
+//! Transactions on the in-process cluster: Percolator's two phases across regions, locks
+//! left by a coordinator that vanished, conflicts, and a bank workload whose total must
+//! never change while stores are cut off, leaders move and regions split under it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tinykv::placement::tso;
+use tinykv::service::{KvOp, KvOutcome};
+use tinykv::txn::client::TxnClient;
+use tinykv::txn::commands::TxnWrite;
+use tinykv::txn::keys::encode_key;
+use tinykv::Error;
+use tinykv_actors::RaftStoreConfig;
+use tinykv_integration::cluster::Cluster;
+use tinykv_integration::network::PartitionFilter;
+use tinykv_integration::txn::{coordinator, LocalOracle};
+use tinykv_proto::kvrpcpb::{
+    txn_request::Command, txn_response::Answer, CommitRequest, Mutation, Op, PrewriteRequest,
+    TxnRequest,
+};
+
+fn put(key: &[u8], value: &[u8]) -> TxnWrite {
+    TxnWrite::Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+/// Prewrites `keys` = `value` with `keys[0]` as primary, as a coordinator that then
+/// vanishes would have: one command per key, since a command covers one region.
+async fn prewrite_only(cluster: &Cluster, keys: &[&[u8]], value: &[u8], start_ts: u64, ttl: u64) {
+    for key in keys {
+        let request = TxnRequest {
+            command: Some(Command::Prewrite(PrewriteRequest {
+                mutations: vec![Mutation {
+                    op: Op::Put as i32,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                }],
+                primary_lock: keys[0].to_vec(),
+                start_version: start_ts,
+                lock_ttl: ttl,
+                ..Default::default()
+            })),
+        };
+        let outcome = cluster
+            .service(1)
+            .execute(KvOp::Txn(request))
+            .await
+            .unwrap();
+        let KvOutcome::Txn(response) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let Some(Answer::Prewrite(prewrite)) = response.answer else {
+            panic!("{response:?}")
+        };
+        assert!(prewrite.errors.is_empty(), "{prewrite:?}");
+    }
+}
+
+/// Commits `key` of the transaction started at `start_ts` at `commit_ts`; answers the
+/// key error, if any.
+async fn commit_key(
+    cluster: &Cluster,
+    key: &[u8],
+    start_ts: u64,
+    commit_ts: u64,
+) -> Option<String> {
+    let request = TxnRequest {
+        command: Some(Command::Commit(CommitRequest {
+            start_version: start_ts,
+            keys: vec![key.to_vec()],
+            commit_version: commit_ts,
+            ..Default::default()
+        })),
+    };
+    let outcome = cluster
+        .service(2)
+        .execute(KvOp::Txn(request))
+        .await
+        .unwrap();
+    let KvOutcome::Txn(response) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let Some(Answer::Commit(commit)) = response.answer else {
+        panic!("{response:?}")
+    };
+    commit.error.map(|e| format!("{e:?}"))
+}
+
+/// A cluster of three stores whose transactional range is split at `a2` and `m`, so
+/// transactions span regions.
+async fn split_cluster() -> Cluster {
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let first = cluster.region_for_key(&encode_key(b"a")).await;
+    cluster.must_split(first.id, &[&encode_key(b"m")]).await;
+    let first = cluster.region_for_key(&encode_key(b"a")).await;
+    cluster.must_split(first.id, &[&encode_key(b"a2")]).await;
+    cluster
+}
+
+#[actix_rt::test]
+async fn a_transaction_commits_atomically_across_regions_and_reads_see_versions() {
+    tinykv_integration::init_test_logging();
+    let cluster = split_cluster().await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 1, &oracle);
+    assert_ne!(
+        cluster.region_for_key(&encode_key(b"a1")).await.id,
+        cluster.region_for_key(&encode_key(b"z")).await.id
+    );
+    let before = client.timestamp().await.unwrap();
+    let start = client.timestamp().await.unwrap();
+    let writes = vec![put(b"a1", b"1"), put(b"b", b"2"), put(b"z", b"3")];
+    let commit_ts = client.commit(start, writes).await.unwrap();
+    assert!(commit_ts > start);
+    // A read at the latest timestamp sees all three, each at the commit's version; one at
+    // a timestamp before the commit sees none.
+    let now = client.timestamp().await.unwrap();
+    for (key, value) in [(&b"a1"[..], &b"1"[..]), (b"b", b"2"), (b"z", b"3")] {
+        let read = client.get(key, now).await.unwrap().expect("committed");
+        assert_eq!((read.value.as_slice(), read.commit_ts), (value, commit_ts));
+        assert_eq!(client.get(key, before).await.unwrap(), None);
+    }
+    // A scan crosses the regions, in key order.
+    let page = client.scan(b"", b"", now, 10).await.unwrap();
+    let keys: Vec<&[u8]> = page.pairs.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a1"[..], b"b", b"z"]);
+    assert_eq!(page.next, None);
+    let bounded = client.scan(b"a2", b"y", now, 10).await.unwrap();
+    assert_eq!(bounded.pairs.len(), 1);
+    let limited = client.scan(b"", b"", now, 2).await.unwrap();
+    assert_eq!(limited.pairs.len(), 2);
+    assert_eq!(limited.next.as_deref(), Some(&b"b\0"[..]));
+    // Another store's coordinator sees the same.
+    let other = coordinator(&cluster, 3, &oracle);
+    let read = other
+        .get(b"z", other.timestamp().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read.unwrap().value, b"3");
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_second_of_two_overlapping_writers_gets_a_conflict_naming_the_key() {
+    tinykv_integration::init_test_logging();
+    let cluster = split_cluster().await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 2, &oracle);
+    let first = client.timestamp().await.unwrap();
+    let second = client.timestamp().await.unwrap();
+    client
+        .commit(second, vec![put(b"k", b"second")])
+        .await
+        .unwrap();
+    let err = client
+        .commit(first, vec![put(b"b", b"first"), put(b"k", b"first")])
+        .await
+        .unwrap_err();
+    match &err {
+        Error::TxnConflict { code, key, .. } => {
+            assert_eq!((*code, key.as_slice()), ("write_conflict", &b"k"[..]))
+        }
+        other => panic!("expected a write conflict, got {other:?}"),
+    }
+    assert_eq!(err.write_outcome(), "not_applied");
+    // Nothing of the loser is visible, nor left locked: b reads as absent at once.
+    let now = client.timestamp().await.unwrap();
+    assert_eq!(client.get(b"b", now).await.unwrap(), None);
+    assert_eq!(
+        client.get(b"k", now).await.unwrap().unwrap().value,
+        b"second"
+    );
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn locks_of_a_vanished_coordinator_are_rolled_back_once_they_expire() {
+    tinykv_integration::init_test_logging();
+    let cluster = split_cluster().await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 3, &oracle);
+    let start = client.timestamp().await.unwrap();
+    prewrite_only(&cluster, &[b"p", b"b"], b"lost", start, 300).await;
+    // A reader at a later timestamp waits for the lock's TTL, then rolls it back.
+    let read = client
+        .get(b"b", client.timestamp().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read, None);
+    let expired_ms = tso::split(start).0 + 300;
+    let now_ms = tso::split(client.timestamp().await.unwrap()).0;
+    assert!(
+        now_ms >= expired_ms,
+        "read {} ms before the lock expired",
+        expired_ms - now_ms
+    );
+    // The coordinator coming back cannot commit any more.
+    let late = client.timestamp().await.unwrap();
+    let refused = commit_key(&cluster, b"p", start, late).await;
+    assert!(
+        refused.is_some_and(|e| e.contains("abort")),
+        "committed after a rollback"
+    );
+    assert_eq!(
+        client
+            .get(b"p", client.timestamp().await.unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_reader_commits_the_secondary_of_a_transaction_whose_primary_committed() {
+    tinykv_integration::init_test_logging();
+    let cluster = split_cluster().await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 1, &oracle);
+    let start = client.timestamp().await.unwrap();
+    prewrite_only(&cluster, &[b"p", b"b"], b"kept", start, 60_000).await;
+    let commit_ts = client.timestamp().await.unwrap();
+    assert_eq!(commit_key(&cluster, b"p", start, commit_ts).await, None);
+    // The secondary's lock has a minute to live, but its transaction has committed: the
+    // reader commits it from the primary's record at once.
+    let began = Instant::now();
+    let read = client
+        .get(b"b", client.timestamp().await.unwrap())
+        .await
+        .unwrap();
+    assert!(began.elapsed() < Duration::from_secs(5));
+    let read = read.expect("committed");
+    assert_eq!(
+        (read.value.as_slice(), read.commit_ts),
+        (&b"kept"[..], commit_ts)
+    );
+    // It survives a restart of every store.
+    drop(client);
+    let mut cluster = cluster;
+    cluster.restart_all().await;
+    let client = coordinator(&cluster, 2, &oracle);
+    let read = client
+        .get(b"b", client.timestamp().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read.unwrap().value, b"kept");
+    cluster.shutdown().await;
+}
+
+const ACCOUNTS: usize = 8;
+const INITIAL: i64 = 100;
+
+fn account(i: usize) -> Vec<u8> {
+    format!("acct{i:02}").into_bytes()
+}
+
+fn balance(read: Option<tinykv::txn::mvcc::Version>) -> i64 {
+    let version = read.expect("every account exists");
+    String::from_utf8(version.value).unwrap().parse().unwrap()
+}
+
+/// Moves a random amount between two random accounts; answers whether it committed.
+async fn transfer(client: &TxnClient, rng: &mut rand::rngs::StdRng) -> tinykv::Result<bool> {
+    let from = rng.gen_range(0..ACCOUNTS);
+    let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
+    let amount = rng.gen_range(1..=20);
+    let start = client.timestamp().await?;
+    let a = balance(client.get(&account(from), start).await?);
+    let b = balance(client.get(&account(to), start).await?);
+    if a < amount {
+        return Ok(false);
+    }
+    let writes = vec![
+        put(&account(from), (a - amount).to_string().as_bytes()),
+        put(&account(to), (b + amount).to_string().as_bytes()),
+    ];
+    client.commit(start, writes).await.map(|_| true)
+}
+
+/// The bank: transfers in transactions from every store, snapshot reads of every balance,
+/// while a nemesis cuts stores off, moves leaders and splits regions. Every snapshot and
+/// the end state must hold the initial total.
+#[actix_rt::test]
+async fn bank_transfers_keep_the_total_under_partitions_leader_moves_and_splits() {
+    tinykv_integration::init_test_logging();
+    let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
+    let oracle = LocalOracle::new();
+    let setup = coordinator(&cluster, 1, &oracle);
+    let start = setup.timestamp().await.unwrap();
+    let opening = (0..ACCOUNTS)
+        .map(|i| put(&account(i), INITIAL.to_string().as_bytes()))
+        .collect();
+    setup.commit(start, opening).await.unwrap();
+    let total = INITIAL * ACCOUNTS as i64;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let client = coordinator(&cluster, 1 + worker % 3, &oracle);
+        let (stop, committed, failed) = (stop.clone(), committed.clone(), failed.clone());
+        workers.push(actix_rt::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
+            while !stop.load(Ordering::Relaxed) {
+                match transfer(&client, &mut rng).await {
+                    Ok(true) => {
+                        committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    // A conflict, or a store cut off: the total holds either way.
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let reader = {
+        let client = coordinator(&cluster, 2, &oracle);
+        let stop = stop.clone();
+        actix_rt::spawn(async move {
+            let mut snapshots = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(ts) = client.timestamp().await else {
+                    continue;
+                };
+                let Ok(page) = client.scan(b"acct", b"acct~", ts, 100).await else {
+                    continue;
+                };
+                assert_eq!(page.pairs.len(), ACCOUNTS, "a snapshot lost an account");
+                let sum: i64 = page
+                    .pairs
+                    .iter()
+                    .map(|(_, v)| String::from_utf8_lossy(&v.value).parse::<i64>().unwrap())
+                    .sum();
+                assert_eq!(sum, total, "a snapshot at {ts} saw a partial transfer");
+                snapshots += 1;
+            }
+            snapshots
+        })
+    };
+
+    // The nemesis, for a bounded time.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let stores = cluster.store_ids();
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut splits = 0;
+    while Instant::now() < until {
+        match rng.gen_range(0..3) {
+            0 => {
+                let victim = stores[rng.gen_range(0..stores.len())];
+                cluster
+                    .network()
+                    .add_filter(PartitionFilter::isolate(victim, stores.clone()));
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(200..800))).await;
+                cluster.network().clear_filters();
+            }
+            1 => {
+                let key = encode_key(&account(rng.gen_range(0..ACCOUNTS)));
+                let region = cluster.region_for_key(&key).await;
+                let target = region.peers[rng.gen_range(0..region.peers.len())];
+                cluster.must_transfer_leader(region.id, target).await;
+            }
+            _ if splits < 4 => {
+                let key = encode_key(&account(rng.gen_range(1..ACCOUNTS)));
+                let region = cluster.region_for_key(&key).await;
+                if region.start_key != key {
+                    cluster.must_split(region.id, &[&key]).await;
+                    splits += 1;
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let snapshots = reader.await.unwrap();
+    let final_read = setup
+        .scan(b"acct", b"acct~", setup.timestamp().await.unwrap(), 100)
+        .await
+        .unwrap();
+    let balances: HashMap<Vec<u8>, i64> = final_read
+        .pairs
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.value).unwrap().parse().unwrap()))
+        .collect();
+    assert_eq!(balances.len(), ACCOUNTS);
+    assert_eq!(balances.values().sum::<i64>(), total);
+    let committed = committed.load(Ordering::Relaxed);
+    tracing::info!(
+        committed,
+        failed = failed.load(Ordering::Relaxed),
+        snapshots,
+        splits,
+        "bank done"
+    );
+    assert!(committed > 20, "only {committed} transfers committed");
+    assert!(snapshots > 5, "only {snapshots} snapshots were read");
+    cluster.shutdown().await;
+}

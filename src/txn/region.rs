@@ -1,0 +1,390 @@
+//! Running one transactional command on the local store's region.
+//!
+//! A [`TxnExecutor`] takes a `kvrpcpb` command, finds the local region holding its first
+//! key and handles the command's keys that lie in that region; its answer names the
+//! region's range, so the caller sends the other keys on to the next region.
+//!
+//! - **Reads** (get, scan) take a linearizable snapshot, at the leader or at a follower
+//!   that knows the leader, exactly as a raw read does, and read the versions at the
+//!   command's timestamp from it.
+//! - **Writes** (prewrite, commit, rollback, check-txn-status, resolve-lock) run at the
+//!   leader. The executor first holds the [latches](super::latches) of the command's keys,
+//!   then takes a leader-only snapshot of the region (its epoch as the Router knows it),
+//!   which tells the leader's term; it runs the command on the snapshot and proposes the
+//!   writes it gathered as one raft command bound to that term and that epoch. If the
+//!   peer lost its leadership in between, even if it won it back, the raftstore refuses
+//!   the command (`stale_command`, not applied); a split or merge in between fails it
+//!   with `epoch_not_match`, at proposal or at apply. Either way nothing was written and
+//!   the command is tried again on a new snapshot.
+//!
+//! The latches are released only once the proposal's fate is known: applied, refused,
+//! or overwritten by a new leader. A caller whose wait times out is told the outcome is
+//! unknown, but the next command on those keys still waits for the entry, so it can
+//! never decide on a snapshot that misses a write of the same term still in the log.
+//! (Entries of earlier terms are covered by the read: a leader serves reads only once an
+//! entry of its own term has committed, and with it every entry before.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tinykv_actors::engine::Mutation as EngineMutation;
+use tinykv_actors::msg::{CmdResponse, RegionSnapshot};
+use tinykv_actors::{Error as StoreError, StoreRouter};
+use tinykv_proto::kvrpcpb::{
+    txn_request::Command, txn_response::Answer, Action, BatchRollbackResponse,
+    CheckTxnStatusResponse, CommitResponse, GetResponse, PrewriteResponse, ResolveLockResponse,
+    ScanResponse, TxnRequest, TxnResponse, VersionedPair,
+};
+use tinykv_proto::metapb;
+use tinykv_proto::raft_cmdpb::{
+    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+};
+
+use super::commands::{self, StatusAction};
+use super::keys::encode_key;
+use super::latches::Latches;
+use super::mvcc::MvccTxn;
+use super::wire::{is_write, key_error_to_pb, request_keys, writes_of};
+use crate::error::{Error, Result};
+use crate::service::cf_name;
+
+/// Runs transactional commands on one store; see the module documentation. Clones share
+/// the latches.
+#[derive(Clone)]
+pub struct TxnExecutor {
+    store: StoreRouter,
+    latches: Arc<Latches>,
+}
+
+impl TxnExecutor {
+    /// An executor over the store `store`, with latches of its own.
+    pub fn new(store: StoreRouter) -> TxnExecutor {
+        TxnExecutor {
+            store,
+            latches: Arc::new(Latches::default()),
+        }
+    }
+
+    /// Executes `request` on the local region holding its first key, taking at most
+    /// `timeout`. Region errors (not leader, epoch not match, stale command, no such
+    /// region) come back as errors for the caller to retry elsewhere or later; a timeout
+    /// after a proposal is [`StoreError::Timeout`] (the outcome is unknown).
+    pub async fn execute(&self, request: TxnRequest, timeout: Duration) -> Result<TxnResponse> {
+        let deadline = Instant::now() + timeout;
+        let keys = request_keys(&request)?;
+        let routing = encode_key(&keys[0]);
+        if !is_write(&request) {
+            let snapshot = self.read_snapshot(&routing, false, deadline).await?.0;
+            return answer(&snapshot, read(&snapshot, request)?);
+        }
+        let route = self
+            .store
+            .find_region(&routing)
+            .await?
+            .ok_or(Error::Store(StoreError::RegionNotFound(0)))?;
+        let region = route.region;
+        let latched: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| encode_key(key))
+            .filter(|key| in_region(key, &region))
+            .collect();
+        let guard = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.latches.acquire(&latched),
+        )
+        .await
+        .map_err(|_| {
+            Error::Store(StoreError::ServerIsBusy(
+                "another command holds the keys' latches".into(),
+            ))
+        })?;
+        let header = RaftRequestHeader {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            leader_only: true,
+            ..Default::default()
+        };
+        let (snapshot, term) = self
+            .read_snapshot(&routing, true, deadline)
+            .await
+            .and_then(|(snapshot, term)| {
+                // The region the latches were taken for, unchanged.
+                if snapshot.region.id != region.id
+                    || snapshot.region.region_epoch != region.region_epoch
+                {
+                    return Err(Error::Store(StoreError::StaleCommand));
+                }
+                Ok((snapshot, term))
+            })?;
+        let (response, mutations) = write(&snapshot, request)?;
+        if mutations.is_empty() {
+            return answer(&snapshot, response);
+        }
+        let proposal = RaftCmdRequest {
+            header: Some(RaftRequestHeader { term, ..header }),
+            requests: mutations
+                .into_iter()
+                .map(request_of)
+                .collect::<Result<_>>()?,
+            ..Default::default()
+        };
+        let answered = self.store.send_command(proposal)?;
+        // The latches go with the proposal's fate, however long the caller waits.
+        let fate = tokio::spawn(async move {
+            let result = answered.await;
+            drop(guard);
+            result
+        });
+        let applied: CmdResponse =
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fate)
+                .await
+            {
+                Ok(Ok(Ok(response))) => response,
+                Ok(Ok(Err(_))) | Ok(Err(_)) => return Err(Error::Store(StoreError::Stopped)),
+                Err(_) => return Err(Error::Store(StoreError::Timeout)),
+            };
+        if let Some(err) = applied.err() {
+            return Err(Error::Store(err));
+        }
+        answer(&snapshot, response)
+    }
+
+    /// A linearizable snapshot of the region holding `key` (at its leader if
+    /// `leader_only`), and the term of the peer that served it.
+    async fn read_snapshot(
+        &self,
+        key: &[u8],
+        leader_only: bool,
+        deadline: Instant,
+    ) -> Result<(RegionSnapshot, u64)> {
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                leader_only,
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let response = self
+            .store
+            .key_command(key.to_vec(), request, timeout)
+            .await?;
+        if let Some(err) = response.err() {
+            return Err(Error::Store(err));
+        }
+        let term = response
+            .response
+            .header
+            .as_ref()
+            .map_or(0, |h| h.current_term);
+        let snapshot = response
+            .snapshot
+            .ok_or_else(|| Error::Io("a read answered without a snapshot".into()))?;
+        Ok((snapshot, term))
+    }
+}
+
+/// Whether the stored key `key` lies in `region`.
+fn in_region(key: &[u8], region: &metapb::Region) -> bool {
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// The answer, naming the range of the region that executed it.
+fn answer(snapshot: &RegionSnapshot, answer: Answer) -> Result<TxnResponse> {
+    Ok(TxnResponse {
+        answer: Some(answer),
+        region_start: snapshot.region.start_key.clone(),
+        region_end: snapshot.region.end_key.clone(),
+        ..Default::default()
+    })
+}
+
+/// Runs a read on `snapshot`.
+fn read(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<Answer> {
+    match request.command {
+        Some(Command::Get(get)) => {
+            let txn = MvccTxn::new(snapshot, get.version);
+            let mut response = GetResponse::default();
+            match commands::read(&txn, &get.key)? {
+                Ok(Some(version)) => {
+                    response.value = version.value;
+                    response.commit_version = version.commit_ts;
+                }
+                Ok(None) => response.not_found = true,
+                Err(error) => response.error = Some(key_error_to_pb(&error)),
+            }
+            Ok(Answer::Get(response))
+        }
+        Some(Command::Scan(scan)) => {
+            let txn = MvccTxn::new(snapshot, scan.version);
+            // The region's snapshot stops the scan at the region's end.
+            let pairs = commands::scan(&txn, &scan.start_key, &scan.end_key, scan.limit as usize)?;
+            let pairs = pairs
+                .into_iter()
+                .map(|(key, version)| match version {
+                    Ok(version) => VersionedPair {
+                        key,
+                        value: version.value,
+                        commit_version: version.commit_ts,
+                        error: None,
+                    },
+                    Err(error) => VersionedPair {
+                        key,
+                        error: Some(key_error_to_pb(&error)),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            Ok(Answer::Scan(ScanResponse {
+                region_error: None,
+                pairs,
+            }))
+        }
+        _ => Err(Error::Io("a write was run as a read".into())),
+    }
+}
+
+/// Runs a writing command on `snapshot`, for the keys of its region only; answers the
+/// response and the writes to propose (none if the command failed on a key).
+fn write(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<(Answer, Vec<EngineMutation>)> {
+    let here = |keys: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        keys.into_iter()
+            .filter(|key| in_region(&encode_key(key), &snapshot.region))
+            .collect()
+    };
+    let outcome = match request.command {
+        Some(Command::Prewrite(prewrite)) => {
+            let writes: Vec<_> = writes_of(&prewrite.mutations)?
+                .into_iter()
+                .filter(|w| in_region(&encode_key(w.key()), &snapshot.region))
+                .collect();
+            let mut txn = MvccTxn::new(snapshot, prewrite.start_version);
+            let errors =
+                commands::prewrite(&mut txn, &writes, &prewrite.primary_lock, prewrite.lock_ttl)?;
+            let response = PrewriteResponse {
+                region_error: None,
+                errors: errors.iter().map(key_error_to_pb).collect(),
+            };
+            let mutations = if errors.is_empty() {
+                txn.into_mutations()
+            } else {
+                Vec::new()
+            };
+            (Answer::Prewrite(response), mutations)
+        }
+        Some(Command::Commit(commit)) => {
+            if commit.commit_version < commit.start_version {
+                return Err(Error::bad_request(
+                    "invalid_txn_command",
+                    "a commit timestamp is below the start timestamp",
+                ));
+            }
+            let mut txn = MvccTxn::new(snapshot, commit.start_version);
+            let error = commands::commit(&mut txn, &here(commit.keys), commit.commit_version)?;
+            keep_if_ok(
+                Answer::Commit(CommitResponse {
+                    region_error: None,
+                    error: error.as_ref().map(key_error_to_pb),
+                }),
+                error.is_none(),
+                txn,
+            )
+        }
+        Some(Command::Rollback(rollback)) => {
+            let mut txn = MvccTxn::new(snapshot, rollback.start_version);
+            let error = commands::rollback(&mut txn, &here(rollback.keys))?;
+            keep_if_ok(
+                Answer::Rollback(BatchRollbackResponse {
+                    region_error: None,
+                    error: error.as_ref().map(key_error_to_pb),
+                }),
+                error.is_none(),
+                txn,
+            )
+        }
+        Some(Command::CheckTxnStatus(check)) => {
+            let mut txn = MvccTxn::new(snapshot, check.lock_ts);
+            let status =
+                commands::check_txn_status(&mut txn, &check.primary_key, check.current_ts)?;
+            let action = match status.action {
+                StatusAction::NoAction => Action::NoAction,
+                StatusAction::TtlExpireRollback => Action::TtlExpireRollback,
+                StatusAction::LockNotExistRollback => Action::LockNotExistRollback,
+            };
+            let response = CheckTxnStatusResponse {
+                region_error: None,
+                lock_ttl: status.lock_ttl,
+                commit_version: status.commit_ts,
+                action: action as i32,
+            };
+            (Answer::CheckTxnStatus(response), txn.into_mutations())
+        }
+        Some(Command::ResolveLock(resolve)) => {
+            let mut txn = MvccTxn::new(snapshot, resolve.start_version);
+            let keys = here(resolve.keys);
+            // Only keys the transaction still has locked here: the rest are resolved.
+            let mut locked = Vec::new();
+            for key in keys {
+                if txn
+                    .get_lock(&key)?
+                    .is_some_and(|lock| lock.ts == resolve.start_version)
+                {
+                    locked.push(key);
+                }
+            }
+            let error = if resolve.commit_version == 0 {
+                commands::rollback(&mut txn, &locked)?
+            } else {
+                commands::commit(&mut txn, &locked, resolve.commit_version)?
+            };
+            keep_if_ok(
+                Answer::ResolveLock(ResolveLockResponse {
+                    region_error: None,
+                    error: error.as_ref().map(key_error_to_pb),
+                }),
+                error.is_none(),
+                txn,
+            )
+        }
+        _ => return Err(Error::Io("a read was run as a write".into())),
+    };
+    Ok(outcome)
+}
+
+/// The answer, and the transaction's writes if the command succeeded (none otherwise).
+fn keep_if_ok(answer: Answer, ok: bool, txn: MvccTxn) -> (Answer, Vec<EngineMutation>) {
+    let mutations = if ok { txn.into_mutations() } else { Vec::new() };
+    (answer, mutations)
+}
+
+/// An engine mutation as a raft write request.
+fn request_of(mutation: EngineMutation) -> Result<Request> {
+    Ok(match mutation {
+        EngineMutation::Put { cf, key, value } => Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: cf_name(cf).into(),
+                key,
+                value,
+            }),
+            ..Default::default()
+        },
+        EngineMutation::Delete { cf, key } => Request {
+            cmd_type: CmdType::Delete as i32,
+            delete: Some(DeleteRequest {
+                cf: cf_name(cf).into(),
+                key,
+            }),
+            ..Default::default()
+        },
+        EngineMutation::DeleteRange { .. } => {
+            return Err(Error::Io("a transaction deletes no ranges".into()))
+        }
+    })
+}
