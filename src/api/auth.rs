@@ -387,6 +387,17 @@ mod tests {
             RequestAccess::Write(b"k".to_vec())
         );
         assert_eq!(access(Method::POST, "/v1/kv/k", ""), RequestAccess::Other);
+        // A transaction's keys are in its body: it needs every key (no prefix grant).
+        for path in ["/v1/txn", "/v1/txn/commit"] {
+            assert_eq!(
+                access(Method::POST, path, ""),
+                RequestAccess::Write(Vec::new())
+            );
+        }
+        assert_eq!(
+            access(Method::POST, "/v1/txn/begin", ""),
+            RequestAccess::Other
+        );
         assert_eq!(access(Method::GET, "/v1/kv/%zz", ""), RequestAccess::Other);
         assert_eq!(
             access(Method::GET, "/v1/kv", "start=a&end=b"),

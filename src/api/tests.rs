@@ -2022,3 +2022,5 @@ async fn scans_are_paged_by_bytes_and_continue_from_next() {
     drop(app);
     node.stop().await;
 }
+
+mod txn;
