@@ -64,6 +64,9 @@ pub struct Config {
     /// TLS for clients and peers; see [`crate::security`].
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Garbage collection of transactions' old versions.
+    #[serde(default)]
+    pub gc: GcConfig,
     /// Switches for tests; all off by default.
     #[serde(default)]
     pub debug: DebugConfig,
@@ -192,6 +195,7 @@ impl ApiConfig {
             request: Duration::from_millis(self.request_timeout_ms),
             attempt: Duration::from_millis(self.attempt_timeout_ms),
             write_ttl: Duration::from_millis(self.idempotency_ttl_ms),
+            txn_max_age: GcConfig::default().max_txn_age(),
         }
     }
 
@@ -270,6 +274,64 @@ pub struct PdConfig {
     pub split_merge_interval_ms: u64,
     /// At most this many merges at a time.
     pub max_merge_operators: usize,
+}
+
+/// The `[gc]` section: garbage collection of old MVCC versions (see `crate::txn::gc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How long old versions stay readable: the safe point trails the clock by this much
+    /// (TiKV's `gc.life_time`, 10 minutes). Reads at a timestamp, and transactions, may
+    /// reach back nine tenths of it (the rest is margin for skewed clocks). At least 20 s.
+    pub life_time_ms: u64,
+    /// How often the safe point advances, and each node collects what is below it in the
+    /// regions it leads.
+    pub run_interval_ms: u64,
+    /// Keys one garbage-collection pass visits (one raft command each, with a pause
+    /// between passes, so collection never crowds out foreground writes).
+    pub batch_keys: u32,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            life_time_ms: 10 * 60 * 1000,
+            run_interval_ms: 60 * 1000,
+            batch_keys: 256,
+        }
+    }
+}
+
+impl GcConfig {
+    /// The safe point's distance behind the clock.
+    pub fn life_time(&self) -> Duration {
+        Duration::from_millis(self.life_time_ms)
+    }
+
+    /// How far back a read or transaction may reach: nine tenths of the life time.
+    pub fn max_txn_age(&self) -> Duration {
+        Duration::from_millis(self.life_time_ms - self.life_time_ms / 10)
+    }
+
+    /// The interval between rounds.
+    pub fn run_interval(&self) -> Duration {
+        Duration::from_millis(self.run_interval_ms)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let shortest = crate::placement::server::MIN_GC_LIFE_TIME_MS;
+        if self.life_time_ms < shortest {
+            return Err(Error::Config(format!(
+                "gc.life_time_ms must be at least {shortest}"
+            )));
+        }
+        if self.run_interval_ms == 0 || self.batch_keys == 0 {
+            return Err(Error::Config(
+                "gc.run_interval_ms and gc.batch_keys must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PdConfig {
@@ -564,6 +626,7 @@ impl Config {
                 .map_err(|why| Error::Config(format!("cluster.join: {addr:?}: {why}")))?;
         }
         self.validate_pd()?;
+        self.gc.validate()?;
         let mut initial = HashSet::new();
         for id in &self.cluster.initial_stores {
             if !ids.contains(id) {
@@ -1004,6 +1067,7 @@ mod tests {
             assert_eq!(
                 Config {
                     security: plain.security.clone(),
+                    gc: plain.gc.clone(),
                     ..tls
                 },
                 plain

@@ -27,7 +27,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::HttpResponse;
 use futures::future::LocalBoxFuture;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec, TextEncoder,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, TextEncoder,
 };
 
 use crate::error::Error;
@@ -125,6 +126,30 @@ pub static TXN_LOCKS_RESOLVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub fn txn_lock_resolved(outcome: &str) {
     TXN_LOCKS_RESOLVED.with_label_values(&[outcome]).inc();
 }
+
+/// Versions, values and records garbage collection deleted.
+pub static TXN_GC_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tinykv_txn_gc_deleted_total",
+        "Old versions, their values, and rollback records deleted by garbage collection in \
+         the regions this node leads."
+    )
+    .expect("metric registers once")
+});
+
+/// Counts `count` deletions of garbage collection.
+pub fn txn_gc_deleted(count: u64) {
+    TXN_GC_DELETED.inc_by(count);
+}
+
+/// The safe point of garbage collection this node last learnt.
+pub static TXN_GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tinykv_txn_gc_safe_point",
+        "The garbage collector's safe point as this node last learnt it (a timestamp)."
+    )
+    .expect("metric registers once")
+});
 
 /// Why a connection is refused.
 pub const CONNECTION_REFUSALS: [&str; 3] = ["tls_handshake", "not_a_store", "identity_mismatch"];

@@ -75,6 +75,7 @@ pub struct Node {
     http_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<()>,
     heartbeat_task: Option<JoinHandle<()>>,
+    gc_task: JoinHandle<()>,
     tls_reload_task: Option<JoinHandle<()>>,
 }
 
@@ -147,7 +148,10 @@ impl Node {
             addresses.insert(record.address());
         }
         addresses.insert(own.clone());
-        let timeouts = config.api.service_timeouts();
+        let timeouts = crate::service::ServiceTimeouts {
+            txn_max_age: config.gc.max_txn_age(),
+            ..config.api.service_timeouts()
+        };
         let faults = Faults::new(config.debug.fault_injection);
         let forwarder = HttpForwarder::new(addresses.clone(), timeouts.attempt, tls.as_ref())?
             .with_faults(faults.clone());
@@ -268,6 +272,15 @@ impl Node {
             service.clone(),
             Arc::new(crate::placement::client::PdTimestamps(pd.clone())),
         );
+        let gc_task = tokio::spawn(
+            crate::txn::gc_worker::GcWorker::new(
+                service.clone(),
+                txn.clone(),
+                pd.clone(),
+                config.gc.clone(),
+            )
+            .run(),
+        );
         let state = web::Data::new(ApiState {
             txn,
             service,
@@ -339,6 +352,7 @@ impl Node {
             Ok(server) => server.run(),
             Err(e) => {
                 raft_task.abort();
+                gc_task.abort();
                 if let Some(task) = heartbeat_task {
                     task.abort();
                 }
@@ -361,6 +375,7 @@ impl Node {
             http_task,
             raft_task,
             heartbeat_task,
+            gc_task,
             tls_reload_task,
         })
     }
@@ -398,6 +413,8 @@ impl Node {
             task.abort();
             let _ = task.await;
         }
+        self.gc_task.abort();
+        let _ = self.gc_task.await;
         self.raft_task.abort();
         let _ = self.raft_task.await;
         tracing::info!(store = self.store_id, "stopping the raftstore");
@@ -707,6 +724,7 @@ mod tests {
             log: Default::default(),
             pd: Default::default(),
             security: Default::default(),
+            gc: Default::default(),
             debug: Default::default(),
         };
         config.api.http_workers = 1;

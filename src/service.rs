@@ -196,6 +196,9 @@ pub struct ServiceTimeouts {
     /// How long a region remembers a write's request id (the `ttl_ms` of its
     /// [`WriteSession`]).
     pub write_ttl: Duration,
+    /// How far back a transactional read or transaction may reach (see
+    /// [`crate::config::GcConfig::max_txn_age`]).
+    pub txn_max_age: Duration,
 }
 
 /// The stores a [`KvService`] asks when its own store holds no region for a key.
@@ -240,7 +243,7 @@ impl KvService {
         timeouts: ServiceTimeouts,
     ) -> Self {
         KvService {
-            txn: TxnExecutor::new(store.clone()),
+            txn: TxnExecutor::new(store.clone(), timeouts.txn_max_age),
             store,
             forwarder,
             timeouts,
@@ -682,6 +685,7 @@ mod tests {
             request: Duration::from_secs(5),
             attempt: Duration::from_secs(1),
             write_ttl: Duration::from_secs(60),
+            txn_max_age: crate::config::GcConfig::default().max_txn_age(),
         };
         let alone = KvService::new(store.router(), forwarder.clone(), timeouts);
         let fast = ServiceTimeouts {

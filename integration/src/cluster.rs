@@ -85,6 +85,16 @@ pub struct Cluster {
 impl Cluster {
     /// Bootstraps and starts `count` stores (ids 1..=count) sharing region 1.
     pub async fn start(count: u64, cfg: RaftStoreConfig) -> Cluster {
+        Cluster::start_with_txn_max_age(count, cfg, Duration::from_secs(540)).await
+    }
+
+    /// [`Cluster::start`], the stores refusing transactional reads and writes whose
+    /// timestamps are older than `txn_max_age` (garbage collection's window).
+    pub async fn start_with_txn_max_age(
+        count: u64,
+        cfg: RaftStoreConfig,
+        txn_max_age: Duration,
+    ) -> Cluster {
         let ids: Vec<u64> = (1..=count).collect();
         let mut cluster = Cluster {
             cfg,
@@ -96,6 +106,7 @@ impl Cluster {
                 request: Duration::from_secs(5),
                 attempt: Duration::from_secs(2),
                 write_ttl: Duration::from_secs(300),
+                txn_max_age,
             },
         };
         for &id in &ids {

@@ -211,6 +211,7 @@ fn lone_node_config(data_dir: std::path::PathBuf) -> Config {
             ..Default::default()
         },
         security: Default::default(),
+        gc: Default::default(),
         debug: Default::default(),
     };
     config.pd.heartbeat_interval_ms = 200;

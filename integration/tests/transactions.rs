@@ -19,8 +19,8 @@ use tinykv_integration::cluster::Cluster;
 use tinykv_integration::network::PartitionFilter;
 use tinykv_integration::txn::{coordinator, LocalOracle};
 use tinykv_proto::kvrpcpb::{
-    txn_request::Command, txn_response::Answer, CommitRequest, Mutation, Op, PrewriteRequest,
-    TxnRequest,
+    txn_request::Command, txn_response::Answer, CommitRequest, GcRequest, Mutation, Op,
+    PrewriteRequest, TxnRequest,
 };
 
 fn put(key: &[u8], value: &[u8]) -> TxnWrite {
@@ -406,5 +406,121 @@ async fn bank_transfers_keep_the_total_under_partitions_leader_moves_and_splits(
     );
     assert!(committed > 20, "only {committed} transfers committed");
     assert!(snapshots > 5, "only {snapshots} snapshots were read");
+    cluster.shutdown().await;
+}
+
+/// Runs garbage-collection passes below `safe_point` over every region of the
+/// transactional range, through store 1's service; answers the deletions.
+async fn collect_everything(cluster: &Cluster, safe_point: u64) -> tinykv::Result<u64> {
+    let mut deleted = 0;
+    let mut start = Vec::new();
+    loop {
+        let request = TxnRequest {
+            command: Some(Command::Gc(GcRequest {
+                safe_point,
+                start_key: start.clone(),
+                limit: 1,
+                ..Default::default()
+            })),
+        };
+        let KvOutcome::Txn(response) = cluster.service(1).execute(KvOp::Txn(request)).await? else {
+            panic!("not a transactional answer")
+        };
+        let Some(Answer::Gc(pass)) = response.answer else {
+            panic!("{response:?}")
+        };
+        deleted += pass.deleted;
+        if pass.more {
+            start = pass.next_key;
+        } else if response.region_end.is_empty()
+            || response.region_end.as_slice() >= tinykv::txn::keys::TXN_KEYS_END
+        {
+            return Ok(deleted);
+        } else {
+            start = tinykv::txn::keys::decode_key(&response.region_end).unwrap_or_default();
+        }
+    }
+}
+
+/// Garbage collection across regions: abandoned locks below the safe point are resolved
+/// first, old versions go from every replica, the newest stay readable, and what could
+/// reach behind the window (an old read, an old transaction, a safe point too recent) is
+/// refused.
+#[actix_rt::test]
+async fn garbage_collection_keeps_what_reads_can_see_and_refuses_what_reaches_behind_it() {
+    tinykv_integration::init_test_logging();
+    let window = Duration::from_millis(1500);
+    let cluster = Cluster::start_with_txn_max_age(3, RaftStoreConfig::for_tests(), window).await;
+    let first = cluster.region_for_key(&encode_key(b"a")).await;
+    cluster.must_split(first.id, &[&encode_key(b"m")]).await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 1, &oracle);
+    let mut commits = Vec::new();
+    for round in 0..3 {
+        let start = client.timestamp().await.unwrap();
+        let value = format!("v{round}");
+        let writes = vec![put(b"b", value.as_bytes()), put(b"x", value.as_bytes())];
+        commits.push((start, client.commit(start, writes).await.unwrap()));
+    }
+    // An abandoned transaction's lock, long expired by the time the safe point passes it.
+    let abandoned = client.timestamp().await.unwrap();
+    prewrite_only(&cluster, &[b"y"], b"never", abandoned, 100).await;
+
+    // The window passes (the point of this test is the clock): everything above is now
+    // older than a safe point may be.
+    let safe_point = client.timestamp().await.unwrap();
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    let resolved = client.resolve_locks_below(safe_point).await.unwrap();
+    assert_eq!(resolved, 1, "the abandoned lock is resolved first");
+    let deleted = collect_everything(&cluster, safe_point).await.unwrap();
+    // Two keys, two old versions each (record and value), and the rollback of y.
+    assert_eq!(deleted, 2 * 2 * 2 + 1);
+    assert_eq!(collect_everything(&cluster, safe_point).await.unwrap(), 0);
+    let now = client.timestamp().await.unwrap();
+    for key in [&b"b"[..], b"x"] {
+        let read = client.get(key, now).await.unwrap().unwrap();
+        assert_eq!(
+            (read.value.as_slice(), read.commit_ts),
+            (&b"v2"[..], commits[2].1)
+        );
+        // Every replica dropped the old versions, and kept the newest.
+        for store in cluster.store_ids() {
+            for (start, commit) in &commits[..2] {
+                let old = tinykv::txn::keys::encode_versioned(key, *commit);
+                cluster
+                    .wait_engine_value(store, tinykv_actors::Cf::Write, &old, None)
+                    .await;
+                let value = tinykv::txn::keys::encode_versioned(key, *start);
+                cluster
+                    .wait_engine_value(store, tinykv_actors::Cf::Default, &value, None)
+                    .await;
+            }
+            let newest = tinykv::txn::keys::encode_versioned(key, commits[2].1);
+            assert!(cluster
+                .engine_get(store, tinykv_actors::Cf::Write, &newest)
+                .is_some());
+        }
+    }
+    assert_eq!(client.get(b"y", now).await.unwrap(), None);
+
+    // Reads and transactions behind the window are refused; so is a safe point inside it.
+    let err = client.get(b"b", commits[1].1).await.unwrap_err();
+    assert_eq!(err.code(), "ts_too_old");
+    let err = client
+        .commit(commits[1].0, vec![put(b"b", b"late")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "txn_aborted", "{err}");
+    let err = collect_everything(&cluster, now).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_safe_point");
+    assert_eq!(
+        client
+            .get(b"b", client.timestamp().await.unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"v2"
+    );
     cluster.shutdown().await;
 }

@@ -155,6 +155,8 @@ pub fn access_of(
         },
         // A transaction's keys are in its body: it needs write access to every key.
         "/v1/txn" | "/v1/txn/commit" => RequestAccess::Write(Vec::new()),
+        // Locks name any key of any transaction.
+        "/v1/txn/locks" => RequestAccess::Admin,
         p if p.starts_with("/v1/admin") || p.starts_with("/v1/auth") => RequestAccess::Admin,
         _ => RequestAccess::Other,
     }

@@ -124,6 +124,16 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .default_service(get()),
             )
             .service(
+                web::resource("/v1/txn/safe-point")
+                    .get(txn::safe_point)
+                    .default_service(get()),
+            )
+            .service(
+                web::resource("/v1/txn/locks")
+                    .get(txn::locks)
+                    .default_service(get()),
+            )
+            .service(
                 web::scope("/v1/txn")
                     .app_data(txn_limit)
                     .service(

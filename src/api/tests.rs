@@ -63,6 +63,7 @@ impl SingleStore {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(3),
             write_ttl: Duration::from_secs(60),
+            txn_max_age: Duration::from_secs(540),
         };
         let forwarder: Arc<dyn Forwarder> =
             Arc::new(HttpForwarder::new(addresses.clone(), timeouts.attempt, None).unwrap());

@@ -16,6 +16,12 @@
 //!   by another transaction since (or named in `lock` and written since) is a 409
 //!   `write_conflict` naming the key, and nothing is committed.
 //!
+//! - `GET /v1/txn/safe-point`: garbage collection's safe point (see
+//!   [`crate::txn::gc_worker`]): reads and transactions may not reach back past it.
+//! - `GET /v1/txn/locks?start=&end=&limit=&max_ts=`: the transactions' locks in a key
+//!   range (at most `limit`, 100 by default), optionally only those of transactions
+//!   started at or before `max_ts`; admin only, as locks name any key.
+//!
 //! Keys and values in these bodies are UTF-8 strings, or base64 with `"encoding":
 //! "base64"`. Transactional keys live apart from the raw API's (see [`crate::txn::keys`]):
 //! `PUT /v1/kv/{key}` without a condition writes a raw key, which no transaction sees.
@@ -434,6 +440,59 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `GET /v1/txn/safe-point`.
+pub async fn safe_point(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let answer = state
+        .pd
+        .call(&PdRequest::SafePoint, super::placement::PD_REQUEST_TIMEOUT)
+        .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `GET /v1/txn/locks?start=&end=&limit=&max_ts=&encoding=`.
+pub async fn locks(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
+    let params = parse_query(
+        req.query_string(),
+        &["start", "end", "limit", "max_ts", "encoding"],
+    )?;
+    let number = |name: &str, default: u64, max: u64| -> Result<u64> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(raw) => std::str::from_utf8(raw)
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok())
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        "invalid_parameter",
+                        format!("{name} must be an integer from 1 to {max}"),
+                    )
+                }),
+        }
+    };
+    let limit = number("limit", 100, crate::txn::region::MAX_GC_KEYS as u64)? as usize;
+    let max_ts = number("max_ts", u64::MAX, u64::MAX)?;
+    let encoding_name = params
+        .get("encoding")
+        .map(|raw| String::from_utf8_lossy(raw).into_owned());
+    let encoding = encoding_of(encoding_name.as_deref())?;
+    let start = params.get("start").cloned().unwrap_or_default();
+    let end = params.get("end").cloned().unwrap_or_default();
+    let locks = state.txn.scan_locks(&start, &end, max_ts, limit).await?;
+    let locks: Vec<Value> = locks
+        .into_iter()
+        .map(|lock| {
+            json!({
+                "key": encode(&lock.key, encoding),
+                "primary": encode(&lock.primary_lock, encoding),
+                "start_ts": lock.lock_version,
+                "ttl_ms": lock.lock_ttl,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "locks": locks, "encoding": encoding.name() })))
 }
 
 /// `POST /v1/txn/begin`.

@@ -50,6 +50,7 @@ const STORE_PREFIX: &[u8] = b"\xffpd/store/";
 const STORE_ID_LIMIT_KEY: &[u8] = b"\xffpd/store-id-limit";
 const AUTH_KEY: &[u8] = b"\xffpd/auth";
 const TSO_LIMIT_KEY: &[u8] = b"\xffpd/tso-limit";
+const GC_SAFE_POINT_KEY: &[u8] = b"\xffpd/gc-safe-point";
 
 /// How many store ids the allocator reserves per durable write.
 pub const STORE_ID_BATCH: u64 = 16;
@@ -123,6 +124,8 @@ pub struct PdRecords {
     pub auth: AuthSet,
     /// The timestamp oracle's limit (0: no timestamp was ever handed out).
     pub tso_limit: u64,
+    /// Garbage collection's safe point (0: nothing was ever collected).
+    pub gc_safe_point: u64,
 }
 
 /// A record that could not be read back: which one, and what is wrong with it.
@@ -147,6 +150,8 @@ pub enum RecordKind {
     Auth,
     /// The timestamp oracle's limit.
     TsoLimit,
+    /// Garbage collection's safe point.
+    GcSafePoint,
     /// A key among the records that names none of them.
     Unknown,
 }
@@ -169,6 +174,9 @@ impl PdRecords {
                     .map_err(|_| "expected 8 bytes".to_string()),
                 RecordKind::TsoLimit => <[u8; 8]>::try_from(value.as_slice())
                     .map(|bytes| records.tso_limit = u64::from_be_bytes(bytes))
+                    .map_err(|_| "expected 8 bytes".to_string()),
+                RecordKind::GcSafePoint => <[u8; 8]>::try_from(value.as_slice())
+                    .map(|bytes| records.gc_safe_point = u64::from_be_bytes(bytes))
                     .map_err(|_| "expected 8 bytes".to_string()),
                 RecordKind::Store(id) => match serde_json::from_slice::<StoreRecord>(value) {
                     Ok(store) if store.id == id => {
@@ -207,6 +215,8 @@ fn record_kind(key: &[u8]) -> RecordKind {
         RecordKind::Auth
     } else if key == TSO_LIMIT_KEY {
         RecordKind::TsoLimit
+    } else if key == GC_SAFE_POINT_KEY {
+        RecordKind::GcSafePoint
     } else if let Some(id) = key.strip_prefix(STORE_PREFIX) {
         <[u8; 8]>::try_from(id)
             .map(|id| RecordKind::Store(u64::from_be_bytes(id)))
@@ -223,6 +233,7 @@ pub fn record_key(kind: RecordKind) -> Option<Vec<u8>> {
         RecordKind::StoreIdLimit => Some(STORE_ID_LIMIT_KEY.to_vec()),
         RecordKind::Auth => Some(AUTH_KEY.to_vec()),
         RecordKind::TsoLimit => Some(TSO_LIMIT_KEY.to_vec()),
+        RecordKind::GcSafePoint => Some(GC_SAFE_POINT_KEY.to_vec()),
         RecordKind::Store(id) => {
             let mut key = STORE_PREFIX.to_vec();
             key.extend_from_slice(&id.to_be_bytes());
@@ -252,6 +263,14 @@ pub fn store_id_limit_entry(limit: u64) -> (Vec<u8>, Vec<u8>) {
 /// The key and value that record the timestamp oracle's limit.
 pub fn tso_limit_entry(limit_ms: u64) -> (Vec<u8>, Vec<u8>) {
     (TSO_LIMIT_KEY.to_vec(), limit_ms.to_be_bytes().to_vec())
+}
+
+/// The key and value that record garbage collection's safe point.
+pub fn gc_safe_point_entry(safe_point: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        GC_SAFE_POINT_KEY.to_vec(),
+        safe_point.to_be_bytes().to_vec(),
+    )
 }
 
 /// The key and value that record authentication's state.

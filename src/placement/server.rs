@@ -44,9 +44,9 @@ use tinykv_proto::raft_cmdpb::{
 
 use super::auth_records;
 use super::meta::{
-    auth_entry, cluster_entry, store_entry, store_id_limit_entry, tso_limit_entry, ClusterRecord,
-    DamagedRecord, PdRecords, RecordKind, StoreRecord, META_REGION_START, RECORDS_END,
-    RECORDS_START, STORE_ID_BATCH,
+    auth_entry, cluster_entry, gc_safe_point_entry, store_entry, store_id_limit_entry,
+    tso_limit_entry, ClusterRecord, DamagedRecord, PdRecords, RecordKind, StoreRecord,
+    META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
 };
 use super::probe::Probe;
 use super::tso::{self, Take, TimestampOracle, Timestamps};
@@ -138,6 +138,8 @@ struct Leadership {
     fully_reported: BTreeSet<u64>,
     /// The timestamp oracle, resumed from the recorded limit.
     tso: TimestampOracle,
+    /// Garbage collection's safe point, as recorded.
+    gc_safe_point: u64,
 }
 
 impl PdServer {
@@ -339,6 +341,7 @@ impl PdServer {
                 store_id_limit: limit,
                 auth: AuthSet::default(),
                 tso_limit: 0,
+                gc_safe_point: 0,
             };
         }
         let root = inner.setup.root_token_sha256.as_deref();
@@ -393,6 +396,7 @@ impl PdServer {
             auth: records.auth,
             fully_reported: BTreeSet::new(),
             tso: TimestampOracle::resume(records.tso_limit),
+            gc_safe_point: records.gc_safe_point,
         })
     }
 
@@ -486,6 +490,13 @@ impl PdServer {
                     entries.push(tso_limit_entry(limit));
                     records.tso_limit = limit;
                 }
+                RecordKind::GcSafePoint => {
+                    // Reads never reach back past the clock-bound window anyway (see
+                    // txn::region::check_age); the next round advances it again.
+                    tracing::warn!("{}; garbage collection starts over from 0", record.problem);
+                    entries.push(gc_safe_point_entry(0));
+                    records.gc_safe_point = 0;
+                }
                 RecordKind::Unknown => tracing::warn!("{}; left alone", record.problem),
             }
         }
@@ -553,6 +564,25 @@ impl PdServer {
                 now,
                 max_down,
             )),
+            PdRequest::SafePoint => Ok(json!({ "safe_point": leadership.gc_safe_point })),
+            PdRequest::AdvanceSafePoint { safe_point } => {
+                // Never in the last seconds (no life time is that short), so a garbled
+                // request cannot stall collection for good; never backwards: what was
+                // collected stays collected.
+                if safe_point > super::tso::compose(now.saturating_sub(MIN_GC_LIFE_TIME_MS), 0) {
+                    return Err(Error::bad_request(
+                        "invalid_safe_point",
+                        "a safe point must trail the clock by the garbage collector's life time",
+                    ));
+                }
+                if safe_point > leadership.gc_safe_point {
+                    self.write_logged(leadership, vec![gc_safe_point_entry(safe_point)])
+                        .await?;
+                    tracing::info!(safe_point, "garbage collection's safe point advanced");
+                    leadership.gc_safe_point = safe_point;
+                }
+                Ok(json!({ "safe_point": leadership.gc_safe_point }))
+            }
             PdRequest::Operators => Ok(views::operators(&leadership.coordinator, now)),
             PdRequest::Regions => Ok(views::regions(&leadership.coordinator, now)),
             PdRequest::Health => {
@@ -980,6 +1010,9 @@ impl PdServer {
         )?)
     }
 }
+
+/// The shortest life time of old versions a configuration may set (`gc.life_time_ms`).
+pub const MIN_GC_LIFE_TIME_MS: u64 = 20_000;
 
 fn meta_command(region_id: u64, term: u64, requests: Vec<Request>) -> RaftCmdRequest {
     RaftCmdRequest {

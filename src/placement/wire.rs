@@ -71,6 +71,15 @@ pub enum PdRequest {
         /// How many (1 to [`MAX_BATCH`](crate::placement::tso::MAX_BATCH)).
         count: u64,
     },
+    /// Garbage collection's safe point: `{"safe_point": ts}`.
+    SafePoint,
+    /// Records `safe_point` as garbage collection's safe point if it is later than the
+    /// recorded one (never backwards); answered like [`PdRequest::SafePoint`]. The caller
+    /// has resolved every lock older than it first (see `crate::txn::gc_worker`).
+    AdvanceSafePoint {
+        /// The new safe point.
+        safe_point: u64,
+    },
 }
 
 /// The timestamp oracle's answer: `count` consecutive timestamps from `ts` on.

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tinykv_proto::kvrpcpb::{
     txn_request::Command, txn_response::Answer, BatchRollbackRequest, CheckTxnStatusRequest,
-    CommitRequest, GetRequest, PrewriteRequest, ResolveLockRequest, ScanRequest, TxnRequest,
-    TxnResponse,
+    CommitRequest, GetRequest, LockInfo, PrewriteRequest, ResolveLockRequest, ScanLockRequest,
+    ScanRequest, TxnRequest, TxnResponse,
 };
 
 use super::commands::{KeyError, TxnWrite};
@@ -172,7 +172,7 @@ impl TxnClient {
             if pairs.len() >= limit {
                 break;
             }
-            match next_region_start(&region_end) {
+            match next_region_start(&region_end)? {
                 Some(next) if end.is_empty() || next.as_slice() < end => cursor = next,
                 _ => return Ok(TxnScanPage { pairs, next: None }),
             }
@@ -340,6 +340,71 @@ impl TxnClient {
         Ok(())
     }
 
+    /// Up to `limit` locks of `[start, end)` (empty `end`: to the end) of transactions
+    /// started at or before `max_ts`, region by region, as of the moment each region is
+    /// read.
+    pub async fn scan_locks(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        max_ts: u64,
+        limit: usize,
+    ) -> Result<Vec<LockInfo>> {
+        let mut locks: Vec<LockInfo> = Vec::new();
+        let mut cursor = start.to_vec();
+        while locks.len() < limit {
+            let request = txn_request(Command::ScanLock(ScanLockRequest {
+                max_version: max_ts,
+                start_key: cursor.clone(),
+                end_key: end.to_vec(),
+                limit: u32::try_from(limit - locks.len()).unwrap_or(u32::MAX),
+                ..Default::default()
+            }));
+            let response = self.run(request).await?;
+            let Some(Answer::ScanLock(scan)) = response.answer else {
+                return Err(unexpected("scan_lock"));
+            };
+            let full = scan.locks.len() >= limit - locks.len();
+            locks.extend(scan.locks);
+            if full {
+                break;
+            }
+            match next_region_start(&response.region_end)? {
+                Some(next) if end.is_empty() || next.as_slice() < end => cursor = next,
+                _ => break,
+            }
+        }
+        Ok(locks)
+    }
+
+    /// Resolves every lock of a transaction started before `max_ts`, in every region:
+    /// what garbage collection must do before its safe point passes them. Answers how
+    /// many it resolved. A lock whose transaction still lives (it would have to have run
+    /// for longer than garbage collection's life time) fails it.
+    pub async fn resolve_locks_below(&self, max_ts: u64) -> Result<usize> {
+        let mut resolved = 0;
+        loop {
+            let locks = self
+                .scan_locks(b"", b"", max_ts.saturating_sub(1), 256)
+                .await?;
+            if locks.is_empty() {
+                return Ok(resolved);
+            }
+            for lock in locks {
+                let error = KeyError::Locked {
+                    key: lock.key,
+                    primary: lock.primary_lock,
+                    lock_ts: lock.lock_version,
+                    ttl: lock.lock_ttl,
+                };
+                if !self.resolve(&error).await? {
+                    return Err(txn_aborted(&error));
+                }
+                resolved += 1;
+            }
+        }
+    }
+
     /// Tries to clear the lock `error` names: commits or rolls back its key if the
     /// lock's transaction is decided (or rolls it back if its TTL has run out). Answers
     /// whether the lock is gone; `false` for a lock still alive and for errors other than
@@ -492,14 +557,20 @@ fn successor(key: &[u8]) -> Vec<u8> {
 /// The client key a scan goes on from after a region ending at the stored key
 /// `region_end`; `None` if no transactional key lies beyond it. A region of the
 /// transactional range ends at a key's encoding ([`tinykv_actors::keys::split_point`]),
-/// one below it goes on from the first key.
-fn next_region_start(region_end: &[u8]) -> Option<Vec<u8>> {
+/// one below it goes on from the first key. Any other end is a damaged region boundary,
+/// and an error rather than a scan silently cut short.
+fn next_region_start(region_end: &[u8]) -> Result<Option<Vec<u8>>> {
     if region_end.is_empty() || region_end >= TXN_KEYS_END {
-        None
+        Ok(None)
     } else if region_end <= TXN_KEYS_START {
-        Some(Vec::new())
+        Ok(Some(Vec::new()))
     } else {
-        decode_key(region_end)
+        decode_key(region_end).map(Some).ok_or_else(|| {
+            Error::Io(format!(
+                "a region of the transactional keys ends inside a key's versions, at {:?}",
+                region_end.escape_ascii().to_string()
+            ))
+        })
     }
 }
 
@@ -509,10 +580,14 @@ mod tests {
 
     #[test]
     fn a_scan_goes_on_after_each_kind_of_region_end() {
-        assert_eq!(next_region_start(b""), None);
-        assert_eq!(next_region_start(b"\xff"), None);
-        assert_eq!(next_region_start(b"raw"), Some(Vec::new()));
-        assert_eq!(next_region_start(TXN_KEYS_START), Some(Vec::new()));
-        assert_eq!(next_region_start(&encode_key(b"k")), Some(b"k".to_vec()));
+        let next = |end: &[u8]| next_region_start(end).unwrap();
+        assert_eq!(next(b""), None);
+        assert_eq!(next(b"\xff"), None);
+        assert_eq!(next(b"raw"), Some(Vec::new()));
+        assert_eq!(next(TXN_KEYS_START), Some(Vec::new()));
+        assert_eq!(next(&encode_key(b"k")), Some(b"k".to_vec()));
+        let mut inside = encode_key(b"k");
+        inside.push(7);
+        assert!(next_region_start(&inside).is_err());
     }
 }

@@ -19,6 +19,8 @@
 
 pub mod client;
 pub mod commands;
+pub mod gc;
+pub mod gc_worker;
 pub mod keys;
 pub mod latches;
 pub mod mvcc;

@@ -32,20 +32,22 @@ use tinykv_actors::msg::{CmdResponse, RegionSnapshot};
 use tinykv_actors::{Error as StoreError, StoreRouter};
 use tinykv_proto::kvrpcpb::{
     txn_request::Command, txn_response::Answer, Action, BatchRollbackResponse,
-    CheckTxnStatusResponse, CommitResponse, GetResponse, PrewriteResponse, ResolveLockResponse,
-    ScanResponse, TxnRequest, TxnResponse, VersionedPair,
+    CheckTxnStatusResponse, CommitResponse, GcRequest, GcResponse, GetResponse, LockInfo,
+    PrewriteResponse, ResolveLockResponse, ScanLockResponse, ScanResponse, TxnRequest, TxnResponse,
+    VersionedPair,
 };
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
 };
 
-use super::commands::{self, StatusAction};
+use super::commands::{self, KeyError, StatusAction};
 use super::keys::encode_key;
 use super::latches::Latches;
 use super::mvcc::MvccTxn;
 use super::wire::{is_write, key_error_to_pb, request_keys, writes_of};
 use crate::error::{Error, Result};
+use crate::placement::tso;
 use crate::service::cf_name;
 
 /// Runs transactional commands on one store; see the module documentation. Clones share
@@ -54,14 +56,17 @@ use crate::service::cf_name;
 pub struct TxnExecutor {
     store: StoreRouter,
     latches: Arc<Latches>,
+    max_age: Duration,
 }
 
 impl TxnExecutor {
-    /// An executor over the store `store`, with latches of its own.
-    pub fn new(store: StoreRouter) -> TxnExecutor {
+    /// An executor over the store `store`, with latches of its own, that refuses reads
+    /// and transactions whose timestamp is older than `max_age` (see [`check_age`]).
+    pub fn new(store: StoreRouter, max_age: Duration) -> TxnExecutor {
         TxnExecutor {
             store,
             latches: Arc::new(Latches::default()),
+            max_age,
         }
     }
 
@@ -73,9 +78,15 @@ impl TxnExecutor {
         let deadline = Instant::now() + timeout;
         let keys = request_keys(&request)?;
         let routing = encode_key(&keys[0]);
+        if let Some(refusal) = check_age(&request, self.max_age)? {
+            return Ok(refusal);
+        }
         if !is_write(&request) {
             let snapshot = self.read_snapshot(&routing, false, deadline).await?.0;
             return answer(&snapshot, read(&snapshot, request)?);
+        }
+        if let Some(Command::Gc(gc)) = &request.command {
+            return self.collect_garbage(&routing, gc, deadline).await;
         }
         let route = self
             .store
@@ -98,12 +109,6 @@ impl TxnExecutor {
                 "another command holds the keys' latches".into(),
             ))
         })?;
-        let header = RaftRequestHeader {
-            region_id: region.id,
-            region_epoch: region.region_epoch,
-            leader_only: true,
-            ..Default::default()
-        };
         let (snapshot, term) = self
             .read_snapshot(&routing, true, deadline)
             .await
@@ -120,15 +125,7 @@ impl TxnExecutor {
         if mutations.is_empty() {
             return answer(&snapshot, response);
         }
-        let proposal = RaftCmdRequest {
-            header: Some(RaftRequestHeader { term, ..header }),
-            requests: mutations
-                .into_iter()
-                .map(request_of)
-                .collect::<Result<_>>()?,
-            ..Default::default()
-        };
-        let answered = self.store.send_command(proposal)?;
+        let answered = self.propose(&snapshot, term, mutations)?;
         // The latches go with the proposal's fate, however long the caller waits.
         let fate = tokio::spawn(async move {
             let result = answered.await;
@@ -147,6 +144,66 @@ impl TxnExecutor {
             return Err(Error::Store(err));
         }
         answer(&snapshot, response)
+    }
+
+    /// Proposes `mutations` to the region `snapshot` was read from, in `term` and the
+    /// snapshot's epoch; hands back the channel the proposal's fate will come on.
+    fn propose(
+        &self,
+        snapshot: &RegionSnapshot,
+        term: u64,
+        mutations: Vec<EngineMutation>,
+    ) -> Result<tokio::sync::oneshot::Receiver<CmdResponse>> {
+        let proposal = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: snapshot.region.id,
+                region_epoch: snapshot.region.region_epoch,
+                term,
+                leader_only: true,
+                ..Default::default()
+            }),
+            requests: mutations
+                .into_iter()
+                .map(request_of)
+                .collect::<Result<_>>()?,
+            ..Default::default()
+        };
+        Ok(self.store.send_command(proposal)?)
+    }
+
+    /// One pass of garbage collection in the region holding `routing`, at its leader.
+    /// Its deletions need no latches: nothing writes below the safe point any more
+    /// (see [`super::gc`]).
+    async fn collect_garbage(
+        &self,
+        routing: &[u8],
+        gc: &GcRequest,
+        deadline: Instant,
+    ) -> Result<TxnResponse> {
+        let (snapshot, term) = self.read_snapshot(routing, true, deadline).await?;
+        let limit = (gc.limit as usize).clamp(1, MAX_GC_KEYS);
+        let pass = super::gc::collect(&snapshot, &gc.start_key, gc.safe_point, limit)?;
+        let deleted = pass.mutations.len() as u64;
+        if !pass.mutations.is_empty() {
+            let answered = self.propose(&snapshot, term, pass.mutations)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let applied = match tokio::time::timeout(remaining, answered).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(_)) => return Err(Error::Store(StoreError::Stopped)),
+                Err(_) => return Err(Error::Store(StoreError::Timeout)),
+            };
+            if let Some(err) = applied.err() {
+                return Err(Error::Store(err));
+            }
+            crate::metrics::txn_gc_deleted(deleted);
+        }
+        let response = GcResponse {
+            more: pass.next.is_some(),
+            next_key: pass.next.unwrap_or_default(),
+            deleted,
+            ..Default::default()
+        };
+        answer(&snapshot, Answer::Gc(response))
     }
 
     /// A linearizable snapshot of the region holding `key` (at its leader if
@@ -187,6 +244,66 @@ impl TxnExecutor {
             .ok_or_else(|| Error::Io("a read answered without a snapshot".into()))?;
         Ok((snapshot, term))
     }
+}
+
+/// Most keys one garbage-collection pass visits: a pass is one raft command.
+pub const MAX_GC_KEYS: usize = 1024;
+
+/// Refuses what would read or write further back than `max_age`: the safe point of
+/// garbage collection trails the clock by `gc.life_time`, and `max_age` is shorter by a
+/// margin for the clocks' skew, so versions such a command needs may be gone. A read at
+/// such a timestamp, or a garbage collection up to one that recent, is a 400 error; a
+/// prewrite or commit of such a transaction answers an abort. Resolving locks and
+/// rollbacks have no age: they finish what was started.
+fn check_age(request: &TxnRequest, max_age: Duration) -> Result<Option<TxnResponse>> {
+    let now_ms = crate::placement::server::now_ms();
+    let oldest = tso::compose(now_ms.saturating_sub(max_age.as_millis() as u64), 0);
+    let too_old = |ts: u64| ts < oldest;
+    let aborted = |start_ts: u64| {
+        KeyError::Abort(format!(
+            "transaction {start_ts} started more than {} s ago, beyond the garbage collector's \
+         window",
+            max_age.as_secs()
+        ))
+    };
+    match &request.command {
+        Some(Command::Get(get)) if too_old(get.version) => Err(ts_too_old(get.version, max_age)),
+        Some(Command::Scan(scan)) if too_old(scan.version) => {
+            Err(ts_too_old(scan.version, max_age))
+        }
+        Some(Command::Gc(gc)) if !too_old(gc.safe_point) => Err(Error::bad_request(
+            "invalid_safe_point",
+            "a safe point must trail the clock by the garbage collector's life time",
+        )),
+        Some(Command::Prewrite(prewrite)) if too_old(prewrite.start_version) => {
+            Ok(Some(TxnResponse {
+                answer: Some(Answer::Prewrite(PrewriteResponse {
+                    region_error: None,
+                    errors: vec![key_error_to_pb(&aborted(prewrite.start_version))],
+                })),
+                ..Default::default()
+            }))
+        }
+        Some(Command::Commit(commit)) if too_old(commit.start_version) => Ok(Some(TxnResponse {
+            answer: Some(Answer::Commit(CommitResponse {
+                region_error: None,
+                error: Some(key_error_to_pb(&aborted(commit.start_version))),
+            })),
+            ..Default::default()
+        })),
+        _ => Ok(None),
+    }
+}
+
+fn ts_too_old(ts: u64, max_age: Duration) -> Error {
+    Error::bad_request(
+        "ts_too_old",
+        format!(
+            "timestamp {ts} is more than {} s old: versions that old may have been \
+             garbage-collected",
+            max_age.as_secs()
+        ),
+    )
 }
 
 /// Whether the stored key `key` lies in `region`.
@@ -244,6 +361,29 @@ fn read(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<Answer> {
             Ok(Answer::Scan(ScanResponse {
                 region_error: None,
                 pairs,
+            }))
+        }
+        Some(Command::ScanLock(scan)) => {
+            let limit = (scan.limit as usize).min(MAX_GC_KEYS);
+            let locks = super::gc::scan_locks(
+                snapshot,
+                &scan.start_key,
+                &scan.end_key,
+                scan.max_version,
+                limit,
+            )?;
+            let locks = locks
+                .into_iter()
+                .map(|(key, lock)| LockInfo {
+                    primary_lock: lock.primary,
+                    lock_version: lock.ts,
+                    key,
+                    lock_ttl: lock.ttl,
+                })
+                .collect();
+            Ok(Answer::ScanLock(ScanLockResponse {
+                locks,
+                ..Default::default()
             }))
         }
         _ => Err(Error::Io("a write was run as a read".into())),

@@ -72,6 +72,8 @@ pub fn request_keys(request: &TxnRequest) -> Result<Vec<Vec<u8>>> {
         Some(Command::Rollback(rollback)) => rollback.keys.clone(),
         Some(Command::CheckTxnStatus(check)) => vec![check.primary_key.clone()],
         Some(Command::ResolveLock(resolve)) => resolve.keys.clone(),
+        Some(Command::ScanLock(scan)) => vec![scan.start_key.clone()],
+        Some(Command::Gc(gc)) => vec![gc.start_key.clone()],
     };
     if keys.is_empty() {
         return Err(invalid("the command names no key"));
@@ -79,11 +81,12 @@ pub fn request_keys(request: &TxnRequest) -> Result<Vec<Vec<u8>>> {
     Ok(keys)
 }
 
-/// Whether the command writes (then it runs at the leader, under latches).
+/// Whether the command writes (then it runs at the leader; all but garbage collection
+/// under latches).
 pub fn is_write(request: &TxnRequest) -> bool {
     !matches!(
         request.command,
-        None | Some(Command::Get(_)) | Some(Command::Scan(_))
+        None | Some(Command::Get(_)) | Some(Command::Scan(_)) | Some(Command::ScanLock(_))
     )
 }
 

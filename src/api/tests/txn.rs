@@ -359,3 +359,64 @@ async fn bad_transactional_requests_are_refused_and_change_nothing() {
     assert_eq!(json(&test::read_body(scan).await)["kvs"], json!([]));
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_safe_point_and_the_locks_of_a_range_are_shown() {
+    use tinykv_proto::kvrpcpb::{txn_request::Command, Mutation, Op, PrewriteRequest, TxnRequest};
+
+    let node = SingleStore::start().await;
+    let app = test::init_service(App::new().configure(configure(node.state.clone()))).await;
+    let safe_point = send!(&app, test::TestRequest::get().uri("/v1/txn/safe-point"));
+    assert_eq!(safe_point.status(), StatusCode::OK);
+    assert_eq!(
+        json(&test::read_body(safe_point).await),
+        json!({"safe_point": 0})
+    );
+
+    // A coordinator that prewrote and went away.
+    let start_ts = node.state.txn.timestamp().await.unwrap();
+    let prewrite = TxnRequest {
+        command: Some(Command::Prewrite(PrewriteRequest {
+            mutations: vec![Mutation {
+                op: Op::Put as i32,
+                key: b"held".to_vec(),
+                value: b"v".to_vec(),
+            }],
+            primary_lock: b"held".to_vec(),
+            start_version: start_ts,
+            lock_ttl: 60_000,
+            ..Default::default()
+        })),
+    };
+    node.state
+        .service
+        .execute(crate::service::KvOp::Txn(prewrite))
+        .await
+        .unwrap();
+    let locks = send!(&app, test::TestRequest::get().uri("/v1/txn/locks"));
+    assert_eq!(locks.status(), StatusCode::OK);
+    let locks = json(&test::read_body(locks).await);
+    assert_eq!(
+        locks["locks"],
+        json!([{"key": "held", "primary": "held", "start_ts": start_ts, "ttl_ms": 60000}])
+    );
+    let older = send!(
+        &app,
+        test::TestRequest::get().uri(&format!("/v1/txn/locks?max_ts={}", start_ts - 1))
+    );
+    assert_eq!(json(&test::read_body(older).await)["locks"], json!([]));
+    for bad in [
+        "limit=0",
+        "limit=x",
+        "max_ts=0",
+        "encoding=hex",
+        "colour=red",
+    ] {
+        let response = send!(
+            &app,
+            test::TestRequest::get().uri(&format!("/v1/txn/locks?{bad}"))
+        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    node.stop().await;
+}

@@ -396,11 +396,29 @@
       : [el("tr", {}, el("td", { colspan: 8, class: "empty" }, "This node holds no region."))]));
   }
 
+  /** Garbage collection's safe point: a timestamp (ms since the epoch << 18). */
+  function renderSafePoint(answer) {
+    const line = $("gc-line");
+    const ts = answer.safe_point;
+    if (!ts) {
+      line.replaceChildren("Garbage collection: no safe point yet (nothing collected).");
+    } else {
+      const ms = Math.floor(ts / 262144);
+      const ago = Math.round((Date.now() - ms) / 60000);
+      line.replaceChildren("Garbage collection's safe point: ",
+        el("strong", { "data-safe-point": String(ts) }, String(ts)),
+        ` (${new Date(ms).toLocaleString()}, ${ago} min ago): versions older than it are collected.`);
+    }
+    line.hidden = false;
+  }
+
   async function refreshCluster() {
-    const [stores, regions] = await Promise.allSettled([
+    const [stores, regions, safePoint] = await Promise.allSettled([
       get("/v1/admin/stores"),
       get("/v1/admin/regions"),
+      get("/v1/txn/safe-point"),
     ]);
+    if (safePoint.status === "fulfilled") renderSafePoint(safePoint.value);
     renderAuth([stores, regions]);
     if (stores.status === "fulfilled") {
       renderNodeLine(stores.value);
