@@ -136,6 +136,9 @@ pub enum Command {
         /// The peer that should lead
         peer_id: u64,
     },
+    /// Transactions: garbage collection's safe point, the locks of a key range
+    #[command(subcommand)]
+    Txn(TxnCommand),
     /// Authentication: switch it on or off, make and revoke tokens, give certificate
     /// users a role (needs an admin credential once it is on)
     #[command(subcommand)]
@@ -231,6 +234,29 @@ impl RoleArg {
             RoleArg::Admin => "admin",
         }
     }
+}
+
+/// What `txn` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum TxnCommand {
+    /// Garbage collection's safe point, and how old it is
+    SafePoint,
+    /// The locks of transactions in a key range (expired ones belong to coordinators that
+    /// went away)
+    Locks {
+        /// First key, percent-encoded (default: the first)
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        start: String,
+        /// Exclusive end key, percent-encoded (default: the last)
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        end: String,
+        /// Most locks to show
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only locks of transactions started at or before this timestamp
+        #[arg(long)]
+        max_ts: Option<u64>,
+    },
 }
 
 /// What `store` can do to a store.

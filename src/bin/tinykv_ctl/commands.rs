@@ -18,12 +18,15 @@ use crate::auth::{
     render_user_deleted, render_user_set, AuthAnswer,
 };
 use crate::certs;
-use crate::cli::{AuthCommand, Cli, Command, RoleArg, StoreCommand, TokenCommand, UserCommand};
+use crate::cli::{
+    AuthCommand, Cli, Command, RoleArg, StoreCommand, TokenCommand, TxnCommand, UserCommand,
+};
 use crate::client::{AdminClient, Call};
 use crate::cluster::{render_cluster, render_offline, render_stores};
 use crate::error::CtlError;
 use crate::operators::render_operators;
 use crate::regions::{render_region, render_regions, Region, RegionsAnswer};
+use crate::txn::{now_ms, render_locks, render_safe_point};
 
 /// The answer of an operation that only reports success.
 #[derive(Debug, Deserialize)]
@@ -136,6 +139,20 @@ pub fn call_for(command: &Command) -> Option<Call> {
             json!({ "peer_id": peer_id }),
         ),
         Command::Auth(command) => auth_call(command),
+        Command::Txn(TxnCommand::SafePoint) => Call::new(Method::GET, "/v1/txn/safe-point".into()),
+        Command::Txn(TxnCommand::Locks {
+            start,
+            end,
+            limit,
+            max_ts,
+        }) => {
+            // The keys come percent-encoded, as the tables show them: passed on as they are.
+            let mut path = format!("/v1/txn/locks?limit={limit}&start={start}&end={end}");
+            if let Some(max_ts) = max_ts {
+                path.push_str(&format!("&max_ts={max_ts}"));
+            }
+            Call::new(Method::GET, path)
+        }
         Command::Certs(_) => return None,
     })
 }
@@ -166,6 +183,8 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
             format!("region {region_id} is now led by peer {peer_id}\n")
         }
         Command::Auth(command) => render_auth(command, answer)?,
+        Command::Txn(TxnCommand::SafePoint) => render_safe_point(&decode(answer)?, now_ms()),
+        Command::Txn(TxnCommand::Locks { .. }) => render_locks(&decode(answer)?, now_ms()),
         // Never asked: `certs` sends no request. Its answer would be shown as JSON.
         Command::Certs(_) => render_json(&answer),
     })
@@ -249,6 +268,22 @@ mod tests {
             force: false,
         });
         assert_eq!(call_for(&certs), None, "certs asks no node");
+        let locks = Command::Txn(TxnCommand::Locks {
+            start: "a%20b".into(),
+            end: String::new(),
+            limit: 5,
+            max_ts: Some(9),
+        });
+        assert_eq!(
+            call_for(&locks).unwrap().label(),
+            "GET /v1/txn/locks?limit=5&start=a%20b&end=&max_ts=9"
+        );
+        assert_eq!(
+            call_for(&Command::Txn(TxnCommand::SafePoint))
+                .unwrap()
+                .label(),
+            "GET /v1/txn/safe-point"
+        );
     }
 
     #[test]

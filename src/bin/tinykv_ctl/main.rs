@@ -13,6 +13,9 @@
 //!   add-peer <REGION_ID> <STORE_ID>          add a peer of a region on a store
 //!   remove-peer <REGION_ID> <PEER_ID>        remove a peer of a region
 //!   transfer-leader <REGION_ID> <PEER_ID>    make a peer lead its region
+//!   txn safe-point                           garbage collection's safe point and its age
+//!   txn locks [--start K] [--end K] [--limit N] [--max-ts TS]
+//!                                            transactions' locks in a key range
 //!   auth status                              on or off, the version, every token and user
 //!   auth enable | auth disable               switch authentication on or off (whole cluster)
 //!   auth token create --name NAME --role read|readwrite|admin [--prefix P]
@@ -47,7 +50,7 @@
 //!
 //! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
 //! [`client`] (HTTP and error answers), [`error`] (the error type), [`certs`] (the
-//! `certs` files), [`cluster`], [`regions`], [`operators`] and [`auth`] (answer shapes
+//! `certs` files), [`cluster`], [`regions`], [`operators`], [`txn`] and [`auth`] (answer shapes
 //! and their views), [`table`] (text layout) and [`format`] (sizes, ages, dates, keys).
 
 mod auth;
@@ -61,6 +64,7 @@ mod format;
 mod operators;
 mod regions;
 mod table;
+mod txn;
 
 use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
