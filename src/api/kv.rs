@@ -9,7 +9,10 @@
 //!   values (always at least one pair); one cut short names in `next` the key, percent-
 //!   encoded, to pass as `start` for the rest (`null` once the range is done).
 //!
-//! All of them take `?cf=default|lock|write`. The request is decoded by
+//! With `?ts=`, `If-Match` or `If-None-Match` they address the transactional keys instead
+//! (see [`super::txn_kv`]).
+//!
+//! The raw calls take `?cf=default|lock|write`. The request is decoded by
 //! [`super::request`] and executed by the node's [`KvService`](crate::service::KvService),
 //! which finds the region's leader wherever it is; a write is acknowledged only once it is
 //! committed and applied.
@@ -26,161 +29,19 @@
 
 use actix_web::body::BoxBody;
 use actix_web::http::header::HeaderValue;
-use actix_web::http::header::ETAG;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::admin::display_key;
 use super::body::ReadBody;
 use super::error::error_body;
-use super::request::{parse_key_request, parse_scan_request, Encoding, KeyRequest, ReadTs};
+use super::request::{parse_key_request, parse_scan_request, Encoding};
+use super::txn_kv;
 use super::ApiState;
 use crate::error::{Error, Result};
 use crate::service::ScanPage;
-use crate::txn::commands::TxnWrite;
-use crate::txn::mvcc::Version;
-
-/// The answer's header naming the timestamp a transactional read was served at.
-pub const READ_TS: &str = "Tinykv-Read-Ts";
-
-/// A transactional key's version as an entity tag: its commit timestamp, quoted.
-fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
-
-/// The timestamp a transactional read is served at.
-async fn read_ts(state: &ApiState, ts: ReadTs) -> Result<u64> {
-    match ts {
-        ReadTs::At(ts) => Ok(ts),
-        ReadTs::Latest => state.txn.timestamp().await,
-    }
-}
-
-/// A conditional write's condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
-    /// `If-Match: *`: the key exists.
-    Exists,
-    /// `If-Match: "N"`: the key's version is `N`.
-    Version(u64),
-    /// `If-None-Match: *`: the key does not exist (create only).
-    Absent,
-}
-
-impl Precondition {
-    fn holds(self, read: Option<&Version>) -> bool {
-        match self {
-            Precondition::Exists => read.is_some(),
-            Precondition::Version(wanted) => read.is_some_and(|v| v.commit_ts == wanted),
-            Precondition::Absent => read.is_none(),
-        }
-    }
-}
-
-/// The request's `If-Match` or `If-None-Match` condition, if it has one. A conditional
-/// write is a transaction on the transactional keys, so `cf` and `Idempotency-Key` do not
-/// apply to it.
-pub fn precondition(req: &HttpRequest, request: &KeyRequest) -> Result<Option<Precondition>> {
-    let header = |name: &str| -> Result<Option<String>> {
-        let mut values = req.headers().get_all(name);
-        let Some(value) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(invalid_precondition(&format!(
-                "{name} is given more than once"
-            )));
-        }
-        let text = value
-            .to_str()
-            .map_err(|_| invalid_precondition(&format!("{name} is not visible ASCII")))?;
-        Ok(Some(text.trim().to_string()))
-    };
-    let condition = match (header("If-Match")?, header("If-None-Match")?) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(invalid_precondition(
-                "give either If-Match or If-None-Match, not both",
-            ))
-        }
-        (None, Some(tag)) if tag == "*" => Precondition::Absent,
-        (None, Some(_)) => return Err(invalid_precondition("If-None-Match takes only *")),
-        (Some(tag), None) if tag == "*" => Precondition::Exists,
-        (Some(tag), None) => {
-            let version = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .unwrap_or(&tag)
-                .parse::<u64>()
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| {
-                    invalid_precondition("If-Match takes * or one version (\"N\") a read returned")
-                })?;
-            Precondition::Version(version)
-        }
-    };
-    if request.ts.is_some() || req.query_string().contains("cf=") {
-        return Err(invalid_precondition(
-            "a conditional write takes neither cf nor ts",
-        ));
-    }
-    if req.headers().contains_key(IDEMPOTENCY_KEY) {
-        return Err(invalid_precondition(
-            "a conditional write is already safe to retry; it takes no Idempotency-Key",
-        ));
-    }
-    Ok(Some(condition))
-}
-
-fn invalid_precondition(message: &str) -> Error {
-    Error::bad_request("invalid_precondition", message.to_string())
-}
-
-/// Writes (`Some(value)`) or deletes the transactional key `key` if `condition` holds,
-/// as one transaction; answers its new version (`ETag`), or 412 with the key's current
-/// one. A write that lost a race to another is decided again on a newer read.
-async fn conditional_write(
-    state: &ApiState,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
-    condition: Precondition,
-) -> Result<HttpResponse> {
-    let deadline = std::time::Instant::now() + state.service.timeouts().request;
-    loop {
-        let start_ts = state.txn.timestamp().await?;
-        let read = state.txn.get(&key, start_ts).await?;
-        if !condition.holds(read.as_ref()) {
-            let current = read.as_ref().map(|v| v.commit_ts);
-            let what = match current {
-                Some(version) => format!("its version is {version}"),
-                None => "it does not exist".to_string(),
-            };
-            return Err(Error::PreconditionFailed(format!(
-                "the condition does not hold for key {:?}: {what}; nothing was changed",
-                String::from_utf8_lossy(&key)
-            )));
-        }
-        let write = match &value {
-            Some(value) => TxnWrite::Put {
-                key: key.clone(),
-                value: value.clone(),
-            },
-            None => TxnWrite::Delete { key: key.clone() },
-        };
-        match state.txn.commit(start_ts, vec![write]).await {
-            Ok(commit_ts) => {
-                return Ok(HttpResponse::Ok()
-                    .insert_header((ETAG, etag(commit_ts)))
-                    .json(json!({ "ok": true, "version": commit_ts })))
-            }
-            Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
 
 /// The request header naming a write's request id, and the answer's header naming it back.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -195,8 +56,9 @@ pub async fn put(
     body: ReadBody,
 ) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
-    if let Some(condition) = precondition(&req, &request)? {
-        return conditional_write(&state, request.key, Some(body.0.into()), condition).await;
+    if let Some(condition) = txn_kv::precondition(&req, &request)? {
+        let value = Some(body.0.into());
+        return txn_kv::conditional_write(&state, request.key, value, condition).await;
     }
     let session = state.service.new_session(idempotency_key(&req)?);
     let id = session.request_id.clone();
@@ -211,15 +73,7 @@ pub async fn put(
 pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
     if let Some(ts) = request.ts {
-        let ts = read_ts(&state, ts).await?;
-        return match state.txn.get(&request.key, ts).await? {
-            Some(version) => Ok(HttpResponse::Ok()
-                .content_type("application/octet-stream")
-                .insert_header((ETAG, etag(version.commit_ts)))
-                .insert_header((READ_TS, ts.to_string()))
-                .body(version.value)),
-            None => Err(Error::NotFound),
-        };
+        return txn_kv::get_at(&state, &request.key, ts).await;
     }
     match state.service.get(request.cf, request.key).await? {
         Some(value) => Ok(HttpResponse::Ok()
@@ -232,8 +86,8 @@ pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRes
 /// `DELETE /v1/kv/{key}`.
 pub async fn delete(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let request = parse_key_request(req.uri().path(), req.query_string(), &state.limits)?;
-    if let Some(condition) = precondition(&req, &request)? {
-        return conditional_write(&state, request.key, None, condition).await;
+    if let Some(condition) = txn_kv::precondition(&req, &request)? {
+        return txn_kv::conditional_write(&state, request.key, None, condition).await;
     }
     let session = state.service.new_session(idempotency_key(&req)?);
     let id = session.request_id.clone();
@@ -317,30 +171,7 @@ pub struct EncodedPair {
 pub async fn scan(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse> {
     let request = parse_scan_request(req.query_string(), &state.limits)?;
     if let Some(ts) = request.ts {
-        let ts = read_ts(&state, ts).await?;
-        let page = state
-            .txn
-            .scan(&request.start, &request.end, ts, request.limit)
-            .await?;
-        let mut kvs = Vec::with_capacity(page.pairs.len());
-        let mut versions = Vec::with_capacity(page.pairs.len());
-        for (key, version) in page.pairs {
-            versions.push(version.commit_ts);
-            kvs.push((key, version.value));
-        }
-        let kvs: Vec<Value> = encode_pairs(kvs, request.encoding)?
-            .into_iter()
-            .zip(versions)
-            .map(
-                |(pair, version)| json!({"key": pair.key, "value": pair.value, "version": version}),
-            )
-            .collect();
-        return Ok(HttpResponse::Ok().json(json!({
-            "kvs": kvs,
-            "encoding": request.encoding.name(),
-            "next": page.next.as_deref().map(display_key),
-            "read_ts": ts,
-        })));
+        return txn_kv::scan_at(&state, &request, ts).await;
     }
     let page = if !request.end.is_empty() && request.end == request.start {
         ScanPage {

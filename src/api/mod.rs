@@ -39,6 +39,7 @@ pub mod openapi;
 pub mod placement;
 pub mod request;
 pub mod txn;
+pub mod txn_kv;
 pub mod ui;
 
 use actix_web::web;

@@ -533,6 +533,13 @@ pub async fn commit(state: web::Data<ApiState>, body: ReadBody) -> Result<HttpRe
             writes.push(TxnWrite::Lock { key });
         }
     }
+    // Only a start timestamp the oracle handed out: a later one would lock keys for
+    // longer than any TTL.
+    if request.start_ts >= state.txn.timestamp().await? {
+        return Err(invalid_txn(
+            "start_ts must be a timestamp from POST /v1/txn/begin",
+        ));
+    }
     let commit_ts = state.txn.commit(request.start_ts, writes).await?;
     Ok(HttpResponse::Ok().json(json!({ "start_ts": request.start_ts, "commit_ts": commit_ts })))
 }

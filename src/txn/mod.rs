@@ -12,10 +12,16 @@
 //! - [`records`]: locks and commit records;
 //! - [`mvcc`]: one transaction's reads and writes over a snapshot;
 //! - [`commands`]: get, scan, prewrite, commit, rollback, check-txn-status and
-//!   resolve-lock, each deciding on one snapshot and gathering its writes.
+//!   resolve-lock, each deciding on one snapshot and gathering its writes;
+//! - [`wire`]: the commands as `kvrpcpb` messages, checked as input from a socket;
+//! - [`latches`] and [`region`]: running a command at the region's leader, its writes
+//!   proposed through raft bound to the term and epoch it was decided in;
+//! - [`client`]: the coordinator: two-phase commit across regions, reads that resolve
+//!   the locks in their way;
+//! - [`gc`] and [`gc_worker`]: garbage collection of versions below the safe point.
 //!
-//! Proposing the commands' writes through raft (with latches) and their REST endpoints
-//! build on these; until they land, nothing writes this range.
+//! `docs/architecture.md` (Transactions) tells why a decision stays true until it
+//! applies; the REST endpoints are `crate::api::txn` and `crate::api::txn_kv`.
 
 pub mod client;
 pub mod commands;

@@ -246,6 +246,9 @@ impl TxnExecutor {
     }
 }
 
+/// How far ahead of a node's clock a timestamp may be (the oracle's clock may run ahead).
+pub const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
+
 /// Most keys one garbage-collection pass visits: a pass is one raft command.
 pub const MAX_GC_KEYS: usize = 1024;
 
@@ -259,6 +262,24 @@ fn check_age(request: &TxnRequest, max_age: Duration) -> Result<Option<TxnRespon
     let now_ms = crate::placement::server::now_ms();
     let oldest = tso::compose(now_ms.saturating_sub(max_age.as_millis() as u64), 0);
     let too_old = |ts: u64| ts < oldest;
+    // A timestamp the oracle cannot have handed out yet (allowing for skewed clocks):
+    // a lock that far ahead would never expire, a read that far ahead would not repeat.
+    let newest = tso::compose(now_ms.saturating_add(MAX_CLOCK_AHEAD_MS), 0);
+    let ahead = match &request.command {
+        Some(Command::Get(get)) => Some(get.version),
+        Some(Command::Scan(scan)) => Some(scan.version),
+        Some(Command::Prewrite(prewrite)) => Some(prewrite.start_version),
+        Some(Command::Commit(commit)) => Some(commit.commit_version),
+        Some(Command::CheckTxnStatus(check)) => Some(check.current_ts.max(check.lock_ts)),
+        Some(Command::ResolveLock(resolve)) => Some(resolve.commit_version),
+        _ => None,
+    };
+    if let Some(ts) = ahead.filter(|&ts| ts > newest) {
+        return Err(Error::bad_request(
+            "ts_in_future",
+            format!("timestamp {ts} is ahead of every timestamp the oracle hands out"),
+        ));
+    }
     let aborted = |start_ts: u64| {
         KeyError::Abort(format!(
             "transaction {start_ts} started more than {} s ago, beyond the garbage collector's \

@@ -305,6 +305,7 @@ async fn bad_transactional_requests_are_refused_and_change_nothing() {
         json!({"start_ts": 0, "writes": [{"op": "put", "key": "k", "value": "1"}]}),
         json!({"start_ts": 5, "writes": []}),
         json!({"start_ts": 5, "writes": [{"op": "get", "key": "k"}]}),
+        json!({"start_ts": u64::MAX, "writes": [{"op": "put", "key": "k", "value": "1"}]}),
     ];
     for body in commits {
         let response = send!(
