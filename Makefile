@@ -20,8 +20,9 @@
 #                side; the Failover section of docs/benchmarks.md (see .ci/failover.sh)
 #   make bench-scale  1, 1,000 and 10,000 regions: idle CPU, memory, restart time, write
 #                throughput; the Scale section of docs/benchmarks.md (see .ci/scale.sh)
-#   make chaos   chaos run against real processes (5 nodes, 5 minutes; CHAOS_ARGS to change),
-#                checked for linearizability; artifacts in chaos-out/
+#   make chaos   chaos runs against real processes, one per workload (kv, register, bank;
+#                CHAOS_WORKLOADS, CHAOS_ARGS to change), checked for linearizability and
+#                the bank's total; artifacts in chaos-out/<workload>/
 #   make clean-data  delete the local cluster's data
 
 CARGO      ?= cargo
@@ -148,9 +149,14 @@ bench-scale:
 
 # Chaos against real processes, checked for linearizability (README, "Chaos testing"); exits
 # non-zero unless the verdict is PASS. Release binaries: a long run needs the throughput.
+# One run per workload of CHAOS_WORKLOADS (kv, then the transactional register and bank),
+# each with its own cluster and artifacts in chaos-out/<workload>/.
+CHAOS_WORKLOADS ?= kv register bank
 chaos:
 	$(CARGO) build --release -p tinykv -p tinykv-integration --bin tinykv-server --bin tinykv-chaos
-	target/release/tinykv-chaos --out chaos-out $(CHAOS_ARGS)
+	set -e; for workload in $(CHAOS_WORKLOADS); do \
+		target/release/tinykv-chaos --workload $$workload --out chaos-out/$$workload $(CHAOS_ARGS); \
+	done
 
 clean-data: stop
 	rm -rf $(RUN_DIR)

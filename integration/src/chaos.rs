@@ -18,6 +18,10 @@
 //!   attempt succeeded, `info` if one may have applied it, `fail` only if none could. Since
 //!   every value is unique, a `fail`ed write (a 503 among them) whose value a read ever saw
 //!   would make the history not linearizable: the check proves 503 means "not applied".
+//!
+//!   That is the `kv` [`Workload`]; `register` and `bank` exercise transactions instead
+//!   (see [`workloads`]): compare-and-sets checked by the same checker, and transfers
+//!   whose snapshots must keep the bank's total.
 //! - **the nemesis** picks faults at random among [`ChaosConfig::faults`]: kill a node
 //!   with SIGKILL and restart it over its data a little later; pause one with SIGSTOP and
 //!   resume it with SIGCONT; partition one from all others through the fault endpoint
@@ -66,6 +70,53 @@ use crate::linearizability::{self, CheckConfig, Command, History, Outcome, Recor
 use crate::process::ProcessCluster;
 
 pub use crate::linearizability::Verdict;
+
+mod workloads;
+
+pub use workloads::{account, ACCOUNTS, INITIAL};
+
+/// What the clients do; see [`workloads`] for the transactional ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Raw gets, puts and deletes, checked for linearizability.
+    Kv,
+    /// Reads at the latest timestamp and compare-and-sets of transactional keys, checked
+    /// for linearizability.
+    Register,
+    /// Transfers between accounts in one-shot transactions and snapshots of every
+    /// balance, whose total must never change.
+    Bank,
+}
+
+impl Workload {
+    /// Every workload.
+    pub const ALL: [Workload; 3] = [Workload::Kv, Workload::Register, Workload::Bank];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Kv => "kv",
+            Workload::Register => "register",
+            Workload::Bank => "bank",
+        }
+    }
+
+    /// Whether its keys are transactional (split in the transactional key range).
+    fn is_txn(self) -> bool {
+        self != Workload::Kv
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Workload, String> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == name)
+            .ok_or_else(|| format!("unknown workload {name:?}; expected kv, register or bank"))
+    }
+}
 
 /// The configuration sections every chaos node gets: fault injection on, and request
 /// timeouts short enough that a stalled leader costs seconds, not tens of seconds.
@@ -241,6 +292,8 @@ pub struct ChaosConfig {
     /// Switches authentication on before the run: clients write with a `readwrite`
     /// token, the nemesis acts with the root token.
     pub auth: bool,
+    /// What the clients do.
+    pub workload: Workload,
 }
 
 impl Default for ChaosConfig {
@@ -257,6 +310,7 @@ impl Default for ChaosConfig {
             max_states: CheckConfig::default().max_states,
             tls: false,
             auth: false,
+            workload: Workload::Kv,
         }
     }
 }
@@ -298,6 +352,10 @@ struct Ctx {
     client_token: std::sync::OnceLock<String>,
     /// Operations that succeeded on a client retry, on another node.
     client_retried_ok: std::sync::atomic::AtomicU64,
+    /// Counts of the transactional workloads' events (transfers, snapshots, ...).
+    tallies: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the workloads' own checks found wrong (a bank snapshot off its total).
+    workload_problems: Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -451,6 +509,10 @@ async fn attempt_once(
         Command::Get(_) => ctx.http.get(url),
         Command::Put(value) => ctx.http.put(url).body(value.clone()),
         Command::Delete => ctx.http.delete(url),
+        // Sent once each, by the register workload itself.
+        Command::Cas { .. } | Command::CasFailed { .. } => {
+            return (Classified::Fail("not a raw operation".into()), false)
+        }
     };
     if is_write {
         request = request.header("Idempotency-Key", idempotency_key);
@@ -683,10 +745,19 @@ async fn split(ctx: &Ctx, rng: &mut StdRng) {
     let Some(node) = ctx.healthy_node(rng) else {
         return;
     };
-    let key = Ctx::key(
-        ctx.epoch() + rng.gen_range(0..3),
-        rng.gen_range(0..ctx.config.keys.max(1)),
-    );
+    let key = match ctx.config.workload {
+        Workload::Bank => account(rng.gen_range(1..ACCOUNTS)),
+        _ => Ctx::key(
+            ctx.epoch() + rng.gen_range(0..3),
+            rng.gen_range(0..ctx.config.keys.max(1)),
+        ),
+    };
+    // A transactional key is stored encoded, in its own range: split there.
+    let key: Vec<u8> = if ctx.config.workload.is_txn() {
+        tinykv::txn::keys::encode_key(key.as_bytes())
+    } else {
+        key.into_bytes()
+    };
     let regions = regions(ctx, node).await;
     // Region boundaries are shown percent-encoded: compare them as bytes.
     let bound = |r: &Value, field: &str| -> Vec<u8> {
@@ -694,8 +765,10 @@ async fn split(ctx: &Ctx, rng: &mut StdRng) {
     };
     let holding = regions.iter().find(|r| {
         let (start, end) = (bound(r, "start_key"), bound(r, "end_key"));
-        start.as_slice() <= key.as_bytes() && (end.is_empty() || key.as_bytes() < end.as_slice())
+        start.as_slice() <= key.as_slice() && (end.is_empty() || key.as_slice() < end.as_slice())
     });
+    let key =
+        percent_encoding::percent_encode(&key, percent_encoding::NON_ALPHANUMERIC).to_string();
     let Some(id) = holding.and_then(|r| r["id"].as_u64()) else {
         return;
     };
@@ -830,7 +903,15 @@ async fn final_reads(ctx: &Ctx, key: String, deadline: Instant) -> Vec<(String, 
     let mut unread = Vec::new();
     for node in 1..=ctx.config.nodes {
         loop {
-            match execute(ctx, 0, node, &key, Command::Get(None)).await {
+            let read = if ctx.config.workload == Workload::Register {
+                match workloads::register_read(ctx, 0, node, &key).await {
+                    Some((value, _)) => Classified::Read(value),
+                    None => Classified::Fail("no answer".into()),
+                }
+            } else {
+                execute(ctx, 0, node, &key, Command::Get(None)).await
+            };
+            match read {
                 Classified::Read(_) => break,
                 _ if Instant::now() >= deadline => {
                     unread.push((key.clone(), node));
@@ -841,6 +922,29 @@ async fn final_reads(ctx: &Ctx, key: String, deadline: Instant) -> Vec<(String, 
         }
     }
     unread
+}
+
+/// The bank's last snapshot on every node, each retried until one is taken (or
+/// `deadline`): what they find wrong.
+async fn final_bank_snapshots(ctx: &Ctx, deadline: Instant) -> Vec<String> {
+    let mut problems = Vec::new();
+    for node in 1..=ctx.config.nodes {
+        loop {
+            match workloads::bank_snapshot(ctx, node).await {
+                Ok(Some(_)) => break,
+                Err(problem) => {
+                    problems.push(format!("final {problem}"));
+                    break;
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    problems.push(format!("no final snapshot of the bank on node {node}"));
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    problems
 }
 
 /// Runs one chaos test; see the module documentation. Prints the nemesis' actions and the
@@ -881,6 +985,8 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         faults: Mutex::new(0),
         client_token: std::sync::OnceLock::new(),
         client_retried_ok: Default::default(),
+        tallies: Mutex::new(BTreeMap::new()),
+        workload_problems: Mutex::new(Vec::new()),
     });
     let mut problems = Vec::new();
     for node in 1..=config.nodes {
@@ -906,10 +1012,26 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
             .join(",")
     ));
 
+    if config.workload == Workload::Bank {
+        if let Err(why) =
+            workloads::open_accounts(&ctx, Instant::now() + Duration::from_secs(60)).await
+        {
+            problems.push(format!("cannot open the bank's accounts: {why}"));
+        }
+    }
     let deadline = Instant::now() + config.duration;
     let mut tasks = Vec::new();
     for client in 1..=config.clients as u64 {
-        tasks.push(tokio::spawn(client_loop(ctx.clone(), client, deadline)));
+        tasks.push(match config.workload {
+            Workload::Kv => tokio::spawn(client_loop(ctx.clone(), client, deadline)),
+            Workload::Register => {
+                tokio::spawn(workloads::register_loop(ctx.clone(), client, deadline))
+            }
+            Workload::Bank => tokio::spawn(workloads::bank_loop(ctx.clone(), client, deadline)),
+        });
+    }
+    if config.workload == Workload::Bank {
+        tasks.push(tokio::spawn(workloads::bank_reader(ctx.clone(), deadline)));
     }
     let minority = (config.nodes - 1) / 2;
     for i in 0..minority {
@@ -948,6 +1070,15 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
     for (key, node) in unread {
         problems.push(format!("no final read of {key} on node {node} succeeded"));
     }
+    if config.workload == Workload::Bank {
+        problems.extend(final_bank_snapshots(&ctx, reads_deadline).await);
+    }
+    problems.extend(
+        ctx.workload_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..),
+    );
     ctx.log("final reads done");
 
     let history = ctx.recorder.history();
@@ -988,6 +1119,10 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
         client_retried_ok,
         faults
     );
+    let mut line = line;
+    for (what, count) in ctx.tallies.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = write!(line, " {what}={count}");
+    }
     let outcome = ChaosOutcome {
         verdict,
         line,

@@ -1,10 +1,15 @@
-//! A per-key linearizability checker for histories of gets, puts and deletes.
+//! A per-key linearizability checker for histories of gets, puts, deletes and
+//! compare-and-sets.
 //!
 //! # The model
 //!
 //! Every key is an independent register whose initial value is *absent*. A `put(v)` sets
 //! it to `v`, a `delete` sets it to absent, and a `get` returns the current value (or
-//! absent) without changing it. Linearizability is compositional (a history is
+//! absent) without changing it. A `cas(e→v)` that succeeded found the register at `e`
+//! (a value, or absent) and set it to `v`; one that failed (`cas!(e)`) found it at
+//! anything but `e` and changed nothing, so it is a read. (Conditional writes compare
+//! versions; with every written value unique, a version names exactly one value.) An
+//! indeterminate `cas` may have run either way, or not at all. Linearizability is compositional (a history is
 //! linearizable if and only if the sub-history of every object is), so the history is
 //! partitioned by key and each key is checked on its own; a key's verdict never depends on
 //! another key's operations.
@@ -88,12 +93,34 @@ pub enum Command {
     Put(String),
     /// Removes the key.
     Delete,
+    /// Sets the key to `new` if it holds `expected` (`None`: absent).
+    Cas {
+        /// What the key must hold.
+        expected: Option<String>,
+        /// What it then holds.
+        new: String,
+    },
+    /// A compare-and-set that found the key not holding `expected`; changed nothing.
+    CasFailed {
+        /// What the key did not hold.
+        expected: Option<String>,
+    },
 }
 
 impl Command {
     /// Whether the command may change the register.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Command::Get(_))
+        !matches!(self, Command::Get(_) | Command::CasFailed { .. })
+    }
+
+    /// The value the command found the register at, if it observes one: a read's result,
+    /// a successful compare-and-set's expected value.
+    fn observes(&self) -> Option<&Option<String>> {
+        match self {
+            Command::Get(value) => Some(value),
+            Command::Cas { expected, .. } => Some(expected),
+            _ => None,
+        }
     }
 
     /// A short text for diagrams: `get=v`, `get=nil`, `put(v)`, `delete`.
@@ -103,6 +130,12 @@ impl Command {
             Command::Get(None) => "get=nil".into(),
             Command::Put(value) => format!("put({value})"),
             Command::Delete => "delete".into(),
+            Command::Cas { expected, new } => {
+                format!("cas({}→{new})", expected.as_deref().unwrap_or("nil"))
+            }
+            Command::CasFailed { expected } => {
+                format!("cas!({})", expected.as_deref().unwrap_or("nil"))
+            }
         }
     }
 }
@@ -160,8 +193,15 @@ impl Operation {
             Command::Get(value) => ("get", value.clone()),
             Command::Put(value) => ("put", Some(value.clone())),
             Command::Delete => ("delete", None),
+            Command::Cas { new, .. } => ("cas", Some(new.clone())),
+            Command::CasFailed { .. } => ("cas_failed", None),
+        };
+        let expected = match &self.command {
+            Command::Cas { expected, .. } | Command::CasFailed { expected } => expected.clone(),
+            _ => None,
         };
         json!({
+            "expected": expected,
             "id": self.id,
             "client": self.client,
             "node": self.node,
@@ -290,6 +330,15 @@ impl Recorder {
     /// Operation `id` (a get) read `value` (`None`: absent).
     pub fn ok_read(&self, id: usize, value: Option<String>) {
         self.complete(id, Outcome::Ok, Some(value), String::new());
+    }
+
+    /// Operation `id` completed as `command` instead of what it was invoked as (a
+    /// compare-and-set that found its condition false is a read: `CasFailed`).
+    pub fn ok_as(&self, id: usize, command: Command) {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        ops[id].command = command;
+        drop(ops);
+        self.complete(id, Outcome::Ok, None, String::new());
     }
 
     /// Operation `id` definitely did not take effect, because of `why`.
@@ -454,16 +503,21 @@ pub fn check_key(ops: &[Operation], config: CheckConfig) -> KeyVerdict {
 /// the same as linearizing it last; and each one kept multiplies the configurations the
 /// search may have to visit.
 fn without_unobserved_writes(ops: Vec<Operation>) -> Vec<Operation> {
+    // A failed compare-and-set observes only that the register held something else,
+    // which any write may explain: with one in the history, every write is kept.
+    if ops
+        .iter()
+        .any(|op| matches!(op.command, Command::CasFailed { .. }))
+    {
+        return ops;
+    }
     let read: HashSet<&str> = ops
         .iter()
-        .filter_map(|op| match &op.command {
-            Command::Get(Some(v)) => Some(v.as_str()),
-            _ => None,
-        })
+        .filter_map(|op| op.command.observes()?.as_deref())
         .collect();
     let last_absent_read = ops
         .iter()
-        .filter(|op| op.command == Command::Get(None))
+        .filter(|op| op.command.observes() == Some(&None))
         .map(Operation::effective_complete)
         .max();
     let keep: Vec<bool> = ops
@@ -473,9 +527,9 @@ fn without_unobserved_writes(ops: Vec<Operation>) -> Vec<Operation> {
                 return true;
             }
             match &op.command {
-                Command::Put(v) => read.contains(v.as_str()),
+                Command::Put(v) | Command::Cas { new: v, .. } => read.contains(v.as_str()),
                 Command::Delete => last_absent_read.is_some_and(|t| t >= op.invoke),
-                Command::Get(_) => true,
+                Command::Get(_) | Command::CasFailed { .. } => true,
             }
         })
         .collect();
@@ -509,6 +563,9 @@ enum Step {
     Get(u32),
     Put(u32),
     Delete,
+    /// Expected, new, and whether it certainly succeeded (else it is indeterminate).
+    Cas(u32, u32, bool),
+    CasFailed(u32),
 }
 
 /// Fingerprints of sets of operations (Zobrist hashing): each operation gets two random
@@ -591,6 +648,18 @@ fn search(ops: &[Operation], max_states: usize) -> Search {
             Command::Get(v) => Step::Get(v.as_deref().map_or(ABSENT, |v| intern(&mut values, v))),
             Command::Put(v) => Step::Put(intern(&mut values, v)),
             Command::Delete => Step::Delete,
+            Command::Cas { expected, new } => Step::Cas(
+                expected
+                    .as_deref()
+                    .map_or(ABSENT, |v| intern(&mut values, v)),
+                intern(&mut values, new),
+                op.outcome == Outcome::Ok && op.complete.is_some(),
+            ),
+            Command::CasFailed { expected } => Step::CasFailed(
+                expected
+                    .as_deref()
+                    .map_or(ABSENT, |v| intern(&mut values, v)),
+            ),
         });
     }
 
@@ -646,6 +715,12 @@ fn search(ops: &[Operation], max_states: usize) -> Search {
                 Step::Get(v) => (v == state).then_some(state),
                 Step::Put(v) => Some(v),
                 Step::Delete => Some(ABSENT),
+                Step::Cas(expected, v, true) => (expected == state).then_some(v),
+                // Indeterminate: if it ran, it either found `expected` and wrote, or
+                // found something else and changed nothing (never running is the same
+                // as running last, where both are allowed).
+                Step::Cas(expected, v, false) => Some(if expected == state { v } else { state }),
+                Step::CasFailed(expected) => (expected != state).then_some(state),
             };
             if let Some(new_state) = stepped {
                 let with_op = zobrist.toggle(linearized, op);
@@ -794,14 +869,25 @@ fn shrink(ops: Vec<Operation>, max_states: usize) -> Vec<Operation> {
 /// nothing. A write nothing observed can be left out of a linearization without changing
 /// any read's explanation, so removing it from a history that has none is sound.
 fn observed(ops: &[Operation], i: usize) -> bool {
+    // A failed compare-and-set may rest on any write (see without_unobserved_writes).
+    let any_failed_cas = || {
+        ops.iter()
+            .any(|op| matches!(op.command, Command::CasFailed { .. }))
+    };
     match &ops[i].command {
-        Command::Get(_) => false,
-        Command::Put(value) => ops
-            .iter()
-            .any(|op| matches!(&op.command, Command::Get(Some(v)) if v == value)),
-        Command::Delete => ops
-            .iter()
-            .any(|op| op.command == Command::Get(None) && op.effective_complete() >= ops[i].invoke),
+        Command::Get(_) | Command::CasFailed { .. } => false,
+        Command::Put(value) | Command::Cas { new: value, .. } => {
+            any_failed_cas()
+                || ops
+                    .iter()
+                    .any(|op| matches!(op.command.observes(), Some(Some(v)) if v == value))
+        }
+        Command::Delete => {
+            any_failed_cas()
+                || ops.iter().any(|op| {
+                    op.command.observes() == Some(&None) && op.effective_complete() >= ops[i].invoke
+                })
+        }
     }
 }
 
@@ -1303,6 +1389,14 @@ mod tests {
                     register = None;
                     true
                 }
+                Command::Cas { expected, new } => {
+                    let holds = expected.as_ref() == register;
+                    if holds {
+                        register = Some(new);
+                    }
+                    holds
+                }
+                Command::CasFailed { expected } => expected.as_ref() != register,
             });
         }
         for i in 0..ops.len() {
@@ -1334,7 +1428,7 @@ mod tests {
                 let invoke = rng.gen_range(0..20);
                 let complete = invoke + rng.gen_range(0..10);
                 let value = |rng: &mut StdRng| format!("v{}", rng.gen_range(0..3));
-                let (command, outcome) = match rng.gen_range(0..8) {
+                let (command, outcome) = match rng.gen_range(0..11) {
                     0..=2 => {
                         let read = rng.gen_bool(0.75).then(|| value(&mut rng));
                         (Command::Get(read), Outcome::Ok)
@@ -1342,7 +1436,21 @@ mod tests {
                     3..=4 => (Command::Put(value(&mut rng)), Outcome::Ok),
                     5 => (Command::Put(value(&mut rng)), Outcome::Info),
                     6 => (Command::Delete, Outcome::Ok),
-                    _ => (Command::Delete, Outcome::Info),
+                    7 => (Command::Delete, Outcome::Info),
+                    8 | 9 => {
+                        let expected = rng.gen_bool(0.75).then(|| value(&mut rng));
+                        let new = value(&mut rng);
+                        let outcome = if rng.gen_bool(0.7) {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Info
+                        };
+                        (Command::Cas { expected, new }, outcome)
+                    }
+                    _ => {
+                        let expected = rng.gen_bool(0.75).then(|| value(&mut rng));
+                        (Command::CasFailed { expected }, Outcome::Ok)
+                    }
                 };
                 b.op(client, command, outcome, invoke, Some(complete));
             }
@@ -1429,18 +1537,31 @@ mod tests {
             let complete = invoke + rng.gen_range(1..40);
             clock[client as usize] = complete;
             let at = rng.gen_range(invoke..=complete);
-            let command = match rng.gen_range(0..10) {
+            let command = match rng.gen_range(0..12) {
                 0..=4 => Command::Get(None),
                 5..=8 => Command::Put(format!("c{client}-{i}")),
-                _ => Command::Delete,
+                9 => Command::Delete,
+                // Filled in below, from the register at the instant it takes effect.
+                _ => Command::Cas {
+                    expected: None,
+                    new: format!("c{client}-{i}"),
+                },
             };
-            planned.push((at, i, client, command, invoke, complete));
+            let wins = rng.gen_bool(0.6);
+            planned.push((at, i, client, (command, wins), invoke, complete));
         }
         planned.sort_by_key(|p| (p.0, p.1));
         let mut register: Option<String> = None;
         let mut history = Vec::new();
-        for (_, i, client, command, invoke, complete) in planned {
+        for (_, i, client, (command, wins), invoke, complete) in planned {
             let command = match command {
+                Command::Cas { new, .. } if wins => {
+                    let expected = register.replace(new.clone());
+                    Command::Cas { expected, new }
+                }
+                Command::Cas { .. } => Command::CasFailed {
+                    expected: Some(format!("never-{i}")),
+                },
                 Command::Get(_) => Command::Get(register.clone()),
                 Command::Put(v) => {
                     register = Some(v.clone());
@@ -1450,6 +1571,7 @@ mod tests {
                     register = None;
                     Command::Delete
                 }
+                other => other,
             };
             history.push(Operation {
                 id: i,

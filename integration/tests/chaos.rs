@@ -53,6 +53,7 @@ async fn seeded_run(secure: bool, duration: Duration) {
         max_states: 2_000_000,
         tls,
         auth: secure,
+        workload: chaos::Workload::Kv,
     };
     let outcome = chaos::run(config).await;
     println!("artifacts in {}", out.display());
@@ -94,6 +95,90 @@ async fn seeded_run(secure: bool, duration: Duration) {
     if std::env::var("CHAOS_OUT").is_err() {
         let _ = std::fs::remove_dir_all(&out);
     }
+}
+
+/// A chaos run of a transactional workload, seeded by `CHAOS_SEED` (default 7), for
+/// `duration`; artifacts under `CHAOS_OUT` if set.
+async fn transactional_run(workload: chaos::Workload, duration: Duration) -> chaos::ChaosOutcome {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let out = std::env::var("CHAOS_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::temp_dir().join(format!(
+                "tinykv-chaos-{}-seed{seed}-{}",
+                workload.name(),
+                std::process::id()
+            ))
+        });
+    let config = ChaosConfig {
+        duration,
+        seed,
+        out: Some(out.clone()),
+        max_states: 2_000_000,
+        workload,
+        ..ChaosConfig::default()
+    };
+    let outcome = chaos::run(config).await;
+    assert!(
+        outcome.report.unknown.is_empty(),
+        "the checker gave up on {:?}",
+        outcome.report.unknown
+    );
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Pass,
+        "{}\nproblems: {:?}\nartifacts in {}",
+        outcome.line,
+        outcome.problems,
+        out.display()
+    );
+    assert!(outcome.faults > 0, "the nemesis injected nothing");
+    if std::env::var("CHAOS_OUT").is_err() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    outcome
+}
+
+/// Compare-and-sets and reads at the latest timestamp of transactional keys, under
+/// kills, pauses, partitions, leader moves, splits and merges: linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_of_compare_and_sets_is_linearizable() {
+    let outcome = transactional_run(chaos::Workload::Register, Duration::from_secs(20)).await;
+    let count = |pick: fn(&Command) -> bool| {
+        outcome
+            .history
+            .ops
+            .iter()
+            .filter(|op| op.outcome == Outcome::Ok && pick(&op.command))
+            .count()
+    };
+    let won = count(|c| matches!(c, Command::Cas { .. }));
+    let lost = count(|c| matches!(c, Command::CasFailed { .. }));
+    assert!(
+        won > 50 && lost > 0,
+        "{won} compare-and-sets won, {lost} lost: {}",
+        outcome.line
+    );
+}
+
+/// Transfers in transactions under the same faults: every snapshot of the balances, and
+/// the last one on every node, holds the opening total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_chaos_run_of_bank_transfers_keeps_the_total() {
+    let outcome = transactional_run(chaos::Workload::Bank, Duration::from_secs(20)).await;
+    let tally = |name: &str| {
+        outcome
+            .line
+            .split(' ')
+            .find_map(|field| field.strip_prefix(&format!("{name}=")))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(tally("bank_transfers") > 20, "{}", outcome.line);
+    assert!(tally("bank_snapshots") > 20, "{}", outcome.line);
 }
 
 /// The same history with one final read turned stale (it returns a value that an

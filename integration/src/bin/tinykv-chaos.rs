@@ -2,7 +2,8 @@
 //! linearizability.
 //!
 //! Starts a cluster of `--nodes` processes on loopback (fault injection on), runs
-//! `--clients` concurrent REST clients on a small rotating key set for `--duration` while a
+//! `--clients` concurrent REST clients of the `--workload` (kv, register or bank; see
+//! `tinykv_integration::chaos::Workload`) on a small rotating key set for `--duration` while a
 //! nemesis injects the `--faults` (kill -9 and restart, SIGSTOP/SIGCONT, partitions
 //! through the fault endpoint, leader transfers, splits), heals everything, reads every key
 //! on every node and checks the whole history key by key; see
@@ -69,6 +70,11 @@ struct Args {
     /// root token.
     #[arg(long)]
     auth: bool,
+    /// What the clients do: kv (raw gets, puts, deletes), register (reads at the latest
+    /// timestamp and compare-and-sets of transactional keys), or bank (transfers in
+    /// transactions, snapshots of every balance whose total must hold).
+    #[arg(long, default_value = "kv")]
+    workload: chaos::Workload,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         max_states: args.max_states,
         tls: args.tls,
         auth: args.auth,
+        workload: args.workload,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
