@@ -19,7 +19,7 @@
 # One cluster runs at a time, so no two ever compete for the machine's cores.
 #
 # Knobs (environment): BENCH_DURATION (20s), BENCH_WARMUP (3s), BENCH_CLIENTS (64),
-# BENCH_KEYS (10000), BENCH_VALUE_SIZE (128), BENCH_WORKLOADS ("write a b c"),
+# BENCH_KEYS (10000), BENCH_VALUE_SIZE (128), BENCH_WORKLOADS ("write a b c transfer"),
 # BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0), BENCH_SKIP_TLS (0),
 # BENCH_SKIP_WRK (0), BENCH_WRK_DURATION (10s), BENCH_KEEP (0: delete the temp dir with
 # logs and JSON results at the end; it is always kept if something failed).
@@ -33,7 +33,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3s}
 BENCH_CLIENTS=${BENCH_CLIENTS:-64}
 BENCH_KEYS=${BENCH_KEYS:-10000}
 BENCH_VALUE_SIZE=${BENCH_VALUE_SIZE:-128}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-write a b c}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-write a b c transfer}
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 BENCH_SKIP_ETCD=${BENCH_SKIP_ETCD:-0}
 BENCH_SKIP_TLS=${BENCH_SKIP_TLS:-0}
@@ -228,7 +228,7 @@ run_workload() {
   local args=(--target "$target" --label "$label" --endpoints "$endpoints" "$@"
     --clients "$BENCH_CLIENTS" --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP"
     --keys "$BENCH_KEYS" --value-size "$BENCH_VALUE_SIZE" --workload "$workload" --seed "$SEED")
-  if [ "$workload" != write ]; then args+=(--preload); fi
+  case "$workload" in write|transfer) ;; *) args+=(--preload) ;; esac
   shquote "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json" >> "$COMMANDS"
   log "$label: workload $workload"
   measure "$run-$workload" "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json"
@@ -426,6 +426,7 @@ title_of() {
     a) echo "YCSB-A (50% reads, 50% updates)" ;;
     b) echo "YCSB-B (95% reads, 5% updates)" ;;
     c) echo "YCSB-C (100% reads)" ;;
+    transfer) echo "Transfers in transactions (2 random keys, compare both versions)" ;;
     *) echo "Workload $1" ;;
   esac
 }
@@ -557,6 +558,16 @@ lower latency than shown here. The load generator and the three nodes share the
 machine's ${NPROC} cores, so on a small machine these numbers say as much about CPU per request as
 about the disk or the network, and the load generator's own share of the CPU (measured
 below) is CPU the servers do not get.
+
+The transfer workload moves one unit between two random keys of the ${BENCH_KEYS} in a
+transaction, without a preload (a key never written counts as 0 at version 0): it reads
+both keys in one transaction, then writes both in a transaction that commits only if
+neither key changed since, and starts again if one did (a lost race). On
+TinyKV-rs both are \`POST /v1/txn\` (two gets; then a compare of both keys' \`version\`
+with two puts, committed across regions with two-phase commit); on etcd both are
+\`POST /v3/kv/txn\` (two \`request_range\`; then a compare of both keys'
+\`mod_revision\` with two \`request_put\`). One operation is one committed transfer, its
+latency from the first read to the commit, retries included.
 
 Latency is per request, from send to the end of the response, in milliseconds; throughput
 is successful operations per second. In the ratio rows (ours/…) "ours" is the first

@@ -65,6 +65,10 @@ pub enum Workload {
     C,
     /// 100% writes.
     Write,
+    /// Transfers between two random keys in transactions (TinyKV-rs `POST /v1/txn`,
+    /// etcd `/v3/kv/txn` comparing both keys' `mod_revision`), each retried until it
+    /// commits; no preload.
+    Transfer,
 }
 
 impl Workload {
@@ -74,7 +78,7 @@ impl Workload {
             Workload::A => 0.5,
             Workload::B => 0.95,
             Workload::C => 1.0,
-            Workload::Write => 0.0,
+            Workload::Write | Workload::Transfer => 0.0,
         }
     }
 
@@ -85,6 +89,7 @@ impl Workload {
             Workload::B => "b",
             Workload::C => "c",
             Workload::Write => "write",
+            Workload::Transfer => "transfer",
         }
     }
 }
@@ -216,6 +221,8 @@ pub struct Plan {
     pub workload: String,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// Whether every operation is a transfer (the `transfer` workload).
+    pub transfers: bool,
     /// Whether to write every key before measuring.
     pub preload: bool,
     /// Unmeasured time before measuring.
@@ -238,6 +245,10 @@ impl RunOptions {
         }
         if self.keys == 0 {
             return Err("--keys must be at least 1".into());
+        }
+        let transfers = self.workload == Workload::Transfer;
+        if transfers && self.read_ratio.is_some() {
+            return Err("--read-ratio does not apply to the transfer workload".into());
         }
         let read_ratio = self.read_ratio.unwrap_or(self.workload.read_ratio());
         if !(0.0..=1.0).contains(&read_ratio) {
@@ -292,6 +303,7 @@ impl RunOptions {
                 None => self.workload.name().to_string(),
             },
             read_ratio,
+            transfers,
             preload: self.preload,
             warmup: self.warmup,
             timeout: self.timeout,

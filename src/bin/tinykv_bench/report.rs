@@ -124,7 +124,7 @@ impl ErrorLog {
 /// Everything one client (or, merged, a whole run) measured.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
-    ops: [OpRecorder; 2],
+    ops: [OpRecorder; 3],
     errors: ErrorLog,
     /// When each success completed.
     completions: Vec<Instant>,

@@ -27,6 +27,7 @@ use clap::ValueEnum;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use tinykv::error::error_chain;
 use tinykv::security::ClientTlsFiles;
 
@@ -188,6 +189,154 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Moves one unit from `from` to `to` in a transaction through `endpoint`: reads
+    /// both (with their versions) in one transaction, then writes both in one that
+    /// compares the versions, again until one commits; answers how many lost a race.
+    /// A key never written counts as 0 at version 0, on both systems.
+    pub async fn transfer(&self, endpoint: &str, from: &str, to: &str) -> Result<u64, String> {
+        let mut lost = 0;
+        loop {
+            let (balances, versions) = match self.kind {
+                TargetKind::Tinykv => {
+                    let read = tinykv_read_two(from, to);
+                    let answer = self.tinykv_txn(endpoint, &read).await?;
+                    tinykv_balances(&answer)?
+                }
+                TargetKind::Etcd => {
+                    let answer = self.etcd_txn(endpoint, &etcd_read_two(from, to)).await?;
+                    etcd_balances(&answer)?
+                }
+            };
+            let committed = match self.kind {
+                TargetKind::Tinykv => {
+                    let body = tinykv_transfer(from, to, balances, versions);
+                    self.tinykv_txn(endpoint, &body).await?["succeeded"] == true
+                }
+                TargetKind::Etcd => {
+                    let body = etcd_transfer(from, to, balances, versions);
+                    // The gateway leaves out a false `succeeded`.
+                    self.etcd_txn(endpoint, &body).await?["succeeded"] == true
+                }
+            };
+            if committed {
+                return Ok(lost);
+            }
+            lost += 1;
+        }
+    }
+
+    async fn tinykv_txn(&self, endpoint: &str, body: &Value) -> Result<Value, String> {
+        let request = self
+            .http
+            .post(format!("{endpoint}/v1/txn"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        json_answer(&send(self.tinykv(request)).await?)
+    }
+
+    async fn etcd_txn(&self, endpoint: &str, body: &Value) -> Result<Value, String> {
+        let request = self
+            .http
+            .post(format!("{endpoint}/v3/kv/txn"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        json_answer(&send(request).await?)
+    }
+}
+
+fn json_answer(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("unexpected transaction answer: {e}"))
+}
+
+/// A balance as stored (its decimal text); anything else, or nothing, is 0.
+fn balance_of(text: &[u8]) -> i64 {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// TinyKV-rs: both keys read in one transaction.
+fn tinykv_read_two(a: &str, b: &str) -> Value {
+    json!({ "success": [{"op": "get", "key": a}, {"op": "get", "key": b}] })
+}
+
+/// TinyKV-rs: the balances and versions a read of two keys answered.
+fn tinykv_balances(answer: &Value) -> Result<([i64; 2], [u64; 2]), String> {
+    let mut balances = [0; 2];
+    let mut versions = [0; 2];
+    for i in 0..2 {
+        let read = &answer["responses"][i];
+        if read.is_null() {
+            return Err(format!("unexpected transaction answer: {answer}"));
+        }
+        balances[i] = read["value"]
+            .as_str()
+            .map_or(0, |v| balance_of(v.as_bytes()));
+        versions[i] = read["version"].as_u64().unwrap_or(0);
+    }
+    Ok((balances, versions))
+}
+
+/// TinyKV-rs: the transfer, if neither key changed since it was read.
+fn tinykv_transfer(a: &str, b: &str, balances: [i64; 2], versions: [u64; 2]) -> Value {
+    json!({
+        "compare": [{"key": a, "version": versions[0]}, {"key": b, "version": versions[1]}],
+        "success": [
+            {"op": "put", "key": a, "value": (balances[0] - 1).to_string()},
+            {"op": "put", "key": b, "value": (balances[1] + 1).to_string()},
+        ],
+    })
+}
+
+/// etcd: both keys read in one transaction.
+fn etcd_read_two(a: &str, b: &str) -> Value {
+    json!({ "success": [
+        {"request_range": {"key": STANDARD.encode(a)}},
+        {"request_range": {"key": STANDARD.encode(b)}},
+    ]})
+}
+
+/// etcd: the balances and `mod_revision`s a read of two keys answered (the gateway
+/// writes 64-bit numbers as strings, and leaves out what is empty or zero).
+fn etcd_balances(answer: &Value) -> Result<([i64; 2], [u64; 2]), String> {
+    let mut balances = [0; 2];
+    let mut versions = [0; 2];
+    let responses = answer["responses"]
+        .as_array()
+        .filter(|r| r.len() == 2)
+        .ok_or_else(|| format!("unexpected etcd transaction answer: {answer}"))?;
+    for (i, response) in responses.iter().enumerate() {
+        let Some(kv) = response["response_range"]["kvs"].get(0) else {
+            continue;
+        };
+        let value = kv["value"].as_str().unwrap_or_default();
+        balances[i] = balance_of(&STANDARD.decode(value).unwrap_or_default());
+        versions[i] = match &kv["mod_revision"] {
+            Value::String(text) => text.parse().unwrap_or(0),
+            other => other.as_u64().unwrap_or(0),
+        };
+    }
+    Ok((balances, versions))
+}
+
+/// etcd: the transfer, if neither key's `mod_revision` changed since it was read.
+fn etcd_transfer(a: &str, b: &str, balances: [i64; 2], versions: [u64; 2]) -> Value {
+    let compare = |key: &str, revision: u64| {
+        json!({"key": STANDARD.encode(key), "target": "MOD", "result": "EQUAL",
+               "mod_revision": revision.to_string()})
+    };
+    let put = |key: &str, balance: i64| {
+        json!({"request_put": {"key": STANDARD.encode(key),
+               "value": STANDARD.encode(balance.to_string())}})
+    };
+    json!({
+        "compare": [compare(a, versions[0]), compare(b, versions[1])],
+        "success": [put(a, balances[0] - 1), put(b, balances[1] + 1)],
+    })
+}
+
 /// Sends a request and returns the body of a 2xx answer.
 async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
     let (status, body) = exchange(request).await?;
@@ -286,6 +435,32 @@ mod tests {
         );
         let empty: serde_json::Value = serde_json::from_slice(&etcd_put_body(b"k", b"")).unwrap();
         assert_eq!(empty["value"], "");
+    }
+
+    #[test]
+    fn transfers_read_and_compare_both_keys_on_each_system() {
+        let read = tinykv_read_two("a", "b");
+        assert_eq!(read["success"][1], json!({"op": "get", "key": "b"}));
+        let answer = json!({"succeeded": true, "responses": [
+            {"op": "get", "key": "a", "value": "7", "version": 42},
+            {"op": "get", "key": "b", "value": null, "version": null}]});
+        let (balances, versions) = tinykv_balances(&answer).unwrap();
+        assert_eq!((balances, versions), ([7, 0], [42, 0]));
+        let transfer = tinykv_transfer("a", "b", balances, versions);
+        assert_eq!(transfer["compare"][0], json!({"key": "a", "version": 42}));
+        assert_eq!(transfer["success"][1]["value"], "1");
+
+        let etcd = json!({"header": {}, "succeeded": true, "responses": [
+            {"response_range": {"header": {}, "kvs": [{"key": "YQ==", "value": "Nw==",
+                "mod_revision": "42"}], "count": "1"}},
+            {"response_range": {"header": {}}}]});
+        let (balances, versions) = etcd_balances(&etcd).unwrap();
+        assert_eq!((balances, versions), ([7, 0], [42, 0]));
+        let transfer = etcd_transfer("a", "b", balances, versions);
+        assert_eq!(transfer["compare"][0]["mod_revision"], "42");
+        assert_eq!(transfer["compare"][1]["target"], "MOD");
+        assert_eq!(transfer["success"][0]["request_put"]["value"], "Ng==");
+        assert!(etcd_balances(&json!({"responses": []})).is_err());
     }
 
     #[test]

@@ -19,17 +19,21 @@ pub enum OpKind {
     Read,
     /// A put (an insert or an update).
     Write,
+    /// A transfer between two keys in a transaction: read both, then write both if
+    /// neither changed since (retried until it commits).
+    Transfer,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 2] = [OpKind::Read, OpKind::Write];
+    pub const ALL: [OpKind; 3] = [OpKind::Read, OpKind::Write, OpKind::Transfer];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Read => "read",
             OpKind::Write => "write",
+            OpKind::Transfer => "transfer",
         }
     }
 
@@ -38,14 +42,16 @@ impl OpKind {
         match self {
             OpKind::Read => 0,
             OpKind::Write => 1,
+            OpKind::Transfer => 2,
         }
     }
 }
 
-/// Chooses reads and writes in a fixed proportion.
+/// Chooses reads and writes in a fixed proportion, or only transfers.
 #[derive(Debug, Clone, Copy)]
 pub struct OpMix {
     read_ratio: f64,
+    transfers: bool,
 }
 
 impl OpMix {
@@ -53,11 +59,23 @@ impl OpMix {
     pub fn new(read_ratio: f64) -> OpMix {
         OpMix {
             read_ratio: read_ratio.clamp(0.0, 1.0),
+            transfers: false,
+        }
+    }
+
+    /// Only transfers.
+    pub fn transfers() -> OpMix {
+        OpMix {
+            read_ratio: 0.0,
+            transfers: true,
         }
     }
 
     /// The next operation's kind.
     pub fn next(&self, rng: &mut impl Rng) -> OpKind {
+        if self.transfers {
+            return OpKind::Transfer;
+        }
         // Exact at the ends: 0.0 never reads, 1.0 always reads.
         if rng.gen::<f64>() < self.read_ratio {
             OpKind::Read
