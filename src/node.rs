@@ -270,7 +270,7 @@ impl Node {
         }));
         let txn = crate::txn::client::TxnClient::new(
             service.clone(),
-            Arc::new(crate::placement::client::PdTimestamps(pd.clone())),
+            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone())),
         );
         let gc_task = tokio::spawn(
             crate::txn::gc_worker::GcWorker::new(

@@ -113,7 +113,7 @@ impl SingleStore {
         let pd = Arc::new(pd);
         let txn = crate::txn::client::TxnClient::new(
             service.clone(),
-            Arc::new(crate::placement::client::PdTimestamps(pd.clone())),
+            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone())),
         );
         let state = web::Data::new(ApiState {
             txn,

@@ -382,11 +382,25 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
     let deadline = std::time::Instant::now() + state.service.timeouts().request;
     loop {
         let start_ts = state.txn.timestamp().await?;
-        let mut held = true;
-        for condition in &conditions {
-            let read = state.txn.get(&condition.key, start_ts).await?;
-            held &= condition.holds(read.as_ref());
-        }
+        // Every key compared or read, once, all at once.
+        let mut wanted: Vec<&[u8]> = conditions
+            .iter()
+            .map(|c| c.key.as_slice())
+            .chain(success.iter().chain(&failure).filter_map(|op| match op {
+                Op::Get(key) => Some(key.as_slice()),
+                _ => None,
+            }))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let reads =
+            futures::future::try_join_all(wanted.iter().map(|key| state.txn.get(key, start_ts)))
+                .await?;
+        let read_of = |key: &[u8]| -> Option<&Version> {
+            let at = wanted.binary_search(&key).ok()?;
+            reads[at].as_ref()
+        };
+        let held = conditions.iter().all(|c| c.holds(read_of(&c.key)));
         let (ops, writes) = if held {
             (&success, &success_writes)
         } else {
@@ -397,13 +411,13 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
         for op in ops {
             responses.push(match op {
                 Op::Get(key) => {
-                    let read = state.txn.get(key, start_ts).await?;
+                    let read = read_of(key);
                     read_keys.push(key.clone());
                     json!({
                         "op": "get",
                         "key": encode(key, encoding),
-                        "value": read.as_ref().map(|v| encode(&v.value, encoding)),
-                        "version": read.as_ref().map(|v| v.commit_ts),
+                        "value": read.map(|v| encode(&v.value, encoding)),
+                        "version": read.map(|v| v.commit_ts),
                     })
                 }
                 Op::Put(key, _) => json!({ "op": "put", "key": encode(key, encoding) }),

@@ -227,24 +227,104 @@ impl RegionDirectory for PdDirectory {
 }
 
 /// The PD leader's timestamp oracle, as the transaction coordinator takes timestamps.
-pub struct PdTimestamps(pub std::sync::Arc<PdClient>);
+///
+/// Requests made while one is on its way to the PD wait, and the next call asks for all
+/// of them at once (`count` = their sum) and hands each its own consecutive range: under
+/// load, one round trip to the PD serves every transaction that started meanwhile.
+pub struct PdTimestamps {
+    client: std::sync::Arc<PdClient>,
+    queue: std::sync::Arc<Mutex<TimestampQueue>>,
+}
+
+/// The timestamp requests waiting for the next call to the PD.
+#[derive(Default)]
+struct TimestampQueue {
+    waiting: Vec<(u64, tokio::sync::oneshot::Sender<Result<u64>>)>,
+    /// Whether a task is calling the PD (and will serve what waits when it returns).
+    calling: bool,
+}
+
+impl PdTimestamps {
+    /// Timestamps from the PD that `client` reaches.
+    pub fn new(client: std::sync::Arc<PdClient>) -> PdTimestamps {
+        PdTimestamps {
+            client,
+            queue: Default::default(),
+        }
+    }
+
+    /// Serves the waiting requests, a batch per call, until none waits.
+    async fn serve(client: std::sync::Arc<PdClient>, queue: std::sync::Arc<Mutex<TimestampQueue>>) {
+        loop {
+            let batch = {
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.calling = false;
+                    return;
+                }
+                // At most one PD batch per call; the rest waits for the next.
+                let mut total = 0;
+                let split = queue
+                    .waiting
+                    .iter()
+                    .position(|(count, _)| {
+                        total += count;
+                        total > super::tso::MAX_BATCH
+                    })
+                    .unwrap_or(queue.waiting.len())
+                    .max(1);
+                queue.waiting.drain(..split).collect::<Vec<_>>()
+            };
+            let total: u64 = batch.iter().map(|(count, _)| count).sum();
+            match Self::call(&client, total).await {
+                Ok(mut next) => {
+                    for (count, answer) in batch {
+                        let _ = answer.send(Ok(next));
+                        next += count;
+                    }
+                }
+                Err(e) => {
+                    for (_, answer) in batch {
+                        let _ = answer.send(Err(e.replicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn call(client: &PdClient, count: u64) -> Result<u64> {
+        let reply = client
+            .call(
+                &PdRequest::Timestamps { count },
+                crate::api::placement::PD_REQUEST_TIMEOUT,
+            )
+            .await?;
+        let reply: super::wire::TimestampsReply = serde_json::from_value(reply)
+            .map_err(|e| Error::Io(format!("the PD answered timestamps garbled: {e}")))?;
+        if reply.count < count || reply.ts == 0 {
+            return Err(Error::Io("the PD answered too few timestamps".into()));
+        }
+        Ok(reply.ts)
+    }
+}
 
 impl crate::txn::client::TimestampSource for PdTimestamps {
     fn timestamps(&self, count: u64) -> futures::future::BoxFuture<'static, Result<u64>> {
-        let client = self.0.clone();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue
+                .waiting
+                .push((count.clamp(1, super::tso::MAX_BATCH), answer));
+            !std::mem::replace(&mut queue.calling, true)
+        };
+        if start {
+            tokio::spawn(Self::serve(self.client.clone(), self.queue.clone()));
+        }
         Box::pin(async move {
-            let reply = client
-                .call(
-                    &PdRequest::Timestamps { count },
-                    crate::api::placement::PD_REQUEST_TIMEOUT,
-                )
-                .await?;
-            let reply: super::wire::TimestampsReply = serde_json::from_value(reply)
-                .map_err(|e| Error::Io(format!("the PD answered timestamps garbled: {e}")))?;
-            if reply.count < count || reply.ts == 0 {
-                return Err(Error::Io("the PD answered too few timestamps".into()));
-            }
-            Ok(reply.ts)
+            answered
+                .await
+                .map_err(|_| Error::Io("the timestamp request was dropped".into()))?
         })
     }
 }

@@ -12,9 +12,10 @@
 //! - **Commit** ([`TxnClient::commit`]) is two-phase. The first key written is the
 //!   primary. Prewrite locks every key, region by region; a conflict (a write committed
 //!   since the start timestamp) aborts the transaction and rolls back what it had
-//!   locked. Then a commit timestamp is taken and the primary is committed: that single
-//!   raft write is the moment the whole transaction commits. The other keys are
-//!   committed afterwards, region by region; a failure there changes nothing for the
+//!   locked. Then a commit timestamp is taken and the primary is committed, with the
+//!   other keys of its region in the same raft command: that write is the moment the
+//!   whole transaction commits. The keys of other regions are committed afterwards, in
+//!   the background, region by region; a failure there changes nothing for the
 //!   transaction, since a reader finding such a lock commits it from the primary's
 //!   record.
 //!
@@ -207,9 +208,11 @@ impl TxnClient {
         }
         let commit_ts = self.timestamp().await?;
         // The primary's commit is the transaction's: it must be known to have happened.
+        // The keys of the primary's region commit with it, in the same raft command.
+        let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
         let primary_commit = txn_request(Command::Commit(CommitRequest {
             start_version: start_ts,
-            keys: vec![primary.clone()],
+            keys: keys.clone(),
             commit_version: commit_ts,
             ..Default::default()
         }));
@@ -219,12 +222,28 @@ impl TxnClient {
                 return Err(txn_aborted(&key_error_from_pb(error)));
             }
         }
-        let secondaries: Vec<Vec<u8>> = writes.iter().skip(1).map(|w| w.key().to_vec()).collect();
-        if let Err(e) = self
-            .commit_secondaries(start_ts, commit_ts, secondaries)
-            .await
-        {
-            tracing::debug!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will");
+        // The others in the background: the transaction has committed, and a reader that
+        // meets one of their locks first commits it from the primary's record.
+        let secondaries: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|key| {
+                !in_range(
+                    &encode_key(key),
+                    &response.region_start,
+                    &response.region_end,
+                )
+            })
+            .collect();
+        if !secondaries.is_empty() {
+            let client = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client
+                    .commit_secondaries(start_ts, commit_ts, secondaries)
+                    .await
+                {
+                    tracing::debug!(start_ts, commit_ts, error = %e, "committing secondaries failed; readers will");
+                }
+            });
         }
         Ok(commit_ts)
     }
