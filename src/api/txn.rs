@@ -30,7 +30,7 @@
 //! [`crate::auth::policy`]); a transaction's keys are in its body, so it needs a
 //! `readwrite` grant without a key prefix.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -45,7 +45,9 @@ use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::placement::tso::MAX_BATCH;
 use crate::placement::PdRequest;
+use crate::txn::client::Checked;
 use crate::txn::commands::TxnWrite;
+use crate::txn::conditions::{CompareOp, Condition, Target};
 use crate::txn::mvcc::Version;
 
 /// Most operations and compare conditions one transaction may hold.
@@ -170,57 +172,6 @@ enum Op {
     Get(Vec<u8>),
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
-}
-
-/// A checked condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Condition {
-    key: Vec<u8>,
-    op: CompareOp,
-    target: Target,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CompareOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    Version(u64),
-    Value(Vec<u8>),
-    Exists(bool),
-}
-
-impl CompareOp {
-    fn holds<T: Ord>(self, actual: T, wanted: T) -> bool {
-        match self {
-            CompareOp::Eq => actual == wanted,
-            CompareOp::Ne => actual != wanted,
-            CompareOp::Lt => actual < wanted,
-            CompareOp::Le => actual <= wanted,
-            CompareOp::Gt => actual > wanted,
-            CompareOp::Ge => actual >= wanted,
-        }
-    }
-}
-
-impl Condition {
-    /// Whether the condition holds for the key's version read (`None`: absent).
-    fn holds(&self, read: Option<&Version>) -> bool {
-        match &self.target {
-            Target::Version(wanted) => self.op.holds(read.map_or(0, |v| v.commit_ts), *wanted),
-            Target::Exists(wanted) => self.op.holds(read.is_some(), *wanted),
-            Target::Value(wanted) => {
-                read.is_some_and(|v| self.op.holds(v.value.as_slice(), wanted.as_slice()))
-            }
-        }
-    }
 }
 
 fn invalid_txn(message: impl Into<String>) -> Error {
@@ -380,8 +331,33 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
     let (success_writes, failure_writes) =
         (writes_of(&success, limits)?, writes_of(&failure, limits)?);
     let deadline = std::time::Instant::now() + state.service.timeouts().request;
+    // First, optimistically, the success branch with its conditions checked (and its
+    // reads made) by the prewrites themselves: one round of prewrites and one commit.
+    let mut optimistic = !success_writes.is_empty();
     loop {
         let start_ts = state.txn.timestamp().await?;
+        if optimistic {
+            let attempt = commit_success(&state, start_ts, &conditions, &success, &success_writes);
+            match attempt.await {
+                Ok(Some((commit_ts, reads))) => {
+                    let read_of = |key: &[u8]| reads.get(key).and_then(Option::as_ref);
+                    return Ok(HttpResponse::Ok().json(json!({
+                        "succeeded": true,
+                        "read_ts": start_ts,
+                        "commit_ts": commit_ts,
+                        "responses": answers(&success, read_of, encoding),
+                        "encoding": encoding.name(),
+                    })));
+                }
+                // A condition does not hold: decide between the branches on reads.
+                Ok(None) => {
+                    optimistic = false;
+                    continue;
+                }
+                Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
+                Err(e) => return Err(e),
+            }
+        }
         // Every key compared or read, once, all at once.
         let mut wanted: Vec<&[u8]> = conditions
             .iter()
@@ -406,24 +382,14 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
         } else {
             (&failure, &failure_writes)
         };
-        let mut responses = Vec::with_capacity(ops.len());
-        let mut read_keys = Vec::new();
-        for op in ops {
-            responses.push(match op {
-                Op::Get(key) => {
-                    let read = read_of(key);
-                    read_keys.push(key.clone());
-                    json!({
-                        "op": "get",
-                        "key": encode(key, encoding),
-                        "value": read.map(|v| encode(&v.value, encoding)),
-                        "version": read.map(|v| v.commit_ts),
-                    })
-                }
-                Op::Put(key, _) => json!({ "op": "put", "key": encode(key, encoding) }),
-                Op::Delete(key) => json!({ "op": "delete", "key": encode(key, encoding) }),
-            });
-        }
+        let responses = answers(ops, read_of, encoding);
+        let read_keys: Vec<Vec<u8>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Get(key) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
         let answer = |commit_ts: Option<u64>| {
             HttpResponse::Ok().json(json!({
                 "succeeded": held,
@@ -507,6 +473,64 @@ pub async fn locks(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpR
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "locks": locks, "encoding": encoding.name() })))
+}
+
+/// The answers of `ops`, the gets' from `read_of`.
+fn answers<'a>(
+    ops: &[Op],
+    read_of: impl Fn(&[u8]) -> Option<&'a Version>,
+    encoding: Encoding,
+) -> Vec<Value> {
+    ops.iter()
+        .map(|op| match op {
+            Op::Get(key) => {
+                let read = read_of(key);
+                json!({
+                    "op": "get",
+                    "key": encode(key, encoding),
+                    "value": read.map(|v| encode(&v.value, encoding)),
+                    "version": read.map(|v| v.commit_ts),
+                })
+            }
+            Op::Put(key, _) => json!({ "op": "put", "key": encode(key, encoding) }),
+            Op::Delete(key) => json!({ "op": "delete", "key": encode(key, encoding) }),
+        })
+        .collect()
+}
+
+/// The success branch as one transaction at `start_ts` whose prewrites check
+/// `conditions` and read the branch's gets: its commit timestamp and the versions read,
+/// or `None` if a condition does not hold (nothing was committed).
+async fn commit_success(
+    state: &ApiState,
+    start_ts: u64,
+    conditions: &[Condition],
+    ops: &[Op],
+    writes: &[TxnWrite],
+) -> Result<Option<(u64, BTreeMap<Vec<u8>, Option<Version>>)>> {
+    let gets: Vec<Vec<u8>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Get(key) => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    // The keys compared or read are locked as well (see one_shot).
+    let mut all = writes.to_vec();
+    let mut locked: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
+    for key in conditions.iter().map(|c| &c.key).chain(&gets) {
+        if locked.insert(key.clone()) {
+            all.push(TxnWrite::Lock { key: key.clone() });
+        }
+    }
+    let checked = state
+        .txn
+        .commit_if(start_ts, all, conditions, &gets)
+        .await?;
+    Ok(match checked {
+        Checked::Committed { commit_ts, reads } => Some((commit_ts, reads)),
+        Checked::ConditionFailed => None,
+    })
 }
 
 /// `POST /v1/txn/begin`.

@@ -37,6 +37,7 @@ use tinykv_proto::kvrpcpb::{
 };
 
 use super::commands::{KeyError, TxnWrite};
+use super::conditions::Condition;
 use super::keys::{decode_key, encode_key, TXN_KEYS_END, TXN_KEYS_START};
 use super::mvcc::Version;
 use super::wire::{key_error_from_pb, mutation_of};
@@ -186,6 +187,26 @@ impl TxnClient {
     /// `start_ts`; answers the commit timestamp. A write conflict or a lock that stays
     /// alive is an error with nothing applied; see the module documentation.
     pub async fn commit(&self, start_ts: u64, writes: Vec<TxnWrite>) -> Result<u64> {
+        match self.commit_if(start_ts, writes, &[], &[]).await? {
+            Checked::Committed { commit_ts, .. } => Ok(commit_ts),
+            Checked::ConditionFailed => {
+                Err(Error::Io("a commit without conditions failed one".into()))
+            }
+        }
+    }
+
+    /// [`TxnClient::commit`] if every one of `conditions` holds on the versions at
+    /// `start_ts`, checked by the prewrites under the keys' latches; answers also the
+    /// versions of `read_keys` at `start_ts`. The keys of both must be among those of
+    /// `writes` (a key only read is locked with a [`TxnWrite::Lock`]). If a condition
+    /// does not hold, nothing is committed.
+    pub async fn commit_if(
+        &self,
+        start_ts: u64,
+        writes: Vec<TxnWrite>,
+        conditions: &[Condition],
+        read_keys: &[Vec<u8>],
+    ) -> Result<Checked> {
         let Some(primary) = writes.first().map(|w| w.key().to_vec()) else {
             return Err(Error::bad_request(
                 "invalid_txn",
@@ -193,19 +214,30 @@ impl TxnClient {
             ));
         };
         let deadline = self.deadline();
-        if let Err(error) = self.prewrite(start_ts, &primary, &writes, deadline).await {
-            // Nothing is committed: take back whatever was locked. Should this fail, the
-            // locks expire and readers roll them back.
-            let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-            if let Err(e) = self.rollback(start_ts, keys).await {
-                tracing::debug!(start_ts, error = %e, "rolling back an aborted transaction failed");
+        let checks = Checks {
+            conditions: conditions.iter().map(Condition::to_pb).collect(),
+            read_keys: read_keys.to_vec(),
+        };
+        let prewritten = self
+            .prewrite(start_ts, &primary, &writes, &checks, deadline)
+            .await;
+        let reads = match prewritten {
+            Ok(Some(reads)) => reads,
+            failed => {
+                // Nothing is committed: take back whatever was locked. Should this fail,
+                // the locks expire and readers roll them back.
+                let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
+                if let Err(e) = self.rollback(start_ts, keys).await {
+                    tracing::debug!(start_ts, error = %e, "rolling back an aborted transaction failed");
+                }
+                return match failed {
+                    Ok(_) => Ok(Checked::ConditionFailed),
+                    // The prewrites changed nothing anyone can see.
+                    Err(Error::OutcomeUnknown(inner)) => Err(*inner),
+                    Err(other) => Err(other),
+                };
             }
-            return Err(match error {
-                // The prewrites changed nothing anyone can see.
-                Error::OutcomeUnknown(inner) => *inner,
-                other => other,
-            });
-        }
+        };
         let commit_ts = self.timestamp().await?;
         // The primary's commit is the transaction's: it must be known to have happened.
         // The keys of the primary's region commit with it, in the same raft command.
@@ -245,18 +277,21 @@ impl TxnClient {
                 }
             });
         }
-        Ok(commit_ts)
+        Ok(Checked::Committed { commit_ts, reads })
     }
 
-    /// Locks every key of `writes`, region by region.
+    /// Locks every key of `writes`, region by region, checking `checks` on the way;
+    /// answers the versions read, or `None` if a condition did not hold.
     async fn prewrite(
         &self,
         start_ts: u64,
         primary: &[u8],
         writes: &[TxnWrite],
+        checks: &Checks,
         deadline: Instant,
-    ) -> Result<()> {
+    ) -> Result<Option<BTreeMap<Vec<u8>, Read>>> {
         let mut backoff = Backoff::new(deadline);
+        let mut reads = BTreeMap::new();
         let mut pending: BTreeMap<Vec<u8>, &TxnWrite> =
             writes.iter().map(|w| (encode_key(w.key()), w)).collect();
         // The primary's region first: its lock is what others check.
@@ -274,6 +309,8 @@ impl TxnClient {
                 primary_lock: primary.to_vec(),
                 start_version: start_ts,
                 lock_ttl: LOCK_TTL_MS,
+                conditions: checks.conditions.clone(),
+                read_keys: checks.read_keys.clone(),
                 ..Default::default()
             }));
             let response = self.run(request).await?;
@@ -297,9 +334,19 @@ impl TxnClient {
                     }
                 }
             }
+            if prewrite.condition_failed {
+                return Ok(None);
+            }
+            for pair in prewrite.reads {
+                let read = (pair.commit_version > 0).then_some(Version {
+                    value: pair.value,
+                    commit_ts: pair.commit_version,
+                });
+                reads.insert(pair.key, read);
+            }
             pending.retain(|key, _| !in_range(key, &region_start, &region_end));
         }
-        Ok(())
+        Ok(Some(reads))
     }
 
     /// Commits the transaction's `keys` other than its primary, region by region.
@@ -476,6 +523,27 @@ impl TxnClient {
             _ => Err(unexpected("a transactional command")),
         }
     }
+}
+
+/// What a [`TxnClient::commit_if`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Every condition held and the transaction committed.
+    Committed {
+        /// Its commit timestamp.
+        commit_ts: u64,
+        /// The versions of the keys asked for, at the start timestamp.
+        reads: BTreeMap<Vec<u8>, Read>,
+    },
+    /// A condition did not hold; nothing was committed.
+    ConditionFailed,
+}
+
+/// The conditions and reads every prewrite of a transaction carries (each region
+/// checks those of its own keys).
+struct Checks {
+    conditions: Vec<tinykv_proto::kvrpcpb::Condition>,
+    read_keys: Vec<Vec<u8>>,
 }
 
 /// Waiting out a lock that is still alive, until the request's deadline.

@@ -13,6 +13,7 @@
 //! - [`mvcc`]: one transaction's reads and writes over a snapshot;
 //! - [`commands`]: get, scan, prewrite, commit, rollback, check-txn-status and
 //!   resolve-lock, each deciding on one snapshot and gathering its writes;
+//! - [`conditions`]: what a compare-and-set or an etcd-style transaction checks;
 //! - [`wire`]: the commands as `kvrpcpb` messages, checked as input from a socket;
 //! - [`latches`] and [`region`]: running a command at the region's leader, its writes
 //!   proposed through raft bound to the term and epoch it was decided in;
@@ -25,6 +26,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod conditions;
 pub mod gc;
 pub mod gc_worker;
 pub mod keys;

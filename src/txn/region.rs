@@ -24,6 +24,7 @@
 //! (Entries of earlier terms are covered by the read: a leader serves reads only once an
 //! entry of its own term has committed, and with it every entry before.)
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,7 @@ use tinykv_proto::raft_cmdpb::{
 };
 
 use super::commands::{self, KeyError, StatusAction};
+use super::conditions::Condition;
 use super::keys::encode_key;
 use super::latches::Latches;
 use super::mvcc::MvccTxn;
@@ -299,8 +301,8 @@ fn check_age(request: &TxnRequest, max_age: Duration) -> Result<Option<TxnRespon
         Some(Command::Prewrite(prewrite)) if too_old(prewrite.start_version) => {
             Ok(Some(TxnResponse {
                 answer: Some(Answer::Prewrite(PrewriteResponse {
-                    region_error: None,
                     errors: vec![key_error_to_pb(&aborted(prewrite.start_version))],
+                    ..Default::default()
                 })),
                 ..Default::default()
             }))
@@ -421,23 +423,56 @@ fn write(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<(Answer, Vec<
     };
     let outcome = match request.command {
         Some(Command::Prewrite(prewrite)) => {
-            let writes: Vec<_> = writes_of(&prewrite.mutations)?
-                .into_iter()
+            let all = writes_of(&prewrite.mutations)?;
+            let locked: HashSet<&[u8]> = all.iter().map(|w| w.key()).collect();
+            let here_too = |key: &[u8]| -> Result<bool> {
+                if !locked.contains(key) {
+                    return Err(Error::bad_request(
+                        "invalid_txn_command",
+                        "a prewrite checks and reads only keys it locks",
+                    ));
+                }
+                Ok(in_region(&encode_key(key), &snapshot.region))
+            };
+            let writes: Vec<_> = all
+                .iter()
                 .filter(|w| in_region(&encode_key(w.key()), &snapshot.region))
+                .cloned()
                 .collect();
             let mut txn = MvccTxn::new(snapshot, prewrite.start_version);
             let errors =
                 commands::prewrite(&mut txn, &writes, &prewrite.primary_lock, prewrite.lock_ttl)?;
-            let response = PrewriteResponse {
-                region_error: None,
+            let mut response = PrewriteResponse {
                 errors: errors.iter().map(key_error_to_pb).collect(),
+                ..Default::default()
             };
-            let mutations = if errors.is_empty() {
-                txn.into_mutations()
-            } else {
-                Vec::new()
-            };
-            (Answer::Prewrite(response), mutations)
+            if !errors.is_empty() {
+                return Ok((Answer::Prewrite(response), Vec::new()));
+            }
+            // No write committed since the start timestamp (prewrite checked): the
+            // versions at it are the keys' newest, and the latches keep them so.
+            for pb in &prewrite.conditions {
+                let condition = Condition::from_pb(pb)?;
+                if here_too(&condition.key)?
+                    && !condition.holds(txn.get_version(&condition.key)?.as_ref())
+                {
+                    response.condition_failed = true;
+                    return Ok((Answer::Prewrite(response), Vec::new()));
+                }
+            }
+            for key in &prewrite.read_keys {
+                if !here_too(key)? {
+                    continue;
+                }
+                let read = txn.get_version(key)?;
+                response.reads.push(VersionedPair {
+                    key: key.clone(),
+                    commit_version: read.as_ref().map_or(0, |v| v.commit_ts),
+                    value: read.map(|v| v.value).unwrap_or_default(),
+                    error: None,
+                });
+            }
+            (Answer::Prewrite(response), txn.into_mutations())
         }
         Some(Command::Commit(commit)) => {
             if commit.commit_version < commit.start_version {
