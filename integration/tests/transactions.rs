@@ -524,3 +524,66 @@ async fn garbage_collection_keeps_what_reads_can_see_and_refuses_what_reaches_be
     );
     cluster.shutdown().await;
 }
+
+/// Conditions checked by the prewrites themselves, in every region they touch: a
+/// condition that fails in the second region leaves nothing behind in the first.
+#[actix_rt::test]
+async fn prewrites_check_conditions_in_every_region_and_read_at_the_start() {
+    use tinykv::txn::client::Checked;
+    use tinykv::txn::conditions::{CompareOp, Condition, Target};
+
+    tinykv_integration::init_test_logging();
+    let cluster = split_cluster().await;
+    let oracle = LocalOracle::new();
+    let client = coordinator(&cluster, 2, &oracle);
+    let start = client.timestamp().await.unwrap();
+    let v1 = client
+        .commit(start, vec![put(b"b", b"1"), put(b"x", b"1")])
+        .await
+        .unwrap();
+    let cond = |key: &[u8], version| Condition {
+        key: key.to_vec(),
+        op: CompareOp::Eq,
+        target: Target::Version(version),
+    };
+    let lock = |key: &[u8]| TxnWrite::Lock { key: key.to_vec() };
+    // b holds (version v1), x does not (it is at v1, not 0): nothing is written.
+    let start = client.timestamp().await.unwrap();
+    let checked = client
+        .commit_if(
+            start,
+            vec![put(b"b", b"2"), lock(b"x")],
+            &[cond(b"b", v1), cond(b"x", 0)],
+            &[b"x".to_vec()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked, Checked::ConditionFailed);
+    let now = client.timestamp().await.unwrap();
+    assert_eq!(client.get(b"b", now).await.unwrap().unwrap().value, b"1");
+    assert!(client
+        .scan_locks(b"", b"", u64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Both hold: committed, with x's version read at the start.
+    let start = client.timestamp().await.unwrap();
+    let checked = client
+        .commit_if(
+            start,
+            vec![put(b"b", b"2"), lock(b"x")],
+            &[cond(b"b", v1), cond(b"x", v1)],
+            &[b"x".to_vec()],
+        )
+        .await
+        .unwrap();
+    let Checked::Committed { commit_ts, reads } = checked else {
+        panic!("{checked:?}")
+    };
+    let x = reads[&b"x".to_vec()].as_ref().unwrap();
+    assert_eq!((x.value.as_slice(), x.commit_ts), (&b"1"[..], v1));
+    let now = client.timestamp().await.unwrap();
+    let b = client.get(b"b", now).await.unwrap().unwrap();
+    assert_eq!((b.value.as_slice(), b.commit_ts), (&b"2"[..], commit_ts));
+    cluster.shutdown().await;
+}

@@ -425,14 +425,18 @@ fn write(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<(Answer, Vec<
         Some(Command::Prewrite(prewrite)) => {
             let all = writes_of(&prewrite.mutations)?;
             let locked: HashSet<&[u8]> = all.iter().map(|w| w.key()).collect();
+            // A key of another region is that region's prewrite's to check.
             let here_too = |key: &[u8]| -> Result<bool> {
+                if !in_region(&encode_key(key), &snapshot.region) {
+                    return Ok(false);
+                }
                 if !locked.contains(key) {
                     return Err(Error::bad_request(
                         "invalid_txn_command",
                         "a prewrite checks and reads only keys it locks",
                     ));
                 }
-                Ok(in_region(&encode_key(key), &snapshot.region))
+                Ok(true)
             };
             let writes: Vec<_> = all
                 .iter()
