@@ -37,8 +37,8 @@ use tinykv_actors::{Error as StoreError, StoreRouter};
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, ChangePeerRequest, CmdType, RaftCmdRequest,
-    RaftCmdResponse, RaftRequestHeader, Request, SnapRequest, TransferLeaderRequest,
+    AdminCmdType, AdminRequest, AdminResponse, ChangePeerRequest, RaftCmdRequest, RaftCmdResponse,
+    RaftRequestHeader, TransferLeaderRequest,
 };
 
 use crate::address_book::AddressBook;
@@ -647,18 +647,10 @@ fn region_not_found(region_id: u64) -> Error {
 /// A read of region `region_id` with no epoch: harmless, served only by the leader (after
 /// confirming its leadership), and answered with the region.
 fn probe(region_id: u64) -> RaftCmdRequest {
-    RaftCmdRequest {
-        header: Some(RaftRequestHeader {
-            region_id,
-            ..Default::default()
-        }),
-        requests: vec![Request {
-            cmd_type: CmdType::Snap as i32,
-            snap: Some(SnapRequest {}),
-            ..Default::default()
-        }],
+    crate::service::snap_command(RaftRequestHeader {
+        region_id,
         ..Default::default()
-    }
+    })
 }
 
 /// A split key must leave both halves non-empty: strictly after the region's start and

@@ -38,8 +38,8 @@ use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, Error as StoreError, StoreRouter};
 use tinykv_proto::kvrpcpb::{TxnRequest, TxnResponse};
 use tinykv_proto::raft_cmdpb::{
-    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, Request, SnapRequest,
-    WriteOutcome, WriteSession,
+    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
+    Request, SnapRequest, WriteOutcome, WriteSession,
 };
 
 use crate::address_book::AddressBook;
@@ -583,6 +583,20 @@ fn read_snapshot(response: CmdResponse, op: KvOp) -> Result<KvOutcome> {
             region_end: snapshot.region.end_key.clone(),
         }),
         write => Err(Error::Io(format!("{write:?} is not a read"))),
+    }
+}
+
+/// A command that takes a linearizable snapshot of a region (a read with no key), under
+/// `header`.
+pub fn snap_command(header: RaftRequestHeader) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(header),
+        requests: vec![Request {
+            cmd_type: CmdType::Snap as i32,
+            snap: Some(SnapRequest {}),
+            ..Default::default()
+        }],
+        ..Default::default()
     }
 }
 

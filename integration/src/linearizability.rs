@@ -1526,8 +1526,9 @@ mod tests {
     }
 
     /// A random linearizable history: `clients` clients each run operations back to back,
-    /// each taking effect at a random instant of its interval.
-    fn random_history(seed: u64, clients: u64, ops: usize) -> Vec<Operation> {
+    /// each taking effect at a random instant of its interval; with `cas`, some of them
+    /// compare-and-sets (that win or lose).
+    fn random_history(seed: u64, clients: u64, ops: usize, cas: bool) -> Vec<Operation> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut clock = vec![0u64; clients as usize];
         let mut planned = Vec::new();
@@ -1537,7 +1538,7 @@ mod tests {
             let complete = invoke + rng.gen_range(1..40);
             clock[client as usize] = complete;
             let at = rng.gen_range(invoke..=complete);
-            let command = match rng.gen_range(0..12) {
+            let command = match rng.gen_range(0..if cas { 12 } else { 10 }) {
                 0..=4 => Command::Get(None),
                 5..=8 => Command::Put(format!("c{client}-{i}")),
                 9 => Command::Delete,
@@ -1590,9 +1591,39 @@ mod tests {
     }
 
     #[test]
+    fn histories_with_compare_and_sets_are_checked() {
+        for seed in 0..5 {
+            let mut ops = random_history(seed, 4, 60, true);
+            assert!(ops
+                .iter()
+                .any(|op| matches!(op.command, Command::CasFailed { .. })));
+            assert_eq!(
+                check_key(&ops, CheckConfig::default()),
+                KeyVerdict::Linearizable,
+                "seed {seed}"
+            );
+            // A compare-and-set said to have won from a value the key never held there.
+            let cas = ops
+                .iter()
+                .rposition(|op| matches!(op.command, Command::Cas { .. }))
+                .unwrap();
+            if let Command::Cas { expected, .. } = &mut ops[cas].command {
+                *expected = Some("bogus".into());
+            }
+            assert!(
+                matches!(
+                    check_key(&ops, CheckConfig::default()),
+                    KeyVerdict::NotLinearizable(_)
+                ),
+                "seed {seed}: the bogus compare-and-set is not caught"
+            );
+        }
+    }
+
+    #[test]
     fn two_hundred_concurrent_operations_on_one_key_check_quickly() {
         for seed in 0..5 {
-            let mut ops = random_history(seed, 6, 200);
+            let mut ops = random_history(seed, 6, 200, false);
             let started = Instant::now();
             assert_eq!(
                 check_key(&ops, CheckConfig::default()),

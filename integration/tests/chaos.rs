@@ -57,20 +57,7 @@ async fn seeded_run(secure: bool, duration: Duration) {
     };
     let outcome = chaos::run(config).await;
     println!("artifacts in {}", out.display());
-    assert!(
-        outcome.report.unknown.is_empty(),
-        "the checker gave up on {:?}: keep per-key histories smaller",
-        outcome.report.unknown
-    );
-    assert_eq!(
-        outcome.verdict,
-        Verdict::Pass,
-        "{}\nproblems: {:?}\nartifacts in {}",
-        outcome.line,
-        outcome.problems,
-        out.display()
-    );
-    assert!(outcome.faults > 0, "the nemesis injected nothing");
+    assert_passed(&outcome, &out);
     assert!(
         outcome.history.count(Outcome::Ok) > 100,
         "too few operations succeeded: {}",
@@ -95,6 +82,25 @@ async fn seeded_run(secure: bool, duration: Duration) {
     if std::env::var("CHAOS_OUT").is_err() {
         let _ = std::fs::remove_dir_all(&out);
     }
+}
+
+/// The run passed: every key checked (keep per-key histories small if the checker gave
+/// up), nothing wrong, and the nemesis did something.
+fn assert_passed(outcome: &chaos::ChaosOutcome, out: &std::path::Path) {
+    assert!(
+        outcome.report.unknown.is_empty(),
+        "the checker gave up on {:?}: keep per-key histories smaller",
+        outcome.report.unknown
+    );
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Pass,
+        "{}\nproblems: {:?}\nartifacts in {}",
+        outcome.line,
+        outcome.problems,
+        out.display()
+    );
+    assert!(outcome.faults > 0, "the nemesis injected nothing");
 }
 
 /// A chaos run of a transactional workload, seeded by `CHAOS_SEED` (default 7), for
@@ -122,20 +128,7 @@ async fn transactional_run(workload: chaos::Workload, duration: Duration) -> cha
         ..ChaosConfig::default()
     };
     let outcome = chaos::run(config).await;
-    assert!(
-        outcome.report.unknown.is_empty(),
-        "the checker gave up on {:?}",
-        outcome.report.unknown
-    );
-    assert_eq!(
-        outcome.verdict,
-        Verdict::Pass,
-        "{}\nproblems: {:?}\nartifacts in {}",
-        outcome.line,
-        outcome.problems,
-        out.display()
-    );
-    assert!(outcome.faults > 0, "the nemesis injected nothing");
+    assert_passed(&outcome, &out);
     if std::env::var("CHAOS_OUT").is_err() {
         let _ = std::fs::remove_dir_all(&out);
     }

@@ -39,7 +39,7 @@ use tinykv_proto::kvrpcpb::{
 };
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
-    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
 };
 
 use super::commands::{self, KeyError, StatusAction};
@@ -50,7 +50,7 @@ use super::mvcc::MvccTxn;
 use super::wire::{is_write, key_error_to_pb, request_keys, writes_of};
 use crate::error::{Error, Result};
 use crate::placement::tso;
-use crate::service::cf_name;
+use crate::service::{cf_name, snap_command};
 
 /// Runs transactional commands on one store; see the module documentation. Clones share
 /// the latches.
@@ -216,18 +216,10 @@ impl TxnExecutor {
         leader_only: bool,
         deadline: Instant,
     ) -> Result<(RegionSnapshot, u64)> {
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                leader_only,
-                ..Default::default()
-            }),
-            requests: vec![Request {
-                cmd_type: CmdType::Snap as i32,
-                snap: Some(SnapRequest {}),
-                ..Default::default()
-            }],
+        let request = snap_command(RaftRequestHeader {
+            leader_only,
             ..Default::default()
-        };
+        });
         let timeout = deadline.saturating_duration_since(Instant::now());
         let response = self
             .store

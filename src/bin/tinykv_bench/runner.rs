@@ -113,34 +113,12 @@ impl Shared {
     ) -> (OpKind, Result<bool, String>) {
         let op = self.mix.next(rng);
         let key = self.keys.random_key(rng);
-        if op == OpKind::Transfer {
-            let mut other = self.keys.random_key(rng);
-            while other == key && self.keys.len() > 1 {
-                other = self.keys.random_key(rng);
+        let other = (op == OpKind::Transfer).then(|| loop {
+            let other = self.keys.random_key(rng);
+            if other != key || self.keys.len() == 1 {
+                break other;
             }
-            let started = Instant::now();
-            let result = loop {
-                let url = &self.endpoints[*endpoint % self.endpoints.len()];
-                let result = self.target.transfer(url, &key, &other).await;
-                match &result {
-                    Err(message)
-                        if message.starts_with(NO_ANSWER)
-                            && self.endpoints.len() > 1
-                            && started.elapsed() < self.failover_budget =>
-                    {
-                        *endpoint += 1;
-                        tokio::time::sleep(FAILOVER_PAUSE).await;
-                    }
-                    // A transfer that lost a race to another counts as a miss.
-                    _ => break result.map(|lost_races| lost_races > 0),
-                }
-            };
-            self.counters.done.fetch_add(1, Ordering::Relaxed);
-            if result.is_err() {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            return (op, result);
-        }
+        });
         let write = (op == OpKind::Write).then(|| {
             let id = self.writes.fetch_add(1, Ordering::Relaxed);
             (self.values.value(rng), format!("bench-{}-{id}", self.seed))
@@ -148,13 +126,19 @@ impl Shared {
         let started = Instant::now();
         let result = loop {
             let url = &self.endpoints[*endpoint % self.endpoints.len()];
-            let result = match &write {
-                None => self
+            let result = match (&write, &other) {
+                // A transfer that lost a race to another counts as a miss.
+                (_, Some(other)) => self
+                    .target
+                    .transfer(url, &key, other)
+                    .await
+                    .map(|lost_races| lost_races > 0),
+                (None, None) => self
                     .target
                     .get(url, &key)
                     .await
                     .map(|found| found == ReadOutcome::Missing),
-                Some((value, idempotency_key)) => self
+                (Some((value, idempotency_key)), None) => self
                     .target
                     .put(url, &key, value.clone(), Some(idempotency_key))
                     .await
