@@ -49,6 +49,9 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 /// Path of the internal endpoint that executes transactional commands.
 pub const TXN_PATH: &str = "/internal/v1/txn";
 
+/// Path of the internal endpoint that runs one-shot transactions.
+pub const ONE_SHOT_PATH: &str = "/internal/v1/txn/one-shot";
+
 /// Path of the internal endpoint that executes raw raft commands.
 pub const RAFT_CMD_PATH: &str = "/internal/v1/raft-cmd";
 
@@ -62,6 +65,9 @@ pub struct HttpForwarder {
     http: NodeHttp,
     addresses: AddressBook,
     attempt_timeout: Duration,
+    /// How long a forwarded one-shot transaction may take: the other node's whole request
+    /// deadline, and a margin.
+    one_shot_timeout: Duration,
     faults: Faults,
 }
 
@@ -83,8 +89,16 @@ impl HttpForwarder {
             http,
             addresses,
             attempt_timeout,
+            one_shot_timeout: attempt_timeout * 4,
             faults: Faults::disabled(),
         })
+    }
+
+    /// The same forwarder, giving a forwarded one-shot transaction `request_timeout`
+    /// (the nodes' request deadline) and a second more.
+    pub fn with_request_timeout(mut self, request_timeout: Duration) -> HttpForwarder {
+        self.one_shot_timeout = request_timeout + Duration::from_secs(1);
+        self
     }
 
     /// The same forwarder, failing at once every request to a store `faults` blocks.
@@ -95,6 +109,34 @@ impl HttpForwarder {
 
     /// POSTs `body` to `path` of store `store_id`; returns the response body.
     async fn call(&self, store_id: u64, path: &str, body: Vec<u8>) -> Result<bytes::Bytes> {
+        let request = Post {
+            path,
+            content_type: PROTOBUF_CONTENT_TYPE,
+            timeout: self.attempt_timeout,
+            body,
+        };
+        let (status, body) = self.post(store_id, request).await?;
+        if !status.is_success() {
+            // Only our handler runs the operation, and it answers 200 whenever the store
+            // did; anything else was refused before executing (4xx), or the server or the
+            // store failed on the way and the operation may have run (5xx).
+            let text = String::from_utf8_lossy(&body);
+            return Err(Error::Forward {
+                store_id,
+                message: format!("HTTP {status}: {text}"),
+                maybe_delivered: status.is_server_error(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// POSTs a request to store `store_id`'s peer listener; returns the answer's status
+    /// and body, whatever the status.
+    async fn post(
+        &self,
+        store_id: u64,
+        request: Post<'_>,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes)> {
         let forward_error = |message: String, maybe_delivered: bool| Error::Forward {
             store_id,
             message,
@@ -113,10 +155,10 @@ impl HttpForwarder {
         let response = self
             .http
             .client()
-            .post(self.http.url(&peer_addr, path))
-            .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
-            .timeout(self.attempt_timeout)
-            .body(body)
+            .post(self.http.url(&peer_addr, request.path))
+            .header(reqwest::header::CONTENT_TYPE, request.content_type)
+            .timeout(request.timeout)
+            .body(request.body)
             .send()
             .await
             .map_err(|e| forward_error(error_chain(&e), !(e.is_connect() || e.is_builder())))?;
@@ -125,17 +167,31 @@ impl HttpForwarder {
             .bytes()
             .await
             .map_err(|e| forward_error(error_chain(&e), true))?;
-        if !status.is_success() {
-            // Only our handler runs the operation, and it answers 200 whenever the store
-            // did; anything else was refused before executing (4xx), or the server or the
-            // store failed on the way and the operation may have run (5xx).
-            let text = String::from_utf8_lossy(&body);
-            return Err(forward_error(
-                format!("HTTP {status}: {text}"),
-                status.is_server_error(),
-            ));
+        Ok((status, body))
+    }
+
+    /// Runs a one-shot transaction on store `store_id`: its answer, or its error with the
+    /// status and code the other node gave it.
+    async fn forward_one_shot_to(self, store_id: u64, body: Vec<u8>) -> Result<serde_json::Value> {
+        let request = Post {
+            path: ONE_SHOT_PATH,
+            content_type: "application/json",
+            timeout: self.one_shot_timeout,
+            body,
+        };
+        let (status, body) = self.post(store_id, request).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Error::Forward {
+                store_id,
+                message: format!("HTTP {status} with a body that is not JSON: {e}"),
+                maybe_delivered: true,
+            })?;
+        if status.is_success() {
+            return Ok(answer);
         }
-        Ok(body)
+        let code = answer["error"]["code"].as_str().unwrap_or("internal");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        Err(Error::relayed(status.as_u16(), code, message.to_string()))
     }
 
     async fn forward_op(self, store_id: u64, op: KvOp) -> Result<KvOutcome> {
@@ -260,7 +316,23 @@ impl HttpForwarder {
     }
 }
 
+/// One POST to another node's peer listener.
+struct Post<'a> {
+    path: &'a str,
+    content_type: &'static str,
+    timeout: Duration,
+    body: Vec<u8>,
+}
+
 impl Forwarder for HttpForwarder {
+    fn forward_one_shot(
+        &self,
+        store_id: u64,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<serde_json::Value>> {
+        Box::pin(self.clone().forward_one_shot_to(store_id, body))
+    }
+
     fn forward(&self, store_id: u64, op: KvOp) -> BoxFuture<'static, Result<KvOutcome>> {
         Box::pin(self.clone().forward_op(store_id, op))
     }

@@ -5,7 +5,7 @@
 //! class) and observes its latency in `tinykv_http_request_duration_seconds` (by route
 //! group). The route group ([`route_group`]) is derived from the resource pattern the
 //! request matched and its method, never from the raw path, so keys in paths cannot
-//! create new series: `kv_get`, `kv_put`, `kv_delete`, `kv_scan`, `admin`, `internal`,
+//! create new series: `kv_get`, `kv_put`, `kv_delete`, `kv_scan`, `txn`, `admin`, `internal`,
 //! and `other` for everything else (health, metrics, the OpenAPI document, unknown
 //! routes, a wrong method on a KV route).
 //!
@@ -162,11 +162,12 @@ pub fn connection_refused(listener: &str, reason: &str) {
 }
 
 /// Every route group [`route_group`] answers.
-pub const ROUTE_GROUPS: [&str; 7] = [
+pub const ROUTE_GROUPS: [&str; 8] = [
     "kv_get",
     "kv_put",
     "kv_delete",
     "kv_scan",
+    "txn",
     "admin",
     "internal",
     "other",
@@ -218,6 +219,8 @@ pub fn route_group(method: &Method, pattern: Option<&str>) -> &'static str {
     }
     if pattern.starts_with("/v1/admin") {
         "admin"
+    } else if pattern.starts_with("/v1/txn") {
+        "txn"
     } else if pattern.starts_with("/internal") {
         "internal"
     } else {
@@ -356,6 +359,8 @@ mod tests {
         assert_eq!(route_group(&Method::DELETE, key), "kv_delete");
         assert_eq!(route_group(&Method::POST, key), "other");
         assert_eq!(route_group(&Method::GET, Some("/v1/kv")), "kv_scan");
+        assert_eq!(route_group(&Method::POST, Some("/v1/txn")), "txn");
+        assert_eq!(route_group(&Method::GET, Some("/v1/txn/locks")), "txn");
         assert_eq!(
             route_group(&Method::POST, Some("/v1/admin/regions/{id}/split")),
             "admin"

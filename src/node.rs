@@ -154,6 +154,7 @@ impl Node {
         };
         let faults = Faults::new(config.debug.fault_injection);
         let forwarder = HttpForwarder::new(addresses.clone(), timeouts.attempt, tls.as_ref())?
+            .with_request_timeout(timeouts.request)
             .with_faults(faults.clone());
         let hello = Hello {
             cluster_id: config.node.cluster_id,
@@ -263,15 +264,16 @@ impl Node {
         });
         let service = KvService::new(store.router(), forwarder, timeouts)
             .with_address_book(addresses.clone());
-        peers.serve_api(Arc::new(PeerApi {
-            service: service.clone(),
-            pd: pd.clone(),
-            limits: config.api.clone(),
-        }));
         let txn = crate::txn::client::TxnClient::new(
             service.clone(),
             Arc::new(crate::placement::client::PdTimestamps::new(pd.clone())),
         );
+        peers.serve_api(Arc::new(PeerApi {
+            service: service.clone(),
+            txn: txn.clone(),
+            pd: pd.clone(),
+            limits: config.api.clone(),
+        }));
         let gc_task = tokio::spawn(
             crate::txn::gc_worker::GcWorker::new(
                 service.clone(),

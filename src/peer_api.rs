@@ -6,6 +6,7 @@
 //! | `GET /internal/v1/identity` | none | JSON [`IdentityView`]: cluster, store (0 while joining), join token |
 //! | `POST /internal/v1/raw/{get,put,delete,scan}` | protobuf `kvrpcpb` raw request | the raw response |
 //! | `POST /internal/v1/txn` | protobuf `kvrpcpb::TxnRequest` | the `TxnResponse` |
+//! | `POST /internal/v1/txn/one-shot` | JSON of `POST /v1/txn` | its answer, or its error with the API's status |
 //! | `POST /internal/v1/raft-cmd` | protobuf `RaftCmdRequest` | the `RaftCmdResponse` |
 //! | `POST /internal/v1/pd` | JSON [`PdRequest`] | the placement driver's JSON answer |
 //!
@@ -58,7 +59,9 @@ use crate::api::error::error_body;
 use crate::api::request::{check_key, is_reserved_key, raw_scan_end};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::forward::{error_to_wire, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH};
+use crate::forward::{
+    error_to_wire, ONE_SHOT_PATH, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH,
+};
 use crate::placement::{PdClient, PdRequest, PD_PATH};
 use crate::service::{KvOp, KvOutcome, KvService};
 
@@ -133,6 +136,8 @@ impl Identity {
 pub struct PeerApi {
     /// Executes forwarded operations and commands on the local store.
     pub service: KvService,
+    /// Runs forwarded one-shot transactions.
+    pub txn: crate::txn::client::TxnClient,
     /// Reaches the placement driver (its server, if this node leads the meta region).
     pub pd: Arc<PdClient>,
     /// The node's key and value limits.
@@ -169,7 +174,7 @@ async fn route(
     let method = request.method().clone();
     let allowed: &[Method] = match path.as_str() {
         IDENTITY_PATH => &[Method::GET],
-        RAFT_CMD_PATH | PD_PATH | TXN_PATH => &[Method::POST],
+        RAFT_CMD_PATH | PD_PATH | TXN_PATH | ONE_SHOT_PATH => &[Method::POST],
         p if p.starts_with(RAW_PREFIX) && RAW_OPS.contains(&&p[RAW_PREFIX.len()..]) => {
             &[Method::POST]
         }
@@ -197,6 +202,10 @@ async fn route(
     let (wanted, limit) = match path.as_str() {
         PD_PATH => ("application/json", PD_BODY_LIMIT),
         TXN_PATH => (PROTOBUF_CONTENT_TYPE, txn_body_limit(&api.limits)),
+        ONE_SHOT_PATH => (
+            "application/json",
+            crate::api::txn::txn_body_bytes(&api.limits),
+        ),
         _ => (PROTOBUF_CONTENT_TYPE, body_limit(&api.limits)),
     };
     check_content_type(&request, wanted)?;
@@ -205,6 +214,7 @@ async fn route(
         PD_PATH => api.pd_request(body, caller).await,
         RAFT_CMD_PATH => api.raft_cmd(body).await,
         TXN_PATH => Ok(protobuf(&api.txn(decode(body)?).await)),
+        ONE_SHOT_PATH => api.one_shot(body).await,
         _ => api.raw(&path[RAW_PREFIX.len()..], body).await,
     }
 }
@@ -225,6 +235,14 @@ pub fn txn_body_limit(limits: &ApiConfig) -> usize {
 }
 
 impl PeerApi {
+    /// Runs a forwarded one-shot transaction here, without forwarding it again; the
+    /// forwarding node checked the request (as this one does again) and its credential.
+    async fn one_shot(&self, body: Bytes) -> Result<Response<Full<Bytes>>> {
+        let plan = crate::api::one_shot::OneShotPlan::parse(&body, &self.limits)?;
+        let timeout = self.service.timeouts().request;
+        Ok(json(&plan.run(&self.txn, timeout).await?))
+    }
+
     /// Executes a forwarded transactional command on the local store. Its keys are the
     /// client's keys of the transactional range (stored from byte `0xFE`), so no raw key
     /// check applies; the command checks its own request ([`crate::txn::wire`]).

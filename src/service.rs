@@ -184,7 +184,31 @@ pub trait Forwarder: Send + Sync + 'static {
             })
         })
     }
+
+    /// Runs the one-shot transaction `body` (the JSON of `POST /v1/txn`, checked) on
+    /// store `store_id`, without forwarding it further; answers its JSON result. An
+    /// error the other node answered comes back with its status and code
+    /// ([`Error::Relayed`]); [`Error::Forward`] with `maybe_delivered: false` means it
+    /// was never sent. The default sends nothing.
+    fn forward_one_shot(
+        &self,
+        store_id: u64,
+        body: OneShotBody,
+    ) -> BoxFuture<'static, Result<serde_json::Value>> {
+        let _ = body;
+        Box::pin(async move {
+            Err(Error::Forward {
+                store_id,
+                message: "one-shot transactions are not forwarded by this forwarder".into(),
+                maybe_delivered: false,
+            })
+        })
+    }
 }
+
+/// A one-shot transaction's body, as a node sends it to another to run there (see
+/// [`crate::api::one_shot`]).
+pub type OneShotBody = Vec<u8>;
 
 /// Timing of a [`KvService`].
 #[derive(Debug, Clone, Copy)]
@@ -447,6 +471,15 @@ impl KvService {
             tracing::debug!(?err, from = target, to = next, "retrying request");
             target = next;
         }
+    }
+
+    /// Runs a one-shot transaction on store `store_id` (see [`Forwarder::forward_one_shot`]).
+    pub async fn forward_one_shot(
+        &self,
+        store_id: u64,
+        body: OneShotBody,
+    ) -> Result<serde_json::Value> {
+        self.forwarder.forward_one_shot(store_id, body).await
     }
 
     /// Executes a raw raft command on the local store's peer of the region named in

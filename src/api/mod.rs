@@ -35,6 +35,7 @@ pub mod faults;
 pub mod head_guard;
 pub mod health;
 pub mod kv;
+pub mod one_shot;
 pub mod openapi;
 pub mod placement;
 pub mod request;

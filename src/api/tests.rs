@@ -155,6 +155,7 @@ impl SingleStore {
         );
         peers.serve_api(Arc::new(crate::peer_api::PeerApi {
             service: self.state.service.clone(),
+            txn: self.state.txn.clone(),
             pd: self.state.pd.clone(),
             limits: self.state.limits.clone(),
         }));

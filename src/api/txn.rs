@@ -30,7 +30,7 @@
 //! [`crate::auth::policy`]); a transaction's keys are in its body, so it needs a
 //! `readwrite` grant without a key prefix.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -39,16 +39,15 @@ use serde_json::{json, Value};
 
 use super::admin::parse_json;
 use super::body::ReadBody;
+use super::one_shot::OneShotPlan;
 use super::request::{check_key, parse_query, Encoding};
 use super::ApiState;
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::placement::tso::MAX_BATCH;
 use crate::placement::PdRequest;
-use crate::txn::client::Checked;
 use crate::txn::commands::TxnWrite;
 use crate::txn::conditions::{CompareOp, Condition, Target};
-use crate::txn::mvcc::Version;
 
 /// Most operations and compare conditions one transaction may hold.
 pub const MAX_TXN_OPS: usize = 1024;
@@ -168,18 +167,18 @@ pub struct CommitBody {
 
 /// A checked operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Get(Vec<u8>),
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
 }
 
-fn invalid_txn(message: impl Into<String>) -> Error {
+pub(super) fn invalid_txn(message: impl Into<String>) -> Error {
     Error::bad_request("invalid_txn", message)
 }
 
 /// The body's encoding.
-fn encoding_of(name: Option<&str>) -> Result<Encoding> {
+pub(super) fn encoding_of(name: Option<&str>) -> Result<Encoding> {
     match name {
         None | Some("utf8") => Ok(Encoding::Utf8),
         Some("base64") => Ok(Encoding::Base64),
@@ -190,7 +189,7 @@ fn encoding_of(name: Option<&str>) -> Result<Encoding> {
     }
 }
 
-fn decode(text: &str, encoding: Encoding, what: &str) -> Result<Vec<u8>> {
+pub(super) fn decode(text: &str, encoding: Encoding, what: &str) -> Result<Vec<u8>> {
     match encoding {
         Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
         Encoding::Base64 => base64::engine::general_purpose::STANDARD
@@ -199,7 +198,7 @@ fn decode(text: &str, encoding: Encoding, what: &str) -> Result<Vec<u8>> {
     }
 }
 
-fn encode(bytes: &[u8], encoding: Encoding) -> Value {
+pub(super) fn encode(bytes: &[u8], encoding: Encoding) -> Value {
     match encoding {
         Encoding::Base64 => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
         Encoding::Utf8 => match std::str::from_utf8(bytes) {
@@ -210,13 +209,13 @@ fn encode(bytes: &[u8], encoding: Encoding) -> Value {
     }
 }
 
-fn checked_key(text: &str, encoding: Encoding, limits: &ApiConfig) -> Result<Vec<u8>> {
+pub(super) fn checked_key(text: &str, encoding: Encoding, limits: &ApiConfig) -> Result<Vec<u8>> {
     let key = decode(text, encoding, "a key")?;
     check_key(&key, limits)?;
     Ok(key)
 }
 
-fn checked_op(op: &Operation, encoding: Encoding, limits: &ApiConfig) -> Result<Op> {
+pub(super) fn checked_op(op: &Operation, encoding: Encoding, limits: &ApiConfig) -> Result<Op> {
     let key = checked_key(&op.key, encoding, limits)?;
     match (op.op.as_str(), &op.value) {
         ("get", None) => Ok(Op::Get(key)),
@@ -230,7 +229,7 @@ fn checked_op(op: &Operation, encoding: Encoding, limits: &ApiConfig) -> Result<
     }
 }
 
-fn checked_condition(
+pub(super) fn checked_condition(
     compare: &Compare,
     encoding: Encoding,
     limits: &ApiConfig,
@@ -264,7 +263,7 @@ fn checked_condition(
 }
 
 /// The writes of `ops`, checked: each key written once, within the size limit.
-fn writes_of(ops: &[Op], limits: &ApiConfig) -> Result<Vec<TxnWrite>> {
+pub(super) fn writes_of(ops: &[Op], limits: &ApiConfig) -> Result<Vec<TxnWrite>> {
     let mut seen = HashSet::new();
     let mut bytes = 0usize;
     let mut writes = Vec::new();
@@ -302,7 +301,7 @@ fn op_value_len(op: &Op) -> usize {
     }
 }
 
-fn check_count(count: usize) -> Result<()> {
+pub(super) fn check_count(count: usize) -> Result<()> {
     if count > MAX_TXN_OPS {
         return Err(invalid_txn(format!(
             "a transaction holds at most {MAX_TXN_OPS} operations and conditions"
@@ -311,115 +310,29 @@ fn check_count(count: usize) -> Result<()> {
     Ok(())
 }
 
-/// `POST /v1/txn`.
+/// `POST /v1/txn`: checked here, then run where the first key's region is led, so that
+/// every command of it is local there (see [`super::one_shot`]).
 pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<HttpResponse> {
-    let request: OneShot = parse_json(&body.0)?;
-    let limits = &state.limits;
-    let encoding = encoding_of(request.encoding.as_deref())?;
-    check_count(request.compare.len() + request.success.len() + request.failure.len())?;
-    let conditions = request
-        .compare
-        .iter()
-        .map(|c| checked_condition(c, encoding, limits))
-        .collect::<Result<Vec<_>>>()?;
-    let branch = |ops: &[Operation]| -> Result<Vec<Op>> {
-        ops.iter()
-            .map(|op| checked_op(op, encoding, limits))
-            .collect()
-    };
-    let (success, failure) = (branch(&request.success)?, branch(&request.failure)?);
-    let (success_writes, failure_writes) =
-        (writes_of(&success, limits)?, writes_of(&failure, limits)?);
-    let deadline = std::time::Instant::now() + state.service.timeouts().request;
-    // First, optimistically, the success branch with its conditions checked (and its
-    // reads made) by the prewrites themselves: one round of prewrites and one commit.
-    let mut optimistic = !success_writes.is_empty();
-    loop {
-        let start_ts = state.txn.timestamp().await?;
-        if optimistic {
-            let attempt = commit_success(&state, start_ts, &conditions, &success, &success_writes);
-            match attempt.await {
-                Ok(Some((commit_ts, reads))) => {
-                    let read_of = |key: &[u8]| reads.get(key).and_then(Option::as_ref);
-                    return Ok(HttpResponse::Ok().json(json!({
-                        "succeeded": true,
-                        "read_ts": start_ts,
-                        "commit_ts": commit_ts,
-                        "responses": answers(&success, read_of, encoding),
-                        "encoding": encoding.name(),
-                    })));
-                }
-                // A condition does not hold: decide between the branches on reads.
-                Ok(None) => {
-                    optimistic = false;
-                    continue;
-                }
-                Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        // Every key compared or read, once, all at once.
-        let mut wanted: Vec<&[u8]> = conditions
-            .iter()
-            .map(|c| c.key.as_slice())
-            .chain(success.iter().chain(&failure).filter_map(|op| match op {
-                Op::Get(key) => Some(key.as_slice()),
-                _ => None,
-            }))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let reads =
-            futures::future::try_join_all(wanted.iter().map(|key| state.txn.get(key, start_ts)))
-                .await?;
-        let read_of = |key: &[u8]| -> Option<&Version> {
-            let at = wanted.binary_search(&key).ok()?;
-            reads[at].as_ref()
-        };
-        let held = conditions.iter().all(|c| c.holds(read_of(&c.key)));
-        let (ops, writes) = if held {
-            (&success, &success_writes)
-        } else {
-            (&failure, &failure_writes)
-        };
-        let responses = answers(ops, read_of, encoding);
-        let read_keys: Vec<Vec<u8>> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Get(key) => Some(key.clone()),
-                _ => None,
-            })
-            .collect();
-        let answer = |commit_ts: Option<u64>| {
-            HttpResponse::Ok().json(json!({
-                "succeeded": held,
-                "read_ts": start_ts,
-                "commit_ts": commit_ts,
-                "responses": responses,
-                "encoding": encoding.name(),
-            }))
-        };
-        if writes.is_empty() {
-            return Ok(answer(None));
-        }
-        // What the decision rests on is locked too, so a write to it since start_ts is a
-        // conflict: the transaction is serializable, not only snapshot-isolated.
-        let mut all = writes.clone();
-        let written: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-        let relied: HashSet<Vec<u8>> = conditions
-            .iter()
-            .map(|c| c.key.clone())
-            .chain(read_keys)
-            .filter(|key| !written.contains(key))
-            .collect();
-        all.extend(relied.into_iter().map(|key| TxnWrite::Lock { key }));
-        match state.txn.commit(start_ts, all).await {
-            Ok(commit_ts) => return Ok(answer(Some(commit_ts))),
-            // Nothing was committed: decide again on a newer snapshot.
-            Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
+    let plan = OneShotPlan::parse(&body.0, &state.limits)?;
+    if let Some(store_id) = plan.remote_leader(&state.service).await {
+        match state
+            .service
+            .forward_one_shot(store_id, body.0.to_vec())
+            .await
+        {
+            Ok(answer) => return Ok(HttpResponse::Ok().json(answer)),
+            // Never sent: run it here.
+            Err(Error::Forward {
+                maybe_delivered: false,
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
     }
+    let answer = plan
+        .run(&state.txn, state.service.timeouts().request)
+        .await?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `GET /v1/txn/safe-point`.
@@ -473,64 +386,6 @@ pub async fn locks(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpR
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "locks": locks, "encoding": encoding.name() })))
-}
-
-/// The answers of `ops`, the gets' from `read_of`.
-fn answers<'a>(
-    ops: &[Op],
-    read_of: impl Fn(&[u8]) -> Option<&'a Version>,
-    encoding: Encoding,
-) -> Vec<Value> {
-    ops.iter()
-        .map(|op| match op {
-            Op::Get(key) => {
-                let read = read_of(key);
-                json!({
-                    "op": "get",
-                    "key": encode(key, encoding),
-                    "value": read.map(|v| encode(&v.value, encoding)),
-                    "version": read.map(|v| v.commit_ts),
-                })
-            }
-            Op::Put(key, _) => json!({ "op": "put", "key": encode(key, encoding) }),
-            Op::Delete(key) => json!({ "op": "delete", "key": encode(key, encoding) }),
-        })
-        .collect()
-}
-
-/// The success branch as one transaction at `start_ts` whose prewrites check
-/// `conditions` and read the branch's gets: its commit timestamp and the versions read,
-/// or `None` if a condition does not hold (nothing was committed).
-async fn commit_success(
-    state: &ApiState,
-    start_ts: u64,
-    conditions: &[Condition],
-    ops: &[Op],
-    writes: &[TxnWrite],
-) -> Result<Option<(u64, BTreeMap<Vec<u8>, Option<Version>>)>> {
-    let gets: Vec<Vec<u8>> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Get(key) => Some(key.clone()),
-            _ => None,
-        })
-        .collect();
-    // The keys compared or read are locked as well (see one_shot).
-    let mut all = writes.to_vec();
-    let mut locked: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-    for key in conditions.iter().map(|c| &c.key).chain(&gets) {
-        if locked.insert(key.clone()) {
-            all.push(TxnWrite::Lock { key: key.clone() });
-        }
-    }
-    let checked = state
-        .txn
-        .commit_if(start_ts, all, conditions, &gets)
-        .await?;
-    Ok(match checked {
-        Checked::Committed { commit_ts, reads } => Some((commit_ts, reads)),
-        Checked::ConditionFailed => None,
-    })
 }
 
 /// `POST /v1/txn/begin`.

@@ -95,6 +95,17 @@ impl TxnExecutor {
             .find_region(&routing)
             .await?
             .ok_or(Error::Store(StoreError::RegionNotFound(0)))?;
+        // A follower that knows the leader sends the caller there at once, without taking
+        // latches or asking its peer.
+        if let Some(leader) = route
+            .leader
+            .filter(|leader| leader.store_id != self.store.store_id())
+        {
+            return Err(Error::Store(StoreError::NotLeader {
+                region_id: route.region.id,
+                leader: Some(leader),
+            }));
+        }
         let region = route.region;
         let latched: Vec<Vec<u8>> = keys
             .iter()

@@ -23,7 +23,7 @@
   const HISTORY = 60;
   const PALETTE_SIZE = 8;
   // The route groups of src/metrics.rs, in display order.
-  const ROUTE_GROUPS = ["kv_get", "kv_put", "kv_delete", "kv_scan", "admin", "internal", "other"];
+  const ROUTE_GROUPS = ["kv_get", "kv_put", "kv_delete", "kv_scan", "txn", "admin", "internal", "other"];
   const SVG_NS = "http://www.w3.org/2000/svg";
   // The sessionStorage key of the token.
   const TOKEN_KEY = "tinykv.dashboard.token";
