@@ -24,10 +24,9 @@ async fn a_short_seeded_chaos_run_over_tls_with_tokens_is_linearizable() {
     seeded_run(true, Duration::from_secs(15)).await;
 }
 
-/// Runs chaos for `duration` (over TLS with authentication on if `secure`) and checks
-/// the outcome.
-async fn seeded_run(secure: bool, duration: Duration) {
-    let tls = secure;
+/// The run's seed (`CHAOS_SEED`, default 7) and artifact directory (`CHAOS_OUT`, else
+/// a temp dir named after `run`).
+fn seed_and_out(run: &str) -> (u64, PathBuf) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -35,12 +34,19 @@ async fn seeded_run(secure: bool, duration: Duration) {
     let out = std::env::var("CHAOS_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            let tls = if tls { "-tls" } else { "" };
             std::env::temp_dir().join(format!(
-                "tinykv-chaos{tls}-seed{seed}-{}",
+                "tinykv-chaos-{run}-seed{seed}-{}",
                 std::process::id()
             ))
         });
+    (seed, out)
+}
+
+/// Runs chaos for `duration` (over TLS with authentication on if `secure`) and checks
+/// the outcome.
+async fn seeded_run(secure: bool, duration: Duration) {
+    let tls = secure;
+    let (seed, out) = seed_and_out(if tls { "tls" } else { "kv" });
     let config = ChaosConfig {
         nodes: 3,
         duration,
@@ -106,19 +112,7 @@ fn assert_passed(outcome: &chaos::ChaosOutcome, out: &std::path::Path) {
 /// A chaos run of a transactional workload, seeded by `CHAOS_SEED` (default 7), for
 /// `duration`; artifacts under `CHAOS_OUT` if set.
 async fn transactional_run(workload: chaos::Workload, duration: Duration) -> chaos::ChaosOutcome {
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    let out = std::env::var("CHAOS_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::temp_dir().join(format!(
-                "tinykv-chaos-{}-seed{seed}-{}",
-                workload.name(),
-                std::process::id()
-            ))
-        });
+    let (seed, out) = seed_and_out(workload.name());
     let config = ChaosConfig {
         duration,
         seed,
