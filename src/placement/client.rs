@@ -232,9 +232,13 @@ impl RegionDirectory for PdDirectory {
 /// of them at once (`count` = their sum) and hands each its own consecutive range: under
 /// load, one round trip to the PD serves every transaction that started meanwhile.
 pub struct PdTimestamps {
-    client: std::sync::Arc<PdClient>,
+    call: CallOracle,
     queue: std::sync::Arc<Mutex<TimestampQueue>>,
 }
+
+/// Asks the oracle for `count` timestamps; answers the first.
+type CallOracle =
+    std::sync::Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync>;
 
 /// The timestamp requests waiting for the next call to the PD.
 #[derive(Default)]
@@ -247,14 +251,22 @@ struct TimestampQueue {
 impl PdTimestamps {
     /// Timestamps from the PD that `client` reaches.
     pub fn new(client: std::sync::Arc<PdClient>) -> PdTimestamps {
+        PdTimestamps::calling(std::sync::Arc::new(move |count| {
+            let client = client.clone();
+            Box::pin(async move { Self::call(&client, count).await })
+        }))
+    }
+
+    /// Timestamps from `call` (tests: an oracle of their own).
+    fn calling(call: CallOracle) -> PdTimestamps {
         PdTimestamps {
-            client,
+            call,
             queue: Default::default(),
         }
     }
 
     /// Serves the waiting requests, a batch per call, until none waits.
-    async fn serve(client: std::sync::Arc<PdClient>, queue: std::sync::Arc<Mutex<TimestampQueue>>) {
+    async fn serve(call: CallOracle, queue: std::sync::Arc<Mutex<TimestampQueue>>) {
         loop {
             let batch = {
                 let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,7 +288,7 @@ impl PdTimestamps {
                 queue.waiting.drain(..split).collect::<Vec<_>>()
             };
             let total: u64 = batch.iter().map(|(count, _)| count).sum();
-            match Self::call(&client, total).await {
+            match call(total).await {
                 Ok(mut next) => {
                     for (count, answer) in batch {
                         let _ = answer.send(Ok(next));
@@ -319,12 +331,65 @@ impl crate::txn::client::TimestampSource for PdTimestamps {
             !std::mem::replace(&mut queue.calling, true)
         };
         if start {
-            tokio::spawn(Self::serve(self.client.clone(), self.queue.clone()));
+            tokio::spawn(Self::serve(self.call.clone(), self.queue.clone()));
         }
         Box::pin(async move {
             answered
                 .await
                 .map_err(|_| Error::Io("the timestamp request was dropped".into()))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::txn::client::TimestampSource;
+
+    #[tokio::test]
+    async fn concurrent_timestamp_requests_share_calls_and_never_a_timestamp() {
+        let next = Arc::new(AtomicU64::new(1_000));
+        let calls = Arc::new(AtomicU64::new(0));
+        let oracle = {
+            let (next, calls) = (next.clone(), calls.clone());
+            PdTimestamps::calling(Arc::new(move |count| {
+                let (next, calls) = (next.clone(), calls.clone());
+                Box::pin(async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    Ok(next.fetch_add(count, Ordering::SeqCst))
+                })
+            }))
+        };
+        let oracle = Arc::new(oracle);
+        let tasks: Vec<_> = (0..200u64)
+            .map(|i| {
+                let oracle = oracle.clone();
+                tokio::spawn(async move {
+                    let count = 1 + i % 3;
+                    (oracle.timestamps(count).await.unwrap(), count)
+                })
+            })
+            .collect();
+        let mut given = HashSet::new();
+        for task in tasks {
+            let (first, count) = task.await.unwrap();
+            for ts in first..first + count {
+                assert!(given.insert(ts), "timestamp {ts} given twice");
+            }
+        }
+        assert_eq!(given.len() as u64, next.load(Ordering::SeqCst) - 1_000);
+        let calls = calls.load(Ordering::SeqCst);
+        assert!(calls < 50, "{calls} calls for 200 requests");
+        // A failed call fails every request it would have served; the next call works.
+        let failing = PdTimestamps::calling(Arc::new(|_| {
+            Box::pin(async { Err(Error::Io("the oracle is away".into())) })
+        }));
+        assert!(failing.timestamps(1).await.is_err());
+        assert!(oracle.timestamps(1).await.is_ok());
     }
 }
