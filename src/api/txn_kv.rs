@@ -8,10 +8,11 @@
 //!   its `version`;
 //! - `PUT` and `DELETE /v1/kv/{key}` with `If-Match: "V"` (the key's version is `V`),
 //!   `If-Match: *` (it exists) or `If-None-Match: *` (it does not) are a one-key
-//!   transaction: the key is read at a fresh timestamp, the condition checked, and the
-//!   write committed at a commit timestamp, its new version, in `ETag`; 412 if the
-//!   condition does not hold. A write that loses a race to another transaction is
-//!   decided again on a newer read, so a condition is only ever checked against the
+//!   transaction whose prewrite checks the condition on the key's version at its start
+//!   timestamp, under the key's latch and once it found no write committed since: the
+//!   write commits at a commit timestamp, its new version, in `ETag`; 412 if the
+//!   condition does not hold. A write that loses a race to another transaction runs
+//!   again at a newer timestamp, so a condition is only ever checked against the
 //!   version that the write replaces.
 //!
 //! The transactional keys are apart from the raw ones (see [`crate::txn::keys`]): a
@@ -26,8 +27,9 @@ use super::kv::{encode_pairs, IDEMPOTENCY_KEY};
 use super::request::{KeyRequest, ReadTs, ScanRequest};
 use super::ApiState;
 use crate::error::{Error, Result};
+use crate::txn::client::Checked;
 use crate::txn::commands::TxnWrite;
-use crate::txn::mvcc::Version;
+use crate::txn::conditions::{CompareOp, Condition, Target};
 
 /// The answer's header naming the timestamp a transactional read was served at.
 pub const READ_TS: &str = "Tinykv-Read-Ts";
@@ -57,11 +59,17 @@ pub enum Precondition {
 }
 
 impl Precondition {
-    fn holds(self, read: Option<&Version>) -> bool {
-        match self {
-            Precondition::Exists => read.is_some(),
-            Precondition::Version(wanted) => read.is_some_and(|v| v.commit_ts == wanted),
-            Precondition::Absent => read.is_none(),
+    /// The condition on `key` a prewrite checks.
+    fn as_condition(self, key: &[u8]) -> Condition {
+        let target = match self {
+            Precondition::Exists => Target::Exists(true),
+            Precondition::Version(version) => Target::Version(version),
+            Precondition::Absent => Target::Exists(false),
+        };
+        Condition {
+            key: key.to_vec(),
+            op: CompareOp::Eq,
+            target,
         }
     }
 }
@@ -136,32 +144,44 @@ pub async fn conditional_write(
     condition: Precondition,
 ) -> Result<HttpResponse> {
     let deadline = std::time::Instant::now() + state.service.timeouts().request;
+    let write = match value {
+        Some(value) => TxnWrite::Put {
+            key: key.clone(),
+            value,
+        },
+        None => TxnWrite::Delete { key: key.clone() },
+    };
+    let check = condition.as_condition(&key);
     loop {
+        // The prewrite checks the condition on the key's version at start_ts, under the
+        // key's latch and having found no write committed since: one prewrite and one
+        // commit, no read before.
         let start_ts = state.txn.timestamp().await?;
-        let read = state.txn.get(&key, start_ts).await?;
-        if !condition.holds(read.as_ref()) {
-            let current = read.as_ref().map(|v| v.commit_ts);
-            let what = match current {
-                Some(version) => format!("its version is {version}"),
-                None => "it does not exist".to_string(),
-            };
-            return Err(Error::PreconditionFailed(format!(
-                "the condition does not hold for key {:?}: {what}; nothing was changed",
-                String::from_utf8_lossy(&key)
-            )));
-        }
-        let write = match &value {
-            Some(value) => TxnWrite::Put {
-                key: key.clone(),
-                value: value.clone(),
-            },
-            None => TxnWrite::Delete { key: key.clone() },
-        };
-        match state.txn.commit(start_ts, vec![write]).await {
-            Ok(commit_ts) => {
+        let checked = state
+            .txn
+            .commit_if(
+                start_ts,
+                vec![write.clone()],
+                std::slice::from_ref(&check),
+                &[],
+            )
+            .await;
+        match checked {
+            Ok(Checked::Committed { commit_ts, .. }) => {
                 return Ok(HttpResponse::Ok()
                     .insert_header((ETAG, etag(commit_ts)))
                     .json(json!({ "ok": true, "version": commit_ts })))
+            }
+            Ok(Checked::ConditionFailed) => {
+                // Nothing was written; say what the key holds instead.
+                let what = match state.txn.get(&key, start_ts).await? {
+                    Some(version) => format!("its version is {}", version.commit_ts),
+                    None => "it does not exist".to_string(),
+                };
+                return Err(Error::PreconditionFailed(format!(
+                    "the condition does not hold for key {:?}: {what}; nothing was changed",
+                    String::from_utf8_lossy(&key)
+                )));
             }
             Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
             Err(e) => return Err(e),
