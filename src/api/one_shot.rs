@@ -18,7 +18,6 @@
 //! [`OneShotPlan::remote_leader`]): there every command is local, instead of each being
 //! forwarded on its own.
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -26,8 +25,8 @@ use serde_json::{json, Value};
 use super::admin::parse_json;
 use super::request::Encoding;
 use super::txn::{
-    check_count, checked_condition, checked_op, encode, encoding_of, writes_of, OneShot, Op,
-    Operation,
+    check_count, checked_condition, checked_op, encode, encoding_of, with_locks, writes_of,
+    OneShot, Op, Operation,
 };
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
@@ -124,7 +123,7 @@ impl OneShotPlan {
             if optimistic {
                 let attempt = commit_success(txn, start_ts, &conditions, &success, &success_writes);
                 match attempt.await {
-                    Ok(Some((commit_ts, reads))) => {
+                    Ok(Checked::Committed { commit_ts, reads }) => {
                         let read_of = |key: &[u8]| reads.get(key).and_then(Option::as_ref);
                         return Ok(json!({
                             "succeeded": true,
@@ -135,7 +134,7 @@ impl OneShotPlan {
                         }));
                     }
                     // A condition does not hold: decide between the branches on reads.
-                    Ok(None) => {
+                    Ok(Checked::ConditionFailed) => {
                         optimistic = false;
                         continue;
                     }
@@ -149,10 +148,8 @@ impl OneShotPlan {
             let mut wanted: Vec<&[u8]> = conditions
                 .iter()
                 .map(|c| c.key.as_slice())
-                .chain(success.iter().chain(&failure).filter_map(|op| match op {
-                    Op::Get(key) => Some(key.as_slice()),
-                    _ => None,
-                }))
+                .chain(gets(&success))
+                .chain(gets(&failure))
                 .collect();
             wanted.sort_unstable();
             wanted.dedup();
@@ -170,13 +167,6 @@ impl OneShotPlan {
                 (&failure, &failure_writes)
             };
             let responses = answers(ops, read_of, encoding);
-            let read_keys: Vec<Vec<u8>> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Get(key) => Some(key.clone()),
-                    _ => None,
-                })
-                .collect();
             let answer = |commit_ts: Option<u64>| {
                 json!({
                     "succeeded": held,
@@ -191,16 +181,8 @@ impl OneShotPlan {
             }
             // What the decision rests on is locked too, so a write to it since start_ts is a
             // conflict: the transaction is serializable, not only snapshot-isolated.
-            let mut all = writes.clone();
-            let written: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-            let relied: HashSet<Vec<u8>> = conditions
-                .iter()
-                .map(|c| c.key.clone())
-                .chain(read_keys)
-                .filter(|key| !written.contains(key))
-                .collect();
-            all.extend(relied.into_iter().map(|key| TxnWrite::Lock { key }));
-            match txn.commit(start_ts, all).await {
+            let relied = conditions.iter().map(|c| c.key.as_slice()).chain(gets(ops));
+            match txn.commit(start_ts, with_locks(writes, relied)).await {
                 Ok(commit_ts) => return Ok(answer(Some(commit_ts))),
                 // Nothing was committed: decide again on a newer snapshot.
                 Err(Error::TxnConflict { .. }) if std::time::Instant::now() < deadline => continue,
@@ -233,34 +215,26 @@ fn answers<'a>(
         .collect()
 }
 
+/// The keys `ops` read.
+fn gets(ops: &[Op]) -> impl Iterator<Item = &[u8]> {
+    ops.iter().filter_map(|op| match op {
+        Op::Get(key) => Some(key.as_slice()),
+        _ => None,
+    })
+}
+
 /// The success branch as one transaction at `start_ts` whose prewrites check
-/// `conditions` and read the branch's gets: its commit timestamp and the versions read,
-/// or `None` if a condition does not hold (nothing was committed).
+/// `conditions` and read the branch's gets (the keys compared or read are locked as
+/// well, as on the other path).
 async fn commit_success(
     txn: &TxnClient,
     start_ts: u64,
     conditions: &[Condition],
     ops: &[Op],
     writes: &[TxnWrite],
-) -> Result<Option<(u64, BTreeMap<Vec<u8>, Option<Version>>)>> {
-    let gets: Vec<Vec<u8>> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Get(key) => Some(key.clone()),
-            _ => None,
-        })
-        .collect();
-    // The keys compared or read are locked as well (see one_shot).
-    let mut all = writes.to_vec();
-    let mut locked: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-    for key in conditions.iter().map(|c| &c.key).chain(&gets) {
-        if locked.insert(key.clone()) {
-            all.push(TxnWrite::Lock { key: key.clone() });
-        }
-    }
-    let checked = txn.commit_if(start_ts, all, conditions, &gets).await?;
-    Ok(match checked {
-        Checked::Committed { commit_ts, reads } => Some((commit_ts, reads)),
-        Checked::ConditionFailed => None,
-    })
+) -> Result<Checked> {
+    let reads: Vec<Vec<u8>> = gets(ops).map(<[u8]>::to_vec).collect();
+    let relied = conditions.iter().map(|c| c.key.as_slice()).chain(gets(ops));
+    txn.commit_if(start_ts, with_locks(writes, relied), conditions, &reads)
+        .await
 }

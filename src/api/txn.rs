@@ -301,6 +301,22 @@ fn op_value_len(op: &Op) -> usize {
     }
 }
 
+/// `writes`, then a lock-only write of each key of `relied` not written (once each):
+/// a transaction that relies on a key without writing it conflicts with a write to it.
+pub(super) fn with_locks<'a>(
+    writes: &[TxnWrite],
+    relied: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<TxnWrite> {
+    let mut locked: HashSet<&[u8]> = writes.iter().map(|w| w.key()).collect();
+    let mut all = writes.to_vec();
+    for key in relied {
+        if locked.insert(key) {
+            all.push(TxnWrite::Lock { key: key.to_vec() });
+        }
+    }
+    all
+}
+
 pub(super) fn check_count(count: usize) -> Result<()> {
     if count > MAX_TXN_OPS {
         return Err(invalid_txn(format!(
@@ -415,17 +431,16 @@ pub async fn commit(state: web::Data<ApiState>, body: ReadBody) -> Result<HttpRe
             "a commit's writes are put and delete operations",
         ));
     }
-    let mut writes = writes_of(&ops, limits)?;
+    let writes = writes_of(&ops, limits)?;
     if writes.is_empty() {
         return Err(invalid_txn("a commit writes at least one key"));
     }
-    let written: HashSet<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
-    for text in &request.lock {
-        let key = checked_key(text, encoding, limits)?;
-        if !written.contains(&key) {
-            writes.push(TxnWrite::Lock { key });
-        }
-    }
+    let relied = request
+        .lock
+        .iter()
+        .map(|text| checked_key(text, encoding, limits))
+        .collect::<Result<Vec<_>>>()?;
+    let writes = with_locks(&writes, relied.iter().map(Vec::as_slice));
     // Only a start timestamp the oracle handed out: a later one would lock keys for
     // longer than any TTL.
     if request.start_ts >= state.txn.timestamp().await? {

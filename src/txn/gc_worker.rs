@@ -75,18 +75,22 @@ impl GcWorker {
             return Ok(());
         }
         let store_id = self.service.store_id();
-        for route in self.service.store().regions().await? {
+        let routes = self.service.store().regions().await?;
+        // Forget regions that split, merged or moved away since.
+        let present: std::collections::HashSet<(u64, u64)> =
+            routes.iter().map(|r| collected_key(&r.region)).collect();
+        self.collected.retain(|region, _| present.contains(region));
+        for route in routes {
             let region = route.region;
             let leads = route
                 .leader
                 .is_some_and(|leader| leader.store_id == store_id);
-            let version = region.region_epoch.map_or(0, |e| e.version);
-            let done = self.collected.get(&(region.id, version)).copied();
+            let done = self.collected.get(&collected_key(&region)).copied();
             if !leads || !holds_txn_keys(&region) || done >= Some(safe_point) {
                 continue;
             }
             self.collect_region(&region, safe_point).await?;
-            self.collected.insert((region.id, version), safe_point);
+            self.collected.insert(collected_key(&region), safe_point);
         }
         Ok(())
     }
@@ -174,6 +178,12 @@ impl GcWorker {
         }
         Ok(())
     }
+}
+
+/// How [`GcWorker`] remembers a region: its id and epoch version (a split or merge
+/// makes it another).
+fn collected_key(region: &metapb::Region) -> (u64, u64) {
+    (region.id, region.region_epoch.map_or(0, |e| e.version))
 }
 
 /// Whether `region` overlaps the transactional keys.

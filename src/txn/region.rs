@@ -8,9 +8,9 @@
 //!   that knows the leader, exactly as a raw read does, and read the versions at the
 //!   command's timestamp from it.
 //! - **Writes** (prewrite, commit, rollback, check-txn-status, resolve-lock) run at the
-//!   leader. The executor first holds the [latches](super::latches) of the command's keys,
-//!   then takes a leader-only snapshot of the region (its epoch as the Router knows it),
-//!   which tells the leader's term; it runs the command on the snapshot and proposes the
+//!   leader. The executor first holds the [latches](super::latches) of the command's keys
+//!   (in the region the Router routes them to), then takes a leader-only snapshot, which
+//!   must be of that region unchanged and tells the leader's term; it runs the command on the snapshot and proposes the
 //!   writes it gathered as one raft command bound to that term and that epoch. If the
 //!   peer lost its leadership in between, even if it won it back, the raftstore refuses
 //!   the command (`stale_command`, not applied); a split or merge in between fails it
@@ -85,7 +85,7 @@ impl TxnExecutor {
         }
         if !is_write(&request) {
             let snapshot = self.read_snapshot(&routing, false, deadline).await?.0;
-            return answer(&snapshot, read(&snapshot, request)?);
+            return Ok(answer(&snapshot, read(&snapshot, request)?));
         }
         if let Some(Command::Gc(gc)) = &request.command {
             return self.collect_garbage(&routing, gc, deadline).await;
@@ -136,27 +136,17 @@ impl TxnExecutor {
             })?;
         let (response, mutations) = write(&snapshot, request)?;
         if mutations.is_empty() {
-            return answer(&snapshot, response);
+            return Ok(answer(&snapshot, response));
         }
         let answered = self.propose(&snapshot, term, mutations)?;
         // The latches go with the proposal's fate, however long the caller waits.
         let fate = tokio::spawn(async move {
-            let result = answered.await;
+            let result = answered.await.ok();
             drop(guard);
             result
         });
-        let applied: CmdResponse =
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fate)
-                .await
-            {
-                Ok(Ok(Ok(response))) => response,
-                Ok(Ok(Err(_))) | Ok(Err(_)) => return Err(Error::Store(StoreError::Stopped)),
-                Err(_) => return Err(Error::Store(StoreError::Timeout)),
-            };
-        if let Some(err) = applied.err() {
-            return Err(Error::Store(err));
-        }
-        answer(&snapshot, response)
+        applied(async { fate.await.ok().flatten() }, deadline).await?;
+        Ok(answer(&snapshot, response))
     }
 
     /// Proposes `mutations` to the region `snapshot` was read from, in `term` and the
@@ -199,15 +189,7 @@ impl TxnExecutor {
         let deleted = pass.mutations.len() as u64;
         if !pass.mutations.is_empty() {
             let answered = self.propose(&snapshot, term, pass.mutations)?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let applied = match tokio::time::timeout(remaining, answered).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(_)) => return Err(Error::Store(StoreError::Stopped)),
-                Err(_) => return Err(Error::Store(StoreError::Timeout)),
-            };
-            if let Some(err) = applied.err() {
-                return Err(Error::Store(err));
-            }
+            applied(async { answered.await.ok() }, deadline).await?;
             crate::metrics::txn_gc_deleted(deleted);
         }
         let response = GcResponse {
@@ -216,7 +198,7 @@ impl TxnExecutor {
             deleted,
             ..Default::default()
         };
-        answer(&snapshot, Answer::Gc(response))
+        Ok(answer(&snapshot, Answer::Gc(response)))
     }
 
     /// A linearizable snapshot of the region holding `key` (at its leader if
@@ -339,13 +321,30 @@ fn in_region(key: &[u8], region: &metapb::Region) -> bool {
 }
 
 /// The answer, naming the range of the region that executed it.
-fn answer(snapshot: &RegionSnapshot, answer: Answer) -> Result<TxnResponse> {
-    Ok(TxnResponse {
+fn answer(snapshot: &RegionSnapshot, answer: Answer) -> TxnResponse {
+    TxnResponse {
         answer: Some(answer),
         region_start: snapshot.region.start_key.clone(),
         region_end: snapshot.region.end_key.clone(),
         ..Default::default()
-    })
+    }
+}
+
+/// Waits until `deadline` for a proposal's answer (`None`: the peer stopped without
+/// giving one): `Ok` once it applied, the raftstore's refusal (not applied) as an error,
+/// and [`StoreError::Timeout`] (outcome unknown) if the deadline passes first.
+async fn applied(
+    answer: impl std::future::Future<Output = Option<CmdResponse>>,
+    deadline: Instant,
+) -> Result<()> {
+    match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), answer).await {
+        Ok(Some(response)) => match response.err() {
+            Some(err) => Err(Error::Store(err)),
+            None => Ok(()),
+        },
+        Ok(None) => Err(Error::Store(StoreError::Stopped)),
+        Err(_) => Err(Error::Store(StoreError::Timeout)),
+    }
 }
 
 /// Runs a read on `snapshot`.
