@@ -262,12 +262,12 @@ impl Node {
                 config.pd.heartbeat_interval(),
             )
         });
+        let clock: Arc<dyn crate::txn::client::TimestampSource> =
+            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone()));
         let service = KvService::new(store.router(), forwarder, timeouts)
-            .with_address_book(addresses.clone());
-        let txn = crate::txn::client::TxnClient::new(
-            service.clone(),
-            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone())),
-        );
+            .with_address_book(addresses.clone())
+            .with_timestamps(clock.clone());
+        let txn = crate::txn::client::TxnClient::new(service.clone(), clock);
         peers.serve_api(Arc::new(PeerApi {
             service: service.clone(),
             txn: txn.clone(),

@@ -282,6 +282,14 @@ impl KvService {
         self
     }
 
+    /// The same service, committing transactions whose keys lie in one region in one
+    /// phase, with commit timestamps from `clock`: the oracle the node's coordinator
+    /// takes its start timestamps from.
+    pub fn with_timestamps(mut self, clock: Arc<dyn crate::txn::client::TimestampSource>) -> Self {
+        self.txn = self.txn.with_clock(clock);
+        self
+    }
+
     /// The same service, asking every store of `addresses` (by id; the local store is
     /// skipped) when its own store holds no region for a key. Stores added to the book
     /// later are asked too.

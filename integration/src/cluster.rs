@@ -32,6 +32,7 @@ pub use tinykv::admin::change_peer;
 use tinykv::admin::transfer_leader_request;
 
 use crate::network::{SimNetwork, SimTransport};
+use crate::txn::LocalOracle;
 
 type Services = Arc<RwLock<HashMap<u64, KvService>>>;
 
@@ -80,6 +81,7 @@ pub struct Cluster {
     network: Arc<SimNetwork>,
     services: Services,
     timeouts: ServiceTimeouts,
+    oracle: Arc<LocalOracle>,
 }
 
 impl Cluster {
@@ -102,6 +104,7 @@ impl Cluster {
             stores: HashMap::new(),
             network: SimNetwork::new(),
             services: Arc::new(RwLock::new(HashMap::new())),
+            oracle: LocalOracle::new(),
             timeouts: ServiceTimeouts {
                 request: Duration::from_secs(5),
                 attempt: Duration::from_secs(2),
@@ -132,6 +135,12 @@ impl Cluster {
         ids
     }
 
+    /// The timestamp oracle the stores and coordinators share (the cluster has no
+    /// placement driver).
+    pub fn oracle(&self) -> Arc<LocalOracle> {
+        self.oracle.clone()
+    }
+
     /// The simulated network, to install faults.
     pub fn network(&self) -> &Arc<SimNetwork> {
         &self.network
@@ -149,8 +158,9 @@ impl Cluster {
             services: self.services.clone(),
         });
         let others = self.store_ids().into_iter().filter(|s| *s != id).collect();
-        let service =
-            KvService::new(handle.router(), forwarder, self.timeouts).with_other_stores(others);
+        let service = KvService::new(handle.router(), forwarder, self.timeouts)
+            .with_other_stores(others)
+            .with_timestamps(self.oracle.clone());
         self.services.write().unwrap().insert(id, service);
         self.network.connect(handle.router());
         self.stores.insert(id, handle);

@@ -3,7 +3,8 @@
 //!
 //! The cluster has no placement driver, so [`LocalOracle`] stands in for the PD's: it
 //! hands out strictly increasing hybrid timestamps from one counter that every store's
-//! coordinator shares, which is all Percolator asks of an oracle. The PD's own oracle is
+//! coordinator and executor share (the cluster owns it), which is all Percolator asks
+//! of an oracle. The PD's own oracle is
 //! tested against real processes (`tests/timestamps.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +47,10 @@ impl TimestampSource for LocalOracle {
     }
 }
 
-/// A coordinator running its commands through store `store_id`'s service.
-pub fn coordinator(cluster: &Cluster, store_id: u64, oracle: &Arc<LocalOracle>) -> TxnClient {
-    TxnClient::new(cluster.service(store_id), oracle.clone())
+/// A coordinator running its commands through store `store_id`'s service, with the
+/// cluster's oracle (the one its stores' one-phase commits take timestamps from).
+pub fn coordinator(cluster: &Cluster, store_id: u64) -> TxnClient {
+    TxnClient::new(cluster.service(store_id), cluster.oracle())
 }
 
 #[cfg(test)]

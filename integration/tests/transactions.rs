@@ -17,7 +17,7 @@ use tinykv::Error;
 use tinykv_actors::RaftStoreConfig;
 use tinykv_integration::cluster::Cluster;
 use tinykv_integration::network::PartitionFilter;
-use tinykv_integration::txn::{coordinator, LocalOracle};
+use tinykv_integration::txn::coordinator;
 use tinykv_proto::kvrpcpb::{
     txn_request::Command, txn_response::Answer, CommitRequest, GcRequest, Mutation, Op,
     PrewriteRequest, TxnRequest,
@@ -107,8 +107,7 @@ async fn split_cluster() -> Cluster {
 async fn a_transaction_commits_atomically_across_regions_and_reads_see_versions() {
     tinykv_integration::init_test_logging();
     let cluster = split_cluster().await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 1, &oracle);
+    let client = coordinator(&cluster, 1);
     assert_ne!(
         cluster.region_for_key(&encode_key(b"a1")).await.id,
         cluster.region_for_key(&encode_key(b"z")).await.id
@@ -137,7 +136,7 @@ async fn a_transaction_commits_atomically_across_regions_and_reads_see_versions(
     assert_eq!(limited.pairs.len(), 2);
     assert_eq!(limited.next.as_deref(), Some(&b"b\0"[..]));
     // Another store's coordinator sees the same.
-    let other = coordinator(&cluster, 3, &oracle);
+    let other = coordinator(&cluster, 3);
     let read = other
         .get(b"z", other.timestamp().await.unwrap())
         .await
@@ -150,8 +149,7 @@ async fn a_transaction_commits_atomically_across_regions_and_reads_see_versions(
 async fn the_second_of_two_overlapping_writers_gets_a_conflict_naming_the_key() {
     tinykv_integration::init_test_logging();
     let cluster = split_cluster().await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 2, &oracle);
+    let client = coordinator(&cluster, 2);
     let first = client.timestamp().await.unwrap();
     let second = client.timestamp().await.unwrap();
     client
@@ -183,8 +181,7 @@ async fn the_second_of_two_overlapping_writers_gets_a_conflict_naming_the_key() 
 async fn locks_of_a_vanished_coordinator_are_rolled_back_once_they_expire() {
     tinykv_integration::init_test_logging();
     let cluster = split_cluster().await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 3, &oracle);
+    let client = coordinator(&cluster, 3);
     let start = client.timestamp().await.unwrap();
     prewrite_only(&cluster, &[b"p", b"b"], b"lost", start, 300).await;
     // A reader at a later timestamp waits for the lock's TTL, then rolls it back.
@@ -221,8 +218,7 @@ async fn locks_of_a_vanished_coordinator_are_rolled_back_once_they_expire() {
 async fn a_reader_commits_the_secondary_of_a_transaction_whose_primary_committed() {
     tinykv_integration::init_test_logging();
     let cluster = split_cluster().await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 1, &oracle);
+    let client = coordinator(&cluster, 1);
     let start = client.timestamp().await.unwrap();
     prewrite_only(&cluster, &[b"p", b"b"], b"kept", start, 60_000).await;
     let commit_ts = client.timestamp().await.unwrap();
@@ -244,7 +240,7 @@ async fn a_reader_commits_the_secondary_of_a_transaction_whose_primary_committed
     drop(client);
     let mut cluster = cluster;
     cluster.restart_all().await;
-    let client = coordinator(&cluster, 2, &oracle);
+    let client = coordinator(&cluster, 2);
     let read = client
         .get(b"b", client.timestamp().await.unwrap())
         .await
@@ -290,8 +286,7 @@ async fn transfer(client: &TxnClient, rng: &mut rand::rngs::StdRng) -> tinykv::R
 async fn bank_transfers_keep_the_total_under_partitions_leader_moves_and_splits() {
     tinykv_integration::init_test_logging();
     let cluster = Cluster::start(3, RaftStoreConfig::for_tests()).await;
-    let oracle = LocalOracle::new();
-    let setup = coordinator(&cluster, 1, &oracle);
+    let setup = coordinator(&cluster, 1);
     let start = setup.timestamp().await.unwrap();
     let opening = (0..ACCOUNTS)
         .map(|i| put(&account(i), INITIAL.to_string().as_bytes()))
@@ -304,7 +299,7 @@ async fn bank_transfers_keep_the_total_under_partitions_leader_moves_and_splits(
     let failed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..4u64 {
-        let client = coordinator(&cluster, 1 + worker % 3, &oracle);
+        let client = coordinator(&cluster, 1 + worker % 3);
         let (stop, committed, failed) = (stop.clone(), committed.clone(), failed.clone());
         workers.push(actix_rt::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(worker);
@@ -323,7 +318,7 @@ async fn bank_transfers_keep_the_total_under_partitions_leader_moves_and_splits(
         }));
     }
     let reader = {
-        let client = coordinator(&cluster, 2, &oracle);
+        let client = coordinator(&cluster, 2);
         let stop = stop.clone();
         actix_rt::spawn(async move {
             let mut snapshots = 0u64;
@@ -453,8 +448,7 @@ async fn garbage_collection_keeps_what_reads_can_see_and_refuses_what_reaches_be
     let cluster = Cluster::start_with_txn_max_age(3, RaftStoreConfig::for_tests(), window).await;
     let first = cluster.region_for_key(&encode_key(b"a")).await;
     cluster.must_split(first.id, &[&encode_key(b"m")]).await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 1, &oracle);
+    let client = coordinator(&cluster, 1);
     let mut commits = Vec::new();
     for round in 0..3 {
         let start = client.timestamp().await.unwrap();
@@ -534,8 +528,7 @@ async fn prewrites_check_conditions_in_every_region_and_read_at_the_start() {
 
     tinykv_integration::init_test_logging();
     let cluster = split_cluster().await;
-    let oracle = LocalOracle::new();
-    let client = coordinator(&cluster, 2, &oracle);
+    let client = coordinator(&cluster, 2);
     let start = client.timestamp().await.unwrap();
     let v1 = client
         .commit(start, vec![put(b"b", b"1"), put(b"x", b"1")])

@@ -108,13 +108,13 @@ impl SingleStore {
             None,
         )
         .unwrap();
-        let service = KvService::new(store.router(), forwarder, timeouts)
-            .with_address_book(addresses.clone());
         let pd = Arc::new(pd);
-        let txn = crate::txn::client::TxnClient::new(
-            service.clone(),
-            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone())),
-        );
+        let clock: Arc<dyn crate::txn::client::TimestampSource> =
+            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone()));
+        let service = KvService::new(store.router(), forwarder, timeouts)
+            .with_address_book(addresses.clone())
+            .with_timestamps(clock.clone());
+        let txn = crate::txn::client::TxnClient::new(service.clone(), clock);
         let state = web::Data::new(ApiState {
             txn,
             service,

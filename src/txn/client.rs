@@ -10,7 +10,8 @@
 //!   TTL), commits or rolls back the lock accordingly, and reads again. A lock still
 //!   alive is waited for, with backoff, until the request's deadline.
 //! - **Commit** ([`TxnClient::commit`]) is two-phase. The first key written is the
-//!   primary. Prewrite locks every key, region by region; a conflict (a write committed
+//!   primary. (If every key lies in the primary's region, that region commits the
+//!   transaction in one phase, in the raft command that would have locked the keys.) Prewrite locks every key, region by region; a conflict (a write committed
 //!   since the start timestamp) aborts the transaction and rolls back what it had
 //!   locked. Then a commit timestamp is taken and the primary is committed, with the
 //!   other keys of its region in the same raft command: that write is the moment the
@@ -222,19 +223,23 @@ impl TxnClient {
             .prewrite(start_ts, &primary, &writes, &checks, deadline)
             .await;
         let reads = match prewritten {
-            Ok(Some(reads)) => reads,
+            Ok(Prewritten::Locked(reads)) => reads,
+            // All keys in one region: the prewrite was the commit.
+            Ok(Prewritten::Committed { commit_ts, reads }) => {
+                return Ok(Checked::Committed { commit_ts, reads })
+            }
             failed => {
-                // Nothing is committed: take back whatever was locked. Should this fail,
-                // the locks expire and readers roll them back.
+                // Not committed (or, after a one-phase attempt whose answer was lost,
+                // perhaps committed: then the rollback finds the commit and changes
+                // nothing). Take back whatever was locked. Should this fail, the locks
+                // expire and readers roll them back.
                 let keys: Vec<Vec<u8>> = writes.iter().map(|w| w.key().to_vec()).collect();
                 if let Err(e) = self.rollback(start_ts, keys).await {
                     tracing::debug!(start_ts, error = %e, "rolling back an aborted transaction failed");
                 }
                 return match failed {
                     Ok(_) => Ok(Checked::ConditionFailed),
-                    // The prewrites changed nothing anyone can see.
-                    Err(Error::OutcomeUnknown(inner)) => Err(*inner),
-                    Err(other) => Err(other),
+                    Err(e) => Err(e),
                 };
             }
         };
@@ -280,8 +285,9 @@ impl TxnClient {
         Ok(Checked::Committed { commit_ts, reads })
     }
 
-    /// Locks every key of `writes`, region by region, checking `checks` on the way;
-    /// answers the versions read, or `None` if a condition did not hold.
+    /// Locks every key of `writes`, region by region, checking `checks` on the way. The
+    /// primary's region is asked to commit in one phase if it holds every key. An error
+    /// says "outcome unknown" only if that one-phase commit's may have applied.
     async fn prewrite(
         &self,
         start_ts: u64,
@@ -289,14 +295,16 @@ impl TxnClient {
         writes: &[TxnWrite],
         checks: &Checks,
         deadline: Instant,
-    ) -> Result<Option<BTreeMap<Vec<u8>, Read>>> {
+    ) -> Result<Prewritten> {
         let mut backoff = Backoff::new(deadline);
         let mut reads = BTreeMap::new();
         let mut pending: BTreeMap<Vec<u8>, &TxnWrite> =
             writes.iter().map(|w| (encode_key(w.key()), w)).collect();
         // The primary's region first: its lock is what others check.
         let mut first = Some(encode_key(primary));
+        let mut locked_any = false;
         while let Some(routing) = first.take().or_else(|| pending.keys().next().cloned()) {
+            let try_one_pc = !locked_any;
             let mut batch: Vec<&TxnWrite> = vec![pending[&routing]];
             batch.extend(
                 pending
@@ -311,9 +319,16 @@ impl TxnClient {
                 lock_ttl: LOCK_TTL_MS,
                 conditions: checks.conditions.clone(),
                 read_keys: checks.read_keys.clone(),
+                try_one_pc,
                 ..Default::default()
             }));
-            let response = self.run(request).await?;
+            let response = match self.run(request).await {
+                Ok(response) => response,
+                // A one-phase commit may have applied; locks change nothing anyone sees.
+                Err(e) if try_one_pc => return Err(e),
+                Err(Error::OutcomeUnknown(inner)) => return Err(*inner),
+                Err(e) => return Err(e),
+            };
             let (region_start, region_end) =
                 (response.region_start.clone(), response.region_end.clone());
             let Some(Answer::Prewrite(prewrite)) = response.answer else {
@@ -335,7 +350,7 @@ impl TxnClient {
                 }
             }
             if prewrite.condition_failed {
-                return Ok(None);
+                return Ok(Prewritten::ConditionFailed);
             }
             for pair in prewrite.reads {
                 let read = (pair.commit_version > 0).then_some(Version {
@@ -344,9 +359,16 @@ impl TxnClient {
                 });
                 reads.insert(pair.key, read);
             }
+            if prewrite.one_pc_commit_version > 0 {
+                return Ok(Prewritten::Committed {
+                    commit_ts: prewrite.one_pc_commit_version,
+                    reads,
+                });
+            }
+            locked_any = true;
             pending.retain(|key, _| !in_range(key, &region_start, &region_end));
         }
-        Ok(Some(reads))
+        Ok(Prewritten::Locked(reads))
     }
 
     /// Commits the transaction's `keys` other than its primary, region by region.
@@ -536,6 +558,21 @@ pub enum Checked {
         reads: BTreeMap<Vec<u8>, Read>,
     },
     /// A condition did not hold; nothing was committed.
+    ConditionFailed,
+}
+
+/// How the prewrites of a transaction ended.
+enum Prewritten {
+    /// Every key is locked; these are the versions read.
+    Locked(BTreeMap<Vec<u8>, Read>),
+    /// Every key was in one region, which committed the transaction in one phase.
+    Committed {
+        /// Its commit timestamp.
+        commit_ts: u64,
+        /// The versions read.
+        reads: BTreeMap<Vec<u8>, Read>,
+    },
+    /// A condition did not hold; nothing was written.
     ConditionFailed,
 }
 

@@ -14,6 +14,8 @@
 //!   transaction's lock is there;
 //! - [`commit`]: replaces each lock with a commit record; committing again is a no-op,
 //!   and a transaction rolled back cannot commit;
+//! - [`commit_one_pc`]: a prewrite's values and commit records in one step, for a
+//!   transaction whose keys all lie in one region (see [`super::pending`]);
 //! - [`rollback`]: removes the transaction's locks and values and leaves rollback
 //!   records, so that a late prewrite of it fails; a committed transaction cannot roll
 //!   back;
@@ -162,6 +164,40 @@ pub fn prewrite(
         }
     }
     Ok(errors)
+}
+
+/// Percolator's one-phase commit (TiKV's 1PC) of `writes`, once [`prewrite`] found no
+/// conflict for them on this snapshot: each key's value and its commit record at
+/// `commit_ts` in one batch, with no lock in between. A lock the transaction left on a
+/// key earlier (a prewrite whose answer was lost) is removed.
+pub fn commit_one_pc(txn: &mut MvccTxn, writes: &[TxnWrite], commit_ts: u64) -> Result<()> {
+    for write in writes {
+        let key = write.key();
+        if txn
+            .get_lock(key)?
+            .is_some_and(|lock| lock.ts == txn.start_ts())
+        {
+            txn.delete_lock(key);
+        }
+        if let TxnWrite::Put { value, .. } = write {
+            txn.put_value(key, value.clone());
+        }
+        let record = Write {
+            start_ts: txn.start_ts(),
+            kind: write.kind(),
+        };
+        txn.put_write(key, commit_ts, &record);
+    }
+    Ok(())
+}
+
+/// When the transaction committed `key`, if it did: a one-phase commit asked again after
+/// its first answer was lost finds its own commit record where a conflict would be.
+pub fn committed_at(txn: &MvccTxn, key: &[u8]) -> Result<Option<u64>> {
+    Ok(match txn.current_write(key)? {
+        Some((write, commit_ts)) if write.kind != WriteKind::Rollback => Some(commit_ts),
+        _ => None,
+    })
 }
 
 /// Commits the transaction's `keys` at `commit_ts`.

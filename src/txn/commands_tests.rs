@@ -167,6 +167,52 @@ fn a_prewrite_repeated_or_of_several_keys_locks_each_once() {
     );
 }
 
+// ---- one-phase commit
+
+#[test]
+fn a_one_phase_commit_writes_values_and_records_and_no_lock() {
+    let store = Store::new();
+    let writes = [
+        put(b"a", b"1"),
+        TxnWrite::Delete { key: b"b".to_vec() },
+        TxnWrite::Lock { key: b"c".to_vec() },
+    ];
+    store.committed_put(b"b", b"old", 10, 20);
+    // A prewrite of `a` whose answer was lost left its lock: the commit removes it.
+    store.locked(b"a", b"a", 100, WriteKind::Put);
+    store.write(100, |txn| commit_one_pc(txn, &writes, 110).unwrap());
+    assert!(store.pairs(Cf::Lock).is_empty(), "no lock is left");
+    assert_eq!(store.value_at(b"a", 110).as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        store.value_at(b"a", 109),
+        None,
+        "invisible before its commit"
+    );
+    assert_eq!(store.value_at(b"b", 110), None, "deleted at 110");
+    assert_eq!(store.value_at(b"b", 109).as_deref(), Some(&b"old"[..]));
+    let lock_record = write_at(&store, b"c", 110).expect("a lock-only record");
+    assert_eq!(
+        (lock_record.kind, lock_record.start_ts),
+        (WriteKind::Lock, 100)
+    );
+    // A later transaction that started before 110 conflicts on each key.
+    let errors = store.write(105, |txn| prewrite(txn, &writes, b"a", 1000).unwrap());
+    assert_eq!(errors.len(), 3, "{errors:?}");
+}
+
+#[test]
+fn a_transaction_finds_its_own_commit_but_not_a_rollback_or_anothers() {
+    let store = Store::new();
+    store.committed_put(b"k", b"v", 100, 110);
+    store.committed_put(b"o", b"v", 90, 120);
+    store.committed(b"r", WriteKind::Rollback, 100, 100);
+    let found = |key: &[u8]| store.read(100, |txn| committed_at(txn, key).unwrap());
+    assert_eq!(found(b"k"), Some(110));
+    assert_eq!(found(b"o"), None, "another transaction's commit");
+    assert_eq!(found(b"r"), None, "a rollback is no commit");
+    assert_eq!(found(b"none"), None);
+}
+
 // ---- commit (4B)
 
 #[test]

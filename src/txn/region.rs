@@ -4,9 +4,9 @@
 //! key and handles the command's keys that lie in that region; its answer names the
 //! region's range, so the caller sends the other keys on to the next region.
 //!
-//! - **Reads** (get, scan) take a linearizable snapshot, at the leader or at a follower
-//!   that knows the leader, exactly as a raw read does, and read the versions at the
-//!   command's timestamp from it.
+//! - **Reads** (get, scan) wait until no one-phase commit in flight on the node holds
+//!   their keys ([`super::pending`]), take a linearizable snapshot at the leader, and read
+//!   the versions at the command's timestamp from it.
 //! - **Writes** (prewrite, commit, rollback, check-txn-status, resolve-lock) run at the
 //!   leader. The executor first holds the [latches](super::latches) of the command's keys
 //!   (in the region the Router routes them to), then takes a leader-only snapshot, which
@@ -16,6 +16,12 @@
 //!   the command (`stale_command`, not applied); a split or merge in between fails it
 //!   with `epoch_not_match`, at proposal or at apply. Either way nothing was written and
 //!   the command is tried again on a new snapshot.
+//!
+//! A prewrite asked to commit in one phase (`try_one_pc`) whose keys all lie in the
+//! region does so: once its checks pass, the keys are listed as pending, a commit
+//! timestamp is taken from the oracle, and the values and commit records are proposed
+//! instead of locks ([`commands::commit_one_pc`]). Asked again after a lost answer, it
+//! finds its own commit record and answers its timestamp.
 //!
 //! The latches are released only once the proposal's fate is known: applied, refused,
 //! or overwritten by a new leader. A caller whose wait times out is told the outcome is
@@ -34,19 +40,22 @@ use tinykv_actors::{Error as StoreError, StoreRouter};
 use tinykv_proto::kvrpcpb::{
     txn_request::Command, txn_response::Answer, Action, BatchRollbackResponse,
     CheckTxnStatusResponse, CommitResponse, GcRequest, GcResponse, GetResponse, LockInfo,
-    PrewriteResponse, ResolveLockResponse, ScanLockResponse, ScanResponse, TxnRequest, TxnResponse,
-    VersionedPair,
+    PrewriteRequest, PrewriteResponse, ResolveLockResponse, ScanLockResponse, ScanResponse,
+    TxnRequest, TxnResponse, VersionedPair,
 };
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
     CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
 };
 
+use super::client::TimestampSource;
+use super::commands::TxnWrite;
 use super::commands::{self, KeyError, StatusAction};
 use super::conditions::Condition;
 use super::keys::encode_key;
 use super::latches::Latches;
 use super::mvcc::MvccTxn;
+use super::pending::{PendingCommits, PendingGuard};
 use super::wire::{is_write, key_error_to_pb, request_keys, writes_of};
 use crate::error::{Error, Result};
 use crate::placement::tso;
@@ -58,7 +67,11 @@ use crate::service::{cf_name, snap_command};
 pub struct TxnExecutor {
     store: StoreRouter,
     latches: Arc<Latches>,
+    pending: PendingCommits,
     max_age: Duration,
+    /// Where one-phase commits take their commit timestamps; without one, prewrites
+    /// always lock.
+    clock: Option<Arc<dyn TimestampSource>>,
 }
 
 impl TxnExecutor {
@@ -68,8 +81,17 @@ impl TxnExecutor {
         TxnExecutor {
             store,
             latches: Arc::new(Latches::default()),
+            pending: PendingCommits::default(),
             max_age,
+            clock: None,
         }
+    }
+
+    /// The same executor, committing transactions whose keys lie in one region in one
+    /// phase with commit timestamps from `clock` (the oracle every coordinator uses).
+    pub fn with_clock(mut self, clock: Arc<dyn TimestampSource>) -> TxnExecutor {
+        self.clock = Some(clock);
+        self
     }
 
     /// Executes `request` on the local region holding its first key, taking at most
@@ -84,7 +106,18 @@ impl TxnExecutor {
             return Ok(refusal);
         }
         if !is_write(&request) {
-            let snapshot = self.read_snapshot(&routing, false, deadline).await?.0;
+            if let Some((start, end)) = read_range(&request) {
+                if !self
+                    .pending
+                    .wait_clear(&start, end.as_deref(), deadline)
+                    .await
+                {
+                    return Err(Error::Store(StoreError::ServerIsBusy(
+                        "a commit of the keys read is still in flight".into(),
+                    )));
+                }
+            }
+            let snapshot = self.read_snapshot(&routing, true, deadline).await?.0;
             return Ok(answer(&snapshot, read(&snapshot, request)?));
         }
         if let Some(Command::Gc(gc)) = &request.command {
@@ -134,19 +167,72 @@ impl TxnExecutor {
                 }
                 Ok((snapshot, term))
             })?;
-        let (response, mutations) = write(&snapshot, request)?;
+        let (response, mutations, pending) = match write(&snapshot, request, self.clock.is_some())?
+        {
+            Decision::Propose(response, mutations) => (response, mutations, None),
+            Decision::OnePhase {
+                response,
+                start_ts,
+                writes,
+            } => {
+                let (response, mutations, pending) = self
+                    .one_phase(&snapshot, response, start_ts, &writes, deadline)
+                    .await?;
+                (response, mutations, Some(pending))
+            }
+        };
         if mutations.is_empty() {
             return Ok(answer(&snapshot, response));
         }
         let answered = self.propose(&snapshot, term, mutations)?;
-        // The latches go with the proposal's fate, however long the caller waits.
+        // The latches (and a one-phase commit's pending keys) go with the proposal's
+        // fate, however long the caller waits.
         let fate = tokio::spawn(async move {
             let result = answered.await.ok();
+            drop(pending);
             drop(guard);
             result
         });
         applied(async { fate.await.ok().flatten() }, deadline).await?;
         Ok(answer(&snapshot, response))
+    }
+
+    /// Turns a prewrite that passed its checks into a one-phase commit: lists its keys as
+    /// pending, takes a commit timestamp and gathers the values and commit records.
+    async fn one_phase(
+        &self,
+        snapshot: &RegionSnapshot,
+        mut response: PrewriteResponse,
+        start_ts: u64,
+        writes: &[TxnWrite],
+        deadline: Instant,
+    ) -> Result<(Answer, Vec<EngineMutation>, PendingGuard)> {
+        let clock = self
+            .clock
+            .as_ref()
+            .ok_or_else(|| Error::Io("a one-phase commit without an oracle".into()))?;
+        // Listed before the timestamp is asked for: a reader with a newer one waits.
+        let pending = self
+            .pending
+            .hold(writes.iter().map(|w| encode_key(w.key())).collect());
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let commit_ts = tokio::time::timeout(remaining, clock.timestamps(1))
+            .await
+            .map_err(|_| {
+                // Nothing was proposed: not applied.
+                Error::Store(StoreError::ServerIsBusy(
+                    "the timestamp oracle did not answer in time".into(),
+                ))
+            })??;
+        if commit_ts <= start_ts {
+            return Err(Error::Io(format!(
+                "the oracle answered {commit_ts}, not after the start timestamp {start_ts}"
+            )));
+        }
+        let mut txn = MvccTxn::new(snapshot, start_ts);
+        commands::commit_one_pc(&mut txn, writes, commit_ts)?;
+        response.one_pc_commit_version = commit_ts;
+        Ok((Answer::Prewrite(response), txn.into_mutations(), pending))
     }
 
     /// Proposes `mutations` to the region `snapshot` was read from, in `term` and the
@@ -314,6 +400,24 @@ fn ts_too_old(ts: u64, max_age: Duration) -> Error {
     )
 }
 
+/// The stored keys a read covers, `[start, end)` (`None`: no end), for it to wait for
+/// one-phase commits of; `None` for reads of locks, which such commits never leave.
+fn read_range(request: &TxnRequest) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    match &request.command {
+        Some(Command::Get(get)) => {
+            let key = encode_key(&get.key);
+            let mut end = key.clone();
+            end.push(0);
+            Some((key, Some(end)))
+        }
+        Some(Command::Scan(scan)) => Some((
+            encode_key(&scan.start_key),
+            (!scan.end_key.is_empty()).then(|| encode_key(&scan.end_key)),
+        )),
+        _ => None,
+    }
+}
+
 /// Whether the stored key `key` lies in `region`.
 fn in_region(key: &[u8], region: &metapb::Region) -> bool {
     key >= region.start_key.as_slice()
@@ -415,71 +519,32 @@ fn read(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<Answer> {
     }
 }
 
-/// Runs a writing command on `snapshot`, for the keys of its region only; answers the
-/// response and the writes to propose (none if the command failed on a key).
-fn write(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<(Answer, Vec<EngineMutation>)> {
+/// What a writing command decided on its snapshot.
+enum Decision {
+    /// Answer this, once the writes (if any; none if the command failed on a key) have
+    /// applied.
+    Propose(Answer, Vec<EngineMutation>),
+    /// A prewrite whose checks passed, to commit in one phase ([`TxnExecutor::one_phase`]).
+    OnePhase {
+        /// The answer so far (the reads).
+        response: PrewriteResponse,
+        /// The transaction's start timestamp.
+        start_ts: u64,
+        /// Its writes, all in this region.
+        writes: Vec<TxnWrite>,
+    },
+}
+
+/// Runs a writing command on `snapshot`, for the keys of its region only. A prewrite
+/// asking for it may be committed in one phase if `one_pc` (an oracle is at hand).
+fn write(snapshot: &RegionSnapshot, request: TxnRequest, one_pc: bool) -> Result<Decision> {
     let here = |keys: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
         keys.into_iter()
             .filter(|key| in_region(&encode_key(key), &snapshot.region))
             .collect()
     };
     let outcome = match request.command {
-        Some(Command::Prewrite(prewrite)) => {
-            let all = writes_of(&prewrite.mutations)?;
-            let locked: HashSet<&[u8]> = all.iter().map(|w| w.key()).collect();
-            // A key of another region is that region's prewrite's to check.
-            let here_too = |key: &[u8]| -> Result<bool> {
-                if !in_region(&encode_key(key), &snapshot.region) {
-                    return Ok(false);
-                }
-                if !locked.contains(key) {
-                    return Err(Error::bad_request(
-                        "invalid_txn_command",
-                        "a prewrite checks and reads only keys it locks",
-                    ));
-                }
-                Ok(true)
-            };
-            let writes: Vec<_> = all
-                .iter()
-                .filter(|w| in_region(&encode_key(w.key()), &snapshot.region))
-                .cloned()
-                .collect();
-            let mut txn = MvccTxn::new(snapshot, prewrite.start_version);
-            let errors =
-                commands::prewrite(&mut txn, &writes, &prewrite.primary_lock, prewrite.lock_ttl)?;
-            let mut response = PrewriteResponse {
-                errors: errors.iter().map(key_error_to_pb).collect(),
-                ..Default::default()
-            };
-            if !errors.is_empty() {
-                return Ok((Answer::Prewrite(response), Vec::new()));
-            }
-            // No write committed since the start timestamp (prewrite checked): the
-            // versions at it are the keys' newest, and the latches keep them so.
-            for pb in &prewrite.conditions {
-                let condition = Condition::from_pb(pb)?;
-                if here_too(&condition.key)?
-                    && !condition.holds(txn.get_version(&condition.key)?.as_ref())
-                {
-                    response.condition_failed = true;
-                    return Ok((Answer::Prewrite(response), Vec::new()));
-                }
-            }
-            for key in &prewrite.read_keys {
-                if !here_too(key)? {
-                    continue;
-                }
-                let read = txn.get_version(key)?;
-                response.reads.push(VersionedPair {
-                    key: key.clone(),
-                    commit_version: read.as_ref().map_or(0, |v| v.commit_ts),
-                    value: read.map(|v| v.value).unwrap_or_default(),
-                    error: None,
-                });
-            }
-            (Answer::Prewrite(response), txn.into_mutations())
-        }
+        Some(Command::Prewrite(prewrite)) => return prewrite_here(snapshot, prewrite, one_pc),
         Some(Command::Commit(commit)) => {
             if commit.commit_version < commit.start_version {
                 return Err(Error::bad_request(
@@ -556,7 +621,89 @@ fn write(snapshot: &RegionSnapshot, request: TxnRequest) -> Result<(Answer, Vec<
         }
         _ => return Err(Error::Io("a read was run as a write".into())),
     };
-    Ok(outcome)
+    Ok(Decision::Propose(outcome.0, outcome.1))
+}
+
+/// Prewrites the keys of `prewrite` that lie in the snapshot's region, checking its
+/// conditions and reading its read keys there; see [`write`].
+fn prewrite_here(
+    snapshot: &RegionSnapshot,
+    prewrite: PrewriteRequest,
+    one_pc: bool,
+) -> Result<Decision> {
+    let all = writes_of(&prewrite.mutations)?;
+    let locked: HashSet<&[u8]> = all.iter().map(|w| w.key()).collect();
+    // A key of another region is that region's prewrite's to check.
+    let here_too = |key: &[u8]| -> Result<bool> {
+        if !in_region(&encode_key(key), &snapshot.region) {
+            return Ok(false);
+        }
+        if !locked.contains(key) {
+            return Err(Error::bad_request(
+                "invalid_txn_command",
+                "a prewrite checks and reads only keys it locks",
+            ));
+        }
+        Ok(true)
+    };
+    let writes: Vec<TxnWrite> = all
+        .iter()
+        .filter(|w| in_region(&encode_key(w.key()), &snapshot.region))
+        .cloned()
+        .collect();
+    let one_pc = one_pc && prewrite.try_one_pc && writes.len() == all.len();
+    let mut txn = MvccTxn::new(snapshot, prewrite.start_version);
+    let errors = commands::prewrite(&mut txn, &writes, &prewrite.primary_lock, prewrite.lock_ttl)?;
+    let mut response = PrewriteResponse::default();
+    // A one-phase commit asked again after its answer was lost finds itself committed.
+    let committed = match (errors.first(), writes.first()) {
+        (Some(KeyError::Conflict { .. }), Some(first)) if one_pc => {
+            commands::committed_at(&txn, first.key())?
+        }
+        _ => None,
+    };
+    if committed.is_none() && !errors.is_empty() {
+        response.errors = errors.iter().map(key_error_to_pb).collect();
+        return Ok(Decision::Propose(Answer::Prewrite(response), Vec::new()));
+    }
+    // No write committed since the start timestamp (prewrite checked): the versions at
+    // it are the keys' newest, and the latches keep them so. (A transaction committed
+    // already passed these checks then, on the same versions.)
+    for pb in &prewrite.conditions {
+        let condition = Condition::from_pb(pb)?;
+        if here_too(&condition.key)? && !condition.holds(txn.get_version(&condition.key)?.as_ref())
+        {
+            response.condition_failed = true;
+            return Ok(Decision::Propose(Answer::Prewrite(response), Vec::new()));
+        }
+    }
+    for key in &prewrite.read_keys {
+        if !here_too(key)? {
+            continue;
+        }
+        let read = txn.get_version(key)?;
+        response.reads.push(VersionedPair {
+            key: key.clone(),
+            commit_version: read.as_ref().map_or(0, |v| v.commit_ts),
+            value: read.map(|v| v.value).unwrap_or_default(),
+            error: None,
+        });
+    }
+    if let Some(commit_ts) = committed {
+        response.one_pc_commit_version = commit_ts;
+        return Ok(Decision::Propose(Answer::Prewrite(response), Vec::new()));
+    }
+    if one_pc {
+        return Ok(Decision::OnePhase {
+            response,
+            start_ts: prewrite.start_version,
+            writes,
+        });
+    }
+    Ok(Decision::Propose(
+        Answer::Prewrite(response),
+        txn.into_mutations(),
+    ))
 }
 
 /// The answer, and the transaction's writes if the command succeeded (none otherwise).
