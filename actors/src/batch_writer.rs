@@ -64,6 +64,9 @@ pub trait WriteKind: Unpin + 'static {
     fn must_sync(task: &Self::Task) -> bool;
     /// Acknowledges a task whose mutations are written (and synced if it asked).
     fn on_durable(task: Self::Task);
+    /// Most mutations one engine write of this writer holds, if its batches are written
+    /// in pieces ([`write_paced`]); `None`: a batch is one engine write.
+    const PACE: Option<usize> = None;
 }
 
 /// The group-commit actor; see the module documentation.
@@ -143,20 +146,36 @@ impl<K: WriteKind> BatchWriter<K> {
             let sync = tasks.iter().any(K::must_sync);
             let started = Instant::now();
             let mutations = tasks.iter().flat_map(|t| K::mutations(t).iter());
-            let result = engine.write_all(mutations, sync);
+            let (result, elapsed) = match K::PACE {
+                None => (engine.write_all(mutations, sync), started.elapsed()),
+                Some(limit) => write_paced(&engine, mutations, limit, sync),
+            };
             let bytes = tasks
                 .iter()
                 .flat_map(|t| K::mutations(t))
                 .map(Mutation::size);
-            let (count, elapsed) = (tasks.len(), started.elapsed());
+            let count = tasks.len();
             crate::metrics::batch_written(K::METRIC_LABEL, count, bytes.sum(), elapsed);
             tracing::trace!(
                 writer = K::NAME,
                 tasks = tasks.len(),
                 sync,
-                micros = started.elapsed().as_micros() as u64,
+                micros = elapsed.as_micros() as u64,
                 "batch written"
             );
+            if elapsed > crate::metrics::SLOW_BATCH {
+                // Every write of the batch, and every one queued behind it, waited this
+                // long: say what the engine was busy with.
+                let housekeeping = engine.housekeeping();
+                tracing::warn!(
+                    writer = K::NAME,
+                    tasks = count,
+                    sync,
+                    millis = elapsed.as_millis() as u64,
+                    ?housekeeping,
+                    "slow batch write"
+                );
+            }
             (tasks, result)
         });
         ctx.spawn(write.into_actor(self).map(|joined, writer, ctx| {
@@ -192,6 +211,42 @@ impl<K: WriteKind> Handler<K::Task> for BatchWriter<K> {
         self.pending.push(task);
         self.flush(ctx);
     }
+}
+
+/// Pause between two pieces of a paced batch ([`write_paced`]).
+pub const PACE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Writes `mutations` at most `limit` per engine write, pausing [`PACE_PAUSE`] between
+/// writes; fsyncs the last if `sync`. Answers the outcome and the time spent writing
+/// (pauses excluded).
+///
+/// Every engine write holds fjall's journal lock while it inserts its keys into the
+/// memtables, and every writer of the store waits for that lock. One write of the ten
+/// thousand deletions a raft log compaction brings held it for 40-60 ms on the benchmark
+/// machine, and since every replica compacts at the same moment, the raft-log and apply
+/// writers of all three nodes stalled together (`docs/performance.md`). In pieces of a
+/// few hundred keys, with a pause between them in which the other writers take the lock,
+/// nothing waits for more than one piece.
+pub fn write_paced<'a>(
+    engine: &Engine,
+    mutations: impl IntoIterator<Item = &'a Mutation>,
+    limit: usize,
+    sync: bool,
+) -> (Result<(), Error>, std::time::Duration) {
+    let mutations: Vec<&Mutation> = mutations.into_iter().collect();
+    let mut writing = std::time::Duration::ZERO;
+    let mut pieces = mutations.chunks(limit.max(1)).peekable();
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let started = Instant::now();
+        let result = engine.write_all(piece.iter().copied(), sync && last);
+        writing += started.elapsed();
+        if result.is_err() || last {
+            return (result, writing);
+        }
+        std::thread::sleep(PACE_PAUSE);
+    }
+    (Ok(()), writing)
 }
 
 /// Raft log appends: fsynced when the `Ready` demands it, acknowledged with [`Persisted`].
@@ -249,13 +304,20 @@ impl WriteKind for ApplyLog {
 }
 
 /// Deletion of compacted raft log entries: unsynced (a crash only leaves garbage below the
-/// truncated index, which the next compaction deletes) and acknowledged to nobody.
+/// truncated index, which the next compaction deletes), acknowledged to nobody, and paced
+/// ([`write_paced`], [`LOG_GC_PIECE`] keys at a time) so that a compaction of thousands
+/// of entries never holds the engine's journal lock for long.
 pub struct LogGc;
+
+/// Keys per engine write of the raft log's deletions (about 1 ms of holding the journal
+/// lock on the benchmark machine).
+pub const LOG_GC_PIECE: usize = 256;
 
 impl WriteKind for LogGc {
     type Task = LogGcTask;
     const NAME: &'static str = "raft-log-gc";
     const METRIC_LABEL: &'static str = "log_gc";
+    const PACE: Option<usize> = Some(LOG_GC_PIECE);
 
     fn mutations(task: &LogGcTask) -> &[Mutation] {
         &task.mutations
@@ -329,6 +391,38 @@ mod tests {
             value: b"v".to_vec(),
         }];
         (Put { mutations, ack }, acked)
+    }
+
+    #[test]
+    fn a_paced_write_writes_everything_in_pieces_and_stops_at_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let puts: Vec<Mutation> = (0..1000)
+            .map(|i| Mutation::Put {
+                cf: Cf::Default,
+                key: format!("k{i:04}").into_bytes(),
+                value: b"v".to_vec(),
+            })
+            .collect();
+        let (result, writing) = write_paced(&engine, &puts, 300, true);
+        result.unwrap();
+        assert!(writing > std::time::Duration::ZERO);
+        for i in [0, 299, 300, 999] {
+            let key = format!("k{i:04}");
+            assert_eq!(
+                engine.get(Cf::Default, key.as_bytes()).unwrap(),
+                Some(b"v".to_vec())
+            );
+        }
+        let deletes: Vec<Mutation> = (0..1000)
+            .map(|i| Mutation::Delete {
+                cf: Cf::Default,
+                key: format!("k{i:04}").into_bytes(),
+            })
+            .collect();
+        engine.fail_writes();
+        let (result, _) = write_paced(&engine, &deletes, 300, false);
+        assert!(result.is_err(), "the failure is reported");
     }
 
     #[actix_rt::test]

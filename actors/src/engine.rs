@@ -170,6 +170,25 @@ pub struct EngineSnapshot {
     snapshot: fjall::Snapshot,
 }
 
+/// The LSM-tree's housekeeping at one moment ([`Engine::housekeeping`]). fjall stalls
+/// writers when it falls behind: with four sealed memtables in a keyspace waiting to be
+/// flushed (100 ms sleeps), or twenty runs of tables in its first level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// Journal files (the active one and those whose data awaits a flush).
+    pub journals: usize,
+    /// Memtable flushes queued or running.
+    pub flushes_queued: usize,
+    /// Sealed memtables not flushed yet, over all keyspaces.
+    pub sealed_memtables: usize,
+    /// Table files, over all keyspaces.
+    pub tables: usize,
+    /// Compactions running.
+    pub compactions_running: usize,
+    /// Compactions completed since the engine opened.
+    pub compactions_done: usize,
+}
+
 impl Engine {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
@@ -216,6 +235,26 @@ impl Engine {
     /// Bytes the block cache holds.
     pub fn block_cache_bytes(&self) -> u64 {
         self.inner.db.cache_size()
+    }
+
+    /// The LSM-tree's housekeeping now: what a write may be waiting behind.
+    pub fn housekeeping(&self) -> Housekeeping {
+        let inner = &self.inner;
+        let keyspaces = [
+            &inner.default,
+            &inner.lock,
+            &inner.write,
+            &inner.raft,
+            &inner.meta,
+        ];
+        Housekeeping {
+            journals: inner.db.journal_count(),
+            flushes_queued: inner.db.outstanding_flushes(),
+            sealed_memtables: keyspaces.iter().map(|k| k.sealed_memtable_count()).sum(),
+            tables: keyspaces.iter().map(|k| k.table_count()).sum(),
+            compactions_running: inner.db.active_compactions(),
+            compactions_done: inner.db.compactions_completed(),
+        }
     }
 
     /// The directory of this database.

@@ -17,13 +17,18 @@
 //! - **Group commit** of the batched writers, by writer (`raft_log`, `apply`, `log_gc`):
 //!   tasks and bytes per batch ([`BATCH_TASKS`], [`BATCH_BYTES`]) and the time one batch
 //!   takes to write, fsync included ([`BATCH_WRITE_DURATION`]). Batches of one task under
-//!   load mean group commit is not grouping; long writes mean a slow disk.
+//!   load mean group commit is not grouping; long writes mean a slow disk. Batches that
+//!   took longer than [`SLOW_BATCH`] are counted ([`BATCH_WRITE_SLOW`]) and logged at
+//!   warn level with the engine's housekeeping at that moment: every write behind such a
+//!   batch waited as long.
 //! - **Regions and leaders** this store holds ([`STORE_REGIONS`], [`STORE_LEADERS`], by
 //!   store id), kept up to date by the Router as peers report their region and leader.
 //! - **Engine memory** ([`ENGINE_MEMORY`], by store and part: `write_buffer`, the bytes in
 //!   fjall's memtables, and `block_cache`, the bytes its block cache holds), sampled by
 //!   the Store every few seconds: the part of a node's memory that is the engine's
-//!   caches rather than the raftstore's own.
+//!   caches rather than the raftstore's own. With it, the LSM-tree's housekeeping
+//!   ([`ENGINE_HOUSEKEEPING`]: journal files, flushes queued, sealed memtables, tables,
+//!   compactions running), which is what fjall stalls writers behind when it lags.
 //! - **Router backlog**: raft messages from other stores waiting in the Router's mailbox
 //!   ([`ROUTER_INBOUND_QUEUED`], and its high-water mark [`ROUTER_INBOUND_QUEUED_MAX`]):
 //!   a Router that falls behind delays every region of the store, and its queue costs
@@ -153,6 +158,30 @@ pub static BATCH_WRITE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Time to write one batch to the engine, fsync included, by writer.",
         &["writer"],
         duration_buckets()
+    )
+    .expect("metric registers once")
+});
+
+/// A batch slower than this is a stall: counted and logged (see the module documentation).
+pub const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Batches that took longer than [`SLOW_BATCH`] to write, by writer.
+pub static BATCH_WRITE_SLOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tinykv_batch_write_slow_total",
+        "Batches that took longer than 50 ms to write, fsync included, by writer.",
+        &["writer"]
+    )
+    .expect("metric registers once")
+});
+
+/// The engine's housekeeping by store and part (`journals`, `flushes_queued`,
+/// `sealed_memtables`, `tables`, `compactions_running`).
+pub static ENGINE_HOUSEKEEPING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tinykv_engine_housekeeping",
+        "The LSM-tree's housekeeping: journal files, memtable flushes queued, sealed memtables, table files, compactions running.",
+        &["store", "part"]
     )
     .expect("metric registers once")
 });
@@ -306,6 +335,7 @@ pub fn register_all() {
         BATCH_TASKS.with_label_values(&[writer]);
         BATCH_BYTES.with_label_values(&[writer]);
         BATCH_WRITE_DURATION.with_label_values(&[writer]);
+        BATCH_WRITE_SLOW.with_label_values(&[writer]);
     }
     for event in SNAPSHOT_EVENTS {
         for result in ["ok", "failed"] {
@@ -324,6 +354,8 @@ pub fn register_all() {
     LazyLock::force(&STORE_REGIONS);
     LazyLock::force(&STORE_LEADERS);
     LazyLock::force(&ENGINE_MEMORY);
+    LazyLock::force(&ENGINE_HOUSEKEEPING);
+    LazyLock::force(&BATCH_WRITE_SLOW);
     LazyLock::force(&SNAPSHOTS);
     LazyLock::force(&MESSAGES_REFUSED);
     LazyLock::force(&PEER_RESTARTS);
@@ -443,6 +475,9 @@ pub fn batch_written(writer: &str, tasks: usize, bytes: usize, elapsed: std::tim
     BATCH_WRITE_DURATION
         .with_label_values(&[writer])
         .observe(elapsed.as_secs_f64());
+    if elapsed > SLOW_BATCH {
+        BATCH_WRITE_SLOW.with_label_values(&[writer]).inc();
+    }
 }
 
 /// Sets the region and leader gauges of store `store_id`.
@@ -454,6 +489,22 @@ pub fn set_store_counts(store_id: u64, regions: usize, leaders: usize) {
     STORE_LEADERS
         .with_label_values(&[store.as_str()])
         .set(leaders as i64);
+}
+
+/// Sets the housekeeping gauges of store `store_id`.
+pub fn set_engine_housekeeping(store_id: u64, state: &crate::engine::Housekeeping) {
+    let store = store_id.to_string();
+    for (part, count) in [
+        ("journals", state.journals),
+        ("flushes_queued", state.flushes_queued),
+        ("sealed_memtables", state.sealed_memtables),
+        ("tables", state.tables),
+        ("compactions_running", state.compactions_running),
+    ] {
+        ENGINE_HOUSEKEEPING
+            .with_label_values(&[store.as_str(), part])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 }
 
 /// Sets the engine memory gauges of store `store_id`.

@@ -249,6 +249,7 @@ impl Store {
             engine.write_buffer_bytes(),
             engine.block_cache_bytes(),
         );
+        crate::metrics::set_engine_housekeeping(self.store_id(), &engine.housekeeping());
     }
 
     /// Sends `msg` to the next [`RESTART_WAKES_PER_TICK`] restarted peers of the queue

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, CompareOptions, Plan, RunOptions, Stop};
-use crate::report::{compare_markdown, render_table, summaries, Report};
+use crate::report::{compare_markdown, render_table, summaries, Report, SlowSample};
 use crate::runner::Shared;
 use crate::target::Target;
 
@@ -138,6 +138,12 @@ async fn run(options: &RunOptions) -> Result<ExitCode, String> {
         error_samples,
         other_errors,
         longest_gap_ms: outcome.longest_gap.as_secs_f64() * 1000.0,
+        slowest: outcome
+            .recorder
+            .slowest()
+            .iter()
+            .map(SlowSample::of)
+            .collect(),
     };
 
     print!("{}", render_table(&report));

@@ -128,6 +128,22 @@ pub struct Recorder {
     errors: ErrorLog,
     /// When each success completed.
     completions: Vec<Instant>,
+    /// The [`SLOWEST_KEPT`] slowest successes, slowest first.
+    slowest: Vec<SlowOp>,
+}
+
+/// How many of the slowest operations a run reports, with when they finished.
+pub const SLOWEST_KEPT: usize = 5;
+
+/// One of the slowest operations of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowOp {
+    /// Its kind.
+    pub op: OpKind,
+    /// How long it took.
+    pub latency: Duration,
+    /// When it finished (wall clock, to find it in the servers' logs).
+    pub finished: std::time::SystemTime,
 }
 
 impl Recorder {
@@ -144,6 +160,26 @@ impl Recorder {
             recorder.misses += 1;
         }
         self.completions.push(Instant::now());
+        let slow_enough = self.slowest.len() < SLOWEST_KEPT
+            || self.slowest.last().is_some_and(|s| s.latency < latency);
+        if slow_enough {
+            self.keep_slow(SlowOp {
+                op,
+                latency,
+                finished: std::time::SystemTime::now(),
+            });
+        }
+    }
+
+    fn keep_slow(&mut self, slow: SlowOp) {
+        let at = self.slowest.partition_point(|s| s.latency >= slow.latency);
+        self.slowest.insert(at, slow);
+        self.slowest.truncate(SLOWEST_KEPT);
+    }
+
+    /// The slowest successes, slowest first.
+    pub fn slowest(&self) -> &[SlowOp] {
+        &self.slowest
     }
 
     /// Records a failure of `op`.
@@ -164,6 +200,9 @@ impl Recorder {
         }
         self.errors.merge(&other.errors);
         self.completions.extend_from_slice(&other.completions);
+        for slow in &other.slowest {
+            self.keep_slow(*slow);
+        }
     }
 
     /// The longest time within `[from, to]` in which no operation succeeded.
@@ -318,6 +357,48 @@ pub struct Report {
     /// results of older versions).
     #[serde(default)]
     pub longest_gap_ms: f64,
+    /// The slowest operations, slowest first, with when they finished (empty in results
+    /// of older versions).
+    #[serde(default)]
+    pub slowest: Vec<SlowSample>,
+}
+
+/// One of the slowest operations, as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlowSample {
+    /// `read` or `write`.
+    pub op: String,
+    /// Its latency, ms.
+    pub latency_ms: f64,
+    /// When it finished, in milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+}
+
+impl SlowSample {
+    /// The sample of `slow`.
+    pub fn of(slow: &SlowOp) -> SlowSample {
+        SlowSample {
+            op: slow.op.name().to_string(),
+            latency_ms: slow.latency.as_secs_f64() * 1000.0,
+            finished_unix_ms: slow
+                .finished
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+/// `ms` since the Unix epoch as a UTC time of day, `HH:MM:SS.mmm` (as the servers' logs
+/// show it).
+pub fn utc_time_of_day(unix_ms: u64) -> String {
+    let ms_of_day = unix_ms % 86_400_000;
+    let (h, m, s, ms) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{h:02}:{m:02}:{s:02}.{ms:03}")
 }
 
 impl Report {
@@ -387,6 +468,21 @@ pub fn render_table(report: &Report) -> String {
         "longest time without a successful operation: {} ms",
         fmt_ms(report.longest_gap_ms)
     );
+    if !report.slowest.is_empty() {
+        let slowest: Vec<String> = report
+            .slowest
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} ms at {}",
+                    s.op,
+                    fmt_ms(s.latency_ms),
+                    utc_time_of_day(s.finished_unix_ms)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "slowest (UTC): {}", slowest.join(", "));
+    }
     out
 }
 
@@ -489,7 +585,29 @@ mod tests {
             error_samples,
             other_errors,
             longest_gap_ms: 0.0,
+            slowest: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_slowest_operations_are_kept_across_clients_slowest_first() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        for ms in [5, 50, 7, 9, 60, 1, 2] {
+            a.success(OpKind::Write, Duration::from_millis(ms), false);
+        }
+        for ms in [55, 3, 70] {
+            b.success(OpKind::Read, Duration::from_millis(ms), false);
+        }
+        a.merge(&b);
+        let kept: Vec<u64> = a
+            .slowest()
+            .iter()
+            .map(|s| s.latency.as_millis() as u64)
+            .collect();
+        assert_eq!(kept, vec![70, 60, 55, 50, 9]);
+        assert_eq!(a.slowest()[0].op, OpKind::Read);
+        assert_eq!(utc_time_of_day(1_796_644_495_664), "11:54:55.664");
     }
 
     #[test]
