@@ -151,6 +151,42 @@ pub static TXN_GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Seconds the writes this node proposed spent in each stage of the raftstore, by stage:
+/// `queue` (sent until the PeerFsm proposed it), `raft` (until the ApplyFsm applied its
+/// entry: the log's fsync, replication, commit) and `apply` (until the apply writer wrote
+/// it and answered). See [`tinykv_actors::msg::WriteStages`].
+pub static WRITE_STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "tinykv_write_stage_duration_seconds",
+        "Time a write spent in each raftstore stage (queue, raft, apply), at the node that proposed it.",
+        &["stage"],
+        tinykv_actors::metrics::duration_buckets()
+    )
+    .expect("metric registers once")
+});
+
+/// The stages of a write: `queue`, `raft`, `apply`.
+pub const WRITE_STAGES: [&str; 3] = ["queue", "raft", "apply"];
+
+/// Records the stages of a write sent to the raftstore at `sent_at` and answered now;
+/// answers their durations, in the order of [`WRITE_STAGES`].
+pub fn write_stages(sent_at: Instant, stages: &tinykv_actors::msg::WriteStages) -> [Duration; 3] {
+    let now = Instant::now();
+    let split = [
+        stages.proposed_at.saturating_duration_since(sent_at),
+        stages
+            .applied_at
+            .saturating_duration_since(stages.proposed_at),
+        now.saturating_duration_since(stages.applied_at),
+    ];
+    for (stage, took) in WRITE_STAGES.iter().zip(split) {
+        WRITE_STAGE_DURATION
+            .with_label_values(&[stage])
+            .observe(took.as_secs_f64());
+    }
+    split
+}
+
 /// Why a connection is refused.
 pub const CONNECTION_REFUSALS: [&str; 3] = ["tls_handshake", "not_a_store", "identity_mismatch"];
 
@@ -192,6 +228,9 @@ pub fn register_all() {
         for reason in CONNECTION_REFUSALS {
             CONNECTIONS_REFUSED.with_label_values(&[listener, reason]);
         }
+    }
+    for stage in WRITE_STAGES {
+        WRITE_STAGE_DURATION.with_label_values(&[stage]);
     }
     tinykv_actors::metrics::register_all();
 }

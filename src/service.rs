@@ -405,7 +405,8 @@ impl KvService {
     /// failures until the request deadline; see the module documentation for what a
     /// write's error says once the deadline has passed.
     pub async fn execute(&self, op: KvOp) -> Result<KvOutcome> {
-        let deadline = Instant::now() + self.timeouts.request;
+        let started = Instant::now();
+        let deadline = started + self.timeouts.request;
         let mut target = self.store_id();
         let mut backoff = Duration::from_millis(5);
         // The other stores still to ask about a region the local store does not hold.
@@ -437,6 +438,7 @@ impl KvService {
                     if attempts > 1 {
                         crate::metrics::request_retried(op.kind(), "succeeded");
                     }
+                    log_if_slow(&op, started, attempts, target, self.store_id());
                     return Ok(outcome);
                 }
                 Err(e) => e,
@@ -546,10 +548,23 @@ impl KvService {
                 true,
             ),
         };
+        let sent_at = Instant::now();
         let response = self
             .store
             .key_command(key, request, self.timeouts.attempt)
             .await?;
+        if let Some(stages) = &response.stages {
+            let [queue, raft, apply] = crate::metrics::write_stages(sent_at, stages);
+            if sent_at.elapsed() > SLOW_REQUEST {
+                tracing::info!(
+                    kind = op.kind(),
+                    queue_ms = queue.as_millis() as u64,
+                    raft_ms = raft.as_millis() as u64,
+                    apply_ms = apply.as_millis() as u64,
+                    "slow write in the raftstore"
+                );
+            }
+        }
         if let Some(err) = response.err() {
             return Err(Error::Store(err));
         }
@@ -557,6 +572,26 @@ impl KvService {
             return write_outcome(&response);
         }
         read_snapshot(response, op)
+    }
+}
+
+/// A request that took longer than this is logged (at info level; see [`log_if_slow`]).
+pub const SLOW_REQUEST: Duration = Duration::from_millis(50);
+
+/// Logs a request that succeeded after more than [`SLOW_REQUEST`]: its kind, how many
+/// attempts it took and where the last one ran (this store, or the store it was forwarded
+/// to), so a latency spike can be traced to a node or a retry.
+fn log_if_slow(op: &KvOp, started: Instant, attempts: u32, target: u64, local: u64) {
+    let took = started.elapsed();
+    if took > SLOW_REQUEST {
+        tracing::info!(
+            kind = op.kind(),
+            attempts,
+            served_by = target,
+            forwarded = target != local,
+            millis = took.as_millis() as u64,
+            "slow request"
+        );
     }
 }
 
@@ -784,6 +819,50 @@ mod tests {
         );
 
         drop((service, err));
+        store.shutdown().await;
+    }
+
+    #[actix_rt::test]
+    async fn a_write_reports_its_time_in_each_raftstore_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("db")).unwrap();
+        ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
+        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
+            .await
+            .unwrap();
+        let timeouts = ServiceTimeouts {
+            request: Duration::from_secs(10),
+            attempt: Duration::from_secs(1),
+            write_ttl: Duration::from_secs(60),
+            txn_max_age: crate::config::GcConfig::default().max_txn_age(),
+        };
+        let forwarder = Arc::new(ScriptedForwarder {
+            asked: Mutex::new(Vec::new()),
+        });
+        let service = KvService::new(store.router(), forwarder, timeouts);
+        let counts = || {
+            crate::metrics::WRITE_STAGES.map(|stage| {
+                crate::metrics::WRITE_STAGE_DURATION
+                    .with_label_values(&[stage])
+                    .get_sample_count()
+            })
+        };
+        let before = counts();
+        for key in ["a", "b"] {
+            let session = service.new_session(None);
+            service
+                .put(Cf::Default, key.into(), b"v".to_vec(), session)
+                .await
+                .unwrap();
+        }
+        let after = counts();
+        // Each write is counted in every stage.
+        for (stage, (b, a)) in crate::metrics::WRITE_STAGES
+            .iter()
+            .zip(before.iter().zip(after))
+        {
+            assert!(a >= b + 2, "stage {stage}: {b} -> {a}");
+        }
         store.shutdown().await;
     }
 }

@@ -26,7 +26,7 @@
 //! order they came, so the new ApplyFsm's writes land after the old one's.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use prost::Message as _;
@@ -223,12 +223,12 @@ impl ApplyFsm {
                 .flatten()
             {
                 crate::metrics::applied_after(p.proposed_at);
-                responses.push((p.callback, response_to_send(&response)));
+                responses.push((p.callback, response_to_send(&response, p.proposed_at)));
             }
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
                 if p.index == entry.index && p.term == entry.term {
                     crate::metrics::applied_after(p.proposed_at);
-                    responses.push((p.callback, response_to_send(&response)));
+                    responses.push((p.callback, response_to_send(&response, p.proposed_at)));
                 } else {
                     respond_error(p.callback, &Error::StaleCommand, entry.term);
                 }
@@ -978,10 +978,14 @@ fn response_with(term: u64, responses: Vec<Response>) -> RaftCmdResponse {
     }
 }
 
-fn response_to_send(response: &RaftCmdResponse) -> CmdResponse {
+fn response_to_send(response: &RaftCmdResponse, proposed_at: Instant) -> CmdResponse {
     CmdResponse {
         response: response.clone(),
         snapshot: None,
+        stages: Some(crate::msg::WriteStages {
+            proposed_at,
+            applied_at: Instant::now(),
+        }),
     }
 }
 
@@ -1047,7 +1051,11 @@ impl Handler<StopApply> for ApplyFsm {
         // An empty task queued behind every earlier apply of this region: when its
         // callback is answered, they are all written.
         let (barrier, written) = tokio::sync::oneshot::channel();
-        let done = response_to_send(&RaftCmdResponse::default());
+        let done = CmdResponse {
+            response: RaftCmdResponse::default(),
+            snapshot: None,
+            stages: None,
+        };
         self.queue_last(Vec::new(), vec![(barrier, done)]);
         let flushed = msg.flushed;
         actix::spawn(async move {

@@ -213,38 +213,63 @@ impl<K: WriteKind> Handler<K::Task> for BatchWriter<K> {
     }
 }
 
-/// Pause between two pieces of a paced batch ([`write_paced`]).
-pub const PACE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+/// A paced batch ([`write_paced`]) pauses after each piece for this many times as long as
+/// the piece took to write: it holds the journal lock, and a core, a third of the time.
+pub const PACE_RATIO: u32 = 2;
 
-/// Writes `mutations` at most `limit` per engine write, pausing [`PACE_PAUSE`] between
-/// writes; fsyncs the last if `sync`. Answers the outcome and the time spent writing
-/// (pauses excluded).
+/// The shortest pause between two pieces of a paced batch.
+pub const MIN_PACE_PAUSE: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Writes `mutations` at most `limit` per engine write, pausing between writes
+/// ([`PACE_RATIO`], [`MIN_PACE_PAUSE`]); fsyncs the last if `sync`. Answers the outcome
+/// and the time spent writing (pauses excluded). The pieces are not atomic together, so
+/// only writes that may land partly (deletions of garbage) are paced; a range deletion is
+/// first turned into the point deletions of the keys in the range.
 ///
 /// Every engine write holds fjall's journal lock while it inserts its keys into the
 /// memtables, and every writer of the store waits for that lock. One write of the ten
 /// thousand deletions a raft log compaction brings held it for 40-60 ms on the benchmark
 /// machine, and since every replica compacts at the same moment, the raft-log and apply
 /// writers of all three nodes stalled together (`docs/performance.md`). In pieces of a
-/// few hundred keys, with a pause between them in which the other writers take the lock,
-/// nothing waits for more than one piece.
+/// hundred keys, with pauses in which the other writers take the lock and the cores,
+/// nothing waits for more than one piece, and the deletions' cost is spread out instead
+/// of landing on every node in the same 50 ms.
 pub fn write_paced<'a>(
     engine: &Engine,
     mutations: impl IntoIterator<Item = &'a Mutation>,
     limit: usize,
     sync: bool,
 ) -> (Result<(), Error>, std::time::Duration) {
-    let mutations: Vec<&Mutation> = mutations.into_iter().collect();
+    let mut expanded: Vec<Mutation> = Vec::new();
+    for mutation in mutations {
+        let Mutation::DeleteRange { cf, start, end } = mutation else {
+            expanded.push(mutation.clone());
+            continue;
+        };
+        let found = engine.scan(*cf, start, end, |key, _| {
+            expanded.push(Mutation::Delete {
+                cf: *cf,
+                key: key.to_vec(),
+            });
+            true
+        });
+        if let Err(e) = found {
+            return (Err(e), std::time::Duration::ZERO);
+        }
+    }
+    let mutations: Vec<&Mutation> = expanded.iter().collect();
     let mut writing = std::time::Duration::ZERO;
     let mut pieces = mutations.chunks(limit.max(1)).peekable();
     while let Some(piece) = pieces.next() {
         let last = pieces.peek().is_none();
         let started = Instant::now();
         let result = engine.write_all(piece.iter().copied(), sync && last);
-        writing += started.elapsed();
+        let took = started.elapsed();
+        writing += took;
         if result.is_err() || last {
             return (result, writing);
         }
-        std::thread::sleep(PACE_PAUSE);
+        std::thread::sleep((took * PACE_RATIO).max(MIN_PACE_PAUSE));
     }
     (Ok(()), writing)
 }
@@ -309,9 +334,9 @@ impl WriteKind for ApplyLog {
 /// of entries never holds the engine's journal lock for long.
 pub struct LogGc;
 
-/// Keys per engine write of the raft log's deletions (about 1 ms of holding the journal
-/// lock on the benchmark machine).
-pub const LOG_GC_PIECE: usize = 256;
+/// Keys per engine write of the raft log's deletions (about half a millisecond of holding
+/// the journal lock on the benchmark machine).
+pub const LOG_GC_PIECE: usize = 128;
 
 impl WriteKind for LogGc {
     type Task = LogGcTask;
@@ -420,6 +445,22 @@ mod tests {
                 key: format!("k{i:04}").into_bytes(),
             })
             .collect();
+        let (result, _) = write_paced(&engine, &deletes[..500], 64, false);
+        result.unwrap();
+        assert_eq!(engine.get(Cf::Default, b"k0499").unwrap(), None);
+        // A range deletion deletes what is in the range, in pieces too.
+        let range = [Mutation::DeleteRange {
+            cf: Cf::Default,
+            start: b"k0500".to_vec(),
+            end: b"k0900".to_vec(),
+        }];
+        let (result, _) = write_paced(&engine, &range, 64, false);
+        result.unwrap();
+        assert_eq!(engine.get(Cf::Default, b"k0899").unwrap(), None);
+        assert_eq!(
+            engine.get(Cf::Default, b"k0900").unwrap(),
+            Some(b"v".to_vec())
+        );
         engine.fail_writes();
         let (result, _) = write_paced(&engine, &deletes, 300, false);
         assert!(result.is_err(), "the failure is reported");

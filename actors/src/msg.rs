@@ -115,6 +115,21 @@ pub struct CmdResponse {
     pub response: RaftCmdResponse,
     /// For a command holding a `Snap` request: the data to read.
     pub snapshot: Option<RegionSnapshot>,
+    /// For a write answered by its ApplyFsm: when it was proposed and applied.
+    pub stages: Option<WriteStages>,
+}
+
+/// When a write passed the raftstore's stages, for the per-stage latency metrics: the
+/// time from sending the command to `proposed_at` is its wait in the Router's and the
+/// PeerFsm's mailboxes; from there to `applied_at`, raft (the log's write and fsync,
+/// replication to a majority, commit, delivery to the ApplyFsm); from there to its
+/// answer, the apply writer's batch.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteStages {
+    /// When the PeerFsm proposed it.
+    pub proposed_at: std::time::Instant,
+    /// When the ApplyFsm applied its entry (before the apply writer wrote it).
+    pub applied_at: std::time::Instant,
 }
 
 impl CmdResponse {
@@ -130,6 +145,7 @@ impl CmdResponse {
                 ..Default::default()
             },
             snapshot: None,
+            stages: None,
         }
     }
 

@@ -131,6 +131,8 @@ pub async fn fan_out(
         let _ = callback.send(CmdResponse {
             response,
             snapshot: None,
+            // Each write of the batch went through the raftstore with it.
+            stages: answer.stages,
         });
     }
 }
@@ -199,11 +201,19 @@ mod tests {
                 admin_response: None,
             },
             snapshot: None,
+            stages: Some(crate::msg::WriteStages {
+                proposed_at: std::time::Instant::now(),
+                applied_at: std::time::Instant::now(),
+            }),
         });
         for waiter in waiters {
             let answer = waiter.await.expect("answered");
             assert_eq!(answer.response.responses.len(), 1);
             assert!(answer.err().is_none());
+            assert!(
+                answer.stages.is_some(),
+                "each write gets the batch's stages"
+            );
         }
     }
 

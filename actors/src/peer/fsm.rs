@@ -248,10 +248,18 @@ impl PeerFsm {
         let (engine, token) = (self.peer.env.engine.clone(), self.peer.env.token.clone());
         let task = tokio::task::spawn_blocking(move || {
             let _token = token;
-            split_check::check(&engine, &region, max_size, split_size)
+            let started = std::time::Instant::now();
+            let outcome = split_check::check(&engine, &region, max_size, split_size);
+            (outcome, started.elapsed())
         });
         ctx.spawn(task.into_actor(self).map(|joined, fsm, ctx| {
-            let outcome = joined.unwrap_or_else(|e| Err(Error::Engine(e.to_string())));
+            let outcome = match joined {
+                Ok((outcome, took)) => {
+                    tracing::debug!(millis = took.as_millis() as u64, "size check done");
+                    outcome
+                }
+                Err(e) => Err(Error::Engine(e.to_string())),
+            };
             fsm.drive(ctx, |peer| peer.on_split_check_done(outcome));
         }));
     }

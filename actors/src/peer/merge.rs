@@ -242,6 +242,7 @@ impl Peer {
                 ..Default::default()
             },
             snapshot: None,
+            stages: None,
         }
     }
 

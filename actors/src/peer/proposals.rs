@@ -186,6 +186,7 @@ impl Peer {
         let _ = callback.send(CmdResponse {
             response,
             snapshot: None,
+            stages: None,
         });
     }
 

@@ -221,6 +221,7 @@ impl Peer {
                 admin_response: None,
             },
             snapshot: wants_snapshot.then_some(region_snapshot),
+            stages: None,
         }
     }
 

@@ -397,6 +397,7 @@ fn ok_response(term: u64) -> CmdResponse {
             ..Default::default()
         },
         snapshot: None,
+        stages: None,
     }
 }
 
