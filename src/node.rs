@@ -262,12 +262,11 @@ impl Node {
                 config.pd.heartbeat_interval(),
             )
         });
-        let clock: Arc<dyn crate::txn::client::TimestampSource> =
-            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone()));
-        let service = KvService::new(store.router(), forwarder, timeouts)
-            .with_address_book(addresses.clone())
-            .with_timestamps(clock.clone());
-        let txn = crate::txn::client::TxnClient::new(service.clone(), clock);
+        let (service, txn) = crate::txn::client::TxnClient::over_pd_oracle(
+            KvService::new(store.router(), forwarder, timeouts)
+                .with_address_book(addresses.clone()),
+            pd.clone(),
+        );
         peers.serve_api(Arc::new(PeerApi {
             service: service.clone(),
             txn: txn.clone(),

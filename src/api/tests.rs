@@ -109,12 +109,11 @@ impl SingleStore {
         )
         .unwrap();
         let pd = Arc::new(pd);
-        let clock: Arc<dyn crate::txn::client::TimestampSource> =
-            Arc::new(crate::placement::client::PdTimestamps::new(pd.clone()));
-        let service = KvService::new(store.router(), forwarder, timeouts)
-            .with_address_book(addresses.clone())
-            .with_timestamps(clock.clone());
-        let txn = crate::txn::client::TxnClient::new(service.clone(), clock);
+        let (service, txn) = crate::txn::client::TxnClient::over_pd_oracle(
+            KvService::new(store.router(), forwarder, timeouts)
+                .with_address_book(addresses.clone()),
+            pd.clone(),
+        );
         let state = web::Data::new(ApiState {
             txn,
             service,

@@ -83,6 +83,19 @@ impl TxnClient {
         TxnClient { service, clock }
     }
 
+    /// A node's service and its coordinator, both taking timestamps from the placement
+    /// driver's oracle through one batching client: the service commits transactions
+    /// whose keys lie in one region in one phase, the coordinator runs through it.
+    pub fn over_pd_oracle(
+        service: KvService,
+        pd: Arc<crate::placement::PdClient>,
+    ) -> (KvService, TxnClient) {
+        let clock: Arc<dyn TimestampSource> =
+            Arc::new(crate::placement::client::PdTimestamps::new(pd));
+        let service = service.with_timestamps(clock.clone());
+        (service.clone(), TxnClient::new(service, clock))
+    }
+
     /// A fresh timestamp.
     pub async fn timestamp(&self) -> Result<u64> {
         self.clock.timestamps(1).await
