@@ -43,6 +43,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node has to show it refused, or acted on, what it was sent.
 const REACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The placement driver's view of the cluster (`GET /v1/admin/cluster` at `url`), asked
+/// again until it lists the stores: on a busy machine the node's call to the PD leader
+/// may time out (a 503), which says nothing about what the test checks.
+async fn cluster_stores(http: &reqwest::Client, url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = get_json(http, url).await;
+        if view["stores"].is_array() {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "{url}: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finding_is_refused_and_nothing_is_lost() {
     let cluster = ProcessCluster::start_with_config(3, CONFIG);
@@ -344,7 +359,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
         acked.insert(key, value);
     }
     let cluster_view = |id: u64| format!("{}/v1/admin/cluster", cluster.url(id));
-    let pd_before = get_json(&http, &cluster_view(1)).await;
+    let pd_before = cluster_stores(&http, &cluster_view(1)).await;
     let stores_before = pd_before["stores"].clone();
     let peers_before = region1_peers(&http, &cluster, 1).await;
     assert_eq!(peers_before.len(), 3);
@@ -729,7 +744,7 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
             "node {id}"
         );
     }
-    let pd_after = get_json(&http, &cluster_view(3)).await;
+    let pd_after = cluster_stores(&http, &cluster_view(3)).await;
     let addresses = |stores: &Value| {
         stores
             .as_array()
