@@ -25,6 +25,7 @@
 //! restart recovers from what is on disk, which is everything that was acknowledged: the
 //! raft log from the synced journal, applied data by replaying it.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::time::Instant;
 
@@ -155,15 +156,15 @@ impl<K: WriteKind> BatchWriter<K> {
                 .flat_map(|t| K::mutations(t))
                 .map(Mutation::size);
             let count = tasks.len();
-            crate::metrics::batch_written(K::METRIC_LABEL, count, bytes.sum(), elapsed);
+            let slow = crate::metrics::batch_written(K::METRIC_LABEL, count, bytes.sum(), elapsed);
             tracing::trace!(
                 writer = K::NAME,
-                tasks = tasks.len(),
+                tasks = count,
                 sync,
                 micros = elapsed.as_micros() as u64,
                 "batch written"
             );
-            if elapsed > crate::metrics::SLOW_BATCH {
+            if slow {
                 // Every write of the batch, and every one queued behind it, waited this
                 // long: say what the engine was busy with.
                 let housekeeping = engine.housekeeping();
@@ -240,30 +241,30 @@ pub fn write_paced<'a>(
     limit: usize,
     sync: bool,
 ) -> (Result<(), Error>, std::time::Duration) {
-    let mut expanded: Vec<Mutation> = Vec::new();
+    // Borrowed as given; only a range's point deletions are made here.
+    let mut expanded: Vec<Cow<'a, Mutation>> = Vec::new();
     for mutation in mutations {
         let Mutation::DeleteRange { cf, start, end } = mutation else {
-            expanded.push(mutation.clone());
+            expanded.push(Cow::Borrowed(mutation));
             continue;
         };
         let found = engine.scan(*cf, start, end, |key, _| {
-            expanded.push(Mutation::Delete {
+            expanded.push(Cow::Owned(Mutation::Delete {
                 cf: *cf,
                 key: key.to_vec(),
-            });
+            }));
             true
         });
         if let Err(e) = found {
             return (Err(e), std::time::Duration::ZERO);
         }
     }
-    let mutations: Vec<&Mutation> = expanded.iter().collect();
     let mut writing = std::time::Duration::ZERO;
-    let mut pieces = mutations.chunks(limit.max(1)).peekable();
+    let mut pieces = expanded.chunks(limit.max(1)).peekable();
     while let Some(piece) = pieces.next() {
         let last = pieces.peek().is_none();
         let started = Instant::now();
-        let result = engine.write_all(piece.iter().copied(), sync && last);
+        let result = engine.write_all(piece.iter().map(|m| m.as_ref()), sync && last);
         let took = started.elapsed();
         writing += took;
         if result.is_err() || last {

@@ -464,8 +464,14 @@ pub fn message_sent(t: MessageType) {
     MESSAGES_SENT.with_label_values(&[message_type(t)]).inc();
 }
 
-/// Records one batch of `tasks` tasks and `bytes` bytes written by `writer` in `elapsed`.
-pub fn batch_written(writer: &str, tasks: usize, bytes: usize, elapsed: std::time::Duration) {
+/// Records one batch of `tasks` tasks and `bytes` bytes written by `writer` in `elapsed`;
+/// answers whether it was slower than [`SLOW_BATCH`].
+pub fn batch_written(
+    writer: &str,
+    tasks: usize,
+    bytes: usize,
+    elapsed: std::time::Duration,
+) -> bool {
     BATCH_TASKS
         .with_label_values(&[writer])
         .observe(tasks as f64);
@@ -475,9 +481,11 @@ pub fn batch_written(writer: &str, tasks: usize, bytes: usize, elapsed: std::tim
     BATCH_WRITE_DURATION
         .with_label_values(&[writer])
         .observe(elapsed.as_secs_f64());
-    if elapsed > SLOW_BATCH {
+    let slow = elapsed > SLOW_BATCH;
+    if slow {
         BATCH_WRITE_SLOW.with_label_values(&[writer]).inc();
     }
+    slow
 }
 
 /// Sets the region and leader gauges of store `store_id`.

@@ -4,8 +4,8 @@
 //! The cluster has no placement driver, so [`LocalOracle`] stands in for the PD's: it
 //! hands out strictly increasing hybrid timestamps from one counter that every store's
 //! coordinator and executor share (the cluster owns it), which is all Percolator asks
-//! of an oracle. The PD's own oracle is
-//! tested against real processes (`tests/timestamps.rs`).
+//! of an oracle. The PD's own oracle is tested against real processes
+//! (`tests/timestamps.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

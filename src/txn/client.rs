@@ -11,11 +11,12 @@
 //!   alive is waited for, with backoff, until the request's deadline.
 //! - **Commit** ([`TxnClient::commit`]) is two-phase. The first key written is the
 //!   primary. (If every key lies in the primary's region, that region commits the
-//!   transaction in one phase, in the raft command that would have locked the keys.) Prewrite locks every key, region by region; a conflict (a write committed
-//!   since the start timestamp) aborts the transaction and rolls back what it had
-//!   locked. Then a commit timestamp is taken and the primary is committed, with the
-//!   other keys of its region in the same raft command: that write is the moment the
-//!   whole transaction commits. The keys of other regions are committed afterwards, in
+//!   transaction in one phase, in the raft command that would have locked the keys.)
+//!   Prewrite locks every key, region by region; a conflict (a write committed since
+//!   the start timestamp) aborts the transaction and rolls back what it had locked.
+//!   Then a commit timestamp is taken and the primary is committed, with the other keys
+//!   of its region in the same raft command: that write is the moment the whole
+//!   transaction commits. The keys of other regions are committed afterwards, in
 //!   the background, region by region; a failure there changes nothing for the
 //!   transaction, since a reader finding such a lock commits it from the primary's
 //!   record.
@@ -337,8 +338,9 @@ impl TxnClient {
             }));
             let response = match self.run(request).await {
                 Ok(response) => response,
-                // A one-phase commit may have applied; locks change nothing anyone sees.
+                // A one-phase commit may have applied: its outcome stays unknown.
                 Err(e) if try_one_pc => return Err(e),
+                // Locks change nothing anyone sees: the outcome is known.
                 Err(Error::OutcomeUnknown(inner)) => return Err(*inner),
                 Err(e) => return Err(e),
             };
