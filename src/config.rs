@@ -222,13 +222,67 @@ pub struct LogConfig {
     /// A `tracing` filter, e.g. `info` or `info,tinykv_actors=debug`. `RUST_LOG`, if set,
     /// wins.
     pub level: String,
+    /// Whether to write one line per client request (target `tinykv::access`, to
+    /// stderr, through a non-blocking writer): its id, method, path, route, status,
+    /// bytes, duration, the store that served it and the attempts it took.
+    pub access_log: bool,
+    /// Where to export traces with OpenTelemetry's OTLP over HTTP (protobuf), e.g.
+    /// `http://127.0.0.1:4318/v1/traces` (a collector, Jaeger or Grafana Tempo); empty:
+    /// no export.
+    pub otlp_endpoint: String,
+    /// Share of requests whose traces are exported, from 0 to 1; a request whose
+    /// `traceparent` says whether it is sampled follows that instead.
+    pub otlp_sample_ratio: f64,
+    /// The `service.name` the exported traces carry.
+    pub otlp_service_name: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            access_log: false,
+            otlp_endpoint: String::new(),
+            otlp_sample_ratio: 1.0,
+            otlp_service_name: "tinykv".into(),
         }
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<()> {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            return Err(Error::Config(format!(
+                "log.level {:?} is not a valid filter: {e}",
+                self.level
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sample_ratio) {
+            return Err(Error::Config(format!(
+                "log.otlp_sample_ratio must be between 0 and 1, not {}",
+                self.otlp_sample_ratio
+            )));
+        }
+        if !self.otlp_endpoint.is_empty() {
+            let url = reqwest::Url::parse(&self.otlp_endpoint).map_err(|e| {
+                Error::Config(format!(
+                    "log.otlp_endpoint {:?} is not a URL: {e}",
+                    self.otlp_endpoint
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(Error::Config(format!(
+                    "log.otlp_endpoint {:?} must be an http or https URL",
+                    self.otlp_endpoint
+                )));
+            }
+        }
+        if self.otlp_service_name.is_empty() {
+            return Err(Error::Config(
+                "log.otlp_service_name must not be empty".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -653,13 +707,7 @@ impl Config {
         self.raftstore
             .validate()
             .map_err(|e| Error::Config(e.to_string().replace("invalid request: ", "")))?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return fail(format!(
-                "log.level {:?} is not a valid filter: {e}",
-                self.log.level
-            ));
-        }
-        Ok(())
+        self.log.validate()
     }
 
     fn validate_api(&self) -> Result<()> {
@@ -985,6 +1033,9 @@ mod tests {
             ),
             ("[raftstore]\nraft_election_timeout_ticks = 1\n", "raftstore.raft_election_timeout_ticks"),
             ("[log]\nlevel = \"=nonsense=\"\n", "log.level"),
+            ("[log]\notlp_sample_ratio = 1.5\n", "log.otlp_sample_ratio"),
+            ("[log]\notlp_endpoint = \"not a url\"\n", "log.otlp_endpoint"),
+            ("[log]\notlp_endpoint = \"ftp://x/v1/traces\"\n", "http or https"),
             (
                 "[[cluster.stores]]\nid = 2\nraft_addr = \"127.0.0.1:20160\"\nhttp_addr = \"127.0.0.1:9000\"\n",
                 "127.0.0.1:20160",

@@ -21,7 +21,9 @@
 //! false`, safe to retry); a timeout or a connection lost after sending means it may have
 //! been executed (`maybe_delivered: true`, the client is told the outcome is unknown).
 //! A store that fault injection cuts off (see [`crate::faults`]) fails the same way as one
-//! that cannot be connected to, at once and without sending anything.
+//! that cannot be connected to, at once and without sending anything. A request sent on
+//! behalf of a client request carries its id in `X-Request-Id` (see
+//! [`crate::request_context`]), so the other node's log lines for it carry the same id.
 //!
 //! [`KvService`]: crate::service::KvService
 
@@ -152,11 +154,15 @@ impl HttpForwarder {
             .addresses
             .raft_addr(store_id)
             .ok_or_else(|| forward_error("the store is not in the address book".into(), false))?;
-        let response = self
+        let mut post = self
             .http
             .client()
             .post(self.http.url(&peer_addr, request.path))
-            .header(reqwest::header::CONTENT_TYPE, request.content_type)
+            .header(reqwest::header::CONTENT_TYPE, request.content_type);
+        if let Some(id) = crate::request_context::RequestContext::current_id() {
+            post = post.header(crate::request_context::REQUEST_ID_HEADER, id.as_str());
+        }
+        let response = post
             .timeout(request.timeout)
             .body(request.body)
             .send()

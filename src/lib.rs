@@ -12,7 +12,10 @@
 //! - [`api`]: the client REST API (actix-web), on the client listener;
 //! - [`peer_api`]: the node-to-node API (forwarded requests, raft commands, the placement
 //!   driver, identity), served with raft traffic on the peer listener (`peer_listener`);
-//! - [`metrics`]: HTTP metrics and the slow-request log (a middleware), and `GET /metrics`;
+//! - [`metrics`]: HTTP metrics (a middleware), and `GET /metrics`;
+//! - [`request_context`]: a client request's id and timeline, as it crosses the node;
+//! - [`logging`]: the log subscriber, and the access log's non-blocking writer;
+//! - [`trace_export`]: request traces exported to OpenTelemetry (OTLP), when configured;
 //! - [`pd`]: the placement driver's pure core: cluster model, operators, schedulers;
 //! - [`placement`]: the placement driver embedded in the nodes: its records in the meta
 //!   region, the leader's server, the client, heartbeats and joining;
@@ -29,15 +32,18 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod forward;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod pd;
 pub mod peer_api;
 mod peer_listener;
 pub mod placement;
+pub mod request_context;
 pub mod security;
 pub mod service;
 mod snapshot_stream;
+pub mod trace_export;
 pub mod transport;
 pub mod txn;
 

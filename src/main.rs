@@ -7,7 +7,8 @@
 //!
 //! The configuration is layered as described in [`tinykv::config`]: the files in order,
 //! then `TINYKV__SECTION__KEY` environment variables, then these flags. Logs go to stderr
-//! through `tracing`, filtered by `RUST_LOG` if it is set and by `log.level` otherwise.
+//! through `tracing`, filtered by `RUST_LOG` if it is set and by `log.level` otherwise
+//! (see [`tinykv::logging`]).
 //!
 //! A panic anywhere aborts the whole process after logging it: a storage node with a dead
 //! actor would keep answering while part of it no longer works, whereas a restart replays
@@ -20,14 +21,12 @@
 //! status 74 before anything from that write is acknowledged (see the batch writers in
 //! `tinykv-actors`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tinykv::config::{CliOverrides, Config};
 use tinykv::node::run_node;
-use tracing_subscriber::EnvFilter;
 
 /// The node's allocator: jemalloc, as TiKV uses. A node allocates and frees small
 /// objects on many threads (messages cross from the transport to the PeerFsms, to the
@@ -69,9 +68,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
-    if let Err(e) = init_tracing(&config.log.level) {
-        return fail(e);
-    }
+    let _log = match tinykv::logging::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => return fail(e),
+    };
     install_panic_hook();
     match actix_rt::System::new().block_on(run_node(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,23 +82,6 @@ fn main() -> ExitCode {
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` if set, else by `level`.
-fn init_tracing(level: &str) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec)
-            .map_err(|e| format!("RUST_LOG {spec:?} is not a valid filter: {e}"))?,
-        _ => EnvFilter::try_new(level)
-            .map_err(|e| format!("log.level {level:?} is not a valid filter: {e}"))?,
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    Ok(())
 }
 
 /// Makes any panic log itself and abort the process, but for the one kind the raftstore

@@ -9,8 +9,9 @@
 //! and `other` for everything else (health, metrics, the OpenAPI document, unknown
 //! routes, a wrong method on a KV route).
 //!
-//! A request slower than `api.slow_request_ms` is also logged at `warn` with its method,
-//! path, status and duration, and counted in `tinykv_http_slow_requests_total`.
+//! A request slower than `api.slow_request_ms` is also counted in
+//! `tinykv_http_slow_requests_total` (and logged, with its stages, by
+//! [`crate::api::request_log`]).
 //!
 //! [`expose`] answers `GET /metrics` with every metric of the process's default registry
 //! in Prometheus's text exposition format: these and the raftstore's
@@ -152,34 +153,35 @@ pub static TXN_GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 /// Seconds the writes this node proposed spent in each stage of the raftstore, by stage:
-/// `queue` (sent until the PeerFsm proposed it), `raft` (until the ApplyFsm applied its
-/// entry: the log's fsync, replication, commit) and `apply` (until the apply writer wrote
-/// it and answered). See [`tinykv_actors::msg::WriteStages`].
+/// `queue` (sent until the PeerFsm proposed it), `raft` (until its entry was committed:
+/// the log's fsync, replication, quorum), `apply` (until the ApplyFsm applied it) and
+/// `write` (until the apply writer wrote it and it was answered). See
+/// [`tinykv_actors::msg::WriteStages`].
 pub static WRITE_STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "tinykv_write_stage_duration_seconds",
-        "Time a write spent in each raftstore stage (queue, raft, apply), at the node that proposed it.",
+        "Time a write spent in each raftstore stage (queue, raft, apply, write), at the node that proposed it.",
         &["stage"],
         tinykv_actors::metrics::duration_buckets()
     )
     .expect("metric registers once")
 });
 
-/// The stages of a write: `queue`, `raft`, `apply`.
-pub const WRITE_STAGES: [&str; 3] = ["queue", "raft", "apply"];
-
 /// Records the stages of a write sent to the raftstore at `sent_at` and answered now;
-/// answers their durations, in the order of [`WRITE_STAGES`].
-pub fn write_stages(sent_at: Instant, stages: &tinykv_actors::msg::WriteStages) -> [Duration; 3] {
+/// answers their durations, in the order of [`crate::request_context::STAGES`].
+pub fn write_stages(sent_at: Instant, stages: &tinykv_actors::msg::WriteStages) -> [Duration; 4] {
     let now = Instant::now();
     let split = [
         stages.proposed_at.saturating_duration_since(sent_at),
         stages
-            .applied_at
+            .committed_at
             .saturating_duration_since(stages.proposed_at),
+        stages
+            .applied_at
+            .saturating_duration_since(stages.committed_at),
         now.saturating_duration_since(stages.applied_at),
     ];
-    for (stage, took) in WRITE_STAGES.iter().zip(split) {
+    for (stage, took) in crate::request_context::STAGES.iter().zip(split) {
         WRITE_STAGE_DURATION
             .with_label_values(&[stage])
             .observe(took.as_secs_f64());
@@ -229,7 +231,7 @@ pub fn register_all() {
             CONNECTIONS_REFUSED.with_label_values(&[listener, reason]);
         }
     }
-    for stage in WRITE_STAGES {
+    for stage in crate::request_context::STAGES {
         WRITE_STAGE_DURATION.with_label_values(&[stage]);
     }
     tinykv_actors::metrics::register_all();
@@ -281,7 +283,6 @@ pub fn status_class(status: StatusCode) -> &'static str {
 /// Counts and times one answered request, and logs it if it was slow.
 fn record(
     method: &Method,
-    path: &str,
     pattern: Option<&str>,
     status: StatusCode,
     elapsed: Duration,
@@ -296,13 +297,6 @@ fn record(
         .observe(elapsed.as_secs_f64());
     if elapsed >= slow {
         HTTP_SLOW_REQUESTS.with_label_values(&[group]).inc();
-        tracing::warn!(
-            %method,
-            path,
-            status = status.as_u16(),
-            duration_ms = elapsed.as_millis() as u64,
-            "slow request"
-        );
     }
 }
 
@@ -360,7 +354,6 @@ where
         let started = Instant::now();
         let slow = self.slow_request;
         let method = req.method().clone();
-        let path = req.path().to_string();
         let pattern = req.match_pattern();
         let response = self.service.call(req);
         Box::pin(async move {
@@ -370,7 +363,7 @@ where
                 Err(e) => e.as_response_error().status_code(),
             };
             let elapsed = started.elapsed();
-            record(&method, &path, pattern.as_deref(), status, elapsed, slow);
+            record(&method, pattern.as_deref(), status, elapsed, slow);
             result
         })
     }
@@ -429,23 +422,9 @@ mod tests {
         let before = slow();
         let pattern = Some("/v1/admin/regions");
         let ms = Duration::from_millis;
-        record(
-            &Method::GET,
-            "/v1/admin/regions",
-            pattern,
-            StatusCode::OK,
-            ms(5),
-            ms(10),
-        );
+        record(&Method::GET, pattern, StatusCode::OK, ms(5), ms(10));
         assert_eq!(slow(), before);
-        record(
-            &Method::GET,
-            "/v1/admin/regions",
-            pattern,
-            StatusCode::OK,
-            ms(20),
-            ms(10),
-        );
+        record(&Method::GET, pattern, StatusCode::OK, ms(20), ms(10));
         assert!(slow() > before);
     }
 }

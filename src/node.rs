@@ -295,15 +295,23 @@ impl Node {
         let auth_data = web::Data::from(auth.clone());
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());
         let admission = Admission::new(&config.api);
+        let request_log = api::request_log::RequestLog {
+            access_log: config.log.access_log,
+            slow_request: config.api.slow_request(),
+        };
         let head_timeout = config.api.header_read_timeout();
         let app_factory = move || {
             App::new()
                 .app_data(faults.clone())
                 .app_data(admission.clone())
                 .app_data(auth_data.clone())
+                .app_data(request_log)
                 .wrap(actix_web::middleware::from_fn(admit))
                 .wrap(actix_web::middleware::from_fn(api::auth::authenticate))
                 .wrap(http_metrics)
+                .wrap(actix_web::middleware::from_fn(
+                    api::request_log::request_log,
+                ))
                 .configure(api::configure(state.clone()))
         };
         // actix-web's HttpServer, but with every connection's heads watched by a

@@ -54,6 +54,7 @@ use tinykv_proto::kvrpcpb::{
     RawPutResponse, RawScanRequest, RawScanResponse, TxnRequest, TxnResponse,
 };
 use tinykv_proto::raft_cmdpb::{AdminCmdType, RaftCmdRequest, WriteOutcome, WriteSession};
+use tracing::Instrument;
 
 use crate::api::error::error_body;
 use crate::api::request::{check_key, is_reserved_key, raw_scan_end};
@@ -63,6 +64,7 @@ use crate::forward::{
     error_to_wire, ONE_SHOT_PATH, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH,
 };
 use crate::placement::{PdClient, PdRequest, PD_PATH};
+use crate::request_context::{RequestContext, RequestId, REQUEST_ID_HEADER};
 use crate::service::{KvOp, KvOutcome, KvService};
 
 /// Path of the identity endpoint.
@@ -153,13 +155,29 @@ pub async fn respond(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    match route(api, identity, caller, request).await {
-        Ok(response) => response,
-        Err(e) => {
-            if e.status().is_server_error() && !matches!(e, Error::NotPdLeader { .. }) {
-                tracing::debug!(%method, path, code = e.code(), error = %e, "peer request failed");
+    // A request made on behalf of a client's names the client request's id: its log lines
+    // here carry it, as do its raft commands.
+    let context = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|id| RequestId::parse(id.as_bytes()).ok())
+        .map(RequestContext::new);
+    let answer = async move {
+        match route(api, identity, caller, request).await {
+            Ok(response) => response,
+            Err(e) => {
+                if e.status().is_server_error() && !matches!(e, Error::NotPdLeader { .. }) {
+                    tracing::debug!(%method, path, code = e.code(), error = %e, "peer request failed");
+                }
+                error_response(&e)
             }
-            error_response(&e)
+        }
+    };
+    match context {
+        None => answer.await,
+        Some(context) => {
+            let span = tracing::info_span!("forwarded", request_id = %context.id());
+            RequestContext::scope(context, answer.instrument(span)).await
         }
     }
 }

@@ -41,9 +41,11 @@ use tinykv_proto::raft_cmdpb::{
     CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
     Request, SnapRequest, WriteOutcome, WriteSession,
 };
+use tracing::Instrument;
 
 use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
+use crate::request_context::RequestContext;
 use crate::txn::region::TxnExecutor;
 
 /// One key-value operation, as executed on one node.
@@ -416,11 +418,16 @@ impl KvService {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
+            RequestContext::record_attempt(target);
             let attempt = async {
                 if target == self.store_id() {
                     self.execute_local(op.clone()).await
                 } else {
-                    self.forwarder.forward(target, op.clone()).await
+                    let span = tracing::info_span!("forward", to_store = target);
+                    self.forwarder
+                        .forward(target, op.clone())
+                        .instrument(span)
+                        .await
                 }
             };
             // An attempt times out on its own after `timeouts.attempt`; one started closer
@@ -508,6 +515,9 @@ impl KvService {
             return Ok(KvOutcome::Txn(Box::new(response)));
         }
         let key = op.routing_key().to_vec();
+        let trace_id = RequestContext::current_id()
+            .map(|id| id.as_str().as_bytes().to_vec())
+            .unwrap_or_default();
         let (request, wants_snapshot) = match &op {
             KvOp::Put {
                 cf,
@@ -523,6 +533,7 @@ impl KvService {
                         value: value.clone(),
                     }),
                     session: Some(session.clone()),
+                    trace_id,
                     ..Default::default()
                 }),
                 false,
@@ -535,6 +546,7 @@ impl KvService {
                         key: key.clone(),
                     }),
                     session: Some(session.clone()),
+                    trace_id,
                     ..Default::default()
                 }),
                 false,
@@ -554,13 +566,16 @@ impl KvService {
             .key_command(key, request, self.timeouts.attempt)
             .await?;
         if let Some(stages) = &response.stages {
-            let [queue, raft, apply] = crate::metrics::write_stages(sent_at, stages);
+            let stages = crate::metrics::write_stages(sent_at, stages);
+            RequestContext::record_stages(stages);
             if sent_at.elapsed() > SLOW_REQUEST {
+                let [queue, raft, apply, write] = stages.map(|d| d.as_millis() as u64);
                 tracing::info!(
                     kind = op.kind(),
-                    queue_ms = queue.as_millis() as u64,
-                    raft_ms = raft.as_millis() as u64,
-                    apply_ms = apply.as_millis() as u64,
+                    queue_ms = queue,
+                    raft_ms = raft,
+                    apply_ms = apply,
+                    write_ms = write,
                     "slow write in the raftstore"
                 );
             }
@@ -579,17 +594,22 @@ impl KvService {
 pub const SLOW_REQUEST: Duration = Duration::from_millis(50);
 
 /// Logs a request that succeeded after more than [`SLOW_REQUEST`]: its kind, how many
-/// attempts it took and where the last one ran (this store, or the store it was forwarded
-/// to), so a latency spike can be traced to a node or a retry.
+/// attempts it took, where the last one ran (this store, or the store it was forwarded
+/// to) and, for a write proposed here, its raftstore stages, so a latency spike can be
+/// traced to a node, a retry or a stage.
 fn log_if_slow(op: &KvOp, started: Instant, attempts: u32, target: u64, local: u64) {
     let took = started.elapsed();
     if took > SLOW_REQUEST {
+        let stages = RequestContext::current()
+            .map(|c| c.timeline().stages_text())
+            .unwrap_or_default();
         tracing::info!(
             kind = op.kind(),
             attempts,
             served_by = target,
             forwarded = target != local,
             millis = took.as_millis() as u64,
+            stages,
             "slow request"
         );
     }
@@ -841,7 +861,7 @@ mod tests {
         });
         let service = KvService::new(store.router(), forwarder, timeouts);
         let counts = || {
-            crate::metrics::WRITE_STAGES.map(|stage| {
+            crate::request_context::STAGES.map(|stage| {
                 crate::metrics::WRITE_STAGE_DURATION
                     .with_label_values(&[stage])
                     .get_sample_count()
@@ -857,7 +877,7 @@ mod tests {
         }
         let after = counts();
         // Each write is counted in every stage.
-        for (stage, (b, a)) in crate::metrics::WRITE_STAGES
+        for (stage, (b, a)) in crate::request_context::STAGES
             .iter()
             .zip(before.iter().zip(after))
         {

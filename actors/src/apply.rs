@@ -44,7 +44,7 @@ use tinykv_proto::raft_cmdpb::{
 use tinykv_proto::raft_serverpb::{
     MergeState, PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::alive::AliveToken;
 use crate::batch_writer::ApplyWriter;
@@ -188,6 +188,7 @@ impl ApplyFsm {
             return false;
         };
         self.sessions.begin_batch(last_index);
+        let committed_at = msg.committed_at;
         let mut proposals = msg.proposals;
         proposals.sort_by_key(|p| p.index);
         let mut proposals = proposals.into_iter().peekable();
@@ -210,6 +211,7 @@ impl ApplyFsm {
                     entries: held,
                     proposals: proposals.by_ref().collect(),
                     forwarded: Vec::new(),
+                    committed_at,
                 }));
                 // The session journal of what did apply is written at the index of the
                 // last applied entry, not of the batch's last.
@@ -223,12 +225,18 @@ impl ApplyFsm {
                 .flatten()
             {
                 crate::metrics::applied_after(p.proposed_at);
-                responses.push((p.callback, response_to_send(&response, p.proposed_at)));
+                responses.push((
+                    p.callback,
+                    response_to_send(&response, p.proposed_at, committed_at),
+                ));
             }
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
                 if p.index == entry.index && p.term == entry.term {
                     crate::metrics::applied_after(p.proposed_at);
-                    responses.push((p.callback, response_to_send(&response, p.proposed_at)));
+                    responses.push((
+                        p.callback,
+                        response_to_send(&response, p.proposed_at, committed_at),
+                    ));
                 } else {
                     respond_error(p.callback, &Error::StaleCommand, entry.term);
                 }
@@ -682,6 +690,11 @@ impl ApplyFsm {
             if outcome == WriteOutcome::Applied {
                 mutations.push(mutation);
             }
+            if !req.trace_id.is_empty() {
+                // The client request's id, so every replica's log names the write.
+                let id = &req.trace_id[..req.trace_id.len().min(128)];
+                debug!(request_id = %String::from_utf8_lossy(id), ?outcome, "applied write");
+            }
             let mut response = Response {
                 cmd_type: req.cmd_type,
                 outcome: outcome as i32,
@@ -978,12 +991,17 @@ fn response_with(term: u64, responses: Vec<Response>) -> RaftCmdResponse {
     }
 }
 
-fn response_to_send(response: &RaftCmdResponse, proposed_at: Instant) -> CmdResponse {
+fn response_to_send(
+    response: &RaftCmdResponse,
+    proposed_at: Instant,
+    committed_at: Instant,
+) -> CmdResponse {
     CmdResponse {
         response: response.clone(),
         snapshot: None,
         stages: Some(crate::msg::WriteStages {
             proposed_at,
+            committed_at,
             applied_at: Instant::now(),
         }),
     }

@@ -121,13 +121,16 @@ pub struct CmdResponse {
 
 /// When a write passed the raftstore's stages, for the per-stage latency metrics: the
 /// time from sending the command to `proposed_at` is its wait in the Router's and the
-/// PeerFsm's mailboxes; from there to `applied_at`, raft (the log's write and fsync,
-/// replication to a majority, commit, delivery to the ApplyFsm); from there to its
-/// answer, the apply writer's batch.
+/// PeerFsm's mailboxes; from there to `committed_at`, raft (the log's write and fsync,
+/// replication to a majority, commit); from there to `applied_at`, the wait in the
+/// ApplyFsm's mailbox and the apply itself; from there to its answer, the apply writer's
+/// batch.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteStages {
     /// When the PeerFsm proposed it.
     pub proposed_at: std::time::Instant,
+    /// When the PeerFsm sent its committed entry to the ApplyFsm.
+    pub committed_at: std::time::Instant,
     /// When the ApplyFsm applied its entry (before the apply writer wrote it).
     pub applied_at: std::time::Instant,
 }
@@ -274,6 +277,8 @@ pub struct Apply {
     /// Writes forwarded to the leader since the last `Apply`; their entries may be among
     /// these or come later.
     pub forwarded: Vec<ForwardedProposal>,
+    /// When the PeerFsm learnt the entries were committed and sent them.
+    pub committed_at: std::time::Instant,
 }
 
 /// Applied mutations of one or more entries, for the ApplyWriter.

@@ -203,6 +203,7 @@ mod tests {
             snapshot: None,
             stages: Some(crate::msg::WriteStages {
                 proposed_at: std::time::Instant::now(),
+                committed_at: std::time::Instant::now(),
                 applied_at: std::time::Instant::now(),
             }),
         });

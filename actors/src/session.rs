@@ -679,6 +679,12 @@ mod tests {
             table.decide(b"k", &s, &put(b"k", b"v")),
             WriteOutcome::Replayed
         );
+        // A retry under another client request id (for logs only) is the same write.
+        let retried = Request {
+            trace_id: b"retry-2".to_vec(),
+            ..put(b"k", b"v")
+        };
+        assert_eq!(table.decide(b"k", &s, &retried), WriteOutcome::Replayed);
         assert_eq!(
             table.decide(b"k", &s, &put(b"k", b"other")),
             WriteOutcome::RequestIdReused

@@ -712,10 +712,10 @@ async fn replay_the_findings(mut cluster: ProcessCluster, attacker: Attacker) {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     // Not after chasing the region until the 10 s request deadline: every store and the
-    // PD answer at once that nobody holds it. (Half the deadline, not less: CI runs many
-    // clusters side by side on two cores, and this took over 3 s there once.)
+    // PD answer at once that nobody holds it. (8 s, not less: CI runs many clusters side
+    // by side on two cores, and this took over 3 s there once and 5.4 s another time.)
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(8),
         "at once, not at the deadline: {:?}",
         started.elapsed()
     );

@@ -42,7 +42,8 @@ impl ResponseError for Error {
 
 /// The JSON body of an error, on either listener:
 /// `{"error":{"code":"...","message":"..."}}`, plus the leader a `not_pd_leader` error
-/// names (`leader_store_id`, `leader_http_addr`, `leader_raft_addr`).
+/// names (`leader_store_id`, `leader_http_addr`, `leader_raft_addr`) and, when it answers
+/// a request with an id (see [`crate::request_context`]), `request_id`.
 pub fn error_body(err: &Error) -> serde_json::Value {
     let mut error = json!({ "code": err.code(), "message": err.to_string() });
     if let Error::NotPdLeader {
@@ -57,6 +58,9 @@ pub fn error_body(err: &Error) -> serde_json::Value {
         if !key.is_empty() {
             error["key"] = json!(super::admin::display_key(key));
         }
+    }
+    if let Some(id) = crate::request_context::RequestContext::current_id() {
+        error["request_id"] = json!(id.as_str());
     }
     json!({ "error": error })
 }

@@ -24,7 +24,9 @@
 //! without the body. The [`admission`] middleware, which the node wraps around the whole
 //! API, refuses cross-site requests and bounds the requests and bytes in flight.
 //! The [`auth`] middleware checks credentials once authentication is on, and `/v1/auth`
-//! manages tokens and certificate users.
+//! manages tokens and certificate users. Outermost, [`request_log`] gives every request
+//! its id and span, answers the id in `X-Request-Id`, writes the access log and explains
+//! slow requests.
 
 pub mod admin;
 pub mod admission;
@@ -39,6 +41,7 @@ pub mod one_shot;
 pub mod openapi;
 pub mod placement;
 pub mod request;
+pub mod request_log;
 pub mod txn;
 pub mod txn_kv;
 pub mod ui;

@@ -2024,4 +2024,5 @@ async fn scans_are_paged_by_bytes_and_continue_from_next() {
     node.stop().await;
 }
 
+mod request_log;
 mod txn;

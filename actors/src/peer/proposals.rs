@@ -142,6 +142,16 @@ impl Peer {
         let Some((request, callback)) = self.write_batch.take() else {
             return;
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // One entry serves every request named here.
+            let ids: Vec<_> = request
+                .requests
+                .iter()
+                .filter(|r| !r.trace_id.is_empty())
+                .map(|r| String::from_utf8_lossy(&r.trace_id[..r.trace_id.len().min(128)]))
+                .collect();
+            tracing::debug!(writes = request.requests.len(), request_ids = ?ids, leader = self.is_leader(), "proposing writes");
+        }
         if self.is_leader() {
             self.propose_write(request, callback);
         } else if self.can_forward_write(&request) {

@@ -177,6 +177,7 @@ impl Peer {
             entries,
             proposals: answered,
             forwarded: std::mem::take(&mut self.forwarded),
+            committed_at: std::time::Instant::now(),
         })));
     }
 

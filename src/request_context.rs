@@ -1,0 +1,310 @@
+//! The identity and the timeline of one client request, as it crosses the node.
+//!
+//! Every request on the client listener gets a [`RequestContext`] from the request-log
+//! middleware ([`crate::api::request_log`]): its id, and the times the layers below fill
+//! in as they run it (which store served it, after how many attempts; for a write, the
+//! time it spent in each raftstore stage). The context is a task-local
+//! ([`RequestContext::scope`]), so the service records into it without every function
+//! between the handler and the raftstore passing it along; the middleware reads it back
+//! to write the access log and to explain a slow request.
+//!
+//! **The id** ([`RequestId`]) is the client's `X-Request-Id` when it sends one (1 to 128
+//! visible ASCII characters; anything else is refused with 400 `invalid_request_id`),
+//! else the trace id of a valid W3C `traceparent` header, else 32 random hex digits (the
+//! shape of a W3C trace id). It is answered in the `X-Request-Id` response header and in
+//! every JSON error body (`error.request_id`, see [`crate::api::error::error_body`]).
+//! It travels on: a forwarded request carries it to the other node in the same header
+//! (whose log lines for it then carry the same id), and a write's raft command carries
+//! it in each request's `trace_id`, so every replica's apply log (at `debug`) names it.
+//! It is not the write's `Idempotency-Key`: that one changes what the store does, the
+//! request id only what it logs.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Header that carries a request's id, in requests and in answers.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// W3C Trace Context header naming the trace a request belongs to.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Longest request id a client may send.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A request's id: printable ASCII, at most [`MAX_REQUEST_ID_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// The id a request is known by, from its `X-Request-Id` and `traceparent` headers
+    /// (either may be absent). An `X-Request-Id` that is not 1 to 128 visible ASCII
+    /// characters is an error naming what is wrong; a `traceparent` that is not valid is
+    /// ignored, as the W3C specification asks.
+    pub fn from_headers(
+        request_id: Option<&[u8]>,
+        traceparent: Option<&[u8]>,
+    ) -> Result<RequestId, String> {
+        if let Some(given) = request_id {
+            return RequestId::parse(given);
+        }
+        Ok(traceparent
+            .and_then(trace_id_of)
+            .map(|trace| RequestId(trace.into()))
+            .unwrap_or_else(RequestId::generate))
+    }
+
+    /// `given` as an id, if it is 1 to 128 visible ASCII characters.
+    pub fn parse(given: &[u8]) -> Result<RequestId, String> {
+        if given.is_empty() {
+            return Err("the X-Request-Id header is empty".into());
+        }
+        if given.len() > MAX_REQUEST_ID_LEN {
+            return Err(format!(
+                "the X-Request-Id header is {} bytes, longer than {MAX_REQUEST_ID_LEN}",
+                given.len()
+            ));
+        }
+        if !given.iter().all(|b| b.is_ascii_graphic()) {
+            return Err("the X-Request-Id header holds characters other than visible ASCII".into());
+        }
+        let text = std::str::from_utf8(given).map_err(|e| e.to_string())?;
+        Ok(RequestId(text.into()))
+    }
+
+    /// A fresh id: 128 random bits as 32 lowercase hex digits.
+    pub fn generate() -> RequestId {
+        RequestId(format!("{:032x}", rand::random::<u128>()).into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The trace id of a valid W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`,
+/// neither id all zeros), or `None`.
+pub fn trace_id_of(traceparent: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(traceparent).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    // Version ff is forbidden; version 00 has exactly four fields, later ones may add some.
+    let fields_ok = parts.next().is_none() || version != "00";
+    (hex(version, 2)
+        && version != "ff"
+        && fields_ok
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2))
+    .then_some(trace)
+}
+
+/// How a request went: filled in by the layers that run it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestTimeline {
+    /// The store whose raftstore ran the last attempt (this node's, or the one the
+    /// request was forwarded to).
+    pub served_by: Option<u64>,
+    /// Attempts made (retries after "not leader", a timeout, ...).
+    pub attempts: u32,
+    /// Time a write spent in each raftstore stage, at the node that proposed it, in the
+    /// order of [`STAGES`]; empty for reads and for writes forwarded to another node.
+    pub stages: Vec<(&'static str, Duration)>,
+    /// When the last of `stages` ended (the write's answer reached this node).
+    pub stages_ended_at: Option<Instant>,
+}
+
+/// The stages of a write, as [`RequestTimeline::stages`] names them: the wait in the
+/// mailboxes until proposed (`queue`), raft until the entry is committed (`raft`: the log's
+/// fsync, replication, quorum), the ApplyFsm until applied (`apply`), the apply writer's
+/// batch until answered (`write`).
+pub const STAGES: [&str; 4] = ["queue", "raft", "apply", "write"];
+
+impl RequestTimeline {
+    /// The stages as text, e.g. `queue 0.1 ms, raft 3.2 ms, apply 0.3 ms, write 0.9 ms`.
+    pub fn stages_text(&self) -> String {
+        let mut text = String::new();
+        for (i, (stage, took)) in self.stages.iter().enumerate() {
+            if i > 0 {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "{stage} {:.1} ms", took.as_secs_f64() * 1000.0);
+        }
+        text
+    }
+}
+
+/// One request's id and timeline; see the module documentation.
+#[derive(Debug)]
+pub struct RequestContext {
+    id: RequestId,
+    timeline: Mutex<RequestTimeline>,
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<RequestContext>;
+}
+
+impl RequestContext {
+    /// A context for the request known as `id`.
+    pub fn new(id: RequestId) -> Arc<RequestContext> {
+        Arc::new(RequestContext {
+            id,
+            timeline: Mutex::new(RequestTimeline::default()),
+        })
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    /// What has been recorded so far.
+    pub fn timeline(&self) -> RequestTimeline {
+        self.timeline.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Runs `future` with `context` as the current request's.
+    pub fn scope<F: Future>(
+        context: Arc<RequestContext>,
+        future: F,
+    ) -> impl Future<Output = F::Output> {
+        CURRENT.scope(context, future)
+    }
+
+    /// The context of the request the current task is running, if any.
+    pub fn current() -> Option<Arc<RequestContext>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// The id of the request the current task is running, if any.
+    pub fn current_id() -> Option<RequestId> {
+        CURRENT.try_with(|c| c.id.clone()).ok()
+    }
+
+    /// Records, in the current request's context if there is one, an attempt run by
+    /// store `served_by`.
+    pub fn record_attempt(served_by: u64) {
+        Self::update(|t| {
+            t.attempts += 1;
+            t.served_by = Some(served_by);
+            t.stages.clear();
+            t.stages_ended_at = None;
+        });
+    }
+
+    /// Records, in the current request's context if there is one, the time the write
+    /// spent in each stage (in the order of [`STAGES`]).
+    pub fn record_stages(stages: [Duration; 4]) {
+        let now = Instant::now();
+        Self::update(|t| {
+            t.stages = STAGES.iter().copied().zip(stages).collect();
+            t.stages_ended_at = Some(now);
+        });
+    }
+
+    fn update(f: impl FnOnce(&mut RequestTimeline)) {
+        let _ = CURRENT.try_with(|c| {
+            if let Ok(mut timeline) = c.timeline.lock() {
+                f(&mut timeline);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_kept_if_visible_ascii_and_refused_otherwise() {
+        let id = RequestId::from_headers(Some(b"order-17/retry.2"), None).unwrap();
+        assert_eq!(id.as_str(), "order-17/retry.2");
+        for bad in [
+            &b""[..],
+            b"has space",
+            b"tab\there",
+            "é".as_bytes(),
+            &[b'a'; 129],
+        ] {
+            assert!(RequestId::from_headers(Some(bad), None).is_err(), "{bad:?}");
+        }
+        assert!(RequestId::parse(&[b'a'; 128]).is_ok());
+    }
+
+    #[test]
+    fn a_valid_traceparent_names_the_trace_and_an_invalid_one_is_ignored() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let header = format!("00-{trace}-00f067aa0ba902b7-01");
+        let id = RequestId::from_headers(None, Some(header.as_bytes())).unwrap();
+        assert_eq!(id.as_str(), trace);
+        // X-Request-Id wins over traceparent.
+        let id = RequestId::from_headers(Some(b"mine"), Some(header.as_bytes())).unwrap();
+        assert_eq!(id.as_str(), "mine");
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(trace_id_of(bad.as_bytes()), None, "{bad}");
+            let id = RequestId::from_headers(None, Some(bad.as_bytes())).unwrap();
+            assert_eq!(id.as_str().len(), 32, "a fresh id for {bad}");
+            assert_ne!(id.as_str(), trace);
+        }
+        // A later version may add fields.
+        let later = format!("01-{trace}-00f067aa0ba902b7-01-more");
+        assert_eq!(trace_id_of(later.as_bytes()), Some(trace));
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        assert_ne!(RequestId::generate(), RequestId::generate());
+    }
+
+    #[tokio::test]
+    async fn the_timeline_is_recorded_only_inside_a_request() {
+        RequestContext::record_attempt(9); // outside any request: nothing happens
+        let context = RequestContext::new(RequestId::parse(b"r1").unwrap());
+        let seen = RequestContext::scope(context.clone(), async {
+            RequestContext::record_attempt(2);
+            RequestContext::record_attempt(3);
+            RequestContext::record_stages([
+                Duration::from_micros(100),
+                Duration::from_millis(3),
+                Duration::ZERO,
+                Duration::from_micros(900),
+            ]);
+            RequestContext::current_id()
+        })
+        .await;
+        assert_eq!(seen.unwrap().as_str(), "r1");
+        let timeline = context.timeline();
+        assert_eq!((timeline.attempts, timeline.served_by), (2, Some(3)));
+        assert_eq!(
+            timeline.stages_text(),
+            "queue 0.1 ms, raft 3.0 ms, apply 0.0 ms, write 0.9 ms"
+        );
+        assert!(RequestContext::current_id().is_none());
+    }
+}
