@@ -64,6 +64,10 @@ pub struct Shared {
     counters: Counters,
     /// Numbers the writes' idempotency keys.
     writes: AtomicU64,
+    /// Drawn afresh for every run and part of every idempotency key: a run repeats the
+    /// keys and ids of an earlier run with the same seed, and must not find its
+    /// idempotency keys used (422) for different values by that run.
+    run_nonce: u32,
 }
 
 /// Live counts for the progress bar.
@@ -96,6 +100,7 @@ impl Shared {
             failover_budget: plan.timeout,
             counters: Counters::default(),
             writes: AtomicU64::new(0),
+            run_nonce: rand::random(),
         }
     }
 
@@ -121,7 +126,10 @@ impl Shared {
         });
         let write = (op == OpKind::Write).then(|| {
             let id = self.writes.fetch_add(1, Ordering::Relaxed);
-            (self.values.value(rng), format!("bench-{}-{id}", self.seed))
+            (
+                self.values.value(rng),
+                format!("bench-{}-{:08x}-{id}", self.seed, self.run_nonce),
+            )
         });
         let started = Instant::now();
         let result = loop {
