@@ -22,7 +22,8 @@
 # BENCH_KEYS (10000), BENCH_VALUE_SIZE (128), BENCH_WORKLOADS ("write a b c transfer"),
 # BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0), BENCH_SKIP_TLS (0),
 # BENCH_SKIP_WRK (0), BENCH_WRK_DURATION (10s), BENCH_KEEP (0: delete the temp dir with
-# logs and JSON results at the end; it is always kept if something failed).
+# logs and JSON results at the end; it is always kept if something failed), BENCH_SERVER
+# (target/release/tinykv-server: another build of the server, for A/B runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,7 +44,7 @@ BENCH_KEEP=${BENCH_KEEP:-0}
 SEED=42
 TLS_BUDGET=15   # percent of TinyKV-rs's plaintext throughput TLS may cost (the issue's target)
 
-SERVER=target/release/tinykv-server
+SERVER=${BENCH_SERVER:-target/release/tinykv-server}
 BENCH=target/release/tinykv-bench
 CTL=target/release/tinykv-ctl
 TINYKV_HTTP=(18081 18082 18083)
