@@ -161,6 +161,9 @@ impl HttpForwarder {
             .header(reqwest::header::CONTENT_TYPE, request.content_type);
         if let Some(id) = crate::request_context::RequestContext::current_id() {
             post = post.header(crate::request_context::REQUEST_ID_HEADER, id.as_str());
+            if !id.chosen_by_client() {
+                post = post.header(crate::request_context::REQUEST_ID_SOURCE_HEADER, "node");
+            }
         }
         let response = post
             .timeout(request.timeout)

@@ -24,6 +24,10 @@
 //! - [`node`]: opens the engine, bootstraps, starts everything, shuts down cleanly;
 //! - [`error`]: the node's error type and how it reaches HTTP clients.
 
+// The peer listener's connection future is deep enough for rustc's default limit of
+// 128 when it proves the future `Send`.
+#![recursion_limit = "256"]
+
 pub mod address_book;
 pub mod admin;
 pub mod api;

@@ -155,12 +155,13 @@ pub static TXN_GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
 /// Seconds the writes this node proposed spent in each stage of the raftstore, by stage:
 /// `queue` (sent until the PeerFsm proposed it), `raft` (until its entry was committed:
 /// the log's fsync, replication, quorum), `apply` (until the ApplyFsm applied it) and
-/// `write` (until the apply writer wrote it and it was answered). See
-/// [`tinykv_actors::msg::WriteStages`].
+/// `write` (until the apply writer wrote it and it was answered); and `persist`, within
+/// `raft`, until the leader's own log write was durable (for writes proposed at the
+/// leader). See [`tinykv_actors::msg::WriteStages`].
 pub static WRITE_STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "tinykv_write_stage_duration_seconds",
-        "Time a write spent in each raftstore stage (queue, raft, apply, write), at the node that proposed it.",
+        "Time a write spent in each raftstore stage (queue, raft, apply, write; persist: the leader's own log write, within raft), at the node that proposed it.",
         &["stage"],
         tinykv_actors::metrics::duration_buckets()
     )
@@ -168,8 +169,13 @@ pub static WRITE_STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Records the stages of a write sent to the raftstore at `sent_at` and answered now;
-/// answers their durations, in the order of [`crate::request_context::STAGES`].
-pub fn write_stages(sent_at: Instant, stages: &tinykv_actors::msg::WriteStages) -> [Duration; 4] {
+/// answers their durations, in the order of [`crate::request_context::STAGES`], and the
+/// leader's own log write (from proposed until durable, within `raft`; observed as stage
+/// `persist`) if it is known.
+pub fn write_stages(
+    sent_at: Instant,
+    stages: &tinykv_actors::msg::WriteStages,
+) -> ([Duration; 4], Option<Duration>) {
     let now = Instant::now();
     let split = [
         stages.proposed_at.saturating_duration_since(sent_at),
@@ -186,7 +192,15 @@ pub fn write_stages(sent_at: Instant, stages: &tinykv_actors::msg::WriteStages) 
             .with_label_values(&[stage])
             .observe(took.as_secs_f64());
     }
-    split
+    let persist = stages
+        .persisted_at
+        .map(|at| at.saturating_duration_since(stages.proposed_at));
+    if let Some(persist) = persist {
+        WRITE_STAGE_DURATION
+            .with_label_values(&["persist"])
+            .observe(persist.as_secs_f64());
+    }
+    (split, persist)
 }
 
 /// Why a connection is refused.

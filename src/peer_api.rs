@@ -64,7 +64,9 @@ use crate::forward::{
     error_to_wire, ONE_SHOT_PATH, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH,
 };
 use crate::placement::{PdClient, PdRequest, PD_PATH};
-use crate::request_context::{RequestContext, RequestId, REQUEST_ID_HEADER};
+use crate::request_context::{
+    RequestContext, RequestId, REQUEST_ID_HEADER, REQUEST_ID_SOURCE_HEADER,
+};
 use crate::service::{KvOp, KvOutcome, KvService};
 
 /// Path of the identity endpoint.
@@ -157,11 +159,12 @@ pub async fn respond(
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     // A request made on behalf of a client's names the client request's id: its log lines
     // here carry it, as do its raft commands.
-    let context = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|id| RequestId::parse(id.as_bytes()).ok())
-        .map(RequestContext::new);
+    let headers = request.headers();
+    let context = RequestId::forwarded(
+        headers.get(REQUEST_ID_HEADER).map(|v| v.as_bytes()),
+        headers.get(REQUEST_ID_SOURCE_HEADER).map(|v| v.as_bytes()),
+    )
+    .map(RequestContext::new);
     let answer = async move {
         match route(api, identity, caller, request).await {
             Ok(response) => response,

@@ -14,8 +14,9 @@
 //! shape of a W3C trace id). It is answered in the `X-Request-Id` response header and in
 //! every JSON error body (`error.request_id`, see [`crate::api::error::error_body`]).
 //! It travels on: a forwarded request carries it to the other node in the same header
-//! (whose log lines for it then carry the same id), and a write's raft command carries
-//! it in each request's `trace_id`, so every replica's apply log (at `debug`) names it.
+//! (whose log lines for it then carry the same id), and, if the client chose it, a
+//! write's raft command carries it in each request's `trace_id`, so every replica's apply
+//! log (at `debug`) names it.
 //! It is not the write's `Idempotency-Key`: that one changes what the store does, the
 //! request id only what it logs.
 
@@ -27,6 +28,11 @@ use std::time::{Duration, Instant};
 /// Header that carries a request's id, in requests and in answers.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Header a node adds to a request it forwards when the request's id was made up by the
+/// node, not chosen by the client (value `node`): the other node then keeps it out of
+/// the raft log too.
+pub const REQUEST_ID_SOURCE_HEADER: &str = "x-request-id-source";
+
 /// W3C Trace Context header naming the trace a request belongs to.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
@@ -35,7 +41,12 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// A request's id: printable ASCII, at most [`MAX_REQUEST_ID_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+pub struct RequestId {
+    text: Arc<str>,
+    /// Whether the client chose it (`X-Request-Id` or `traceparent`), rather than the
+    /// node.
+    chosen_by_client: bool,
+}
 
 impl RequestId {
     /// The id a request is known by, from its `X-Request-Id` and `traceparent` headers
@@ -51,7 +62,10 @@ impl RequestId {
         }
         Ok(traceparent
             .and_then(trace_id_of)
-            .map(|trace| RequestId(trace.into()))
+            .map(|trace| RequestId {
+                text: trace.into(),
+                chosen_by_client: true,
+            })
             .unwrap_or_else(RequestId::generate))
     }
 
@@ -70,23 +84,50 @@ impl RequestId {
             return Err("the X-Request-Id header holds characters other than visible ASCII".into());
         }
         let text = std::str::from_utf8(given).map_err(|e| e.to_string())?;
-        Ok(RequestId(text.into()))
+        Ok(RequestId {
+            text: text.into(),
+            chosen_by_client: true,
+        })
+    }
+
+    /// The id another node forwarded a request with (its `X-Request-Id` and
+    /// `X-Request-Id-Source` headers), or `None` if it sent none or a malformed one.
+    pub fn forwarded(id: Option<&[u8]>, source: Option<&[u8]>) -> Option<RequestId> {
+        let mut id = RequestId::parse(id?).ok()?;
+        id.chosen_by_client = source != Some(b"node".as_slice());
+        Some(id)
     }
 
     /// A fresh id: 128 random bits as 32 lowercase hex digits.
     pub fn generate() -> RequestId {
-        RequestId(format!("{:032x}", rand::random::<u128>()).into())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u128>();
+        let mut text = [0u8; 32];
+        for (i, digit) in text.iter_mut().enumerate() {
+            *digit = HEX[((bits >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        // Only hex digits were written.
+        RequestId {
+            text: String::from_utf8_lossy(&text).into(),
+            chosen_by_client: false,
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Whether the client chose the id (`X-Request-Id` or `traceparent`); only such ids
+    /// are written into a write's raft command (see [`RequestContext::raft_trace_id`]).
+    pub fn chosen_by_client(&self) -> bool {
+        self.chosen_by_client
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -129,6 +170,9 @@ pub struct RequestTimeline {
     pub stages: Vec<(&'static str, Duration)>,
     /// When the last of `stages` ended (the write's answer reached this node).
     pub stages_ended_at: Option<Instant>,
+    /// Within the `raft` stage: how long the leader's own log write took to be durable
+    /// (its raft-log writer's batch and fsync), for a write proposed at the leader.
+    pub persist: Option<Duration>,
 }
 
 /// The stages of a write, as [`RequestTimeline::stages`] names them: the wait in the
@@ -138,14 +182,19 @@ pub struct RequestTimeline {
 pub const STAGES: [&str; 4] = ["queue", "raft", "apply", "write"];
 
 impl RequestTimeline {
-    /// The stages as text, e.g. `queue 0.1 ms, raft 3.2 ms, apply 0.3 ms, write 0.9 ms`.
+    /// The stages as text, e.g. `queue 0.1 ms, raft 3.2 ms (persist 2.9 ms), apply 0.3 ms,
+    /// write 0.9 ms`.
     pub fn stages_text(&self) -> String {
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
         let mut text = String::new();
         for (i, (stage, took)) in self.stages.iter().enumerate() {
             if i > 0 {
                 text.push_str(", ");
             }
-            let _ = write!(text, "{stage} {:.1} ms", took.as_secs_f64() * 1000.0);
+            let _ = write!(text, "{stage} {:.1} ms", ms(took));
+            if let (&"raft", Some(persist)) = (stage, &self.persist) {
+                let _ = write!(text, " (persist {:.1} ms)", ms(persist));
+            }
         }
         text
     }
@@ -199,6 +248,22 @@ impl RequestContext {
         CURRENT.try_with(|c| c.id.clone()).ok()
     }
 
+    /// What a write's raft command carries as `trace_id` for the current request: its id
+    /// if the client chose it, else nothing. An id the node made up is left out: carried
+    /// on every write, its 32 bytes through every replica's log, apply and network cost
+    /// measurably, and a client that wants to follow a write sends its own id.
+    pub fn raft_trace_id() -> Vec<u8> {
+        CURRENT
+            .try_with(|c| {
+                if c.id.chosen_by_client {
+                    c.id.as_str().as_bytes().to_vec()
+                } else {
+                    Vec::new()
+                }
+            })
+            .unwrap_or_default()
+    }
+
     /// Records, in the current request's context if there is one, an attempt run by
     /// store `served_by`.
     pub fn record_attempt(served_by: u64) {
@@ -207,16 +272,19 @@ impl RequestContext {
             t.served_by = Some(served_by);
             t.stages.clear();
             t.stages_ended_at = None;
+            t.persist = None;
         });
     }
 
     /// Records, in the current request's context if there is one, the time the write
-    /// spent in each stage (in the order of [`STAGES`]).
-    pub fn record_stages(stages: [Duration; 4]) {
+    /// spent in each stage (in the order of [`STAGES`]) and, within `raft`, the leader's
+    /// own log write if it is known.
+    pub fn record_stages(stages: [Duration; 4], persist: Option<Duration>) {
         let now = Instant::now();
         Self::update(|t| {
             t.stages = STAGES.iter().copied().zip(stages).collect();
             t.stages_ended_at = Some(now);
+            t.persist = persist;
         });
     }
 
@@ -237,6 +305,10 @@ mod tests {
     fn a_client_id_is_kept_if_visible_ascii_and_refused_otherwise() {
         let id = RequestId::from_headers(Some(b"order-17/retry.2"), None).unwrap();
         assert_eq!(id.as_str(), "order-17/retry.2");
+        assert!(id.chosen_by_client());
+        assert!(!RequestId::from_headers(None, None)
+            .unwrap()
+            .chosen_by_client());
         for bad in [
             &b""[..],
             b"has space",
@@ -289,12 +361,15 @@ mod tests {
         let seen = RequestContext::scope(context.clone(), async {
             RequestContext::record_attempt(2);
             RequestContext::record_attempt(3);
-            RequestContext::record_stages([
-                Duration::from_micros(100),
-                Duration::from_millis(3),
-                Duration::ZERO,
-                Duration::from_micros(900),
-            ]);
+            RequestContext::record_stages(
+                [
+                    Duration::from_micros(100),
+                    Duration::from_millis(3),
+                    Duration::ZERO,
+                    Duration::from_micros(900),
+                ],
+                Some(Duration::from_micros(2_500)),
+            );
             RequestContext::current_id()
         })
         .await;
@@ -303,7 +378,7 @@ mod tests {
         assert_eq!((timeline.attempts, timeline.served_by), (2, Some(3)));
         assert_eq!(
             timeline.stages_text(),
-            "queue 0.1 ms, raft 3.0 ms, apply 0.0 ms, write 0.9 ms"
+            "queue 0.1 ms, raft 3.0 ms (persist 2.5 ms), apply 0.0 ms, write 0.9 ms"
         );
         assert!(RequestContext::current_id().is_none());
     }

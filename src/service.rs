@@ -515,9 +515,7 @@ impl KvService {
             return Ok(KvOutcome::Txn(Box::new(response)));
         }
         let key = op.routing_key().to_vec();
-        let trace_id = RequestContext::current_id()
-            .map(|id| id.as_str().as_bytes().to_vec())
-            .unwrap_or_default();
+        let trace_id = RequestContext::raft_trace_id();
         let (request, wants_snapshot) = match &op {
             KvOp::Put {
                 cf,
@@ -566,14 +564,15 @@ impl KvService {
             .key_command(key, request, self.timeouts.attempt)
             .await?;
         if let Some(stages) = &response.stages {
-            let stages = crate::metrics::write_stages(sent_at, stages);
-            RequestContext::record_stages(stages);
+            let (stages, persist) = crate::metrics::write_stages(sent_at, stages);
+            RequestContext::record_stages(stages, persist);
             if sent_at.elapsed() > SLOW_REQUEST {
                 let [queue, raft, apply, write] = stages.map(|d| d.as_millis() as u64);
                 tracing::info!(
                     kind = op.kind(),
                     queue_ms = queue,
                     raft_ms = raft,
+                    persist_ms = persist.map(|d| d.as_millis() as u64),
                     apply_ms = apply,
                     write_ms = write,
                     "slow write in the raftstore"

@@ -7,7 +7,8 @@
 //! while serving it. A write's raftstore stages happened inside actors that serve many
 //! requests at once, so they are not spans there; [`export_stages`] adds them to the
 //! request's trace afterwards as child spans with their measured start and end (`queue`,
-//! `raft`, `apply`, `write`; see [`crate::request_context::STAGES`]).
+//! `raft`, `apply`, `write`; see [`crate::request_context::STAGES`]), plus `persist`,
+//! the leader's own log write, which starts with `raft` and runs beside replication.
 //!
 //! A request whose `traceparent` header names a trace joins it ([`join_client_trace`]):
 //! its spans carry the client's trace id and hang under the client's span, and the
@@ -187,13 +188,20 @@ pub fn export_stages(span: &tracing::Span, timeline: &RequestTimeline) {
     }
     let total: Duration = timeline.stages.iter().map(|(_, took)| *took).sum();
     let mut start = wall_clock(ended.checked_sub(total).unwrap_or(ended));
-    for (stage, took) in &timeline.stages {
-        let end = start + *took;
-        let mut child = tracer
-            .span_builder(Cow::Borrowed(*stage))
+    let child = |name: &'static str, start: SystemTime, end: SystemTime| {
+        let mut span = tracer
+            .span_builder(Cow::Borrowed(name))
             .with_start_time(start)
             .start_with_context(tracer, &parent);
-        child.end_with_timestamp(end);
+        span.end_with_timestamp(end);
+    };
+    for (stage, took) in &timeline.stages {
+        let end = start + *took;
+        child(stage, start, end);
+        if let (&"raft", Some(persist)) = (stage, timeline.persist) {
+            // The leader's own log write, alongside replication.
+            child("persist", start, start + persist);
+        }
         start = end;
     }
 }

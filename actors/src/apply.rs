@@ -227,7 +227,7 @@ impl ApplyFsm {
                 crate::metrics::applied_after(p.proposed_at);
                 responses.push((
                     p.callback,
-                    response_to_send(&response, p.proposed_at, committed_at),
+                    response_to_send(&response, p.proposed_at, None, committed_at),
                 ));
             }
             while let Some(p) = proposals.next_if(|p| p.index <= entry.index) {
@@ -235,7 +235,7 @@ impl ApplyFsm {
                     crate::metrics::applied_after(p.proposed_at);
                     responses.push((
                         p.callback,
-                        response_to_send(&response, p.proposed_at, committed_at),
+                        response_to_send(&response, p.proposed_at, p.persisted_at, committed_at),
                     ));
                 } else {
                     respond_error(p.callback, &Error::StaleCommand, entry.term);
@@ -994,6 +994,7 @@ fn response_with(term: u64, responses: Vec<Response>) -> RaftCmdResponse {
 fn response_to_send(
     response: &RaftCmdResponse,
     proposed_at: Instant,
+    persisted_at: Option<Instant>,
     committed_at: Instant,
 ) -> CmdResponse {
     CmdResponse {
@@ -1002,6 +1003,7 @@ fn response_to_send(
         stages: Some(crate::msg::WriteStages {
             proposed_at,
             committed_at,
+            persisted_at,
             applied_at: Instant::now(),
         }),
     }

@@ -131,6 +131,11 @@ pub struct WriteStages {
     pub proposed_at: std::time::Instant,
     /// When the PeerFsm sent its committed entry to the ApplyFsm.
     pub committed_at: std::time::Instant,
+    /// When the leader's own raft log held the entry durably (its raft-log writer's
+    /// batch and fsync), if the write was proposed at the leader and that was known by
+    /// the time it committed. It may come after `committed_at`: two followers' fsyncs
+    /// make a quorum of three without the leader's.
+    pub persisted_at: Option<std::time::Instant>,
     /// When the ApplyFsm applied its entry (before the apply writer wrote it).
     pub applied_at: std::time::Instant,
 }
@@ -241,6 +246,8 @@ pub struct Proposal {
     pub callback: Callback,
     /// When the command was proposed, for the propose-to-apply latency metric.
     pub proposed_at: std::time::Instant,
+    /// When the leader's own raft log held the entry durably, once it did.
+    pub persisted_at: Option<std::time::Instant>,
 }
 
 /// A write a follower forwarded to its leader through raft: it is answered when the

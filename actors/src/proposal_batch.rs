@@ -204,6 +204,7 @@ mod tests {
             stages: Some(crate::msg::WriteStages {
                 proposed_at: std::time::Instant::now(),
                 committed_at: std::time::Instant::now(),
+                persisted_at: None,
                 applied_at: std::time::Instant::now(),
             }),
         });

@@ -28,6 +28,7 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::HttpResponse;
 use tracing::Instrument;
 
 use crate::error::Error;
@@ -68,8 +69,11 @@ pub async fn request_log(
     let span = tracing::info_span!("request", request_id = %id);
     crate::trace_export::join_client_trace(&span, traceparent);
     let method = req.method().clone();
-    let path = req.path().to_string();
-    let route = req.match_pattern();
+    // The path and route are read from the answered request, when a line needs them;
+    // an error that escapes the handlers takes the request with it, so they are kept
+    // beforehand only if every request is described.
+    let describe_all = settings.access_log || crate::trace_export::is_on();
+    let early = describe_all.then(|| (req.path().to_string(), req.match_pattern()));
     let served = async move {
         match refusal {
             Some(why) => Ok(req.error_response(Error::bad_request("invalid_request_id", why))),
@@ -100,6 +104,17 @@ pub async fn request_log(
     }
     let took = started.elapsed();
     let slow = took >= settings.slow_request;
+    if !(describe_all || slow) {
+        return unwrap_served(served);
+    }
+    let (path, route) = match (&served, early) {
+        (Ok(response), _) => (
+            response.request().path().to_string(),
+            response.request().match_pattern(),
+        ),
+        (Err(_), Some(early)) => early,
+        (Err(_), None) => (String::new(), None),
+    };
     if crate::trace_export::is_on() {
         let timeline = context.timeline();
         crate::trace_export::describe(
@@ -133,6 +148,13 @@ pub async fn request_log(
             line.write_slow();
         }
     }
+    unwrap_served(served)
+}
+
+/// The middleware's answer: the response, or the error with the response made for it.
+fn unwrap_served(
+    served: Result<ServiceResponse<BoxBody>, (actix_web::Error, HttpResponse)>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     served.map_err(|(e, response)| {
         actix_web::error::InternalError::from_response(e.to_string(), response).into()
     })

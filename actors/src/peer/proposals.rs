@@ -395,6 +395,7 @@ impl Peer {
             term: self.term(),
             callback,
             proposed_at: Instant::now(),
+            persisted_at: None,
         });
     }
 

@@ -243,6 +243,17 @@ impl Peer {
     pub(super) fn on_persisted(&mut self, msg: Persisted) {
         if let Some(index) = msg.last_index {
             self.raft.mut_store().on_persisted(index);
+            // Stamp the proposals this write made durable, newest first, down to the
+            // first one an earlier write stamped.
+            let now = Instant::now();
+            for p in self.proposals.iter_mut().rev() {
+                if p.persisted_at.is_some() {
+                    break;
+                }
+                if p.index <= index {
+                    p.persisted_at = Some(now);
+                }
+            }
         }
         self.raft.on_persist_ready(msg.ready_number);
         if self

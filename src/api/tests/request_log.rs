@@ -232,7 +232,7 @@ async fn the_access_log_and_a_slow_request_say_who_served_it_and_where_the_time_
         .find(|l| l.contains("slow request") && l.contains("WARN"))
         .unwrap_or_else(|| panic!("no slow-request line in:\n{text}"));
     assert!(slow.contains("request_id=log-me-1"), "{slow}");
-    for stage in ["queue ", "raft ", "apply ", "write "] {
+    for stage in ["queue ", "raft ", "(persist ", "apply ", "write "] {
         assert!(slow.contains(stage), "stage {stage}missing from: {slow}");
     }
 
@@ -266,6 +266,17 @@ async fn the_id_travels_with_a_forwarded_write_into_its_raft_entry() {
         }
     }
     outcome.unwrap();
+    // An id the node made up is not written into the log.
+    let untraced = KvOp::Put {
+        cf: Cf::Default,
+        key: b"untraced".to_vec(),
+        value: b"v".to_vec(),
+        session: write_session(0, None, Duration::from_secs(60)),
+    };
+    let made_up = RequestContext::new(RequestId::generate());
+    RequestContext::scope(made_up, forwarder.forward(1, untraced))
+        .await
+        .unwrap();
 
     // The other node proposed the write with the id it was forwarded with.
     let mut traced = Vec::new();
@@ -288,6 +299,10 @@ async fn the_id_travels_with_a_forwarded_write_into_its_raft_entry() {
         .unwrap();
     assert!(
         traced.contains(&(b"traced".to_vec(), b"fwd-7".to_vec())),
+        "{traced:?}"
+    );
+    assert!(
+        traced.contains(&(b"untraced".to_vec(), Vec::new())),
         "{traced:?}"
     );
 
@@ -466,8 +481,18 @@ async fn a_traced_write_is_exported_with_its_stages_under_the_clients_span() {
     );
     let stages: Vec<_> = spans
         .iter()
-        .filter(|s| s.parent_span_id == request.span_id && s.name != "forward")
+        .filter(|s| s.parent_span_id == request.span_id && s.name != "persist")
         .collect();
+    // The leader's own log write starts with raft, alongside replication.
+    let persist = spans
+        .iter()
+        .find(|s| s.parent_span_id == request.span_id && s.name == "persist")
+        .expect("the leader's log write is a span");
+    let raft = spans
+        .iter()
+        .find(|s| s.parent_span_id == request.span_id && s.name == "raft")
+        .expect("a raft span");
+    assert_eq!(persist.start_time_unix_nano, raft.start_time_unix_nano);
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names.len(), 4, "{names:?}");
     for stage in crate::request_context::STAGES {
