@@ -68,6 +68,12 @@ pub trait WriteKind: Unpin + 'static {
     /// Most mutations one engine write of this writer holds, if its batches are written
     /// in pieces ([`write_paced`]); `None`: a batch is one engine write.
     const PACE: Option<usize> = None;
+    /// The region and the last raft log index a task appends, if it appends entries: the
+    /// batch's `debug` line lists them, so a write's proposal (region and index, logged
+    /// with its request ids) can be matched with the fsync that made it durable.
+    fn appended(_task: &Self::Task) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// The group-commit actor; see the module documentation.
@@ -157,13 +163,21 @@ impl<K: WriteKind> BatchWriter<K> {
                 .map(Mutation::size);
             let count = tasks.len();
             let slow = crate::metrics::batch_written(K::METRIC_LABEL, count, bytes.sum(), elapsed);
-            tracing::trace!(
-                writer = K::NAME,
-                tasks = count,
-                sync,
-                micros = elapsed.as_micros() as u64,
-                "batch written"
-            );
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let appended: Vec<String> = tasks
+                    .iter()
+                    .filter_map(K::appended)
+                    .map(|(region, index)| format!("{region}:{index}"))
+                    .collect();
+                tracing::debug!(
+                    writer = K::NAME,
+                    tasks = count,
+                    sync,
+                    micros = elapsed.as_micros() as u64,
+                    ?appended,
+                    "batch written"
+                );
+            }
             if slow {
                 // Every write of the batch, and every one queued behind it, waited this
                 // long: say what the engine was busy with.
@@ -289,6 +303,10 @@ impl WriteKind for RaftLog {
 
     fn must_sync(task: &WriteTask) -> bool {
         task.must_sync
+    }
+
+    fn appended(task: &WriteTask) -> Option<(u64, u64)> {
+        task.last_index.map(|index| (task.region_id, index))
     }
 
     fn on_durable(task: WriteTask) {

@@ -182,6 +182,12 @@ struct Served {
 }
 
 impl Served {
+    /// A forwarder that reaches this node as store 1.
+    fn forwarder(&self) -> HttpForwarder {
+        let book = AddressBook::new([self.address(1)]);
+        HttpForwarder::new(book, Duration::from_secs(3), None).unwrap()
+    }
+
     /// The address-book entry of store `id` served here.
     fn address(&self, id: u64) -> StoreAddress {
         StoreAddress {
@@ -213,6 +219,36 @@ macro_rules! call {
         let status: StatusCode = response.status();
         (status, test::read_body(response).await)
     }};
+}
+
+/// A raw put of `key` (value `v`) with a fresh session.
+fn put_op(key: &[u8]) -> KvOp {
+    KvOp::Put {
+        cf: Cf::Default,
+        key: key.to_vec(),
+        value: b"v".to_vec(),
+        session: write_session(0, None, Duration::from_secs(60)),
+    }
+}
+
+/// Runs `attempt` until it gives something else than a retryable error (up to 5 s): the
+/// store may still be electing itself. KvService retries the same way.
+async fn until_elected<F, Fut, T>(mut attempt: F) -> crate::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<T>>,
+{
+    let mut outcome = attempt().await;
+    for _ in 0..100 {
+        match &outcome {
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                outcome = attempt().await;
+            }
+            _ => break,
+        }
+    }
+    outcome
 }
 
 fn json(body: &[u8]) -> Value {
@@ -676,25 +712,9 @@ async fn a_forwarded_request_executes_on_the_target_node() {
     let node = SingleStore::start().await;
     let served = node.serve().await;
 
-    let book = AddressBook::new([served.address(1)]);
-    let forwarder = HttpForwarder::new(book, Duration::from_secs(3), None).unwrap();
-    let put = KvOp::Put {
-        cf: Cf::Default,
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
-        session: write_session(0, None, Duration::from_secs(60)),
-    };
-    // The store may still be electing itself: retry what is retryable, as KvService does.
-    let mut outcome = forwarder.forward(1, put.clone()).await;
-    for _ in 0..100 {
-        match &outcome {
-            Err(e) if e.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                outcome = forwarder.forward(1, put.clone()).await;
-            }
-            _ => break,
-        }
-    }
+    let forwarder = served.forwarder();
+    let put = put_op(b"k");
+    let outcome = until_elected(|| forwarder.forward(1, put.clone())).await;
     assert_eq!(outcome.unwrap(), KvOutcome::Written { replayed: false });
     assert_eq!(
         forwarder.forward(1, put.clone()).await.unwrap(),

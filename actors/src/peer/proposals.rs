@@ -142,16 +142,16 @@ impl Peer {
         let Some((request, callback)) = self.write_batch.take() else {
             return;
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            // One entry serves every request named here.
-            let ids: Vec<_> = request
+        // One entry serves every request named here.
+        let ids: Option<Vec<String>> = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            request
                 .requests
                 .iter()
                 .filter(|r| !r.trace_id.is_empty())
-                .map(|r| String::from_utf8_lossy(&r.trace_id[..r.trace_id.len().min(128)]))
-                .collect();
-            tracing::debug!(writes = request.requests.len(), request_ids = ?ids, leader = self.is_leader(), "proposing writes");
-        }
+                .map(|r| String::from_utf8_lossy(&r.trace_id[..r.trace_id.len().min(128)]).into())
+                .collect()
+        });
+        let writes = request.requests.len();
         if self.is_leader() {
             self.propose_write(request, callback);
         } else if self.can_forward_write(&request) {
@@ -159,6 +159,15 @@ impl Peer {
         } else {
             metrics::proposal_dropped("refused");
             respond_error(callback, &self.not_leader(), self.term());
+            return;
+        }
+        if let Some(ids) = ids {
+            // As leader, the entry's index: the raft-log writer's `batch written` line
+            // that lists this region at or past it made the entry durable here.
+            let index = self
+                .is_leader()
+                .then(|| self.raft.raft.raft_log.last_index());
+            tracing::debug!(writes, request_ids = ?ids, index, "proposing writes");
         }
     }
 

@@ -13,13 +13,11 @@ use tinykv_actors::{keys, Cf};
 use tinykv_proto::eraftpb::Entry;
 use tinykv_proto::raft_cmdpb::RaftCmdRequest;
 
-use super::{json, SingleStore};
-use crate::address_book::AddressBook;
+use super::{json, put_op, until_elected, SingleStore};
 use crate::api::configure;
 use crate::api::request_log::{request_log, RequestLog};
-use crate::forward::HttpForwarder;
 use crate::request_context::{RequestContext, RequestId};
-use crate::service::{write_session, Forwarder, KvOp};
+use crate::service::Forwarder;
 
 /// Log output captured by a test's subscriber.
 #[derive(Clone, Default)]
@@ -244,35 +242,14 @@ async fn the_access_log_and_a_slow_request_say_who_served_it_and_where_the_time_
 async fn the_id_travels_with_a_forwarded_write_into_its_raft_entry() {
     let node = SingleStore::start().await;
     let served = node.serve().await;
-    let book = AddressBook::new([served.address(1)]);
-    let forwarder = HttpForwarder::new(book, Duration::from_secs(3), None).unwrap();
-    let put = KvOp::Put {
-        cf: Cf::Default,
-        key: b"traced".to_vec(),
-        value: b"v".to_vec(),
-        session: write_session(0, None, Duration::from_secs(60)),
-    };
+    let forwarder = served.forwarder();
+    let put = put_op(b"traced");
     let context = RequestContext::new(RequestId::parse(b"fwd-7").unwrap());
-    let mut outcome =
-        RequestContext::scope(context.clone(), forwarder.forward(1, put.clone())).await;
-    for _ in 0..100 {
-        match &outcome {
-            Err(e) if e.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                outcome =
-                    RequestContext::scope(context.clone(), forwarder.forward(1, put.clone())).await;
-            }
-            _ => break,
-        }
-    }
-    outcome.unwrap();
+    until_elected(|| RequestContext::scope(context.clone(), forwarder.forward(1, put.clone())))
+        .await
+        .unwrap();
     // An id the node made up is not written into the log.
-    let untraced = KvOp::Put {
-        cf: Cf::Default,
-        key: b"untraced".to_vec(),
-        value: b"v".to_vec(),
-        session: write_session(0, None, Duration::from_secs(60)),
-    };
+    let untraced = put_op(b"untraced");
     let made_up = RequestContext::new(RequestId::generate());
     RequestContext::scope(made_up, forwarder.forward(1, untraced))
         .await
