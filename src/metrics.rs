@@ -294,7 +294,7 @@ pub fn status_class(status: StatusCode) -> &'static str {
     }
 }
 
-/// Counts and times one answered request, and logs it if it was slow.
+/// Counts and times one answered request, and counts it as slow if it was.
 fn record(
     method: &Method,
     pattern: Option<&str>,

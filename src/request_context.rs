@@ -165,34 +165,44 @@ pub struct RequestTimeline {
     pub served_by: Option<u64>,
     /// Attempts made (retries after "not leader", a timeout, ...).
     pub attempts: u32,
-    /// Time a write spent in each raftstore stage, at the node that proposed it, in the
-    /// order of [`STAGES`]; empty for reads and for writes forwarded to another node.
-    pub stages: Vec<(&'static str, Duration)>,
-    /// When the last of `stages` ended (the write's answer reached this node).
-    pub stages_ended_at: Option<Instant>,
-    /// Within the `raft` stage: how long the leader's own log write took to be durable
-    /// (its raft-log writer's batch and fsync), for a write proposed at the leader.
-    pub persist: Option<Duration>,
+    /// For a write proposed by this node in the last attempt: its raftstore stages.
+    pub write: Option<WriteTimes>,
 }
 
-/// The stages of a write, as [`RequestTimeline::stages`] names them: the wait in the
+/// The time a write spent in each raftstore stage, at the node that proposed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriteTimes {
+    /// Each stage's duration, in the order of [`STAGES`]; they follow each other.
+    pub stages: [Duration; 4],
+    /// Within the `raft` stage, starting with it: how long the leader's own log write
+    /// took to be durable (its raft-log writer's batch and fsync), for a write proposed
+    /// at the leader.
+    pub persist: Option<Duration>,
+    /// When the last stage ended (the write's answer reached this node).
+    pub ended_at: Instant,
+}
+
+/// The stages of a write, as [`WriteTimes::stages`] orders them: the wait in the
 /// mailboxes until proposed (`queue`), raft until the entry is committed (`raft`: the log's
 /// fsync, replication, quorum), the ApplyFsm until applied (`apply`), the apply writer's
 /// batch until answered (`write`).
 pub const STAGES: [&str; 4] = ["queue", "raft", "apply", "write"];
 
 impl RequestTimeline {
-    /// The stages as text, e.g. `queue 0.1 ms, raft 3.2 ms (persist 2.9 ms), apply 0.3 ms,
-    /// write 0.9 ms`.
+    /// The write's stages as text, e.g. `queue 0.1 ms, raft 3.2 ms (persist 2.9 ms),
+    /// apply 0.3 ms, write 0.9 ms`; empty if none were recorded.
     pub fn stages_text(&self) -> String {
+        let Some(write) = &self.write else {
+            return String::new();
+        };
         let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
         let mut text = String::new();
-        for (i, (stage, took)) in self.stages.iter().enumerate() {
+        for (i, (stage, took)) in STAGES.iter().zip(&write.stages).enumerate() {
             if i > 0 {
                 text.push_str(", ");
             }
             let _ = write!(text, "{stage} {:.1} ms", ms(took));
-            if let (&"raft", Some(persist)) = (stage, &self.persist) {
+            if let (&"raft", Some(persist)) = (stage, &write.persist) {
                 let _ = write!(text, " (persist {:.1} ms)", ms(persist));
             }
         }
@@ -270,9 +280,7 @@ impl RequestContext {
         Self::update(|t| {
             t.attempts += 1;
             t.served_by = Some(served_by);
-            t.stages.clear();
-            t.stages_ended_at = None;
-            t.persist = None;
+            t.write = None;
         });
     }
 
@@ -280,11 +288,13 @@ impl RequestContext {
     /// spent in each stage (in the order of [`STAGES`]) and, within `raft`, the leader's
     /// own log write if it is known.
     pub fn record_stages(stages: [Duration; 4], persist: Option<Duration>) {
-        let now = Instant::now();
+        let ended_at = Instant::now();
         Self::update(|t| {
-            t.stages = STAGES.iter().copied().zip(stages).collect();
-            t.stages_ended_at = Some(now);
-            t.persist = persist;
+            t.write = Some(WriteTimes {
+                stages,
+                persist,
+                ended_at,
+            })
         });
     }
 

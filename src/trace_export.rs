@@ -35,7 +35,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogConfig;
-use crate::request_context::RequestTimeline;
+use crate::request_context::{RequestTimeline, STAGES};
 
 /// How long one export to the collector may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,17 +176,15 @@ pub fn describe(
 /// Adds a write's raftstore stages to `span`'s trace as child spans, if the trace is
 /// exported and sampled.
 pub fn export_stages(span: &tracing::Span, timeline: &RequestTimeline) {
-    let (Some(tracer), Some(ended)) = (TRACER.get(), timeline.stages_ended_at) else {
+    let (Some(tracer), Some(write)) = (TRACER.get(), &timeline.write) else {
         return;
     };
-    if timeline.stages.is_empty() {
-        return;
-    }
     let parent = span.context();
     if !parent.span().span_context().is_sampled() {
         return;
     }
-    let total: Duration = timeline.stages.iter().map(|(_, took)| *took).sum();
+    let total: Duration = write.stages.iter().sum();
+    let ended = write.ended_at;
     let mut start = wall_clock(ended.checked_sub(total).unwrap_or(ended));
     let child = |name: &'static str, start: SystemTime, end: SystemTime| {
         let mut span = tracer
@@ -195,10 +193,10 @@ pub fn export_stages(span: &tracing::Span, timeline: &RequestTimeline) {
             .start_with_context(tracer, &parent);
         span.end_with_timestamp(end);
     };
-    for (stage, took) in &timeline.stages {
-        let end = start + *took;
+    for (stage, took) in STAGES.iter().zip(write.stages) {
+        let end = start + took;
         child(stage, start, end);
-        if let (&"raft", Some(persist)) = (stage, timeline.persist) {
+        if let (&"raft", Some(persist)) = (stage, write.persist) {
             // The leader's own log write, alongside replication.
             child("persist", start, start + persist);
         }

@@ -692,8 +692,8 @@ impl ApplyFsm {
             }
             if !req.trace_id.is_empty() {
                 // The client request's id, so every replica's log names the write.
-                let id = &req.trace_id[..req.trace_id.len().min(128)];
-                debug!(request_id = %String::from_utf8_lossy(id), ?outcome, "applied write");
+                let id = util::trace_id_text(&req.trace_id);
+                debug!(request_id = %id, ?outcome, "applied write");
             }
             let mut response = Response {
                 cmd_type: req.cmd_type,

@@ -115,7 +115,7 @@ pub struct CmdResponse {
     pub response: RaftCmdResponse,
     /// For a command holding a `Snap` request: the data to read.
     pub snapshot: Option<RegionSnapshot>,
-    /// For a write answered by its ApplyFsm: when it was proposed and applied.
+    /// For a write answered by its ApplyFsm: when it passed each raftstore stage.
     pub stages: Option<WriteStages>,
 }
 

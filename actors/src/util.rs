@@ -268,6 +268,16 @@ pub fn tombstone_for_stale_sender(
     })
 }
 
+/// Longest part of a request's `trace_id` a log line shows: the client API takes ids of
+/// at most 128 bytes, and a command from the log may come from anywhere.
+const MAX_TRACE_ID_SHOWN: usize = 128;
+
+/// A request's `trace_id` (the client request's id) as text for a log line: at most
+/// [`MAX_TRACE_ID_SHOWN`] bytes, anything not UTF-8 replaced.
+pub fn trace_id_text(trace_id: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&trace_id[..trace_id.len().min(MAX_TRACE_ID_SHOWN)])
+}
+
 /// A proposal id no other proposal of the cluster carries: the proposing store, a random
 /// number drawn once per process, and a per-process counter (24 bytes).
 pub fn unique_proposal_id(store_id: u64) -> Vec<u8> {
@@ -286,6 +296,17 @@ pub fn unique_proposal_id(store_id: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use tinykv_proto::raft_cmdpb::{AdminRequest, PutRequest, RaftRequestHeader};
+
+    #[test]
+    fn a_trace_id_from_the_log_is_shown_bounded_and_as_text() {
+        assert_eq!(trace_id_text(b"order-17"), "order-17");
+        assert_eq!(trace_id_text(&[b'a'; 300]).len(), MAX_TRACE_ID_SHOWN);
+        assert_eq!(trace_id_text(&[0xff, b'x']), "\u{fffd}x");
+        // A cut inside a multi-byte character is replaced, not a panic.
+        let mut long = vec![b'a'; MAX_TRACE_ID_SHOWN - 1];
+        long.extend_from_slice("é".as_bytes());
+        assert!(trace_id_text(&long).ends_with('\u{fffd}'));
+    }
 
     fn region(conf_ver: u64, version: u64) -> metapb::Region {
         metapb::Region {

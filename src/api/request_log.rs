@@ -115,18 +115,15 @@ pub async fn request_log(
         (Err(_), Some(early)) => early,
         (Err(_), None) => (String::new(), None),
     };
-    if crate::trace_export::is_on() {
-        let timeline = context.timeline();
-        crate::trace_export::describe(
-            &span,
-            method.as_str(),
-            route.as_deref(),
-            status.as_u16(),
-            &timeline,
-        );
-    }
+    let timeline = context.timeline();
+    crate::trace_export::describe(
+        &span,
+        method.as_str(),
+        route.as_deref(),
+        status.as_u16(),
+        &timeline,
+    );
     if settings.access_log || slow {
-        let timeline = context.timeline();
         let line = AccessLine {
             id: id.as_str(),
             method: method.as_str(),

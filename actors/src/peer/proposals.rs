@@ -148,7 +148,7 @@ impl Peer {
                 .requests
                 .iter()
                 .filter(|r| !r.trace_id.is_empty())
-                .map(|r| String::from_utf8_lossy(&r.trace_id[..r.trace_id.len().min(128)]).into())
+                .map(|r| util::trace_id_text(&r.trace_id).into_owned())
                 .collect()
         });
         let writes = request.requests.len();
@@ -164,9 +164,10 @@ impl Peer {
         if let Some(ids) = ids {
             // As leader, the entry's index: the raft-log writer's `batch written` line
             // that lists this region at or past it made the entry durable here.
-            let index = self
-                .is_leader()
-                .then(|| self.raft.raft.raft_log.last_index());
+            let last = self.raft.raft.raft_log.last_index();
+            let proposed =
+                self.is_leader() && self.proposals.back().is_some_and(|p| p.index == last);
+            let index = proposed.then_some(last);
             tracing::debug!(writes, request_ids = ?ids, index, "proposing writes");
         }
     }
