@@ -19,6 +19,10 @@
 //! existing nodes in `cluster.join`, and
 //! gets its store id from the placement driver (see [`crate::placement`]); from then on
 //! the placement driver's heartbeat answers keep every node's address book current.
+//! These are *advertised* addresses, what others dial (never `0.0.0.0`); a node binds
+//! them too unless `node.listen_raft_addr` / `node.listen_http_addr` say where to listen
+//! instead (see [`Config::listen_address`] and `crate::address_book` for which address
+//! wins when the config and the placement driver disagree).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -86,13 +90,24 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Directory of the store's data (the engine lives in `<data_dir>/db`).
     pub data_dir: PathBuf,
-    /// `host:port` of this node's raft transport, for a node that is not in
-    /// `cluster.stores` (a joining node); otherwise taken from its entry there.
+    /// `host:port` other nodes dial for this node's raft transport (its *advertised*
+    /// peer address), for a node that is not in `cluster.stores` (a joining node) or
+    /// whose entry there is out of date; otherwise taken from its entry there. The host
+    /// may be a name, resolved again on every reconnect; it may not be `0.0.0.0` or `::`.
     #[serde(default)]
     pub raft_addr: Option<String>,
-    /// `host:port` of this node's HTTP API, for a node that is not in `cluster.stores`.
+    /// `host:port` clients and other nodes dial for this node's HTTP API (advertised);
+    /// see `raft_addr`.
     #[serde(default)]
     pub http_addr: Option<String>,
+    /// Where the raft listener binds, when that is not the advertised address: for
+    /// example `0.0.0.0:20160` in a container or behind a port mapping. Defaults to the
+    /// advertised peer address.
+    #[serde(default)]
+    pub listen_raft_addr: Option<String>,
+    /// Where the HTTP listener binds; defaults to the advertised HTTP address.
+    #[serde(default)]
+    pub listen_http_addr: Option<String>,
 }
 
 fn default_cluster_id() -> u64 {
@@ -638,7 +653,7 @@ impl Config {
                 ("raft_addr", &store.raft_addr),
                 ("http_addr", &store.http_addr),
             ] {
-                check_address(addr).map_err(|why| {
+                check_advertised(addr).map_err(|why| {
                     Error::Config(format!(
                         "cluster.stores: {key} {addr:?} of store {}: {why}",
                         store.id
@@ -656,7 +671,7 @@ impl Config {
         match own_addresses {
             (Some(raft_addr), Some(http_addr)) => {
                 for (key, addr) in [("raft_addr", raft_addr), ("http_addr", http_addr)] {
-                    check_address(addr)
+                    check_advertised(addr)
                         .map_err(|why| Error::Config(format!("node.{key} {addr:?}: {why}")))?;
                 }
             }
@@ -675,8 +690,17 @@ impl Config {
             }
             _ => return fail("node.raft_addr and node.http_addr go together".into()),
         }
+        for (key, addr) in [
+            ("listen_raft_addr", &self.node.listen_raft_addr),
+            ("listen_http_addr", &self.node.listen_http_addr),
+        ] {
+            if let Some(addr) = addr {
+                check_address(addr)
+                    .map_err(|why| Error::Config(format!("node.{key} {addr:?}: {why}")))?;
+            }
+        }
         for addr in &self.cluster.join {
-            check_address(addr)
+            check_advertised(addr)
                 .map_err(|why| Error::Config(format!("cluster.join: {addr:?}: {why}")))?;
         }
         self.validate_pd()?;
@@ -696,10 +720,13 @@ impl Config {
         self.security.validate()?;
         if self.security.tls_files().is_none() {
             let own = self.own_address()?;
+            let listen = self.listen_address()?;
             crate::security::check_plaintext_allowed(
                 &[
                     ("raft_addr", own.raft_addr.as_str()),
                     ("http_addr", own.http_addr.as_str()),
+                    ("listen_raft_addr", listen.raft_addr.as_str()),
+                    ("listen_http_addr", listen.http_addr.as_str()),
                 ],
                 self.security.insecure,
             )?;
@@ -837,6 +864,18 @@ impl Config {
                 ))
             })
     }
+
+    /// Where this node's listeners bind: `node.listen_raft_addr` and
+    /// `node.listen_http_addr` where given, else the advertised addresses of
+    /// [`Config::own_address`].
+    pub fn listen_address(&self) -> Result<StoreAddress> {
+        let own = self.own_address()?;
+        Ok(StoreAddress {
+            id: own.id,
+            raft_addr: self.node.listen_raft_addr.clone().unwrap_or(own.raft_addr),
+            http_addr: self.node.listen_http_addr.clone().unwrap_or(own.http_addr),
+        })
+    }
 }
 
 fn config_error(e: config::ConfigError) -> Error {
@@ -851,6 +890,24 @@ fn check_address(addr: &str) -> std::result::Result<(), &'static str> {
     }
     port.parse::<u16>()
         .map_err(|_| "the port is not a number from 0 to 65535")?;
+    Ok(())
+}
+
+/// Checks that `addr` is a `host:port` others can dial: not the unspecified address
+/// (`0.0.0.0`, `::`), which means "every interface" to a listener and nothing to a
+/// dialer.
+fn check_advertised(addr: &str) -> std::result::Result<(), &'static str> {
+    check_address(addr)?;
+    let unspecified = addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified());
+    if unspecified {
+        return Err(
+            "an unspecified address (every interface) cannot be dialed: advertise \
+             an address or host name the other nodes reach, and bind the unspecified one \
+             with node.listen_raft_addr or node.listen_http_addr",
+        );
+    }
     Ok(())
 }
 
@@ -1072,6 +1129,75 @@ mod tests {
             let file = write_config(&format!("[node]\ndata_dir = \"x\"\n{extra}"));
             let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
             assert!(err.to_string().contains(named), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_and_advertised_addresses_are_separate() {
+        // Listening on every interface, advertising a host name others resolve.
+        let file = write_config(
+            r#"
+            [node]
+            store_id = 1
+            data_dir = "x"
+            listen_raft_addr = "0.0.0.0:20160"
+            listen_http_addr = "[::]:8080"
+            [[cluster.stores]]
+            id = 1
+            raft_addr = "tkv1.example:20160"
+            http_addr = "tkv1.example:8080"
+            [security]
+            insecure = true
+            "#,
+        );
+        let config = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap();
+        let own = config.own_address().unwrap();
+        assert_eq!(own.raft_addr, "tkv1.example:20160");
+        let listen = config.listen_address().unwrap();
+        assert_eq!(listen.raft_addr, "0.0.0.0:20160");
+        assert_eq!(listen.http_addr, "[::]:8080");
+        // Without listen addresses a node binds what it advertises.
+        let file = write_config(MINIMAL);
+        let config = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap();
+        assert_eq!(
+            config.listen_address().unwrap(),
+            config.own_address().unwrap()
+        );
+
+        let refused = [
+            // Every interface is where to listen, never what to advertise.
+            (
+                MINIMAL.replace("127.0.0.1:20160", "0.0.0.0:20160"),
+                "cluster.stores: raft_addr \"0.0.0.0:20160\" of store 1: an unspecified address",
+            ),
+            (
+                MINIMAL.replace("127.0.0.1:8080", "[::]:8080"),
+                "http_addr \"[::]:8080\" of store 1: an unspecified address",
+            ),
+            (
+                format!("{MINIMAL}\n[cluster]\njoin = [\"0.0.0.0:20161\"]\n"),
+                "cluster.join: \"0.0.0.0:20161\": an unspecified address",
+            ),
+            (
+                MINIMAL.replace(
+                    "store_id = 1",
+                    "store_id = 1\nlisten_raft_addr = \"nonsense\"",
+                ),
+                "node.listen_raft_addr \"nonsense\": expected host:port",
+            ),
+            // Plaintext on every interface needs security.insecure (or TLS).
+            (
+                MINIMAL.replace(
+                    "store_id = 1",
+                    "store_id = 1\nlisten_raft_addr = \"0.0.0.0:20160\"",
+                ),
+                "listen_raft_addr \"0.0.0.0:20160\" is not a loopback address",
+            ),
+        ];
+        for (text, named) in refused {
+            let file = write_config(&text);
+            let err = Config::load(&[file.path().into()], &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains(named), "{text}: {err}");
         }
     }
 

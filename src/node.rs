@@ -91,22 +91,32 @@ impl Node {
             0 => "the joining node".to_string(),
             id => format!("store {id}"),
         };
-        let raft_listener = TcpListener::bind(&own.raft_addr).await.map_err(|e| {
+        let listen = config.listen_address()?;
+        let raft_listener = TcpListener::bind(&listen.raft_addr).await.map_err(|e| {
             Error::Io(format!(
                 "cannot listen on raft_addr {} of {who}: {e}",
-                own.raft_addr
+                listen.raft_addr
             ))
         })?;
-        let http_listener = std::net::TcpListener::bind(&own.http_addr).map_err(|e| {
+        let http_listener = std::net::TcpListener::bind(&listen.http_addr).map_err(|e| {
             Error::Io(format!(
                 "cannot listen on http_addr {} of {who}: {e}",
-                own.http_addr
+                listen.http_addr
             ))
         })?;
         let raft_addr = local_addr(raft_listener.local_addr())?;
         let http_addr = local_addr(http_listener.local_addr())?;
-        if own.raft_addr.ends_with(":0") {
-            own.raft_addr = raft_addr.to_string();
+        // Port 0 (tests) advertises the port the system chose, on the advertised host.
+        own.raft_addr = with_bound_port(&own.raft_addr, raft_addr);
+        own.http_addr = with_bound_port(&own.http_addr, http_addr);
+        if listen.raft_addr != own.raft_addr || listen.http_addr != own.http_addr {
+            tracing::info!(
+                listen_raft = %raft_addr,
+                listen_http = %http_addr,
+                advertise_raft = %own.raft_addr,
+                advertise_http = %own.http_addr,
+                "listening on one address, advertising another"
+            );
         }
 
         // The peer listener serves from now on: a joining node must show the placement
@@ -258,6 +268,7 @@ impl Node {
                 pd.clone(),
                 addresses.clone(),
                 own.clone(),
+                config.cluster.stores.clone(),
                 auth.clone(),
                 config.pd.heartbeat_interval(),
             )
@@ -629,6 +640,15 @@ fn write_identity_file(data_dir: &Path, identity: StoreIdentity) -> Result<()> {
     Ok(())
 }
 
+/// `advertised` with the port of `bound` if it names port 0 (the system picks one, as
+/// tests do), else `advertised` unchanged.
+fn with_bound_port(advertised: &str, bound: SocketAddr) -> String {
+    match advertised.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{}", bound.port()),
+        _ => advertised.to_string(),
+    }
+}
+
 fn local_addr(addr: std::io::Result<SocketAddr>) -> Result<SocketAddr> {
     addr.map_err(|e| Error::Io(format!("cannot read a listener's address: {e}")))
 }
@@ -718,6 +738,8 @@ mod tests {
                 data_dir,
                 raft_addr: None,
                 http_addr: None,
+                listen_raft_addr: None,
+                listen_http_addr: None,
             },
             cluster: crate::config::ClusterConfig {
                 join: vec![],

@@ -48,6 +48,9 @@ pub struct ProcessCluster {
     initial_count: usize,
     /// The CA of a secure cluster, and whether clients need certificates.
     secure: Option<Secure>,
+    /// Set by [`ProcessCluster::start_listening_everywhere`]: the host name the nodes
+    /// advertise, while they listen on `0.0.0.0`.
+    advertised_host: Option<String>,
 }
 
 /// What a secure cluster keeps: its CA, whether clients must present a certificate, and
@@ -171,11 +174,35 @@ impl ProcessCluster {
         ProcessCluster::launch(count, "", extra_toml, Some(secure))
     }
 
+    /// Starts `count` nodes that listen on every interface (`0.0.0.0`, so plaintext
+    /// needs `security.insecure`) and advertise `host` (a name, such as `localhost`) in
+    /// the address book, as nodes in containers do. `extra_toml` as for
+    /// [`ProcessCluster::start_with_config`] (without `[security]`).
+    pub fn start_listening_everywhere(count: u64, host: &str, extra_toml: &str) -> ProcessCluster {
+        ProcessCluster::launch_with(
+            count,
+            "",
+            &format!("[security]\ninsecure = true\n{extra_toml}"),
+            None,
+            Some(host.to_string()),
+        )
+    }
+
     fn launch(
         count: u64,
         raftstore: &str,
         extra_toml: &str,
         secure: Option<Secure>,
+    ) -> ProcessCluster {
+        ProcessCluster::launch_with(count, raftstore, extra_toml, secure, None)
+    }
+
+    fn launch_with(
+        count: u64,
+        raftstore: &str,
+        extra_toml: &str,
+        secure: Option<Secure>,
+        advertised_host: Option<String>,
     ) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("tinykv-procs-")
@@ -200,6 +227,7 @@ impl ProcessCluster {
             shared_toml,
             initial_count: count as usize,
             secure,
+            advertised_host,
         };
         if let Some(secure) = &cluster.secure {
             std::fs::create_dir_all(cluster.certs_dir()).expect("certs dir");
@@ -207,11 +235,17 @@ impl ProcessCluster {
             cluster.issue("user-admin", &CertIdentity::User("admin".into()));
         }
         for n in cluster.nodes.clone() {
-            let node = format!(
+            let mut node = format!(
                 "[node]\nstore_id = {}\ndata_dir = \"{}\"\n",
                 n.id,
                 cluster.data_dir(n.id).display()
             );
+            if cluster.advertised_host.is_some() {
+                node.push_str(&format!(
+                    "listen_raft_addr = \"0.0.0.0:{}\"\nlisten_http_addr = \"0.0.0.0:{}\"\n",
+                    n.raft, n.http
+                ));
+            }
             cluster.write_config(n.id, &node, "");
         }
         for id in 1..=count {
@@ -268,14 +302,19 @@ impl ProcessCluster {
                 files.ca, files.cert, files.key, secure.client_cert_auth, secure.more_security
             ));
         }
+        let host = self.advertised_host.as_deref().unwrap_or("127.0.0.1");
         for n in &self.nodes[..self.initial_count] {
             config.push_str(&format!(
-                "[[cluster.stores]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n\n",
+                "[[cluster.stores]]\nid = {}\nraft_addr = \"{host}:{}\"\nhttp_addr = \"{host}:{}\"\n\n",
                 n.id, n.raft, n.http
             ));
         }
-        std::fs::write(self.dir.path().join(format!("node{id}.toml")), config)
-            .expect("write config");
+        std::fs::write(self.config_path(id), config).expect("write config");
+    }
+
+    /// The config file of node `id`; a test may edit it before restarting the node.
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.toml"))
     }
 
     /// The nodes' ports.
@@ -373,7 +412,7 @@ impl ProcessCluster {
             .expect("log file");
         let child = Command::new(&self.binary)
             .arg("--config")
-            .arg(self.dir.path().join(format!("node{id}.toml")))
+            .arg(self.config_path(id))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

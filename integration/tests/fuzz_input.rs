@@ -183,6 +183,8 @@ fn lone_node_config(data_dir: std::path::PathBuf) -> Config {
             data_dir,
             raft_addr: None,
             http_addr: None,
+            listen_raft_addr: None,
+            listen_http_addr: None,
         },
         cluster: ClusterConfig {
             join: vec![],

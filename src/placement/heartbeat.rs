@@ -37,7 +37,7 @@ use super::wire::{
     HeartbeatBatch, HeartbeatReply, PdRequest, RegionAction, RegionCommand, RegionReport,
     StoreReport,
 };
-use crate::address_book::AddressBook;
+use crate::address_book::{AddressBook, Learnt};
 use crate::admin::{change_peer, transfer_leader_request};
 use crate::auth::AuthCache;
 use crate::config::StoreAddress;
@@ -49,13 +49,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every this many heartbeats, the node reports every region it leads.
 pub const FULL_REPORT_EVERY: u64 = 60;
 
-/// Starts the heartbeat loop of the node at `own` (its store id resolved), which also
-/// keeps `auth` current.
+/// Starts the heartbeat loop of the node at `own` (its store id resolved, its advertised
+/// addresses), which also keeps `auth` current and `addresses` in step with the PD's
+/// records (`configured`: the config's `[[cluster.stores]]`, for reporting conflicts).
 pub fn spawn_heartbeats(
     store: StoreRouter,
     client: Arc<PdClient>,
     addresses: AddressBook,
     own: StoreAddress,
+    configured: Vec<StoreAddress>,
     auth: Arc<AuthCache>,
     interval: Duration,
 ) -> JoinHandle<()> {
@@ -64,6 +66,8 @@ pub fn spawn_heartbeats(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_tombstone = false;
+        // The PD's differing record of this store last warned about.
+        let mut own_conflict: Option<StoreAddress> = None;
         let mut full = true;
         for beat in 1u64.. {
             ticker.tick().await;
@@ -93,9 +97,45 @@ pub fn spawn_heartbeats(
                 }
             }
             for record in &reply.stores {
-                if addresses.get(record.id).as_ref() != Some(&record.address()) {
-                    tracing::info!(store = record.id, raft_addr = %record.raft_addr, "learnt a store's address");
-                    addresses.insert(record.address());
+                let configured = configured.iter().find(|c| c.id == record.id);
+                match addresses.learn(record.address(), &own, configured) {
+                    Learnt::Unchanged => {}
+                    Learnt::Updated => tracing::info!(
+                        store = record.id,
+                        raft_addr = %record.raft_addr,
+                        http_addr = %record.http_addr,
+                        "learnt a store's address"
+                    ),
+                    Learnt::OverridesConfig { configured } => tracing::warn!(
+                        store = record.id,
+                        raft_addr = %record.raft_addr,
+                        http_addr = %record.http_addr,
+                        config_raft_addr = %configured.raft_addr,
+                        config_http_addr = %configured.http_addr,
+                        "the placement driver records a store at other addresses than \
+                         cluster.stores gives; using the placement driver's (the store \
+                         reported them and answers there): update the config"
+                    ),
+                    Learnt::OwnRecordDiffers { recorded } => {
+                        if own_conflict.as_ref() != Some(&recorded) {
+                            tracing::warn!(
+                                store = own.id,
+                                recorded_raft_addr = %recorded.raft_addr,
+                                recorded_http_addr = %recorded.http_addr,
+                                raft_addr = %own.raft_addr,
+                                http_addr = %own.http_addr,
+                                "the placement driver records this store at other \
+                                 addresses than it advertises; it moves the record once \
+                                 it has checked that this store answers at the new ones \
+                                 and no longer at the old"
+                            );
+                            own_conflict = Some(recorded);
+                        }
+                        continue;
+                    }
+                }
+                if record.id == own.id {
+                    own_conflict = None;
                 }
             }
             let tombstone = reply.store_state == "Tombstone";
