@@ -54,10 +54,11 @@ use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::forward::HttpForwarder;
+use crate::leader_drain::LeaderDrain;
 use crate::peer_api::{Identity, PeerApi};
 use crate::peer_listener::{PeerListener, RaftInbound};
 use crate::placement::client::PdDirectory;
-use crate::placement::{spawn_heartbeats, JoinReply, PdClient, PdServer, PdSetup};
+use crate::placement::{spawn_heartbeats, JoinReply, LocalStore, PdClient, PdServer, PdSetup};
 use crate::security::{Conn, Tls};
 use crate::service::{Forwarder, KvService};
 use crate::transport::{Hello, TcpTransport};
@@ -262,13 +263,18 @@ impl Node {
                 return Err(e);
             }
         };
+        let leader_drain = LeaderDrain::new(store_id, store.router(), admin.clone());
         let heartbeat_task = config.pd.enabled.then(|| {
+            let local = LocalStore {
+                own: own.clone(),
+                configured: config.cluster.stores.clone(),
+                drain: leader_drain.clone(),
+            };
             spawn_heartbeats(
                 store.router(),
                 pd.clone(),
                 addresses.clone(),
-                own.clone(),
-                config.cluster.stores.clone(),
+                local,
                 auth.clone(),
                 config.pd.heartbeat_interval(),
             )
@@ -302,6 +308,7 @@ impl Node {
             addresses,
             health_probe,
             auth: auth.clone(),
+            leader_drain,
         });
         let auth_data = web::Data::from(auth.clone());
         let http_metrics = crate::metrics::HttpMetrics::new(config.api.slow_request());

@@ -681,6 +681,7 @@ mod tests {
                     http_addr: "10.0.0.9:8080".into(),
                     region_count: 0,
                     used_size: None,
+                    draining_leaders: false,
                 },
                 regions: vec![],
                 full: true,

@@ -465,6 +465,17 @@ impl ProcessCluster {
         self.dir.path()
     }
 
+    /// Stops node `id` as an operator would, with SIGTERM, and waits for it to exit
+    /// (SIGKILL after 15 s); returns whether it exited by itself.
+    pub fn stop_node(&mut self, id: u64) -> bool {
+        self.signal(id, "-TERM");
+        let exited = self.wait_exit(id, Duration::from_secs(15)).is_some();
+        if !exited {
+            self.kill_node(id);
+        }
+        exited
+    }
+
     /// Kills node `id` with SIGKILL: no shutdown, no flush.
     pub fn kill_node(&mut self, id: u64) {
         if let Some(mut child) = self.children[(id - 1) as usize].take() {

@@ -482,6 +482,26 @@ pub async fn transfer_leader(
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
 }
 
+/// `GET /v1/admin/drain-leaders`: whether this node hands its leaderships away, how many
+/// regions it still leads, and which of those cannot move yet (see
+/// [`crate::leader_drain`]).
+pub async fn drain_status(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.leader_drain.status().await?))
+}
+
+/// `POST /v1/admin/drain-leaders`: starts handing this node's leaderships away (before a
+/// planned stop); answers as `GET` does. Repeating it changes nothing.
+pub async fn start_drain(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    state.leader_drain.start();
+    drain_status(state).await
+}
+
+/// `DELETE /v1/admin/drain-leaders`: stops draining; answers as `GET` does.
+pub async fn stop_drain(state: web::Data<ApiState>) -> Result<HttpResponse> {
+    state.leader_drain.stop();
+    drain_status(state).await
+}
+
 /// Reads a request body holding a JSON object into a `T`; anything else is a 400
 /// `bad_json` saying what is wrong.
 pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T> {

@@ -8,7 +8,9 @@
 //!   answers and reports that regions led from live stores tile the whole key space; else
 //!   503 with status `degraded`, the reasons, and the usual JSON error (code `degraded`).
 //!   A node answering `ok` to the first and `degraded` to the second is up but cannot
-//!   vouch that every key is served (no leader for some range, the PD unreachable).
+//!   vouch that every key is served (no leader for some range, the PD unreachable), or
+//!   is draining its leaderships before a planned stop (`crate::leader_drain`), which
+//!   takes it out of a load balancer's rotation.
 //!
 //! The placement driver learns regions from their leaders' heartbeats, so for about one
 //! heartbeat interval after a cluster starts (or after the PD's leadership moves) the
@@ -35,7 +37,8 @@ pub async fn health(req: HttpRequest, state: web::Data<ApiState>) -> HttpRespons
     if live_only {
         return HttpResponse::Ok().json(json!({ "status": "ok", "store_id": store_id }));
     }
-    let reasons: Vec<String> = match state.pd.call(&PdRequest::Health, PD_HEALTH_TIMEOUT).await {
+    let mut reasons: Vec<String> = match state.pd.call(&PdRequest::Health, PD_HEALTH_TIMEOUT).await
+    {
         Ok(answer) => answer["problems"]
             .as_array()
             .map(|problems| {
@@ -47,6 +50,12 @@ pub async fn health(req: HttpRequest, state: web::Data<ApiState>) -> HttpRespons
             .unwrap_or_else(|| vec!["the placement driver answered garbage".into()]),
         Err(e) => vec![format!("the placement driver cannot be read: {e}")],
     };
+    if state.leader_drain.is_draining() {
+        reasons.push(
+            "this node is draining its leaderships before a stop (tinykv-ctl store drain-leaders): send requests elsewhere"
+                .into(),
+        );
+    }
     if reasons.is_empty() {
         return HttpResponse::Ok().json(json!({ "status": "ok", "store_id": store_id }));
     }

@@ -7,8 +7,9 @@
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
 //!   [`request`];
 //! - [`txn`]: the timestamp oracle, `GET /v1/txn/ts`;
-//! - [`admin`]: views of regions and stores, and operations on regions (split, add or
-//!   remove a peer, transfer leadership) under `/v1/admin`, the placement driver's
+//! - [`admin`]: views of regions and stores, operations on regions (split, add or
+//!   remove a peer, transfer leadership) and the node's leader drain under `/v1/admin`,
+//!   the placement driver's
 //!   views and store draining ([`placement`]), with [`faults`], fault
 //!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
 //!   is on);
@@ -74,6 +75,8 @@ pub struct ApiState {
     pub auth: std::sync::Arc<crate::auth::AuthCache>,
     /// Coordinates transactions.
     pub txn: crate::txn::client::TxnClient,
+    /// Hands this node's leaderships away before a planned stop.
+    pub leader_drain: crate::leader_drain::LeaderDrain,
 }
 
 /// Registers every route of the API, for `App::configure`.
@@ -224,6 +227,13 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                         web::resource("/stores/{id}")
                             .get(admin::get_store)
                             .default_service(get()),
+                    )
+                    .service(
+                        web::resource("/drain-leaders")
+                            .get(admin::drain_status)
+                            .post(admin::start_drain)
+                            .delete(admin::stop_drain)
+                            .default_service(error::method_not_allowed("GET, POST, DELETE")),
                     )
                     .service(
                         web::resource("/faults/partition")

@@ -114,7 +114,10 @@ impl SingleStore {
                 .with_address_book(addresses.clone()),
             pd.clone(),
         );
+        let leader_drain =
+            crate::leader_drain::LeaderDrain::new(store_id, store.router(), admin.clone());
         let state = web::Data::new(ApiState {
+            leader_drain,
             txn,
             service,
             admin,
@@ -1853,6 +1856,40 @@ async fn health_tells_a_live_node_from_a_cluster_that_serves_every_key() {
     let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
     assert_eq!(status, StatusCode::OK, "{:?}", json(&body));
     assert_eq!(json(&body)["status"], "ok");
+
+    // A node draining its leaderships is live but not ready: balancers send elsewhere.
+    // Alone, it cannot hand its regions to anyone: they are stuck, and say so.
+    let drain = || {
+        test::TestRequest::post()
+            .uri("/v1/admin/drain-leaders")
+            .insert_header(("content-type", "application/json"))
+    };
+    let (status, body) = call!(&app, drain());
+    assert_eq!(status, StatusCode::OK, "{:?}", json(&body));
+    let drained = json(&body);
+    assert_eq!(drained["draining"], true);
+    let leader_count = drained["leader_count"].as_u64().unwrap();
+    assert!(leader_count >= 1, "{drained}");
+    assert_eq!(
+        drained["stuck_regions"].as_array().unwrap().len() as u64,
+        leader_count,
+        "{drained}"
+    );
+    let (status, body) = call!(&app, test::TestRequest::get().uri("/health"));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(json(&body)["reasons"]
+        .to_string()
+        .contains("draining its leaderships"));
+    let (status, _) = call!(&app, test::TestRequest::get().uri("/health?live"));
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call!(
+        &app,
+        test::TestRequest::delete().uri("/v1/admin/drain-leaders")
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["draining"], false);
+    let (status, _) = call!(&app, test::TestRequest::get().uri("/health"));
+    assert_eq!(status, StatusCode::OK);
 
     drop(app);
     node.stop().await;

@@ -69,6 +69,9 @@ pub struct StoreHeartbeat {
     /// How many region peers the store itself counts (informative; the PD derives its own
     /// counts from region heartbeats).
     pub region_count: u64,
+    /// The store is handing its leaderships away before a restart (`tinykv-ctl store
+    /// drain-leaders`): it must not be given any.
+    pub draining_leaders: bool,
 }
 
 /// What the PD knows about one store.
@@ -105,6 +108,11 @@ impl StoreInfo {
             .unwrap_or(0)
             .max(self.watched_since_ms);
         now_ms.saturating_sub(last_sign_of_life)
+    }
+
+    /// Whether the store's last heartbeat said it is draining its leaderships away.
+    pub fn drains_leaders(&self) -> bool {
+        self.last_report.is_some_and(|r| r.draining_leaders)
     }
 
     /// Whether the store has been silent for longer than `max_down_ms` at `now_ms`.

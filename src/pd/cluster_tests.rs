@@ -555,6 +555,7 @@ fn store_heartbeat_needs_a_live_registered_store() {
         available: Some(50),
         used_size: None,
         region_count: 1,
+        draining_leaders: false,
     };
     assert_eq!(
         cluster.handle_store_heartbeat(report, 10),

@@ -449,9 +449,19 @@ pub fn balance_region(ctx: &ScheduleContext<'_>, alloc: &mut dyn AllocId) -> Opt
 /// offline: an offline store still serves, and should shed its leaderships); transfer one
 /// of its leaderships to the follower, on a healthy store and not pending, whose store
 /// leads the fewest regions, if the two leader counts differ by more than the tolerance.
+/// A store draining its leaderships (before a restart) is never a target, nor counted
+/// among the fewest: it sheds its leaderships itself.
 pub fn balance_leader(ctx: &ScheduleContext<'_>) -> Option<Operator> {
-    let healthy = ctx.healthy_stores();
-    let fewest = healthy.iter().map(|id| ctx.load(*id).leader_count).min()?;
+    let may_lead = |id: u64| {
+        ctx.store_health(id) == StoreHealth::Healthy
+            && !ctx.cluster.store(id).is_some_and(|s| s.drains_leaders())
+    };
+    let fewest = ctx
+        .healthy_stores()
+        .into_iter()
+        .filter(|id| may_lead(*id))
+        .map(|id| ctx.load(id).leader_count)
+        .min()?;
     let tolerance = ctx.config.leader_balance_tolerance as i64;
     let mut sources: Vec<u64> = ctx
         .cluster
@@ -477,9 +487,7 @@ pub fn balance_leader(ctx: &ScheduleContext<'_>) -> Option<Operator> {
         {
             let target = region
                 .followers()
-                .filter(|p| {
-                    !region.is_pending(p.id) && ctx.store_health(p.store_id) == StoreHealth::Healthy
-                })
+                .filter(|p| !region.is_pending(p.id) && may_lead(p.store_id))
                 .map(|p| p.store_id)
                 .min_by_key(|id| (ctx.load(*id).leader_count, *id));
             let Some(target) = target else { continue };

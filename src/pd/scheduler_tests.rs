@@ -502,6 +502,59 @@ fn balance_leader_moves_from_the_most_to_the_fewest_leaders() {
 }
 
 #[test]
+fn balance_leader_never_gives_a_leadership_to_a_draining_store() {
+    let mut f = Fixture::new(3);
+    for id in 1..=3 {
+        f.add_region_store(id, 0);
+    }
+    for region_id in 1..=4 {
+        f.add_leader_region(region_id, &[1, 2, 3]);
+    }
+    // Store 2 drains its leaderships: store 3 gets the transfer instead.
+    let draining = StoreHeartbeat {
+        store_id: 2,
+        draining_leaders: true,
+        ..Default::default()
+    };
+    f.cluster
+        .handle_store_heartbeat(draining, f.now)
+        .expect("store heartbeat");
+    let op = balance_leader(&f.ctx()).expect("transfer");
+    assert_eq!(
+        op.steps(),
+        &[Step::TransferLeader {
+            from_store: 1,
+            to_store: 3
+        }]
+    );
+    // Leaders 1, 0, 3 with store 1 draining too: nothing to 1 or 2, and 3 is the only
+    // store left that may lead, so it is not out of balance with anyone.
+    for region_id in 1..=3 {
+        f.add_leader_region(region_id, &[3, 1, 2]);
+    }
+    f.add_leader_region(4, &[1, 2, 3]);
+    let draining = StoreHeartbeat {
+        store_id: 1,
+        draining_leaders: true,
+        ..Default::default()
+    };
+    f.cluster
+        .handle_store_heartbeat(draining, f.now)
+        .expect("store heartbeat");
+    assert!(balance_leader(&f.ctx()).is_none());
+    // A heartbeat without the flag (the store restarted) makes it a target again.
+    f.heartbeat_store(2);
+    let op = balance_leader(&f.ctx()).expect("transfer");
+    assert_eq!(
+        op.steps(),
+        &[Step::TransferLeader {
+            from_store: 3,
+            to_store: 2
+        }]
+    );
+}
+
+#[test]
 fn balance_leader_skips_pending_and_down_followers() {
     let mut f = Fixture::new(3);
     for id in 1..=3 {

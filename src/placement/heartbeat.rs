@@ -42,6 +42,7 @@ use crate::admin::{change_peer, transfer_leader_request};
 use crate::auth::AuthCache;
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
+use crate::leader_drain::LeaderDrain;
 
 /// How long a command from the PD may take before the node stops waiting for it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,18 +50,32 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every this many heartbeats, the node reports every region it leads.
 pub const FULL_REPORT_EVERY: u64 = 60;
 
-/// Starts the heartbeat loop of the node at `own` (its store id resolved, its advertised
-/// addresses), which also keeps `auth` current and `addresses` in step with the PD's
-/// records (`configured`: the config's `[[cluster.stores]]`, for reporting conflicts).
+/// What the heartbeat loop reports about its own node.
+#[derive(Clone)]
+pub struct LocalStore {
+    /// The store's id (resolved) and advertised addresses.
+    pub own: StoreAddress,
+    /// The config's `[[cluster.stores]]`, for reporting conflicts with the PD's records.
+    pub configured: Vec<StoreAddress>,
+    /// Whether the store is handing its leaderships away.
+    pub drain: LeaderDrain,
+}
+
+/// Starts the heartbeat loop of the node `local`, which also keeps `auth` current and
+/// `addresses` in step with the PD's records.
 pub fn spawn_heartbeats(
     store: StoreRouter,
     client: Arc<PdClient>,
     addresses: AddressBook,
-    own: StoreAddress,
-    configured: Vec<StoreAddress>,
+    local: LocalStore,
     auth: Arc<AuthCache>,
     interval: Duration,
 ) -> JoinHandle<()> {
+    let LocalStore {
+        own,
+        configured,
+        drain,
+    } = local;
     tokio::spawn(async move {
         let busy_regions = Arc::new(Mutex::new(HashSet::new()));
         let mut ticker = tokio::time::interval(interval);
@@ -72,7 +87,16 @@ pub fn spawn_heartbeats(
         for beat in 1u64.. {
             ticker.tick().await;
             full |= beat % FULL_REPORT_EVERY == 0;
-            let sent = heartbeat_once(&store, &client, &own, auth.version(), full, interval * 3);
+            let draining = drain.is_draining();
+            let sent = heartbeat_once(
+                &store,
+                &client,
+                &own,
+                draining,
+                auth.version(),
+                full,
+                interval * 3,
+            );
             let reply = match sent.await {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -161,12 +185,14 @@ async fn heartbeat_once(
     store: &StoreRouter,
     client: &PdClient,
     own: &StoreAddress,
+    draining_leaders: bool,
     auth_version: u64,
     full: bool,
     timeout: Duration,
 ) -> Result<HeartbeatReply> {
     let mut batch = collect(store, own, full).await?;
     batch.auth_version = auth_version;
+    batch.store.draining_leaders = draining_leaders;
     let answer = client.call(&PdRequest::Heartbeat(batch), timeout).await?;
     serde_json::from_value(answer)
         .map_err(|e| Error::Io(format!("the PD answered a heartbeat with garbage: {e}")))
@@ -188,6 +214,7 @@ async fn collect(store: &StoreRouter, own: &StoreAddress, full: bool) -> Result<
             http_addr: own.http_addr.clone(),
             region_count: led.region_count as u64,
             used_size: Some(led.used_size),
+            draining_leaders: false,
         },
         regions,
         full,

@@ -33,7 +33,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use client::{PdClient, PD_PATH};
-pub use heartbeat::spawn_heartbeats;
+pub use heartbeat::{spawn_heartbeats, LocalStore};
 pub use meta::{is_reserved_key, META_REGION_START};
 pub use server::{PdServer, PdSetup};
 pub use wire::{AuthChange, JoinReply, PdRequest};

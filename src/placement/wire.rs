@@ -169,6 +169,10 @@ pub struct StoreReport {
     pub region_count: u64,
     /// Bytes used by its regions' data, as last measured by their leaders.
     pub used_size: Option<u64>,
+    /// Whether it is handing its leaderships away (see `crate::leader_drain`). Absent in
+    /// reports from older nodes.
+    #[serde(default)]
+    pub draining_leaders: bool,
 }
 
 impl StoreReport {
@@ -180,6 +184,7 @@ impl StoreReport {
             available: None,
             used_size: self.used_size,
             region_count: self.region_count,
+            draining_leaders: self.draining_leaders,
         }
     }
 }
@@ -418,6 +423,7 @@ mod tests {
                 http_addr: "127.0.0.1:2".into(),
                 region_count: 1,
                 used_size: None,
+                draining_leaders: false,
             },
             regions: vec![report.clone()],
             full: true,

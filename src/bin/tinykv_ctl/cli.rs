@@ -267,6 +267,23 @@ pub enum StoreCommand {
         /// The store's id
         id: u64,
     },
+    /// Move every leadership off a store before stopping it (a rolling restart): asks the
+    /// store's own node, then waits until it leads no region
+    DrainLeaders {
+        /// The store's id
+        id: u64,
+        /// Give up after this many seconds (the store keeps draining)
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+        /// Start draining and return at once
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop draining a store's leaderships (a restarted store is not draining anyway)
+    ResumeLeaders {
+        /// The store's id
+        id: u64,
+    },
 }
 
 /// What `certs` makes. Every command writes PEM files into `--dir`: certificates as

@@ -104,13 +104,18 @@ fn render_auth(command: &AuthCommand, answer: Value) -> Result<String, serde_jso
     })
 }
 
-/// The request `command` makes; `None` for `certs`, which asks no node.
+/// The request `command` makes; `None` for `certs`, which asks no node, and for the
+/// leader drain, which asks two (see [`crate::drain`]).
 pub fn call_for(command: &Command) -> Option<Call> {
     Some(match command {
         Command::Cluster => Call::new(Method::GET, "/v1/admin/cluster".into()),
         Command::Stores => Call::new(Method::GET, "/v1/admin/stores".into()),
         Command::Store(StoreCommand::Offline { id }) => {
             Call::new(Method::POST, format!("/v1/admin/stores/{id}/offline"))
+        }
+        // Two nodes are asked: see `crate::drain`.
+        Command::Store(StoreCommand::DrainLeaders { .. } | StoreCommand::ResumeLeaders { .. }) => {
+            return None
         }
         Command::Regions { pd: false } => Call::new(Method::GET, "/v1/admin/regions".into()),
         Command::Regions { pd: true } => Call::new(Method::GET, "/v1/admin/cluster/regions".into()),
@@ -169,6 +174,9 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
         Command::Cluster => render_cluster(&decode(answer)?),
         Command::Stores => render_stores(&decode(answer)?),
         Command::Store(StoreCommand::Offline { .. }) => render_offline(&decode(answer)?),
+        Command::Store(StoreCommand::DrainLeaders { .. } | StoreCommand::ResumeLeaders { .. }) => {
+            crate::drain::render(&decode(answer)?)
+        }
         Command::Regions { .. } | Command::Split { .. } => {
             render_regions(&decode::<RegionsAnswer>(answer)?.regions)
         }
@@ -202,6 +210,12 @@ pub fn render_json(answer: &Value) -> String {
 pub async fn run(cli: &Cli) -> Result<String, CtlError> {
     if let Command::Certs(command) = &cli.command {
         return certs::run(command);
+    }
+    if let Command::Store(
+        command @ (StoreCommand::DrainLeaders { .. } | StoreCommand::ResumeLeaders { .. }),
+    ) = &cli.command
+    {
+        return crate::drain::run(&cli.node_target()?, command, cli.json).await;
     }
     let Some(call) = call_for(&cli.command) else {
         return Err(CtlError::Usage("this command asks no node".into()));

@@ -84,6 +84,21 @@ pub enum CtlError {
         /// What is wrong with it.
         problem: String,
     },
+    /// `store drain-leaders` waited in vain: the store still leads regions.
+    #[error(
+        "store {store_id} still leads {leader_count} region(s) after {seconds}s (it keeps \
+         draining); regions no follower can take yet: {stuck_regions:?}"
+    )]
+    DrainIncomplete {
+        /// The store.
+        store_id: u64,
+        /// How long the command waited.
+        seconds: u64,
+        /// Regions it still leads.
+        leader_count: usize,
+        /// Those with no follower able to lead.
+        stuck_regions: Vec<u64>,
+    },
     /// A file `certs` would write exists already.
     #[error("{} exists already: pass --force to overwrite it", .0.display())]
     FileExists(PathBuf),

@@ -6,6 +6,9 @@
 //!   cluster                                  the PD's view: settings, operator counts, stores
 //!   stores                                   the asked node's address book and reachability
 //!   store offline <ID>                       drain a store (it becomes Tombstone once empty)
+//!   store drain-leaders <ID> [--timeout 60] [--no-wait]
+//!                                            move its leaderships away before stopping it
+//!   store resume-leaders <ID>                let it lead again
 //!   regions [--pd]                           the regions the asked node holds (--pd: the PD's, all)
 //!   region <ID>                              one of them, field by field
 //!   operators                                the PD's operators in flight and recently ended
@@ -34,7 +37,8 @@
 //!                                            loopback, user admin); keeps what exists
 //! ```
 //!
-//! Each command but `certs` is one request to one node's REST admin API (`--addr`, else
+//! Each command but `certs` and the leader drain's (which finds the store's own node
+//! through the asked one, see [`drain`]) is one request to one node's REST admin API (`--addr`, else
 //! `$TINYKV_ADDR`, else `127.0.0.1:8081`); any node accepts every command. Answers are
 //! shown as tables, or as the server's JSON with `--json`. With `--cacert` (else
 //! `$TINYKV_CACERT`) the request goes over HTTPS, checking the node's certificate against
@@ -59,6 +63,7 @@ mod cli;
 mod client;
 mod cluster;
 mod commands;
+mod drain;
 mod error;
 mod format;
 mod operators;
