@@ -294,6 +294,10 @@ pub struct ChaosConfig {
     pub auth: bool,
     /// What the clients do.
     pub workload: Workload,
+    /// Runs each node on a simulated host of its own (a network namespace, see
+    /// [`crate::netns`]; needs root), and makes partitions in the kernel with blackhole
+    /// routes instead of the nodes' fault switch. Not with `tls`.
+    pub netns: bool,
 }
 
 impl Default for ChaosConfig {
@@ -311,6 +315,7 @@ impl Default for ChaosConfig {
             tls: false,
             auth: false,
             workload: Workload::Kv,
+            netns: false,
         }
     }
 }
@@ -584,13 +589,28 @@ async fn admin(
 }
 
 /// Tells every node which stores to block, from the set of partitioned nodes: a
-/// partitioned node blocks every other, the others block the partitioned ones.
+/// partitioned node blocks every other, the others block the partitioned ones. On
+/// simulated hosts, the kernel's routes do it instead.
 async fn apply_partitions(ctx: &Ctx) {
     let partitioned = ctx
         .partitioned
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    if ctx.config.netns {
+        let cluster = ctx.cluster();
+        let hosts = cluster.hosts().expect("a cluster in namespaces");
+        for node in 1..=ctx.config.nodes {
+            if let Err(e) = hosts.isolate(node, partitioned.contains(&node)) {
+                ctx.log(format!("  node {node}: routes: {e}"));
+            }
+        }
+        // A node healed here may still be cut off by another partitioned one's routes.
+        for node in &partitioned {
+            let _ = hosts.isolate(*node, true);
+        }
+        return;
+    }
     for node in 1..=ctx.config.nodes {
         let blocked: Vec<u64> = if partitioned.contains(&node) {
             (1..=ctx.config.nodes).filter(|n| *n != node).collect()
@@ -956,7 +976,13 @@ pub async fn run(config: ChaosConfig) -> ChaosOutcome {
     } else {
         String::new()
     };
-    let cluster = if config.tls {
+    let cluster = if config.netns {
+        assert!(!config.tls, "chaos on simulated hosts runs without TLS");
+        // The cluster opens `[security]` first: the root token line goes right after it.
+        let extra = format!("{root_line}{NODE_CONFIG}");
+        ProcessCluster::start_in_namespaces(config.nodes, &extra)
+            .unwrap_or_else(|why| panic!("cannot make the simulated hosts: {why}"))
+    } else if config.tls {
         ProcessCluster::start_secure_with(config.nodes, false, &root_line, NODE_CONFIG)
     } else if config.auth {
         ProcessCluster::start_with_config(

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod fuzz;
 pub mod generic;
 pub mod linearizability;
+pub mod netns;
 pub mod network;
 pub mod process;
 pub mod rest;

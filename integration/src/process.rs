@@ -22,6 +22,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::netns::Hosts;
 use tinykv::security::certs::CertAuthority;
 use tinykv::security::{CertIdentity, ClientTlsFiles, TlsFiles};
 
@@ -51,6 +53,9 @@ pub struct ProcessCluster {
     /// Set by [`ProcessCluster::start_listening_everywhere`]: the host name the nodes
     /// advertise, while they listen on `0.0.0.0`.
     advertised_host: Option<String>,
+    /// Set by [`ProcessCluster::start_in_namespaces`]: a simulated host per node.
+    /// Declared last: dropped after the nodes are killed.
+    hosts: Option<Hosts>,
 }
 
 /// What a secure cluster keeps: its CA, whether clients must present a certificate, and
@@ -188,6 +193,33 @@ impl ProcessCluster {
         )
     }
 
+    /// Starts `count` nodes, each in a network namespace of its own (see
+    /// [`crate::netns`]): node N listens on `0.0.0.0` at ports 20160 and 8080 of host
+    /// `tkvN` and advertises that name; the test reaches it at its address on the bridge.
+    /// `Err` says why namespaces cannot be made here (not root, no `ip`), for the caller to
+    /// skip with. `extra_toml` as for [`ProcessCluster::start_with_config`]; it follows
+    /// a `[security]` section, so it may begin with more lines of that section.
+    pub fn start_in_namespaces(count: u64, extra_toml: &str) -> Result<ProcessCluster, String> {
+        let hosts = Hosts::create(count)?;
+        let mut cluster = ProcessCluster::assemble(
+            count,
+            "",
+            &format!("[security]\ninsecure = true\n{extra_toml}"),
+            None,
+            None,
+            Some(hosts),
+        );
+        for id in 1..=count {
+            cluster.start_node(id);
+        }
+        Ok(cluster)
+    }
+
+    /// The simulated hosts of a cluster started in namespaces.
+    pub fn hosts(&self) -> Option<&Hosts> {
+        self.hosts.as_ref()
+    }
+
     fn launch(
         count: u64,
         raftstore: &str,
@@ -204,11 +236,32 @@ impl ProcessCluster {
         secure: Option<Secure>,
         advertised_host: Option<String>,
     ) -> ProcessCluster {
+        let mut cluster =
+            ProcessCluster::assemble(count, raftstore, extra_toml, secure, advertised_host, None);
+        for id in 1..=count {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// Writes the configs of a new cluster, without starting it.
+    fn assemble(
+        count: u64,
+        raftstore: &str,
+        extra_toml: &str,
+        secure: Option<Secure>,
+        advertised_host: Option<String>,
+        hosts: Option<Hosts>,
+    ) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("tinykv-procs-")
             .tempdir()
             .expect("temp dir");
-        let ports = free_ports(2 * count as usize, &[]);
+        let ports = match hosts {
+            // Every simulated host has its own ports.
+            Some(_) => [20160, 8080].repeat(count as usize),
+            None => free_ports(2 * count as usize, &[]),
+        };
         let nodes: Vec<NodePorts> = (1..=count)
             .zip(ports.chunks(2))
             .map(|(id, pair)| NodePorts {
@@ -219,7 +272,7 @@ impl ProcessCluster {
             .collect();
         let shared_toml =
             format!("[raftstore]\nraft_base_tick_ms = 50\n{raftstore}\n{extra_toml}\n");
-        let mut cluster = ProcessCluster {
+        let cluster = ProcessCluster {
             dir,
             binary: server_binary(),
             children: nodes.iter().map(|_| None).collect(),
@@ -228,6 +281,7 @@ impl ProcessCluster {
             initial_count: count as usize,
             secure,
             advertised_host,
+            hosts,
         };
         if let Some(secure) = &cluster.secure {
             std::fs::create_dir_all(cluster.certs_dir()).expect("certs dir");
@@ -240,16 +294,13 @@ impl ProcessCluster {
                 n.id,
                 cluster.data_dir(n.id).display()
             );
-            if cluster.advertised_host.is_some() {
+            if cluster.advertised_host.is_some() || cluster.hosts.is_some() {
                 node.push_str(&format!(
                     "listen_raft_addr = \"0.0.0.0:{}\"\nlisten_http_addr = \"0.0.0.0:{}\"\n",
                     n.raft, n.http
                 ));
             }
             cluster.write_config(n.id, &node, "");
-        }
-        for id in 1..=count {
-            cluster.start_node(id);
         }
         cluster
     }
@@ -302,8 +353,12 @@ impl ProcessCluster {
                 files.ca, files.cert, files.key, secure.client_cert_auth, secure.more_security
             ));
         }
-        let host = self.advertised_host.as_deref().unwrap_or("127.0.0.1");
         for n in &self.nodes[..self.initial_count] {
+            let host = match (&self.hosts, &self.advertised_host) {
+                (Some(hosts), _) => hosts.name(n.id),
+                (None, Some(host)) => host.clone(),
+                (None, None) => "127.0.0.1".into(),
+            };
             config.push_str(&format!(
                 "[[cluster.stores]]\nid = {}\nraft_addr = \"{host}:{}\"\nhttp_addr = \"{host}:{}\"\n\n",
                 n.id, n.raft, n.http
@@ -329,20 +384,25 @@ impl ProcessCluster {
         } else {
             "http"
         };
-        format!(
-            "{scheme}://127.0.0.1:{}",
-            self.nodes[(id - 1) as usize].http
-        )
+        format!("{scheme}://{}", self.http_addr(id))
+    }
+
+    /// The address the test reaches node `id`'s host at.
+    fn reach(&self, id: u64) -> String {
+        match &self.hosts {
+            Some(hosts) => hosts.ip(id),
+            None => "127.0.0.1".into(),
+        }
     }
 
     /// The peer (raft) address of node `id`.
     pub fn peer_addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.nodes[(id - 1) as usize].raft)
+        format!("{}:{}", self.reach(id), self.nodes[(id - 1) as usize].raft)
     }
 
     /// The client (HTTP) address of node `id`, without a scheme.
     pub fn http_addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.nodes[(id - 1) as usize].http)
+        format!("{}:{}", self.reach(id), self.nodes[(id - 1) as usize].http)
     }
 
     /// Where a secure cluster keeps its certificates.
@@ -410,7 +470,11 @@ impl ProcessCluster {
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .expect("log file");
-        let child = Command::new(&self.binary)
+        let mut command = match &self.hosts {
+            Some(hosts) => hosts.command(id, &self.binary),
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("--config")
             .arg(self.config_path(id))
             .env(

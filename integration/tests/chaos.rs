@@ -60,6 +60,7 @@ async fn seeded_run(secure: bool, duration: Duration) {
         tls,
         auth: secure,
         workload: chaos::Workload::Kv,
+        netns: false,
     };
     let outcome = chaos::run(config).await;
     println!("artifacts in {}", out.display());

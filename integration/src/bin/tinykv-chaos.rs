@@ -75,6 +75,10 @@ struct Args {
     /// transactions, snapshots of every balance whose total must hold).
     #[arg(long, default_value = "kv")]
     workload: chaos::Workload,
+    /// Run each node in a network namespace of its own, reached by host name, and make
+    /// partitions with the kernel's routes (needs root; not with --tls).
+    #[arg(long, conflicts_with = "tls")]
+    netns: bool,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         tls: args.tls,
         auth: args.auth,
         workload: args.workload,
+        netns: args.netns,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

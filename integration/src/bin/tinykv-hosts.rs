@@ -1,0 +1,135 @@
+//! `tinykv-hosts`: runs a command against a TinyKV-rs cluster on simulated hosts.
+//!
+//! ```text
+//! tinykv-hosts [--nodes 3] [--delay-ms MS] [--delay-node N] [--loss PCT] [--loopback]
+//!              [--server-bin PATH] -- COMMAND [ARGS...]
+//! ```
+//!
+//! Starts `--nodes` real `tinykv-server` processes, each in a network namespace of its
+//! own on a bridge (see `tinykv_integration::netns`; needs root), reached by host name.
+//! With `--delay-ms` it adds that much latency (and `--loss` percent loss) with `tc
+//! netem` to everything node `--delay-node` sends (every node without it), so a round
+//! trip through it grows by the delay; a kernel without netem makes it exit with status
+//! 3 and a `SKIPPED:` line, never a silent run without the delay. Once every node is
+//! ready it runs `COMMAND`, with every `{endpoints}` in its arguments replaced by the
+//! nodes' comma-separated HTTP URLs, and exits with the command's status. `--loopback`
+//! runs the same cluster on loopback instead, for side-by-side baselines.
+//!
+//! `.ci/hosts-bench.sh` uses it to measure throughput and latency at several RTTs.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tinykv_integration::process::ProcessCluster;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tinykv-hosts",
+    about = "Runs a command against a TinyKV-rs cluster on simulated hosts (network namespaces)"
+)]
+struct Args {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Latency to add to what a node sends, in milliseconds (tc netem).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// The node whose traffic is delayed (default: every node).
+    #[arg(long)]
+    delay_node: Option<u64>,
+    /// Packet loss to add with the delay, in percent.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Run on loopback instead of namespaces (a baseline).
+    #[arg(long, conflicts_with_all = ["delay_ms", "delay_node"])]
+    loopback: bool,
+    /// The tinykv-server binary to run.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The command to run, and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(binary) = &args.server_bin {
+        // Before any thread exists: ProcessCluster reads it.
+        std::env::set_var("TINYKV_SERVER_BIN", binary);
+    }
+    let cluster = if args.loopback {
+        ProcessCluster::start(args.nodes)
+    } else {
+        match ProcessCluster::start_in_namespaces(args.nodes, "") {
+            Ok(cluster) => cluster,
+            Err(why) => {
+                eprintln!("SKIPPED: cannot make network namespaces here ({why})");
+                return ExitCode::from(3);
+            }
+        }
+    };
+    if let (Some(hosts), true) = (cluster.hosts(), args.delay_ms > 0 || args.loss > 0.0) {
+        let delayed: Vec<u64> = match args.delay_node {
+            Some(node) => vec![node],
+            None => (1..=args.nodes).collect(),
+        };
+        for node in delayed {
+            if let Err(why) = hosts.set_delay(node, args.delay_ms, args.loss) {
+                eprintln!("SKIPPED: tc netem is not available in this kernel ({why})");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(why) = runtime.block_on(wait_ready(&cluster, args.nodes)) {
+        eprintln!("error: {why}");
+        return ExitCode::FAILURE;
+    }
+    let endpoints: Vec<String> = (1..=args.nodes).map(|id| cluster.url(id)).collect();
+    let endpoints = endpoints.join(",");
+    let status = Command::new(&args.command[0])
+        .args(
+            args.command[1..]
+                .iter()
+                .map(|a| a.replace("{endpoints}", &endpoints)),
+        )
+        .status();
+    match status {
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: cannot run {}: {e}", args.command[0]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits until every node answers its readiness probe (the cluster serves every key).
+async fn wait_ready(cluster: &ProcessCluster, nodes: u64) -> Result<(), String> {
+    let http = tinykv::security::http_client_builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in 1..=nodes {
+        let url = format!("{}/health", cluster.url(id));
+        loop {
+            if matches!(http.get(&url).send().await, Ok(r) if r.status() == 200) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {id} was not ready within 60 s:\n{}",
+                    cluster.log(id)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Simulated hosts: one Linux network namespace per node, on a bridge.
+//!
+//! Loopback hides what real networks do: every node sees the same addresses, shares one
+//! port space, and nothing between them can be cut except by the node's own fault switch.
+//! [`Hosts`] instead gives each node a host of its own:
+//!
+//! - a network namespace `<prefix>n<N>` with one veth interface `eth0` at `198.18.<s>.<10+N>`,
+//!   whose other end is a port of a bridge in the test's namespace, which holds
+//!   `198.18.<s>.1` (so the test, as a client, reaches every node directly);
+//! - a host name `tkv<N>`, in an `/etc/netns/<namespace>/hosts` file that `ip netns exec`
+//!   mounts over `/etc/hosts` for the node's process only: nodes advertise names and
+//!   resolve each other's, as on real machines;
+//! - addresses from 198.18.0.0/15, the range set aside for benchmarking networks (RFC
+//!   2544), so that no real network of the machine is shadowed;
+//! - the same ports on every host (they no longer collide).
+//!
+//! Faults are made in the kernel, not in the node: [`Hosts::isolate`] gives a node's
+//! namespace a blackhole route to every other node, and the other namespaces one to it,
+//! so that packets between them vanish as on a cut link (no reset, no error: the sender
+//! times out), while the test still reaches every node, as the chaos runner's partitions
+//! expect. [`Hosts::set_delay`] adds latency and loss with `tc netem` when the kernel has
+//! it ([`Hosts::netem_available`]).
+//!
+//! Namespaces need root (or CAP_SYS_ADMIN and CAP_NET_ADMIN); [`Hosts::create`] says why
+//! it could not, and callers skip with that message. Everything is removed on drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The simulated hosts of one cluster; see the module documentation.
+#[derive(Debug)]
+pub struct Hosts {
+    prefix: String,
+    subnet: u8,
+    count: u64,
+}
+
+/// Counts the host sets this process made, for unique names and subnets.
+static MADE: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `program args`, returning its stderr on failure.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    ))
+}
+
+impl Hosts {
+    /// Makes `count` hosts (at most 200) on a new bridge, or says why it cannot.
+    pub fn create(count: u64) -> Result<Hosts, String> {
+        assert!((1..=200).contains(&count), "1 to 200 hosts");
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        // Unique across concurrent test processes too: their pids differ.
+        let tag = (std::process::id() % 10_000) * 10 + made % 10;
+        let hosts = Hosts {
+            prefix: format!("tk{tag}"),
+            subnet: (tag % 250) as u8,
+            count,
+        };
+        hosts.build().inspect_err(|_| hosts.remove())?;
+        Ok(hosts)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let bridge = self.bridge();
+        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("198.18.{}.1/24", self.subnet),
+                "dev",
+                &bridge,
+            ],
+        )?;
+        run("ip", &["link", "set", &bridge, "up"])?;
+        let hosts_file: String = (1..=self.count)
+            .map(|n| format!("{} tkv{n}\n", self.ip(n)))
+            .collect();
+        for n in 1..=self.count {
+            let ns = self.namespace(n);
+            let outside = format!("{}v{n}", self.prefix);
+            run("ip", &["netns", "add", &ns])?;
+            run(
+                "ip",
+                &[
+                    "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+            run("ip", &["link", "set", &outside, "master", &bridge])?;
+            run("ip", &["link", "set", &outside, "up"])?;
+            let exec = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", ns.as_str()];
+                all.extend_from_slice(args);
+                run("ip", &all)
+            };
+            exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", self.ip(n)),
+                "dev",
+                "eth0",
+            ])?;
+            exec(&["ip", "link", "set", "eth0", "up"])?;
+            exec(&["ip", "link", "set", "lo", "up"])?;
+            let dir = self.etc_dir(n);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::write(
+                dir.join("hosts"),
+                format!("127.0.0.1 localhost\n{hosts_file}"),
+            )
+            .map_err(|e| format!("cannot write {}/hosts: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The namespace of node `n`.
+    pub fn namespace(&self, n: u64) -> String {
+        format!("{}n{n}", self.prefix)
+    }
+
+    /// The address of node `n`, as every other host and the test reach it.
+    pub fn ip(&self, n: u64) -> String {
+        format!("198.18.{}.{}", self.subnet, 10 + n)
+    }
+
+    /// The host name node `n` advertises (resolved inside the namespaces only).
+    pub fn name(&self, n: u64) -> String {
+        format!("tkv{n}")
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.prefix)
+    }
+
+    fn etc_dir(&self, n: u64) -> PathBuf {
+        PathBuf::from("/etc/netns").join(self.namespace(n))
+    }
+
+    /// A command running `program` inside node `n`'s namespace (with its hosts file).
+    pub fn command(&self, n: u64, program: &std::path::Path) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.namespace(n)])
+            .arg(program);
+        command
+    }
+
+    /// Cuts node `n` off from every other node (not from the test), or heals it
+    /// (`cut == false`). Idempotent.
+    pub fn isolate(&self, n: u64, cut: bool) -> Result<(), String> {
+        let verb = if cut { "replace" } else { "del" };
+        for other in (1..=self.count).filter(|o| *o != n) {
+            for (from, to) in [(n, other), (other, n)] {
+                let ns = self.namespace(from);
+                let dest = format!("{}/32", self.ip(to));
+                let result = run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &ns,
+                        "ip",
+                        "route",
+                        verb,
+                        "blackhole",
+                        &dest,
+                    ],
+                );
+                // Healing a route that is not there is fine.
+                if cut {
+                    result?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel has `tc netem` (it is a module some kernels lack).
+    pub fn netem_available(&self) -> bool {
+        self.set_delay(1, 0, 0.0).is_ok()
+    }
+
+    /// Delays every packet node `n` sends by `delay_ms` (so a round trip with another
+    /// node grows by that much) and drops `loss_percent` of them; `0, 0.0` removes both.
+    pub fn set_delay(&self, n: u64, delay_ms: u64, loss_percent: f64) -> Result<(), String> {
+        let ns = self.namespace(n);
+        let delay = format!("{delay_ms}ms");
+        let loss = format!("{loss_percent}%");
+        run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
+                "delay", &delay, "loss", &loss,
+            ],
+        )
+    }
+
+    fn remove(&self) {
+        for n in 1..=self.count {
+            let _ = run("ip", &["netns", "del", &self.namespace(n)]);
+            let _ = std::fs::remove_dir_all(self.etc_dir(n));
+        }
+        let _ = run("ip", &["link", "del", &self.bridge()]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

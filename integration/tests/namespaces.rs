@@ -1,0 +1,137 @@
+//! A cluster across simulated hosts: each node in its own network namespace, reached by
+//! host name, with partitions made in the kernel (see `tinykv_integration::netns`).
+//!
+//! Needs root for the namespaces. Where they cannot be made, each test prints why on
+//! stderr and returns without asserting anything: it is skipped, and says so.
+
+use std::time::{Duration, Instant};
+
+use tinykv_integration::chaos::{self, ChaosConfig, FaultKind, Verdict, Workload};
+use tinykv_integration::linearizability::Outcome;
+use tinykv_integration::process::ProcessCluster;
+use tinykv_integration::rest::{must_get, must_put};
+
+const FAST: &str = "[pd]\nheartbeat_interval_ms = 200\n";
+
+/// A cluster of `count` nodes in namespaces, or `None` (with the reason printed) where
+/// namespaces cannot be made.
+fn cluster_in_namespaces(count: u64) -> Option<ProcessCluster> {
+    match ProcessCluster::start_in_namespaces(count, FAST) {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            eprintln!("SKIPPED: cannot make network namespaces here ({why})");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() {
+    let Some(cluster) = cluster_in_namespaces(3) else {
+        return;
+    };
+    let hosts = cluster.hosts().unwrap();
+    let http = tinykv::security::http_client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for id in 1..=3 {
+        cluster.wait_healthy(id, &http).await;
+    }
+    must_put(&http, &cluster, 1, "k", "before").await;
+    assert_eq!(
+        must_get(&http, &cluster, 3, "k").await,
+        Some("before".into())
+    );
+    // Every node knows the others by name, on the same ports.
+    let book =
+        tinykv_integration::rest::get_json(&http, &format!("{}/v1/admin/stores", cluster.url(2)))
+            .await;
+    let addresses: Vec<&str> = book["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["raft_addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        ["tkv1:20160", "tkv2:20160", "tkv3:20160"],
+        "{book}"
+    );
+
+    // Node 3 cut off in the kernel: the majority keeps writing through nodes 1 and 2.
+    hosts.isolate(3, true).unwrap();
+    let cut_at = Instant::now();
+    must_put(&http, &cluster, 1, "k", "during").await;
+    must_put(&http, &cluster, 2, "k2", "during").await;
+    assert_eq!(
+        must_get(&http, &cluster, 2, "k").await,
+        Some("during".into())
+    );
+    // Node 3 still answers the test, but cannot serve a write: it is refused or times
+    // out, never acknowledged.
+    let write = http
+        .put(format!("{}/v1/kv/k", cluster.url(3)))
+        .body("minority")
+        .send()
+        .await;
+    if let Ok(response) = &write {
+        assert!(
+            !response.status().is_success(),
+            "a write through the cut-off node was acknowledged"
+        );
+    }
+    eprintln!("majority wrote within {:?} of the cut", cut_at.elapsed());
+
+    // Healed, node 3 catches up and reads the majority's value.
+    hosts.isolate(3, false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = must_get(&http, &cluster, 3, "k").await;
+        if got.as_deref() == Some("during") {
+            break;
+        }
+        assert_eq!(got.as_deref(), Some("during"), "or still minority: {got:?}");
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(
+        must_get(&http, &cluster, 3, "k2").await,
+        Some("during".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_kernel_partitions_stays_linearizable() {
+    if let Err(why) = tinykv_integration::netns::Hosts::create(1) {
+        eprintln!("SKIPPED: cannot make network namespaces here ({why})");
+        return;
+    }
+    let outcome = chaos::run(ChaosConfig {
+        nodes: 3,
+        clients: 8,
+        duration: Duration::from_secs(15),
+        faults: vec![
+            FaultKind::Partition,
+            FaultKind::Kill,
+            FaultKind::TransferLeader,
+        ],
+        workload: Workload::Kv,
+        netns: true,
+        ..ChaosConfig::default()
+    })
+    .await;
+    eprintln!("{}", outcome.line);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Pass,
+        "{}\nproblems: {:?}",
+        outcome.line,
+        outcome.problems
+    );
+    assert!(outcome.faults > 0, "the nemesis injected nothing");
+    assert!(
+        outcome.history.count(Outcome::Ok) > 100,
+        "too few operations succeeded: {}",
+        outcome.line
+    );
+}
