@@ -13,8 +13,17 @@
 # system: the errors clients saw, the longest time in which no write succeeded, and the
 # latency percentiles of the whole run (which contains the failover).
 #
+# Then a rolling restart of TinyKV-rs, twice on fresh clusters: the same writers for
+# ROLLING_DURATION (40 s); from 5 s on, each node in turn is stopped with SIGTERM and
+# started again once it exited, and the next one follows once every node answers /health
+# (ready). The first time each node's leaderships are drained first (`tinykv-ctl store
+# drain-leaders`, through another node); the second time they are not. The writers keep
+# sending to every node, the restarting one included (its refused connections are
+# retried on the next node), as clients without a health-checking balancer would.
+#
 # Knobs: FAILOVER_CLIENTS, FAILOVER_DURATION (seconds), FAILOVER_KILL_AT,
-# FAILOVER_RESTART_AT, BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0).
+# FAILOVER_RESTART_AT, ROLLING_DURATION, FAILOVER_SKIP_ROLLING (0), BENCH_OUT
+# (docs/benchmarks.md), BENCH_SKIP_ETCD (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +32,8 @@ FAILOVER_CLIENTS=${FAILOVER_CLIENTS:-64}
 FAILOVER_DURATION=${FAILOVER_DURATION:-30}
 FAILOVER_KILL_AT=${FAILOVER_KILL_AT:-10}
 FAILOVER_RESTART_AT=${FAILOVER_RESTART_AT:-20}
+ROLLING_DURATION=${ROLLING_DURATION:-40}
+CTL=target/release/tinykv-ctl
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
 BENCH_SKIP_ETCD=${BENCH_SKIP_ETCD:-0}
 SERVER=target/release/tinykv-server
@@ -36,7 +47,7 @@ NAME=failover
 . .ci/lib.sh
 
 log "building the release binaries"
-$CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
+$CARGO build --release --bin tinykv-server --bin tinykv-bench --bin tinykv-ctl >&2
 if [ "$BENCH_SKIP_ETCD" != 1 ] && ! command -v etcd >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "etcd is missing: installing Debian's etcd-server"
@@ -45,12 +56,13 @@ if [ "$BENCH_SKIP_ETCD" != 1 ] && ! command -v etcd >/dev/null 2>&1; then
   command -v etcd >/dev/null 2>&1 || { echo "failover: no etcd: TinyKV-rs only" >&2; BENCH_SKIP_ETCD=1; }
 fi
 
+# start_tinykv [DIR]: a fresh cluster with its data in $WORK/DIR (tinykv).
 start_tinykv() {
-  local n
+  local n dir=$WORK/${1:-tinykv}
   ENDPOINTS=()
   for n in 1 2 3; do
-    tinykv_config "$n" "$WORK/tinykv"
-    CMD[$n]="$SERVER --config $WORK/tinykv/node$n.toml"
+    tinykv_config "$n" "$dir"
+    CMD[$n]="$SERVER --config $dir/node$n.toml"
     start "$n"
     ENDPOINTS+=("http://127.0.0.1:${TINYKV_HTTP[$((n-1))]}")
   done
@@ -125,6 +137,37 @@ field() {
 }
 gap() { sed -n 's/.*"longest_gap_ms": \([0-9.]*\).*/\1/p' "$1"; }
 
+# run_rolling MODE (drain or plain): the rolling restart against the running TinyKV-rs
+# cluster; results in $WORK/rolling-MODE.*
+run_rolling() {
+  local mode=$1 name=rolling-$1 n e bench
+  local endpoints
+  endpoints=$(IFS=,; echo "${ENDPOINTS[*]}")
+  log "TinyKV-rs: rolling restart ($mode) under $FAILOVER_CLIENTS writers for ${ROLLING_DURATION}s"
+  (
+    TIMEFORMAT='%3R %3U %3S'
+    { time "$BENCH" --target tinykv --endpoints "$endpoints" --clients "$FAILOVER_CLIENTS" \
+        --workload write --duration "${ROLLING_DURATION}s" --warmup 0s --timeout 15s --quiet \
+        --json "$WORK/$name.json" > "$WORK/$name.txt" 2> "$WORK/$name.err"; } 2> "$WORK/$name.time"
+  ) &
+  bench=$!
+  sleep 5
+  for n in 1 2 3; do
+    if [ "$mode" = drain ]; then
+      "$CTL" --addr "127.0.0.1:${TINYKV_HTTP[$((n % 3))]}" store drain-leaders "$n" --timeout 30 >&2 \
+        || die "the drain of store $n failed"
+    fi
+    kill -TERM "${PID[$n]}"
+    wait "${PID[$n]}" 2>/dev/null || true
+    start "$n"
+    for e in "${ENDPOINTS[@]}"; do
+      wait_for 60 curl -fsS "$e/health" || die "TinyKV-rs node $e did not become ready"
+    done
+    log "TinyKV-rs: node $n restarted ($mode)"
+  done
+  wait "$bench" || die "rolling restart: tinykv-bench failed (see $WORK/$name.err)"
+}
+
 start_tinykv
 run tinykv
 stop_all
@@ -179,9 +222,39 @@ EOF
   errors tinykv TinyKV-rs
   if [ "$BENCH_SKIP_ETCD" != 1 ]; then errors etcd "etcd"; fi
   echo "The killed node: TinyKV-rs node $(cat "$WORK/tinykv.killed")$( [ "$BENCH_SKIP_ETCD" = 1 ] || echo ", etcd member $(cat "$WORK/etcd.killed")")."
+  if [ "${FAILOVER_SKIP_ROLLING:-0}" != 1 ]; then rolling_section; fi
   echo
   echo '<!-- failover:end -->'
 }
+if [ "${FAILOVER_SKIP_ROLLING:-0}" != 1 ]; then
+  for mode in drain plain; do
+    start_tinykv "rolling-$mode"
+    run_rolling "$mode"
+    stop_all
+  done
+fi
+
+rolling_section() {
+  cat <<EOF
+
+### Rolling restart
+
+The same ${FAILOVER_CLIENTS} writers for ${ROLLING_DURATION} s against a fresh TinyKV-rs cluster; from 5 s on,
+each node in turn is stopped with SIGTERM and started again, the next one once every node
+is ready (\`/health\` 200). The writers keep sending to every node, the restarting one
+included, retrying a refused connection on the next node. With drains, each node's
+leaderships are moved away first (\`tinykv-ctl store drain-leaders\`, through another node).
+
+| rolling restart | writes | errors | writes/s | longest gap, ms | p99 ms | p99.9 ms | max ms | load generator's CPU share |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+  row rolling-drain "with leader drains"
+  row rolling-plain "without drains"
+  echo
+  errors rolling-drain "With drains,"
+  errors rolling-plain "Without drains,"
+}
+
 section > "$WORK/section.md"
 cat "$WORK/section.md"
 if [ -f "$BENCH_OUT" ] && grep -q '<!-- failover:begin -->' "$BENCH_OUT"; then

@@ -85,6 +85,7 @@ impl HttpForwarder {
         let http = NodeHttp::build(tls, connect_timeout, "forwarder's", |builder| {
             builder
                 .tcp_nodelay(true)
+                .tcp_keepalive(Duration::from_secs(5))
                 .pool_idle_timeout(Duration::from_secs(60))
         })?;
         Ok(HttpForwarder {

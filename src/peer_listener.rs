@@ -172,6 +172,8 @@ impl PeerListener {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        // A sender that vanished without closing would hold this reader forever.
+        crate::transport::detect_dead_peers(&tcp);
         let (mut stream, caller) = match &self.inner.tls {
             None => (Conn::Plain(tcp), None),
             Some(tls) => match tls.accept_peer(tcp).await {

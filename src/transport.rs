@@ -18,7 +18,14 @@
 //! outage is worse than none. It reconnects when the next message comes, backing off from
 //! 50 ms to 1 s between failed attempts, and warns once per outage rather than once per
 //! attempt. The receiver never writes on the connection, so the sender also watches the
-//! socket for end-of-file to notice a closed peer before it writes into the void.
+//! socket for end-of-file to notice a closed peer before it writes into the void. A peer
+//! that vanishes without closing (its host lost power, its address moved to another
+//! machine, a link cut for good) sends no end-of-file: the kernel would retransmit for a
+//! quarter of an hour before giving up, while every message queued for that store is
+//! dropped. So each connection gives up once sent data stays unacknowledged for
+//! [`TCP_USER_TIMEOUT`] (Linux's `TCP_USER_TIMEOUT`), and probes an idle peer with
+//! keep-alives; the task then reconnects, resolving the store's address (a host name is
+//! looked up again) from scratch.
 //!
 //! A snapshot (`MsgSnapshot`) never enters that queue: on it, it would hold up every
 //! heartbeat and append behind it for as long as it takes to send, and it could not exceed
@@ -92,6 +99,33 @@ pub const MAX_RECEIVING_SNAPSHOTS: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long data sent on a raft connection may stay unacknowledged before the connection
+/// is dropped as dead (then reopened). Longer than any pause a live peer makes: raft
+/// itself gives up on a silent leader after an election timeout, about 2 s.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle time before the first keep-alive probe, and between probes; three unanswered
+/// probes drop the connection.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Makes a dead peer visible on `tcp`: a user timeout on unacknowledged data and
+/// keep-alive probes (see the module documentation). Best effort: a platform without
+/// them keeps the kernel's defaults.
+pub fn detect_dead_peers(tcp: &TcpStream) {
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE)
+        .with_retries(3);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("cannot set TCP keep-alive: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+        tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+}
 /// First bytes of a connection carrying `BatchRaftMessage` frames.
 pub(crate) const RAFT_PREFACE: [u8; 4] = *b"TKVR";
 /// First bytes of a connection carrying one snapshot stream.
@@ -351,6 +385,7 @@ impl Dialer {
         };
         tcp.set_nodelay(true)
             .map_err(|e| format!("setting TCP_NODELAY on {addr}: {e}"))?;
+        detect_dead_peers(&tcp);
         let mut stream = match &self.tls {
             None => Conn::Plain(tcp),
             Some(tls) => {

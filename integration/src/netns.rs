@@ -24,9 +24,11 @@
 //! Namespaces need root (or CAP_SYS_ADMIN and CAP_NET_ADMIN); [`Hosts::create`] says why
 //! it could not, and callers skip with that message. Everything is removed on drop.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 /// The simulated hosts of one cluster; see the module documentation.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct Hosts {
     prefix: String,
     subnet: u8,
     count: u64,
+    /// The last byte of each node's address (node N starts at 10 + N).
+    last_bytes: Mutex<BTreeMap<u64, u8>>,
 }
 
 /// Counts the host sets this process made, for unique names and subnets.
@@ -67,6 +71,7 @@ impl Hosts {
             prefix: format!("tk{tag}"),
             subnet: (tag % 250) as u8,
             count,
+            last_bytes: Mutex::new((1..=count).map(|n| (n, 10 + n as u8)).collect()),
         };
         hosts.build().inspect_err(|_| hosts.remove())?;
         Ok(hosts)
@@ -86,9 +91,6 @@ impl Hosts {
             ],
         )?;
         run("ip", &["link", "set", &bridge, "up"])?;
-        let hosts_file: String = (1..=self.count)
-            .map(|n| format!("{} tkv{n}\n", self.ip(n)))
-            .collect();
         for n in 1..=self.count {
             let ns = self.namespace(n);
             let outside = format!("{}v{n}", self.prefix);
@@ -116,16 +118,50 @@ impl Hosts {
             ])?;
             exec(&["ip", "link", "set", "eth0", "up"])?;
             exec(&["ip", "link", "set", "lo", "up"])?;
+        }
+        self.write_hosts_files()
+    }
+
+    /// Writes every namespace's hosts file from the nodes' current addresses.
+    fn write_hosts_files(&self) -> Result<(), String> {
+        let names: String = (1..=self.count)
+            .map(|n| format!("{} {}\n", self.ip(n), self.name(n)))
+            .collect();
+        for n in 1..=self.count {
             let dir = self.etc_dir(n);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            std::fs::write(
-                dir.join("hosts"),
-                format!("127.0.0.1 localhost\n{hosts_file}"),
-            )
-            .map_err(|e| format!("cannot write {}/hosts: {e}", dir.display()))?;
+            std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{names}"))
+                .map_err(|e| format!("cannot write {}/hosts: {e}", dir.display()))?;
         }
         Ok(())
+    }
+
+    /// Moves node `n`'s host to a new address, as a machine that comes back elsewhere (or
+    /// a pod rescheduled) does: the old address stops answering at once (no reset for
+    /// open connections), and the host name resolves to the new one for every process
+    /// that looks it up from now on. Returns the new address.
+    pub fn move_host(&self, n: u64) -> Result<String, String> {
+        let old = self.ip(n);
+        let new_byte = {
+            let mut bytes = self.last_bytes.lock().unwrap_or_else(|p| p.into_inner());
+            let byte = bytes.get_mut(&n).ok_or(format!("no node {n}"))?;
+            *byte = byte.checked_add(100).ok_or("out of addresses")?;
+            *byte
+        };
+        let new = format!("198.18.{}.{new_byte}", self.subnet);
+        let ns = self.namespace(n);
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.as_str()];
+            all.extend_from_slice(args);
+            run("ip", &all)
+        };
+        // Deleted first: deleting an interface's primary address takes its secondary
+        // addresses of the same subnet with it.
+        exec(&["ip", "addr", "del", &format!("{old}/24"), "dev", "eth0"])?;
+        exec(&["ip", "addr", "add", &format!("{new}/24"), "dev", "eth0"])?;
+        self.write_hosts_files()?;
+        Ok(new)
     }
 
     /// The namespace of node `n`.
@@ -135,7 +171,9 @@ impl Hosts {
 
     /// The address of node `n`, as every other host and the test reach it.
     pub fn ip(&self, n: u64) -> String {
-        format!("198.18.{}.{}", self.subnet, 10 + n)
+        let bytes = self.last_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = bytes.get(&n).copied().unwrap_or(10 + n as u8);
+        format!("198.18.{}.{last}", self.subnet)
     }
 
     /// The host name node `n` advertises (resolved inside the namespaces only).

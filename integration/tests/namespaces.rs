@@ -100,6 +100,75 @@ async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() 
     );
 }
 
+/// The applied index of the data region (the one starting at the first key; the PD's
+/// meta region is last) on node `id`'s peer of it, or why it cannot be read.
+async fn applied_index(
+    http: &reqwest::Client,
+    cluster: &ProcessCluster,
+    id: u64,
+) -> Result<u64, String> {
+    let url = format!("{}/v1/admin/regions", cluster.url(id));
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let view: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
+    view["regions"]
+        .as_array()
+        .and_then(|regions| regions.iter().find(|r| r["start_key"] == ""))
+        .and_then(|region| region["applied_index"].as_u64())
+        .ok_or_else(|| format!("{url}: no applied index in {view}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_moves_is_found_again_by_its_name() {
+    let Some(cluster) = cluster_in_namespaces(3) else {
+        return;
+    };
+    let hosts = cluster.hosts().unwrap();
+    let http = tinykv::security::http_client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for id in 1..=3 {
+        cluster.wait_healthy(id, &http).await;
+    }
+    must_put(&http, &cluster, 1, "k", "before").await;
+
+    // Node 3's machine comes back at another address under the same name. The others'
+    // connections to the old address go silent (no reset): they must notice, reconnect
+    // by name, and reach it at the new one.
+    let moved_at = Instant::now();
+    let new_ip = hosts.move_host(3).unwrap();
+    assert_eq!(cluster.http_addr(3), format!("{new_ip}:8080"));
+    must_put(&http, &cluster, 1, "k", "after").await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let leader = applied_index(&http, &cluster, 1).await;
+        let moved = applied_index(&http, &cluster, 3).await;
+        if let (Ok(leader), Ok(moved)) = (&leader, &moved) {
+            if moved >= leader {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not catch up after its move: applied {moved:?} against {leader:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("node 3 caught up {:?} after its move", moved_at.elapsed());
+    // And it serves through its new address.
+    must_put(&http, &cluster, 3, "k", "through the moved node").await;
+    assert_eq!(
+        must_get(&http, &cluster, 1, "k").await.as_deref(),
+        Some("through the moved node")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_with_kernel_partitions_stays_linearizable() {
     if let Err(why) = tinykv_integration::netns::Hosts::create(1) {
