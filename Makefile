@@ -17,13 +17,22 @@
 #                (BENCH_DURATION=20s per workload; wrk cross-check) and write
 #                docs/benchmarks.md; see .ci/bench.sh
 #   make bench-failover  kill -9 the leader under 64 writers, TinyKV-rs and etcd side by
-#                side; the Failover section of docs/benchmarks.md (see .ci/failover.sh)
+#                side, then rolling restarts with and without leader drains; the Failover
+#                section of docs/benchmarks.md (see .ci/failover.sh)
+#   make bench-hosts  a 3-node cluster on simulated hosts (one network namespace per
+#                node; root), against loopback, and at LAN/WAN delays where the kernel has
+#                tc netem; the Simulated hosts section of docs/benchmarks.md
+#                (see .ci/hosts-bench.sh)
 #   make bench-scale  1, 1,000 and 10,000 regions: idle CPU, memory, restart time, write
 #                throughput; the Scale section of docs/benchmarks.md (see .ci/scale.sh)
 #   make chaos   chaos runs against real processes, one per workload (kv, register, bank;
 #                CHAOS_WORKLOADS, CHAOS_ARGS to change), checked for linearizability and
 #                the bank's total; artifacts in chaos-out/<workload>/
 #   make clean-data  delete the local cluster's data
+#   make deploy-check  validate the deployment packaging in configs/deploy/ (Dockerfile,
+#                compose, systemd unit, Kubernetes manifests) with the validators this
+#                machine has; prints which ran and which were skipped (see
+#                docs/deployment.md)
 
 CARGO      ?= cargo
 RUN_DIR    ?= data
@@ -36,7 +45,7 @@ NEXTEST    := $(CARGO) nextest run --workspace --config-file .ci/nextest.toml
 BENCH_DURATION ?= 20s
 CHAOS_ARGS     ?= --nodes 5 --duration 5m --clients 16 --keys 8
 
-.PHONY: build certs run run-tls join restart stop status test bench bench-failover bench-scale chaos clean-data
+.PHONY: build certs run run-tls join restart stop status test bench bench-failover bench-hosts bench-scale chaos clean-data deploy-check
 
 build:
 	$(CARGO) build --release --bin tinykv-server --bin tinykv-ctl
@@ -141,6 +150,9 @@ bench:
 bench-failover:
 	CARGO="$(CARGO)" bash .ci/failover.sh
 
+bench-hosts:
+	CARGO="$(CARGO)" bash .ci/hosts-bench.sh
+
 # What a region costs: 1, 1,000 and 10,000 regions on a 3-node cluster, idle CPU and RSS
 # per node, restart-to-serving time, write throughput over all regions (SCALE_REGIONS
 # overrides the counts); the Scale section of docs/benchmarks.md.
@@ -160,3 +172,11 @@ chaos:
 
 clean-data: stop
 	rm -rf $(RUN_DIR)
+
+# Static validators (systemd-analyze, kubernetes-validate, docker compose config,
+# hadolint, shellcheck; pinned, installed once into ~/.cache/tinykv-deploy-check) and
+# runtime checks that start the deployment's own configs in a private network namespace
+# with an existing target/{release,debug}/tinykv-server (it builds nothing). Not part of
+# `make test`.
+deploy-check:
+	bash configs/deploy/check.sh
