@@ -80,7 +80,10 @@ a network namespace of its own on a bridge (veth pairs), listening on \`0.0.0.0\
 advertising its host name (\`tkv1\`...). ${HOSTS_CLIENTS} closed-loop writers (128-byte values,
 10,000 keys) for ${HOSTS_DURATION} after a 2 s warm-up, from the test's namespace. Added delay is
 \`tc netem\` on what the named nodes send. The last column is the load generator's share of
-the machine's CPU (it and the three nodes share the cores).
+the machine's CPU (it and the three nodes share the cores). One run per row: on this
+machine, runs of the same cluster differ by up to 20%, so the first two rows say the
+bridge and namespaces cost nothing measurable at this load, not which is faster. Rows
+marked skipped were not measured with another delay instead: the kernel lacks \`tc netem\`.
 
 | cluster | writes/s | errors | p50 ms | p99 ms | p99.9 ms | max ms | load generator's CPU share |
 |---|---:|---:|---:|---:|---:|---:|---:|
