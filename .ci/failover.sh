@@ -257,11 +257,5 @@ EOF
 
 section > "$WORK/section.md"
 cat "$WORK/section.md"
-if [ -f "$BENCH_OUT" ] && grep -q '<!-- failover:begin -->' "$BENCH_OUT"; then
-  awk -v f="$WORK/section.md" '/<!-- failover:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-    /<!-- failover:end -->/ { skip = 0; next } !skip' "$BENCH_OUT" > "$WORK/out.md"
-  cp "$WORK/out.md" "$BENCH_OUT"
-else
-  { echo; cat "$WORK/section.md"; } >> "$BENCH_OUT"
-fi
+write_section failover "$WORK/section.md"
 log "wrote the failover section of $BENCH_OUT"

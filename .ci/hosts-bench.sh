@@ -25,8 +25,9 @@ HOSTS_DURATION=${HOSTS_DURATION:-10s}
 HOSTS_LAN_MS=${HOSTS_LAN_MS:-5}
 HOSTS_WAN_MS=${HOSTS_WAN_MS:-50}
 BENCH_OUT=${BENCH_OUT:-docs/benchmarks.md}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinykv-hosts.XXXXXX")
-log() { printf '\n==> %s\n' "$*" >&2; }
+NAME=hosts
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 log "building the release binaries"
 $CARGO build --release --bin tinykv-server --bin tinykv-bench >&2
@@ -94,11 +95,5 @@ EOF
 }
 section > "$WORK/section.md"
 cat "$WORK/section.md"
-if [ -f "$BENCH_OUT" ] && grep -q '<!-- hosts:begin -->' "$BENCH_OUT"; then
-  awk -v f="$WORK/section.md" '/<!-- hosts:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-    /<!-- hosts:end -->/ { skip = 0; next } !skip' "$BENCH_OUT" > "$WORK/out.md"
-  cp "$WORK/out.md" "$BENCH_OUT"
-else
-  { echo; cat "$WORK/section.md"; } >> "$BENCH_OUT"
-fi
+write_section hosts "$WORK/section.md"
 log "wrote the simulated hosts section of $BENCH_OUT"

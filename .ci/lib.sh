@@ -6,6 +6,9 @@
 #   start N            runs CMD[N] in the background as node N (log: $WORK/nodeN.log)
 #   stop_all           kills every node started (also on exit)
 #   wait_for SECS CMD  runs CMD until it succeeds, at most SECS seconds
+#   write_section MARK FILE  puts FILE into BENCH_OUT between <!-- MARK:begin --> and
+#                      <!-- MARK:end --> (FILE holds both markers), replacing what was
+#                      there, or appends it if the file has no such section
 #   tinykv_config N DIR  writes DIR/nodeN.toml: configs/nodeN.toml with its data in DIR
 #                      and the ports moved (raft 2116N, HTTP 1808N) off the defaults,
 #                      so a cluster of `make run` on the same machine is left alone
@@ -41,4 +44,16 @@ tinykv_config() {
       -e 's/127\.0\.0\.1:2016\([1-3]\)/127.0.0.1:2116\1/' \
       -e 's/127\.0\.0\.1:808\([1-3]\)/127.0.0.1:1808\1/' \
       "configs/node$n.toml" > "$dir/node$n.toml"
+}
+
+write_section() {
+  local mark=$1 file=$2
+  if [ -f "$BENCH_OUT" ] && grep -q "<!-- $mark:begin -->" "$BENCH_OUT"; then
+    awk -v f="$file" -v b="<!-- $mark:begin -->" -v e="<!-- $mark:end -->" \
+      '$0 == b { while ((getline l < f) > 0) print l; skip = 1; next } $0 == e { skip = 0; next } !skip' \
+      "$BENCH_OUT" > "$WORK/out.md"
+    cp "$WORK/out.md" "$BENCH_OUT"
+  else
+    { echo; cat "$file"; } >> "$BENCH_OUT"
+  fi
 }

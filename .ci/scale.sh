@@ -302,12 +302,6 @@ EOF
   echo '<!-- scale:end -->'
 }
 section > "$WORK/section.md"
-if [ -f "$BENCH_OUT" ] && grep -q '<!-- scale:begin -->' "$BENCH_OUT"; then
-  awk -v f="$WORK/section.md" '/<!-- scale:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-    /<!-- scale:end -->/ { skip = 0; next } !skip' "$BENCH_OUT" > "$WORK/out.md"
-  mv "$WORK/out.md" "$BENCH_OUT"
-else
-  { echo; cat "$WORK/section.md"; } >> "$BENCH_OUT"
-fi
+write_section scale "$WORK/section.md"
 cat "$WORK/section.md"
 log "wrote the scale section of $BENCH_OUT"

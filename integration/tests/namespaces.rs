@@ -13,24 +13,16 @@ use tinykv_integration::rest::{must_get, must_put};
 
 const FAST: &str = "[pd]\nheartbeat_interval_ms = 200\n";
 
-/// A cluster of `count` nodes in namespaces, or `None` (with the reason printed) where
+/// Three live nodes in namespaces and a client, or `None` (with the reason printed) where
 /// namespaces cannot be made.
-fn cluster_in_namespaces(count: u64) -> Option<ProcessCluster> {
-    match ProcessCluster::start_in_namespaces(count, FAST) {
-        Ok(cluster) => Some(cluster),
+async fn three_hosts() -> Option<(ProcessCluster, reqwest::Client)> {
+    let cluster = match ProcessCluster::start_in_namespaces(3, FAST) {
+        Ok(cluster) => cluster,
         Err(why) => {
             eprintln!("SKIPPED: cannot make network namespaces here ({why})");
-            None
+            return None;
         }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() {
-    let Some(cluster) = cluster_in_namespaces(3) else {
-        return;
     };
-    let hosts = cluster.hosts().unwrap();
     let http = tinykv::security::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -38,6 +30,15 @@ async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() 
     for id in 1..=3 {
         cluster.wait_healthy(id, &http).await;
     }
+    Some((cluster, http))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() {
+    let Some((cluster, http)) = three_hosts().await else {
+        return;
+    };
+    let hosts = cluster.hosts().unwrap();
     must_put(&http, &cluster, 1, "k", "before").await;
     assert_eq!(
         must_get(&http, &cluster, 3, "k").await,
@@ -125,17 +126,10 @@ async fn applied_index(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_moves_is_found_again_by_its_name() {
-    let Some(cluster) = cluster_in_namespaces(3) else {
+    let Some((cluster, http)) = three_hosts().await else {
         return;
     };
     let hosts = cluster.hosts().unwrap();
-    let http = tinykv::security::http_client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    for id in 1..=3 {
-        cluster.wait_healthy(id, &http).await;
-    }
     must_put(&http, &cluster, 1, "k", "before").await;
 
     // Node 3's machine comes back at another address under the same name. The others'
