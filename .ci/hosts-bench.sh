@@ -4,16 +4,18 @@
 # several round-trip times; writes the "Simulated hosts" section of docs/benchmarks.md.
 #
 # Profiles, each on a fresh cluster (tinykv-hosts starts it and runs tinykv-bench against
-# it): loopback (the same cluster without namespaces: the baseline), namespaces with no
+# it): loopback (the same cluster without namespaces: the baseline), namespaces on a
+# kernel bridge with no added delay, namespaces on the userspace delay switch with no
 # added delay, a LAN (HOSTS_LAN_MS, 5 ms, added to what every node sends: +5 ms per
 # round trip between hosts) and a WAN (HOSTS_WAN_MS, 50 ms, added to what node 3 sends: a
 # far node; the other two still make a majority). The load: HOSTS_CLIENTS (64)
 # closed-loop writers, 128-byte values, 10,000 keys, HOSTS_DURATION (10s) after a 2 s
 # warm-up, from the test's own namespace over the bridge.
 #
-# Delay and loss come from `tc netem`. A kernel without it (seen here: sch_netem is not
-# built) gets a "skipped" row saying so, never a row measured without the delay; a
-# machine where namespaces cannot be made (not root) skips the namespace rows likewise.
+# Delay and loss come from `tc netem` on a kernel bridge where the kernel has it, else
+# from the userspace delay switch (integration/src/delay_switch.rs; seen here: sch_netem
+# is not built); the link column says which. A machine where namespaces cannot be made
+# (not root) gets "skipped" rows saying why, never rows measured otherwise.
 #
 # Knobs: HOSTS_CLIENTS, HOSTS_DURATION, HOSTS_LAN_MS, HOSTS_WAN_MS, BENCH_OUT.
 set -euo pipefail
@@ -42,6 +44,8 @@ field() {
 # profile NAME DESCRIPTION [tinykv-hosts options...]: one fresh cluster, one bench run,
 # one table row.
 ROWS=()
+# link NAME: the link tinykv-hosts reported using.
+link() { sed -n 's/^link: //p' "$WORK/$1.err" | head -1; }
 profile() {
   local name=$1 what=$2 status=0
   shift 2
@@ -52,11 +56,11 @@ profile() {
       --workload write --clients "$HOSTS_CLIENTS" --duration "$HOSTS_DURATION" \
       --json "$WORK/$name.json" --quiet > "$WORK/$name.out" 2> "$WORK/$name.err" || status=$?
   if [ "$status" = 3 ]; then
-    ROWS+=("| $what | skipped: $(grep -m1 '^SKIPPED' "$WORK/$name.err" | sed 's/^SKIPPED: //') | | | | | | |")
+    ROWS+=("| $what | | skipped: $(grep -m1 '^SKIPPED' "$WORK/$name.err" | sed 's/^SKIPPED: //') | | | | | | |")
     return
   fi
   [ "$status" = 0 ] || { cat "$WORK/$name.err" >&2; echo "hosts-bench: $name failed" >&2; exit 1; }
-  ROWS+=("$(printf '| %s | %.0f | %s | %.1f | %.1f | %.1f | %.1f | %s |' "$what" \
+  ROWS+=("$(printf '| %s | %s | %.0f | %s | %.1f | %.1f | %.1f | %.1f | %s |' "$what" "$(link "$name")" \
     "$(field "$WORK/$name.json" throughput)" "$(field "$WORK/$name.json" errors)" \
     "$(field "$WORK/$name.json" p50_ms)" "$(field "$WORK/$name.json" p99_ms)" \
     "$(field "$WORK/$name.json" p999_ms)" "$(field "$WORK/$name.json" max_ms)" \
@@ -64,7 +68,8 @@ profile() {
 }
 
 profile loopback "loopback (baseline)" --loopback
-profile native "namespaces, no added delay"
+profile native "namespaces, no added delay" --link bridge
+profile switch "namespaces, no added delay" --link userspace
 profile lan "namespaces, LAN: +${HOSTS_LAN_MS} ms on every node" --delay-ms "$HOSTS_LAN_MS"
 profile wan "namespaces, WAN: +${HOSTS_WAN_MS} ms on node 3" --delay-ms "$HOSTS_WAN_MS" --delay-node 3
 
@@ -79,15 +84,16 @@ Each row is a fresh 3-node cluster of the release build with the multi-process t
 settings (\`raft_base_tick_ms = 50\`, other settings default): on loopback, or with each node in
 a network namespace of its own on a bridge (veth pairs), listening on \`0.0.0.0\` and
 advertising its host name (\`tkv1\`...). ${HOSTS_CLIENTS} closed-loop writers (128-byte values,
-10,000 keys) for ${HOSTS_DURATION} after a 2 s warm-up, from the test's namespace. Added delay is
-\`tc netem\` on what the named nodes send. The last column is the load generator's share of
+10,000 keys) for ${HOSTS_DURATION} after a 2 s warm-up, from the test's namespace. The hosts hang
+off a kernel bridge (Bridge; delay by \`tc netem\`) or off a userspace switch in the harness
+(UserspaceSwitch: TAP devices whose frames it forwards after the sending host's delay; it
+takes CPU the nodes share, so compare the delayed rows with its own undelayed row).
+Delay is added to what the named nodes send. The last column is the load generator's share of
 the machine's CPU (it and the three nodes share the cores). One run per row: on this
-machine, runs of the same cluster differ by up to 20%, so the first two rows say the
-bridge and namespaces cost nothing measurable at this load, not which is faster. Rows
-marked skipped were not measured with another delay instead: the kernel lacks \`tc netem\`.
+machine, runs of the same cluster differ by up to 20%.
 
-| cluster | writes/s | errors | p50 ms | p99 ms | p99.9 ms | max ms | load generator's CPU share |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| cluster | link | writes/s | errors | p50 ms | p99 ms | p99.9 ms | max ms | load generator's CPU share |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
 EOF
   printf '%s\n' "${ROWS[@]}"
   echo

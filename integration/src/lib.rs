@@ -20,6 +20,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod delay_switch;
 pub mod fuzz;
 pub mod generic;
 pub mod linearizability;

@@ -21,6 +21,10 @@
 //! expect. [`Hosts::set_delay`] adds latency and loss with `tc netem` when the kernel has
 //! it ([`Hosts::netem_available`]).
 //!
+//! A kernel without netem can join the hosts with a [`DelaySwitch`] instead of the
+//! bridge ([`Link::UserspaceSwitch`]): TAP devices whose frames this process forwards,
+//! delayed and dropped as asked.
+//!
 //! Namespaces need root (or CAP_SYS_ADMIN and CAP_NET_ADMIN); [`Hosts::create`] says why
 //! it could not, and callers skip with that message. Everything is removed on drop.
 
@@ -29,15 +33,40 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::delay_switch::DelaySwitch;
+
+/// What joins the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A kernel bridge and veth pairs; delay and loss with `tc netem`.
+    Bridge,
+    /// A [`DelaySwitch`] in this process and TAP devices: delay and loss without netem,
+    /// at the cost of the switch's CPU.
+    UserspaceSwitch,
+}
 
 /// The simulated hosts of one cluster; see the module documentation.
-#[derive(Debug)]
 pub struct Hosts {
     prefix: String,
     subnet: u8,
     count: u64,
     /// The last byte of each node's address (node N starts at 10 + N).
     last_bytes: Mutex<BTreeMap<u64, u8>>,
+    /// The switch joining the hosts, for [`Link::UserspaceSwitch`]; port 0 is the test's
+    /// own address, port N node N.
+    switch: Option<DelaySwitch>,
+}
+
+impl std::fmt::Debug for Hosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosts")
+            .field("prefix", &self.prefix)
+            .field("count", &self.count)
+            .field("userspace_switch", &self.switch.is_some())
+            .finish()
+    }
 }
 
 /// Counts the host sets this process made, for unique names and subnets.
@@ -63,18 +92,84 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 impl Hosts {
     /// Makes `count` hosts (at most 200) on a new bridge, or says why it cannot.
     pub fn create(count: u64) -> Result<Hosts, String> {
+        Hosts::create_linked(count, Link::Bridge)
+    }
+
+    /// Makes `count` hosts (at most 200) joined by `link`, or says why it cannot.
+    pub fn create_linked(count: u64, link: Link) -> Result<Hosts, String> {
         assert!((1..=200).contains(&count), "1 to 200 hosts");
         let made = MADE.fetch_add(1, Ordering::Relaxed);
         // Unique across concurrent test processes too: their pids differ.
         let tag = (std::process::id() % 10_000) * 10 + made % 10;
+        let prefix = format!("tk{tag}");
+        let switch = match link {
+            Link::Bridge => None,
+            Link::UserspaceSwitch => {
+                let names: Vec<String> = (0..=count).map(|n| format!("{prefix}t{n}")).collect();
+                Some(DelaySwitch::open(&names)?)
+            }
+        };
         let hosts = Hosts {
-            prefix: format!("tk{tag}"),
+            prefix,
             subnet: (tag % 250) as u8,
             count,
             last_bytes: Mutex::new((1..=count).map(|n| (n, 10 + n as u8)).collect()),
+            switch,
         };
-        hosts.build().inspect_err(|_| hosts.remove())?;
+        let built = match hosts.switch {
+            None => hosts.build(),
+            Some(_) => hosts.build_switched(),
+        };
+        built.inspect_err(|_| hosts.remove())?;
         Ok(hosts)
+    }
+
+    /// Gives each namespace its TAP device of the switch as `eth0`, and the test's
+    /// namespace the switch's port 0 with the first address.
+    fn build_switched(&self) -> Result<(), String> {
+        let own = format!("{}t0", self.prefix);
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("198.18.{}.1/24", self.subnet),
+                "dev",
+                &own,
+            ],
+        )?;
+        run("ip", &["link", "set", &own, "up"])?;
+        for n in 1..=self.count {
+            let ns = self.namespace(n);
+            let tap = format!("{}t{n}", self.prefix);
+            run("ip", &["netns", "add", &ns])?;
+            run("ip", &["link", "set", &tap, "netns", &ns])?;
+            let exec = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", ns.as_str()];
+                all.extend_from_slice(args);
+                run("ip", &all)
+            };
+            exec(&["ip", "link", "set", &tap, "name", "eth0"])?;
+            exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", self.ip(n)),
+                "dev",
+                "eth0",
+            ])?;
+            exec(&["ip", "link", "set", "eth0", "up"])?;
+            exec(&["ip", "link", "set", "lo", "up"])?;
+        }
+        self.write_hosts_files()
+    }
+
+    /// What joins the hosts.
+    pub fn link(&self) -> Link {
+        match self.switch {
+            None => Link::Bridge,
+            Some(_) => Link::UserspaceSwitch,
+        }
     }
 
     fn build(&self) -> Result<(), String> {
@@ -228,14 +323,20 @@ impl Hosts {
         Ok(())
     }
 
-    /// Whether the kernel has `tc netem` (it is a module some kernels lack).
+    /// Whether delay and loss can be set: always through the userspace switch, else if
+    /// the kernel has `tc netem` (a module some kernels lack).
     pub fn netem_available(&self) -> bool {
         self.set_delay(1, 0, 0.0).is_ok()
     }
 
     /// Delays every packet node `n` sends by `delay_ms` (so a round trip with another
     /// node grows by that much) and drops `loss_percent` of them; `0, 0.0` removes both.
+    /// With a bridge this is `tc netem`; with the userspace switch, the switch does it.
     pub fn set_delay(&self, n: u64, delay_ms: u64, loss_percent: f64) -> Result<(), String> {
+        if let Some(switch) = &self.switch {
+            switch.shape(n as usize, Duration::from_millis(delay_ms), loss_percent);
+            return Ok(());
+        }
         let ns = self.namespace(n);
         let delay = format!("{delay_ms}ms");
         let loss = format!("{loss_percent}%");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::netns::Hosts;
+use crate::netns::{Hosts, Link};
 use tinykv::security::certs::CertAuthority;
 use tinykv::security::{CertIdentity, ClientTlsFiles, TlsFiles};
 
@@ -200,7 +200,16 @@ impl ProcessCluster {
     /// skip with. `extra_toml` as for [`ProcessCluster::start_with_config`]; it follows
     /// a `[security]` section, so it may begin with more lines of that section.
     pub fn start_in_namespaces(count: u64, extra_toml: &str) -> Result<ProcessCluster, String> {
-        let hosts = Hosts::create(count)?;
+        ProcessCluster::start_in_namespaces_linked(count, extra_toml, Link::Bridge)
+    }
+
+    /// [`ProcessCluster::start_in_namespaces`], the hosts joined by `link`.
+    pub fn start_in_namespaces_linked(
+        count: u64,
+        extra_toml: &str,
+        link: Link,
+    ) -> Result<ProcessCluster, String> {
+        let hosts = Hosts::create_linked(count, link)?;
         let mut cluster = ProcessCluster::assemble(
             count,
             "",

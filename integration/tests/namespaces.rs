@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tinykv_integration::chaos::{self, ChaosConfig, FaultKind, Verdict, Workload};
 use tinykv_integration::linearizability::Outcome;
+use tinykv_integration::netns::Link;
 use tinykv_integration::process::ProcessCluster;
 use tinykv_integration::rest::{must_get, must_put};
 
@@ -196,5 +197,55 @@ async fn chaos_with_kernel_partitions_stays_linearizable() {
         outcome.history.count(Outcome::Ok) > 100,
         "too few operations succeeded: {}",
         outcome.line
+    );
+}
+
+/// The shortest of five TCP connects from the test to `addr`: one round trip.
+async fn connect_rtt(addr: &str) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        best = best.min(started.elapsed());
+        drop(stream);
+    }
+    best
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_userspace_switch_carries_a_cluster_and_delays_one_host() {
+    let cluster = match ProcessCluster::start_in_namespaces_linked(3, FAST, Link::UserspaceSwitch) {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot make network namespaces and TAP devices here ({why})");
+            return;
+        }
+    };
+    let http = tinykv::security::http_client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for id in 1..=3 {
+        cluster.wait_healthy(id, &http).await;
+    }
+    must_put(&http, &cluster, 1, "k", "through the switch").await;
+    assert_eq!(
+        must_get(&http, &cluster, 3, "k").await.as_deref(),
+        Some("through the switch")
+    );
+
+    // 40 ms on what node 3 sends: its SYN-ACK comes back that much later.
+    let hosts = cluster.hosts().unwrap();
+    hosts.set_delay(3, 40, 0.0).unwrap();
+    let near = connect_rtt(&cluster.http_addr(1)).await;
+    let far = connect_rtt(&cluster.http_addr(3)).await;
+    eprintln!("connect round trip: node 1 {near:?}, node 3 {far:?}");
+    assert!(far >= Duration::from_millis(40), "{far:?}");
+    assert!(near < Duration::from_millis(20), "{near:?}");
+    // The cluster still serves through the slow host.
+    must_put(&http, &cluster, 3, "k", "slow").await;
+    assert_eq!(
+        must_get(&http, &cluster, 1, "k").await.as_deref(),
+        Some("slow")
     );
 }

@@ -409,8 +409,10 @@ async fn plaintext_on_a_public_address_needs_insecure_in_so_many_words() {
     drop((listener, second));
     let config = |security: &str| {
         format!(
-            "[node]\nstore_id = 1\ndata_dir = {:?}\n\n[[cluster.stores]]\nid = 1\n\
-             raft_addr = \"0.0.0.0:{raft}\"\nhttp_addr = \"0.0.0.0:{http_port}\"\n\n{security}",
+            "[node]\nstore_id = 1\ndata_dir = {:?}\n\
+             listen_raft_addr = \"0.0.0.0:{raft}\"\nlisten_http_addr = \"0.0.0.0:{http_port}\"\n\n\
+             [[cluster.stores]]\nid = 1\n\
+             raft_addr = \"127.0.0.1:{raft}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\n\n{security}",
             dir.path().join("data")
         )
     };

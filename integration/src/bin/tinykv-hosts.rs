@@ -2,15 +2,19 @@
 //!
 //! ```text
 //! tinykv-hosts [--nodes 3] [--delay-ms MS] [--delay-node N] [--loss PCT] [--loopback]
-//!              [--server-bin PATH] -- COMMAND [ARGS...]
+//!              [--link auto|bridge|userspace] [--server-bin PATH] -- COMMAND [ARGS...]
 //! ```
 //!
 //! Starts `--nodes` real `tinykv-server` processes, each in a network namespace of its
 //! own on a bridge (see `tinykv_integration::netns`; needs root), reached by host name.
-//! With `--delay-ms` it adds that much latency (and `--loss` percent loss) with `tc
-//! netem` to everything node `--delay-node` sends (every node without it), so a round
-//! trip through it grows by the delay; a kernel without netem makes it exit with status
-//! 3 and a `SKIPPED:` line, never a silent run without the delay. Once every node is
+//! With `--delay-ms` it adds that much latency (and `--loss` percent loss) to everything
+//! node `--delay-node` sends (every node without it), so a round trip through it grows by
+//! the delay. The hosts hang off a kernel bridge with `tc netem` for the delay, or, with
+//! `--link userspace`, off a userspace switch that delays frames itself
+//! (`tinykv_integration::delay_switch`); `--link auto` (the default) takes the bridge
+//! unless a delay is asked for on a kernel without netem. `--link bridge` with a delay on
+//! such a kernel exits with status 3 and a `SKIPPED:` line, never a silent run without the
+//! delay. The first line of output names the link used. Once every node is
 //! ready it runs `COMMAND`, with every `{endpoints}` in its arguments replaced by the
 //! nodes' comma-separated HTTP URLs, and exits with the command's status. `--loopback`
 //! runs the same cluster on loopback instead, for side-by-side baselines.
@@ -22,6 +26,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tinykv_integration::netns::{Hosts, Link};
 use tinykv_integration::process::ProcessCluster;
 
 /// Command-line arguments.
@@ -46,6 +51,10 @@ struct Args {
     /// Run on loopback instead of namespaces (a baseline).
     #[arg(long, conflicts_with_all = ["delay_ms", "delay_node"])]
     loopback: bool,
+    /// What joins the hosts: auto, bridge (kernel bridge, tc netem) or userspace (a delay
+    /// switch in this process).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bridge", "userspace"])]
+    link: String,
     /// The tinykv-server binary to run.
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -60,10 +69,23 @@ fn main() -> ExitCode {
         // Before any thread exists: ProcessCluster reads it.
         std::env::set_var("TINYKV_SERVER_BIN", binary);
     }
+    let delayed = args.delay_ms > 0 || args.loss > 0.0;
+    let link = match args.link.as_str() {
+        "bridge" => Link::Bridge,
+        "userspace" => Link::UserspaceSwitch,
+        _ if !delayed || args.loopback => Link::Bridge,
+        // A throwaway host tells whether this kernel has netem.
+        _ => match Hosts::create(1) {
+            Ok(probe) if probe.netem_available() => Link::Bridge,
+            _ => Link::UserspaceSwitch,
+        },
+    };
     let cluster = if args.loopback {
+        eprintln!("link: loopback");
         ProcessCluster::start(args.nodes)
     } else {
-        match ProcessCluster::start_in_namespaces(args.nodes, "") {
+        eprintln!("link: {link:?}");
+        match ProcessCluster::start_in_namespaces_linked(args.nodes, "", link) {
             Ok(cluster) => cluster,
             Err(why) => {
                 eprintln!("SKIPPED: cannot make network namespaces here ({why})");
@@ -71,7 +93,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    if let (Some(hosts), true) = (cluster.hosts(), args.delay_ms > 0 || args.loss > 0.0) {
+    if let (Some(hosts), true) = (cluster.hosts(), delayed) {
         let delayed: Vec<u64> = match args.delay_node {
             Some(node) => vec![node],
             None => (1..=args.nodes).collect(),
