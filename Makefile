@@ -20,8 +20,9 @@
 #                side, then rolling restarts with and without leader drains; the Failover
 #                section of docs/benchmarks.md (see .ci/failover.sh)
 #   make bench-hosts  a 3-node cluster on simulated hosts (one network namespace per
-#                node; root), against loopback, and at LAN/WAN delays where the kernel has
-#                tc netem; the Simulated hosts section of docs/benchmarks.md
+#                node; root), against loopback, and at LAN/WAN delays (tc netem, or a
+#                userspace delay switch without it); the Simulated hosts section of
+#                docs/benchmarks.md
 #                (see .ci/hosts-bench.sh)
 #   make bench-scale  1, 1,000 and 10,000 regions: idle CPU, memory, restart time, write
 #                throughput; the Scale section of docs/benchmarks.md (see .ci/scale.sh)
