@@ -108,8 +108,10 @@ impl Node {
         let raft_addr = local_addr(raft_listener.local_addr())?;
         let http_addr = local_addr(http_listener.local_addr())?;
         // Port 0 (tests) advertises the port the system chose, on the advertised host.
+        // Only for raft: the in-process tests that bind HTTP port 0 reach the node through
+        // `Node::http_addr`, and a real HTTP address would have the PD probe the node
+        // itself on its first heartbeat (a store "moving" off port 0).
         own.raft_addr = with_bound_port(&own.raft_addr, raft_addr);
-        own.http_addr = with_bound_port(&own.http_addr, http_addr);
         if listen.raft_addr != own.raft_addr || listen.http_addr != own.http_addr {
             tracing::info!(
                 listen_raft = %raft_addr,
