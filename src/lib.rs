@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod forward;
+pub mod human_duration;
 pub mod leader_drain;
 pub mod logging;
 pub mod metrics;

@@ -359,12 +359,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes every write so far durable.
-    pub fn sync(&self) -> Result<()> {
-        self.inner.db.persist(PersistMode::SyncData)?;
-        Ok(())
-    }
-
     /// Takes a consistent snapshot of every keyspace.
     pub fn snapshot(&self) -> EngineSnapshot {
         EngineSnapshot {
@@ -396,11 +390,6 @@ impl Engine {
             }
         }
         Ok(true)
-    }
-
-    /// Approximate bytes this database occupies on disk.
-    pub fn disk_space(&self) -> u64 {
-        self.inner.db.disk_space().unwrap_or(0)
     }
 }
 

@@ -7,11 +7,22 @@
 //! | [`RaftCommand`], [`KeyCommand`] | client → Router → PeerFsm |
 //! | [`InboundRaftMessage`] | transport → Router → PeerFsm (or Store for unknown regions) |
 //! | [`WriteTask`] / [`Persisted`] | PeerFsm → RaftLogWriter → PeerFsm |
+//! | [`LogGcTask`] | PeerFsm → the log GC actor (compacted entries deleted) |
 //! | [`Apply`] | PeerFsm → ApplyFsm |
 //! | [`ApplyTask`] / [`Applied`] | ApplyFsm → ApplyWriter → PeerFsm (callbacks answered) |
+//! | [`DropForwarded`] | PeerFsm → ApplyFsm (forwarded writes answered with an error) |
+//! | [`ResetApply`], [`StopApply`], [`DestroyApply`] | PeerFsm → ApplyFsm (after a snapshot, on a restart, on destruction) |
+//! | [`CatchUpLogs`] | ApplyFsm → Router → PeerFsm (a merge's source catches up) |
+//! | [`MergedAway`] | PeerFsm → Router → PeerFsm (a merge's source is absorbed) |
+//! | [`CheckSnapshotRange`] | PeerFsm → Router (may a snapshot's range be applied?) |
 //! | [`RegionChanged`] | PeerFsm → Router (range index and leader hints) |
+//! | [`LeaderReportChanged`] | PeerFsm → Router (what the placement driver is told) |
+//! | [`TakeLeaderReports`], [`FindRegion`], [`ListRegions`], [`QueryRegionStatus`], [`WakeRegionsLedBy`] | node → Router |
+//! | [`QueryPeerStatus`], [`WakeUp`] | Router → PeerFsm |
+//! | [`CreateSplitPeer`], [`PeerDestroyed`] | PeerFsm → Router → Store |
 //! | [`RestartPeer`] | PeerFsm → Router → Store (a peer restarts from disk) |
 //! | [`CheckMembership`] | Store (restart), Router (snapshot overlap) → PeerFsm |
+//! | [`Stop`] | node → Store (and every actor of the store) |
 //!
 //! A command is answered exactly once through its [`Callback`]: with a response, or with a
 //! region error in the response header. A caller that gives up (times out) just drops the

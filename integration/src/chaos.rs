@@ -70,6 +70,7 @@ use crate::linearizability::{self, CheckConfig, Command, History, Outcome, Recor
 use crate::process::ProcessCluster;
 
 pub use crate::linearizability::Verdict;
+pub use tinykv::human_duration::parse_duration;
 
 mod workloads;
 
@@ -1267,26 +1268,6 @@ fn write_artifacts(
     Ok(())
 }
 
-/// Parses a duration such as `300`, `300s`, `5m`, `1500ms` or `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1500ms"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 /// The per-key operation counts of a history, for a quick look at how big each key's
 /// search was: key → (operations, indeterminate ones).
 pub fn key_sizes(history: &History) -> BTreeMap<String, (usize, usize)> {
@@ -1346,7 +1327,7 @@ mod tests {
     }
 
     #[test]
-    fn fault_lists_and_durations_parse() {
+    fn fault_lists_parse() {
         assert_eq!(
             FaultKind::parse_list("all").unwrap(),
             FaultKind::ALL.to_vec()
@@ -1357,15 +1338,6 @@ mod tests {
             vec![FaultKind::Kill, FaultKind::Split]
         );
         assert!(FaultKind::parse_list("kill,flood").is_err());
-        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(
-            parse_duration("1500ms").unwrap(),
-            Duration::from_millis(1500)
-        );
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
     }
 
     #[test]

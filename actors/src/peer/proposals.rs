@@ -348,10 +348,14 @@ impl Peer {
     /// A follower that heard from its leader within the election timeout proposes a
     /// client write through raft, which forwards it to the leader (instead of the node
     /// forwarding the request over HTTP). The command gets a `uuid`; the ApplyFsm answers
-    /// it when this peer applies the entry carrying that uuid. If the leader drops it
-    /// (it lost its leadership meanwhile), the client times out: the outcome is unknown,
-    /// as for any write whose answer is lost. The epoch was checked against this peer's
-    /// view and is checked again when the entry applies.
+    /// it when this peer applies the entry carrying that uuid. Raft refusing it here
+    /// answers "not leader" at once. A leader that does not take it (it no longer leads,
+    /// or is transferring) says so in a `dropped_proposals` message, and the write is
+    /// answered "not leader" (not appended: retryable) by [`Self::on_dropped_proposals`];
+    /// if the leader changes before it applies, it is answered `Timeout` (outcome unknown,
+    /// retried on the new leader under its session) by
+    /// [`Self::abandon_proposals_of_old_leader`]. The epoch was checked against this
+    /// peer's view and is checked again when the entry applies.
     pub(super) fn forward_write(&mut self, mut request: RaftCmdRequest, callback: Callback) {
         let uuid = util::unique_proposal_id(self.env.store_id);
         request.header.get_or_insert_with(Default::default).uuid = uuid.clone();
