@@ -27,6 +27,7 @@
 // The peer listener's connection future is deep enough for rustc's default limit of
 // 128 when it proves the future `Send`.
 #![recursion_limit = "256"]
+#![warn(missing_docs)]
 
 pub mod address_book;
 pub mod admin;

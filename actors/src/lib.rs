@@ -18,6 +18,8 @@
 //! `stale_peer` (how a peer told it was removed makes sure before destroying itself)
 //! and [`metrics`] (what the raftstore exposes to Prometheus).
 
+#![warn(missing_docs)]
+
 pub mod alive;
 pub mod apply;
 pub mod batch_writer;

@@ -18,6 +18,8 @@
 //! - [`fuzz`]: arbitrary commands, raft messages and JSON for the fuzz tests;
 //! - [`txn`]: a timestamp oracle and transaction coordinators for the in-process cluster.
 
+#![warn(missing_docs)]
+
 pub mod chaos;
 pub mod cluster;
 pub mod delay_switch;
