@@ -127,41 +127,38 @@ impl Hosts {
     /// Gives each namespace its TAP device of the switch as `eth0`, and the test's
     /// namespace the switch's port 0 with the first address.
     fn build_switched(&self) -> Result<(), String> {
-        let own = format!("{}t0", self.prefix);
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("198.18.{}.1/24", self.subnet),
-                "dev",
-                &own,
-            ],
-        )?;
-        run("ip", &["link", "set", &own, "up"])?;
+        self.give_test_address(&format!("{}t0", self.prefix))?;
         for n in 1..=self.count {
-            let ns = self.namespace(n);
             let tap = format!("{}t{n}", self.prefix);
-            run("ip", &["netns", "add", &ns])?;
-            run("ip", &["link", "set", &tap, "netns", &ns])?;
-            let exec = |args: &[&str]| {
-                let mut all = vec!["netns", "exec", ns.as_str()];
-                all.extend_from_slice(args);
-                run("ip", &all)
-            };
-            exec(&["ip", "link", "set", &tap, "name", "eth0"])?;
-            exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", self.ip(n)),
-                "dev",
-                "eth0",
-            ])?;
-            exec(&["ip", "link", "set", "eth0", "up"])?;
-            exec(&["ip", "link", "set", "lo", "up"])?;
+            run("ip", &["netns", "add", &self.namespace(n)])?;
+            run("ip", &["link", "set", &tap, "netns", &self.namespace(n)])?;
+            self.in_namespace(n, &["ip", "link", "set", &tap, "name", "eth0"])?;
+            self.bring_up(n)?;
         }
         self.write_hosts_files()
+    }
+
+    /// Gives device `dev` of the test's namespace the first address of the subnet.
+    fn give_test_address(&self, dev: &str) -> Result<(), String> {
+        let address = format!("198.18.{}.1/24", self.subnet);
+        run("ip", &["addr", "add", &address, "dev", dev])?;
+        run("ip", &["link", "set", dev, "up"])
+    }
+
+    /// Gives node `n`'s `eth0` its address, and brings it and loopback up.
+    fn bring_up(&self, n: u64) -> Result<(), String> {
+        let address = format!("{}/24", self.ip(n));
+        self.in_namespace(n, &["ip", "addr", "add", &address, "dev", "eth0"])?;
+        self.in_namespace(n, &["ip", "link", "set", "eth0", "up"])?;
+        self.in_namespace(n, &["ip", "link", "set", "lo", "up"])
+    }
+
+    /// Runs `args` (a program and its arguments) inside node `n`'s namespace.
+    fn in_namespace(&self, n: u64, args: &[&str]) -> Result<(), String> {
+        let ns = self.namespace(n);
+        let mut all = vec!["netns", "exec", ns.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
     }
 
     /// What joins the hosts.
@@ -175,44 +172,18 @@ impl Hosts {
     fn build(&self) -> Result<(), String> {
         let bridge = self.bridge();
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("198.18.{}.1/24", self.subnet),
-                "dev",
-                &bridge,
-            ],
-        )?;
-        run("ip", &["link", "set", &bridge, "up"])?;
+        self.give_test_address(&bridge)?;
         for n in 1..=self.count {
             let ns = self.namespace(n);
             let outside = format!("{}v{n}", self.prefix);
             run("ip", &["netns", "add", &ns])?;
-            run(
-                "ip",
-                &[
-                    "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
+            let veth = [
+                "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ];
+            run("ip", &veth)?;
             run("ip", &["link", "set", &outside, "master", &bridge])?;
             run("ip", &["link", "set", &outside, "up"])?;
-            let exec = |args: &[&str]| {
-                let mut all = vec!["netns", "exec", ns.as_str()];
-                all.extend_from_slice(args);
-                run("ip", &all)
-            };
-            exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", self.ip(n)),
-                "dev",
-                "eth0",
-            ])?;
-            exec(&["ip", "link", "set", "eth0", "up"])?;
-            exec(&["ip", "link", "set", "lo", "up"])?;
+            self.bring_up(n)?;
         }
         self.write_hosts_files()
     }
@@ -245,16 +216,16 @@ impl Hosts {
             *byte
         };
         let new = format!("198.18.{}.{new_byte}", self.subnet);
-        let ns = self.namespace(n);
-        let exec = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", ns.as_str()];
-            all.extend_from_slice(args);
-            run("ip", &all)
-        };
         // Deleted first: deleting an interface's primary address takes its secondary
         // addresses of the same subnet with it.
-        exec(&["ip", "addr", "del", &format!("{old}/24"), "dev", "eth0"])?;
-        exec(&["ip", "addr", "add", &format!("{new}/24"), "dev", "eth0"])?;
+        self.in_namespace(
+            n,
+            &["ip", "addr", "del", &format!("{old}/24"), "dev", "eth0"],
+        )?;
+        self.in_namespace(
+            n,
+            &["ip", "addr", "add", &format!("{new}/24"), "dev", "eth0"],
+        )?;
         self.write_hosts_files()?;
         Ok(new)
     }
@@ -299,21 +270,8 @@ impl Hosts {
         let verb = if cut { "replace" } else { "del" };
         for other in (1..=self.count).filter(|o| *o != n) {
             for (from, to) in [(n, other), (other, n)] {
-                let ns = self.namespace(from);
                 let dest = format!("{}/32", self.ip(to));
-                let result = run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &ns,
-                        "ip",
-                        "route",
-                        verb,
-                        "blackhole",
-                        &dest,
-                    ],
-                );
+                let result = self.in_namespace(from, &["ip", "route", verb, "blackhole", &dest]);
                 // Healing a route that is not there is fine.
                 if cut {
                     result?;
@@ -337,16 +295,12 @@ impl Hosts {
             switch.shape(n as usize, Duration::from_millis(delay_ms), loss_percent);
             return Ok(());
         }
-        let ns = self.namespace(n);
         let delay = format!("{delay_ms}ms");
         let loss = format!("{loss_percent}%");
-        run(
-            "ip",
-            &[
-                "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
-                "delay", &delay, "loss", &loss,
-            ],
-        )
+        let netem = [
+            "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay,
+        ];
+        self.in_namespace(n, &[&netem[..], &["loss", &loss]].concat())
     }
 
     fn remove(&self) {

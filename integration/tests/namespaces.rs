@@ -14,10 +14,10 @@ use tinykv_integration::rest::{must_get, must_put};
 
 const FAST: &str = "[pd]\nheartbeat_interval_ms = 200\n";
 
-/// Three live nodes in namespaces and a client, or `None` (with the reason printed) where
-/// namespaces cannot be made.
-async fn three_hosts() -> Option<(ProcessCluster, reqwest::Client)> {
-    let cluster = match ProcessCluster::start_in_namespaces(3, FAST) {
+/// Three live nodes in namespaces joined by `link`, and a client; `None` (with the reason
+/// printed) where namespaces cannot be made.
+async fn three_hosts(link: Link) -> Option<(ProcessCluster, reqwest::Client)> {
+    let cluster = match ProcessCluster::start_in_namespaces_linked(3, FAST, link) {
         Ok(cluster) => cluster,
         Err(why) => {
             eprintln!("SKIPPED: cannot make network namespaces here ({why})");
@@ -36,7 +36,7 @@ async fn three_hosts() -> Option<(ProcessCluster, reqwest::Client)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_separate_hosts_serve_by_name_and_survive_a_kernel_partition() {
-    let Some((cluster, http)) = three_hosts().await else {
+    let Some((cluster, http)) = three_hosts(Link::Bridge).await else {
         return;
     };
     let hosts = cluster.hosts().unwrap();
@@ -127,7 +127,7 @@ async fn applied_index(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_moves_is_found_again_by_its_name() {
-    let Some((cluster, http)) = three_hosts().await else {
+    let Some((cluster, http)) = three_hosts(Link::Bridge).await else {
         return;
     };
     let hosts = cluster.hosts().unwrap();
@@ -214,20 +214,9 @@ async fn connect_rtt(addr: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_userspace_switch_carries_a_cluster_and_delays_one_host() {
-    let cluster = match ProcessCluster::start_in_namespaces_linked(3, FAST, Link::UserspaceSwitch) {
-        Ok(cluster) => cluster,
-        Err(why) => {
-            eprintln!("SKIPPED: cannot make network namespaces and TAP devices here ({why})");
-            return;
-        }
+    let Some((cluster, http)) = three_hosts(Link::UserspaceSwitch).await else {
+        return;
     };
-    let http = tinykv::security::http_client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    for id in 1..=3 {
-        cluster.wait_healthy(id, &http).await;
-    }
     must_put(&http, &cluster, 1, "k", "through the switch").await;
     assert_eq!(
         must_get(&http, &cluster, 3, "k").await.as_deref(),
