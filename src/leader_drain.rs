@@ -164,7 +164,16 @@ async fn run(inner: Arc<Inner>) {
 /// (`None`: no member can take it now).
 async fn led_regions(inner: &Inner) -> Result<Vec<(u64, Option<u64>)>> {
     let mut led = Vec::new();
-    for route in inner.store.regions().await.map_err(Error::Store)? {
+    let routes = inner.store.regions().await.map_err(Error::Store)?;
+    // The router's leader hints pick the candidates; each one's peer then confirms (and
+    // names its pending followers): with thousands of regions, asking every peer each
+    // round would flood the raft arbiter.
+    let led_here = routes.iter().filter(|r| {
+        r.leader
+            .as_ref()
+            .is_some_and(|l| l.store_id == inner.store_id)
+    });
+    for route in led_here {
         let region_id = route.region.id;
         let Some(status) = inner
             .store

@@ -600,6 +600,7 @@ async fn apply_partitions(ctx: &Ctx) {
         .clone();
     if ctx.config.netns {
         let cluster = ctx.cluster();
+        // `run` starts the cluster in namespaces whenever `config.netns` is set.
         let hosts = cluster.hosts().expect("a cluster in namespaces");
         for node in 1..=ctx.config.nodes {
             if let Err(e) = hosts.isolate(node, partitioned.contains(&node)) {

@@ -600,6 +600,31 @@ impl ProcessCluster {
         std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
 
+    /// Waits up to `within` until node `id` answers the readiness probe `/health` with
+    /// 200 (the placement driver sees every key served, and the node is not draining);
+    /// says why not, with the node's log, if it does not.
+    pub async fn wait_ready(
+        &self,
+        id: u64,
+        http: &reqwest::Client,
+        within: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let url = format!("{}/health", self.url(id));
+        loop {
+            if matches!(http.get(&url).send().await, Ok(r) if r.status() == 200) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {id} was not ready within {within:?}; log:\n{}",
+                    self.log(id)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until node `id` answers `/health?live` (it is up, whatever the cluster).
     pub async fn wait_healthy(&self, id: u64, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);

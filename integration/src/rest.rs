@@ -6,6 +6,23 @@ use std::time::{Duration, Instant};
 
 use crate::process::ProcessCluster;
 
+/// Retries `attempt` every 50 ms until it returns `Some`, and returns that; panics naming
+/// `what` if it has not within `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(done) = attempt().await {
+            return done;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Puts `key` = `value` through node `id`, retrying until it is acknowledged. A request
 /// whose outcome is unknown (timeout) is retried with the same value, which is idempotent.
 pub async fn must_put(

@@ -6,30 +6,14 @@
 //! (which that store reported itself and proved by answering there) wins, and the node
 //! says so in its log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use tinykv_integration::process::ProcessCluster;
-use tinykv_integration::rest::{get_json, must_get, must_put};
+use tinykv_integration::rest::{eventually, get_json, must_get, must_put};
 
 const FAST_PD: &str = "[pd]\nheartbeat_interval_ms = 200\n";
-
-/// Polls `check` every 100 ms until it returns `Some`, for up to 30 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The placement driver's stores (`GET /v1/admin/cluster` through node `via`), once it
 /// knows `count` of them.
@@ -40,12 +24,16 @@ async fn pd_stores(
     count: usize,
 ) -> Vec<Value> {
     let url = format!("{}/v1/admin/cluster", cluster.url(via));
-    eventually("the placement driver to know every store", || async {
-        let body = http.get(&url).send().await.ok()?.bytes().await.ok()?;
-        let view: Value = serde_json::from_slice(&body).ok()?;
-        let stores = view["stores"].as_array()?.clone();
-        (stores.len() == count).then_some(stores)
-    })
+    eventually(
+        "the placement driver to know every store",
+        Duration::from_secs(30),
+        || async {
+            let body = http.get(&url).send().await.ok()?.bytes().await.ok()?;
+            let view: Value = serde_json::from_slice(&body).ok()?;
+            let stores = view["stores"].as_array()?.clone();
+            (stores.len() == count).then_some(stores)
+        },
+    )
     .await
 }
 
@@ -125,12 +113,16 @@ async fn a_stale_config_entry_yields_to_the_placement_driver_and_is_reported() {
 
     // Its first heartbeat answer replaces the entry, and the log names both.
     let url = format!("{}/v1/admin/stores", cluster.url(3));
-    eventually("node 3 to learn store 2's address", || async {
-        let body = http.get(&url).send().await.ok()?.bytes().await.ok()?;
-        let book: Value = serde_json::from_slice(&body).ok()?;
-        let store2 = book["stores"].as_array()?.iter().find(|s| s["id"] == 2)?;
-        (store2["raft_addr"] == real.as_str() && store2["up"] == true).then_some(())
-    })
+    eventually(
+        "node 3 to learn store 2's address",
+        Duration::from_secs(30),
+        || async {
+            let body = http.get(&url).send().await.ok()?.bytes().await.ok()?;
+            let book: Value = serde_json::from_slice(&body).ok()?;
+            let store2 = book["stores"].as_array()?.iter().find(|s| s["id"] == 2)?;
+            (store2["raft_addr"] == real.as_str() && store2["up"] == true).then_some(())
+        },
+    )
     .await;
     let log = cluster.log(3);
     let line = log

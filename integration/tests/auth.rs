@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tinykv::security::{CertIdentity, ClientTlsFiles};
 use tinykv_integration::process::ProcessCluster;
+use tinykv_integration::rest::eventually;
 
 const ROOT: &str = "correct horse battery staple";
 const WAIT: Duration = Duration::from_secs(20);
@@ -46,22 +47,6 @@ async fn call(
     )
 }
 
-/// Retries `attempt` until it returns `Some`, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(done) = attempt().await {
-            return done;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Creates a token with `role` (and `prefix`) through node `id`; returns its string and id.
 async fn create_token(
     http: &reqwest::Client,
@@ -93,7 +78,7 @@ async fn put(
     token: Option<&str>,
 ) -> StatusCode {
     let url = format!("{}/v1/kv/{key}", cluster.url(id));
-    eventually(&format!("PUT {key} on node {id}"), || async {
+    eventually(&format!("PUT {key} on node {id}"), WAIT, || async {
         let (status, _) = call(http, Method::PUT, &url, token, Some(json!("v"))).await;
         (!status.is_server_error()).then_some(status)
     })
@@ -116,7 +101,7 @@ async fn tokens_with_roles_are_enforced_on_every_node() {
     let auth_url = |id: u64| auth_urls[(id - 1) as usize].clone();
 
     // Off: anyone may look, and the PD has recorded the root token (no secret shown).
-    let state = eventually("the root token is recorded", || async {
+    let state = eventually("the root token is recorded", WAIT, || async {
         let (status, state) = call(&http, Method::GET, &auth_url(2), None, None).await;
         (status == StatusCode::OK && state["tokens"].to_string().contains("\"root\""))
             .then_some(state)
@@ -139,12 +124,16 @@ async fn tokens_with_roles_are_enforced_on_every_node() {
     assert_eq!(state["enabled"], true);
     for id in 1..=3 {
         let url = format!("{}/v1/kv/open", cluster.url(id));
-        eventually(&format!("node {id} requires a credential"), || async {
-            let response = http.get(&url).send().await.ok()?;
-            (response.status() == StatusCode::UNAUTHORIZED).then(|| {
-                assert!(response.headers().contains_key("www-authenticate"));
-            })
-        })
+        eventually(
+            &format!("node {id} requires a credential"),
+            WAIT,
+            || async {
+                let response = http.get(&url).send().await.ok()?;
+                (response.status() == StatusCode::UNAUTHORIZED).then(|| {
+                    assert!(response.headers().contains_key("www-authenticate"));
+                })
+            },
+        )
         .await;
         let (status, _) = call(
             &http,
@@ -177,7 +166,7 @@ async fn tokens_with_roles_are_enforced_on_every_node() {
     for id in 1..=3 {
         // Each node learns the new tokens from its heartbeat.
         let url = format!("{}/v1/kv/open", cluster.url(id));
-        eventually(&format!("node {id} knows the new tokens"), || async {
+        eventually(&format!("node {id} knows the new tokens"), WAIT, || async {
             let (status, _) = call(&http, Method::GET, &url, Some(&app), None).await;
             (status != StatusCode::UNAUTHORIZED).then_some(())
         })
@@ -275,10 +264,15 @@ async fn tokens_with_roles_are_enforced_on_every_node() {
     assert_eq!(status, StatusCode::OK);
     for id in 1..=3 {
         let url = format!("{}/v1/kv/after-revoke", cluster.url(id));
-        eventually(&format!("node {id} refuses the revoked token"), || async {
-            let (status, _) = call(&http, Method::PUT, &url, Some(&writer), Some(json!("v"))).await;
-            (status == StatusCode::UNAUTHORIZED).then_some(())
-        })
+        eventually(
+            &format!("node {id} refuses the revoked token"),
+            WAIT,
+            || async {
+                let (status, _) =
+                    call(&http, Method::PUT, &url, Some(&writer), Some(json!("v"))).await;
+                (status == StatusCode::UNAUTHORIZED).then_some(())
+            },
+        )
         .await;
     }
     let everywhere = revoked_at.elapsed();
@@ -338,7 +332,7 @@ async fn tokens_with_roles_are_enforced_on_every_node() {
     assert_eq!(status, StatusCode::OK);
     for id in 1..=3 {
         let url = format!("{}/v1/kv/w1", cluster.url(id));
-        eventually(&format!("node {id} is open again"), || async {
+        eventually(&format!("node {id} is open again"), WAIT, || async {
             let (status, _) = call(&http, Method::GET, &url, None, None).await;
             (status == StatusCode::OK).then_some(())
         })
@@ -355,7 +349,7 @@ async fn client_certificates_stand_for_users() {
         cluster.wait_healthy(id, &admin).await;
     }
     let url = |id: u64, path: &str| format!("{}{path}", cluster.url(id));
-    eventually("the root token is recorded", || async {
+    eventually("the root token is recorded", WAIT, || async {
         let (_, state) = call(&admin, Method::GET, &url(1, "/v1/auth"), None, None).await;
         state["tokens"]
             .to_string()
@@ -401,10 +395,14 @@ async fn client_certificates_stand_for_users() {
     for id in 1..=3 {
         // Every node enforces it once its heartbeat brought the new state.
         let probe = url(id, "/v1/kv/cert1");
-        eventually(&format!("node {id} enforces authentication"), || async {
-            let (status, _) = call(&stranger, Method::GET, &probe, None, None).await;
-            (status == StatusCode::UNAUTHORIZED).then_some(())
-        })
+        eventually(
+            &format!("node {id} enforces authentication"),
+            WAIT,
+            || async {
+                let (status, _) = call(&stranger, Method::GET, &probe, None, None).await;
+                (status == StatusCode::UNAUTHORIZED).then_some(())
+            },
+        )
         .await;
         // The admin certificate is a credential on its own: no token needed.
         assert_eq!(

@@ -28,16 +28,9 @@ struct Tally {
 /// Waits until every node answers the readiness probe `/health` with 200: the PD sees a
 /// leader for every key, and no node is draining.
 async fn wait_ready(cluster: &ProcessCluster, http: &reqwest::Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     for id in 1..=3 {
-        loop {
-            let url = format!("{}/health", cluster.url(id));
-            if matches!(http.get(&url).send().await, Ok(r) if r.status() == 200) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {id} is not ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ready = cluster.wait_ready(id, http, Duration::from_secs(30)).await;
+        ready.unwrap_or_else(|why| panic!("{why}"));
     }
 }
 

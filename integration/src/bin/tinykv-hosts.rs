@@ -23,7 +23,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use tinykv_integration::netns::{Hosts, Link};
@@ -105,6 +105,8 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Building a current-thread runtime fails only without the OS resources for its
+    // driver (an epoll instance, a timer): nothing this tool could go on without.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,21 +139,10 @@ async fn wait_ready(cluster: &ProcessCluster, nodes: u64) -> Result<(), String> 
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(60);
     for id in 1..=nodes {
-        let url = format!("{}/health", cluster.url(id));
-        loop {
-            if matches!(http.get(&url).send().await, Ok(r) if r.status() == 200) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "node {id} was not ready within 60 s:\n{}",
-                    cluster.log(id)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        cluster
+            .wait_ready(id, &http, Duration::from_secs(60))
+            .await?;
     }
     Ok(())
 }
