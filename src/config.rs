@@ -17,11 +17,11 @@
 //! joins a running cluster instead has no `node.store_id`: it names its own addresses in
 //! `node.raft_addr` and `node.http_addr` and the peer addresses (`raft_addr`) of any
 //! existing nodes in `cluster.join`, and
-//! gets its store id from the placement driver (see [`crate::placement`]); from then on
+//! gets its store id from the placement driver (see [`crate::pd`]); from then on
 //! the placement driver's heartbeat answers keep every node's address book current.
 //! These are *advertised* addresses, what others dial (never `0.0.0.0`); a node binds
 //! them too unless `node.listen_raft_addr` / `node.listen_http_addr` say where to listen
-//! instead (see [`Config::listen_address`] and `crate::address_book` for which address
+//! instead (see [`Config::listen_address`] and `crate::server::address_book` for which address
 //! wins when the config and the placement driver disagree).
 
 use std::collections::HashSet;
@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tinykv_actors::RaftStoreConfig;
 
 use crate::error::{Error, Result};
-use crate::service::ServiceTimeouts;
+use crate::kv_service::ServiceTimeouts;
 
 /// Largest value a client may configure for `api.max_value_bytes`: the raftstore's own
 /// bound on a written value (a value travels in a raft message, which must fit one
@@ -204,7 +204,7 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    /// The request and attempt timeouts, as the [`crate::service::KvService`] takes them.
+    /// The request and attempt timeouts, as the [`crate::kv_service::KvService`] takes them.
     pub fn service_timeouts(&self) -> ServiceTimeouts {
         ServiceTimeouts {
             request: Duration::from_millis(self.request_timeout_ms),
@@ -388,7 +388,7 @@ impl GcConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let shortest = crate::placement::server::MIN_GC_LIFE_TIME_MS;
+        let shortest = crate::pd::server::MIN_GC_LIFE_TIME_MS;
         if self.life_time_ms < shortest {
             return Err(Error::Config(format!(
                 "gc.life_time_ms must be at least {shortest}"
@@ -465,7 +465,7 @@ impl PdConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DebugConfig {
     /// Enables the fault-injection endpoints (`/v1/admin/faults/...`), through which a
-    /// test can partition this node from other stores; see [`crate::faults`]. Off, they
+    /// test can partition this node from other stores; see [`crate::server::network_faults`]. Off, they
     /// answer 404.
     pub fault_injection: bool,
 }

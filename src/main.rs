@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tinykv::config::{CliOverrides, Config};
-use tinykv::node::run_node;
+use tinykv::server::node::run_node;
 
 /// The node's allocator: jemalloc, as TiKV uses. A node allocates and frees small
 /// objects on many threads (messages cross from the transport to the PeerFsms, to the

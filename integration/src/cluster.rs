@@ -1,7 +1,7 @@
 //! An in-process cluster: N stores in one process, each over its own directory.
 //!
 //! Each store runs the real raftstore actors ([`tinykv_actors::start_store`]) and the real
-//! request path ([`tinykv::service::KvService`]); only the network is simulated
+//! request path ([`tinykv::kv_service::KvService`]); only the network is simulated
 //! ([`SimNetwork`]) and forwarding between nodes is a direct call instead of HTTP. Stores
 //! are bootstrapped as a real cluster would be: region 1 over all of them.
 //!
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use rand::seq::SliceRandom;
 use tempfile::TempDir;
-use tinykv::service::{write_session, Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
+use tinykv::kv_service::{write_session, Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
 use tinykv::Error;
 use tinykv_actors::bootstrap::ensure_bootstrapped;
 use tinykv_actors::msg::PeerStatus;
@@ -28,8 +28,8 @@ use tinykv_proto::raft_cmdpb::{
     AdminRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, WriteSession,
 };
 
-pub use tinykv::admin::change_peer;
-use tinykv::admin::transfer_leader_request;
+pub use tinykv::admin_service::change_peer;
+use tinykv::admin_service::transfer_leader_request;
 
 use crate::network::{SimNetwork, SimTransport};
 use crate::txn::LocalOracle;

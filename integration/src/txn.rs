@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tinykv::placement::tso;
+use tinykv::pd::tso;
 use tinykv::txn::client::{TimestampSource, TxnClient};
 
 use crate::Cluster;

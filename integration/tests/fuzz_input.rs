@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tinykv::config::{ApiConfig, ClusterConfig, Config, NodeConfig, StoreAddress};
-use tinykv::node::Node;
+use tinykv::server::node::Node;
 use tinykv_actors::validation;
 use tinykv_actors::{Cf, Engine, RaftStoreConfig};
 use tinykv_integration::cluster::Cluster;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tinykv::service::{KvOp, KvOutcome};
+use tinykv::kv_service::{KvOp, KvOutcome};
 use tinykv_actors::engine::Mutation;
 use tinykv_actors::{Cf, Error, RaftStoreConfig};
 use tinykv_integration::cluster::{covers, Cluster};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tinykv::service::{KvOp, KvOutcome};
+use tinykv::kv_service::{KvOp, KvOutcome};
 use tinykv::txn::client::TimestampSource;
 use tinykv::txn::commands::TxnWrite;
 use tinykv::txn::keys::encode_key;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tinykv::service::{KvOp, KvOutcome};
+use tinykv::kv_service::{KvOp, KvOutcome};
 use tinykv_actors::{Cf, RaftStoreConfig};
 use tinykv_integration::cluster::Cluster;
 use tinykv_integration::network::PartitionFilter;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tinykv::placement::tso;
-use tinykv::service::{KvOp, KvOutcome};
+use tinykv::kv_service::{KvOp, KvOutcome};
+use tinykv::pd::tso;
 use tinykv::txn::client::TxnClient;
 use tinykv::txn::commands::TxnWrite;
 use tinykv::txn::keys::encode_key;

@@ -15,7 +15,7 @@
 //!   store's `state` and `is_down` as the placement driver sees them (`null` if it did
 //!   not answer within the probe timeout).
 //!
-//! Operations on a region, executed by the node's [`AdminService`](crate::admin::AdminService)
+//! Operations on a region, executed by the node's [`AdminService`](crate::admin_service::AdminService)
 //! wherever the region's leader is (any node accepts them):
 //!
 //! - `POST /v1/admin/regions/{id}/split` with `{"key": "..."}`: splits the region at the
@@ -55,7 +55,7 @@ use tinykv_proto::metapb;
 
 use super::ApiState;
 use crate::error::{error_chain, Error, Result};
-use crate::placement::PdRequest;
+use crate::pd::PdRequest;
 use crate::security::NodeHttp;
 
 /// Largest body the admin endpoints accept.
@@ -413,7 +413,7 @@ fn split_keys(body: SplitBody) -> Result<Vec<Vec<u8>>> {
         .iter()
         .map(|key| {
             let key = super::request::percent_decode(key, "the split key")?;
-            if crate::placement::is_reserved_key(&key) {
+            if crate::pd::is_reserved_key(&key) {
                 return Err(Error::bad_request(
                     "reserved_key",
                     "the split key starts with byte 0xFF: the reserved keys are the cluster's own",
@@ -484,7 +484,7 @@ pub async fn transfer_leader(
 
 /// `GET /v1/admin/drain-leaders`: whether this node hands its leaderships away, how many
 /// regions it still leads, and which of those cannot move yet (see
-/// [`crate::leader_drain`]).
+/// [`crate::server::leader_drain`]).
 pub async fn drain_status(state: web::Data<ApiState>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(state.leader_drain.status().await?))
 }

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin::parse_json;
-use super::placement::PD_REQUEST_TIMEOUT;
+use super::pd::PD_REQUEST_TIMEOUT;
 use super::request::{key_from_path, parse_scan_request};
 use super::ApiState;
 use crate::auth::{
@@ -41,7 +41,7 @@ use crate::auth::{
     TokenRecord, UserRecord,
 };
 use crate::error::{Error, Result};
-use crate::placement::{AuthChange, PdRequest};
+use crate::pd::{AuthChange, PdRequest};
 
 /// The user a connection's client certificate names, recorded when it is accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]

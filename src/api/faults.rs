@@ -2,7 +2,7 @@
 //!
 //! Present only when the node runs with `[debug] fault_injection = true`; otherwise each
 //! answers 404 `fault_injection_disabled`, and nothing about the node changes. See
-//! [`crate::faults`] for what a partition does.
+//! [`crate::server::network_faults`] for what a partition does.
 //!
 //! - `GET /v1/admin/faults/partition`: `{"blocked_stores": [...]}`, the stores this node
 //!   is cut off from now;
@@ -23,7 +23,7 @@ use serde_json::json;
 use super::admin::parse_body;
 use super::ApiState;
 use crate::error::{Error, Result};
-use crate::faults::Faults;
+use crate::server::network_faults::Faults;
 
 /// The request body type of the fault endpoints.
 type Body = super::body::ReadBody;

@@ -9,7 +9,7 @@
 //!   503 with status `degraded`, the reasons, and the usual JSON error (code `degraded`).
 //!   A node answering `ok` to the first and `degraded` to the second is up but cannot
 //!   vouch that every key is served (no leader for some range, the PD unreachable), or
-//!   is draining its leaderships before a planned stop (`crate::leader_drain`), which
+//!   is draining its leaderships before a planned stop (`crate::server::leader_drain`), which
 //!   takes it out of a load balancer's rotation.
 //!
 //! The placement driver learns regions from their leaders' heartbeats, so for about one
@@ -22,7 +22,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::ApiState;
-use crate::placement::PdRequest;
+use crate::pd::PdRequest;
 
 /// How long the readiness check waits for the placement driver.
 const PD_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

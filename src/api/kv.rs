@@ -13,7 +13,7 @@
 //! (see [`super::txn_kv`]).
 //!
 //! The raw calls take `?cf=default|lock|write`. The request is decoded by
-//! [`super::request`] and executed by the node's [`KvService`](crate::service::KvService),
+//! [`super::request`] and executed by the node's [`KvService`](crate::kv_service::KvService),
 //! which finds the region's leader wherever it is; a write is acknowledged only once it is
 //! committed and applied.
 //!
@@ -41,7 +41,7 @@ use super::request::{parse_key_request, parse_scan_request, Encoding};
 use super::txn_kv;
 use super::ApiState;
 use crate::error::{Error, Result};
-use crate::service::ScanPage;
+use crate::kv_service::ScanPage;
 
 /// The request header naming a write's request id, and the answer's header naming it back.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";

@@ -1,7 +1,7 @@
 //! The node's HTTP API (actix-web).
 //!
 //! This is the client listener's API (`http_addr`): what a client may call. What nodes
-//! ask of each other is served on the peer listener instead (see [`crate::peer_api`]), so
+//! ask of each other is served on the peer listener instead (see [`crate::server::peer_api`]), so
 //! that the two can be exposed separately. Two groups of routes share one [`ApiState`]:
 //!
 //! - [`kv`]: the client key-value API under `/v1/kv`, with its input rules in
@@ -10,7 +10,7 @@
 //! - [`admin`]: views of regions and stores, operations on regions (split, add or
 //!   remove a peer, transfer leadership) and the node's leader drain under `/v1/admin`,
 //!   the placement driver's
-//!   views and store draining ([`placement`]), with [`faults`], fault
+//!   views and store draining ([`pd`]), with [`faults`], fault
 //!   injection for tests, under `/v1/admin/faults` (404 unless `debug.fault_injection`
 //!   is on);
 //!
@@ -40,7 +40,7 @@ pub mod health;
 pub mod kv;
 pub mod one_shot;
 pub mod openapi;
-pub mod placement;
+pub mod pd;
 pub mod request;
 pub mod request_log;
 pub mod txn;
@@ -51,11 +51,11 @@ use actix_web::web;
 
 use body::BodyLimit;
 
-use crate::address_book::AddressBook;
-use crate::admin::AdminService;
+use crate::admin_service::AdminService;
 use crate::config::ApiConfig;
-use crate::placement::PdClient;
-use crate::service::KvService;
+use crate::kv_service::KvService;
+use crate::pd::PdClient;
+use crate::server::address_book::AddressBook;
 
 /// What every handler needs: shared by all HTTP workers.
 pub struct ApiState {
@@ -76,7 +76,7 @@ pub struct ApiState {
     /// Coordinates transactions.
     pub txn: crate::txn::client::TxnClient,
     /// Hands this node's leaderships away before a planned stop.
-    pub leader_drain: crate::leader_drain::LeaderDrain,
+    pub leader_drain: crate::server::leader_drain::LeaderDrain,
 }
 
 /// Registers every route of the API, for `App::configure`.
@@ -165,22 +165,22 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .app_data(admin_limit)
                     .service(
                         web::resource("/cluster")
-                            .get(placement::cluster)
+                            .get(pd::cluster)
                             .default_service(get()),
                     )
                     .service(
                         web::resource("/cluster/regions")
-                            .get(placement::cluster_regions)
+                            .get(pd::cluster_regions)
                             .default_service(get()),
                     )
                     .service(
                         web::resource("/operators")
-                            .get(placement::operators)
+                            .get(pd::operators)
                             .default_service(get()),
                     )
                     .service(
                         web::resource("/stores/{id}/offline")
-                            .post(placement::set_store_offline)
+                            .post(pd::set_store_offline)
                             .default_service(post()),
                     )
                     .service(

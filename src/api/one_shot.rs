@@ -30,7 +30,7 @@ use super::txn::{
 };
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::service::KvService;
+use crate::kv_service::KvService;
 use crate::txn::client::{Checked, TxnClient};
 use crate::txn::commands::TxnWrite;
 use crate::txn::conditions::Condition;

@@ -14,7 +14,7 @@
 //!
 //! Keys from byte `0xFE` on are not the raw API's: transactions keep their versions,
 //! locks and commit records from `0xFE` (see [`crate::txn::keys`]) and the placement
-//! driver its records from `0xFF` (see [`crate::placement::meta`]). A key naming one is
+//! driver its records from `0xFF` (see [`crate::pd::meta`]). A key naming one is
 //! refused (`reserved_key`), and a scan stops where they begin.
 
 use std::collections::HashMap;

@@ -26,8 +26,8 @@ use tinykv_proto::raft_serverpb::RaftMessage;
 use super::*;
 use crate::api::admission;
 use crate::config::StoreAddress;
-use crate::forward::HttpForwarder;
-use crate::service::{write_session, Forwarder, KvOp, KvOutcome, ServiceTimeouts};
+use crate::kv_service::{write_session, Forwarder, KvOp, KvOutcome, ServiceTimeouts};
+use crate::server::forward::HttpForwarder;
 use crate::Error;
 
 /// A network that loses everything: a one-store cluster never needs it.
@@ -90,11 +90,11 @@ impl SingleStore {
             heartbeat_interval_ms: 100,
             ..Default::default()
         };
-        let pd_server = crate::placement::PdServer::new(
+        let pd_server = crate::pd::PdServer::new(
             store.router(),
             admin.clone(),
             addresses.clone(),
-            crate::placement::PdSetup {
+            crate::pd::PdSetup {
                 config: pd_config,
                 cluster_id: 1,
                 initial_stores: addresses.all(),
@@ -104,7 +104,7 @@ impl SingleStore {
             None,
         )
         .unwrap();
-        let pd = crate::placement::PdClient::new(
+        let pd = crate::pd::PdClient::new(
             Some(pd_server),
             store_id,
             addresses.clone(),
@@ -120,7 +120,7 @@ impl SingleStore {
             pd.clone(),
         );
         let leader_drain =
-            crate::leader_drain::LeaderDrain::new(store_id, store.router(), admin.clone());
+            crate::server::leader_drain::LeaderDrain::new(store_id, store.router(), admin.clone());
         let state = web::Data::new(ApiState {
             leader_drain,
             txn,
@@ -155,12 +155,12 @@ impl SingleStore {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
         let store_id = self.state.service.store_id();
-        let peers = crate::peer_listener::PeerListener::new(
-            crate::peer_api::Identity::new(1, store_id),
+        let peers = crate::server::peer_listener::PeerListener::new(
+            crate::server::peer_api::Identity::new(1, store_id),
             tokio::runtime::Handle::current(),
             None,
         );
-        peers.serve_api(Arc::new(crate::peer_api::PeerApi {
+        peers.serve_api(Arc::new(crate::server::peer_api::PeerApi {
             service: self.state.service.clone(),
             txn: self.state.txn.clone(),
             pd: self.state.pd.clone(),
@@ -306,8 +306,8 @@ macro_rules! guarded_app {
 
 mod admin;
 mod kv;
+mod pd;
 mod peer_api;
-mod placement;
 mod request_log;
 mod surfaces;
 mod txn;

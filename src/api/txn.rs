@@ -5,7 +5,7 @@
 //!   `{"ts": first, "count": N, "physical_ms": .., "logical": ..}`: `ts` to
 //!   `ts + N - 1` are the caller's. Every timestamp is greater than every timestamp
 //!   answered before this request was sent, by any node, across PD leader changes (see
-//!   [`crate::placement::tso`]). Any node answers: it relays to the PD leader.
+//!   [`crate::pd::tso`]). Any node answers: it relays to the PD leader.
 //! - `POST /v1/txn`: a one-shot transaction, etcd's `txn`: `compare` conditions on keys,
 //!   then the `success` operations if all hold, else the `failure` ones, atomically
 //!   across regions (see [`OneShot`]). It never fails for a conflict: the node runs it
@@ -44,8 +44,8 @@ use super::request::{check_key, parse_query, Encoding};
 use super::ApiState;
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::placement::tso::MAX_BATCH;
-use crate::placement::PdRequest;
+use crate::pd::tso::MAX_BATCH;
+use crate::pd::PdRequest;
 use crate::txn::commands::TxnWrite;
 use crate::txn::conditions::{CompareOp, Condition, Target};
 
@@ -70,7 +70,7 @@ pub async fn timestamps(req: HttpRequest, state: web::Data<ApiState>) -> Result<
         .pd
         .call(
             &PdRequest::Timestamps { count },
-            super::placement::PD_REQUEST_TIMEOUT,
+            super::pd::PD_REQUEST_TIMEOUT,
         )
         .await?;
     Ok(HttpResponse::Ok().json(reply))
@@ -355,7 +355,7 @@ pub async fn one_shot(state: web::Data<ApiState>, body: ReadBody) -> Result<Http
 pub async fn safe_point(state: web::Data<ApiState>) -> Result<HttpResponse> {
     let answer = state
         .pd
-        .call(&PdRequest::SafePoint, super::placement::PD_REQUEST_TIMEOUT)
+        .call(&PdRequest::SafePoint, super::pd::PD_REQUEST_TIMEOUT)
         .await?;
     Ok(HttpResponse::Ok().json(answer))
 }

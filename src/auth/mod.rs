@@ -13,7 +13,7 @@
 //! switches authentication on for the whole cluster, and from then on every request but
 //! the open ones (see [`policy`]) needs a token (`Authorization: Bearer ...`) or a client
 //! certificate of a user with a grant. The REST side is `crate::api::auth`; the placement
-//! driver's side is `crate::placement::auth_records`.
+//! driver's side is `crate::pd::auth_records`.
 
 pub mod cache;
 pub mod policy;

@@ -2,8 +2,10 @@
 //!
 //! TinyKV's scheduler (a trimmed TiKV PD) is a separate service; here the PD is embedded
 //! in the nodes: its state is replicated by Raft and the leader of a meta region runs the
-//! scheduling. This module is the PD's pure, synchronous core — no networking, no actors,
-//! no persistence, no clock — which that wiring drives.
+//! scheduling. This folder holds both halves: a pure, synchronous core (no networking, no
+//! actors, no persistence, no clock) and the wiring that runs it inside the nodes.
+//!
+//! # The core
 //!
 //! **Inputs.** Store heartbeats (a store is alive, its disk usage) and region heartbeats
 //! (a region leader reports the region's range, epoch and peers, itself as leader, the
@@ -34,6 +36,24 @@
 //! - [`scheduler`]: the replica checker and the balance schedulers;
 //! - [`coordinator`]: operators in flight, heartbeat handling, rate limits;
 //! - [`error`]: the one error type, [`PdError`].
+//!
+//! # The wiring: where it runs, what it stores, how nodes talk to it
+//!
+//! - [`meta`]: the PD's durable records live in the replicated keyspace, in a *meta
+//!   region* covering the reserved keys from `0xFF` on; its leader is the PD leader;
+//! - [`server`]: each node's [`PdServer`], active while the node leads the meta region:
+//!   takes over (reads or first writes the records), handles heartbeats, joins and
+//!   drains, and writes every change through raft before acting on it;
+//! - [`client`]: [`PdClient`] finds the leader (following `not_pd_leader` hints) and
+//!   sends it a request; the admin API and the heartbeat loop use it;
+//! - [`heartbeat`]: each node reports its store and the regions it leads, and carries
+//!   out the PD's answers (add or remove a peer, transfer a leadership);
+//! - [`probe`]: asks the node at an address who it is, before a join or a store's move
+//!   is believed;
+//! - [`tso`]: the timestamp oracle, strictly increasing timestamps for transactions;
+//! - [`wire`]: the requests and answers; [`views`]: the admin API's JSON views;
+//! - [`join`](mod@join): a new node asks any node named in `cluster.join` for a store id, which
+//!   the PD allocates and records before answering.
 
 pub mod cluster;
 pub mod coordinator;
@@ -41,6 +61,17 @@ pub mod error;
 pub mod operator;
 pub mod region;
 pub mod scheduler;
+
+mod auth_records;
+pub mod client;
+pub mod heartbeat;
+pub mod join;
+pub mod meta;
+pub mod probe;
+pub mod server;
+pub mod tso;
+pub mod views;
+pub mod wire;
 
 #[cfg(test)]
 mod merge_tests;
@@ -62,3 +93,10 @@ pub use scheduler::{
     balance_leader, balance_region, check_merge, check_replicas, store_health, ScheduleContext,
     SchedulerConfig, StoreHealth, StoreLoad,
 };
+
+pub use client::{PdClient, PD_PATH};
+pub use heartbeat::{spawn_heartbeats, LocalStore};
+pub use join::{join, JOIN_TIMEOUT};
+pub use meta::{is_reserved_key, META_REGION_START};
+pub use server::{PdServer, PdSetup};
+pub use wire::{AuthChange, JoinReply, PdRequest};

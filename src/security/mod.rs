@@ -15,7 +15,7 @@
 //!   refused before a byte of it is read;
 //! - **outgoing** connections (raft batches, snapshots, forwarded requests, placement
 //!   driver calls) present the node's certificate and accept only a peer whose
-//!   certificate the CA signed and which names a store ([`verify::ClusterServers`]); the
+//!   certificate the CA signed and which names a store (`verify::ClusterServers`); the
 //!   raft transport also checks it is the store it dialled.
 //!
 //! Without `[security]`, everything is plaintext, which a node allows only when all its

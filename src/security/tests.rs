@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 
 use super::certs::CertAuthority;
 use super::*;
-use crate::address_book::AddressBook;
 use crate::config::StoreAddress;
-use crate::peer_api::Identity;
-use crate::peer_listener::{PeerListener, RaftInbound};
-use crate::transport::{Hello, TcpTransport, RAFT_PREFACE};
+use crate::server::address_book::AddressBook;
+use crate::server::peer_api::Identity;
+use crate::server::peer_listener::{PeerListener, RaftInbound};
+use crate::server::raft_transport::{Hello, TcpTransport, RAFT_PREFACE};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -164,7 +164,7 @@ async fn stores_exchange_raft_messages_and_snapshots_over_mutual_tls() {
         from: 1,
         term: 3,
         snapshot: Some(eraftpb::Snapshot {
-            data: vec![7u8; 3 * crate::transport::SNAPSHOT_CHUNK_BYTES + 5],
+            data: vec![7u8; 3 * crate::server::raft_transport::SNAPSHOT_CHUNK_BYTES + 5],
             metadata: Some(SnapshotMetadata {
                 conf_state: Some(ConfState {
                     voters: vec![1, 2],
@@ -272,7 +272,7 @@ async fn node_to_node_http_presents_the_store_certificate() {
     let (addr, _inbox) = start_listener(2, pki.store(2)).await;
     let store1 = pki.store(1);
     let http = NodeHttp::build(Some(&store1), WAIT, "test", |b| b.timeout(WAIT)).unwrap();
-    let url = http.url(&addr, crate::peer_api::IDENTITY_PATH);
+    let url = http.url(&addr, crate::server::peer_api::IDENTITY_PATH);
     assert!(url.starts_with("https://"));
     let body = http
         .client()
@@ -283,14 +283,14 @@ async fn node_to_node_http_presents_the_store_certificate() {
         .bytes()
         .await
         .unwrap();
-    let answer: crate::peer_api::IdentityView = serde_json::from_slice(&body).unwrap();
+    let answer: crate::server::peer_api::IdentityView = serde_json::from_slice(&body).unwrap();
     assert_eq!(answer.store_id, 2);
 
     // Without a certificate, or over plaintext, there is no answer at all.
     let plain = NodeHttp::build(None, WAIT, "test", |b| b.timeout(WAIT)).unwrap();
     assert!(plain
         .client()
-        .get(plain.url(&addr, crate::peer_api::IDENTITY_PATH))
+        .get(plain.url(&addr, crate::server::peer_api::IDENTITY_PATH))
         .send()
         .await
         .is_err());

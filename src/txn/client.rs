@@ -44,7 +44,7 @@ use super::keys::{decode_key, encode_key, TXN_KEYS_END, TXN_KEYS_START};
 use super::mvcc::Version;
 use super::wire::{key_error_from_pb, mutation_of};
 use crate::error::{Error, Result};
-use crate::service::{KvOp, KvOutcome, KvService};
+use crate::kv_service::{KvOp, KvOutcome, KvService};
 
 /// How long a transaction's locks live unless its coordinator commits or rolls back
 /// first: a reader finding an older lock rolls the transaction back.
@@ -89,10 +89,9 @@ impl TxnClient {
     /// whose keys lie in one region in one phase, the coordinator runs through it.
     pub fn over_pd_oracle(
         service: KvService,
-        pd: Arc<crate::placement::PdClient>,
+        pd: Arc<crate::pd::PdClient>,
     ) -> (KvService, TxnClient) {
-        let clock: Arc<dyn TimestampSource> =
-            Arc::new(crate::placement::client::PdTimestamps::new(pd));
+        let clock: Arc<dyn TimestampSource> = Arc::new(crate::pd::client::PdTimestamps::new(pd));
         let service = service.with_timestamps(clock.clone());
         (service.clone(), TxnClient::new(service, clock))
     }

@@ -30,7 +30,7 @@ use super::keys::{decode_key, decode_versioned, encode_key, TXN_KEYS_END};
 use super::mvcc::{MvccTxn, Version};
 use super::records::{Lock, Write, WriteKind};
 use crate::error::Result;
-use crate::placement::tso;
+use crate::pd::tso;
 
 /// Why a command could not act on a key; nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]

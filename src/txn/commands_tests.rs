@@ -1,7 +1,7 @@
 //! TinyKV's project 4B and 4C cases for the commands, over a real engine.
 
 use super::*;
-use crate::placement::tso::compose;
+use crate::pd::tso::compose;
 use crate::txn::keys::{encode_key, encode_versioned};
 use crate::txn::test_store::Store;
 

@@ -26,8 +26,8 @@ use super::client::TxnClient;
 use super::keys::{decode_key, TXN_KEYS_END, TXN_KEYS_START};
 use crate::config::GcConfig;
 use crate::error::{Error, Result};
-use crate::placement::{tso, PdClient, PdRequest};
-use crate::service::{KvOp, KvOutcome, KvService};
+use crate::kv_service::{KvOp, KvOutcome, KvService};
+use crate::pd::{tso, PdClient, PdRequest};
 
 /// Pause between two passes in one region.
 const PASS_PAUSE: Duration = Duration::from_millis(20);
@@ -105,7 +105,7 @@ impl GcWorker {
             Err(Error::NotPdLeader { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let now_ms = crate::placement::server::now_ms();
+        let now_ms = crate::pd::server::now_ms();
         let life_time = self.config.life_time().as_millis() as u64;
         let candidate = tso::compose(now_ms.saturating_sub(life_time), 0);
         if candidate <= current {
@@ -127,10 +127,7 @@ impl GcWorker {
     async fn safe_point(&self) -> Result<u64> {
         let answer = self
             .pd
-            .call(
-                &PdRequest::SafePoint,
-                crate::api::placement::PD_REQUEST_TIMEOUT,
-            )
+            .call(&PdRequest::SafePoint, crate::api::pd::PD_REQUEST_TIMEOUT)
             .await?;
         safe_point_of(&answer)
     }

@@ -1,7 +1,7 @@
 //! Transactions: Percolator over the `lock`, `write` and `default` column families.
 //!
 //! This is TiKV's (and TinyKV's project 4's) transaction model. Timestamps come from the
-//! placement driver's oracle ([`crate::placement::tso`]). A transaction reads as of its
+//! placement driver's oracle ([`crate::pd::tso`]). A transaction reads as of its
 //! start timestamp and writes in two phases: prewrite locks every key it writes and
 //! stores the values under its start timestamp; commit replaces the locks with commit
 //! records at its commit timestamp, the primary key's first, which is the moment the

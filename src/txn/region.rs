@@ -58,8 +58,8 @@ use super::mvcc::MvccTxn;
 use super::pending::{PendingCommits, PendingGuard};
 use super::wire::{is_write, key_error_to_pb, request_keys, writes_of};
 use crate::error::{Error, Result};
-use crate::placement::tso;
-use crate::service::{cf_name, snap_command};
+use crate::kv_service::{cf_name, snap_command};
+use crate::pd::tso;
 
 /// Runs transactional commands on one store; see the module documentation. Clones share
 /// the latches.
@@ -76,7 +76,7 @@ pub struct TxnExecutor {
 
 impl TxnExecutor {
     /// An executor over the store `store`, with latches of its own, that refuses reads
-    /// and transactions whose timestamp is older than `max_age` (see [`check_age`]).
+    /// and transactions whose timestamp is older than `max_age` (see `check_age`).
     pub fn new(store: StoreRouter, max_age: Duration) -> TxnExecutor {
         TxnExecutor {
             store,
@@ -332,7 +332,7 @@ pub const MAX_GC_KEYS: usize = 1024;
 /// prewrite or commit of such a transaction answers an abort. Resolving locks and
 /// rollbacks have no age: they finish what was started.
 fn check_age(request: &TxnRequest, max_age: Duration) -> Result<Option<TxnResponse>> {
-    let now_ms = crate::placement::server::now_ms();
+    let now_ms = crate::pd::server::now_ms();
     let oldest = tso::compose(now_ms.saturating_sub(max_age.as_millis() as u64), 0);
     let too_old = |ts: u64| ts < oldest;
     // A timestamp the oracle cannot have handed out yet (allowing for skewed clocks):

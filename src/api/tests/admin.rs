@@ -334,7 +334,9 @@ async fn fault_injection_endpoints_are_404_unless_enabled() {
     let without = test::init_service(App::new().configure(configure(node.state.clone()))).await;
     let disabled = test::init_service(
         App::new()
-            .app_data(web::Data::new(crate::faults::Faults::disabled()))
+            .app_data(web::Data::new(
+                crate::server::network_faults::Faults::disabled(),
+            ))
             .configure(configure(node.state.clone())),
     )
     .await;
@@ -350,7 +352,7 @@ async fn fault_injection_endpoints_are_404_unless_enabled() {
         }
     }
 
-    let faults = crate::faults::Faults::enabled();
+    let faults = crate::server::network_faults::Faults::enabled();
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(faults.clone()))

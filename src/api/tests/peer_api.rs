@@ -7,7 +7,7 @@ use super::*;
 async fn the_node_to_node_api_speaks_protobuf_on_the_peer_listener_only() {
     let node = SingleStore::start().await;
     let served = node.serve().await;
-    let protobuf = crate::forward::PROTOBUF_CONTENT_TYPE;
+    let protobuf = crate::server::forward::PROTOBUF_CONTENT_TYPE;
     let post = |path: &'static str, body: Vec<u8>| post_peer(served.peer, path, protobuf, body);
 
     let put = RawPutRequest {
@@ -211,8 +211,8 @@ async fn a_raw_command_round_trips_through_the_internal_endpoint() {
 
     let (status, body) = post_peer(
         served.peer,
-        crate::forward::RAFT_CMD_PATH,
-        crate::forward::PROTOBUF_CONTENT_TYPE,
+        crate::server::forward::RAFT_CMD_PATH,
+        crate::server::forward::PROTOBUF_CONTENT_TYPE,
         vec![0xff, 0xff],
     )
     .await;

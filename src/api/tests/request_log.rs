@@ -16,8 +16,8 @@ use tinykv_proto::raft_cmdpb::RaftCmdRequest;
 use super::{json, put_op, until_elected, SingleStore};
 use crate::api::configure;
 use crate::api::request_log::{request_log, RequestLog};
+use crate::kv_service::Forwarder;
 use crate::request_context::{RequestContext, RequestId};
-use crate::service::Forwarder;
 
 /// Log output captured by a test's subscriber.
 #[derive(Clone, Default)]

@@ -391,7 +391,7 @@ async fn the_safe_point_and_the_locks_of_a_range_are_shown() {
     };
     node.state
         .service
-        .execute(crate::service::KvOp::Txn(prewrite))
+        .execute(crate::kv_service::KvOp::Txn(prewrite))
         .await
         .unwrap();
     let locks = send!(&app, test::TestRequest::get().uri("/v1/txn/locks"));

@@ -55,7 +55,7 @@
 //! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
 //! [`client`] (HTTP and error answers), [`error`] (the error type), [`certs`] (the
 //! `certs` files), [`cluster`], [`regions`], [`operators`], [`txn`] and [`auth`] (answer shapes
-//! and their views), [`table`] (text layout) and [`format`] (sizes, ages, dates, keys).
+//! and their views), [`table`] (text layout) and [`format`](mod@format) (sizes, ages, dates, keys).
 
 mod auth;
 mod certs;

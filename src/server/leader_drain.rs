@@ -29,7 +29,7 @@ use serde::Serialize;
 use tinykv_actors::StoreRouter;
 use tokio::task::JoinHandle;
 
-use crate::admin::AdminService;
+use crate::admin_service::AdminService;
 use crate::error::{Error, Result};
 
 /// How often a draining node looks for leaderships to hand away.

@@ -43,8 +43,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 
-use crate::address_book::AddressBook;
-use crate::admin::AdminService;
+use crate::admin_service::AdminService;
 use crate::api::admission::{admit, Admission};
 use crate::api::head_guard::HeadGuard;
 use crate::api::{self, ApiState};
@@ -52,16 +51,17 @@ use crate::auth::AuthCache;
 use crate::config::Config;
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
-use crate::faults::Faults;
-use crate::forward::HttpForwarder;
-use crate::leader_drain::LeaderDrain;
-use crate::peer_api::{Identity, PeerApi};
-use crate::peer_listener::{PeerListener, RaftInbound};
-use crate::placement::client::PdDirectory;
-use crate::placement::{spawn_heartbeats, JoinReply, LocalStore, PdClient, PdServer, PdSetup};
+use crate::kv_service::{Forwarder, KvService};
+use crate::pd::client::PdDirectory;
+use crate::pd::{spawn_heartbeats, JoinReply, LocalStore, PdClient, PdServer, PdSetup};
 use crate::security::{Conn, Tls};
-use crate::service::{Forwarder, KvService};
-use crate::transport::{Hello, TcpTransport};
+use crate::server::address_book::AddressBook;
+use crate::server::forward::HttpForwarder;
+use crate::server::leader_drain::LeaderDrain;
+use crate::server::network_faults::Faults;
+use crate::server::peer_api::{Identity, PeerApi};
+use crate::server::peer_listener::{PeerListener, RaftInbound};
+use crate::server::raft_transport::{Hello, TcpTransport};
 
 /// How long an idle HTTP connection is kept open.
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
@@ -161,7 +161,7 @@ impl Node {
             addresses.insert(record.address());
         }
         addresses.insert(own.clone());
-        let timeouts = crate::service::ServiceTimeouts {
+        let timeouts = crate::kv_service::ServiceTimeouts {
             txn_max_age: config.gc.max_txn_age(),
             ..config.api.service_timeouts()
         };
@@ -181,7 +181,7 @@ impl Node {
         // The placement driver's meta region never sleeps: its leadership must fail over
         // without anyone waking it.
         let raftstore = tinykv_actors::RaftStoreConfig {
-            awake_from_key: Some(crate::placement::META_REGION_START.to_vec()),
+            awake_from_key: Some(crate::pd::META_REGION_START.to_vec()),
             ..config.raftstore.clone()
         };
         let started = start_store_on(threads, raftstore, engine, transport).await;
@@ -522,7 +522,7 @@ async fn open_store(
             // Joined, but stopped before the identity file was written.
             Some(ident) => ident.store_id,
             None => {
-                let reply = crate::placement::join(config, own, join_token, tls).await?;
+                let reply = crate::pd::join(config, own, join_token, tls).await?;
                 tracing::info!(store = reply.store_id, "joined the cluster");
                 let store_id = reply.store_id;
                 joined = Some(reply);

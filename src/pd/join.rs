@@ -1,47 +1,16 @@
-//! The placement driver, embedded: where it runs, what it stores, how nodes talk to it.
+//! Joining: how a new node gets a store id from the cluster.
 //!
-//! [`crate::pd`] is the PD's pure core (cluster model, operators, schedulers). This
-//! module runs it inside the nodes, with no extra process:
-//!
-//! - [`meta`]: the PD's durable records live in the replicated keyspace, in a *meta
-//!   region* covering the reserved keys from `0xFF` on; its leader is the PD leader;
-//! - [`server`]: each node's [`PdServer`], active while the node leads the meta region:
-//!   takes over (reads or first writes the records), handles heartbeats, joins and
-//!   drains, and writes every change through raft before acting on it;
-//! - [`client`]: [`PdClient`] finds the leader (following `not_pd_leader` hints) and
-//!   sends it a request; the admin API and the heartbeat loop use it;
-//! - [`heartbeat`]: each node reports its store and the regions it leads, and carries
-//!   out the PD's answers (add or remove a peer, transfer a leadership);
-//! - [`probe`]: asks the node at an address who it is, before a join or a store's move
-//!   is believed;
-//! - [`tso`]: the timestamp oracle, strictly increasing timestamps for transactions;
-//! - [`wire`]: the requests and answers; [`views`]: the admin API's JSON views.
-//!
-//! A new node joins with [`join`]: it asks any node named in `cluster.join` for a store
-//! id, which the PD allocates and records before answering.
-
-mod auth_records;
-pub mod client;
-pub mod heartbeat;
-pub mod meta;
-pub mod probe;
-pub mod server;
-pub mod tso;
-pub mod views;
-pub mod wire;
+//! A node started without a store id asks any node named in `cluster.join` (or
+//! `cluster.stores`) for one; the PD allocates and records it before answering, and probes
+//! the address the node says it has (see [`super::probe`]).
 
 use std::time::Duration;
 
-pub use client::{PdClient, PD_PATH};
-pub use heartbeat::{spawn_heartbeats, LocalStore};
-pub use meta::{is_reserved_key, META_REGION_START};
-pub use server::{PdServer, PdSetup};
-pub use wire::{AuthChange, JoinReply, PdRequest};
-
-use crate::address_book::AddressBook;
+use super::{JoinReply, PdClient, PdRequest};
 use crate::config::{Config, StoreAddress};
 use crate::error::{Error, Result};
 use crate::security::Tls;
+use crate::server::address_book::AddressBook;
 
 /// How long a joining node keeps trying to reach the PD.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);

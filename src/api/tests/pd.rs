@@ -83,7 +83,7 @@ async fn the_placement_driver_splits_off_its_meta_region_and_answers_for_the_clu
     let pd = |body: String| {
         post_peer(
             served.peer,
-            crate::placement::PD_PATH,
+            crate::pd::PD_PATH,
             "application/json",
             body.into_bytes(),
         )
@@ -173,11 +173,11 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
     engine.write(&mutations, true).unwrap();
 
     // A new PD server on the same node: a new leadership, which reads the records again.
-    let pd_server = crate::placement::PdServer::new(
+    let pd_server = crate::pd::PdServer::new(
         node.store.router(),
         node.state.admin.clone(),
         node.state.addresses.clone(),
-        crate::placement::PdSetup {
+        crate::pd::PdSetup {
             config: crate::config::PdConfig {
                 max_peer_count: 1,
                 ..Default::default()
@@ -191,7 +191,7 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
     )
     .unwrap();
     let view = pd_server
-        .handle(crate::placement::PdRequest::Cluster)
+        .handle(crate::pd::PdRequest::Cluster)
         .await
         .expect("the PD answers despite the damage");
     assert_eq!(view["cluster_id"], 1);
@@ -216,7 +216,7 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
         .unwrap()
         .as_millis() as u64;
     let answer = pd_server
-        .handle(crate::placement::PdRequest::Timestamps { count: 1 })
+        .handle(crate::pd::PdRequest::Timestamps { count: 1 })
         .await
         .expect("timestamps despite the damage");
     let ts = answer["ts"].as_u64().unwrap();
@@ -236,7 +236,7 @@ async fn a_damaged_pd_record_is_repaired_when_a_leadership_begins() {
 }
 
 /// A store's heartbeat leading regions `[start, end)` for each pair of `ranges`.
-fn heartbeat_leading(ranges: &[(&[u8], &[u8])]) -> crate::placement::PdRequest {
+fn heartbeat_leading(ranges: &[(&[u8], &[u8])]) -> crate::pd::PdRequest {
     let regions: Vec<serde_json::Value> = ranges
         .iter()
         .enumerate()

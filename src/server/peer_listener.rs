@@ -10,7 +10,7 @@
 //! - `TKVR`: a stream of raft message batches, from the sender's [`TcpTransport`];
 //! - `TKVS`: one snapshot stream (see `snapshot_stream`);
 //! - the start of an HTTP/1.1 method (`GET `, `POST`, ...): the node-to-node API of
-//!   [`crate::peer_api`]: forwarded key-value operations, raft commands, the placement
+//!   [`crate::server::peer_api`]: forwarded key-value operations, raft commands, the placement
 //!   driver's requests and the node's identity;
 //! - anything else is closed unread.
 //!
@@ -27,7 +27,7 @@
 //! byte, and one whose certificate names no store (a client's, say) is closed at once. The
 //! store the certificate names is then the only store the connection may speak for: a
 //! raft or snapshot stream whose hello claims another is refused, and the node-to-node API
-//! learns the caller's store (see [`crate::peer_api`]). Refusals are logged with the
+//! learns the caller's store (see [`crate::server::peer_api`]). Refusals are logged with the
 //! certificate's identity and counted in `tinykv_connections_refused_total`.
 //!
 //! While the node starts (and, for a joining node, until the cluster gave it a store id)
@@ -42,7 +42,7 @@
 //! whose session cannot move, stays registered with the raft runtime's I/O driver, which
 //! only wakes it).
 //!
-//! [`TcpTransport`]: crate::transport::TcpTransport
+//! [`TcpTransport`]: crate::server::raft_transport::TcpTransport
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -60,13 +60,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
 
-use crate::address_book::AddressBook;
-use crate::peer_api::PeerApi;
 use crate::security::{CertIdentity, Conn, Tls};
-use crate::snapshot_stream;
-use crate::transport::{
+use crate::server::address_book::AddressBook;
+use crate::server::peer_api::PeerApi;
+use crate::server::raft_transport::{
     codec, Hello, MAX_RECEIVING_SNAPSHOTS, MAX_SNAPSHOT_BYTES, RAFT_PREFACE, SNAPSHOT_PREFACE,
 };
+use crate::server::snapshot_stream;
 
 /// How long an accepted connection may take to name its kind (and introduce itself).
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +101,7 @@ pub struct PeerListener {
 }
 
 struct Inner {
-    identity: crate::peer_api::Identity,
+    identity: crate::server::peer_api::Identity,
     raft: OnceLock<RaftInbound>,
     api: OnceLock<Arc<PeerApi>>,
     http_runtime: Handle,
@@ -115,7 +115,7 @@ impl PeerListener {
     /// [`PeerListener::serve_raft`] and [`PeerListener::serve_api`], it answers only who
     /// the node is.
     pub fn new(
-        identity: crate::peer_api::Identity,
+        identity: crate::server::peer_api::Identity,
         http_runtime: Handle,
         tls: Option<Tls>,
     ) -> PeerListener {
@@ -132,7 +132,7 @@ impl PeerListener {
     }
 
     /// The node's identity, as `GET /internal/v1/identity` answers it.
-    pub fn identity(&self) -> &crate::peer_api::Identity {
+    pub fn identity(&self) -> &crate::server::peer_api::Identity {
         &self.inner.identity
     }
 
@@ -173,7 +173,7 @@ impl PeerListener {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         // A sender that vanished without closing would hold this reader forever.
-        crate::transport::detect_dead_peers(&tcp);
+        crate::server::raft_transport::detect_dead_peers(&tcp);
         let (mut stream, caller) = match &self.inner.tls {
             None => (Conn::Plain(tcp), None),
             Some(tls) => match tls.accept_peer(tcp).await {
@@ -315,7 +315,8 @@ impl PeerListener {
                 let api = listener.inner.api.get().cloned();
                 let identity = &listener.inner.identity;
                 let response =
-                    crate::peer_api::respond(api.as_deref(), identity, caller, request).await;
+                    crate::server::peer_api::respond(api.as_deref(), identity, caller, request)
+                        .await;
                 Ok::<_, std::convert::Infallible>(response)
             }
         });

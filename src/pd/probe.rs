@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use crate::config::StoreAddress;
 use crate::error::{error_chain, Error, Result};
-use crate::peer_api::{IdentityView, IDENTITY_PATH};
 use crate::security::{NodeHttp, Tls};
+use crate::server::peer_api::{IdentityView, IDENTITY_PATH};
 
 /// How long a probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

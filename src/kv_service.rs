@@ -43,9 +43,9 @@ use tinykv_proto::raft_cmdpb::{
 };
 use tracing::Instrument;
 
-use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
 use crate::request_context::RequestContext;
+use crate::server::address_book::AddressBook;
 use crate::txn::region::TxnExecutor;
 
 /// One key-value operation, as executed on one node.
@@ -589,7 +589,7 @@ impl KvService {
     }
 }
 
-/// A request that took longer than this is logged (at info level; see [`log_if_slow`]).
+/// A request that took longer than this is logged (at info level; see `log_if_slow`).
 pub const SLOW_REQUEST: Duration = Duration::from_millis(50);
 
 /// Logs a request that succeeded after more than [`SLOW_REQUEST`]: its kind, how many

@@ -55,7 +55,7 @@
 //! to anyone else. The receiver, for its part, refuses a hello that claims another store
 //! than the sender's certificate names.
 //!
-//! For tests, both sides obey a [`Faults`] switch (see [`crate::faults`]): messages to a
+//! For tests, both sides obey a [`Faults`] switch (see [`crate::server::network_faults`]): messages to a
 //! blocked store are dropped in [`TcpTransport::send`], and messages from one are dropped
 //! on arrival, before they reach the router.
 
@@ -75,11 +75,11 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 
-use crate::address_book::AddressBook;
-use crate::faults::Faults;
 use crate::security::{CertIdentity, Conn, Tls};
-use crate::snapshot_stream;
-pub use crate::snapshot_stream::{MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::server::address_book::AddressBook;
+use crate::server::network_faults::Faults;
+use crate::server::snapshot_stream;
+pub use crate::server::snapshot_stream::{MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK_BYTES};
 
 /// Largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -540,8 +540,10 @@ mod tests {
 
     use super::*;
     use crate::config::StoreAddress;
-    use crate::peer_api::Identity;
-    use crate::peer_listener::{receive_batches, receive_snapshot, PeerListener, RaftInbound};
+    use crate::server::peer_api::Identity;
+    use crate::server::peer_listener::{
+        receive_batches, receive_snapshot, PeerListener, RaftInbound,
+    };
     use futures::StreamExt;
     use std::net::SocketAddr;
     use tokio::io::AsyncReadExt;

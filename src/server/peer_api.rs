@@ -1,5 +1,5 @@
 //! The node-to-node API: what other nodes ask of this one, over HTTP/1.1 on the peer
-//! listener (`raft_addr`, see [`crate::peer_listener`]), never on the client listener.
+//! listener (`raft_addr`, see `peer_listener`), never on the client listener.
 //!
 //! | route | body | answer |
 //! |---|---|---|
@@ -11,11 +11,11 @@
 //! | `POST /internal/v1/pd` | JSON [`PdRequest`] | the placement driver's JSON answer |
 //!
 //! The raw operations execute on this node's store only, with
-//! [`KvService::execute_local`](crate::service::KvService::execute_local): a forwarded
+//! [`KvService::execute_local`](crate::kv_service::KvService::execute_local): a forwarded
 //! request is never forwarded again, so a stale leader hint cannot bounce it between
 //! nodes; the caller follows hints and retries. Their answer is HTTP 200 with the outcome
 //! in the body, errors included (`region_error` or `error`, see
-//! [`crate::forward::error_to_wire`]). Keys are checked as the client API checks them
+//! [`crate::server::forward::error_to_wire`]). Keys are checked as the client API checks them
 //! (empty, too long, reserved), and a scan stops where the reserved keys begin.
 //!
 //! `raft-cmd` takes the admin operations of the admin API (split and batch split,
@@ -60,14 +60,14 @@ use crate::api::error::error_body;
 use crate::api::request::{check_key, is_reserved_key, raw_scan_end};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::forward::{
-    error_to_wire, ONE_SHOT_PATH, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH,
-};
-use crate::placement::{PdClient, PdRequest, PD_PATH};
+use crate::kv_service::{KvOp, KvOutcome, KvService};
+use crate::pd::{PdClient, PdRequest, PD_PATH};
 use crate::request_context::{
     RequestContext, RequestId, REQUEST_ID_HEADER, REQUEST_ID_SOURCE_HEADER,
 };
-use crate::service::{KvOp, KvOutcome, KvService};
+use crate::server::forward::{
+    error_to_wire, ONE_SHOT_PATH, PROTOBUF_CONTENT_TYPE, RAFT_CMD_PATH, TXN_PATH,
+};
 
 /// Path of the identity endpoint.
 pub const IDENTITY_PATH: &str = "/internal/v1/identity";
@@ -544,7 +544,7 @@ fn parse_cf(name: &str) -> Result<Cf> {
 }
 
 fn written(outcome: Result<KvOutcome>) -> Result<WriteOutcome> {
-    Ok(match crate::service::written(outcome?)? {
+    Ok(match crate::kv_service::written(outcome?)? {
         false => WriteOutcome::Applied,
         true => WriteOutcome::Replayed,
     })
@@ -674,8 +674,8 @@ mod tests {
     #[test]
     fn with_tls_the_pd_hears_each_store_only_about_itself() {
         let heartbeat = |store_id| {
-            PdRequest::Heartbeat(crate::placement::wire::HeartbeatBatch {
-                store: crate::placement::wire::StoreReport {
+            PdRequest::Heartbeat(crate::pd::wire::HeartbeatBatch {
+                store: crate::pd::wire::StoreReport {
                     store_id,
                     raft_addr: "10.0.0.9:20160".into(),
                     http_addr: "10.0.0.9:8080".into(),

@@ -20,7 +20,7 @@
 //!   given twice, even across leader changes and restarts;
 //! - `\xFFpd/tso-limit`: the timestamp oracle's limit, milliseconds since the Unix
 //!   epoch: every timestamp handed out has a physical part below it, and a new PD leader
-//!   starts at it (see [`crate::placement::tso`]);
+//!   starts at it (see [`crate::pd::tso`]);
 //! - `\xFFpd/auth`: the [`AuthSet`], authentication's whole state (on or off, every token
 //!   digest and certificate user, a version), in one record so that every change is one
 //!   atomic write (see [`crate::auth`]).

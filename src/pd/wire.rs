@@ -68,7 +68,7 @@ pub enum PdRequest {
     /// `count` consecutive timestamps from the timestamp oracle (`GET /v1/txn/ts`):
     /// answered with a [`TimestampsReply`].
     Timestamps {
-        /// How many (1 to [`MAX_BATCH`](crate::placement::tso::MAX_BATCH)).
+        /// How many (1 to [`MAX_BATCH`](crate::pd::tso::MAX_BATCH)).
         count: u64,
     },
     /// Garbage collection's safe point: `{"safe_point": ts}`.
@@ -95,9 +95,9 @@ pub struct TimestampsReply {
     pub logical: u64,
 }
 
-impl From<crate::placement::tso::Timestamps> for TimestampsReply {
-    fn from(batch: crate::placement::tso::Timestamps) -> TimestampsReply {
-        let (physical_ms, logical) = crate::placement::tso::split(batch.first);
+impl From<crate::pd::tso::Timestamps> for TimestampsReply {
+    fn from(batch: crate::pd::tso::Timestamps) -> TimestampsReply {
+        let (physical_ms, logical) = crate::pd::tso::split(batch.first);
         TimestampsReply {
             ts: batch.first,
             count: batch.count,
@@ -169,7 +169,7 @@ pub struct StoreReport {
     pub region_count: u64,
     /// Bytes used by its regions' data, as last measured by their leaders.
     pub used_size: Option<u64>,
-    /// Whether it is handing its leaderships away (see `crate::leader_drain`). Absent in
+    /// Whether it is handing its leaderships away (see `crate::server::leader_drain`). Absent in
     /// reports from older nodes.
     #[serde(default)]
     pub draining_leaders: bool,

@@ -41,9 +41,9 @@ use tinykv_proto::raft_cmdpb::{
     RaftRequestHeader, TransferLeaderRequest,
 };
 
-use crate::address_book::AddressBook;
 use crate::error::{Error, Result};
-use crate::service::{Forwarder, ServiceTimeouts};
+use crate::kv_service::{Forwarder, ServiceTimeouts};
+use crate::server::address_book::AddressBook;
 
 /// How often a leader transfer checks whether the target leads yet.
 const LEADERSHIP_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -647,7 +647,7 @@ fn region_not_found(region_id: u64) -> Error {
 /// A read of region `region_id` with no epoch: harmless, served only by the leader (after
 /// confirming its leadership), and answered with the region.
 fn probe(region_id: u64) -> RaftCmdRequest {
-    crate::service::snap_command(RaftRequestHeader {
+    crate::kv_service::snap_command(RaftRequestHeader {
         region_id,
         ..Default::default()
     })

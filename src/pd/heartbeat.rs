@@ -37,12 +37,12 @@ use super::wire::{
     HeartbeatBatch, HeartbeatReply, PdRequest, RegionAction, RegionCommand, RegionReport,
     StoreReport,
 };
-use crate::address_book::{AddressBook, Learnt};
-use crate::admin::{change_peer, transfer_leader_request};
+use crate::admin_service::{change_peer, transfer_leader_request};
 use crate::auth::AuthCache;
 use crate::config::StoreAddress;
 use crate::error::{Error, Result};
-use crate::leader_drain::LeaderDrain;
+use crate::server::address_book::{AddressBook, Learnt};
+use crate::server::leader_drain::LeaderDrain;
 
 /// How long a command from the PD may take before the node stops waiting for it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,7 +2,7 @@
 //!
 //! The PD runs wherever the meta region's leader is, which moves. A [`PdClient`] sends a
 //! [`PdRequest`] (to another node: `POST /internal/v1/pd` on its peer listener, see
-//! [`crate::peer_api`]) to the node it last found leading, else tries its own node (directly,
+//! [`crate::server::peer_api`]) to the node it last found leading, else tries its own node (directly,
 //! without HTTP), then every store of the address book, then the seed addresses a joining
 //! node was configured with. A node that does not lead answers `not_pd_leader` naming
 //! the leader it knows, and the client goes there next. Nodes that cannot answer (down,
@@ -17,11 +17,11 @@ use serde_json::Value;
 
 use super::server::PdServer;
 use super::wire::PdRequest;
-use crate::address_book::AddressBook;
-use crate::admin::RegionDirectory;
+use crate::admin_service::RegionDirectory;
 use crate::config::StoreAddress;
 use crate::error::{error_chain, Error, Result};
 use crate::security::{NodeHttp, Tls};
+use crate::server::address_book::AddressBook;
 
 /// Path of the PD endpoint on every node.
 pub const PD_PATH: &str = "/internal/v1/pd";
@@ -308,7 +308,7 @@ impl PdTimestamps {
         let reply = client
             .call(
                 &PdRequest::Timestamps { count },
-                crate::api::placement::PD_REQUEST_TIMEOUT,
+                crate::api::pd::PD_REQUEST_TIMEOUT,
             )
             .await?;
         let reply: super::wire::TimestampsReply = serde_json::from_value(reply)

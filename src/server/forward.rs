@@ -5,7 +5,7 @@
 //! [`HttpForwarder`]: it POSTs the operation as a protobuf `kvrpcpb` raw request to the
 //! other node's `/internal/v1/raw/{get,put,delete,scan}` endpoint on its peer listener
 //! (`raft_addr`: node-to-node traffic never uses the client listener), which executes it on
-//! that node's store only (see [`crate::peer_api`]) and answers with the matching response.
+//! that node's store only (see [`crate::server::peer_api`]) and answers with the matching response.
 //! Transactional commands travel as `kvrpcpb::TxnRequest`s to `/internal/v1/txn`.
 //! Admin commands (splits, membership changes, leader transfers) travel the same way as
 //! whole `RaftCmdRequest`s to `/internal/v1/raft-cmd`, answered by the `RaftCmdResponse`
@@ -20,12 +20,12 @@
 //! to connect means the request never left ([`Error::Forward`] with `maybe_delivered:
 //! false`, safe to retry); a timeout or a connection lost after sending means it may have
 //! been executed (`maybe_delivered: true`, the client is told the outcome is unknown).
-//! A store that fault injection cuts off (see [`crate::faults`]) fails the same way as one
+//! A store that fault injection cuts off (see [`crate::server::network_faults`]) fails the same way as one
 //! that cannot be connected to, at once and without sending anything. A request sent on
 //! behalf of a client request carries its id in `X-Request-Id` (see
 //! [`crate::request_context`]), so the other node's log lines for it carry the same id.
 //!
-//! [`KvService`]: crate::service::KvService
+//! [`KvService`]: crate::kv_service::KvService
 
 use std::time::Duration;
 
@@ -39,11 +39,11 @@ use tinykv_proto::kvrpcpb::{
 };
 use tinykv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, WriteOutcome};
 
-use crate::address_book::AddressBook;
 use crate::error::{error_chain, Error, Result};
-use crate::faults::Faults;
+use crate::kv_service::{cf_name, Forwarder, KvOp, KvOutcome};
 use crate::security::{NodeHttp, Tls};
-use crate::service::{cf_name, Forwarder, KvOp, KvOutcome};
+use crate::server::address_book::AddressBook;
+use crate::server::network_faults::Faults;
 
 /// Content type of the internal endpoints' bodies.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
@@ -456,7 +456,7 @@ mod tests {
             cf: Cf::Default,
             key: b"k".to_vec(),
             value: b"v".to_vec(),
-            session: crate::service::write_session(1, None, Duration::from_secs(60)),
+            session: crate::kv_service::write_session(1, None, Duration::from_secs(60)),
         };
         for store_id in [2, 9] {
             match forwarder.forward(store_id, op.clone()).await {

@@ -14,7 +14,7 @@
 //!   `store_not_found`, 409 `store_tombstone`, 409 `not_enough_stores` if fewer other
 //!   stores are up than a region needs replicas; nothing changes then);
 //!
-//! Any node answers the admin endpoints: its [`PdClient`](crate::placement::PdClient)
+//! Any node answers the admin endpoints: its [`PdClient`](crate::pd::PdClient)
 //! finds the PD leader and relays the answer, errors included.
 
 use std::time::Duration;
@@ -24,7 +24,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::admin::path_number;
 use super::ApiState;
 use crate::error::Result;
-use crate::placement::PdRequest;
+use crate::pd::PdRequest;
 
 /// How long an admin request waits for the PD (a leader election in the meta region
 /// takes about a second).

@@ -3,7 +3,7 @@
 //!
 //! Every node has a [`PdServer`]; each request first checks where the meta region's
 //! leadership is. A node whose peer does not lead it answers [`Error::NotPdLeader`]
-//! naming the leader it knows. The leader serves from a [`Leadership`]: the PD core's
+//! naming the leader it knows. The leader serves from a `Leadership`: the PD core's
 //! [`Coordinator`] and the durable records, loaded when the leadership began and tied to
 //! that raft term. When the term changes (even if this node leads again) the state is
 //! loaded afresh, because another leader may have written in between.
@@ -54,14 +54,14 @@ use super::views;
 use super::wire::{
     HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand, TimestampsReply,
 };
-use crate::address_book::AddressBook;
-use crate::admin::AdminService;
+use crate::admin_service::AdminService;
 use crate::auth::AuthSet;
 use crate::config::{PdConfig, StoreAddress};
 use crate::error::{Error, Result};
+use crate::kv_service::cf_name;
 use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError, StoreHealth};
 use crate::security::Tls;
-use crate::service::cf_name;
+use crate::server::address_book::AddressBook;
 
 /// How far past its own clock a leader that found the oracle's limit damaged resumes
 /// timestamps.
@@ -883,7 +883,7 @@ impl PdServer {
     }
 
     /// Takes `count` timestamps from the leadership's oracle (see
-    /// [`crate::placement::tso`]), raising the recorded limit through raft first when the
+    /// [`crate::pd::tso`]), raising the recorded limit through raft first when the
     /// batch comes near it. The caller has confirmed the leadership.
     async fn take_timestamps(&self, leadership: &mut Leadership, count: u64) -> Result<Timestamps> {
         loop {

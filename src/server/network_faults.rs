@@ -6,12 +6,12 @@
 //! /v1/admin/faults/partition`, see `api::faults`) set a list of *blocked stores*. While a
 //! store is blocked this node:
 //!
-//! - drops every raft message to it, in [`TcpTransport`](crate::transport::TcpTransport)'s
+//! - drops every raft message to it, in [`TcpTransport`](crate::server::raft_transport::TcpTransport)'s
 //!   `send` (snapshots included);
 //! - drops every raft message from it, in the raft listener, before the message reaches
 //!   the router;
 //! - fails every request it would forward to it over HTTP at once, as a connection that
-//!   could not be made ([`HttpForwarder`](crate::forward::HttpForwarder)): nothing is
+//!   could not be made ([`HttpForwarder`](crate::server::forward::HttpForwarder)): nothing is
 //!   sent, so a write forwarded there definitely did not happen and may be retried
 //!   elsewhere.
 //!
