@@ -139,18 +139,32 @@ impl AdminService {
                 "the split keys must be strictly ascending",
             ));
         }
+        let split_keys_len = split_keys.len();
         let ids = self.store.id_allocator();
+        self.split_with_ids(region_id, split_keys, |region| {
+            Ok(ids.alloc(split_keys_len * (1 + region.peers.len()))?)
+        })
+        .await
+    }
+
+    /// [`AdminService::split`] with the new regions' ids from `ids`, given the region as
+    /// its leader sees it: a region id and then a peer id per peer of it, for each key.
+    /// Only the placement driver's first split calls it directly (its ids cannot come
+    /// from a PD that does not exist yet); the keys are checked by the caller.
+    pub async fn split_with_ids(
+        &self,
+        region_id: u64,
+        split_keys: Vec<Vec<u8>>,
+        ids: impl Fn(&metapb::Region) -> Result<Vec<u64>>,
+    ) -> Result<Vec<metapb::Region>> {
         let deadline = self.deadline();
         let response = self
             .run(region_id, deadline, false, |region| {
                 for key in &split_keys {
                     check_split_key(region, key)?;
                 }
-                let fresh = ids.alloc(split_keys.len() * (1 + region.peers.len()))?;
-                Ok(tinykv_actors::util::split_request(
-                    split_keys.clone(),
-                    &fresh,
-                ))
+                let fresh = ids(region)?;
+                Ok(tinykv_actors::split_request(split_keys.clone(), &fresh))
             })
             .await?;
         let regions = match (response.split, response.batch_split) {
@@ -188,12 +202,10 @@ impl AdminService {
         let target_region = self.region_view(target, deadline).await?;
         let mut prepared = None;
         self.run(source, deadline, false, |region| {
-            tinykv_actors::util::check_merge_pair(region, &target_region)
+            tinykv_actors::check_merge_pair(region, &target_region)
                 .map_err(|e| Error::bad_request("invalid_merge", e.to_string()))?;
             prepared = Some(region.clone());
-            Ok(tinykv_actors::util::prepare_merge_request(
-                target_region.clone(),
-            ))
+            Ok(tinykv_actors::prepare_merge_request(target_region.clone()))
         })
         .await?;
         let Some(prepared) = prepared else {
@@ -206,7 +218,7 @@ impl AdminService {
             // Each look is short: the frozen source answers busy until the merge is over.
             let look = deadline.min(Instant::now() + TRANSFER_RETRY_INTERVAL);
             if let Ok(region) = self.region_view(target, look).await {
-                if tinykv_actors::util::covers(&region, &prepared) {
+                if tinykv_actors::covers(&region, &prepared) {
                     tracing::info!(source, target, "regions merged");
                     return Ok(region);
                 }
@@ -425,6 +437,16 @@ impl AdminService {
                     }
                 },
             };
+            let admin_request = match build(&region) {
+                Ok(request) => request,
+                // No ids at hand yet (the pool refills from the PD): nothing was sent, so
+                // this is tried again, until the deadline.
+                Err(err @ Error::Store(StoreError::IdsUnavailable(_))) => {
+                    pursuit.recover(err, true).await?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let request = RaftCmdRequest {
                 header: Some(RaftRequestHeader {
                     region_id,
@@ -432,7 +454,7 @@ impl AdminService {
                     region_epoch: Some(region.region_epoch.unwrap_or_default()),
                     ..Default::default()
                 }),
-                admin_request: Some(build(&region)?),
+                admin_request: Some(admin_request),
                 ..Default::default()
             };
             match self.send(pursuit.target, request).await {

@@ -42,7 +42,7 @@ pub const MAX_VALUE_BYTES_CEILING: usize = tinykv_actors::validation::MAX_VALUE_
 
 /// Largest value a client may configure for `api.max_key_bytes`: the longest key whose
 /// write's session record the engine stores.
-pub const MAX_KEY_BYTES_CEILING: usize = tinykv_actors::session::MAX_WRITTEN_KEY_BYTES;
+pub const MAX_KEY_BYTES_CEILING: usize = tinykv_actors::MAX_WRITTEN_KEY_BYTES;
 
 /// The whole configuration of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -791,11 +791,11 @@ impl Config {
             ));
         }
         if api.idempotency_ttl_ms < api.request_timeout_ms
-            || api.idempotency_ttl_ms > tinykv_actors::session::MAX_TTL_MS
+            || api.idempotency_ttl_ms > tinykv_actors::MAX_TTL_MS
         {
             return Err(Error::Config(format!(
                 "api.idempotency_ttl_ms must be at least api.request_timeout_ms and at most {} (a week)",
-                tinykv_actors::session::MAX_TTL_MS
+                tinykv_actors::MAX_TTL_MS
             )));
         }
         Ok(())

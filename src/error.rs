@@ -207,6 +207,7 @@ impl Error {
                 StoreError::InvalidRequest(_) => "invalid_request",
                 StoreError::MergeTargetChanged(_) => "merge_target_changed",
                 StoreError::ServerIsBusy(_) => "overloaded",
+                StoreError::IdsUnavailable(_) => "ids_unavailable",
                 StoreError::Engine(_) | StoreError::Codec(_) | StoreError::Corruption(_) => {
                     "internal"
                 }
@@ -369,6 +370,7 @@ const RELAYED_CODES: &[&str] = &[
     "stale_command",
     "not_leader",
     "overloaded",
+    "ids_unavailable",
     "address_conflict",
     "join_unverified",
     "store_exists",

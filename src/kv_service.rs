@@ -738,8 +738,8 @@ fn unexpected(outcome: KvOutcome) -> Error {
 mod tests {
     use std::sync::Mutex;
 
-    use tinykv_actors::bootstrap::ensure_bootstrapped;
-    use tinykv_actors::{start_store, Engine, RaftStoreConfig, Transport};
+    use tinykv_actors::ensure_bootstrapped;
+    use tinykv_actors::{start_store, Engine, RaftStoreConfig, SequentialIds, Transport};
     use tinykv_proto::raft_serverpb::RaftMessage;
 
     use super::*;
@@ -784,9 +784,14 @@ mod tests {
         let engine = Engine::open(dir.path().join("db")).unwrap();
         // Store 2 of a cluster whose only region lives on store 1: it holds nothing.
         ensure_bootstrapped(&engine, 1, 2, &[1]).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
+        let store = start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            Arc::new(SequentialIds::starting_at(1000)),
+        )
+        .await
+        .unwrap();
         let forwarder = Arc::new(ScriptedForwarder {
             asked: Mutex::new(Vec::new()),
         });
@@ -846,9 +851,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("db")).unwrap();
         ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
+        let store = start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            Arc::new(SequentialIds::starting_at(1000)),
+        )
+        .await
+        .unwrap();
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(1),

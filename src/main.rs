@@ -92,7 +92,7 @@ fn install_panic_hook() {
         let backtrace = std::backtrace::Backtrace::force_capture();
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        if tinykv_actors::containment::is_contained() {
+        if tinykv_actors::is_contained() {
             tracing::error!(thread, panic = %info, %backtrace, "contained panic; the peer restarts from disk");
             return;
         }

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
-use tinykv_actors::alive::alive_pair;
-use tinykv_actors::batch_writer::RaftLogWriter;
+use tinykv_actors::alive_pair;
 use tinykv_actors::engine::{Cf, Engine, Mutation};
 use tinykv_actors::keys::raft_log_key;
 use tinykv_actors::msg::{Persisted, WriteTask};
+use tinykv_actors::RaftLogWriter;
 
 const VALUE: [u8; 128] = [b'v'; 128];
 

@@ -59,6 +59,11 @@ pub enum Error {
     /// retried after a moment.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),
+    /// No fresh region or peer ids are at hand: the placement driver, which allocates
+    /// them, has not answered yet or cannot be reached. Nothing was done; the request may
+    /// be retried once the PD is back.
+    #[error("no region or peer ids at hand: {0}")]
+    IdsUnavailable(String),
     /// The storage engine failed.
     #[error("engine error: {0}")]
     Engine(String),
@@ -162,6 +167,11 @@ impl Error {
                     reason: reason.clone(),
                 })
             }
+            Error::IdsUnavailable(_) => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy {
+                    reason: self.to_string(),
+                })
+            }
             _ => {}
         }
         e
@@ -248,6 +258,7 @@ impl Error {
                 | Error::Stopped
                 | Error::Timeout
                 | Error::ServerIsBusy(_)
+                | Error::IdsUnavailable(_)
         )
     }
 }

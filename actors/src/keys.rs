@@ -53,8 +53,10 @@ const MERGED_SOURCE_SUFFIX: u8 = 0x01;
 /// Key of the store's identity in the meta keyspace.
 pub const STORE_IDENT_KEY: &[u8] = &[STORE_PREFIX, b'i', b'd', b'e', b'n', b't'];
 
-/// Key of the persisted id-allocator high-water mark in the meta keyspace.
-pub const ID_ALLOC_KEY: &[u8] = &[STORE_PREFIX, b'n', b'e', b'x', b't', b'_', b'i', b'd'];
+/// Key under which stores of earlier versions kept their own id allocator's high-water
+/// mark (ids now come from the placement driver). Nothing reads or writes it any more;
+/// it is named so that no new record takes the key.
+pub const LEGACY_ID_ALLOC_KEY: &[u8] = &[STORE_PREFIX, b'n', b'e', b'x', b't', b'_', b'i', b'd'];
 
 fn region_key(prefix: u8, region_id: u64, suffix: u8) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);

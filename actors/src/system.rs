@@ -43,7 +43,7 @@ use crate::bootstrap::load_store_ident;
 use crate::config::RaftStoreConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::id_alloc::{IdAllocator, StoreIdAllocator};
+use crate::id_alloc::IdAllocator;
 use crate::msg::*;
 use crate::peer::{PeerContext, PeerEnv};
 use crate::router::{Router, SetStore};
@@ -234,15 +234,16 @@ impl StoreThreads {
 }
 
 /// Starts the actors of the store whose identity is in `engine` (see
-/// [`crate::bootstrap::ensure_bootstrapped`]) on threads of their own. Must run inside an
-/// actix system.
+/// [`crate::bootstrap::ensure_bootstrapped`]) on threads of their own, taking new region
+/// and peer ids from `ids`. Must run inside an actix system.
 pub async fn start_store(
     cfg: RaftStoreConfig,
     engine: Engine,
     transport: Arc<dyn Transport>,
+    ids: Arc<dyn IdAllocator>,
 ) -> Result<StoreHandle> {
     let threads = StoreThreads::new(&cfg);
-    start_store_on(threads, cfg, engine, transport).await
+    start_store_on(threads, cfg, engine, transport, ids).await
 }
 
 /// Starts the actors of the store whose identity is in `engine` on `threads`, which the
@@ -252,15 +253,15 @@ pub async fn start_store_on(
     cfg: RaftStoreConfig,
     engine: Engine,
     transport: Arc<dyn Transport>,
+    ids: Arc<dyn IdAllocator>,
 ) -> Result<StoreHandle> {
     let identity = cfg.validate().and_then(|()| {
         let ident = load_store_ident(&engine)?
             .ok_or_else(|| Error::Corruption("store is not bootstrapped".into()))?;
-        let ids = StoreIdAllocator::new(engine.clone(), ident.store_id)?;
-        Ok((ident.store_id, ids))
+        Ok(ident.store_id)
     });
-    let (store_id, ids) = match identity {
-        Ok((store_id, ids)) => (store_id, Arc::new(ids) as Arc<dyn IdAllocator>),
+    let store_id = match identity {
+        Ok(store_id) => store_id,
         Err(e) => {
             threads.stop();
             return Err(e);

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tinykv_actors::bootstrap::ensure_bootstrapped;
-use tinykv_actors::{start_store, Engine, RaftStoreConfig, Transport};
+use tinykv_actors::ensure_bootstrapped;
+use tinykv_actors::{start_store, Engine, RaftStoreConfig, SequentialIds, Transport};
 use tinykv_proto::raft_cmdpb::{CmdType, GetRequest, PutRequest, RaftCmdRequest, Request};
 use tinykv_proto::raft_serverpb::RaftMessage;
 
@@ -58,9 +58,14 @@ async fn writes_are_read_back_and_survive_restart() {
     for round in 0..2u32 {
         let engine = Engine::open(dir.path()).unwrap();
         ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
+        let store = start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            Arc::new(SequentialIds::starting_at(1000)),
+        )
+        .await
+        .unwrap();
         let router = store.router();
         if round == 0 {
             for i in 0..100u32 {

@@ -19,9 +19,11 @@ use rand::seq::SliceRandom;
 use tempfile::TempDir;
 use tinykv::kv_service::{write_session, Forwarder, KvOp, KvOutcome, KvService, ServiceTimeouts};
 use tinykv::Error;
-use tinykv_actors::bootstrap::ensure_bootstrapped;
+use tinykv_actors::ensure_bootstrapped;
 use tinykv_actors::msg::PeerStatus;
-use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle};
+use tinykv_actors::{
+    start_store, Cf, Engine, IdAllocator, RaftStoreConfig, SequentialIds, StoreHandle,
+};
 use tinykv_proto::eraftpb::ConfChangeType;
 use tinykv_proto::metapb;
 use tinykv_proto::raft_cmdpb::{
@@ -82,6 +84,9 @@ pub struct Cluster {
     services: Services,
     timeouts: ServiceTimeouts,
     oracle: Arc<LocalOracle>,
+    /// Region and peer ids for every store, as the placement driver hands them out in a
+    /// real cluster (TinyKV's tests share a mock scheduler the same way).
+    ids: Arc<SequentialIds>,
 }
 
 impl Cluster {
@@ -105,6 +110,7 @@ impl Cluster {
             network: SimNetwork::new(),
             services: Arc::new(RwLock::new(HashMap::new())),
             oracle: LocalOracle::new(),
+            ids: Arc::new(SequentialIds::starting_at(1000)),
             timeouts: ServiceTimeouts {
                 request: Duration::from_secs(5),
                 attempt: Duration::from_secs(2),
@@ -151,7 +157,7 @@ impl Cluster {
         assert!(!self.stores.contains_key(&id), "store {id} is running");
         let engine = Engine::open(self.dirs[&id].path().join("db")).expect("reopen engine");
         let transport = Arc::new(SimTransport::new(id, self.network.clone()));
-        let handle = start_store(self.cfg.clone(), engine, transport)
+        let handle = start_store(self.cfg.clone(), engine, transport, self.ids.clone())
             .await
             .expect("start store");
         let forwarder = Arc::new(InProcessForwarder {
@@ -506,7 +512,7 @@ impl Cluster {
                     let ids: Vec<u64> = (0..owned.len() * (1 + region.peers.len()))
                         .map(|_| self.alloc_id())
                         .collect();
-                    tinykv_actors::util::split_request(owned.clone(), &ids)
+                    tinykv_actors::split_request(owned.clone(), &ids)
                 },
                 |_, region| region.end_key == owned[0],
             )
@@ -549,7 +555,7 @@ impl Cluster {
                 region_epoch: region.region_epoch,
                 ..Default::default()
             }),
-            admin_request: Some(tinykv_actors::util::prepare_merge_request(target.clone())),
+            admin_request: Some(tinykv_actors::prepare_merge_request(target.clone())),
             ..Default::default()
         };
         let Some(handle) = self.stores.get(&leader.store_id) else {
@@ -589,10 +595,9 @@ impl Cluster {
         }
     }
 
-    /// A fresh peer id, from store 1's allocator (any running store's will do).
+    /// A fresh region or peer id, from the allocator the stores share.
     pub fn alloc_id(&self) -> u64 {
-        let handle = self.stores.values().next().expect("a running store");
-        handle.router().id_allocator().alloc(1).expect("alloc id")[0]
+        self.ids.alloc(1).expect("sequential ids never run out")[0]
     }
 
     /// The region holding `key`, in its newest known shape.
@@ -796,4 +801,4 @@ impl ClusterClient {
     }
 }
 
-pub use tinykv_actors::util::covers;
+pub use tinykv_actors::covers;

@@ -176,7 +176,7 @@ impl Fuzzer {
     pub fn session(&mut self) -> WriteSession {
         let request_id = match self.rng.gen_range(0..4) {
             0 => Vec::new(),
-            1 => self.raw(tinykv_actors::session::MAX_REQUEST_ID_BYTES + 1),
+            1 => self.raw(tinykv_actors::MAX_REQUEST_ID_BYTES + 1),
             _ => format!("id-{}", self.rng.gen_range(0..4)).into_bytes(),
         };
         let issued_ms = match self.rng.gen_range(0..3) {

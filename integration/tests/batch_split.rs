@@ -122,7 +122,7 @@ async fn a_batch_split_from_an_old_view_or_with_bad_keys_changes_nothing() {
                 region_epoch: epoch,
                 ..Default::default()
             }),
-            admin_request: Some(tinykv_actors::util::split_request(keys, &ids)),
+            admin_request: Some(tinykv_actors::split_request(keys, &ids)),
             ..Default::default()
         }
     };

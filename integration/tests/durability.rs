@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tinykv_actors::batch_writer::WRITE_FAILURE_EXIT_CODE;
 use tinykv_actors::engine::{Cf, Engine, Mutation};
 use tinykv_actors::keys;
+use tinykv_actors::WRITE_FAILURE_EXIT_CODE;
 use tinykv_integration::process::ProcessCluster;
 use tinykv_proto::raft_serverpb::RaftLocalState;
 

@@ -1,6 +1,7 @@
 //! The embedded placement driver against real processes: a dead store's replicas are
 //! rebuilt elsewhere, a joining store gets a fair share, a drained store ends up a
-//! tombstone, and no data is lost along the way.
+//! tombstone, emptied regions merge back, region and peer ids come from the PD, and no
+//! data is lost along the way.
 //!
 //! Each scenario writes enough data through REST for the key space to split into about a
 //! dozen small regions, waits until the placement driver has settled it (every region
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use tinykv_integration::process::{ctl_binary, ProcessCluster};
-use tinykv_integration::rest::{get_json, must_get, must_put};
+use tinykv_integration::rest::{eventually, get_json, must_get, must_put, post_json};
 
 const SMALL_REGIONS: &str =
     "region_max_size = 65536\nregion_split_size = 49152\nsplit_check_tick_ms = 200\n";
@@ -460,5 +461,87 @@ async fn regions_emptied_by_deletes_merge_back_into_one() {
     assert_eq!(
         must_get(&http, &cluster, 3, "after-merge").await.as_deref(),
         Some("v")
+    );
+}
+
+/// Splits region `region` at `key` through node `via`, within the admin deadline plus a
+/// margin for the elections a stopped node leaves behind; returns the new regions.
+async fn must_split(
+    http: &reqwest::Client,
+    cluster: &ProcessCluster,
+    via: u64,
+    region: u64,
+    key: &str,
+) -> Vec<Value> {
+    let url = format!("{}/v1/admin/regions/{region}/split", cluster.url(via));
+    eventually(
+        &format!("split region {region} at {key:?} through node {via}"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = post_json(http, &url, &serde_json::json!({ "key": key })).await;
+            assert!(status == 200 || status >= 500, "{status}: {body}");
+            (status == 200).then(|| body["regions"].as_array().cloned().unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// Every region id and peer id in `regions` (a split's answer).
+fn ids_of(regions: &[Value]) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for region in regions {
+        ids.push(region["id"].as_u64().unwrap());
+        for peer in region["peers"].as_array().unwrap() {
+            ids.push(peer["id"].as_u64().unwrap());
+        }
+    }
+    ids
+}
+
+/// Region and peer ids come from the placement driver, as in TinyKV: small numbers from
+/// 1000 on, never handed out twice, not after the PD's leader dies and not to a node
+/// that restarts with an empty pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_and_peer_ids_come_from_the_placement_driver() {
+    let mut cluster = ProcessCluster::start_with_raftstore_and_config(3, "", FAST_PD);
+    let http = tinykv::security::http_client_builder().build().unwrap();
+    for id in 1..=3 {
+        cluster.wait_healthy(id, &http).await;
+    }
+    let mut handed_out = Vec::new();
+    let mut record = |regions: &[Value]| {
+        // The region that was split keeps its id; the new one is the PD's.
+        let new: Vec<Value> = regions.iter().filter(|r| r["id"] != 1).cloned().collect();
+        assert_eq!(new.len(), 1, "{regions:?}");
+        let ids = ids_of(&new);
+        assert_eq!(ids.len(), 4, "a region id and three peer ids: {new:?}");
+        for id in &ids {
+            assert!(
+                (1000..1 << 40).contains(id),
+                "id {id} is not the PD's: {new:?}"
+            );
+        }
+        handed_out.extend(ids);
+    };
+    record(&must_split(&http, &cluster, 1, 1, "f").await);
+
+    let view = get_json(&http, &format!("{}/v1/admin/cluster", cluster.url(1))).await;
+    let pd_leader = view["pd_leader_store"].as_u64().expect("a PD leader");
+    assert!(cluster.stop_node(pd_leader), "node {pd_leader} stopped");
+    let other = (1..=3).find(|id| *id != pd_leader).unwrap();
+    record(&must_split(&http, &cluster, other, 1, "d").await);
+
+    // Restarted, the node has no ids at hand until the (new) PD gives it some.
+    cluster.start_node(pd_leader);
+    cluster.wait_healthy(pd_leader, &http).await;
+    record(&must_split(&http, &cluster, pd_leader, 1, "b").await);
+
+    let mut distinct = handed_out.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        handed_out.len(),
+        "an id was handed out twice: {handed_out:?}"
     );
 }

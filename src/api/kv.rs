@@ -126,7 +126,7 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<Vec<u8>>> {
 }
 
 /// Longest `Idempotency-Key` a client may send.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = tinykv_actors::session::MAX_REQUEST_ID_BYTES;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = tinykv_actors::MAX_REQUEST_ID_BYTES;
 
 /// The answer to a write under request id `id`: `200 {"ok":true,"replayed":...}`, or
 /// the error with what became of the write (`error.outcome`) and the id to retry with

@@ -15,8 +15,10 @@ use actix_web::http::StatusCode;
 use actix_web::{test, App, HttpServer};
 use prost::Message;
 use serde_json::Value;
-use tinykv_actors::bootstrap::ensure_bootstrapped;
-use tinykv_actors::{start_store, Cf, Engine, RaftStoreConfig, StoreHandle, Transport};
+use tinykv_actors::ensure_bootstrapped;
+use tinykv_actors::{
+    start_store, Cf, Engine, RaftStoreConfig, SequentialIds, StoreHandle, Transport,
+};
 use tinykv_proto::kvrpcpb::{RawGetRequest, RawGetResponse, RawPutRequest, RawPutResponse};
 use tinykv_proto::raft_cmdpb::{
     CmdType, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request, SnapRequest,
@@ -40,8 +42,20 @@ impl Transport for NoNetwork {
 /// A bootstrapped one-store raftstore in a temporary directory.
 struct SingleStore {
     store: StoreHandle,
+    /// The pool of PD-allocated ids, for a store started with [`Ids::FromPd`].
+    pd_ids: Option<Arc<crate::pd::PdIds>>,
     state: web::Data<ApiState>,
     _dir: tempfile::TempDir,
+}
+
+/// Where a [`SingleStore`]'s new region and peer ids come from.
+enum Ids {
+    /// A counter, as in the in-process cluster.
+    Sequential,
+    /// A pool refilled from the store's own placement driver, as a node's is.
+    FromPd(Arc<crate::pd::PdIds>),
+    /// A pool that nobody refills: the PD is out of reach.
+    PdUnreachable(Arc<crate::pd::PdIds>),
 }
 
 impl SingleStore {
@@ -58,12 +72,30 @@ impl SingleStore {
         initial_stores: &[u64],
         addresses: AddressBook,
     ) -> SingleStore {
+        SingleStore::start_with_ids(store_id, initial_stores, addresses, Ids::Sequential).await
+    }
+
+    /// [`SingleStore::start_as`], taking new region and peer ids from `ids`.
+    async fn start_with_ids(
+        store_id: u64,
+        initial_stores: &[u64],
+        addresses: AddressBook,
+        ids: Ids,
+    ) -> SingleStore {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("db")).unwrap();
         ensure_bootstrapped(&engine, 1, store_id, initial_stores).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
+        let store = start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            match &ids {
+                Ids::Sequential => Arc::new(SequentialIds::starting_at(1000)),
+                Ids::FromPd(pool) | Ids::PdUnreachable(pool) => pool.clone(),
+            },
+        )
+        .await
+        .unwrap();
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(3),
@@ -114,6 +146,14 @@ impl SingleStore {
         )
         .unwrap();
         let pd = Arc::new(pd);
+        let pd_ids = match ids {
+            Ids::FromPd(pool) => {
+                // Runs until the runtime stops, with the test.
+                drop(pool.spawn_refill(pd.clone()));
+                Some(pool)
+            }
+            Ids::Sequential | Ids::PdUnreachable(_) => None,
+        };
         let (service, txn) = crate::txn::client::TxnClient::over_pd_oracle(
             KvService::new(store.router(), forwarder, timeouts)
                 .with_address_book(addresses.clone()),
@@ -134,6 +174,7 @@ impl SingleStore {
         });
         SingleStore {
             store,
+            pd_ids,
             state,
             _dir: dir,
         }

@@ -274,7 +274,7 @@ async fn admin_command(store: &StoreRouter, command: &RegionCommand) -> Result<R
             let Some(status) = store.region_status(target).await? else {
                 return Err(Error::Store(tinykv_actors::Error::RegionNotFound(target)));
             };
-            tinykv_actors::util::prepare_merge_request(status.region)
+            tinykv_actors::prepare_merge_request(status.region)
         }
     };
     Ok(RaftCmdRequest {

@@ -18,6 +18,9 @@
 //!   handed out in batches: the limit is raised (durably, by raft) before any id below it
 //!   is given away, and a new PD leader continues above the limit, so no id is ever
 //!   given twice, even across leader changes and restarts;
+//! - `\xFFpd/id-limit`: the same for region and peer ids, which the PD hands to the nodes
+//!   in batches for their splits and membership changes (see [`crate::pd::ids`]); ids stay
+//!   below `1 << 40`, clear of the 13-digit ids stores of earlier versions made up;
 //! - `\xFFpd/tso-limit`: the timestamp oracle's limit, milliseconds since the Unix
 //!   epoch: every timestamp handed out has a physical part below it, and a new PD leader
 //!   starts at it (see [`crate::pd::tso`]);
@@ -49,6 +52,7 @@ const CLUSTER_KEY: &[u8] = b"\xffpd/cluster";
 const STORE_PREFIX: &[u8] = b"\xffpd/store/";
 const STORE_ID_LIMIT_KEY: &[u8] = b"\xffpd/store-id-limit";
 const AUTH_KEY: &[u8] = b"\xffpd/auth";
+const ID_LIMIT_KEY: &[u8] = b"\xffpd/id-limit";
 const TSO_LIMIT_KEY: &[u8] = b"\xffpd/tso-limit";
 const GC_SAFE_POINT_KEY: &[u8] = b"\xffpd/gc-safe-point";
 
@@ -120,6 +124,9 @@ pub struct PdRecords {
     pub stores: BTreeMap<u64, StoreRecord>,
     /// The store-id allocator's high-water mark: ids up to it may have been handed out.
     pub store_id_limit: u64,
+    /// The region- and peer-id allocator's high-water mark: ids up to it may have been
+    /// handed out (0: none ever was, or the record predates PD-allocated ids).
+    pub id_limit: u64,
     /// Authentication's state (off, version 0, until first changed).
     pub auth: AuthSet,
     /// The timestamp oracle's limit (0: no timestamp was ever handed out).
@@ -146,6 +153,8 @@ pub enum RecordKind {
     Store(u64),
     /// The store-id allocator's high-water mark.
     StoreIdLimit,
+    /// The region- and peer-id allocator's high-water mark.
+    IdLimit,
     /// Authentication's state.
     Auth,
     /// The timestamp oracle's limit.
@@ -171,6 +180,9 @@ impl PdRecords {
                     .map_err(|e| e.to_string()),
                 RecordKind::StoreIdLimit => <[u8; 8]>::try_from(value.as_slice())
                     .map(|bytes| records.store_id_limit = u64::from_be_bytes(bytes))
+                    .map_err(|_| "expected 8 bytes".to_string()),
+                RecordKind::IdLimit => <[u8; 8]>::try_from(value.as_slice())
+                    .map(|bytes| records.id_limit = u64::from_be_bytes(bytes))
                     .map_err(|_| "expected 8 bytes".to_string()),
                 RecordKind::TsoLimit => <[u8; 8]>::try_from(value.as_slice())
                     .map(|bytes| records.tso_limit = u64::from_be_bytes(bytes))
@@ -211,6 +223,8 @@ fn record_kind(key: &[u8]) -> RecordKind {
         RecordKind::Cluster
     } else if key == STORE_ID_LIMIT_KEY {
         RecordKind::StoreIdLimit
+    } else if key == ID_LIMIT_KEY {
+        RecordKind::IdLimit
     } else if key == AUTH_KEY {
         RecordKind::Auth
     } else if key == TSO_LIMIT_KEY {
@@ -231,6 +245,7 @@ pub fn record_key(kind: RecordKind) -> Option<Vec<u8>> {
     match kind {
         RecordKind::Cluster => Some(CLUSTER_KEY.to_vec()),
         RecordKind::StoreIdLimit => Some(STORE_ID_LIMIT_KEY.to_vec()),
+        RecordKind::IdLimit => Some(ID_LIMIT_KEY.to_vec()),
         RecordKind::Auth => Some(AUTH_KEY.to_vec()),
         RecordKind::TsoLimit => Some(TSO_LIMIT_KEY.to_vec()),
         RecordKind::GcSafePoint => Some(GC_SAFE_POINT_KEY.to_vec()),
@@ -253,6 +268,11 @@ pub fn store_entry(record: &StoreRecord) -> (Vec<u8>, Vec<u8>) {
     let mut key = STORE_PREFIX.to_vec();
     key.extend_from_slice(&record.id.to_be_bytes());
     (key, to_json(record))
+}
+
+/// The key and value that record the region- and peer-id allocator's high-water mark.
+pub fn id_limit_entry(limit: u64) -> (Vec<u8>, Vec<u8>) {
+    (ID_LIMIT_KEY.to_vec(), limit.to_be_bytes().to_vec())
 }
 
 /// The key and value that record the store-id allocator's high-water mark.
@@ -302,6 +322,7 @@ mod tests {
             cluster_entry(&cluster),
             store_entry(&store),
             store_id_limit_entry(32),
+            id_limit_entry(20_000),
             tso_limit_entry(1_700_000_000_000),
         ];
         pairs.sort();
@@ -314,6 +335,7 @@ mod tests {
         assert_eq!(records.cluster, Some(cluster));
         assert_eq!(records.stores[&7].state(), StoreState::Offline);
         assert_eq!(records.store_id_limit, 32);
+        assert_eq!(records.id_limit, 20_000);
         assert_eq!(records.tso_limit, 1_700_000_000_000);
         assert!(!is_reserved_key(b"user-key"));
 
@@ -331,6 +353,7 @@ mod tests {
             "store 7's record describes store 8"
         );
         assert_eq!(records.store_id_limit, 32);
+        assert_eq!(records.id_limit, 20_000);
         let kinds: Vec<RecordKind> = damaged.iter().map(|d| d.record).collect();
         assert!(kinds.contains(&RecordKind::Cluster) && kinds.contains(&RecordKind::Store(7)));
         assert!(damaged[0].problem.contains("is damaged"), "{damaged:?}");

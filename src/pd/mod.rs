@@ -65,6 +65,7 @@ pub mod scheduler;
 mod auth_records;
 pub mod client;
 pub mod heartbeat;
+pub mod ids;
 pub mod join;
 pub mod meta;
 pub mod probe;
@@ -96,6 +97,7 @@ pub use scheduler::{
 
 pub use client::{PdClient, PD_PATH};
 pub use heartbeat::{spawn_heartbeats, LocalStore};
+pub use ids::PdIds;
 pub use join::{join, JOIN_TIMEOUT};
 pub use meta::{is_reserved_key, META_REGION_START};
 pub use server::{PdServer, PdSetup};

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tinykv_actors::id_alloc::IdAllocator;
 use tinykv_actors::msg::CmdResponse;
 use tinykv_actors::{Cf, StoreRouter};
 use tinykv_proto::metapb::{self, StoreState};
@@ -43,16 +42,17 @@ use tinykv_proto::raft_cmdpb::{
 };
 
 use super::auth_records;
+use super::ids::MAX_ID_BATCH;
 use super::meta::{
-    auth_entry, cluster_entry, gc_safe_point_entry, store_entry, store_id_limit_entry,
-    tso_limit_entry, ClusterRecord, DamagedRecord, PdRecords, RecordKind, StoreRecord,
-    META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
+    auth_entry, cluster_entry, gc_safe_point_entry, id_limit_entry, store_entry,
+    store_id_limit_entry, tso_limit_entry, ClusterRecord, DamagedRecord, PdRecords, RecordKind,
+    StoreRecord, META_REGION_START, RECORDS_END, RECORDS_START, STORE_ID_BATCH,
 };
 use super::probe::Probe;
 use super::tso::{self, Take, TimestampOracle, Timestamps};
 use super::views;
 use super::wire::{
-    HeartbeatBatch, HeartbeatReply, JoinReply, PdRequest, RegionCommand, TimestampsReply,
+    HeartbeatBatch, HeartbeatReply, IdsReply, JoinReply, PdRequest, RegionCommand, TimestampsReply,
 };
 use crate::admin_service::AdminService;
 use crate::auth::AuthSet;
@@ -62,6 +62,21 @@ use crate::kv_service::cf_name;
 use crate::pd::{AllocId, ClusterConfig, ClusterInfo, Coordinator, PdError, StoreHealth};
 use crate::security::Tls;
 use crate::server::address_book::AddressBook;
+
+/// The region and peer ids the PD allocates lie in `[FIRST_ALLOCATED_ID, ID_SPACE_END)`:
+/// small, above the bootstrap ids (region 1, peers numbered like the initial stores, the
+/// meta region), and below the `store_id << 40` ids of stores of earlier versions.
+pub const FIRST_ALLOCATED_ID: u64 = 1000;
+/// See [`FIRST_ALLOCATED_ID`].
+pub const ID_SPACE_END: u64 = 1 << 40;
+/// How many region and peer ids the PD reserves per durable write.
+const ID_BATCH: u64 = 10_000;
+/// How far past every id it knows a leader that found the id mark damaged resumes: more
+/// ids than any cluster allocates between two PD leaderships.
+const ID_REPAIR_MARGIN: u64 = 1 << 32;
+/// The meta region's id: the one region split off with ids nobody allocated, before there
+/// is a PD to allocate them (see [`meta_split_ids`]).
+const META_REGION_ID: u64 = 2;
 
 /// How far past its own clock a leader that found the oracle's limit damaged resumes
 /// timestamps.
@@ -125,7 +140,8 @@ struct Leadership {
     stores: BTreeMap<u64, StoreRecord>,
     next_store_id: u64,
     store_id_limit: u64,
-    ids: IdPool,
+    /// Region and peer ids, for the operators and for the nodes.
+    ids: IdRange,
     /// Stores whose damaged record could not be repaired when the leadership began; each
     /// is recorded again from its next heartbeat.
     unrecorded_stores: BTreeSet<u64>,
@@ -298,9 +314,13 @@ impl PdServer {
                 region = region.id,
                 "splitting the meta region off the key space"
             );
+            let highest_store_id = self.inner.addresses.all().iter().map(|a| a.id).max();
+            let highest_store_id = highest_store_id.unwrap_or(0);
             self.inner
                 .admin
-                .split(region.id, vec![META_REGION_START.to_vec()])
+                .split_with_ids(region.id, vec![META_REGION_START.to_vec()], |region| {
+                    Ok(meta_split_ids(region, highest_store_id))
+                })
                 .await?;
             split_issued = true;
         }
@@ -339,6 +359,7 @@ impl PdServer {
                 cluster: Some(cluster),
                 stores: stores.into_iter().map(|s| (s.id, s)).collect(),
                 store_id_limit: limit,
+                id_limit: 0,
                 auth: AuthSet::default(),
                 tso_limit: 0,
                 gc_safe_point: 0,
@@ -371,6 +392,17 @@ impl PdServer {
             }
         }
         info.reset_liveness_clocks(now);
+        let ids = if records.id_limit > 0 {
+            IdRange::above(records.id_limit)
+        } else {
+            let meta = inner
+                .store
+                .region_status(region_id)
+                .await?
+                .map(|s| s.region);
+            let highest = self.highest_bootstrap_id(&records, meta.as_ref());
+            IdRange::above(highest.max(FIRST_ALLOCATED_ID - 1))
+        };
         let next_store_id = records
             .store_id_limit
             .max(records.stores.keys().max().copied().unwrap_or(0))
@@ -390,7 +422,7 @@ impl PdServer {
             stores: records.stores,
             next_store_id,
             store_id_limit: next_store_id - 1,
-            ids: IdPool::new(inner.store.id_allocator()),
+            ids,
             unrecorded_stores,
             poisoned: false,
             auth: records.auth,
@@ -465,6 +497,16 @@ impl PdServer {
                     );
                     entries.push(store_id_limit_entry(limit));
                     records.store_id_limit = limit;
+                }
+                RecordKind::IdLimit => {
+                    let limit = self.highest_bootstrap_id(records, None) + ID_REPAIR_MARGIN;
+                    tracing::warn!(
+                        limit,
+                        "{}; raising the mark far past every id known",
+                        record.problem
+                    );
+                    entries.push(id_limit_entry(limit));
+                    records.id_limit = limit;
                 }
                 RecordKind::Auth => {
                     let root = inner.setup.root_token_sha256.as_deref();
@@ -564,6 +606,10 @@ impl PdServer {
                 now,
                 max_down,
             )),
+            PdRequest::AllocIds { count } => {
+                let reply = self.take_ids(leadership, count).await?;
+                Ok(serde_json::to_value(reply).expect("replies serialize"))
+            }
             PdRequest::SafePoint => Ok(json!({ "safe_point": leadership.gc_safe_point })),
             PdRequest::AdvanceSafePoint { safe_point } => {
                 // Never in the last seconds (no life time is that short), so a garbled
@@ -645,7 +691,7 @@ impl PdServer {
                 .coordinator
                 .on_store_heartbeat(report.heartbeat(), now)?;
             let wanted = leadership.coordinator.cluster().region_count() + batch.regions.len() + 4;
-            leadership.ids.fill(wanted)?;
+            self.reserve_ids(leadership, wanted as u64).await?;
             let mut answered = std::collections::HashSet::new();
             for region in &batch.regions {
                 answered.insert(region.id);
@@ -933,6 +979,60 @@ impl PdServer {
         Ok(())
     }
 
+    /// The highest id below [`ID_SPACE_END`] that may be in use without the PD having
+    /// allocated it: store ids (the initial stores' peers of region 1 are numbered like
+    /// them) and, when known, the meta region's ids.
+    fn highest_bootstrap_id(&self, records: &PdRecords, meta: Option<&metapb::Region>) -> u64 {
+        let book = self.inner.addresses.all();
+        let stores = records
+            .stores
+            .keys()
+            .copied()
+            .chain(book.iter().map(|a| a.id));
+        let meta_ids = meta
+            .into_iter()
+            .flat_map(|r| std::iter::once(r.id).chain(r.peers.iter().map(|p| p.id)));
+        stores
+            .chain(meta_ids)
+            .filter(|id| *id < ID_SPACE_END)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Makes sure `count` ids from `leadership.ids.next` on are recorded as reserved,
+    /// raising the recorded mark (by [`ID_BATCH`] more than needed) if they are not.
+    async fn reserve_ids(&self, leadership: &mut Leadership, count: u64) -> Result<()> {
+        let last = leadership.ids.next + count.max(1) - 1;
+        if last <= leadership.ids.limit {
+            return Ok(());
+        }
+        let limit = last + ID_BATCH;
+        if limit >= ID_SPACE_END {
+            return Err(Error::Io(
+                "the placement driver's region and peer ids are exhausted".into(),
+            ));
+        }
+        self.write_logged(leadership, vec![id_limit_entry(limit)])
+            .await?;
+        leadership.ids.limit = limit;
+        Ok(())
+    }
+
+    /// Hands out `count` region and peer ids (1 to [`MAX_ID_BATCH`]), recorded as
+    /// reserved first.
+    async fn take_ids(&self, leadership: &mut Leadership, count: u64) -> Result<IdsReply> {
+        if !(1..=MAX_ID_BATCH).contains(&count) {
+            return Err(Error::bad_request(
+                "invalid_count",
+                format!("count must be 1 to {MAX_ID_BATCH}, not {count}"),
+            ));
+        }
+        self.reserve_ids(leadership, count).await?;
+        let first = leadership.ids.next;
+        leadership.ids.next += count;
+        Ok(IdsReply { first, count })
+    }
+
     /// Writes entries in the leadership's term; a failure poisons the leadership.
     async fn write_logged(
         &self,
@@ -1044,53 +1144,56 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Peer ids for the operators, taken from the store's allocator ahead of time (the
-/// coordinator asks for them synchronously and cannot fail); unused ones are kept.
-struct IdPool {
-    allocator: Arc<dyn IdAllocator>,
-    ids: Vec<u64>,
+/// The region and peer ids of one leadership: those from `next` up to `limit` are
+/// recorded as reserved, so they may be handed out without another write.
+struct IdRange {
+    next: u64,
+    limit: u64,
 }
 
-impl IdPool {
-    fn new(allocator: Arc<dyn IdAllocator>) -> IdPool {
-        IdPool {
-            allocator,
-            ids: Vec::new(),
+impl IdRange {
+    /// Ids from `mark + 1` on, none reserved yet.
+    fn above(mark: u64) -> IdRange {
+        IdRange {
+            next: mark + 1,
+            limit: mark,
         }
-    }
-
-    /// Makes sure at least `wanted` ids are at hand (stopping the node, like any failed
-    /// write, if the allocator cannot persist its mark).
-    fn fill(&mut self, wanted: usize) -> Result<()> {
-        if self.ids.len() < wanted {
-            let mut fresh = match self.allocator.alloc(wanted - self.ids.len()) {
-                Ok(fresh) => fresh,
-                Err(e @ tinykv_actors::Error::Engine(_)) => stop_on_id_failure(&Error::Store(e)),
-                Err(e) => return Err(Error::Store(e)),
-            };
-            fresh.reverse();
-            fresh.append(&mut self.ids);
-            self.ids = fresh;
-        }
-        Ok(())
     }
 }
 
-impl AllocId for IdPool {
-    /// The next id. The pool is filled before every heartbeat, so this allocates only if
-    /// a heartbeat needs more ids than it was given; the allocator persists its
-    /// high-water mark first, and if that write fails the node stops as every failed
-    /// write stops it (exit status 74): an id must never be handed out twice.
+impl AllocId for IdRange {
+    /// The next id. Every heartbeat first reserves more ids than it can use (one per
+    /// region the PD knows and per region reported, plus a few), so the range never runs
+    /// out here; if it did, the node stops (exit status 74), as it does when any write
+    /// fails, rather than hand out an id that is not recorded.
     fn alloc_id(&mut self) -> u64 {
-        if let Some(id) = self.ids.pop() {
-            return id;
+        if self.next > self.limit {
+            stop_on_id_failure(&Error::Io(
+                "an operator needed more ids than the heartbeat reserved".into(),
+            ));
         }
-        match self.allocator.alloc(1).map(|ids| ids.first().copied()) {
-            Ok(Some(id)) => id,
-            Ok(None) => stop_on_id_failure(&Error::Io("the allocator gave no id".into())),
-            Err(e) => stop_on_id_failure(&Error::Store(e)),
-        }
+        self.next += 1;
+        self.next - 1
     }
+}
+
+/// The ids of the split that makes the meta region, before any PD exists to allocate
+/// them: region 2, and for each peer of the region being split a peer id
+/// above every id that region's peers have, above `highest_store_id` (region 1's peers,
+/// present or removed, are numbered like their stores) and above the region's own id
+/// (a split's ids must all differ). Only region 1 exists
+/// then, as nothing splits or adds a peer without PD-allocated ids, and a split issued
+/// twice commits at most once (the second is refused as stale). The PD's own ids start
+/// above them.
+pub fn meta_split_ids(region: &metapb::Region, highest_store_id: u64) -> Vec<u64> {
+    let highest = region
+        .peers
+        .iter()
+        .map(|p| p.id.max(p.store_id))
+        .fold(highest_store_id.max(META_REGION_ID), u64::max);
+    std::iter::once(META_REGION_ID)
+        .chain((1..=region.peers.len() as u64).map(|n| highest + n))
+        .collect()
 }
 
 /// Stops the node after the id allocator failed, like a failed write does.
@@ -1098,5 +1201,44 @@ fn stop_on_id_failure(error: &Error) -> ! {
     tracing::error!(
         "allocating an id failed: {error}; stopping the node so no id is handed out twice"
     );
-    std::process::exit(tinykv_actors::batch_writer::WRITE_FAILURE_EXIT_CODE)
+    std::process::exit(tinykv_actors::WRITE_FAILURE_EXIT_CODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, peers: &[(u64, u64)]) -> metapb::Region {
+        metapb::Region {
+            id,
+            peers: peers
+                .iter()
+                .map(|&(id, store_id)| metapb::Peer { id, store_id })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_meta_regions_ids_lie_above_every_bootstrap_id() {
+        // Region 1's peers are numbered like their stores.
+        let ids = meta_split_ids(&region(1, &[(1, 1), (2, 2), (3, 3)]), 3);
+        assert_eq!(ids, vec![META_REGION_ID, 4, 5, 6]);
+        // One store: the peer id is not the region's.
+        let ids = meta_split_ids(&region(1, &[(1, 1)]), 1);
+        assert_eq!(ids, vec![META_REGION_ID, 3]);
+        // A store removed from region 1 keeps its number out of use.
+        let ids = meta_split_ids(&region(1, &[(1, 1), (2, 2)]), 5);
+        assert_eq!(ids, vec![META_REGION_ID, 6, 7]);
+        assert!(ids.iter().all(|id| *id < FIRST_ALLOCATED_ID));
+    }
+
+    #[test]
+    fn an_id_range_hands_out_what_it_reserved_once() {
+        let mut range = IdRange::above(FIRST_ALLOCATED_ID - 1);
+        range.limit += 3;
+        let ids: Vec<u64> = (0..3).map(|_| range.alloc_id()).collect();
+        assert_eq!(ids, vec![1000, 1001, 1002]);
+        assert_eq!(range.next, range.limit + 1);
+    }
 }

@@ -71,6 +71,13 @@ pub enum PdRequest {
         /// How many (1 to [`MAX_BATCH`](crate::pd::tso::MAX_BATCH)).
         count: u64,
     },
+    /// `count` fresh region and peer ids, for a node's splits and membership changes:
+    /// answered with an [`IdsReply`]. The PD records the new high-water mark through raft
+    /// before answering, so the ids are never handed out again.
+    AllocIds {
+        /// How many (1 to [`MAX_ID_BATCH`](crate::pd::ids::MAX_ID_BATCH)).
+        count: u64,
+    },
     /// Garbage collection's safe point: `{"safe_point": ts}`.
     SafePoint,
     /// Records `safe_point` as garbage collection's safe point if it is later than the
@@ -80,6 +87,15 @@ pub enum PdRequest {
         /// The new safe point.
         safe_point: u64,
     },
+}
+
+/// The answer to [`PdRequest::AllocIds`]: the ids `first` to `first + count - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdsReply {
+    /// The first id.
+    pub first: u64,
+    /// How many.
+    pub count: u64,
 }
 
 /// The timestamp oracle's answer: `count` consecutive timestamps from `ts` on.

@@ -35,7 +35,7 @@ use actix_web::{web, App};
 use std::io::Write as _;
 use std::path::Path;
 
-use tinykv_actors::bootstrap::{ensure_bootstrapped, load_store_ident};
+use tinykv_actors::{ensure_bootstrapped, load_store_ident};
 use tinykv_actors::{
     start_store_on, Engine, Error as StoreError, StoreHandle, StoreRouter, StoreThreads,
 };
@@ -53,7 +53,7 @@ use crate::config::StoreAddress;
 use crate::error::{Error, Result};
 use crate::kv_service::{Forwarder, KvService};
 use crate::pd::client::PdDirectory;
-use crate::pd::{spawn_heartbeats, JoinReply, LocalStore, PdClient, PdServer, PdSetup};
+use crate::pd::{spawn_heartbeats, JoinReply, LocalStore, PdClient, PdIds, PdServer, PdSetup};
 use crate::security::{Conn, Tls};
 use crate::server::address_book::AddressBook;
 use crate::server::forward::HttpForwarder;
@@ -77,6 +77,8 @@ pub struct Node {
     raft_task: JoinHandle<()>,
     heartbeat_task: Option<JoinHandle<()>>,
     gc_task: JoinHandle<()>,
+    /// Keeps the pool of PD-allocated region and peer ids filled.
+    ids_task: JoinHandle<()>,
     tls_reload_task: Option<JoinHandle<()>>,
 }
 
@@ -184,7 +186,10 @@ impl Node {
             awake_from_key: Some(crate::pd::META_REGION_START.to_vec()),
             ..config.raftstore.clone()
         };
-        let started = start_store_on(threads, raftstore, engine, transport).await;
+        // New regions' and peers' ids come from the PD, through a pool the raftstore
+        // takes from without waiting (refilled once the PD client exists, below).
+        let ids = PdIds::new();
+        let started = start_store_on(threads, raftstore, engine, transport, ids.clone()).await;
         let store = match started {
             Ok(store) => store,
             Err(e) => {
@@ -265,6 +270,7 @@ impl Node {
                 return Err(e);
             }
         };
+        let ids_task = ids.spawn_refill(pd.clone());
         let leader_drain = LeaderDrain::new(store_id, store.router(), admin.clone());
         let heartbeat_task = config.pd.enabled.then(|| {
             let local = LocalStore {
@@ -382,6 +388,7 @@ impl Node {
             Err(e) => {
                 raft_task.abort();
                 gc_task.abort();
+                ids_task.abort();
                 if let Some(task) = heartbeat_task {
                     task.abort();
                 }
@@ -405,6 +412,7 @@ impl Node {
             raft_task,
             heartbeat_task,
             gc_task,
+            ids_task,
             tls_reload_task,
         })
     }
@@ -444,6 +452,10 @@ impl Node {
         }
         self.gc_task.abort();
         let _ = self.gc_task.await;
+        // It holds the PD client, and through it the store: awaited so nothing keeps the
+        // engine open.
+        self.ids_task.abort();
+        let _ = self.ids_task.await;
         self.raft_task.abort();
         let _ = self.raft_task.await;
         tracing::info!(store = self.store_id, "stopping the raftstore");

@@ -488,7 +488,7 @@ pub fn check_forwarded_command(request: &RaftCmdRequest) -> Result<()> {
             }
             _ => refuse("a log compaction"),
         },
-        None if tinykv_actors::util::is_read_only(request) => Ok(()),
+        None if tinykv_actors::is_read_only(request) => Ok(()),
         None => refuse("a write"),
     }
 }
@@ -654,7 +654,7 @@ mod tests {
         assert!(check_forwarded_command(&compact).is_err());
         // Splits, one key or many, are the admin API's and travel to the leader's node.
         let batch_split = RaftCmdRequest {
-            admin_request: Some(tinykv_actors::util::split_request(
+            admin_request: Some(tinykv_actors::split_request(
                 vec![b"a".to_vec(), b"b".to_vec()],
                 &[10, 11, 12, 20, 21, 22],
             )),

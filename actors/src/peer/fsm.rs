@@ -436,7 +436,7 @@ mod restart_tests {
     use crate::bootstrap::ensure_bootstrapped;
     use crate::msg::PeerOf;
     use crate::peer::tests::{get, put};
-    use crate::{start_store, Engine, RaftStoreConfig, Transport};
+    use crate::{start_store, Engine, RaftStoreConfig, SequentialIds, Transport};
 
     struct NoNetwork;
 
@@ -453,9 +453,14 @@ mod restart_tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
         ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
-        let store = start_store(RaftStoreConfig::for_tests(), engine, Arc::new(NoNetwork))
-            .await
-            .unwrap();
+        let store = start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            Arc::new(SequentialIds::starting_at(1000)),
+        )
+        .await
+        .unwrap();
         let router = store.router();
         let response = router
             .key_command(b"k".to_vec(), put(b"k"), T)

@@ -466,3 +466,96 @@ async fn the_stores_view_probes_every_store_of_the_address_book() {
     served.stop().await;
     holder.stop().await;
 }
+
+/// Region and peer ids come from the placement driver: the split that makes the meta
+/// region (region 2) uses ids computed from region 1's, before any PD exists, and every
+/// later split takes ids the PD handed out, from 1000 on.
+#[actix_rt::test]
+async fn splits_take_their_ids_from_the_placement_driver() {
+    let pool = crate::pd::PdIds::new();
+    let addresses = AddressBook::new([unreachable_address(1)]);
+    let node = SingleStore::start_with_ids(1, &[1], addresses, Ids::FromPd(pool.clone())).await;
+    assert!(node.pd_ids.is_some());
+    // The refill's first request starts the PD, which splits the meta region off first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool.available() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the PD never handed out ids"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let router = node.store.router();
+    let meta = router
+        .find_region(crate::pd::META_REGION_START)
+        .await
+        .unwrap()
+        .expect("the meta region")
+        .region;
+    assert_eq!(meta.id, 2);
+    assert_eq!(
+        meta.peers,
+        vec![tinykv_proto::metapb::Peer { id: 3, store_id: 1 }]
+    );
+
+    let regions = node
+        .state
+        .admin
+        .split(1, vec![b"m".to_vec()])
+        .await
+        .unwrap();
+    let new = regions.iter().find(|r| r.id != 1).expect("a new region");
+    assert_eq!(new.start_key, b"m");
+    for id in std::iter::once(new.id).chain(new.peers.iter().map(|p| p.id)) {
+        assert!((1000..1 << 40).contains(&id), "id {id} was not the PD's");
+    }
+    // Another split takes other ids: none is ever handed out twice.
+    let more = node
+        .state
+        .admin
+        .split(1, vec![b"c".to_vec()])
+        .await
+        .unwrap();
+    let newer = more.iter().find(|r| r.start_key == b"c").unwrap();
+    let mut seen = vec![new.id, new.peers[0].id, newer.id, newer.peers[0].id];
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+/// A node that cannot reach the placement driver has no ids to give new regions: an
+/// admin split is answered 503 `ids_unavailable` at its deadline and changes nothing.
+#[actix_rt::test]
+async fn a_node_without_the_placement_driver_cannot_split() {
+    let addresses = AddressBook::new([unreachable_address(1)]);
+    let unreachable = Ids::PdUnreachable(crate::pd::PdIds::new());
+    let node = SingleStore::start_with_ids(1, &[1], addresses, unreachable).await;
+    let err = node
+        .state
+        .admin
+        .split(1, vec![b"m".to_vec()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.status()),
+        ("ids_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        "{err}"
+    );
+    let region = node
+        .store
+        .router()
+        .find_region(b"z")
+        .await
+        .unwrap()
+        .expect("region 1")
+        .region;
+    assert_eq!((region.id, region.start_key.as_slice()), (1, &b""[..]));
+    assert!(region.end_key.is_empty());
+    // Reads and writes do not need the PD.
+    let service = &node.state.service;
+    let session = service.new_session(None);
+    service
+        .put(Cf::Default, b"k".to_vec(), b"v".to_vec(), session)
+        .await
+        .unwrap();
+}
