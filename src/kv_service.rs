@@ -778,20 +778,26 @@ mod tests {
         }
     }
 
+    /// Starts the store in `engine` with no network to reach others.
+    async fn start_alone(engine: Engine) -> tinykv_actors::StoreHandle {
+        let ids = Arc::new(SequentialIds::starting_at(1000));
+        start_store(
+            RaftStoreConfig::for_tests(),
+            engine,
+            Arc::new(NoNetwork),
+            ids,
+        )
+        .await
+        .unwrap()
+    }
+
     #[actix_rt::test]
     async fn a_key_no_local_region_holds_is_asked_of_the_other_stores_in_turn() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("db")).unwrap();
         // Store 2 of a cluster whose only region lives on store 1: it holds nothing.
         ensure_bootstrapped(&engine, 1, 2, &[1]).unwrap();
-        let store = start_store(
-            RaftStoreConfig::for_tests(),
-            engine,
-            Arc::new(NoNetwork),
-            Arc::new(SequentialIds::starting_at(1000)),
-        )
-        .await
-        .unwrap();
+        let store = start_alone(engine).await;
         let forwarder = Arc::new(ScriptedForwarder {
             asked: Mutex::new(Vec::new()),
         });
@@ -851,14 +857,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("db")).unwrap();
         ensure_bootstrapped(&engine, 1, 1, &[1]).unwrap();
-        let store = start_store(
-            RaftStoreConfig::for_tests(),
-            engine,
-            Arc::new(NoNetwork),
-            Arc::new(SequentialIds::starting_at(1000)),
-        )
-        .await
-        .unwrap();
+        let store = start_alone(engine).await;
         let timeouts = ServiceTimeouts {
             request: Duration::from_secs(10),
             attempt: Duration::from_secs(1),
