@@ -42,6 +42,9 @@
 //! Region boundaries and split keys are keys, i.e. bytes: they are shown percent-encoded
 //! (every byte but ASCII letters, digits and `-._~`), the same form the KV endpoints take
 //! keys in, and a split key is read back from that form.
+//!
+//! The answers are typed ([`RegionInfo`], [`RegionsView`], [`StoresView`], [`OkView`]) and
+//! deserialize as well as serialize: `tinykv-ctl` reads them into these same types.
 
 use std::time::Duration;
 
@@ -72,7 +75,7 @@ const KEY_DISPLAY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A region as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionInfo {
     /// Region id.
     pub id: u64,
@@ -105,7 +108,7 @@ pub struct RegionInfo {
 }
 
 /// A region epoch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochInfo {
     /// Bumped by each membership change.
     pub conf_ver: u64,
@@ -114,12 +117,27 @@ pub struct EpochInfo {
 }
 
 /// A peer of a region.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// Peer id.
     pub id: u64,
     /// The store it lives on.
     pub store_id: u64,
+}
+
+/// The answer of `GET /v1/admin/regions` and of a split: a list of regions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegionsView {
+    /// The regions.
+    pub regions: Vec<RegionInfo>,
+}
+
+/// The answer of an operation that only reports success
+/// (`POST /v1/admin/regions/{id}/transfer-leader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OkView {
+    /// `true` once done.
+    pub ok: bool,
 }
 
 impl From<&metapb::Peer> for PeerInfo {
@@ -194,7 +212,7 @@ pub async fn list_regions(state: web::Data<ApiState>) -> Result<HttpResponse> {
         let status = store.region_status(route.region.id).await?;
         regions.push(region_info(&route, status.as_ref()));
     }
-    Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
+    Ok(HttpResponse::Ok().json(RegionsView { regions }))
 }
 
 /// `GET /v1/admin/regions/{id}`.
@@ -259,8 +277,17 @@ pub fn health_probe_client(tls: Option<&crate::security::Tls>) -> Result<NodeHtt
     })
 }
 
+/// The answer of `GET /v1/admin/stores`: the address book as one node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoresView {
+    /// The store that answered.
+    pub store_id: u64,
+    /// Every store of its address book.
+    pub stores: Vec<StoreView>,
+}
+
 /// A store of the address book as `GET /v1/admin/stores` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreView {
     /// Store id.
     pub id: u64,
@@ -331,7 +358,10 @@ pub async fn list_stores(state: web::Data<ApiState>) -> Result<HttpResponse> {
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "store_id": local_id, "stores": stores })))
+    Ok(HttpResponse::Ok().json(StoresView {
+        store_id: local_id,
+        stores,
+    }))
 }
 
 /// Asks store `id` at `http_addr` for `GET /health?live`: `Ok` if it answers 200 as that
@@ -434,8 +464,8 @@ pub async fn split_region(
     let body: SplitBody = parse_body(body)?;
     let keys = split_keys(body)?;
     let regions = state.admin.split(id, keys).await?;
-    let regions: Vec<RegionInfo> = regions.iter().map(RegionInfo::from_region).collect();
-    Ok(HttpResponse::Ok().json(json!({ "regions": regions })))
+    let regions = regions.iter().map(RegionInfo::from_region).collect();
+    Ok(HttpResponse::Ok().json(RegionsView { regions }))
 }
 
 /// `POST /v1/admin/regions/{id}/merge`.
@@ -479,7 +509,7 @@ pub async fn transfer_leader(
     let id = path_number(&req, "id")?;
     let body: TransferLeaderBody = parse_body(body)?;
     state.admin.transfer_leader(id, body.peer_id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+    Ok(HttpResponse::Ok().json(OkView { ok: true }))
 }
 
 /// `GET /v1/admin/drain-leaders`: whether this node hands its leaderships away, how many

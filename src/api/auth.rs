@@ -24,13 +24,15 @@
 //! Every change goes to the placement driver, which records it through raft; the node
 //! that asked takes the new state from the answer at once, the others from their next
 //! heartbeat.
+//!
+//! The answers are [`AuthView`] and, for a new token, [`CreatedTokenView`]; `tinykv-ctl`
+//! reads them into these same types.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{http::Method, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::admin::parse_json;
 use super::pd::PD_REQUEST_TIMEOUT;
@@ -227,10 +229,11 @@ pub async fn create_token(state: web::Data<ApiState>, body: web::Bytes) -> Resul
         },
     )
     .await?;
-    let mut answer = token_view(&record);
-    answer["token"] = json!(made.token);
-    answer["version"] = json!(set.version);
-    Ok(HttpResponse::Created().json(answer))
+    Ok(HttpResponse::Created().json(CreatedTokenView {
+        token: made.token,
+        info: TokenView::of(&record),
+        version: set.version,
+    }))
 }
 
 /// `DELETE /v1/auth/tokens/{id}`.
@@ -290,28 +293,91 @@ async fn apply(state: &ApiState, change: AuthChange) -> Result<AuthSet> {
     Ok(set)
 }
 
-/// The state as the API shows it: no digests of secrets.
-pub fn view(set: &AuthSet) -> Value {
-    json!({
-        "enabled": set.enabled,
-        "version": set.version,
-        "tokens": set.tokens.values().map(token_view).collect::<Vec<_>>(),
-        "users": set.users.values().map(|user| json!({
-            "name": user.name,
-            "role": user.grant.role,
-            "prefix": user.grant.prefix,
-        })).collect::<Vec<_>>(),
-    })
+/// The answer of `GET /v1/auth` and of every change but making a token: the state, with
+/// no digests of secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthView {
+    /// Whether requests need a credential.
+    pub enabled: bool,
+    /// Raised by every change.
+    pub version: u64,
+    /// Every token, by id (always sent; a missing list reads as empty).
+    #[serde(default)]
+    pub tokens: Vec<TokenView>,
+    /// Every certificate user with a grant, by name (always sent; a missing list reads
+    /// as empty).
+    #[serde(default)]
+    pub users: Vec<UserView>,
 }
 
-fn token_view(record: &TokenRecord) -> Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "role": record.grant.role,
-        "prefix": record.grant.prefix,
-        "created_ms": record.created_ms,
-    })
+/// A token as the API lists it: never its secret nor its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its public id (`root` for the root token).
+    pub id: String,
+    /// What it is for, as its creator named it.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The keys it reaches: those beginning with this; `None` (`null`): all.
+    pub prefix: Option<String>,
+    /// When it was made, in Unix milliseconds.
+    pub created_ms: u64,
+}
+
+/// A certificate user with a grant, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The name its certificate carries (`tinykv://user/<name>`).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The keys it reaches: those beginning with this; `None` (`null`): all.
+    pub prefix: Option<String>,
+}
+
+/// The answer of `POST /v1/auth/tokens`: the new token, its secret included this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTokenView {
+    /// The token to hand the client: shown this once, kept nowhere.
+    pub token: String,
+    /// The token as the cluster lists it from now on (its fields appear at the top
+    /// level).
+    #[serde(flatten)]
+    pub info: TokenView,
+    /// The state's version after the change.
+    pub version: u64,
+}
+
+impl TokenView {
+    /// The listing of `record`.
+    pub fn of(record: &TokenRecord) -> TokenView {
+        TokenView {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            role: record.grant.role,
+            prefix: record.grant.prefix.clone(),
+            created_ms: record.created_ms,
+        }
+    }
+}
+
+/// The state as the API shows it: no digests of secrets.
+pub fn view(set: &AuthSet) -> AuthView {
+    AuthView {
+        enabled: set.enabled,
+        version: set.version,
+        tokens: set.tokens.values().map(TokenView::of).collect(),
+        users: set
+            .users
+            .values()
+            .map(|user| UserView {
+                name: user.name.clone(),
+                role: user.grant.role,
+                prefix: user.grant.prefix.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn now_ms() -> u64 {

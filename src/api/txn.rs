@@ -34,7 +34,7 @@ use std::collections::HashSet;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::admin::parse_json;
@@ -390,18 +390,42 @@ pub async fn locks(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpR
     let start = params.get("start").cloned().unwrap_or_default();
     let end = params.get("end").cloned().unwrap_or_default();
     let locks = state.txn.scan_locks(&start, &end, max_ts, limit).await?;
-    let locks: Vec<Value> = locks
+    let locks = locks
         .into_iter()
-        .map(|lock| {
-            json!({
-                "key": encode(&lock.key, encoding),
-                "primary": encode(&lock.primary_lock, encoding),
-                "start_ts": lock.lock_version,
-                "ttl_ms": lock.lock_ttl,
-            })
+        .map(|lock| LockView {
+            key: encode(&lock.key, encoding),
+            primary: encode(&lock.primary_lock, encoding),
+            start_ts: lock.lock_version,
+            ttl_ms: lock.lock_ttl,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "locks": locks, "encoding": encoding.name() })))
+    Ok(HttpResponse::Ok().json(LocksView {
+        locks,
+        encoding: encoding.name().to_string(),
+    }))
+}
+
+/// The answer of `GET /v1/txn/locks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocksView {
+    /// The locks, in key order.
+    pub locks: Vec<LockView>,
+    /// How keys are written: `utf8` or `base64`.
+    pub encoding: String,
+}
+
+/// One lock of `GET /v1/txn/locks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockView {
+    /// The locked key: a string in the answer's encoding, or `{"base64": ..}` in `utf8`
+    /// when it is not UTF-8.
+    pub key: Value,
+    /// Its transaction's primary key, written like `key`.
+    pub primary: Value,
+    /// Its transaction's start timestamp.
+    pub start_ts: u64,
+    /// Its time to live, in milliseconds from the start timestamp's physical time.
+    pub ttl_ms: u64,
 }
 
 /// `POST /v1/txn/begin`.

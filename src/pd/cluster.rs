@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tinykv_proto::metapb::{Cluster, Store, StoreState};
 
 use super::region::{RegionHeartbeat, RegionInfo, RegionTree};
@@ -56,7 +56,7 @@ impl From<&Cluster> for ClusterConfig {
 }
 
 /// A store's periodic report about itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreHeartbeat {
     /// The reporting store.
     pub store_id: u64,
@@ -123,7 +123,7 @@ impl StoreInfo {
 
 /// Figures about a store derived from the regions that have a peer on it. Sizes are in
 /// MiB, each region counting [`RegionInfo::size_mib`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreRegionStats {
     /// Regions with a peer on the store.
     pub region_count: usize,
@@ -160,14 +160,14 @@ impl StoreRegions {
 }
 
 /// A store as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreSummary {
     /// The store's id.
     pub id: u64,
     /// Where it listens.
     pub address: String,
     /// `Up`, `Offline` or `Tombstone`.
-    pub state: &'static str,
+    pub state: String,
     /// Whether it has been silent for longer than the down time.
     pub is_down: bool,
     /// When it last sent a heartbeat.
@@ -522,7 +522,7 @@ impl ClusterInfo {
         Some(StoreSummary {
             id: store.id(),
             address: store.meta.address.clone(),
-            state: store.state().as_str_name(),
+            state: store.state().as_str_name().to_string(),
             is_down: store.is_down(now_ms, max_down_ms),
             last_heartbeat_ms: store.last_heartbeat_ms,
             regions: self.store_region_stats(store_id),

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cluster::{ClusterInfo, StoreHeartbeat};
 use super::operator::{
@@ -31,7 +31,7 @@ use super::PdError;
 pub const OPERATOR_HISTORY_LEN: usize = 64;
 
 /// How an operator ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatorOutcome {
     /// Every step was done.
@@ -60,10 +60,10 @@ pub struct EndedOperatorView {
 }
 
 /// How many operators were made and how they ended, since the coordinator started.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorCounts {
     /// Operators created, by the checker or scheduler that made them (`desc`).
-    pub created: BTreeMap<&'static str, u64>,
+    pub created: BTreeMap<String, u64>,
     /// Operators ended, by outcome.
     pub ended: BTreeMap<OperatorOutcome, u64>,
 }
@@ -373,7 +373,11 @@ impl Coordinator {
     }
 
     fn insert(&mut self, op: Operator) {
-        *self.counts.created.entry(op.desc()).or_default() += 1;
+        *self
+            .counts
+            .created
+            .entry(op.desc().to_string())
+            .or_default() += 1;
         self.operators.insert(op.region_id(), op);
     }
 

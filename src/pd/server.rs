@@ -579,7 +579,7 @@ impl PdServer {
                     now,
                     max_down,
                 );
-                Ok(json!({ "store": store }))
+                Ok(views::offline(store))
             }
             // Served in batches by `PdServer::timestamps`, never dispatched one by one.
             PdRequest::Timestamps { .. } => {
@@ -610,7 +610,7 @@ impl PdServer {
                 let reply = self.take_ids(leadership, count).await?;
                 Ok(serde_json::to_value(reply).expect("replies serialize"))
             }
-            PdRequest::SafePoint => Ok(json!({ "safe_point": leadership.gc_safe_point })),
+            PdRequest::SafePoint => Ok(views::safe_point(leadership.gc_safe_point)),
             PdRequest::AdvanceSafePoint { safe_point } => {
                 // Never in the last seconds (no life time is that short), so a garbled
                 // request cannot stall collection for good; never backwards: what was
@@ -627,7 +627,7 @@ impl PdServer {
                     tracing::info!(safe_point, "garbage collection's safe point advanced");
                     leadership.gc_safe_point = safe_point;
                 }
-                Ok(json!({ "safe_point": leadership.gc_safe_point }))
+                Ok(views::safe_point(leadership.gc_safe_point))
             }
             PdRequest::Operators => Ok(views::operators(&leadership.coordinator, now)),
             PdRequest::Regions => Ok(views::regions(&leadership.coordinator, now)),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tinykv_actors::StoreRouter;
 use tokio::task::JoinHandle;
 
@@ -52,8 +52,8 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What `GET /v1/admin/drain-leaders` answers.
-#[derive(Debug, Clone, Serialize)]
+/// What `GET /v1/admin/drain-leaders` answers (and what `tinykv-ctl` reads it into).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainStatus {
     /// The answering store.
     pub store_id: u64,

@@ -1,74 +1,24 @@
 //! Authentication: the answers of the `/v1/auth` endpoints, and how `tinykv-ctl auth`
 //! shows them.
 //!
-//! `GET /v1/auth` and every change answer with the whole state ([`AuthAnswer`]): whether
+//! `GET /v1/auth` and every change answer with the whole state ([`AuthView`]): whether
 //! authentication is on, its version (raised by every change), every token (id, name,
 //! role, key prefix and when it was made, never a secret: the cluster keeps only
 //! digests) and every certificate user with a grant. `POST /v1/auth/tokens` answers with
-//! the new token ([`CreatedToken`]), whose `token` field is the only time its secret
+//! the new token ([`CreatedTokenView`]), whose `token` field is the only time its secret
 //! ever appears: [`render_created`] puts it on a line of its own and says so.
 //!
 //! The answer has no `now_ms`, so a token's creation time is shown as a UTC date rather
 //! than an age measured against this machine's clock. Names and prefixes are the
 //! server's text, shown with control characters escaped ([`printable`]).
+//!
+//! The answers are read into the server's own view types ([`tinykv::api::auth`]); a role
+//! is shown as the API spells it ([`json_name`]).
 
-use serde::Deserialize;
+use tinykv::api::auth::{AuthView, CreatedTokenView, TokenView, UserView};
 
-use crate::format::{printable, utc_time};
+use crate::format::{json_name, printable, utc_time};
 use crate::table::{render_fields, Column, Table};
-
-/// The answer of `GET /v1/auth` and of every change but making a token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthAnswer {
-    /// Whether requests need a credential.
-    pub enabled: bool,
-    /// Raised by every change.
-    pub version: u64,
-    /// Every token, by id.
-    #[serde(default)]
-    pub tokens: Vec<TokenInfo>,
-    /// Every certificate user with a grant, by name.
-    #[serde(default)]
-    pub users: Vec<UserInfo>,
-}
-
-/// A token as the cluster lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenInfo {
-    /// Its public id (`root` for the root token).
-    pub id: String,
-    /// What it is for, as its creator named it.
-    pub name: String,
-    /// `read`, `readwrite` or `admin`.
-    pub role: String,
-    /// The keys it reaches: those beginning with this; `None`: all.
-    pub prefix: Option<String>,
-    /// When it was made, in Unix milliseconds.
-    pub created_ms: u64,
-}
-
-/// A certificate user with a grant.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UserInfo {
-    /// The name its certificate carries (`tinykv://user/<name>`).
-    pub name: String,
-    /// `read`, `readwrite` or `admin`.
-    pub role: String,
-    /// The keys it reaches: those beginning with this; `None`: all.
-    pub prefix: Option<String>,
-}
-
-/// The answer of `POST /v1/auth/tokens`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CreatedToken {
-    /// The token to hand the client: shown this once, kept nowhere.
-    pub token: String,
-    /// The token as the cluster lists it from now on.
-    #[serde(flatten)]
-    pub info: TokenInfo,
-    /// The state's version after the change.
-    pub version: u64,
-}
 
 /// `on` or `off`.
 fn on_off(enabled: bool) -> &'static str {
@@ -85,7 +35,7 @@ fn prefix_cell(prefix: &Option<String>) -> String {
 }
 
 /// `auth token list`: one row per token, or a line saying there is none.
-pub fn render_tokens(tokens: &[TokenInfo]) -> String {
+pub fn render_tokens(tokens: &[TokenView]) -> String {
     if tokens.is_empty() {
         return "no tokens\n".to_string();
     }
@@ -100,7 +50,7 @@ pub fn render_tokens(tokens: &[TokenInfo]) -> String {
         table.push_row(vec![
             printable(&token.id),
             printable(&token.name),
-            printable(&token.role),
+            printable(&json_name(&token.role)),
             prefix_cell(&token.prefix),
             utc_time(token.created_ms),
         ]);
@@ -109,7 +59,7 @@ pub fn render_tokens(tokens: &[TokenInfo]) -> String {
 }
 
 /// The certificate users: one row per user, or a line saying there is none.
-pub fn render_users(users: &[UserInfo]) -> String {
+pub fn render_users(users: &[UserView]) -> String {
     if users.is_empty() {
         return "no certificate users\n".to_string();
     }
@@ -121,7 +71,7 @@ pub fn render_users(users: &[UserInfo]) -> String {
     for user in users {
         table.push_row(vec![
             printable(&user.name),
-            printable(&user.role),
+            printable(&json_name(&user.role)),
             prefix_cell(&user.prefix),
         ]);
     }
@@ -129,7 +79,7 @@ pub fn render_users(users: &[UserInfo]) -> String {
 }
 
 /// `auth status`: whether it is on and the version, then the tokens, then the users.
-pub fn render_status(answer: &AuthAnswer) -> String {
+pub fn render_status(answer: &AuthView) -> String {
     let mut out = render_fields(&[
         ("authentication", on_off(answer.enabled).to_string()),
         ("version", answer.version.to_string()),
@@ -144,7 +94,7 @@ pub fn render_status(answer: &AuthAnswer) -> String {
 }
 
 /// `auth enable` and `auth disable`: the state it is now in.
-pub fn render_switched(answer: &AuthAnswer) -> String {
+pub fn render_switched(answer: &AuthView) -> String {
     let effect = if answer.enabled {
         "every request but /health, /metrics and the dashboard's files needs a token or a \
          certificate user"
@@ -160,13 +110,13 @@ pub fn render_switched(answer: &AuthAnswer) -> String {
 }
 
 /// `auth token create`: the token on a line of its own, and that it is shown only once.
-pub fn render_created(created: &CreatedToken) -> String {
+pub fn render_created(created: &CreatedTokenView) -> String {
     let info = &created.info;
     let mut out = format!(
         "created token {} (name {}, role {}, prefix {}; version {})\n\n",
         printable(&info.id),
         printable(&info.name),
-        printable(&info.role),
+        printable(&json_name(&info.role)),
         prefix_cell(&info.prefix),
         created.version
     );
@@ -181,7 +131,7 @@ pub fn render_created(created: &CreatedToken) -> String {
 }
 
 /// `auth token revoke ID`: what was revoked, then the tokens left.
-pub fn render_revoked(id: &str, answer: &AuthAnswer) -> String {
+pub fn render_revoked(id: &str, answer: &AuthView) -> String {
     format!(
         "revoked token {} (version {}); the other nodes refuse it within a heartbeat\n\n{}",
         printable(id),
@@ -191,7 +141,7 @@ pub fn render_revoked(id: &str, answer: &AuthAnswer) -> String {
 }
 
 /// `auth user set NAME`: the user's grant as the cluster now keeps it, then every user.
-pub fn render_user_set(name: &str, answer: &AuthAnswer) -> String {
+pub fn render_user_set(name: &str, answer: &AuthView) -> String {
     let grant = answer
         .users
         .iter()
@@ -199,7 +149,7 @@ pub fn render_user_set(name: &str, answer: &AuthAnswer) -> String {
         .map(|user| {
             format!(
                 "role {}, prefix {}",
-                printable(&user.role),
+                printable(&json_name(&user.role)),
                 prefix_cell(&user.prefix)
             )
         })
@@ -213,7 +163,7 @@ pub fn render_user_set(name: &str, answer: &AuthAnswer) -> String {
 }
 
 /// `auth user delete NAME`: whose grant was taken away, then the users left.
-pub fn render_user_deleted(name: &str, answer: &AuthAnswer) -> String {
+pub fn render_user_deleted(name: &str, answer: &AuthView) -> String {
     format!(
         "removed certificate user {} (version {})\n\n{}",
         printable(name),
@@ -240,7 +190,7 @@ mod tests {
             "users": [{"name": "ops", "role": "read", "prefix": null}]})
     }
 
-    fn answer(enabled: bool) -> AuthAnswer {
+    fn answer(enabled: bool) -> AuthView {
         serde_json::from_value(sample(enabled)).unwrap()
     }
 
@@ -266,7 +216,7 @@ ops   read  -
 ";
         assert_eq!(text, expected);
         assert!(!text.contains("sha256"));
-        let empty: AuthAnswer =
+        let empty: AuthView =
             serde_json::from_value(json!({"enabled": false, "version": 0})).unwrap();
         let text = render_status(&empty);
         assert!(text.starts_with("authentication:    off\n"), "{text}");
@@ -278,7 +228,7 @@ ops   read  -
         let mut created = sample(true)["tokens"][0].clone();
         created["token"] = json!(SECRET);
         created["version"] = json!(8);
-        let created: CreatedToken = serde_json::from_value(created).unwrap();
+        let created: CreatedTokenView = serde_json::from_value(created).unwrap();
         let text = render_created(&created);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(

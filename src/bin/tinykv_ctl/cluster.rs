@@ -8,133 +8,36 @@
 //! address book, whether each answers a health probe from that node right now, and how
 //! many of the regions that node holds have a peer or leader there.
 //!
-//! The types list the fields this tool shows; unknown fields are ignored, so a newer
-//! server still works, and fields documented as nullable are `Option`s.
+//! The answers are read into the server's own view types: [`ClusterView`],
+//! [`StoreSummaryView`] and [`OfflineView`](tinykv::pd::views::OfflineView) of the
+//! placement driver's views
+//! ([`tinykv::pd::views`]), [`StoresView`] of the node's admin API
+//! ([`tinykv::api::admin`]). Unknown fields are ignored, so a newer server that adds
+//! some still works; a change to the views is a compile error here rather than a
+//! silent mismatch.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use tinykv::api::admin::StoresView;
+use tinykv::pd::views::{ClusterView, StoreSummaryView};
 
-use crate::format::{age, counts_list, optional_bytes, optional_number};
+use crate::format::{age, counts_list, json_name, optional_bytes};
 use crate::table::{render_fields, Column, Table};
 
-/// The answer of `GET /v1/admin/cluster`: the PD's view of the whole cluster.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ClusterAnswer {
-    /// The cluster's id.
-    pub cluster_id: u64,
-    /// How many replicas each region should have.
-    pub max_peer_count: u64,
-    /// The store whose PD leads, if known.
-    pub pd_leader_store: Option<u64>,
-    /// The region holding the cluster's metadata, if known.
-    pub meta_region_id: Option<u64>,
-    /// The PD's clock when it answered, in Unix milliseconds.
-    pub now_ms: u64,
-    /// How many regions the PD knows.
-    pub region_count: u64,
-    /// How many operators are being carried out.
-    pub operators_in_flight: u64,
-    /// How many operators were created and how they ended.
-    #[serde(default)]
-    pub operator_counts: OperatorCounts,
-    /// Every store the PD knows.
-    pub stores: Vec<StoreSummary>,
-}
-
-/// Operators created (by the checker or scheduler that made them) and ended (by outcome).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct OperatorCounts {
-    /// Created operators by `desc`, e.g. `balance-region`.
-    #[serde(default)]
-    pub created: BTreeMap<String, u64>,
-    /// Ended operators by outcome, e.g. `finished`.
-    #[serde(default)]
-    pub ended: BTreeMap<String, u64>,
-}
-
-/// One store as the PD sees it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoreSummary {
-    /// The store's id.
-    pub id: u64,
-    /// Its raft address.
-    pub address: String,
-    /// Its HTTP address, if the PD knows it.
-    pub http_addr: Option<String>,
-    /// `Up`, `Offline` or `Tombstone`.
-    pub state: String,
-    /// Whether it has been silent for longer than the PD tolerates.
-    pub is_down: bool,
-    /// When it last sent a heartbeat, in Unix milliseconds.
-    pub last_heartbeat_ms: Option<u64>,
-    /// Regions with a peer on it.
-    pub region_count: u64,
-    /// Regions led from it.
-    pub leader_count: u64,
-    /// Regions whose peer on it is still catching up.
-    pub pending_peer_count: u64,
-    /// Total size of the regions with a peer on it, in MiB.
-    pub region_size_mib: u64,
-    /// Its last report about its disk, if any.
-    pub report: Option<StoreReport>,
-}
-
-/// A store's last report about its disk (only the part shown).
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoreReport {
-    /// Free disk space in bytes, if known.
-    pub available: Option<u64>,
-}
-
-/// The answer of `GET /v1/admin/stores`: the address book as one node sees it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoresAnswer {
-    /// The store that answered.
-    pub store_id: u64,
-    /// Every store of its address book.
-    pub stores: Vec<StoreView>,
-}
-
-/// One store as the answering node sees it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoreView {
-    /// The store's id.
-    pub id: u64,
-    /// Its raft address.
-    pub raft_addr: String,
-    /// Its HTTP address.
-    pub http_addr: String,
-    /// Whether it is the store that answered.
-    pub local: bool,
-    /// Whether it answered the health probe.
-    pub up: bool,
-    /// Why the probe failed, if it did.
-    pub probe_error: Option<String>,
-    /// Regions held by the answering node with a peer on this store.
-    pub region_count: u64,
-    /// Regions held by the answering node whose leader is on this store.
-    pub leader_count: u64,
-    /// The PD's state for it, if the answering node knows it.
-    pub state: Option<String>,
-    /// Whether the PD considers it down, if the answering node knows it.
-    pub is_down: Option<bool>,
-}
-
-/// The answer of `POST /v1/admin/stores/{id}/offline`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct OfflineAnswer {
-    /// The store after the change.
-    pub store: StoreSummary,
-}
-
 /// `cluster`: the settings and counters as `key: value` lines, then the stores table.
-pub fn render_cluster(cluster: &ClusterAnswer) -> String {
+pub fn render_cluster(cluster: &ClusterView) -> String {
+    // By the outcome's name, as the server spells it.
+    let ended: BTreeMap<String, u64> = cluster
+        .operator_counts
+        .ended
+        .iter()
+        .map(|(outcome, count)| (json_name(outcome), *count))
+        .collect();
     let fields = [
         ("cluster id", cluster.cluster_id.to_string()),
         ("max replicas", cluster.max_peer_count.to_string()),
-        ("PD leader store", optional_number(cluster.pd_leader_store)),
-        ("meta region", optional_number(cluster.meta_region_id)),
+        ("PD leader store", cluster.pd_leader_store.to_string()),
+        ("meta region", cluster.meta_region_id.to_string()),
         ("regions", cluster.region_count.to_string()),
         (
             "operators in flight",
@@ -144,10 +47,7 @@ pub fn render_cluster(cluster: &ClusterAnswer) -> String {
             "operators created",
             counts_list(&cluster.operator_counts.created),
         ),
-        (
-            "operators ended",
-            counts_list(&cluster.operator_counts.ended),
-        ),
+        ("operators ended", counts_list(&ended)),
     ];
     format!(
         "{}\n{}",
@@ -157,7 +57,7 @@ pub fn render_cluster(cluster: &ClusterAnswer) -> String {
 }
 
 /// The PD's stores as a table; heartbeat ages are taken at `now_ms`.
-pub fn render_store_summaries(stores: &[StoreSummary], now_ms: u64) -> String {
+pub fn render_store_summaries(stores: &[StoreSummaryView], now_ms: u64) -> String {
     let mut table = Table::new(vec![
         Column::right("ID"),
         Column::left("ADDRESS"),
@@ -171,18 +71,19 @@ pub fn render_store_summaries(stores: &[StoreSummary], now_ms: u64) -> String {
         Column::right("LAST HEARTBEAT"),
         Column::right("AVAILABLE"),
     ]);
-    for store in stores {
+    for view in stores {
+        let store = &view.summary;
         let available = store.report.as_ref().and_then(|r| r.available);
         table.push_row(vec![
             store.id.to_string(),
             store.address.clone(),
-            store.http_addr.clone().unwrap_or_else(|| "-".to_string()),
+            view.http_addr.clone().unwrap_or_else(|| "-".to_string()),
             store.state.clone(),
             if store.is_down { "down" } else { "" }.to_string(),
-            store.region_count.to_string(),
-            store.leader_count.to_string(),
-            store.region_size_mib.to_string(),
-            store.pending_peer_count.to_string(),
+            store.regions.region_count.to_string(),
+            store.regions.leader_count.to_string(),
+            store.regions.region_size_mib.to_string(),
+            store.regions.pending_peer_count.to_string(),
             store
                 .last_heartbeat_ms
                 .map_or_else(|| "never".to_string(), |then| age(now_ms, then)),
@@ -193,7 +94,7 @@ pub fn render_store_summaries(stores: &[StoreSummary], now_ms: u64) -> String {
 }
 
 /// `stores`: the answering node's address book, its own row marked with `*`.
-pub fn render_stores(answer: &StoresAnswer) -> String {
+pub fn render_stores(answer: &StoresView) -> String {
     let mut table = Table::new(vec![
         Column::left("ID"),
         Column::left("RAFT"),
@@ -236,9 +137,10 @@ pub fn render_stores(answer: &StoresAnswer) -> String {
     )
 }
 
-/// `store offline`: what happens to the store now.
-pub fn render_offline(answer: &OfflineAnswer) -> String {
-    let store = &answer.store;
+/// `store offline`: what happens to the store now (the store of an
+/// [`OfflineView`](tinykv::pd::views::OfflineView)).
+pub fn render_offline(store: &StoreSummaryView) -> String {
+    let store = &store.summary;
     if store.state == "Offline" {
         format!(
             "store {} is now Offline; its regions are being moved away \
@@ -254,6 +156,7 @@ pub fn render_offline(answer: &OfflineAnswer) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tinykv::pd::views::OfflineView;
 
     /// The sample answer of `GET /v1/admin/cluster`.
     fn cluster_sample() -> serde_json::Value {
@@ -266,7 +169,7 @@ mod tests {
                  "is_down":false,"last_heartbeat_ms":1763999999600u64,"region_count":5,
                  "leader_count":2,"pending_peer_count":0,"region_size_mib":5,"leader_size_mib":2,
                  "report":{"store_id":1,"capacity":107374182400u64,"available":13207024435u64,
-                           "used_size":67,"region_count":5}},
+                           "used_size":67,"region_count":5,"draining_leaders":false}},
                 {"id":2,"address":"127.0.0.1:20162","http_addr":"127.0.0.1:8082","state":"Offline",
                  "is_down":true,"last_heartbeat_ms":null,"region_count":0,"leader_count":0,
                  "pending_peer_count":1,"region_size_mib":0,"leader_size_mib":0,"report":null,
@@ -275,7 +178,7 @@ mod tests {
 
     #[test]
     fn cluster_shows_settings_then_stores() {
-        let cluster: ClusterAnswer = serde_json::from_value(cluster_sample()).unwrap();
+        let cluster: ClusterView = serde_json::from_value(cluster_sample()).unwrap();
         let text = render_cluster(&cluster);
         let lines: Vec<&str> = text.lines().collect();
         // 8 fields, a blank line, headers, dashes and 2 stores.
@@ -296,7 +199,7 @@ mod tests {
 
     #[test]
     fn stores_mark_the_answering_store_and_unreachable_ones() {
-        let answer: StoresAnswer = serde_json::from_value(json!({"store_id":1,"stores":[
+        let answer: StoresView = serde_json::from_value(json!({"store_id":1,"stores":[
             {"id":1,"raft_addr":"127.0.0.1:20161","http_addr":"127.0.0.1:8081","local":true,
              "up":true,"probe_error":null,"region_count":3,"leader_count":1,"state":"Up",
              "is_down":false},
@@ -324,16 +227,18 @@ mod tests {
     fn offline_says_what_happens_next() {
         let mut sample = cluster_sample();
         let store = sample["stores"][1].take();
-        let answer: OfflineAnswer = serde_json::from_value(json!({ "store": store })).unwrap();
+        let answer: OfflineView = serde_json::from_value(json!({ "store": store })).unwrap();
+        let store = answer.store.unwrap();
         assert_eq!(
-            render_offline(&answer),
+            render_offline(&store),
             "store 2 is now Offline; its regions are being moved away \
              (it becomes Tombstone once empty)\n"
         );
         let tombstone = json!({"store": {"id":4,"address":"a","state":"Tombstone","is_down":false,
             "last_heartbeat_ms":null,"region_count":0,"leader_count":0,"pending_peer_count":0,
-            "region_size_mib":0,"report":null}});
-        let answer: OfflineAnswer = serde_json::from_value(tombstone).unwrap();
-        assert_eq!(render_offline(&answer), "store 4 is Tombstone\n");
+            "region_size_mib":0,"leader_size_mib":0,"report":null}});
+        let answer: OfflineView = serde_json::from_value(tombstone).unwrap();
+        let store = answer.store.unwrap();
+        assert_eq!(render_offline(&store), "store 4 is Tombstone\n");
     }
 }

@@ -6,16 +6,23 @@
 //! `--json`. The first and last steps are pure functions, tested without a node; only
 //! [`run`] touches the network. `auth` commands are rendered by [`crate::auth`]. `certs`
 //! asks no node: [`run`] hands it to [`crate::certs`].
+//!
+//! Answers are decoded into the library's own view types (`tinykv::api::admin`,
+//! `tinykv::pd::views`, `tinykv::api::auth`, `tinykv::api::txn`, the leader drain's
+//! status), the types the routes serialize, so the tool and the API cannot drift apart
+//! unnoticed.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::de::{DeserializeOwned, Error as _};
-use serde::Deserialize;
 use serde_json::{json, Value};
+use tinykv::api::admin::{OkView, RegionInfo, RegionsView};
+use tinykv::api::auth::AuthView;
+use tinykv::pd::views::{OfflineView, RegionsView as PdRegionsView};
 
 use crate::auth::{
     render_created, render_revoked, render_status, render_switched, render_tokens,
-    render_user_deleted, render_user_set, AuthAnswer,
+    render_user_deleted, render_user_set,
 };
 use crate::certs;
 use crate::cli::{
@@ -25,15 +32,8 @@ use crate::client::{AdminClient, Call};
 use crate::cluster::{render_cluster, render_offline, render_stores};
 use crate::error::CtlError;
 use crate::operators::render_operators;
-use crate::regions::{render_region, render_regions, Region, RegionsAnswer};
+use crate::regions::{from_pd, render_region, render_regions};
 use crate::txn::{now_ms, render_locks, render_safe_point};
-
-/// The answer of an operation that only reports success.
-#[derive(Debug, Deserialize)]
-struct OkAnswer {
-    /// `true` once done.
-    ok: bool,
-}
 
 /// Characters left as they are in a path segment (a token id, a user name): RFC 3986's
 /// unreserved ones.
@@ -92,7 +92,7 @@ fn render_auth(command: &AuthCommand, answer: Value) -> Result<String, serde_jso
     if let AuthCommand::Token(TokenCommand::Create { .. }) = command {
         return Ok(render_created(&decode(answer)?));
     }
-    let state: AuthAnswer = decode(answer)?;
+    let state: AuthView = decode(answer)?;
     Ok(match command {
         AuthCommand::Status => render_status(&state),
         AuthCommand::Enable | AuthCommand::Disable => render_switched(&state),
@@ -173,19 +173,30 @@ pub fn render_answer(command: &Command, answer: Value) -> Result<String, serde_j
     Ok(match command {
         Command::Cluster => render_cluster(&decode(answer)?),
         Command::Stores => render_stores(&decode(answer)?),
-        Command::Store(StoreCommand::Offline { .. }) => render_offline(&decode(answer)?),
+        Command::Store(StoreCommand::Offline { .. }) => {
+            let Some(store) = decode::<OfflineView>(answer)?.store else {
+                return Err(serde_json::Error::custom(
+                    "invalid type: null, expected a store",
+                ));
+            };
+            render_offline(&store)
+        }
         Command::Store(StoreCommand::DrainLeaders { .. } | StoreCommand::ResumeLeaders { .. }) => {
             crate::drain::render(&decode(answer)?)
         }
-        Command::Regions { .. } | Command::Split { .. } => {
-            render_regions(&decode::<RegionsAnswer>(answer)?.regions)
+        Command::Regions { pd: true } => {
+            let regions = decode::<PdRegionsView>(answer)?.regions;
+            render_regions(&regions.into_iter().map(from_pd).collect::<Vec<_>>())
+        }
+        Command::Regions { pd: false } | Command::Split { .. } => {
+            render_regions(&decode::<RegionsView>(answer)?.regions)
         }
         Command::Region { .. } | Command::AddPeer { .. } | Command::RemovePeer { .. } => {
-            render_region(&decode::<Region>(answer)?)
+            render_region(&decode::<RegionInfo>(answer)?)
         }
         Command::Operators => render_operators(&decode(answer)?),
         Command::TransferLeader { region_id, peer_id } => {
-            if !decode::<OkAnswer>(answer)?.ok {
+            if !decode::<OkView>(answer)?.ok {
                 return Err(serde_json::Error::custom("expected \"ok\": true"));
             }
             format!("region {region_id} is now led by peer {peer_id}\n")

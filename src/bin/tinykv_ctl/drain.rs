@@ -8,16 +8,19 @@
 //! [`POLL_INTERVAL`] until it leads no region, and fails after `--timeout` seconds naming
 //! what is left (the store keeps draining). With the store at zero leaderships, stopping
 //! it costs clients nothing: every region keeps a leader and a majority elsewhere.
+//!
+//! The answers are read into the server's own types: the address book into
+//! [`StoresView`] and a drain's state into [`DrainStatus`].
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde::Deserialize;
 use serde_json::Value;
+use tinykv::api::admin::StoresView;
+use tinykv::server::leader_drain::DrainStatus;
 
 use crate::cli::{node_url, NodeTarget, StoreCommand};
 use crate::client::{AdminClient, Call};
-use crate::cluster::StoresAnswer;
 use crate::error::CtlError;
 
 /// How often the command asks whether the store still leads anything.
@@ -25,19 +28,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The drain endpoint of a node.
 const DRAIN_PATH: &str = "/v1/admin/drain-leaders";
-
-/// A node's answer about its drain.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DrainAnswer {
-    /// The answering store.
-    pub store_id: u64,
-    /// Whether it drains.
-    pub draining: bool,
-    /// Regions it still leads.
-    pub leader_count: usize,
-    /// Regions whose leadership cannot move yet.
-    pub stuck_regions: Vec<u64>,
-}
 
 /// Runs `command` (`DrainLeaders` or `ResumeLeaders`) through the node `asked`; returns
 /// the text to print (the last answer's JSON with `json`).
@@ -94,7 +84,7 @@ pub async fn run(
 }
 
 /// The text shown for a drain's final `status`.
-pub fn render(status: &DrainAnswer) -> String {
+pub fn render(status: &DrainStatus) -> String {
     let id = status.store_id;
     match (status.draining, status.leader_count) {
         (true, 0) => format!(
@@ -111,7 +101,7 @@ pub fn render(status: &DrainAnswer) -> String {
 async fn store_node(asked: &NodeTarget, id: u64) -> Result<NodeTarget, CtlError> {
     let call = Call::new(Method::GET, "/v1/admin/stores".into());
     let answer = AdminClient::new(asked)?.send(&call).await?;
-    let book: StoresAnswer =
+    let book: StoresView =
         serde_json::from_value(answer).map_err(|e| CtlError::UnexpectedAnswer {
             addr: asked.addr.clone(),
             request: call.label(),
@@ -134,7 +124,7 @@ async fn store_node(asked: &NodeTarget, id: u64) -> Result<NodeTarget, CtlError>
     })
 }
 
-fn decode(node: &NodeTarget, answer: &Value) -> Result<DrainAnswer, CtlError> {
+fn decode(node: &NodeTarget, answer: &Value) -> Result<DrainStatus, CtlError> {
     serde_json::from_value(answer.clone()).map_err(|e| CtlError::UnexpectedAnswer {
         addr: node.addr.clone(),
         request: DRAIN_PATH.into(),
@@ -148,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_drain_says_whether_the_store_may_stop() {
-        let status = |draining, leader_count| DrainAnswer {
+        let status = |draining, leader_count| DrainStatus {
             store_id: 2,
             draining,
             leader_count,

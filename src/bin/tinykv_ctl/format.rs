@@ -1,5 +1,6 @@
 //! Small formatters shared by the views: byte sizes, durations and ages, dates, key
-//! bounds, optional numbers and text from the server made safe for a terminal.
+//! bounds, optional numbers, the JSON names of the server's enums and text from the
+//! server made safe for a terminal.
 //!
 //! Every age shown is a difference of two timestamps taken from the same answer (the
 //! server's `now_ms` minus an event's time), never the local clock, so ages are right even
@@ -112,6 +113,16 @@ pub fn end_bound(end_key: &str) -> String {
         "+inf".to_string()
     } else {
         end_key.to_string()
+    }
+}
+
+/// How the API spells `value` (a unit enum such as a role or an operator outcome): its
+/// JSON string, so the tool shows exactly what `--json` would.
+pub fn json_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_string(),
     }
 }
 

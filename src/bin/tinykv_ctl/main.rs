@@ -54,8 +54,15 @@
 //!
 //! Modules: [`cli`] (options), [`commands`] (request and rendering of each command),
 //! [`client`] (HTTP and error answers), [`error`] (the error type), [`certs`] (the
-//! `certs` files), [`cluster`], [`regions`], [`operators`], [`txn`] and [`auth`] (answer shapes
-//! and their views), [`table`] (text layout) and [`format`](mod@format) (sizes, ages, dates, keys).
+//! `certs` files), [`cluster`], [`regions`], [`operators`], [`txn`] and [`auth`] (how the
+//! answers are shown), [`table`] (text layout) and [`format`](mod@format) (sizes, ages,
+//! dates, keys).
+//!
+//! Answers are read into the library's own view types, the ones the routes serialize
+//! (`tinykv::api::admin`, `tinykv::pd::views`, `tinykv::api::auth`, `tinykv::api::txn`,
+//! the leader drain's `DrainStatus`), so a change to a view is a compile error here, not a
+//! silent mismatch. Only [`operators`] keeps shapes of its own, to list a newer server's
+//! operators (see there).
 
 mod auth;
 mod certs;

@@ -7,6 +7,14 @@
 //! store 4), `leader s1→s2` (move the leadership from store 1 to store 2) and `-peer@s1`
 //! (remove the peer on store 1), joined by arrows, the step in progress in brackets.
 //! Ages are measured at the answer's `now_ms`.
+//!
+//! Unlike the other answers, this one is read into shapes of this tool's own rather than
+//! the placement driver's `OperatorView` and `EndedOperatorView`
+//! ([`tinykv::pd::operator`], [`tinykv::pd::coordinator`]), on purpose: an operator's
+//! steps, kind and outcome grow with the scheduler, and the tool must still list the
+//! operators of a newer server (mid rolling upgrade) rather than fail on the first step,
+//! kind or outcome it does not know. So kinds and outcomes are plain strings and a step
+//! of an unknown type reads as [`Step::Unknown`], shown as `?`.
 
 use std::cmp::Reverse;
 

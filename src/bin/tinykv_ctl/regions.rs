@@ -1,108 +1,76 @@
 //! Regions: the shape the admin API shows one in, and how they are shown here.
 //!
-//! The shape follows `RegionInfo` in `src/api/admin.rs`: range (percent-encoded keys,
-//! empty for unbounded), epoch, peers, the leader as the answering node knows it and that
-//! node's raft progress. The views (`regions`, `region <ID>`) fill the leader and progress
-//! when the local peer answered; the operations (`split`, `add-peer`, `remove-peer`)
-//! return the region as its leader changed it, with those left `null`, shown as `-`.
+//! A region is read into the admin API's own [`RegionInfo`] ([`tinykv::api::admin`]):
+//! range (percent-encoded keys, empty for unbounded), epoch, peers, the leader as the
+//! answering node knows it and that node's raft progress. The views (`regions`,
+//! `region <ID>`) fill the leader and progress when the local peer answered; the
+//! operations (`split`, `add-peer`, `remove-peer`) return the region as its leader
+//! changed it, with those left `null`, shown as `-`. The placement driver's regions
+//! (`regions --pd`) come as its own [`PdRegionView`]s, shown the same way through
+//! [`from_pd`] (no raft progress, the size the leader reported).
 //!
 //! Keys are shown as the server gives them, percent-encoded, which is also the form
 //! `split` takes its key in, so a boundary can be copied from a table into a command.
 //! Tables list regions in key order (by the decoded start key).
 
 use percent_encoding::percent_decode_str;
-use serde::Deserialize;
+use tinykv::api::admin::RegionInfo;
+use tinykv::pd::views::RegionView as PdRegionView;
 
 use crate::format::{end_bound, optional_bytes, optional_number, start_bound};
 use crate::table::{render_fields, Column, Table};
 
-/// A region as the admin API shows it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Region {
-    /// Region id.
-    pub id: u64,
-    /// First key, percent-encoded (empty: unbounded).
-    pub start_key: String,
-    /// Exclusive end key, percent-encoded (empty: unbounded).
-    pub end_key: String,
-    /// The region's epoch.
-    pub epoch: Epoch,
-    /// The region's peers.
-    pub peers: Vec<Peer>,
-    /// The leader as the answering node knows it, if any.
-    pub leader: Option<Peer>,
-    /// The answering node's raft term for the region.
-    pub term: Option<u64>,
-    /// The answering node's commit index.
-    pub commit_index: Option<u64>,
-    /// The answering node's applied index.
-    pub applied_index: Option<u64>,
-    /// The answering node's last log index.
-    pub last_index: Option<u64>,
-    /// The answering node's last compacted log index.
-    pub truncated_index: Option<u64>,
-    /// Bytes of keys and values as of the last size check.
-    pub approximate_size: Option<u64>,
-}
-
-/// A region epoch.
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Epoch {
-    /// Bumped by each membership change.
-    pub conf_ver: u64,
-    /// Bumped by each split.
-    pub version: u64,
-}
-
-/// A peer of a region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Peer {
-    /// Peer id.
-    pub id: u64,
-    /// The store it lives on.
-    pub store_id: u64,
-}
-
-/// The answer of `GET /v1/admin/regions` and of a split: a list of regions.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RegionsAnswer {
-    /// The regions.
-    pub regions: Vec<Region>,
-}
-
-impl Region {
-    /// The epoch as `conf_ver/version`.
-    fn epoch_text(&self) -> String {
-        format!("{}/{}", self.epoch.conf_ver, self.epoch.version)
+/// A region of the placement driver's view as the admin API shows a region: no raft
+/// progress, the leader and size its leader last reported.
+pub fn from_pd(region: PdRegionView) -> RegionInfo {
+    RegionInfo {
+        id: region.id,
+        start_key: region.start_key,
+        end_key: region.end_key,
+        epoch: region.epoch,
+        peers: region.peers,
+        leader: region.leader,
+        term: None,
+        applied_index: None,
+        commit_index: None,
+        last_index: None,
+        truncated_index: None,
+        approximate_size: region.approximate_size,
+        hibernating: None,
     }
+}
 
-    /// The peers as `id@sSTORE`, comma-separated, the leader followed by `*`.
-    fn peers_text(&self) -> String {
-        let leader_id = self.leader.map(|leader| leader.id);
-        let peers: Vec<String> = self
-            .peers
-            .iter()
-            .map(|peer| {
-                let mark = if Some(peer.id) == leader_id { "*" } else { "" };
-                format!("{}@s{}{mark}", peer.id, peer.store_id)
-            })
-            .collect();
-        peers.join(",")
-    }
+/// The epoch as `conf_ver/version`.
+fn epoch_text(region: &RegionInfo) -> String {
+    format!("{}/{}", region.epoch.conf_ver, region.epoch.version)
+}
 
-    /// The start key's bytes, to order regions by range.
-    fn start_bytes(&self) -> Vec<u8> {
-        percent_decode_str(&self.start_key).collect()
-    }
+/// The peers as `id@sSTORE`, comma-separated, the leader followed by `*`.
+fn peers_text(region: &RegionInfo) -> String {
+    let leader_id = region.leader.map(|leader| leader.id);
+    let peers: Vec<String> = region
+        .peers
+        .iter()
+        .map(|peer| {
+            let mark = if Some(peer.id) == leader_id { "*" } else { "" };
+            format!("{}@s{}{mark}", peer.id, peer.store_id)
+        })
+        .collect();
+    peers.join(",")
+}
+
+/// The start key's bytes, to order regions by range.
+fn start_bytes(region: &RegionInfo) -> Vec<u8> {
+    percent_decode_str(&region.start_key).collect()
 }
 
 /// Regions as a table, in key order.
-pub fn render_regions(regions: &[Region]) -> String {
+pub fn render_regions(regions: &[RegionInfo]) -> String {
     if regions.is_empty() {
         return "no regions\n".to_string();
     }
-    let mut sorted: Vec<&Region> = regions.iter().collect();
-    sorted.sort_by_cached_key(|region| (region.start_bytes(), region.id));
+    let mut sorted: Vec<&RegionInfo> = regions.iter().collect();
+    sorted.sort_by_cached_key(|region| (start_bytes(region), region.id));
     let mut table = Table::new(vec![
         Column::right("ID"),
         Column::left("START"),
@@ -118,8 +86,8 @@ pub fn render_regions(regions: &[Region]) -> String {
             region.id.to_string(),
             start_bound(&region.start_key),
             end_bound(&region.end_key),
-            region.epoch_text(),
-            region.peers_text(),
+            epoch_text(region),
+            peers_text(region),
             optional_number(region.leader.map(|leader| leader.store_id)),
             optional_bytes(region.approximate_size),
             optional_number(region.applied_index),
@@ -129,7 +97,7 @@ pub fn render_regions(regions: &[Region]) -> String {
 }
 
 /// One region as `key: value` lines.
-pub fn render_region(region: &Region) -> String {
+pub fn render_region(region: &RegionInfo) -> String {
     let leader = region.leader.map_or_else(
         || "-".to_string(),
         |leader| format!("peer {} on store {}", leader.id, leader.store_id),
@@ -140,9 +108,9 @@ pub fn render_region(region: &Region) -> String {
         ("end key", end_bound(&region.end_key)),
         (
             "epoch",
-            format!("{} (conf_ver/version)", region.epoch_text()),
+            format!("{} (conf_ver/version)", epoch_text(region)),
         ),
-        ("peers", region.peers_text()),
+        ("peers", peers_text(region)),
         ("leader", leader),
         ("term", optional_number(region.term)),
         ("commit index", optional_number(region.commit_index)),
@@ -157,9 +125,10 @@ pub fn render_region(region: &Region) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tinykv::api::admin::RegionsView;
 
     /// A `GET /v1/admin/regions` answer: two regions out of key order, one led here.
-    fn regions_sample() -> RegionsAnswer {
+    fn regions_sample() -> RegionsView {
         serde_json::from_value(json!({"regions":[
             {"id":9,"start_key":"a%20b","end_key":"","epoch":{"conf_ver":3,"version":2},
              "peers":[{"id":10,"store_id":1},{"id":11,"store_id":2},{"id":12,"store_id":3}],

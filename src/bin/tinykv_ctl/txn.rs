@@ -5,41 +5,18 @@
 //! high bits above the 18 logical ones), so that an operator sees at a glance how old a
 //! safe point or a lock is. Locks older than their TTL belong to transactions whose
 //! coordinator went away; a reader, or the next garbage-collection round, resolves them.
+//!
+//! The answers are read into the server's own types: [`SafePointView`] of the placement
+//! driver's views and [`LocksView`] of the transaction endpoints.
 
-use serde::Deserialize;
+use tinykv::api::txn::LocksView;
+use tinykv::pd::views::SafePointView;
 
 use crate::format::{age, human_duration_ms, printable, utc_time};
 use crate::table::{Column, Table};
 
 /// Bits of a timestamp below its physical part.
 const LOGICAL_BITS: u32 = 18;
-
-/// The answer of `GET /v1/txn/safe-point`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SafePointAnswer {
-    /// The safe point (0: nothing collected yet).
-    pub safe_point: u64,
-}
-
-/// The answer of `GET /v1/txn/locks`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LocksAnswer {
-    /// The locks, in key order.
-    pub locks: Vec<LockView>,
-}
-
-/// One lock.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LockView {
-    /// The locked key (UTF-8, or `{"base64": ..}` when it is not).
-    pub key: serde_json::Value,
-    /// Its transaction's primary key.
-    pub primary: serde_json::Value,
-    /// Its transaction's start timestamp.
-    pub start_ts: u64,
-    /// Its time to live, in milliseconds from the start timestamp's physical time.
-    pub ttl_ms: u64,
-}
 
 /// The current time in Unix milliseconds, to measure ages against.
 pub fn now_ms() -> u64 {
@@ -54,7 +31,7 @@ fn physical_ms(ts: u64) -> u64 {
 }
 
 /// `txn safe-point`, measured at `now_ms`.
-pub fn render_safe_point(answer: &SafePointAnswer, now_ms: u64) -> String {
+pub fn render_safe_point(answer: &SafePointView, now_ms: u64) -> String {
     if answer.safe_point == 0 {
         return "no safe point yet: nothing has been garbage-collected\n".to_string();
     }
@@ -68,7 +45,7 @@ pub fn render_safe_point(answer: &SafePointAnswer, now_ms: u64) -> String {
 }
 
 /// `txn locks`, ages measured at `now_ms`.
-pub fn render_locks(answer: &LocksAnswer, now_ms: u64) -> String {
+pub fn render_locks(answer: &LocksView, now_ms: u64) -> String {
     if answer.locks.is_empty() {
         return "no locks\n".to_string();
     }
@@ -103,11 +80,12 @@ fn key_text(key: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tinykv::api::txn::LockView;
 
     #[test]
     fn a_safe_point_and_locks_show_their_times() {
         let now_ms = 1_700_000_600_000;
-        let safe = SafePointAnswer {
+        let safe = SafePointView {
             safe_point: 1_700_000_000_000 << LOGICAL_BITS,
         };
         let text = render_safe_point(&safe, now_ms);
@@ -116,9 +94,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            render_safe_point(&SafePointAnswer { safe_point: 0 }, now_ms).contains("no safe point")
+            render_safe_point(&SafePointView { safe_point: 0 }, now_ms).contains("no safe point")
         );
-        let locks = LocksAnswer {
+        let locks = LocksView {
+            encoding: "utf8".into(),
             locks: vec![
                 LockView {
                     key: serde_json::json!("a"),
@@ -142,7 +121,13 @@ mod tests {
         );
         assert!(lines[3].contains("base64"), "{table}");
         assert_eq!(
-            render_locks(&LocksAnswer { locks: vec![] }, now_ms),
+            render_locks(
+                &LocksView {
+                    locks: vec![],
+                    encoding: "utf8".into()
+                },
+                now_ms
+            ),
             "no locks\n"
         );
     }
