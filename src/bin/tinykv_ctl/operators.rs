@@ -77,6 +77,13 @@ pub enum Step {
         /// The store of the peer that should lead.
         to_store: u64,
     },
+    /// Merge the region into its neighbour `target`.
+    Merge {
+        /// The neighbour it merges into.
+        target: u64,
+        /// The region's version when the merge was planned.
+        version: u64,
+    },
     /// A kind of step this tool does not know (a newer server).
     #[serde(other)]
     Unknown,
@@ -96,7 +103,8 @@ pub struct EndedOperator {
 }
 
 impl Step {
-    /// The step written compactly: `+peer 99@s4`, `leader s1→s2`, `-peer@s1`.
+    /// The step written compactly: `+peer 99@s4`, `leader s1→s2`, `-peer@s1`,
+    /// `merge→r7`.
     pub fn short_text(&self) -> String {
         match self {
             Step::AddPeer { store_id, peer_id } => format!("+peer {peer_id}@s{store_id}"),
@@ -105,6 +113,7 @@ impl Step {
                 from_store,
                 to_store,
             } => format!("leader s{from_store}→s{to_store}"),
+            Step::Merge { target, .. } => format!("merge→r{target}"),
             Step::Unknown => "?".to_string(),
         }
     }
@@ -232,8 +241,49 @@ mod tests {
             "+peer 99@s4 → leader s1→s2 → -peer@s1"
         );
         assert_eq!(render_steps(&[], 0), "-");
-        let unknown: Step = serde_json::from_value(json!({"type":"merge","into":3})).unwrap();
+        let merge: Step =
+            serde_json::from_value(json!({"type":"merge","target":3,"version":9})).unwrap();
+        assert_eq!(merge.short_text(), "merge→r3");
+        let unknown: Step = serde_json::from_value(json!({"type":"scatter","to":3})).unwrap();
         assert_eq!(unknown, Step::Unknown);
+    }
+
+    /// The tool keeps its own steps (to read a newer server's), so it checks that it
+    /// knows every step this server sends: a new kind of step fails to compile here.
+    #[test]
+    fn every_step_this_server_sends_is_known() {
+        use tinykv::pd::Step as ServerStep;
+        let steps = [
+            ServerStep::AddPeer {
+                store_id: 4,
+                peer_id: 99,
+            },
+            ServerStep::RemovePeer { store_id: 1 },
+            ServerStep::TransferLeader {
+                from_store: 1,
+                to_store: 2,
+            },
+            ServerStep::Merge {
+                target: 3,
+                version: 9,
+            },
+        ];
+        for step in steps {
+            let expected = match step {
+                ServerStep::AddPeer { store_id, peer_id } => Step::AddPeer { store_id, peer_id },
+                ServerStep::RemovePeer { store_id } => Step::RemovePeer { store_id },
+                ServerStep::TransferLeader {
+                    from_store,
+                    to_store,
+                } => Step::TransferLeader {
+                    from_store,
+                    to_store,
+                },
+                ServerStep::Merge { target, version } => Step::Merge { target, version },
+            };
+            let read: Step = serde_json::from_value(serde_json::to_value(step).unwrap()).unwrap();
+            assert_eq!(read, expected);
+        }
     }
 
     #[test]
