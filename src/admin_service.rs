@@ -439,9 +439,10 @@ impl AdminService {
             };
             let admin_request = match build(&region) {
                 Ok(request) => request,
-                // No ids at hand yet (the pool refills from the PD): nothing was sent, so
-                // this is tried again, until the deadline.
-                Err(err @ Error::Store(StoreError::IdsUnavailable(_))) => {
+                // Nothing was sent: a refusal that may pass later (no ids at hand until
+                // the pool refills from the PD) is tried again, until the deadline; the
+                // input checks' refusals are final.
+                Err(err) if err.is_retryable() => {
                     pursuit.recover(err, true).await?;
                     continue;
                 }

@@ -42,8 +42,6 @@ impl Transport for NoNetwork {
 /// A bootstrapped one-store raftstore in a temporary directory.
 struct SingleStore {
     store: StoreHandle,
-    /// The pool of PD-allocated ids, for a store started with [`Ids::FromPd`].
-    pd_ids: Option<Arc<crate::pd::PdIds>>,
     state: web::Data<ApiState>,
     _dir: tempfile::TempDir,
 }
@@ -146,14 +144,10 @@ impl SingleStore {
         )
         .unwrap();
         let pd = Arc::new(pd);
-        let pd_ids = match ids {
-            Ids::FromPd(pool) => {
-                // Runs until the runtime stops, with the test.
-                drop(pool.spawn_refill(pd.clone()));
-                Some(pool)
-            }
-            Ids::Sequential | Ids::PdUnreachable(_) => None,
-        };
+        if let Ids::FromPd(pool) = &ids {
+            // Runs until the runtime stops, with the test.
+            drop(pool.spawn_refill(pd.clone()));
+        }
         let (service, txn) = crate::txn::client::TxnClient::over_pd_oracle(
             KvService::new(store.router(), forwarder, timeouts)
                 .with_address_book(addresses.clone()),
@@ -174,7 +168,6 @@ impl SingleStore {
         });
         SingleStore {
             store,
-            pd_ids,
             state,
             _dir: dir,
         }

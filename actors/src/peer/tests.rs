@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::alive::alive_pair;
 use crate::bootstrap::ensure_bootstrapped;
-use crate::id_alloc::IdAllocator;
+use crate::id_alloc::SequentialIds;
 
 /// Raft messages a core sent, waiting for the test to deliver them.
 #[derive(Default)]
@@ -29,18 +29,6 @@ struct Wire(Mutex<Vec<RaftMessage>>);
 impl Transport for Arc<Wire> {
     fn send(&self, msg: RaftMessage) {
         self.0.lock().unwrap().push(msg);
-    }
-}
-
-/// Hands out ids counting up; the tests split nothing, so any will do.
-struct CountingIds(Mutex<u64>);
-
-impl IdAllocator for CountingIds {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>> {
-        let mut next = self.0.lock().unwrap();
-        let ids = (*next..*next + count as u64).collect();
-        *next += count as u64;
-        Ok(ids)
     }
 }
 
@@ -352,7 +340,7 @@ fn load_peer(
         cfg: cfg.clone(),
         engine: engine.clone(),
         transport: Arc::new(wire.clone()),
-        ids: Arc::new(CountingIds(Mutex::new(1000))),
+        ids: Arc::new(SequentialIds::starting_at(1000)),
         token: alive_pair().0,
     };
     let storage = PeerStorage::new(engine.clone(), region).unwrap();
