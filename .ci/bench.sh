@@ -256,11 +256,13 @@ pick_wrk_node() {
   esac
 }
 
-# The wrk cross-check against one TinyKV-rs node: GETs of one preloaded key.
+# The wrk cross-check against one TinyKV-rs node: GETs of one preloaded key
+# (WRK_KEY, the key tinykv-bench names with --key-prefix bench-wrk --keys 1).
 #   run_wrk RUN ENDPOINT [CURL TLS OPTIONS...]
+WRK_KEY=bench-wrk0
 run_wrk() {
   local run=$1 endpoint=$2; shift 2
-  local url="$endpoint/v1/kv/bench-wrk"
+  local url="$endpoint/v1/kv/$WRK_KEY"
   curl -fsS "$@" -X PUT --data-binary "$(head -c "$BENCH_VALUE_SIZE" /dev/zero | tr '\0' v)" "$url" >/dev/null \
     || die "cannot write the wrk key at $url"
   local args=(-t2 -c64 -d"$BENCH_WRK_DURATION" --latency "$url")
@@ -268,6 +270,19 @@ run_wrk() {
   shquote wrk "${args[@]}" >> "$COMMANDS"
   log "wrk: GET $url"
   measure "wrk-$run" wrk "${args[@]}"
+}
+
+# tinykv-bench sending wrk's request: the same key, node, connections and duration, no
+# warm-up (wrk has none), so that the two clients' throughput and CPU compare directly.
+#   run_bench_as_wrk RUN ENDPOINT [TINYKV-BENCH TLS OPTIONS...]
+run_bench_as_wrk() {
+  local run=$1 endpoint=$2; shift 2
+  local args=(--label "tinykv-bench" --endpoints "$endpoint" "$@" --clients 64
+    --duration "$BENCH_WRK_DURATION" --warmup 0s --keys 1 --key-prefix bench-wrk
+    --value-size "$BENCH_VALUE_SIZE" --workload c --seed "$SEED")
+  shquote "$BENCH" "${args[@]}" --json "$WORK/results/bench-as-wrk-$run.json" >> "$COMMANDS"
+  log "tinykv-bench: wrk's request, GET $endpoint/v1/kv/$WRK_KEY"
+  measure "bench-as-wrk-$run" "$BENCH" "${args[@]}" --json "$WORK/results/bench-as-wrk-$run.json"
 }
 
 # ---------------------------------------------------------------- clusters
@@ -393,6 +408,7 @@ for run in "${RUNS[@]}"; do
   if [ "$BENCH_SKIP_WRK" != 1 ]; then
     pick_wrk_node "$run"
     run_wrk "$run" "$WRK_ENDPOINT" "${CURL_TLS[@]}"
+    run_bench_as_wrk "$run" "$WRK_ENDPOINT" "${BENCH_TLS[@]}"
   fi
   log "stopping $label"
   stop_all
@@ -467,6 +483,15 @@ wrk_numbers() {
        /Socket errors:/ { for (i = 3; i <= NF; i++) { v = $i; gsub(/[^0-9]/, "", v); if (v != "") errors += v } }
        END { printf "%.0f %.3f %.3f %.3f %.3f %.3f %.3f %d\n", rps, avg, p50, p75, p90, p99, max, errors }' \
     "$WORK/results/$1.txt"
+}
+
+# The "all" row of a tinykv-bench --json result as "rps mean p50 p99 max errors" (ms).
+bench_numbers() {
+  awk -F': ' '/"op": "all"/ { all = 1 }
+    all && /"(throughput|mean_ms|p50_ms|p99_ms|max_ms|errors)"/ {
+      key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
+    all && /}/ { exit }
+    END { printf "%.0f %s %s %s %s %s\n", n["throughput"], n["mean_ms"], n["p50_ms"], n["p99_ms"], n["max_ms"], n["errors"] }' "$1"
 }
 
 # One comparison table per workload: compare_all OURS THEIRS TITLE_SUFFIX, from the runs'
@@ -669,19 +694,30 @@ with the measurement, which shows in the maximum. Latency percentiles are as wrk
 them. One key on one node is not YCSB-C: compare the two wrk rows with each other, not
 with the tables above.
 
-| run | node | requests/s | mean ms | p50 ms | p75 ms | p90 ms | p99 ms | max ms | errors | wrk CPU (% of machine) | servers' CPU (% of machine) |
-|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+Then tinykv-bench sends the very same request (\`--endpoints\` that node, \`--keys 1
+--key-prefix bench-wrk --workload c --clients 64 --warmup 0s\`, as long), to show what the
+load generator of the tables above costs next to wrk: the goal is that it reaches wrk's
+throughput at no more CPU. Its latencies are its own (\`p75\`/\`p90\` are wrk's only).
+
+| run | client | node | requests/s | mean ms | p50 ms | p99 ms | max ms | errors | client's CPU (% of machine) | servers' CPU (% of machine) |
+|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
     for run in tinykv tinykv-tls; do
       [ -f "$WORK/results/wrk-$run.txt" ] || continue
       read -r rps avg p50 p75 p90 p99 max errors <<< "$(wrk_numbers "wrk-$run")"
-      echo "| $(run_title "$run") | ${WRK_NODE[$run]:-} | $rps | $avg | $p50 | $p75 | $p90 | $p99 | $max | $errors | $(own_share "wrk-$run") | $(server_share "wrk-$run") |"
+      echo "| $(run_title "$run") | wrk | ${WRK_NODE[$run]:-} | $rps | $avg | $p50 | $p99 | $max | $errors | $(own_share "wrk-$run") | $(server_share "wrk-$run") |"
+      [ -f "$WORK/results/bench-as-wrk-$run.json" ] || continue
+      read -r brps bavg bp50 bp99 bmax berrors <<< "$(bench_numbers "$WORK/results/bench-as-wrk-$run.json")"
+      echo "| $(run_title "$run") | tinykv-bench | ${WRK_NODE[$run]:-} | $brps | $bavg | $bp50 | $bp99 | $bmax | $berrors | $(own_share "bench-as-wrk-$run") | $(server_share "bench-as-wrk-$run") |"
+      awk -v a="$brps" -v b="$rps" -v ca="$(own_share "bench-as-wrk-$run")" -v cb="$(own_share "wrk-$run")" \
+        'BEGIN { sub(/%/, "", ca); sub(/%/, "", cb)
+                 printf "| | **tinykv-bench/wrk** | | **%.2f×** | | | | | | %.2f× | |\n", a / b, (cb > 0 ? ca / cb : 0) }'
     done
     if [ -f "$WORK/results/wrk-tinykv-tls.txt" ]; then
       paste -d' ' <(wrk_numbers wrk-tinykv-tls) <(wrk_numbers wrk-tinykv) | awk '{
-        printf "| **TLS/plaintext** | | **%.2f×** |", $1 / $9
-        for (i = 2; i <= 7; i++) printf " %.2f× |", ($(i + 8) > 0 ? $i / $(i + 8) : 0)
-        printf " | | |\n" }'
+        printf "| **TLS/plaintext**, wrk | | | **%.2f×** | %.2f× | %.2f× | %.2f× | %.2f× | | | |\n",
+          $1 / $9, ($10 > 0 ? $2 / $10 : 0), ($11 > 0 ? $3 / $11 : 0), ($14 > 0 ? $6 / $14 : 0),
+          ($15 > 0 ? $7 / $15 : 0) }'
     fi
     echo
   fi

@@ -94,6 +94,11 @@ pub fn ctl_binary() -> PathBuf {
     workspace_binary("tinykv-ctl", "TINYKV_CTL_BIN")
 }
 
+/// Path of the `tinykv-bench` binary, building it if needed.
+pub fn bench_binary() -> PathBuf {
+    workspace_binary("tinykv-bench", "TINYKV_BENCH_BIN")
+}
+
 /// Path of binary `name` of the `tinykv` package: `$<env_var>`, or next to the running
 /// executable, or in the target directory of the test executable (built first if it is
 /// missing).

@@ -168,6 +168,10 @@ pub struct RunOptions {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Threads that send the requests (as wrk's -t; each costs about the same per request,
+    /// and two keep up with the servers on a small machine where one may lag).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
+    pub threads: u16,
 }
 
 /// Options of `compare`.

@@ -4,7 +4,7 @@
 //! tinykv-bench [--target tinykv|etcd] [--endpoints URL,URL,...] [--clients 64]
 //!              [--duration 30s | --ops N] [--rate OPS_PER_SEC] [--workload a|b|c|write]
 //!              [--read-ratio R] [--keys 10000] [--value-size 128] [--preload]
-//!              [--warmup 2s] [--json PATH] [--seed 42]
+//!              [--warmup 2s] [--json PATH] [--seed 42] [--threads 2]
 //!              [--cacert FILE [--cert FILE --key FILE]] [--token TOKEN]
 //! tinykv-bench compare OURS.json [THEIRS.json] [--title TEXT]
 //! ```
@@ -22,10 +22,11 @@
 //! markdown table that `make bench` puts in `docs/benchmarks.md`.
 //!
 //! Modules: [`cli`] (options), [`workload`] (mix, keys, values), [`target`] (the HTTP
-//! requests of each system), [`runner`] (preload, closed loop, fixed rate) and [`report`]
+//! requests of each system), [`http1`] (the lean HTTP/1.1 client they go through), [`runner`] (preload, closed loop, fixed rate) and [`report`]
 //! (histograms, tables, JSON).
 
 mod cli;
+mod http1;
 mod report;
 mod runner;
 mod target;
@@ -41,13 +42,12 @@ use crate::report::{compare_markdown, render_table, summaries, Report, SlowSampl
 use crate::runner::Shared;
 use crate::target::Target;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Compare(options)) => compare(&options),
-        Some(Command::Run(options)) => run(&options).await,
-        None => run(&cli.run).await,
+        Some(Command::Run(options)) => run_on_runtime(&options),
+        None => run_on_runtime(&cli.run),
     };
     match result {
         Ok(code) => code,
@@ -83,12 +83,29 @@ fn describe(plan: &Plan) -> String {
     )
 }
 
+/// Runs a benchmark on a runtime of `--threads` threads (one: a single-threaded runtime,
+/// with no hand-over between threads at all).
+fn run_on_runtime(options: &RunOptions) -> Result<ExitCode, String> {
+    let mut builder = if options.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(options.threads));
+        builder
+    };
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(run(options))
+}
+
 async fn run(options: &RunOptions) -> Result<ExitCode, String> {
     let plan = options.validate()?;
     eprintln!("tinykv-bench: {}", describe(&plan));
     let target = Target::new(
         plan.target,
-        plan.clients,
+        &plan.endpoints,
         plan.timeout,
         plan.tls.as_ref(),
         plan.authorization.clone(),

@@ -35,7 +35,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Plan, Stop};
 use crate::report::Recorder;
-use crate::target::{ReadOutcome, Target, NO_ANSWER};
+use crate::target::{ReadOutcome, Session, Target, NO_ANSWER};
 use crate::workload::{client_rng, KeySpace, OpKind, OpMix, ValuePool};
 
 /// Pause before a request is sent again to the next endpoint.
@@ -104,15 +104,12 @@ impl Shared {
         }
     }
 
-    fn endpoint(&self, client: usize) -> &str {
-        &self.endpoints[client % self.endpoints.len()]
-    }
-
     /// Runs one random operation through endpoint `*endpoint` (an index, modulo the
     /// endpoints), moving it on to the next endpoint while requests get no answer; returns
     /// the operation's kind and outcome (`Ok(true)` for a read of an absent key).
     async fn random_op(
         &self,
+        session: &mut Session,
         endpoint: &mut usize,
         rng: &mut rand::rngs::StdRng,
     ) -> (OpKind, Result<bool, String>) {
@@ -133,22 +130,22 @@ impl Shared {
         });
         let started = Instant::now();
         let result = loop {
-            let url = &self.endpoints[*endpoint % self.endpoints.len()];
+            let at = *endpoint;
             let result = match (&write, &other) {
                 // A transfer that lost a race to another counts as a miss.
                 (_, Some(other)) => self
                     .target
-                    .transfer(url, &key, other)
+                    .transfer(session, at, &key, other)
                     .await
                     .map(|lost_races| lost_races > 0),
                 (None, None) => self
                     .target
-                    .get(url, &key)
+                    .get(session, at, &key)
                     .await
                     .map(|found| found == ReadOutcome::Missing),
                 (Some((value, idempotency_key)), None) => self
                     .target
-                    .put(url, &key, value.clone(), Some(idempotency_key))
+                    .put(session, at, &key, value, Some(idempotency_key))
                     .await
                     .map(|_| false),
             };
@@ -207,7 +204,7 @@ pub async fn preload(shared: &Arc<Shared>, clients: usize, progress: bool) -> Pr
             let shared = Arc::clone(shared);
             let bar = bar.clone();
             tokio::spawn(async move {
-                let endpoint = shared.endpoint(client).to_string();
+                let mut session = shared.target.session();
                 let mut rng = client_rng(shared.seed ^ 0x9e10ad, client as u64);
                 let (mut written, mut failed, mut first_error) = (0u64, 0u64, None);
                 let mut index = client as u64;
@@ -216,7 +213,10 @@ pub async fn preload(shared: &Arc<Shared>, clients: usize, progress: bool) -> Pr
                     let mut last = Err(String::new());
                     for _ in 0..PRELOAD_ATTEMPTS {
                         let value = shared.values.value(&mut rng);
-                        last = shared.target.put(&endpoint, &key, value, None).await;
+                        last = shared
+                            .target
+                            .put(&mut session, client, &key, &value, None)
+                            .await;
                         if last.is_ok() {
                             break;
                         }
@@ -299,6 +299,7 @@ async fn closed_loop(shared: &Arc<Shared>, plan: &Plan, start: Instant) -> Phase
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let mut endpoint = client;
+                let mut session = shared.target.session();
                 let mut rng = client_rng(shared.seed, client as u64);
                 let mut recorder = Recorder::new();
                 let mut last_done = None;
@@ -316,7 +317,9 @@ async fn closed_loop(shared: &Arc<Shared>, plan: &Plan, start: Instant) -> Phase
                             break;
                         }
                     }
-                    let (op, result) = shared.random_op(&mut endpoint, &mut rng).await;
+                    let (op, result) = shared
+                        .random_op(&mut session, &mut endpoint, &mut rng)
+                        .await;
                     if measured {
                         let finished = Instant::now();
                         record(&mut recorder, op, result, finished - began);
@@ -350,6 +353,7 @@ async fn fixed_rate(shared: &Arc<Shared>, plan: &Plan, start: Instant, rate: f64
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let mut endpoint = client;
+                let mut session = shared.target.session();
                 let mut rng = client_rng(shared.seed, client as u64);
                 let mut recorder = Recorder::new();
                 let mut last_done = None;
@@ -357,7 +361,9 @@ async fn fixed_rate(shared: &Arc<Shared>, plan: &Plan, start: Instant, rate: f64
                 while k < end {
                     let at = scheduled(k);
                     tokio::time::sleep_until(at.into()).await;
-                    let (op, result) = shared.random_op(&mut endpoint, &mut rng).await;
+                    let (op, result) = shared
+                        .random_op(&mut session, &mut endpoint, &mut rng)
+                        .await;
                     if k >= first {
                         let finished = Instant::now();
                         record(

@@ -9,14 +9,18 @@
 //!   by default (no `serializable` flag), so both systems give the same guarantee:
 //!   every read sees every write acknowledged before it started.
 //!
-//! A [`Target`] holds one shared `reqwest::Client` (HTTP/1.1 keep-alive, a connection pool
-//! per endpoint sized for every client, Nagle off), plain or, with `--cacert`, TLS that
-//! checks each server's certificate against that CA and presents `--cert` if given. With
-//! `--token`, every TinyKV-rs request carries `Authorization: Bearer <token>` (a 401 or
-//! 403 then counts as an error like any other status). Responses are always read to the
-//! end so that their connection goes back to the pool. A missing key is a normal outcome
-//! ([`ReadOutcome::Missing`]); any other non-2xx status or transport failure is an error
-//! whose message leaves out the URL, so that equal failures on different keys read alike.
+//! A [`Target`] knows the endpoints, the TLS files and the token; each benchmark client
+//! holds a [`Session`] of its own: one keep-alive connection per endpoint it has used
+//! (see [`crate::http1`], a lean HTTP/1.1 client, so that the load generator costs the
+//! machine little), opened on first use and again after a failure. With `--cacert` the
+//! connections are TLS, checking each server's certificate against that CA and
+//! presenting `--cert` if given. With `--token`, every TinyKV-rs request carries
+//! `Authorization: Bearer <token>` (a 401 or 403 then counts as an error like any other
+//! status). A missing key is a normal outcome ([`ReadOutcome::Missing`]); any other
+//! non-2xx status or transport failure is an error whose message leaves out the URL, so
+//! that equal failures on different keys read alike. A request that finds its kept
+//! connection closed by the server before any answer is sent once more on a fresh one
+//! (a TinyKV-rs write carries an idempotency key, so it applies once).
 
 use std::time::Duration;
 
@@ -25,11 +29,12 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::ValueEnum;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tinykv::error::error_chain;
 use tinykv::security::ClientTlsFiles;
+
+use crate::http1::{write_request, Connection, Connector, Endpoint, ExchangeError};
 
 /// Which system a run talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -70,12 +75,21 @@ pub enum ReadOutcome {
 }
 
 /// A client for one system, shared by every benchmark client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Target {
     kind: TargetKind,
-    http: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    connector: Connector,
+    /// How long one request may take, connecting included.
+    timeout: Duration,
     /// `Bearer <token>` for TinyKV-rs requests, if a token was given.
-    authorization: Option<HeaderValue>,
+    authorization: Option<String>,
+}
+
+/// One benchmark client's connections (one per endpoint, by index) and request buffer.
+pub struct Session {
+    connections: Vec<Option<Connection>>,
+    request: Vec<u8>,
 }
 
 /// Characters left as they are in a key's URL path segment.
@@ -93,93 +107,187 @@ pub const NO_ANSWER: &str = "no answer: ";
 const MAX_ERROR_BODY: usize = 200;
 
 impl Target {
-    /// A client whose pool keeps up to `connections` idle connections per endpoint and
-    /// fails requests that take longer than `timeout`; with `tls`, it speaks TLS with
-    /// those files (which must load); with `authorization` (`Bearer <token>`), its
-    /// TinyKV-rs requests carry it.
+    /// A client of `endpoints` that fails requests taking longer than `timeout`; with
+    /// `tls`, it speaks TLS with those files (which must load); with `authorization`
+    /// (`Bearer <token>`), its TinyKV-rs requests carry it.
     pub fn new(
         kind: TargetKind,
-        connections: usize,
+        endpoints: &[String],
         timeout: Duration,
         tls: Option<&ClientTlsFiles>,
         authorization: Option<HeaderValue>,
     ) -> Result<Target, String> {
-        let builder = match tls {
-            Some(files) => files
-                .http_client_builder()
-                .map_err(|e| format!("cannot set up TLS: {e}"))?,
-            None => tinykv::security::http_client_builder(),
-        };
-        let http = builder
-            .pool_max_idle_per_host(connections)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        let tls = tls
+            .map(|files| files.client_config())
+            .transpose()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let authorization = authorization
+            .map(|value| {
+                value
+                    .to_str()
+                    .map(str::to_string)
+                    .map_err(|_| "the token is not printable ASCII".to_string())
+            })
+            .transpose()?;
         Ok(Target {
             kind,
-            http,
+            endpoints: endpoints
+                .iter()
+                .map(|url| Endpoint::parse(url))
+                .collect::<Result<_, _>>()?,
+            connector: Connector::new(tls, timeout.min(Duration::from_secs(5))),
+            timeout,
             authorization,
         })
     }
 
-    /// A TinyKV-rs request with the token, if any.
-    fn tinykv(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.authorization {
-            Some(authorization) => request.header(AUTHORIZATION, authorization.clone()),
-            None => request,
+    /// A client's session: no connection yet.
+    pub fn session(&self) -> Session {
+        Session {
+            connections: (0..self.endpoints.len()).map(|_| None).collect(),
+            request: Vec::with_capacity(1024),
         }
     }
 
-    /// Writes `value` under `key` through `endpoint`; a TinyKV-rs write names
+    /// Sends one request to endpoint `endpoint` (an index, modulo the endpoints) and
+    /// returns the answer's status and body, whatever the status.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        endpoint: usize,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Bytes), String> {
+        let index = endpoint % self.endpoints.len();
+        let target = &self.endpoints[index];
+        let authorization = match self.kind {
+            TargetKind::Tinykv => self.authorization.as_deref().map(|a| ("Authorization", a)),
+            TargetKind::Etcd => None,
+        };
+        let Session {
+            connections,
+            request,
+        } = session;
+        write_request(
+            request,
+            method,
+            &target.authority,
+            path,
+            headers.iter().copied().chain(authorization),
+            body,
+        );
+        let attempt = async {
+            // A kept connection may have been closed by the server meanwhile (an idle
+            // timeout, a restart): that shows as no answer, and earns one fresh try.
+            let mut fresh_tries = 1;
+            loop {
+                let (mut connection, reused) = match connections[index].take() {
+                    Some(connection) => (connection, true),
+                    None => {
+                        let connection = self
+                            .connector
+                            .connect(target)
+                            .await
+                            .map_err(|e| format!("{NO_ANSWER}{e}"))?;
+                        (connection, false)
+                    }
+                };
+                match connection.exchange(request).await {
+                    Ok(response) => {
+                        if response.keep_alive {
+                            connections[index] = Some(connection);
+                        }
+                        return Ok((response.status, response.body));
+                    }
+                    Err(ExchangeError::NoAnswer(_)) if reused && fresh_tries > 0 => {
+                        fresh_tries -= 1;
+                    }
+                    Err(ExchangeError::NoAnswer(e)) => return Err(format!("{NO_ANSWER}{e}")),
+                    Err(e @ ExchangeError::Broken(_)) => return Err(e.to_string()),
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(format!("{NO_ANSWER}timed out after {:?}", self.timeout)))
+    }
+
+    /// Like [`Target::exchange`], but only a 2xx answer is a success, with its body.
+    async fn send(
+        &self,
+        session: &mut Session,
+        endpoint: usize,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Bytes, String> {
+        let (status, body) = self
+            .exchange(session, endpoint, method, path, headers, body)
+            .await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(status_error(status, &body))
+        }
+    }
+
+    /// Writes `value` under `key` through endpoint `endpoint`; a TinyKV-rs write names
     /// `idempotency_key`, if given, so that its copies apply once.
     pub async fn put(
         &self,
-        endpoint: &str,
+        session: &mut Session,
+        endpoint: usize,
         key: &str,
-        value: Bytes,
+        value: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<(), String> {
-        let request = match self.kind {
-            TargetKind::Tinykv => {
-                let mut request = self.http.put(tinykv_url(endpoint, key)).body(value);
-                if let Some(idempotency_key) = idempotency_key {
-                    request = request.header("Idempotency-Key", idempotency_key);
-                }
-                self.tinykv(request)
-            }
-            TargetKind::Etcd => self
-                .http
-                .post(format!("{endpoint}/v3/kv/put"))
-                .header("content-type", "application/json")
-                .body(etcd_put_body(key.as_bytes(), &value)),
-        };
-        send(request).await.map(|_| ())
-    }
-
-    /// Reads `key` through `endpoint`.
-    pub async fn get(&self, endpoint: &str, key: &str) -> Result<ReadOutcome, String> {
         match self.kind {
             TargetKind::Tinykv => {
-                let request = self.tinykv(self.http.get(tinykv_url(endpoint, key)));
-                let (status, body) = exchange(request).await?;
-                match status.as_u16() {
+                let path = tinykv_path(key);
+                let headers: &[(&str, &str)] = match idempotency_key {
+                    Some(id) => &[("Idempotency-Key", id)],
+                    None => &[],
+                };
+                self.send(session, endpoint, "PUT", &path, headers, value)
+                    .await
+            }
+            TargetKind::Etcd => {
+                let body = etcd_put_body(key.as_bytes(), value);
+                self.send(session, endpoint, "POST", "/v3/kv/put", JSON, &body)
+                    .await
+            }
+        }
+        .map(|_| ())
+    }
+
+    /// Reads `key` through endpoint `endpoint`.
+    pub async fn get(
+        &self,
+        session: &mut Session,
+        endpoint: usize,
+        key: &str,
+    ) -> Result<ReadOutcome, String> {
+        match self.kind {
+            TargetKind::Tinykv => {
+                let path = tinykv_path(key);
+                let (status, body) = self
+                    .exchange(session, endpoint, "GET", &path, &[], b"")
+                    .await?;
+                match status {
                     200 => Ok(ReadOutcome::Found),
                     404 => Ok(ReadOutcome::Missing),
                     _ => Err(status_error(status, &body)),
                 }
             }
             TargetKind::Etcd => {
-                let request = self
-                    .http
-                    .post(format!("{endpoint}/v3/kv/range"))
-                    .header("content-type", "application/json")
-                    .body(etcd_range_body(key.as_bytes()));
-                let body = send(request).await?;
-                if etcd_range_found(&body)? {
+                let body = etcd_range_body(key.as_bytes());
+                let answer = self
+                    .send(session, endpoint, "POST", "/v3/kv/range", JSON, &body)
+                    .await?;
+                if etcd_range_found(&answer)? {
                     Ok(ReadOutcome::Found)
                 } else {
                     Ok(ReadOutcome::Missing)
@@ -187,63 +295,62 @@ impl Target {
             }
         }
     }
-}
 
-impl Target {
-    /// Moves one unit from `from` to `to` in a transaction through `endpoint`: reads
-    /// both (with their versions) in one transaction, then writes both in one that
+    /// Moves one unit from `from` to `to` in a transaction through endpoint `endpoint`:
+    /// reads both (with their versions) in one transaction, then writes both in one that
     /// compares the versions, again until one commits; answers how many lost a race.
     /// A key never written counts as 0 at version 0, on both systems.
-    pub async fn transfer(&self, endpoint: &str, from: &str, to: &str) -> Result<u64, String> {
+    pub async fn transfer(
+        &self,
+        session: &mut Session,
+        endpoint: usize,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, String> {
+        let path = match self.kind {
+            TargetKind::Tinykv => "/v1/txn",
+            TargetKind::Etcd => "/v3/kv/txn",
+        };
         let mut lost = 0;
         loop {
+            let read = match self.kind {
+                TargetKind::Tinykv => tinykv_read_two(from, to),
+                TargetKind::Etcd => etcd_read_two(from, to),
+            };
+            let answer = self.txn(session, endpoint, path, &read).await?;
             let (balances, versions) = match self.kind {
-                TargetKind::Tinykv => {
-                    let read = tinykv_read_two(from, to);
-                    let answer = self.tinykv_txn(endpoint, &read).await?;
-                    tinykv_balances(&answer)?
-                }
-                TargetKind::Etcd => {
-                    let answer = self.etcd_txn(endpoint, &etcd_read_two(from, to)).await?;
-                    etcd_balances(&answer)?
-                }
+                TargetKind::Tinykv => tinykv_balances(&answer)?,
+                TargetKind::Etcd => etcd_balances(&answer)?,
             };
-            let committed = match self.kind {
-                TargetKind::Tinykv => {
-                    let body = tinykv_transfer(from, to, balances, versions);
-                    self.tinykv_txn(endpoint, &body).await?["succeeded"] == true
-                }
-                TargetKind::Etcd => {
-                    let body = etcd_transfer(from, to, balances, versions);
-                    // The gateway leaves out a false `succeeded`.
-                    self.etcd_txn(endpoint, &body).await?["succeeded"] == true
-                }
+            let write = match self.kind {
+                TargetKind::Tinykv => tinykv_transfer(from, to, balances, versions),
+                TargetKind::Etcd => etcd_transfer(from, to, balances, versions),
             };
-            if committed {
+            // etcd's gateway leaves out a false `succeeded`.
+            if self.txn(session, endpoint, path, &write).await?["succeeded"] == true {
                 return Ok(lost);
             }
             lost += 1;
         }
     }
 
-    async fn tinykv_txn(&self, endpoint: &str, body: &Value) -> Result<Value, String> {
-        let request = self
-            .http
-            .post(format!("{endpoint}/v1/txn"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        json_answer(&send(self.tinykv(request)).await?)
-    }
-
-    async fn etcd_txn(&self, endpoint: &str, body: &Value) -> Result<Value, String> {
-        let request = self
-            .http
-            .post(format!("{endpoint}/v3/kv/txn"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        json_answer(&send(request).await?)
+    async fn txn(
+        &self,
+        session: &mut Session,
+        endpoint: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
+        let body = body.to_string();
+        let answer = self
+            .send(session, endpoint, "POST", path, JSON, body.as_bytes())
+            .await?;
+        json_answer(&answer)
     }
 }
+
+/// The header of a JSON request body.
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
 
 fn json_answer(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("unexpected transaction answer: {e}"))
@@ -337,45 +444,19 @@ fn etcd_transfer(a: &str, b: &str, balances: [i64; 2], versions: [u64; 2]) -> Va
     })
 }
 
-/// Sends a request and returns the body of a 2xx answer.
-async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
-    let (status, body) = exchange(request).await?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(status_error(status, &body))
-    }
-}
-
-/// Sends a request and returns the answer's status and body, whatever the status.
-async fn exchange(
-    request: reqwest::RequestBuilder,
-) -> Result<(reqwest::StatusCode, Bytes), String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{NO_ANSWER}{}", error_chain(&e.without_url())))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| error_chain(&e.without_url()))?;
-    Ok((status, body))
-}
-
-fn status_error(status: reqwest::StatusCode, body: &[u8]) -> String {
+fn status_error(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     let cut = text
         .char_indices()
         .nth(MAX_ERROR_BODY)
         .map_or(text.len(), |(i, _)| i);
-    format!("HTTP {}: {}", status.as_u16(), &text[..cut])
+    format!("HTTP {status}: {}", &text[..cut])
 }
 
-/// The URL of `key` on a TinyKV-rs node: the key percent-encoded as one path segment.
-pub fn tinykv_url(endpoint: &str, key: &str) -> String {
-    format!("{endpoint}/v1/kv/{}", utf8_percent_encode(key, KEY_SET))
+/// The path of `key` on a TinyKV-rs node: the key percent-encoded as one path segment.
+pub fn tinykv_path(key: &str) -> String {
+    format!("/v1/kv/{}", utf8_percent_encode(key, KEY_SET))
 }
 
 #[derive(Serialize)]
@@ -482,21 +563,74 @@ mod tests {
     }
 
     #[test]
-    fn tinykv_urls_encode_the_key() {
-        assert_eq!(
-            tinykv_url("http://127.0.0.1:8081", "bench-0001"),
-            "http://127.0.0.1:8081/v1/kv/bench-0001"
-        );
-        assert_eq!(
-            tinykv_url("http://h:1", "a/b c"),
-            "http://h:1/v1/kv/a%2Fb%20c"
-        );
+    fn tinykv_paths_encode_the_key() {
+        assert_eq!(tinykv_path("bench-0001"), "/v1/kv/bench-0001");
+        assert_eq!(tinykv_path("a/b c"), "/v1/kv/a%2Fb%20c");
+    }
+
+    /// A server that answers each connection's first request with 200 (keep-alive
+    /// announced) and then closes it, as a server with a short idle timeout does.
+    async fn one_answer_per_connection() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_server_closed_is_replaced_once() {
+        let endpoint = one_answer_per_connection().await;
+        let target = Target::new(
+            TargetKind::Tinykv,
+            &[endpoint],
+            Duration::from_secs(5),
+            None,
+            None,
+        )
+        .unwrap();
+        let mut session = target.session();
+        for _ in 0..3 {
+            assert_eq!(
+                target.get(&mut session, 0, "k").await,
+                Ok(ReadOutcome::Found)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_as_no_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let target = Target::new(
+            TargetKind::Etcd,
+            &[endpoint],
+            Duration::from_millis(200),
+            None,
+            None,
+        )
+        .unwrap();
+        let error = target
+            .put(&mut target.session(), 0, "k", b"v", None)
+            .await
+            .unwrap_err();
+        assert!(error.starts_with(NO_ANSWER), "{error}");
+        drop(listener);
     }
 
     #[test]
     fn status_errors_quote_a_bounded_body() {
         let long = "x".repeat(1000);
-        let message = status_error(reqwest::StatusCode::SERVICE_UNAVAILABLE, long.as_bytes());
+        let message = status_error(503, long.as_bytes());
         assert!(message.starts_with("HTTP 503: xxx"));
         assert_eq!(message.len(), "HTTP 503: ".len() + MAX_ERROR_BODY);
     }
