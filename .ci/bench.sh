@@ -23,7 +23,12 @@
 # BENCH_OUT (docs/benchmarks.md), BENCH_SKIP_ETCD (0), BENCH_SKIP_TLS (0),
 # BENCH_SKIP_WRK (0), BENCH_WRK_DURATION (10s), BENCH_KEEP (0: delete the temp dir with
 # logs and JSON results at the end; it is always kept if something failed), BENCH_SERVER
-# (target/release/tinykv-server: another build of the server, for A/B runs).
+# (target/release/tinykv-server: another build of the server, for A/B runs). In plaintext
+# only, after the workloads: BENCH_WIDE_WORKLOADS ("write c", empty for none) again with
+# BENCH_WIDE_CLIENTS (256) clients; write-only runs of BENCH_SWEEP_DURATION (10s) for each
+# of BENCH_VALUE_SIZES ("128 4096 65536 1048576", empty for none), over at most
+# BENCH_SWEEP_BYTES (256 MiB) of keys; then 128-byte writes beside BENCH_BIG_CLIENTS (8)
+# clients writing 1 MiB values; and the servers' peak memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -41,6 +46,12 @@ BENCH_SKIP_TLS=${BENCH_SKIP_TLS:-0}
 BENCH_SKIP_WRK=${BENCH_SKIP_WRK:-0}
 BENCH_WRK_DURATION=${BENCH_WRK_DURATION:-10s}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_WIDE_CLIENTS=${BENCH_WIDE_CLIENTS:-256}
+BENCH_WIDE_WORKLOADS=${BENCH_WIDE_WORKLOADS-write c}
+BENCH_VALUE_SIZES=${BENCH_VALUE_SIZES-128 4096 65536 1048576}
+BENCH_SWEEP_DURATION=${BENCH_SWEEP_DURATION:-10s}
+BENCH_SWEEP_BYTES=${BENCH_SWEEP_BYTES:-268435456}   # a value size's key space holds at most this much
+BENCH_BIG_CLIENTS=${BENCH_BIG_CLIENTS:-8}            # 1 MiB writers beside the small ones
 SEED=42
 TLS_BUDGET=15   # percent of TinyKV-rs's plaintext throughput TLS may cost (the issue's target)
 
@@ -226,13 +237,68 @@ fi
 # RUN names the results: $WORK/results/RUN-WORKLOAD.json (.txt, .time, .servers).
 run_workload() {
   local target=$1 run=$2 label=$3 endpoints=$4 workload=$5; shift 5
+  run_bench "$run-$workload" "$target" "$label" "$endpoints" "$workload" "$BENCH_CLIENTS" \
+    "$BENCH_VALUE_SIZE" "$BENCH_KEYS" "$BENCH_DURATION" "$@"
+}
+
+# One tinykv-bench run, results in $WORK/results/NAME.*:
+#   run_bench NAME TARGET LABEL ENDPOINTS WORKLOAD CLIENTS VALUE_SIZE KEYS DURATION [OPTIONS...]
+run_bench() {
+  local name=$1 target=$2 label=$3 endpoints=$4 workload=$5 clients=$6 size=$7 keys=$8 duration=$9
+  shift 9
   local args=(--target "$target" --label "$label" --endpoints "$endpoints" "$@"
-    --clients "$BENCH_CLIENTS" --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP"
-    --keys "$BENCH_KEYS" --value-size "$BENCH_VALUE_SIZE" --workload "$workload" --seed "$SEED")
+    --clients "$clients" --duration "$duration" --warmup "$BENCH_WARMUP"
+    --keys "$keys" --value-size "$size" --workload "$workload" --seed "$SEED")
   case "$workload" in write|transfer) ;; *) args+=(--preload) ;; esac
-  shquote "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json" >> "$COMMANDS"
-  log "$label: workload $workload"
-  measure "$run-$workload" "$BENCH" "${args[@]}" --json "$WORK/results/$run-$workload.json"
+  shquote "$BENCH" "${args[@]}" --json "$WORK/results/$name.json" >> "$COMMANDS"
+  log "$label: workload $workload, $clients clients, $size-byte values, $keys keys"
+  measure "$name" "$BENCH" "${args[@]}" --json "$WORK/results/$name.json"
+}
+
+# The servers' peak resident memory so far (VmHWM, MiB), one number per node.
+peak_rss() {
+  local pid out=()
+  for pid in "${PIDS[@]}"; do
+    out+=("$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null || echo "?")")
+  done
+  local IFS=/
+  echo "${out[*]}" | sed 's#/# / #g'
+}
+declare -A PEAK_RSS   # by "RUN base" and "RUN sweep"
+
+# The plaintext extras (see the knobs above): more clients, larger values, small writes
+# beside large ones, and the servers' peak memory before and after.
+#   run_extras TARGET RUN LABEL ENDPOINTS
+run_extras() {
+  local target=$1 run=$2 label=$3 endpoints=$4 workload size keys big_pid
+  PEAK_RSS["$run base"]=$(peak_rss)
+  for workload in $BENCH_WIDE_WORKLOADS; do
+    run_bench "$run-$workload-wide" "$target" "$label" "$endpoints" "$workload" \
+      "$BENCH_WIDE_CLIENTS" "$BENCH_VALUE_SIZE" "$BENCH_KEYS" "$BENCH_DURATION"
+  done
+  for size in $BENCH_VALUE_SIZES; do
+    keys=$(( BENCH_SWEEP_BYTES / size ))
+    if [ "$keys" -gt "$BENCH_KEYS" ]; then keys=$BENCH_KEYS; fi
+    if [ "$keys" -lt 16 ]; then keys=16; fi
+    run_bench "$run-size-$size" "$target" "$label" "$endpoints" write "$BENCH_CLIENTS" \
+      "$size" "$keys" "$BENCH_SWEEP_DURATION"
+  done
+  if [ -n "$BENCH_VALUE_SIZES" ] && [ "$BENCH_BIG_CLIENTS" -gt 0 ]; then
+    # The 1 MiB writers start first and stop after the small writers have finished.
+    log "$label: $BENCH_BIG_CLIENTS clients writing 1 MiB values, beside 128-byte writes"
+    local big=(--target "$target" --label "$label" --endpoints "$endpoints" --quiet
+      --clients "$BENCH_BIG_CLIENTS" --warmup 0s --keys 64 --key-prefix bench-big-
+      --value-size 1048576 --workload write --seed "$SEED"
+      --duration "$(( ${BENCH_SWEEP_DURATION%s} + ${BENCH_WARMUP%s} + 4 ))s")
+    shquote "$BENCH" "${big[@]}" --json "$WORK/results/$run-big.json" "&" >> "$COMMANDS"
+    "$BENCH" "${big[@]}" --json "$WORK/results/$run-big.json" > "$WORK/results/$run-big.txt" 2>&1 &
+    big_pid=$!
+    sleep 2
+    run_bench "$run-beside-big" "$target" "$label" "$endpoints" write "$BENCH_CLIENTS" \
+      128 "$BENCH_KEYS" "$BENCH_SWEEP_DURATION"
+    wait "$big_pid" || die "the 1 MiB writers failed: $(tail -3 "$WORK/results/$run-big.txt")"
+  fi
+  PEAK_RSS["$run sweep"]=$(peak_rss)
 }
 
 # Sets WRK_ENDPOINT to the client URL of the node that leads the region holding the
@@ -410,6 +476,9 @@ for run in "${RUNS[@]}"; do
     run_wrk "$run" "$WRK_ENDPOINT" "${CURL_TLS[@]}"
     run_bench_as_wrk "$run" "$WRK_ENDPOINT" "${BENCH_TLS[@]}"
   fi
+  if [ "$run" = tinykv ]; then
+    run_extras tinykv "$run" "$label" "$(join_by , "${ENDPOINTS[@]}")"
+  fi
   log "stopping $label"
   stop_all
 done
@@ -429,6 +498,9 @@ if [ "$BENCH_SKIP_ETCD" != 1 ]; then
     for workload in $BENCH_WORKLOADS; do
       run_workload etcd "$run" "$label" "$(join_by , "${ENDPOINTS[@]}")" "$workload" "${BENCH_TLS[@]}"
     done
+    if [ "$run" = etcd ]; then
+      run_extras etcd "$run" "$label" "$(join_by , "${ENDPOINTS[@]}")"
+    fi
     log "stopping $label"
     stop_all
   done
@@ -492,6 +564,89 @@ bench_numbers() {
       key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
     all && /}/ { exit }
     END { printf "%.0f %s %s %s %s %s\n", n["throughput"], n["mean_ms"], n["p50_ms"], n["p99_ms"], n["max_ms"], n["errors"] }' "$1"
+}
+
+# "ops/s MiB/s p50 p99 p99.9 max errors" of the "all" row of a --json result (ms), given
+# its value size in bytes.
+bench_row() {
+  awk -F': ' -v size="$2" '/"op": "all"/ { all = 1 }
+    all && /"(throughput|p50_ms|p99_ms|p999_ms|max_ms|errors)"/ {
+      key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
+    all && /}/ { exit }
+    END { printf "%.0f %.1f %s %s %s %s %s\n", n["throughput"], n["throughput"] * size / 1048576,
+            n["p50_ms"], n["p99_ms"], n["p999_ms"], n["max_ms"], n["errors"] }' "$1"
+}
+
+# The section of the plaintext extras (run_extras), for whichever ran.
+extras_section() {
+  local ours theirs workload size run name
+  [ -n "$BENCH_WIDE_WORKLOADS$BENCH_VALUE_SIZES" ] || return 0
+  cat <<EOF
+## More clients, larger values (plaintext)
+
+After the workloads above, each plaintext cluster runs more: the workloads
+${BENCH_WIDE_WORKLOADS:-(none)} again with ${BENCH_WIDE_CLIENTS} clients instead of ${BENCH_CLIENTS}; write-only runs of
+${BENCH_SWEEP_DURATION} (after the ${BENCH_WARMUP} warm-up) with each value size, over as many keys as
+hold ${BENCH_SWEEP_BYTES} bytes (at most ${BENCH_KEYS}); then ${BENCH_CLIENTS} clients writing 128-byte
+values while ${BENCH_BIG_CLIENTS} more write 1 MiB values, to see whether large values stall small
+ones. The last table gives each node's peak resident memory (\`VmHWM\`) after the
+workloads above and after these runs.
+
+EOF
+  for workload in $BENCH_WIDE_WORKLOADS; do
+    ours="$WORK/results/tinykv-$workload-wide.json"
+    theirs="$WORK/results/etcd-$workload-wide.json"
+    [ -f "$ours" ] || continue
+    if [ -f "$theirs" ]; then
+      "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload"), ${BENCH_WIDE_CLIENTS} clients"
+    else
+      "$BENCH" compare "$ours" --title "$(title_of "$workload"), ${BENCH_WIDE_CLIENTS} clients"
+    fi
+    echo
+  done
+  if [ -n "$BENCH_VALUE_SIZES" ]; then
+    printf '### Value sizes (write-only, %s clients)\n\n' "$BENCH_CLIENTS"
+    echo "| value size | system | writes/s | MiB/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    for size in $BENCH_VALUE_SIZES; do
+      for run in tinykv etcd; do
+        name="$WORK/results/$run-size-$size.json"
+        [ -f "$name" ] || continue
+        read -r ops mib p50 p99 p999 max errors <<< "$(bench_row "$name" "$size")"
+        echo "| $size B | $(run_title "$run") | $ops | $mib | $p50 | $p99 | $p999 | $max | $errors |"
+      done
+      if [ -f "$WORK/results/tinykv-size-$size.json" ] && [ -f "$WORK/results/etcd-size-$size.json" ]; then
+        paste -d' ' <(bench_row "$WORK/results/tinykv-size-$size.json" "$size") \
+          <(bench_row "$WORK/results/etcd-size-$size.json" "$size") | awk '{
+          printf "| | **ours/etcd** | **%.2f×** | | %.2f× | %.2f× | %.2f× | %.2f× | |\n",
+            ($8 > 0 ? $1 / $8 : 0), ($10 > 0 ? $3 / $10 : 0), ($11 > 0 ? $4 / $11 : 0),
+            ($12 > 0 ? $5 / $12 : 0), ($13 > 0 ? $6 / $13 : 0) }'
+      fi
+    done
+    echo
+    printf '### 128-byte writes beside %s clients writing 1 MiB values\n\n' "$BENCH_BIG_CLIENTS"
+    echo "| system | small writes | writes/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | 1 MiB writes/s beside them |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for run in tinykv etcd; do
+      [ -f "$WORK/results/$run-beside-big.json" ] || continue
+      if [ -f "$WORK/results/$run-size-128.json" ]; then
+        read -r ops mib p50 p99 p999 max errors <<< "$(bench_row "$WORK/results/$run-size-128.json" 128)"
+        echo "| $(run_title "$run") | alone | $ops | $p50 | $p99 | $p999 | $max | $errors | |"
+      fi
+      read -r ops mib p50 p99 p999 max errors <<< "$(bench_row "$WORK/results/$run-beside-big.json" 128)"
+      echo "| $(run_title "$run") | beside 1 MiB writes | $ops | $p50 | $p99 | $p999 | $max | $errors | $(throughput_of "$WORK/results/$run-big.json" | awk '{ printf "%.1f", $1 }') |"
+    done
+    echo
+  fi
+  echo "### Peak memory of each node (MiB, nodes 1 / 2 / 3)"
+  echo
+  echo "| system | after the ${BENCH_VALUE_SIZE}-byte workloads | after the runs of this section |"
+  echo "|---|---|---|"
+  for run in tinykv etcd; do
+    [ -n "${PEAK_RSS["$run base"]:-}" ] || continue
+    echo "| $(run_title "$run") | ${PEAK_RSS["$run base"]} | ${PEAK_RSS["$run sweep"]:-} |"
+  done
+  echo
 }
 
 # One comparison table per workload: compare_all OURS THEIRS TITLE_SUFFIX, from the runs'
@@ -676,6 +831,7 @@ EOF
       echo
     done
   fi
+  extras_section
   if [ "$BENCH_SKIP_WRK" != 1 ]; then
     cat <<EOF
 ## Cross-check with wrk
