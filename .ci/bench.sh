@@ -579,7 +579,7 @@ bench_row() {
 
 # The section of the plaintext extras (run_extras), for whichever ran.
 extras_section() {
-  local ours theirs workload size run name
+  local workload size run name
   [ -n "$BENCH_WIDE_WORKLOADS$BENCH_VALUE_SIZES" ] || return 0
   cat <<EOF
 ## More clients, larger values (plaintext)
@@ -594,15 +594,9 @@ workloads above and after these runs.
 
 EOF
   for workload in $BENCH_WIDE_WORKLOADS; do
-    ours="$WORK/results/tinykv-$workload-wide.json"
-    theirs="$WORK/results/etcd-$workload-wide.json"
-    [ -f "$ours" ] || continue
-    if [ -f "$theirs" ]; then
-      "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload"), ${BENCH_WIDE_CLIENTS} clients"
-    else
-      "$BENCH" compare "$ours" --title "$(title_of "$workload"), ${BENCH_WIDE_CLIENTS} clients"
-    fi
-    echo
+    [ -f "$WORK/results/tinykv-$workload-wide.json" ] || continue
+    compare_pair "$WORK/results/tinykv-$workload-wide.json" "$WORK/results/etcd-$workload-wide.json" \
+      "$(title_of "$workload"), ${BENCH_WIDE_CLIENTS} clients"
   done
   if [ -n "$BENCH_VALUE_SIZES" ]; then
     printf '### Value sizes (write-only, %s clients)\n\n' "$BENCH_CLIENTS"
@@ -653,17 +647,22 @@ EOF
 # results/OURS-<workload>.json and results/THEIRS-<workload>.json (ours alone if theirs
 # is missing).
 compare_all() {
-  local ours theirs workload
+  local workload
   for workload in $BENCH_WORKLOADS; do
-    ours="$WORK/results/$1-$workload.json"
-    theirs="$WORK/results/$2-$workload.json"
-    if [ -f "$theirs" ]; then
-      "$BENCH" compare "$ours" "$theirs" --title "$(title_of "$workload")$3"
-    else
-      "$BENCH" compare "$ours" --title "$(title_of "$workload")$3"
-    fi
-    echo
+    compare_pair "$WORK/results/$1-$workload.json" "$WORK/results/$2-$workload.json" \
+      "$(title_of "$workload")$3"
   done
+}
+
+# One comparison table: compare_pair OURS.json THEIRS.json TITLE (ours alone if theirs is
+# missing).
+compare_pair() {
+  if [ -f "$2" ]; then
+    "$BENCH" compare "$1" "$2" --title "$3"
+  else
+    "$BENCH" compare "$1" --title "$3"
+  fi
+  echo
 }
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
