@@ -439,7 +439,11 @@ start_etcd() {
       --listen-client-urls "$client" --advertise-client-urls "$client"
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer"
       --initial-cluster "$cluster" --initial-cluster-state new
-      --initial-cluster-token tinykv-bench --logger zap --log-outputs stderr)
+      --initial-cluster-token tinykv-bench --logger zap --log-outputs stderr
+      # The value-size sweep writes gigabytes of history, beyond etcd's default 2 GiB
+      # quota (writes then fail with "database space exceeded"): 8 GiB, its largest
+      # recommended quota, as an operator storing large values would set.
+      --quota-backend-bytes 8589934592)
     if [ -n "$tls" ]; then
       # Member N: store N's certificate, for its clients and (mutual TLS) its peers.
       args+=(--cert-file "$CERTS/store-$n.pem" --key-file "$CERTS/store-$n.key"
