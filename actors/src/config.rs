@@ -29,8 +29,14 @@ pub struct RaftStoreConfig {
     pub raft_log_gc_tick_ms: u64,
     /// Compact the log once this many applied entries sit in it.
     pub raft_log_gc_count_limit: u64,
-    /// Compact the log once the applied entries in it exceed this many bytes.
+    /// Compact the log once the applied entries in it exceed this many bytes, even past a
+    /// lagging follower (which then gets a snapshot).
     pub raft_log_gc_size_limit: u64,
+    /// Compact the log up to what every follower holds once its entries exceed this many
+    /// bytes, checked after each apply: large values then leave the log before the
+    /// engine's memtable is flushed with them, instead of being written to tables and
+    /// compacted again (see docs/performance.md). Never forces a follower to a snapshot.
+    pub raft_log_gc_size_threshold: u64,
     /// Interval of the leader's region size check.
     pub split_check_tick_ms: u64,
     /// A region whose data exceeds this many bytes is split.
@@ -80,6 +86,7 @@ impl Default for RaftStoreConfig {
             raft_log_gc_tick_ms: 1_000,
             raft_log_gc_count_limit: 10_000,
             raft_log_gc_size_limit: 64 * 1024 * 1024,
+            raft_log_gc_size_threshold: 4 * 1024 * 1024,
             split_check_tick_ms: 10_000,
             region_max_size: 48 * 1024 * 1024,
             region_split_size: 32 * 1024 * 1024,
@@ -158,6 +165,9 @@ impl RaftStoreConfig {
         }
         if self.raft_log_gc_count_limit == 0 {
             return fail("raft_log_gc_count_limit", "must be greater than 0");
+        }
+        if self.raft_log_gc_size_threshold == 0 {
+            return fail("raft_log_gc_size_threshold", "must be greater than 0");
         }
         if self.split_check_tick_ms == 0 {
             return fail("split_check_tick_ms", "must be greater than 0");

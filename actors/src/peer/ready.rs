@@ -334,6 +334,11 @@ impl Peer {
             info!(splits, region = ?self.region(), "region split");
         }
         self.raft.advance_apply_to(applied);
+        if self.log_size_hint >= self.env.cfg.raft_log_gc_size_threshold {
+            // Large entries: compact now rather than at the next GC tick, so that they
+            // leave the log while the engine's memtable still holds them.
+            self.propose_log_compaction();
+        }
         self.serve_reads();
         self.schedule_ready();
     }

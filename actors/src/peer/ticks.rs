@@ -45,10 +45,11 @@ impl Peer {
     }
 
     /// Leader only: proposes compacting the log once enough applied entries sit in it
-    /// (`raft_log_gc_count_limit`) or the log holds too many bytes
-    /// (`raft_log_gc_size_limit`). The compaction point is the lowest index every follower
-    /// has, unless a follower lags so far that keeping the log for it would exceed a
-    /// limit: then it compacts up to the applied index and the follower gets a snapshot.
+    /// (`raft_log_gc_count_limit`) or the log holds enough bytes
+    /// (`raft_log_gc_size_threshold`, or the hard `raft_log_gc_size_limit`). The
+    /// compaction point is the lowest index every follower has, unless a follower lags so
+    /// far that keeping the log for it would exceed a limit: then it compacts up to the
+    /// applied index and the follower gets a snapshot.
     pub(super) fn propose_log_compaction(&mut self) {
         if !self.is_leader() || self.is_merging() || !self.log_gc_due() {
             return;
@@ -66,11 +67,18 @@ impl Peer {
             .map(|(_, p)| p.matched)
             .min()
             .unwrap_or(applied);
+        let truncated = first - 1;
         let mut compact = applied.min(min_match);
-        if compact < first || applied - compact >= limit || over_size {
+        // A follower that lacks entries the log no longer holds needs a snapshot anyway;
+        // one that holds exactly what was compacted before only needs the rest.
+        let needs_snapshot = compact < truncated;
+        if needs_snapshot || applied - compact >= limit || over_size {
             compact = applied;
         }
-        let truncated = first - 1;
+        if compact <= truncated {
+            // Every follower still needs everything the log holds.
+            return;
+        }
         if let Some((proposed_term, proposed_index)) = self.compact_proposed {
             if proposed_term == self.term() && proposed_index > truncated {
                 // The previous compaction has not applied yet.
@@ -96,12 +104,16 @@ impl Peer {
     }
 
     /// Whether the log holds enough applied entries (`raft_log_gc_count_limit`) or bytes
-    /// (`raft_log_gc_size_limit`) to compact.
+    /// (`raft_log_gc_size_threshold` or `raft_log_gc_size_limit`) to compact.
     pub(super) fn log_gc_due(&self) -> bool {
         let storage = self.raft.store();
         let (applied, first) = (storage.applied_index(), storage.first_log_index());
-        let over_size = self.log_size_hint >= self.env.cfg.raft_log_gc_size_limit;
-        applied >= first && (applied - first >= self.env.cfg.raft_log_gc_count_limit || over_size)
+        let cfg = &self.env.cfg;
+        let over_size = self.log_size_hint
+            >= cfg
+                .raft_log_gc_size_threshold
+                .min(cfg.raft_log_gc_size_limit);
+        applied >= first && (applied - first >= cfg.raft_log_gc_count_limit || over_size)
     }
 
     /// Hands the deletion of the log entries up to `compacted` to the RaftLogGcWriter.
