@@ -106,15 +106,21 @@ async fn log_compacted_by_size() {
         raft_log_gc_size_limit: 16 * 1024,
         ..RaftStoreConfig::for_tests()
     };
+    // 16 KiB is about 15 entries; the bound leaves room for the writes that land between
+    // two GC ticks.
+    writes_of_a_kib_keep_the_log_within(cfg, 100).await;
+}
+
+/// Starts a cluster with `cfg`, writes 300 values of 1 KiB one after another, and waits
+/// until every peer's log holds at most `bound` applied entries.
+async fn writes_of_a_kib_keep_the_log_within(cfg: RaftStoreConfig, bound: u64) {
     let cluster = Cluster::start(3, cfg).await;
     let client = cluster.client();
     let value = vec![b'v'; 1024];
     for i in 0..300 {
         client.must_put(format!("k{i:04}").as_bytes(), &value).await;
     }
-    // 300 entries of over 1 KiB each; 16 KiB is about 15 of them. The bound leaves room
-    // for the writes that land between two GC ticks.
-    cluster.wait_log_bounded(1, 100).await;
+    cluster.wait_log_bounded(1, bound).await;
     cluster.shutdown().await;
 }
 
@@ -149,16 +155,9 @@ async fn a_log_of_large_entries_is_compacted_without_waiting_for_the_tick() {
         raft_log_gc_size_threshold: 16 * 1024,
         ..RaftStoreConfig::for_tests()
     };
-    let cluster = Cluster::start(3, cfg).await;
-    let client = cluster.client();
-    let value = vec![b'v'; 1024];
-    for i in 0..300 {
-        client.must_put(format!("k{i:04}").as_bytes(), &value).await;
-    }
-    // 16 KiB is about 15 of these entries; the bound leaves room for the writes that land
-    // while a compaction is applied.
-    cluster.wait_log_bounded(1, 60).await;
-    cluster.shutdown().await;
+    // 16 KiB is about 15 entries; the bound leaves room for the writes that land while a
+    // compaction is applied.
+    writes_of_a_kib_keep_the_log_within(cfg, 60).await;
 }
 
 /// Compacting at the size threshold never cuts a lagging follower off: it compacts only

@@ -334,7 +334,12 @@ impl Peer {
             info!(splits, region = ?self.region(), "region split");
         }
         self.raft.advance_apply_to(applied);
-        if self.log_size_hint >= self.env.cfg.raft_log_gc_size_threshold {
+        let cfg = &self.env.cfg;
+        if self.log_size_hint
+            >= cfg
+                .raft_log_gc_size_threshold
+                .min(cfg.raft_log_gc_size_limit)
+        {
             // Large entries: compact now rather than at the next GC tick, so that they
             // leave the log while the engine's memtable still holds them.
             self.propose_log_compaction();
