@@ -523,10 +523,17 @@ title_of() {
     *) echo "Workload $1" ;;
   esac
 }
-# The throughput of a --json result: successful operations per second, of every kind.
-throughput_of() {
-  awk '/"op": "all"/ { all = 1 } all && /"throughput"/ { gsub(/[^0-9.]/, "", $2); print $2; exit }' "$1"
+# Fields of the "all" row of a tinykv-bench --json result, in the order named, on one
+# line: all_fields FILE FIELD... (e.g. throughput p99_ms errors).
+all_fields() {
+  local file=$1; shift
+  awk -F': ' -v keys="$*" '/"op": "all"/ { all = 1 }
+    all && /^ *"[a-z0-9_]+": / { key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
+    all && /}/ { exit }
+    END { k = split(keys, names, " "); for (i = 1; i <= k; i++) printf "%s%s", n[names[i]], (i < k ? " " : "\n") }' "$file"
 }
+# The throughput of a --json result: successful operations per second, of every kind.
+throughput_of() { all_fields "$1" throughput; }
 # "wall s | CPU s | its share | servers' share | others' share | idle | TCP accepts" of
 # the results NAME (see measure).
 cpu_cells() {
@@ -563,22 +570,15 @@ wrk_numbers() {
 
 # The "all" row of a tinykv-bench --json result as "rps mean p50 p99 max errors" (ms).
 bench_numbers() {
-  awk -F': ' '/"op": "all"/ { all = 1 }
-    all && /"(throughput|mean_ms|p50_ms|p99_ms|max_ms|errors)"/ {
-      key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
-    all && /}/ { exit }
-    END { printf "%.0f %s %s %s %s %s\n", n["throughput"], n["mean_ms"], n["p50_ms"], n["p99_ms"], n["max_ms"], n["errors"] }' "$1"
+  all_fields "$1" throughput mean_ms p50_ms p99_ms max_ms errors \
+    | awk '{ $1 = sprintf("%.0f", $1); print }'
 }
 
 # "ops/s MiB/s p50 p99 p99.9 max errors" of the "all" row of a --json result (ms), given
 # its value size in bytes.
 bench_row() {
-  awk -F': ' -v size="$2" '/"op": "all"/ { all = 1 }
-    all && /"(throughput|p50_ms|p99_ms|p999_ms|max_ms|errors)"/ {
-      key = $1; gsub(/[ "]/, "", key); v = $2; gsub(/[^0-9.]/, "", v); n[key] = v }
-    all && /}/ { exit }
-    END { printf "%.0f %.1f %s %s %s %s %s\n", n["throughput"], n["throughput"] * size / 1048576,
-            n["p50_ms"], n["p99_ms"], n["p999_ms"], n["max_ms"], n["errors"] }' "$1"
+  all_fields "$1" throughput p50_ms p99_ms p999_ms max_ms errors \
+    | awk -v size="$2" '{ printf "%.0f %.1f %s %s %s %s %s\n", $1, $1 * size / 1048576, $2, $3, $4, $5, $6 }'
 }
 
 # The section of the plaintext extras (run_extras), for whichever ran.

@@ -334,12 +334,7 @@ impl Peer {
             info!(splits, region = ?self.region(), "region split");
         }
         self.raft.advance_apply_to(applied);
-        let cfg = &self.env.cfg;
-        if self.log_size_hint
-            >= cfg
-                .raft_log_gc_size_threshold
-                .min(cfg.raft_log_gc_size_limit)
-        {
+        if self.log_past_size_threshold() {
             // Large entries: compact now rather than at the next GC tick, so that they
             // leave the log while the engine's memtable still holds them.
             self.propose_log_compaction();

@@ -108,12 +108,19 @@ impl Peer {
     pub(super) fn log_gc_due(&self) -> bool {
         let storage = self.raft.store();
         let (applied, first) = (storage.applied_index(), storage.first_log_index());
+        applied >= first
+            && (applied - first >= self.env.cfg.raft_log_gc_count_limit
+                || self.log_past_size_threshold())
+    }
+
+    /// Whether the log holds enough bytes to compact: `raft_log_gc_size_threshold`, or
+    /// the hard `raft_log_gc_size_limit` if that is smaller.
+    pub(super) fn log_past_size_threshold(&self) -> bool {
         let cfg = &self.env.cfg;
-        let over_size = self.log_size_hint
+        self.log_size_hint
             >= cfg
                 .raft_log_gc_size_threshold
-                .min(cfg.raft_log_gc_size_limit);
-        applied >= first && (applied - first >= cfg.raft_log_gc_count_limit || over_size)
+                .min(cfg.raft_log_gc_size_limit)
     }
 
     /// Hands the deletion of the log entries up to `compacted` to the RaftLogGcWriter.

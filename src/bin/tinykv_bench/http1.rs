@@ -65,18 +65,17 @@ impl Endpoint {
         if authority.is_empty() || authority.contains('/') {
             return Err(format!("endpoint {url:?}: expected scheme://host:port"));
         }
-        let authority = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:{}", if tls { 443 } else { 80 })
+        // A port is the digits after the last colon; without one, the scheme's default.
+        let (host, authority) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                (host, authority.to_string())
+            }
+            _ => (
+                authority,
+                format!("{authority}:{}", if tls { 443 } else { 80 }),
+            ),
         };
         let server_name = if tls {
-            let (host, _) = authority
-                .rsplit_once(':')
-                .expect("the port was just ensured");
             let host = host.trim_start_matches('[').trim_end_matches(']');
             Some(
                 ServerName::try_from(host.to_string())
