@@ -29,6 +29,10 @@
 # profiling SCALE_WRAP, a command every node runs under, `{n}` standing for the node's
 # number (e.g. `heaptrack -o /tmp/heap-node{n}`); a profiled run stops after the idle
 # measurement (step 2).
+# SCALE_LOAD_PERF=FILE samples the whole machine with `perf record` (cpu-clock, every
+# thread) over the write load after its warm-up, into FILE-N for N regions (read it with
+# `perf report -i FILE-N --sort comm,sym`); SCALE_LOAD_PERF_ARGS are perf's sampling
+# options (`-F 999`, no call graphs; `-F 249 --call-graph dwarf,32768` for stacks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -242,6 +246,10 @@ for n in $SCALE_REGIONS; do
   "$BENCH" --endpoints "$endpoints" --workload write --keys "$SCALE_KEYS" --clients 64 \
     --duration "${SCALE_LOAD}s" --warmup "${WARMUP}s" --quiet --json "$dir/bench.json" > "$dir/bench.txt" 2> "$dir/bench.err" &
   bench_pid=$!
+  if [ -n "${SCALE_LOAD_PERF:-}" ]; then
+    # shellcheck disable=SC2086 # the options are words of their own
+    (sleep "$WARMUP" && perf record -q -a -e cpu-clock ${SCALE_LOAD_PERF_ARGS:--F 999} -o "$SCALE_LOAD_PERF-$n" -- sleep "$((SCALE_LOAD - 1))") &
+  fi
   # The bench's own CPU, read just before it exits (it stays a zombie until waited for).
   bench_ticks=0
   while kill -0 "$bench_pid" 2> /dev/null && [ -r "/proc/$bench_pid/stat" ]; do

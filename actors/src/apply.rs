@@ -56,6 +56,7 @@ use crate::msg::*;
 use crate::peer_storage;
 use crate::router::Router;
 use crate::session::SessionTable;
+use crate::span_entry::SpanEntry;
 use crate::util;
 use crate::validation;
 
@@ -284,7 +285,7 @@ impl ApplyFsm {
             self.router.do_send(wait.clone());
         }
         ctx.run_later(SOURCE_POLL, |fsm, ctx| {
-            let _enter = fsm.span.clone().entered();
+            let _entry = SpanEntry::enter(&fsm.span);
             if fsm.retry_paused() {
                 fsm.wait_for_source(ctx);
             }
@@ -1046,7 +1047,7 @@ impl Handler<Apply> for ApplyFsm {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
-        let _enter = self.span.clone().entered();
+        let _entry = SpanEntry::enter(&self.span);
         let was_paused = self.paused.is_some();
         if self.apply(msg) && !was_paused {
             self.wait_for_source(ctx);

@@ -52,6 +52,7 @@ mod router;
 mod session;
 mod slog_bridge;
 mod snapshot;
+mod span_entry;
 mod split_check;
 mod stale_peer;
 mod store;

@@ -86,8 +86,7 @@ impl PeerFsm {
 
     /// Runs `f` on the core inside the peer's span, then carries out what it asked for.
     fn drive(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Peer)) {
-        let span = self.peer.span().clone();
-        let _enter = span.enter();
+        let _entry = SpanEntry::enter(self.peer.span());
         f(&mut self.peer);
         self.carry_out(ctx);
     }

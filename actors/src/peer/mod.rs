@@ -75,6 +75,7 @@ use crate::proposal_batch::ProposalBatch;
 use crate::router::Router;
 use crate::slog_bridge::raft_logger;
 use crate::snapshot;
+use crate::span_entry::SpanEntry;
 use crate::split_check;
 use crate::stale_peer::{self, StaleCheck};
 use crate::transport::Transport;
